@@ -1,0 +1,20 @@
+//go:build tools
+
+// Package deps pins the project's named dependencies in go.mod while the
+// packages that use them are being written. It is never built.
+package deps
+
+import (
+	_ "github.com/coreos/go-systemd/v22/daemon"
+	_ "github.com/google/nftables"
+	_ "github.com/insomniacslk/dhcp/dhcpv4"
+	_ "github.com/mdlayher/packet"
+	_ "github.com/miekg/dns"
+	_ "github.com/smallstep/pkcs7"
+	_ "github.com/spf13/cobra"
+	_ "github.com/vishvananda/netns"
+	_ "go.etcd.io/bbolt"
+	_ "golang.org/x/net/bpf"
+	_ "golang.org/x/sys/unix"
+	_ "gopkg.in/yaml.v3"
+)

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs what the tests and the demo need from Debian's archive and the Go
+# module proxy. Idempotent: does nothing when everything is already there.
+set -euo pipefail
+
+need=()
+have() { command -v "$1" >/dev/null 2>&1; }
+have nft       || need+=(nftables)
+have dnsmasq   || need+=(dnsmasq-base)
+have udhcpc    || need+=(udhcpc)
+have dhclient  || need+=(isc-dhcp-client)
+have yanglint  || need+=(libyang2-tools)
+have iperf3    || need+=(iperf3)
+have conntrack || need+=(conntrack)
+have busybox   || need+=(busybox)
+have ip        || need+=(iproute2)
+have openssl   || need+=(openssl)
+have make      || need+=(make)
+
+if [ ${#need[@]} -gt 0 ]; then
+	if [ "$(id -u)" -ne 0 ]; then
+		echo "install-deps: need root to install: ${need[*]}" >&2
+		exit 1
+	fi
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+
+GO=${GO:-$(command -v go || echo /usr/local/go/bin/go)}
+GOBIN=$("$GO" env GOPATH)/bin
+if [ ! -x "$GOBIN/staticcheck" ]; then
+	"$GO" install honnef.co/go/tools/cmd/staticcheck@2025.1.1
+fi
