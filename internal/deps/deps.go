@@ -12,6 +12,7 @@ import (
 	_ "github.com/miekg/dns"
 	_ "github.com/smallstep/pkcs7"
 	_ "github.com/spf13/cobra"
+	_ "github.com/vishvananda/netlink"
 	_ "github.com/vishvananda/netns"
 	_ "go.etcd.io/bbolt"
 	_ "golang.org/x/net/bpf"
