@@ -1,0 +1,292 @@
+// Package config owns mudd's configuration file (/etc/mud/mudd.yaml): its
+// schema, defaults, and strict decoding. An unknown or misspelt key is an
+// error that names the key by its full path and line, because a typo in a
+// firewall's configuration must not silently fall back to a default.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"reflect"
+	"slices"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// DefaultPath is where mudd looks for its configuration.
+const DefaultPath = "/etc/mud/mudd.yaml"
+
+// maxFileSize bounds the configuration file; a real one is a few KiB.
+const maxFileSize = 1 << 20
+
+// Config is mudd's configuration. Field tags are the YAML keys.
+type Config struct {
+	// Interfaces are the LAN interfaces to snoop DHCP/DNS on and whose
+	// devices are enforced (e.g. br-lan).
+	Interfaces []string `yaml:"interfaces"`
+	StateDir   string   `yaml:"state_dir"`
+	Socket     string   `yaml:"socket"`
+	// SocketGroup may use the control socket besides root (mode 0660).
+	SocketGroup string  `yaml:"socket_group"`
+	Trust       Trust   `yaml:"trust"`
+	Fetch       Fetch   `yaml:"fetch"`
+	DNS         DNS     `yaml:"dns"`
+	Policy      Policy  `yaml:"policy"`
+	Log         Log     `yaml:"log"`
+	Metrics     Metrics `yaml:"metrics"`
+	NFT         NFT     `yaml:"nft"`
+}
+
+// Trust configures MUD file signature verification.
+type Trust struct {
+	// Anchors are PEM files (or globs) of CAs trusted to sign MUD files.
+	Anchors []string `yaml:"anchors"`
+	// SystemRoots also trusts the system's TLS roots as MUD signers.
+	SystemRoots bool `yaml:"system_roots"`
+	// ServerCAs are extra PEM files trusted for MUD servers' TLS
+	// certificates, besides the system roots.
+	ServerCAs []string `yaml:"server_cas"`
+}
+
+// Fetch configures MUD file retrieval.
+type Fetch struct {
+	Timeout  time.Duration `yaml:"timeout"`
+	MaxBytes int64         `yaml:"max_bytes"`
+	// AllowPrivate permits MUD servers on private and ULA addresses.
+	AllowPrivate bool `yaml:"allow_private"`
+	// AllowPrefixes permits these destinations even when otherwise
+	// forbidden (a lab, a MUD server on the gateway's own network).
+	AllowPrefixes []netip.Prefix `yaml:"allow_prefixes"`
+	// Hosts pins MUD server names to addresses, bypassing DNS.
+	Hosts map[string]string `yaml:"hosts"`
+}
+
+// DNS configures resolution of the names in MUD files.
+type DNS struct {
+	// Resolver is the DNS server to ask, host:port; by default the
+	// gateway's own resolver, the one its devices are given.
+	Resolver string        `yaml:"resolver"`
+	MinTTL   time.Duration `yaml:"min_ttl"`
+	MaxTTL   time.Duration `yaml:"max_ttl"`
+	// Snoop reads DNS answers sent to MUD devices so that addresses are
+	// allowed before the device's first packet to them.
+	Snoop bool `yaml:"snoop"`
+}
+
+// OnFailure is the treatment of a device whose MUD file cannot be used.
+type OnFailure string
+
+const (
+	// Baseline treats the device as if it had no MUD URL.
+	Baseline OnFailure = "baseline"
+	// Block lets the device do nothing but DHCP and DNS.
+	Block OnFailure = "block"
+)
+
+// Policy configures how MUD files become rules.
+type Policy struct {
+	OnFailure OnFailure `yaml:"on_failure"`
+	// LocalNetworks overrides the local-networks abstraction; by default
+	// the LAN interfaces' prefixes.
+	LocalNetworks []netip.Prefix `yaml:"local_networks"`
+	// Controllers maps controller class URIs to addresses.
+	Controllers map[string][]netip.Prefix `yaml:"controllers"`
+	// MyControllers maps MUD URLs to their my-controller addresses.
+	MyControllers map[string][]netip.Prefix `yaml:"my_controllers"`
+}
+
+// Log configures logging.
+type Log struct {
+	Level  string `yaml:"level"`  // debug, info, warn, error
+	Format string `yaml:"format"` // text, json
+}
+
+// Metrics configures the Prometheus listener.
+type Metrics struct {
+	// Listen is a host:port, localhost by default; empty disables.
+	Listen string `yaml:"listen"`
+}
+
+// NFT configures the nftables tables mudd owns.
+type NFT struct {
+	// Priority of mudd's base chains; before the usual filter (0).
+	Priority int    `yaml:"priority"`
+	LogGroup uint16 `yaml:"log_group"`
+}
+
+// Default returns the configuration used for keys a file leaves out.
+func Default() Config {
+	return Config{
+		StateDir: "/var/lib/mud",
+		Socket:   "/run/mud/mudd.sock",
+		Trust:    Trust{SystemRoots: false},
+		Fetch:    Fetch{Timeout: 10 * time.Second, MaxBytes: 1 << 20},
+		DNS:      DNS{Resolver: "127.0.0.1:53", MinTTL: 30 * time.Second, MaxTTL: time.Hour, Snoop: true},
+		Policy:   Policy{OnFailure: Baseline},
+		Log:      Log{Level: "info", Format: "text"},
+		Metrics:  Metrics{Listen: "127.0.0.1:9641"},
+		NFT:      NFT{Priority: -5, LogGroup: 100},
+	}
+}
+
+// Load reads and validates a configuration file.
+func Load(path string) (Config, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("reading config: %w", err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
+	if err != nil {
+		return Config{}, fmt.Errorf("reading config %s: %w", path, err)
+	}
+	cfg, err := Parse(data)
+	if err != nil {
+		return Config{}, fmt.Errorf("config %s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// Parse decodes a configuration over the defaults and validates it.
+func Parse(data []byte) (Config, error) {
+	cfg := Default()
+	if len(data) > maxFileSize {
+		return cfg, fmt.Errorf("larger than %d bytes", maxFileSize)
+	}
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return cfg, err
+	}
+	if len(root.Content) == 0 {
+		return cfg, cfg.Validate() // an empty file means all defaults
+	}
+	if err := checkKeys(root.Content[0], reflect.TypeOf(cfg), ""); err != nil {
+		return cfg, err
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true) // backstop for anything checkKeys does not walk
+	if err := dec.Decode(&cfg); err != nil {
+		return cfg, err
+	}
+	return cfg, cfg.Validate()
+}
+
+// checkKeys walks the YAML tree alongside the Go type and reports the first
+// key the type does not have, by its dotted path.
+func checkKeys(n *yaml.Node, t reflect.Type, path string) error {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch {
+	case n.Kind == yaml.MappingNode && t.Kind() == reflect.Struct && t != reflect.TypeOf(netip.Prefix{}):
+		known := map[string]reflect.Type{}
+		var names []string
+		for i := range t.NumField() {
+			f := t.Field(i)
+			name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+			if name == "" || name == "-" {
+				continue
+			}
+			known[name] = f.Type
+			names = append(names, name)
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			ft, ok := known[k.Value]
+			if !ok {
+				where := "at the top level"
+				if path != "" {
+					where = "in " + path
+				}
+				slices.Sort(names)
+				return fmt.Errorf("line %d: unknown key %q %s (known: %s)", k.Line, join(path, k.Value), where, strings.Join(names, ", "))
+			}
+			if err := checkKeys(v, ft, join(path, k.Value)); err != nil {
+				return err
+			}
+		}
+	case n.Kind == yaml.MappingNode && t.Kind() == reflect.Map:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if err := checkKeys(n.Content[i+1], t.Elem(), join(path, n.Content[i].Value)); err != nil {
+				return err
+			}
+		}
+	case n.Kind == yaml.SequenceNode && t.Kind() == reflect.Slice:
+		for i, c := range n.Content {
+			if err := checkKeys(c, t.Elem(), fmt.Sprintf("%s[%d]", path, i)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func join(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+// Validate checks values that decode but make no sense.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
+	}
+	for i, ifname := range c.Interfaces {
+		if ifname == "" || len(ifname) > 15 || strings.ContainsAny(ifname, "/ \t\n") {
+			bad(fmt.Sprintf("interfaces[%d]", i), "%q is not an interface name", ifname)
+		}
+	}
+	if c.StateDir == "" {
+		bad("state_dir", "must not be empty")
+	}
+	if c.Socket == "" {
+		bad("socket", "must not be empty")
+	}
+	if c.Fetch.Timeout <= 0 {
+		bad("fetch.timeout", "must be positive, got %s", c.Fetch.Timeout)
+	}
+	if c.Fetch.MaxBytes < 1024 {
+		bad("fetch.max_bytes", "must be at least 1024, got %d", c.Fetch.MaxBytes)
+	}
+	for host, addr := range c.Fetch.Hosts {
+		if _, err := netip.ParseAddr(addr); err != nil {
+			bad("fetch.hosts."+host, "%q is not an IP address", addr)
+		}
+	}
+	if c.DNS.MinTTL < 0 || c.DNS.MaxTTL <= 0 || c.DNS.MinTTL > c.DNS.MaxTTL {
+		bad("dns", "need 0 <= min_ttl (%s) <= max_ttl (%s), max_ttl > 0", c.DNS.MinTTL, c.DNS.MaxTTL)
+	}
+	if c.DNS.Resolver != "" {
+		if _, err := netip.ParseAddrPort(c.DNS.Resolver); err != nil {
+			bad("dns.resolver", "%q is not an address:port", c.DNS.Resolver)
+		}
+	}
+	switch c.Policy.OnFailure {
+	case Baseline, Block:
+	default:
+		bad("policy.on_failure", "%q is neither %q nor %q", c.Policy.OnFailure, Baseline, Block)
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log.level", "%q is not one of debug, info, warn, error", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		bad("log.format", "%q is neither text nor json", c.Log.Format)
+	}
+	if c.NFT.Priority < -300 || c.NFT.Priority > 300 {
+		bad("nft.priority", "%d is outside -300..300", c.NFT.Priority)
+	}
+	return errors.Join(errs...)
+}
