@@ -30,5 +30,5 @@ fi
 GO=${GO:-$(command -v go || echo /usr/local/go/bin/go)}
 GOBIN=$("$GO" env GOPATH)/bin
 if [ ! -x "$GOBIN/staticcheck" ]; then
-	"$GO" install honnef.co/go/tools/cmd/staticcheck@2025.1.1
+	"$GO" install honnef.co/go/tools/cmd/staticcheck@2026.2.2
 fi
