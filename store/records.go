@@ -1,0 +1,235 @@
+package store
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/openmud/mud/policy"
+)
+
+// The record types below are the store's own: they are what is persisted,
+// JSON-encoded, one per key. Field names in JSON are part of the file format;
+// rename only with a migration.
+
+// State is a device's lifecycle state (the manager's state machine).
+type State string
+
+// Known states. The store refuses others so a typo cannot reach the file.
+const (
+	StateDiscovered      State = "discovered"
+	StateFetching        State = "fetching"
+	StateEnforced        State = "enforced"
+	StatePendingApproval State = "pending-approval"
+	StateFailed          State = "failed"
+	StateQuarantined     State = "quarantined"
+	StateRemoved         State = "removed"
+)
+
+// Valid reports whether s is a known state.
+func (s State) Valid() bool {
+	switch s {
+	case StateDiscovered, StateFetching, StateEnforced, StatePendingApproval,
+		StateFailed, StateQuarantined, StateRemoved:
+		return true
+	}
+	return false
+}
+
+// URLSource says where a device's MUD URL came from.
+type URLSource string
+
+// Known URL sources; empty means the device has no MUD URL.
+const (
+	SourceDHCPv4    URLSource = "dhcpv4"
+	SourceDHCPv6    URLSource = "dhcpv6"
+	SourceAdminBind URLSource = "admin-bind"
+)
+
+// Valid reports whether s is a known source or empty.
+func (s URLSource) Valid() bool {
+	switch s {
+	case "", SourceDHCPv4, SourceDHCPv6, SourceAdminBind:
+		return true
+	}
+	return false
+}
+
+// Hold records an administrative action: who, when, why.
+type Hold struct {
+	By     string    `json:"by,omitempty"`
+	At     time.Time `json:"at"`
+	Reason string    `json:"reason,omitempty"`
+}
+
+// Device is one LAN device, keyed by its MAC.
+type Device struct {
+	// MAC is normalised to lower-case colon form on Put.
+	MAC       string       `json:"mac"`
+	IPs       []netip.Addr `json:"ips,omitempty"` // IPv4 and IPv6
+	Hostname  string       `json:"hostname,omitempty"`
+	Interface string       `json:"interface,omitempty"`
+	// MUDURL is the URL the device emitted or the admin bound.
+	MUDURL    string    `json:"mud_url,omitempty"`
+	URLSource URLSource `json:"mud_url_source,omitempty"`
+	State     State     `json:"state"`
+	// Reason explains the state (e.g. why fetching failed).
+	Reason   string `json:"reason,omitempty"`
+	PolicyID string `json:"policy_id,omitempty"`
+	// Quarantine is set while the device is quarantined; it survives
+	// state changes so a release knows there was a quarantine to lift.
+	Quarantine  *Hold     `json:"quarantine,omitempty"`
+	LeaseExpiry time.Time `json:"lease_expiry,omitzero"`
+	FirstSeen   time.Time `json:"first_seen,omitzero"`
+	LastSeen    time.Time `json:"last_seen,omitzero"`
+	// UpdatedAt is set by the store on every Put.
+	UpdatedAt time.Time `json:"updated_at,omitzero"`
+}
+
+func (d *Device) validate() error {
+	if !d.State.Valid() {
+		return fmt.Errorf("unknown device state %q", d.State)
+	}
+	if !d.URLSource.Valid() {
+		return fmt.Errorf("unknown MUD URL source %q", d.URLSource)
+	}
+	return nil
+}
+
+// Binding is an admin-assigned MUD URL for a device that emits none
+// (mudctl bind).
+type Binding struct {
+	MAC       string    `json:"mac"`
+	MUDURL    string    `json:"mud_url"`
+	By        string    `json:"by,omitempty"`
+	CreatedAt time.Time `json:"created_at,omitzero"`
+}
+
+func (b *Binding) validate() error {
+	if b.MUDURL == "" {
+		return fmt.Errorf("binding for %s has no MUD URL", b.MAC)
+	}
+	return nil
+}
+
+// Verdict is the outcome of verifying a MUD file's signature.
+type Verdict string
+
+// Known verdicts. The store keeps whatever mudfetch decided; it does not
+// judge.
+const (
+	VerdictUnverified Verdict = ""          // not (yet) checked
+	VerdictValid      Verdict = "valid"     // signature verifies, chains to an anchor
+	VerdictUnsigned   Verdict = "unsigned"  // no signature available
+	VerdictInvalid    Verdict = "invalid"   // signature does not verify
+	VerdictUntrusted  Verdict = "untrusted" // verifies, but no trust anchor
+)
+
+// MUDFile is a cached MUD file and its signature, keyed by URL.
+type MUDFile struct {
+	URL          string    `json:"url"`
+	Body         []byte    `json:"body"`
+	Signature    []byte    `json:"signature,omitempty"`
+	SignatureURL string    `json:"signature_url,omitempty"`
+	ETag         string    `json:"etag,omitempty"`
+	LastModified string    `json:"last_modified,omitempty"`
+	FetchedAt    time.Time `json:"fetched_at,omitzero"`
+	VerifiedAt   time.Time `json:"verified_at,omitzero"`
+	Verdict      Verdict   `json:"verdict,omitempty"`
+	// VerdictReason explains a verdict other than valid.
+	VerdictReason string `json:"verdict_reason,omitempty"`
+	// Signer is the signing certificate's subject.
+	Signer string `json:"signer,omitempty"`
+	// CacheValidity is the file's cache-validity (RFC 8520 §3.5).
+	CacheValidity time.Duration `json:"cache_validity,omitempty"`
+	// RefreshDue is when the manager should fetch again.
+	RefreshDue time.Time `json:"refresh_due,omitzero"`
+}
+
+// Digest is "sha256:" and the hex SHA-256 of the body: what an Approval
+// names, so an approval covers exactly the bytes the admin saw.
+func (f *MUDFile) Digest() string { return Digest(f.Body) }
+
+// Digest returns "sha256:<hex>" of b.
+func Digest(b []byte) string {
+	sum := sha256.Sum256(b)
+	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
+// Pin is the signer and URL authority first seen (RFC 8520 §16), kept both
+// per MUD URL and per MAC so a change of either can be noticed.
+type Pin struct {
+	MAC       string    `json:"mac,omitempty"` // key in PinsByMAC
+	MUDURL    string    `json:"mud_url"`       // key in PinsByURL
+	Signer    string    `json:"signer,omitempty"`
+	Authority string    `json:"authority"`
+	FirstSeen time.Time `json:"first_seen,omitzero"`
+}
+
+// Approval is an admin's approval of a MUD file that needed one, for one
+// device (ApprovalsByMAC) or for every device announcing a URL
+// (ApprovalsByURL).
+type Approval struct {
+	MAC    string `json:"mac,omitempty"`
+	MUDURL string `json:"mud_url,omitempty"`
+	// Digest is the approved file's Digest; a different file is not
+	// covered.
+	Digest string    `json:"digest"`
+	By     string    `json:"by,omitempty"`
+	At     time.Time `json:"at"`
+	Reason string    `json:"reason,omitempty"`
+}
+
+// OverrideRule is one admin allow/deny entry. Rule uses the policy
+// package's types, so the manager can splice it into a compiled Policy
+// as is; Rule.Verdict says allow (Accept) or deny (Drop).
+type OverrideRule struct {
+	Direction policy.Direction `json:"direction"`
+	Rule      policy.Rule      `json:"rule"`
+	Comment   string           `json:"comment,omitempty"`
+	By        string           `json:"by,omitempty"`
+	CreatedAt time.Time        `json:"created_at,omitzero"`
+}
+
+// Overrides are a device's admin entries, in evaluation order, keyed by
+// MAC.
+type Overrides struct {
+	MAC   string         `json:"mac"`
+	Rules []OverrideRule `json:"rules"`
+}
+
+func (o *Overrides) validate() error {
+	for i, r := range o.Rules {
+		if r.Direction != policy.FromDevice && r.Direction != policy.ToDevice {
+			return fmt.Errorf("override %d: bad direction %d", i, r.Direction)
+		}
+		if r.Rule.Verdict != policy.Accept && r.Rule.Verdict != policy.Drop {
+			return fmt.Errorf("override %d: bad verdict %d", i, r.Rule.Verdict)
+		}
+	}
+	return nil
+}
+
+// ControllerMapping gives the addresses of a controller class (keyed by
+// its URI, in Controllers) or of my-controller for a MUD URL (keyed by
+// that URL, in MyControllers). Two tables, because a controller URI may
+// itself be an https URL.
+type ControllerMapping struct {
+	Name      string         `json:"name"`
+	Prefixes  []netip.Prefix `json:"prefixes"`
+	Source    string         `json:"source,omitempty"` // e.g. "config", "mudctl"
+	UpdatedAt time.Time      `json:"updated_at,omitzero"`
+}
+
+// NormalizeMAC returns an EUI-48 MAC in the store's key form,
+// "aa:bb:cc:dd:ee:ff". It accepts what net.ParseMAC accepts.
+func NormalizeMAC(s string) (string, error) {
+	hw, err := net.ParseMAC(s)
+	if err != nil || len(hw) != 6 {
+		return "", fmt.Errorf("%w: %q is not an EUI-48 MAC address", ErrInvalid, s)
+	}
+	return hw.String(), nil
+}

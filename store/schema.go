@@ -1,0 +1,255 @@
+package store
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// SchemaVersion is the layout this code reads and writes. Bump it only
+// together with a migration from the previous version.
+const SchemaVersion = 2
+
+// Bucket names (the current layout). They are constants, not []byte
+// variables, so no package state can be changed by accident.
+const (
+	bucketMeta          = "meta"
+	bucketDevices       = "devices"
+	bucketBindings      = "bindings"
+	bucketMUDFiles      = "mudfiles"
+	bucketPinsURL       = "pins_url"
+	bucketPinsMAC       = "pins_mac"
+	bucketApprovalsMAC  = "approvals_mac"
+	bucketApprovalsURL  = "approvals_url"
+	bucketOverrides     = "overrides"
+	bucketControllers   = "controllers"
+	bucketMyControllers = "my_controllers"
+	bucketEvents        = "events"
+
+	// keySchema in the meta bucket holds the version as decimal text, so
+	// `bbolt get FILE meta schema` is readable by a human.
+	keySchema = "schema"
+)
+
+func currentBuckets() []string {
+	return []string{
+		bucketMeta, bucketDevices, bucketBindings, bucketMUDFiles,
+		bucketPinsURL, bucketPinsMAC, bucketApprovalsMAC, bucketApprovalsURL,
+		bucketOverrides, bucketControllers, bucketMyControllers, bucketEvents,
+	}
+}
+
+// migration rewrites a database from schema version from to version to.
+// It runs inside the Open transaction, so a failing migration leaves the
+// file untouched.
+type migration struct {
+	from, to int
+	fn       func(*bolt.Tx) error
+}
+
+// migrations are applied in order; each must start where the previous
+// ended, and the last must end at SchemaVersion.
+func migrations() []migration {
+	return []migration{
+		{from: 1, to: 2, fn: migrateV1ToV2},
+	}
+}
+
+// prepare brings a freshly opened file to SchemaVersion: initialises an
+// empty file, or backs up and migrates an older one, or refuses a newer one.
+func (s *Store) prepare(path string) error {
+	var version int
+	var fresh bool
+	err := s.db.View(func(btx *bolt.Tx) (err error) {
+		version, fresh, err = readVersion(btx)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if version > SchemaVersion {
+		return fmt.Errorf("%w: file has schema version %d, this build understands up to %d; run a newer mudd or restore a backup",
+			ErrSchemaTooNew, version, SchemaVersion)
+	}
+	if !fresh && version < SchemaVersion {
+		backup := fmt.Sprintf("%s.schema-v%d.bak", path, version)
+		if err := s.db.View(func(btx *bolt.Tx) error { return btx.CopyFile(backup, 0o600) }); err != nil {
+			return fmt.Errorf("back up before migrating from schema %d: %w", version, err)
+		}
+	}
+	return s.db.Update(func(btx *bolt.Tx) error {
+		if !fresh {
+			if err := migrate(btx, version, SchemaVersion, migrations()); err != nil {
+				return err
+			}
+		}
+		for _, name := range currentBuckets() {
+			if _, err := btx.CreateBucketIfNotExists([]byte(name)); err != nil {
+				return fmt.Errorf("create bucket %s: %w", name, err)
+			}
+		}
+		return writeVersion(btx, SchemaVersion)
+	})
+}
+
+// readVersion returns the file's schema version; fresh means the file has
+// no buckets at all (just created).
+func readVersion(btx *bolt.Tx) (version int, fresh bool, err error) {
+	meta := btx.Bucket([]byte(bucketMeta))
+	if meta == nil {
+		empty := true
+		_ = btx.ForEach(func([]byte, *bolt.Bucket) error { empty = false; return nil })
+		if !empty {
+			return 0, false, errors.New("not a mud database: it has no meta bucket")
+		}
+		return 0, true, nil
+	}
+	raw := meta.Get([]byte(keySchema))
+	v, err := strconv.Atoi(string(raw))
+	if err != nil || v < 1 {
+		return 0, false, fmt.Errorf("schema version %q in meta bucket is unreadable", raw)
+	}
+	return v, false, nil
+}
+
+func writeVersion(btx *bolt.Tx, v int) error {
+	meta, err := btx.CreateBucketIfNotExists([]byte(bucketMeta))
+	if err == nil {
+		err = meta.Put([]byte(keySchema), []byte(strconv.Itoa(v)))
+	}
+	if err != nil {
+		return fmt.Errorf("write schema version %d: %w", v, err)
+	}
+	return nil
+}
+
+// migrate applies the chain of migrations from version from to version to.
+func migrate(btx *bolt.Tx, from, to int, ms []migration) error {
+	for v := from; v < to; {
+		i := 0
+		for i < len(ms) && ms[i].from != v {
+			i++
+		}
+		if i == len(ms) {
+			return fmt.Errorf("no migration from schema version %d", v)
+		}
+		if err := ms[i].fn(btx); err != nil {
+			return fmt.Errorf("migrate schema %d to %d: %w", ms[i].from, ms[i].to, err)
+		}
+		v = ms[i].to
+	}
+	return nil
+}
+
+// Schema v1, the initial layout, differed from v2 in:
+//   - devices were keyed by the MAC as first received (any case, any
+//     separator) and had one IPv4 address in "ip" and no URL source;
+//   - quarantine was a separate bucket, MAC → reason;
+//   - there were no pins, approvals, overrides or controller buckets.
+//
+// Bindings, MUD files and events were already as in v2.
+const bucketV1Quarantine = "quarantine"
+
+type v1Device struct {
+	MAC      string    `json:"mac"`
+	IP       string    `json:"ip"`
+	Hostname string    `json:"hostname"`
+	MUDURL   string    `json:"mud_url"`
+	State    State     `json:"state"`
+	Reason   string    `json:"reason"`
+	Updated  time.Time `json:"updated"`
+}
+
+// migrateV1ToV2 re-keys devices by normalised MAC (keeping the most
+// recently updated record when two spellings meet), turns "ip" into
+// "ips", fills in the URL source, and folds the quarantine bucket into
+// Device.Quarantine. A MAC that cannot be normalised fails the migration
+// rather than silently dropping a device.
+func migrateV1ToV2(btx *bolt.Tx) error {
+	old := btx.Bucket([]byte(bucketDevices))
+	if old == nil {
+		return errors.New("v1 devices bucket missing")
+	}
+	bindings := btx.Bucket([]byte(bucketBindings))
+	devs := map[string]Device{}
+	err := old.ForEach(func(k, raw []byte) error {
+		var o v1Device
+		if err := json.Unmarshal(raw, &o); err != nil {
+			return fmt.Errorf("device %q: %w", k, err)
+		}
+		mac, err := NormalizeMAC(string(k))
+		if err != nil {
+			return fmt.Errorf("device key: %w", err)
+		}
+		d := Device{MAC: mac, Hostname: o.Hostname, MUDURL: o.MUDURL, State: o.State, Reason: o.Reason, UpdatedAt: o.Updated}
+		if o.IP != "" {
+			ip, err := netip.ParseAddr(o.IP)
+			if err != nil {
+				return fmt.Errorf("device %s: %w", mac, err)
+			}
+			d.IPs = []netip.Addr{ip}
+		}
+		if d.MUDURL != "" {
+			// v1 read only DHCPv4 option 161, or the admin's binding.
+			d.URLSource = SourceDHCPv4
+			if bindings != nil && bindings.Get([]byte(mac)) != nil {
+				d.URLSource = SourceAdminBind
+			}
+		}
+		if prev, dup := devs[mac]; !dup || d.UpdatedAt.After(prev.UpdatedAt) {
+			devs[mac] = d
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if q := btx.Bucket([]byte(bucketV1Quarantine)); q != nil {
+		err := q.ForEach(func(k, reason []byte) error {
+			mac, err := NormalizeMAC(string(k))
+			if err != nil {
+				return fmt.Errorf("quarantine key: %w", err)
+			}
+			d, ok := devs[mac]
+			if !ok {
+				// Keep the admin's decision even for a device we no
+				// longer have: it applies when the device returns.
+				d = Device{MAC: mac, State: StateRemoved}
+			}
+			d.Quarantine = &Hold{Reason: string(reason)}
+			devs[mac] = d
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		if err := btx.DeleteBucket([]byte(bucketV1Quarantine)); err != nil {
+			return fmt.Errorf("drop quarantine bucket: %w", err)
+		}
+	}
+	if err := btx.DeleteBucket([]byte(bucketDevices)); err != nil {
+		return fmt.Errorf("drop v1 devices: %w", err)
+	}
+	nb, err := btx.CreateBucket([]byte(bucketDevices))
+	if err != nil {
+		return fmt.Errorf("create v2 devices: %w", err)
+	}
+	for mac, d := range devs {
+		if !d.State.Valid() {
+			return fmt.Errorf("device %s: unknown state %q", mac, d.State)
+		}
+		raw, err := json.Marshal(&d)
+		if err == nil {
+			err = nb.Put([]byte(mac), raw)
+		}
+		if err != nil {
+			return fmt.Errorf("device %s: %w", mac, err)
+		}
+	}
+	return nil
+}
