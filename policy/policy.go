@@ -28,6 +28,9 @@ type Policy struct {
 	// NeedsApproval lists why this policy must not be enforced without an
 	// administrator's approval (e.g. it contains IP literals, RFC 8520 §2).
 	NeedsApproval []string `json:"needs_approval,omitempty"`
+	// Notes says where the policy differs from the file because an ACE
+	// could not be rendered exactly (always in the stricter direction).
+	Notes []string `json:"notes,omitempty"`
 }
 
 // Direction is the side of the device a rule list applies to.

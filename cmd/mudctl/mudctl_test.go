@@ -1,0 +1,215 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/openmud/mud/policy"
+)
+
+const corpus = "../../mudfile/testdata/corpus/"
+
+// mudctl runs the CLI in-process and returns exit code, stdout and stderr.
+func mudctl(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := run(args, strings.NewReader(""), &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func writeTemp(t *testing.T, name, content string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func rfcExample(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile("../../mudfile/testdata/base.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func TestLintExitCodes(t *testing.T) {
+	good := corpus + "mudmaker/cloud-service.json"                    // valid, one warning (long systeminfo)
+	warn := corpus + "mud-visualizer/mudgee_mudfiles/HueBulbMud.json" // valid with warnings
+	bad := corpus + "ciralabs-highway/spec/files/mud/toaster_mud.json"
+	clean := writeTemp(t, "clean.json", rfcExample(t))
+	cases := []struct {
+		name string
+		args []string
+		code int
+	}{
+		{"clean", []string{"lint", clean}, 0},
+		{"clean strict", []string{"lint", "--strict", clean}, 0},
+		{"warnings allowed", []string{"lint", warn}, 0},
+		{"warnings strict", []string{"lint", "--strict", warn}, 1},
+		{"good", []string{"lint", good}, 0},
+		{"invalid", []string{"lint", bad}, 1},
+		{"valid and invalid", []string{"lint", clean, bad}, 1},
+		{"missing file", []string{"lint", filepath.Join(t.TempDir(), "nope.json")}, 2},
+		{"missing beats invalid", []string{"lint", bad, filepath.Join(t.TempDir(), "nope.json")}, 2},
+		{"no args", []string{"lint"}, 2},
+		{"unknown flag", []string{"lint", "--frobnicate", clean}, 2},
+		{"bad output format", []string{"-o", "yaml", "lint", clean}, 2},
+		{"unknown command", []string{"frobnicate"}, 2},
+		{"explain invalid", []string{"explain", bad}, 1},
+		{"explain missing", []string{"explain", filepath.Join(t.TempDir(), "nope.json")}, 2},
+		{"explain two files", []string{"explain", clean, clean}, 2},
+		{"compile invalid", []string{"compile", bad}, 1},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			code, out, errOut := mudctl(t, tc.args...)
+			if code != tc.code {
+				t.Errorf("exit %d, want %d\nstdout: %s\nstderr: %s", code, tc.code, out, errOut)
+			}
+		})
+	}
+}
+
+func TestLintJSON(t *testing.T) {
+	warn := corpus + "mud-visualizer/mudgee_mudfiles/HueBulbMud.json"
+	bad := corpus + "ciralabs-highway/spec/files/mud/toaster_mud.json"
+	code, out, _ := mudctl(t, "lint", "-o", "json", warn, bad)
+	if code != 1 {
+		t.Errorf("exit %d, want 1", code)
+	}
+	dec := json.NewDecoder(strings.NewReader(out))
+	var reports []map[string]json.RawMessage
+	for dec.More() {
+		var m map[string]json.RawMessage
+		if err := dec.Decode(&m); err != nil {
+			t.Fatalf("not a JSON object per file: %v\n%s", err, out)
+		}
+		reports = append(reports, m)
+	}
+	if len(reports) != 2 {
+		t.Fatalf("want 2 objects, got %d", len(reports))
+	}
+	for i, want := range []struct {
+		file  string
+		valid bool
+	}{{warn, true}, {bad, false}} {
+		r := reports[i]
+		for _, k := range []string{"file", "valid", "errors", "warnings"} {
+			if _, ok := r[k]; !ok {
+				t.Errorf("report %d lacks %q", i, k)
+			}
+		}
+		var file string
+		var valid bool
+		var errs, warns []struct{ Path, Message string }
+		_ = json.Unmarshal(r["file"], &file)
+		_ = json.Unmarshal(r["valid"], &valid)
+		if err := json.Unmarshal(r["errors"], &errs); err != nil {
+			t.Errorf("errors is not a list of {path,message}: %v", err)
+		}
+		if err := json.Unmarshal(r["warnings"], &warns); err != nil {
+			t.Errorf("warnings is not a list of {path,message}: %v", err)
+		}
+		if file != want.file || valid != want.valid {
+			t.Errorf("report %d: file %q valid %v, want %q %v", i, file, valid, want.file, want.valid)
+		}
+		if want.valid && (len(warns) == 0 || len(errs) != 0) {
+			t.Errorf("report %d: want warnings only, got %d errors %d warnings", i, len(errs), len(warns))
+		}
+		if !want.valid && len(errs) == 0 {
+			t.Errorf("report %d: invalid without errors", i)
+		}
+		for _, e := range append(errs, warns...) {
+			if !strings.HasPrefix(e.Path, "/") || e.Message == "" {
+				t.Errorf("bad issue %+v", e)
+			}
+		}
+	}
+	// --strict moves warnings into errors.
+	_, out, _ = mudctl(t, "lint", "--strict", "-o", "json", warn)
+	var strict struct {
+		Valid    bool
+		Errors   []any
+		Warnings []any
+	}
+	if err := json.Unmarshal([]byte(out), &strict); err != nil {
+		t.Fatal(err)
+	}
+	if strict.Valid || len(strict.Errors) == 0 || len(strict.Warnings) != 0 {
+		t.Errorf("--strict: %+v", strict)
+	}
+}
+
+// TestExplain: the policy in plain words, and what the file says about the
+// device (spec §4 item 37).
+func TestExplain(t *testing.T) {
+	src := strings.Replace(rfcExample(t), `"is-supported": true`, `"is-supported": false, "documentation": "https://lighting.example.com/docs"`, 1)
+	f := writeTemp(t, "bulb.json", src)
+	code, out, errOut := mudctl(t, "explain", f)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	for _, want := range []string{
+		"The BMS Example Light Bulb",
+		"may open TCP connections to port 443 of test.example.com",
+		"https://lighting.example.com/docs",
+		"Supported:      NO",
+		"everything not listed is dropped",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("explain output lacks %q:\n%s", want, out)
+		}
+	}
+	code, out, _ = mudctl(t, "explain", "-o", "json", f)
+	var v struct {
+		MUD struct {
+			IsSupported bool `json:"is_supported"`
+		}
+		Rules []struct{ Direction, Name, Text string }
+	}
+	if err := json.Unmarshal([]byte(out), &v); code != 0 || err != nil {
+		t.Fatalf("explain -o json: exit %d, %v\n%s", code, err, out)
+	}
+	if v.MUD.IsSupported || len(v.Rules) != 10 || v.Rules[0].Text == "" {
+		t.Errorf("explain json: %+v", v)
+	}
+}
+
+func TestCompile(t *testing.T) {
+	f := writeTemp(t, "bulb.json", rfcExample(t))
+	code, out, errOut := mudctl(t, "compile", f)
+	if code != 0 || !strings.Contains(out, "peer=dns:test.example.com proto=tcp dport=443 initiated=from-device") {
+		t.Errorf("compile text: exit %d\n%s%s", code, out, errOut)
+	}
+	code, out, _ = mudctl(t, "compile", "-o", "json", f)
+	var p policy.Policy
+	if err := json.Unmarshal([]byte(out), &p); code != 0 || err != nil {
+		t.Fatalf("compile -o json: exit %d, %v", code, err)
+	}
+	if p.MUDURL != "https://lighting.example.com/lightbulb2000" || len(p.FromDevice) != 5 || p.FromDevice[0].Peer.Value != "test.example.com" {
+		t.Errorf("compile json: %+v", p)
+	}
+}
+
+func TestVersionAndSocket(t *testing.T) {
+	code, out, _ := mudctl(t, "--version")
+	if code != 0 || strings.TrimSpace(out) != "mudctl "+version {
+		t.Errorf("--version: exit %d %q", code, out)
+	}
+	t.Setenv("MUDCTL_SOCKET", "/tmp/x.sock")
+	root := newRootCmd()
+	if got := root.PersistentFlags().Lookup("socket").DefValue; got != "/tmp/x.sock" {
+		t.Errorf("--socket default %q, want $MUDCTL_SOCKET", got)
+	}
+	t.Setenv("MUDCTL_SOCKET", "")
+	if got := newRootCmd().PersistentFlags().Lookup("socket").DefValue; got != defaultSocket {
+		t.Errorf("--socket default %q, want %q", got, defaultSocket)
+	}
+}
