@@ -1,0 +1,380 @@
+// Package apitest provides a fake api.Backend and a helper that serves it
+// on a unix socket, for tests of the control API, of mudctl and of
+// anything else that talks to mudd without root or a kernel.
+package apitest
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"path/filepath"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/openmud/mud/api"
+	"github.com/openmud/mud/policy"
+	"github.com/openmud/mud/store"
+)
+
+// Fake is an api.Backend that stands in for the manager, which needs root
+// and the kernel: an in-memory device table with the manager's observable
+// rules (approve only what is pending, release only what is quarantined,
+// ...), an event log with subscribers, and a record of the last caller.
+type Fake struct {
+	mu          sync.Mutex
+	devices     map[string]*api.Device
+	controllers map[string]api.Controller
+	events      []api.Event
+	subs        map[chan api.Event]struct{}
+	lastCaller  api.Caller
+	failStatus  error // returned by Status when set
+}
+
+// The devices a new Fake knows, and one it does not.
+const (
+	MACEnforced = "02:00:00:00:00:01" // enforced, with a MUD file and policy p1
+	MACPending  = "02:00:00:00:00:02" // pending-approval, no policy
+	MACUnknown  = "02:00:00:00:00:99"
+)
+
+// NewFake returns a Fake with two devices, MACEnforced and MACPending.
+func NewFake() *Fake {
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	yes := true
+	f := &Fake{
+		devices:     map[string]*api.Device{},
+		controllers: map[string]api.Controller{},
+		subs:        map[chan api.Event]struct{}{},
+	}
+	f.devices[MACEnforced] = &api.Device{
+		Device: store.Device{
+			MAC: MACEnforced, IPs: []netip.Addr{netip.MustParseAddr("192.0.2.10"), netip.MustParseAddr("2001:db8::10")},
+			Hostname: "bulb", MUDURL: "https://lighting.example.com/lightbulb2000", URLSource: store.SourceDHCPv4,
+			State: store.StateEnforced, PolicyID: "p1", FirstSeen: t0, LastSeen: t0,
+		},
+		MUD: &api.MUDInfo{URL: "https://lighting.example.com/lightbulb2000", MfgName: "Example Lighting",
+			ModelName: "Bulb 2000", SystemInfo: "The BMS Example Light Bulb", IsSupported: &yes,
+			Signature: store.VerdictValid},
+	}
+	f.devices[MACPending] = &api.Device{
+		Device: store.Device{
+			MAC: MACPending, IPs: []netip.Addr{netip.MustParseAddr("192.0.2.11")}, Hostname: "cam",
+			MUDURL: "https://cam.example.net/cam.json", State: store.StatePendingApproval,
+			Reason: "signature invalid",
+		},
+		PendingReasons: []string{"signature invalid"},
+	}
+	return f
+}
+
+// Publish appends an event and hands it to every subscriber that has
+// room (like the manager would: a slow follower is dropped, not waited
+// for).
+func (f *Fake) Publish(mac, kind, msg string) api.Event {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.publishLocked(mac, kind, msg)
+}
+
+func (f *Fake) publishLocked(mac, kind, msg string) api.Event {
+	e := api.Event{Seq: uint64(len(f.events) + 1), Time: time.Now().UTC(), MAC: mac, Kind: kind, Message: msg}
+	f.events = append(f.events, e)
+	for ch := range f.subs {
+		select {
+		case ch <- e:
+		default:
+		}
+	}
+	return e
+}
+
+// Subscribers is the number of live event subscriptions.
+func (f *Fake) Subscribers() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.subs)
+}
+
+// LastCaller is the api.Caller of the last change.
+func (f *Fake) LastCaller() api.Caller {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.lastCaller
+}
+
+func (f *Fake) Status(ctx context.Context) (api.Status, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.failStatus != nil {
+		return api.Status{}, f.failStatus
+	}
+	st := api.Status{Version: "test", UptimeSeconds: 12.5, DevicesByState: map[store.State]int{},
+		PoliciesInstalled: 1, Enforcer: api.EnforcerStatus{Healthy: true, Tables: []string{"inet mud", "bridge mud"}, LastApplyLatency: 1.25}}
+	for _, d := range f.devices {
+		st.Devices++
+		st.DevicesByState[d.State]++
+	}
+	return st, nil
+}
+
+func (f *Fake) Devices(ctx context.Context) ([]api.Device, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []api.Device
+	for _, d := range f.devices {
+		out = append(out, *d)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].MAC < out[j].MAC })
+	return out, nil
+}
+
+func (f *Fake) get(mac string) (*api.Device, error) {
+	d, ok := f.devices[mac]
+	if !ok {
+		return nil, fmt.Errorf("device %s: %w", mac, api.ErrNotFound)
+	}
+	return d, nil
+}
+
+func (f *Fake) Device(ctx context.Context, mac string) (api.Device, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	d, err := f.get(mac)
+	if err != nil {
+		return api.Device{}, err
+	}
+	return *d, nil
+}
+
+func (f *Fake) Policy(ctx context.Context, mac string, withNFT bool) (api.PolicyView, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	d, err := f.get(mac)
+	if err != nil {
+		return api.PolicyView{}, err
+	}
+	if d.PolicyID == "" {
+		return api.PolicyView{}, fmt.Errorf("policy of %s: %w: no policy installed", mac, api.ErrNotFound)
+	}
+	p := &policy.Policy{ID: d.PolicyID, MUDURL: d.MUDURL,
+		FromDevice: []policy.Rule{{Name: "acl/ace1", Family: policy.IPv4, Protocol: policy.ProtoTCP,
+			Peer:    policy.Peer{Kind: policy.DNSName, Value: "service.example.com"},
+			DstPort: &policy.PortRange{First: 443, Last: 443}, Verdict: policy.Accept}},
+	}
+	v := api.NewPolicyView(mac, p, d.Overrides)
+	v.State = d.State
+	v.FromDevice.Rules[len(v.FromDevice.Rules)-1].Counters = api.Counters{Packets: 7, Bytes: 700}
+	v.FromDevice.Dropped = api.Counters{Packets: 3, Bytes: 180}
+	v.CountersAt = time.Now()
+	if withNFT {
+		v.NFT = "chain pol_p1_out {\n}\n"
+	}
+	return v, nil
+}
+
+func (f *Fake) Events(ctx context.Context, since uint64, limit int) ([]api.Event, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []api.Event
+	for _, e := range f.events {
+		if e.Seq > since && (limit <= 0 || len(out) < limit) {
+			out = append(out, e)
+		}
+	}
+	return out, nil
+}
+
+func (f *Fake) SubscribeEvents(ctx context.Context) (<-chan api.Event, error) {
+	ch := make(chan api.Event, 16)
+	f.mu.Lock()
+	f.subs[ch] = struct{}{}
+	f.mu.Unlock()
+	context.AfterFunc(ctx, func() {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		delete(f.subs, ch)
+		close(ch)
+	})
+	return ch, nil
+}
+
+// change runs fn on a device under the lock, records the caller and
+// logs a state event when the state changed.
+func (f *Fake) change(by api.Caller, mac string, fn func(d *api.Device) error) (api.Device, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.lastCaller = by
+	d, err := f.get(mac)
+	if err != nil {
+		return api.Device{}, err
+	}
+	from := d.State
+	if err := fn(d); err != nil {
+		return api.Device{}, err
+	}
+	if d.State != from {
+		f.publishLocked(mac, "state", string(from)+" -> "+string(d.State))
+	}
+	return *d, nil
+}
+
+func (f *Fake) Approve(ctx context.Context, by api.Caller, mac string, req api.ActionRequest) (api.Device, error) {
+	return f.change(by, mac, func(d *api.Device) error {
+		if d.State != store.StatePendingApproval {
+			return fmt.Errorf("approve %s: %w: state is %s, not pending-approval", mac, api.ErrConflict, d.State)
+		}
+		d.State, d.PolicyID, d.PendingReasons = store.StateEnforced, "p2", nil
+		return nil
+	})
+}
+
+func (f *Fake) Reject(ctx context.Context, by api.Caller, mac string, req api.ActionRequest) (api.Device, error) {
+	return f.change(by, mac, func(d *api.Device) error {
+		if d.State != store.StatePendingApproval {
+			return fmt.Errorf("reject %s: %w: not pending approval", mac, api.ErrConflict)
+		}
+		d.Reason = "rejected: " + req.Reason
+		return nil
+	})
+}
+
+func (f *Fake) Quarantine(ctx context.Context, by api.Caller, mac string, req api.ActionRequest) (api.Device, error) {
+	return f.change(by, mac, func(d *api.Device) error {
+		if d.Quarantine != nil {
+			return fmt.Errorf("quarantine %s: %w: already quarantined", mac, api.ErrConflict)
+		}
+		d.Quarantine = &store.Hold{By: by.String(), At: time.Now().UTC(), Reason: req.Reason}
+		d.State = store.StateQuarantined
+		return nil
+	})
+}
+
+func (f *Fake) Release(ctx context.Context, by api.Caller, mac string, req api.ActionRequest) (api.Device, error) {
+	return f.change(by, mac, func(d *api.Device) error {
+		if d.Quarantine == nil {
+			return fmt.Errorf("release %s: %w: not quarantined", mac, api.ErrConflict)
+		}
+		d.Quarantine, d.State = nil, store.StateEnforced
+		return nil
+	})
+}
+
+func (f *Fake) Bind(ctx context.Context, by api.Caller, mac string, req api.BindRequest) (api.Device, error) {
+	return f.change(by, mac, func(d *api.Device) error {
+		d.MUDURL, d.URLSource = req.MUDURL, store.SourceAdminBind
+		if req.MUDURL == "" {
+			d.URLSource = ""
+		}
+		return nil
+	})
+}
+
+func (f *Fake) AddOverride(ctx context.Context, by api.Caller, mac string, rule store.OverrideRule) (store.Overrides, error) {
+	d, err := f.change(by, mac, func(d *api.Device) error {
+		rule.By = by.String()
+		rule.Rule.Name = fmt.Sprintf("override/%d", len(d.Overrides)+1)
+		d.Overrides = append(d.Overrides, rule)
+		return nil
+	})
+	return store.Overrides{MAC: mac, Rules: d.Overrides}, err
+}
+
+func (f *Fake) ClearOverrides(ctx context.Context, by api.Caller, mac string) error {
+	_, err := f.change(by, mac, func(d *api.Device) error {
+		d.Overrides = nil
+		return nil
+	})
+	return err
+}
+
+func (f *Fake) Controllers(ctx context.Context) ([]api.Controller, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []api.Controller
+	for _, c := range f.controllers {
+		out = append(out, c)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].URI < out[j].URI })
+	return out, nil
+}
+
+func (f *Fake) SetController(ctx context.Context, by api.Caller, c api.Controller) (api.Controller, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.lastCaller = by
+	if len(c.Prefixes) == 0 {
+		if _, ok := f.controllers[c.URI]; !ok {
+			return api.Controller{}, fmt.Errorf("controller %s: %w", c.URI, api.ErrNotFound)
+		}
+		delete(f.controllers, c.URI)
+		return c, nil
+	}
+	c.Source = "mudctl"
+	f.controllers[c.URI] = c
+	return c, nil
+}
+
+func (f *Fake) Refresh(ctx context.Context, by api.Caller, mac string) (api.RefreshResult, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.lastCaller = by
+	if mac == "" {
+		return api.RefreshResult{Devices: len(f.devices), URLs: len(f.devices)}, nil
+	}
+	if _, err := f.get(mac); err != nil {
+		return api.RefreshResult{}, err
+	}
+	return api.RefreshResult{Devices: 1, URLs: 1}, nil
+}
+
+func (f *Fake) Import(ctx context.Context, by api.Caller, req api.ImportRequest) (api.ImportResult, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.lastCaller = by
+	var doc struct {
+		MUD struct {
+			URL string `json:"mud-url"`
+		} `json:"ietf-mud:mud"`
+	}
+	if err := json.Unmarshal(req.File, &doc); err != nil || doc.MUD.URL == "" {
+		return api.ImportResult{}, fmt.Errorf("import: %w: not a MUD file", api.ErrInvalid)
+	}
+	res := api.ImportResult{MUDURL: doc.MUD.URL, Digest: store.Digest(req.File), Signature: store.VerdictUnsigned}
+	if len(req.Signature) > 0 {
+		res.Signature, res.Signer = store.VerdictValid, "CN=lab signer"
+	}
+	return res, nil
+}
+
+// SetStatusError makes Status fail with err (nil: succeed again).
+func (f *Fake) SetStatusError(err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.failStatus = err
+}
+
+// Serve serves b on a new socket in a temporary directory until the test
+// ends, and returns the socket's path.
+func Serve(t testing.TB, b api.Backend, opts api.ServerOptions) string {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "mudd.sock")
+	ln, err := api.Listen(sock, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- api.NewServer(b, opts).Serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("api.Server.Serve: %v", err)
+		}
+	})
+	return sock
+}
+
+var _ api.Backend = (*Fake)(nil)

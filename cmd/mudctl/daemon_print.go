@@ -1,0 +1,291 @@
+package main
+
+// Table rendering of the daemon commands' answers.
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/openmud/mud/api"
+	"github.com/openmud/mud/policy"
+	"github.com/openmud/mud/store"
+)
+
+func newTable(w io.Writer) *tabwriter.Writer { return tabwriter.NewWriter(w, 0, 0, 2, ' ', 0) }
+
+// flushTable flushes t, reporting a write failure as an I/O error.
+func flushTable(t *tabwriter.Writer) error {
+	if err := t.Flush(); err != nil {
+		return ioError(fmt.Errorf("write: %w", err))
+	}
+	return nil
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func when(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.Local().Format(time.RFC3339)
+}
+
+func joinAddrs[T fmt.Stringer](xs []T) string {
+	parts := make([]string, len(xs))
+	for i, x := range xs {
+		parts[i] = x.String()
+	}
+	return dash(strings.Join(parts, ","))
+}
+
+func writeJSONLine(w io.Writer, v any) error {
+	if err := json.NewEncoder(w).Encode(v); err != nil {
+		return ioError(fmt.Errorf("write: %w", err))
+	}
+	return nil
+}
+
+func printStatus(w io.Writer, st api.Status) error {
+	t := newTable(w)
+	states := make([]string, 0, len(st.DevicesByState))
+	for s, n := range st.DevicesByState {
+		states = append(states, fmt.Sprintf("%s %d", s, n))
+	}
+	slices.Sort(states)
+	health := "healthy"
+	if !st.Enforcer.Healthy {
+		health = "UNHEALTHY"
+	}
+	fmt.Fprintf(t, "version\t%s\n", st.Version)
+	fmt.Fprintf(t, "uptime\t%s\n", (time.Duration(st.UptimeSeconds) * time.Second).String())
+	fmt.Fprintf(t, "devices\t%d\t%s\n", st.Devices, strings.Join(states, ", "))
+	fmt.Fprintf(t, "policies installed\t%d\n", st.PoliciesInstalled)
+	fmt.Fprintf(t, "enforcer\t%s\n", health)
+	fmt.Fprintf(t, "last apply\t%s\t%.2f ms\n", when(st.Enforcer.LastApply), st.Enforcer.LastApplyLatency)
+	if st.Enforcer.LastError != "" {
+		fmt.Fprintf(t, "last error\t%s\t%s\n", when(st.Enforcer.LastErrorAt), st.Enforcer.LastError)
+	}
+	fmt.Fprintf(t, "tables\t%s\n", dash(strings.Join(st.Enforcer.Tables, ", ")))
+	fmt.Fprintf(t, "bridge conntrack\t%t\n", st.Enforcer.BridgeConntrack)
+	return flushTable(t)
+}
+
+func printDevices(w io.Writer, ds []api.Device) error {
+	t := newTable(w)
+	fmt.Fprintln(t, "MAC\tIPS\tHOSTNAME\tSTATE\tMUD URL")
+	for _, d := range ds {
+		fmt.Fprintf(t, "%s\t%s\t%s\t%s\t%s\n", d.MAC, joinAddrs(d.IPs), dash(d.Hostname), d.State, dash(d.MUDURL))
+	}
+	return flushTable(t)
+}
+
+func printDevice(w io.Writer, d api.Device) error {
+	t := newTable(w)
+	row := func(k, v string) {
+		if v != "" {
+			fmt.Fprintf(t, "%s\t%s\n", k, v)
+		}
+	}
+	row("mac", d.MAC)
+	row("ips", joinAddrs(d.IPs))
+	row("hostname", dash(d.Hostname))
+	row("interface", d.Interface)
+	row("state", string(d.State))
+	row("reason", d.Reason)
+	for _, r := range d.PendingReasons {
+		row("pending because", r)
+	}
+	if q := d.Quarantine; q != nil {
+		row("quarantined", fmt.Sprintf("since %s by %s: %s", when(q.At), dash(q.By), dash(q.Reason)))
+	}
+	row("mud url", dash(d.MUDURL))
+	row("mud url source", string(d.URLSource))
+	row("policy", d.PolicyID)
+	if m := d.MUD; m != nil {
+		row("manufacturer", m.MfgName)
+		row("model", m.ModelName)
+		row("systeminfo", m.SystemInfo)
+		row("firmware", m.FirmwareRev)
+		row("software", m.SoftwareRev)
+		row("documentation", m.Documentation)
+		if m.IsSupported != nil {
+			row("supported", fmt.Sprint(*m.IsSupported))
+		}
+		sig := string(m.Signature)
+		if m.Signer != "" {
+			sig += " (" + m.Signer + ")"
+		}
+		if m.SignatureReason != "" {
+			sig += ": " + m.SignatureReason
+		}
+		row("signature", sig)
+		row("digest", m.Digest)
+		if !m.FetchedAt.IsZero() {
+			row("fetched", when(m.FetchedAt))
+		}
+	}
+	if !d.LeaseExpiry.IsZero() {
+		row("lease expires", when(d.LeaseExpiry))
+	}
+	row("first seen", when(d.FirstSeen))
+	row("last seen", when(d.LastSeen))
+	for i, o := range d.Overrides {
+		row(fmt.Sprintf("override %d", i+1), overrideText(o))
+	}
+	return flushTable(t)
+}
+
+func overrideText(o store.OverrideRule) string {
+	s := o.Direction.String() + ": " + policy.Describe(o.Direction, o.Rule)
+	if o.Comment != "" {
+		s += "  # " + o.Comment
+	}
+	return s
+}
+
+// orNone makes a nil list encode as [] rather than null.
+func orNone[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}
+
+func printOverrides(w io.Writer, o store.Overrides) error {
+	if len(o.Rules) == 0 {
+		_, err := fmt.Fprintf(w, "%s has no overrides\n", o.MAC)
+		return err
+	}
+	t := newTable(w)
+	fmt.Fprintln(t, "#\tDIRECTION\tVERDICT\tRULE\tBY")
+	for i, o := range o.Rules {
+		fmt.Fprintf(t, "%d\t%s\t%s\t%s\t%s\n", i+1, o.Direction, o.Rule.Verdict, policy.Describe(o.Direction, o.Rule), dash(o.By))
+	}
+	return flushTable(t)
+}
+
+// printDeviceChange reports a device after a change.
+func printDeviceChange(w io.Writer, d api.Device) error {
+	s := fmt.Sprintf("%s: %s", d.MAC, d.State)
+	if d.Reason != "" {
+		s += " (" + d.Reason + ")"
+	}
+	_, err := fmt.Fprintln(w, s)
+	return err
+}
+
+func printPolicy(w io.Writer, p api.PolicyView) error {
+	fmt.Fprintf(w, "device %s  policy %s  %s\n", p.MAC, dash(p.PolicyID), dash(p.MUDURL))
+	if p.CountersAt.IsZero() {
+		fmt.Fprintln(w, "(counters unavailable)")
+	}
+	t := newTable(w)
+	for _, dir := range []struct {
+		name string
+		v    api.DirectionView
+	}{{"from-device", p.FromDevice}, {"to-device", p.ToDevice}} {
+		fmt.Fprintf(t, "\n%s:\n", dir.name)
+		fmt.Fprintln(t, "#\tVERDICT\tPACKETS\tBYTES\tRULE")
+		for i, r := range dir.v.Rules {
+			text := r.Text
+			switch {
+			case r.Override:
+				text += "  [override]"
+			case r.Default:
+				text += "  [default]"
+			}
+			fmt.Fprintf(t, "%d\t%s\t%d\t%d\t%s\n", i+1, r.Verdict, r.Packets, r.Bytes, text)
+		}
+		fmt.Fprintf(t, "-\tdrop\t%d\t%d\teverything else\n", dir.v.Dropped.Packets, dir.v.Dropped.Bytes)
+	}
+	if err := flushTable(t); err != nil {
+		return err
+	}
+	for _, n := range p.NeedsApproval {
+		fmt.Fprintln(w, "needs approval:", n)
+	}
+	for _, n := range p.Notes {
+		fmt.Fprintln(w, "note:", n)
+	}
+	if p.NFT != "" {
+		fmt.Fprintf(w, "\nnft:\n%s", p.NFT)
+	}
+	return nil
+}
+
+const eventHeader = "SEQ\tTIME\tMAC\tKIND\tCHANGE\tMESSAGE"
+
+func eventRow(e api.Event) string {
+	change := "-"
+	if e.From != "" || e.To != "" {
+		change = string(e.From) + "->" + string(e.To)
+	}
+	return fmt.Sprintf("%d\t%s\t%s\t%s\t%s\t%s", e.Seq, when(e.Time), dash(e.MAC), e.Kind, change, dash(e.Message))
+}
+
+func printEvents(w io.Writer, es []api.Event) error {
+	t := newTable(w)
+	fmt.Fprintln(t, eventHeader)
+	for _, e := range es {
+		fmt.Fprintln(t, eventRow(e))
+	}
+	return flushTable(t)
+}
+
+// Followed events cannot wait for a tabwriter to see every row: they use
+// fixed column widths instead.
+func printEventHeader(w io.Writer) error {
+	return printEventFields(w, strings.Split(eventHeader, "\t"))
+}
+
+func printEventLine(w io.Writer, e api.Event) error {
+	return printEventFields(w, strings.Split(eventRow(e), "\t"))
+}
+
+func printEventFields(w io.Writer, f []string) error {
+	_, err := fmt.Fprintf(w, "%-6s  %-25s  %-17s  %-12s  %-34s  %s\n", f[0], f[1], f[2], f[3], f[4], f[5])
+	if err != nil {
+		return ioError(fmt.Errorf("write: %w", err))
+	}
+	return nil
+}
+
+func printControllers(w io.Writer, cs []api.Controller) error {
+	t := newTable(w)
+	fmt.Fprintln(t, "URI\tKIND\tPREFIXES\tSOURCE")
+	for _, c := range cs {
+		fmt.Fprintf(t, "%s\t%s\t%s\t%s\n", c.URI, c.Kind, joinAddrs(c.Prefixes), dash(c.Source))
+	}
+	return flushTable(t)
+}
+
+func printRefresh(w io.Writer, r api.RefreshResult) error {
+	_, err := fmt.Fprintf(w, "refresh queued: %d device(s), %d MUD URL(s)\n", r.Devices, r.URLs)
+	return err
+}
+
+func printImport(w io.Writer, r api.ImportResult) error {
+	t := newTable(w)
+	fmt.Fprintf(t, "mud url\t%s\n", r.MUDURL)
+	fmt.Fprintf(t, "digest\t%s\n", r.Digest)
+	sig := string(r.Signature)
+	if r.Signer != "" {
+		sig += " (" + r.Signer + ")"
+	}
+	if r.Reason != "" {
+		sig += ": " + r.Reason
+	}
+	fmt.Fprintf(t, "signature\t%s\n", sig)
+	fmt.Fprintf(t, "devices updated\t%d\n", r.DevicesUpdated)
+	return flushTable(t)
+}

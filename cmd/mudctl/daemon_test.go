@@ -1,0 +1,261 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/openmud/mud/api"
+	"github.com/openmud/mud/api/apitest"
+)
+
+// daemonCtl runs mudctl in-process against the socket, as run does, and
+// returns exit code, stdout and stderr.
+func daemonCtl(t *testing.T, sock string, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	root := newRootCmd()
+	root.SetArgs(append([]string{"--socket", sock}, args...))
+	root.SetIn(strings.NewReader(""))
+	root.SetOut(&out)
+	root.SetErr(&errb)
+	return exitCode(root.Execute(), &errb), out.String(), errb.String()
+}
+
+// exitCode maps Execute's error as run does.
+func exitCode(err error, stderr io.Writer) int {
+	var ee *exitError
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.As(err, &ee):
+		if !ee.silent && ee.err != nil {
+			fmt.Fprintln(stderr, "mudctl:", ee.err)
+		}
+		return ee.code
+	}
+	fmt.Fprintln(stderr, "mudctl:", err)
+	return exitUsage
+}
+
+func TestDaemonDevicesJSONContract(t *testing.T) {
+	sock := apitest.Serve(t, apitest.NewFake(), api.ServerOptions{})
+	code, out, errOut := daemonCtl(t, sock, "devices", "-o", "json")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	var ds []map[string]any
+	if err := json.Unmarshal([]byte(out), &ds); err != nil || len(ds) != 2 {
+		t.Fatalf("%v: %s", err, out)
+	}
+	for _, k := range []string{"mac", "ips", "hostname", "mud_url", "state"} {
+		if _, ok := ds[0][k]; !ok {
+			t.Errorf("devices -o json: no %q in %v", k, ds[0])
+		}
+	}
+	if ds[0]["mac"] != apitest.MACEnforced || ds[0]["state"] != "enforced" || ds[1]["state"] != "pending-approval" {
+		t.Errorf("devices: %v", ds)
+	}
+}
+
+func TestDaemonTables(t *testing.T) {
+	fake := apitest.NewFake()
+	fake.Publish(apitest.MACEnforced, "state", "seen")
+	sock := apitest.Serve(t, fake, api.ServerOptions{})
+	cases := []struct {
+		args   []string
+		header string // the first line's fields
+		want   string
+	}{
+		{[]string{"devices"}, "MAC IPS HOSTNAME STATE MUD URL", "192.0.2.10,2001:db8::10"},
+		{[]string{"status"}, "version test", "inet mud, bridge mud"},
+		{[]string{"device", "show", "02-00-00-00-00-01"}, "mac 02:00:00:00:00:01", "Bulb 2000"},
+		{[]string{"device", "show", apitest.MACPending}, "mac 02:00:00:00:00:02", "pending because"},
+		{[]string{"policy", "show", apitest.MACEnforced, "--nft"}, "device 02:00:00:00:00:01 policy p1 https://lighting.example.com/lightbulb2000", "chain pol_p1_out"},
+		{[]string{"events"}, "SEQ TIME MAC KIND CHANGE MESSAGE", "seen"},
+		{[]string{"controllers", "list"}, "URI KIND PREFIXES SOURCE", ""},
+	}
+	for _, tc := range cases {
+		code, out, errOut := daemonCtl(t, sock, tc.args...)
+		if code != 0 {
+			t.Errorf("%v: exit %d: %s", tc.args, code, errOut)
+			continue
+		}
+		first := strings.Join(strings.Fields(strings.SplitN(out, "\n", 2)[0]), " ")
+		if first != tc.header || !strings.Contains(out, tc.want) {
+			t.Errorf("%v: first line %q, want %q; output:\n%s", tc.args, first, tc.header, out)
+		}
+	}
+	// Policy rows are aligned, with counters.
+	_, out, _ := daemonCtl(t, sock, "policy", "show", apitest.MACEnforced)
+	if !strings.Contains(out, "#  VERDICT  PACKETS  BYTES  RULE") || !strings.Contains(out, "1  accept   7        700") {
+		t.Errorf("policy table:\n%s", out)
+	}
+}
+
+func TestDaemonExitCodes(t *testing.T) {
+	sock := apitest.Serve(t, apitest.NewFake(), api.ServerOptions{})
+	dir := t.TempDir()
+	mud := writeTemp(t, "m.json", `{"ietf-mud:mud":{"mud-url":"https://x.example/m.json"}}`)
+	sig := writeTemp(t, "m.p7s", "\x30\x82")
+	mac, pend, unk := apitest.MACEnforced, apitest.MACPending, apitest.MACUnknown
+	cases := []struct {
+		args []string
+		code int
+		want string // in stdout (0) or stderr
+	}{
+		{[]string{"approve", pend, "--reason", "read it"}, 0, "02:00:00:00:00:02: enforced"},
+		{[]string{"approve", pend}, 1, "not pending-approval"},
+		{[]string{"approve", unk}, 1, "not found"},
+		{[]string{"approve", "zz"}, 2, "not a MAC"},
+		{[]string{"approve"}, 2, "accepts 1 arg"},
+		{[]string{"reject", mac}, 1, "not pending"},
+		{[]string{"quarantine", mac, "--reason", "scan"}, 0, "quarantined"},
+		{[]string{"quarantine", mac}, 1, "already"},
+		{[]string{"release", mac}, 0, "enforced"},
+		{[]string{"release", mac}, 1, "not quarantined"},
+		{[]string{"bind", pend, "https://cam.example.net/v2.json"}, 0, "02:00:00:00:00:02"},
+		{[]string{"bind", pend, "--clear"}, 0, "02:00:00:00:00:02"},
+		{[]string{"bind", pend}, 2, "--clear"},
+		{[]string{"bind", pend, "http://cam.example.net/v2.json"}, 1, "https"},
+		{[]string{"override", mac, "allow", "--to", "198.51.100.7", "--proto", "tcp", "--port", "443"}, 0, "from-device"},
+		{[]string{"override", mac, "deny", "--to", "ads.example.com"}, 0, "ads.example.com"},
+		{[]string{"override", mac, "allow", "--from", "192.0.2.0/24", "--proto", "tcp", "--port", "22"}, 0, "to-device"},
+		{[]string{"override", mac, "list"}, 0, "BY"},
+		{[]string{"override", mac, "clear"}, 0, "no overrides"},
+		{[]string{"override", mac, "allow", "--port", "443"}, 2, "needs protocol"},
+		{[]string{"override", mac, "allow", "--to", "a.example", "--from", "b.example"}, 2, "--to is for"},
+		{[]string{"override", mac, "clear", "--proto", "tcp"}, 2, "no rule flags"},
+		{[]string{"override", mac, "permit"}, 2, "want allow, deny"},
+		{[]string{"override", unk, "allow"}, 1, "not found"},
+		{[]string{"controllers", "set", "urn:ietf:params:mud:ntp", "192.0.2.123", "2001:db8::123"}, 0, "192.0.2.123/32,2001:db8::123/128"},
+		{[]string{"controllers", "set", "--my", "https://x.example/m.json", "192.0.2.9"}, 0, "my-controller"},
+		{[]string{"controllers", "set", "urn:x:y"}, 2, "requires at least 2"},
+		{[]string{"controllers", "set", "urn:x:y", "not-an-addr"}, 1, "not an address"},
+		{[]string{"controllers", "remove", "urn:ietf:params:mud:ntp"}, 0, "urn:ietf:params:mud:ntp"},
+		{[]string{"controllers", "remove", "urn:ietf:params:mud:ntp"}, 1, "not found"},
+		{[]string{"refresh"}, 0, "2 device(s)"},
+		{[]string{"refresh", mac}, 0, "1 device(s)"},
+		{[]string{"refresh", unk}, 1, "not found"},
+		{[]string{"import", mud, "--signature", sig}, 0, "https://x.example/m.json"},
+		{[]string{"import", mud}, 2, "signature"},
+		{[]string{"import", filepath.Join(dir, "nope.json"), "--signature", sig}, 2, "no such file"},
+		{[]string{"import", sig, "--signature", sig}, 1, "not a MUD file"},
+		{[]string{"device", "show", unk}, 1, "not found"},
+		{[]string{"policy", "show", unk}, 1, "not found"},
+		{[]string{"events", "--tail", "-1"}, 2, "negative"},
+		{[]string{"-o", "yaml", "devices"}, 2, "invalid output format"},
+	}
+	for _, tc := range cases {
+		code, out, errOut := daemonCtl(t, sock, tc.args...)
+		where := out
+		if tc.code != 0 {
+			where = errOut
+		}
+		if code != tc.code || !strings.Contains(where, tc.want) {
+			t.Errorf("%v: exit %d, want %d and %q\nstdout: %s\nstderr: %s", tc.args, code, tc.code, tc.want, out, errOut)
+		}
+	}
+}
+
+func TestDaemonUnreachable(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "mudd.sock")
+	code, _, errOut := daemonCtl(t, missing, "status")
+	if code != 2 || !strings.Contains(errOut, "is mudd running?") || !strings.Contains(errOut, missing) {
+		t.Errorf("exit %d: %s", code, errOut)
+	}
+}
+
+// TestDaemonSocketFromEnv: without --socket, $MUDCTL_SOCKET is used.
+func TestDaemonSocketFromEnv(t *testing.T) {
+	sock := apitest.Serve(t, apitest.NewFake(), api.ServerOptions{})
+	t.Setenv("MUDCTL_SOCKET", sock)
+	var out, errb bytes.Buffer
+	root := newRootCmd()
+	root.SetArgs([]string{"devices", "-o", "json"})
+	root.SetOut(&out)
+	root.SetErr(&errb)
+	if code := exitCode(root.Execute(), &errb); code != 0 || !strings.Contains(out.String(), apitest.MACEnforced) {
+		t.Fatalf("exit %d: %s %s", code, out.String(), errb.String())
+	}
+}
+
+// lineWriter collects output and signals each write.
+type lineWriter struct {
+	mu    sync.Mutex
+	b     bytes.Buffer
+	wrote chan struct{}
+}
+
+func (w *lineWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	select {
+	case w.wrote <- struct{}{}:
+	default:
+	}
+	return w.b.Write(p)
+}
+
+func (w *lineWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.String()
+}
+
+// TestDaemonEventsFollow: events -f -o json prints the backlog and new
+// events as JSON lines and ends with exit 0 when interrupted.
+func TestDaemonEventsFollow(t *testing.T) {
+	fake := apitest.NewFake()
+	fake.Publish(apitest.MACEnforced, "old", "")
+	sock := apitest.Serve(t, fake, api.ServerOptions{})
+	out := &lineWriter{wrote: make(chan struct{}, 1)}
+	var errb bytes.Buffer
+	root := newRootCmd()
+	root.SetArgs([]string{"--socket", sock, "events", "-f", "-o", "json"})
+	root.SetOut(out)
+	root.SetErr(&errb)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- root.ExecuteContext(ctx) }()
+	deadline := time.After(5 * time.Second)
+	for fake.Subscribers() == 0 || !strings.Contains(out.String(), `"kind":"old"`) {
+		select {
+		case <-out.wrote:
+		case <-time.After(10 * time.Millisecond):
+		case <-deadline:
+			t.Fatalf("no backlog: %q", out.String())
+		}
+	}
+	fake.Publish(apitest.MACEnforced, "new", "")
+	for !strings.Contains(out.String(), `"kind":"new"`) {
+		select {
+		case <-out.wrote:
+		case <-deadline:
+			t.Fatalf("no live event: %q", out.String())
+		}
+	}
+	cancel()
+	if code := exitCode(<-done, &errb); code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	for _, l := range lines {
+		var e api.Event
+		if err := json.Unmarshal([]byte(l), &e); err != nil {
+			t.Errorf("line %q: %v", l, err)
+		}
+	}
+	if len(lines) != 2 {
+		t.Errorf("lines: %q", lines)
+	}
+}
