@@ -1,0 +1,28 @@
+// Package dhcpsnoop watches DHCPv4 and DHCPv6 passively on a gateway's LAN
+// interfaces and turns what it sees into lease lifecycle events for the MUD
+// manager: a device arrived (with the MUD URL it announced in option 161 or
+// 112, RFC 8520 §10), renewed its lease, moved to another address, released
+// or declined it, or let it expire.
+//
+// Snooping, rather than asking the DHCP server, works with whatever server the
+// gateway runs (dnsmasq, odhcpd, ISC, Kea) and with relayed traffic, and it sees
+// both halves of every exchange: the client's request carries the MUD URL,
+// hostname and identifiers; the server's ACK or Reply carries the address and
+// the lease time. A lease is only believed when a server confirms it, so a
+// flood of spoofed requests cannot create bindings.
+//
+// The package has three layers, each usable alone:
+//
+//   - [ParseFrame] decodes one Ethernet frame into a [Message] (pure, no state);
+//     [ParseMUDURL] applies the RFC 8520 rules to a raw option value.
+//   - [Tracker] is the lease state machine: it takes frames or messages with
+//     an explicit time and returns [Event]s. It owns all per-device memory and
+//     its bounds; tests, fuzzing and benchmarks drive it without sockets.
+//   - [Snooper] captures with AF_PACKET sockets and a kernel BPF filter that
+//     only lets DHCP through, feeds one Tracker from a single goroutine, sweeps
+//     expired leases, learns SLAAC addresses from the kernel's neighbour table,
+//     and delivers events on a channel.
+//
+// Nothing read from the network is ever passed to a shell or used as a format
+// string; logging uses slog attributes.
+package dhcpsnoop

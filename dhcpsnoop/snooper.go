@@ -1,0 +1,380 @@
+package dhcpsnoop
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mdlayher/packet"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/net/bpf"
+	"golang.org/x/sys/unix"
+)
+
+// Config configures a Snooper. Zero values take the defaults in brackets.
+type Config struct {
+	// Interfaces are the LAN interfaces to capture on (a bridge such as
+	// br-lan sees every port, and the gateway's own server's replies).
+	Interfaces []string
+	// NetNS, when set, is the name of a network namespace
+	// (/var/run/netns/NAME) to capture in; the daemon's own otherwise.
+	NetNS string
+	// Promiscuous puts the interfaces in promiscuous mode [off]. Only needed
+	// when the DHCP server is another host on the LAN whose unicast replies
+	// do not pass through the gateway.
+	Promiscuous bool
+	// FrameQueue is the number of captured frames waiting to be handled
+	// [1024]; beyond it frames are dropped and counted (Stats.QueueDrops),
+	// so a flood costs bounded memory and never blocks capture.
+	FrameQueue int
+	// EventBuffer is the capacity of the Events channel [256].
+	EventBuffer int
+	// SweepInterval is how often leases are checked for expiry [1s].
+	SweepInterval time.Duration
+	// NeighbourInterval is how often the IPv6 neighbour table is read to
+	// learn self-configured addresses [5s]; negative disables it.
+	NeighbourInterval time.Duration
+	// Tracker bounds per-device and overall state.
+	Tracker TrackerConfig
+	// Logger receives operational logs [slog.Default()]. Events are logged
+	// at debug level only: they carry MUD URLs, which reveal device types
+	// (RFC 8520 §16) and belong to the event consumer.
+	Logger *slog.Logger
+	// Now is the clock [time.Now]; tests move it to expire leases.
+	Now func() time.Time
+}
+
+// Snooper captures DHCP on the configured interfaces and emits lease events.
+type Snooper struct {
+	cfg     Config
+	log     *slog.Logger
+	filter  []bpf.RawInstruction
+	events  chan Event
+	frames  chan frame
+	confirm chan frame // server confirmations (ACK, Reply): handled first
+	c       *counters
+	tracker *Tracker // owned by the Run goroutine
+	running atomic.Bool
+}
+
+type frame struct {
+	iface string
+	data  []byte
+}
+
+// New validates cfg and returns a Snooper. It opens nothing: Run does.
+func New(cfg Config) (*Snooper, error) {
+	if len(cfg.Interfaces) == 0 {
+		return nil, errors.New("dhcpsnoop: no interfaces configured")
+	}
+	seen := map[string]bool{}
+	for _, name := range cfg.Interfaces {
+		if name == "" || len(name) >= unix.IFNAMSIZ {
+			return nil, fmt.Errorf("dhcpsnoop: invalid interface name %q", name)
+		}
+		if seen[name] {
+			return nil, fmt.Errorf("dhcpsnoop: interface %q listed twice", name)
+		}
+		seen[name] = true
+	}
+	if cfg.FrameQueue <= 0 {
+		cfg.FrameQueue = 1024
+	}
+	if cfg.EventBuffer <= 0 {
+		cfg.EventBuffer = 256
+	}
+	if cfg.SweepInterval <= 0 {
+		cfg.SweepInterval = time.Second
+	}
+	if cfg.NeighbourInterval == 0 {
+		cfg.NeighbourInterval = 5 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	filter, err := DHCPFilter()
+	if err != nil {
+		return nil, err
+	}
+	c := &counters{}
+	return &Snooper{
+		cfg:     cfg,
+		log:     cfg.Logger.With("component", "dhcpsnoop"),
+		filter:  filter,
+		events:  make(chan Event, cfg.EventBuffer),
+		frames:  make(chan frame, cfg.FrameQueue),
+		confirm: make(chan frame, max(16, cfg.FrameQueue/4)),
+		c:       c,
+		tracker: newTracker(cfg.Tracker, c),
+	}, nil
+}
+
+// Events delivers events in order. It is closed when Run returns. The
+// consumer must keep reading: Run waits for it (back-pressure lands on the
+// capture queue, which drops and counts, rather than on lost events).
+func (s *Snooper) Events() <-chan Event { return s.events }
+
+// Stats returns the counters. Safe to call from any goroutine.
+func (s *Snooper) Stats() Stats { return s.c.snapshot() }
+
+// Run captures until ctx is done, then closes its sockets, waits for its
+// goroutines, closes Events and returns nil. It returns an error at once when
+// an interface cannot be opened (it does not exist, or CAP_NET_RAW is
+// missing); later capture errors (an interface going away) are logged and
+// retried with back-off. Run may be called only once.
+func (s *Snooper) Run(ctx context.Context) error {
+	if !s.running.CompareAndSwap(false, true) {
+		return errors.New("dhcpsnoop: Run called more than once")
+	}
+	defer close(s.events)
+	conns := make([]*packet.Conn, len(s.cfg.Interfaces))
+	for i, name := range s.cfg.Interfaces {
+		c, err := s.open(name)
+		if err != nil {
+			for _, c := range conns[:i] {
+				c.Close()
+			}
+			return err
+		}
+		conns[i] = c
+	}
+	var nl *netlink.Handle
+	if s.cfg.NeighbourInterval > 0 {
+		err := inNetNS(s.cfg.NetNS, func() (err error) {
+			nl, err = netlink.NewHandle(unix.NETLINK_ROUTE)
+			return err
+		})
+		if err != nil {
+			// Degraded, not fatal: DHCP snooping still works.
+			s.log.Warn("neighbour table unavailable; SLAAC addresses will not be learned", "err", err)
+			nl = nil
+		} else {
+			defer nl.Close()
+		}
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer wg.Wait() // after cancel (deferred below runs first)
+	defer cancel()
+	for i, name := range s.cfg.Interfaces {
+		wg.Go(func() { s.capture(ctx, name, conns[i]) })
+	}
+	s.log.Info("snooping DHCP", "interfaces", s.cfg.Interfaces, "netns", s.cfg.NetNS)
+
+	sweep := time.NewTicker(s.cfg.SweepInterval)
+	defer sweep.Stop()
+	var neighC <-chan time.Time
+	if nl != nil {
+		tk := time.NewTicker(s.cfg.NeighbourInterval)
+		defer tk.Stop()
+		neighC = tk.C
+	}
+	for {
+		// Confirmations first: under a flood of requests they are the
+		// few frames that carry leases, and nothing resends them.
+		select {
+		case f := <-s.confirm:
+			s.handle(ctx, f)
+			continue
+		default:
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case f := <-s.confirm:
+			s.handle(ctx, f)
+		case f := <-s.frames:
+			s.handle(ctx, f)
+		case <-sweep.C:
+			s.emit(ctx, s.tracker.Expire(s.cfg.Now()))
+		case <-neighC:
+			s.learn(ctx, nl)
+		}
+	}
+}
+
+func (s *Snooper) handle(ctx context.Context, f frame) {
+	evs, err := s.tracker.HandleFrame(f.data, f.iface, s.cfg.Now())
+	if err != nil {
+		s.log.Debug("frame not handled", "interface", f.iface, "err", err)
+	}
+	s.emit(ctx, evs)
+}
+
+func (s *Snooper) emit(ctx context.Context, evs []Event) {
+	for _, ev := range evs {
+		if s.log.Enabled(ctx, slog.LevelDebug) {
+			s.log.Debug("dhcp event", "kind", string(ev.Kind), "mac", ev.MAC.String(),
+				"interface", ev.Interface, "family", ev.Family, "addrs", addrStrings(ev.Addresses()),
+				"mud_url", ev.MUDURL, "hostname", ev.Hostname, "reason", ev.Reason)
+		}
+		select {
+		case s.events <- ev:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// open opens a packet socket on iface, inside the configured namespace,
+// with the DHCP filter attached before bind so nothing else is ever queued.
+func (s *Snooper) open(name string) (*packet.Conn, error) {
+	var c *packet.Conn
+	err := inNetNS(s.cfg.NetNS, func() error {
+		ifi, err := net.InterfaceByName(name)
+		if err != nil {
+			return err
+		}
+		c, err = packet.Listen(ifi, packet.Raw, unix.ETH_P_ALL, &packet.Config{Filter: s.filter})
+		if err != nil {
+			return err
+		}
+		if s.cfg.Promiscuous {
+			if err := c.SetPromiscuous(true); err != nil {
+				c.Close()
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("dhcpsnoop: opening capture on %s: %w", name, err)
+	}
+	return c, nil
+}
+
+// capture reads frames from one interface into the shared queue. It owns
+// conn (and any replacement) and closes it before returning.
+func (s *Snooper) capture(ctx context.Context, iface string, conn *packet.Conn) {
+	buf := make([]byte, captureLen)
+	backoff := time.Second
+	for {
+		stop := context.AfterFunc(ctx, func() { _ = conn.SetReadDeadline(time.Unix(1, 0)) })
+		err := s.readLoop(ctx, iface, conn, buf)
+		stop()
+		conn.Close()
+		if ctx.Err() != nil {
+			return
+		}
+		// The interface went away or the socket broke: reopen, since
+		// bridges are recreated by network managers at runtime.
+		s.log.Warn("capture failed; reopening", "interface", iface, "err", err, "retry_in", backoff)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, 30*time.Second)
+			if conn, err = s.open(iface); err == nil {
+				s.log.Info("capture reopened", "interface", iface)
+				backoff = time.Second
+				break
+			}
+			s.log.Warn("reopening capture failed", "interface", iface, "err", err, "retry_in", backoff)
+		}
+	}
+}
+
+func (s *Snooper) readLoop(ctx context.Context, iface string, conn *packet.Conn, buf []byte) error {
+	for {
+		n, _, err := conn.ReadFrom(buf)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			return err
+		}
+		q := s.frames
+		if isConfirmation(buf[:n]) {
+			q = s.confirm
+		}
+		select {
+		case q <- frame{iface: iface, data: append([]byte(nil), buf[:n]...)}:
+		default:
+			s.c.queueDrops.Add(1)
+		}
+	}
+}
+
+// learn reads the IPv6 neighbour table of each interface and adds the
+// global addresses of devices with a lease to their binding.
+func (s *Snooper) learn(ctx context.Context, nl *netlink.Handle) {
+	now := s.cfg.Now()
+	for _, name := range s.cfg.Interfaces {
+		link, err := nl.LinkByName(name)
+		if err != nil {
+			s.c.neighErrs.Add(1)
+			continue
+		}
+		neighs, err := nl.NeighList(link.Attrs().Index, netlink.FAMILY_V6)
+		if err != nil {
+			s.c.neighErrs.Add(1)
+			continue
+		}
+		byMAC := map[hwKey][]netip.Addr{}
+		for _, n := range neighs {
+			if n.State&(netlink.NUD_FAILED|netlink.NUD_INCOMPLETE|netlink.NUD_NOARP) != 0 {
+				continue
+			}
+			key, ok := keyOf(n.HardwareAddr)
+			if !ok || !s.tracker.Bound(n.HardwareAddr) {
+				continue
+			}
+			if a, ok := netip.AddrFromSlice(n.IP); ok && len(byMAC[key]) < maxLearnedPerDevice {
+				byMAC[key] = append(byMAC[key], a)
+			}
+		}
+		for key, addrs := range byMAC {
+			s.emit(ctx, s.tracker.Learn(key.mac(), addrs, now))
+		}
+	}
+}
+
+// inNetNS runs fn on a thread inside the named network namespace ("" is the
+// current one). Sockets fn opens stay in that namespace afterwards.
+func inNetNS(name string, fn func() error) error {
+	if name == "" {
+		return fn()
+	}
+	target, err := netns.GetFromName(name)
+	if err != nil {
+		return fmt.Errorf("opening network namespace %s: %w", name, err)
+	}
+	defer target.Close()
+	runtime.LockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("reading current network namespace: %w", err)
+	}
+	defer orig.Close()
+	if err := netns.Set(target); err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("entering network namespace %s: %w", name, err)
+	}
+	fnErr := fn()
+	if err := netns.Set(orig); err != nil {
+		// This thread is stuck in the wrong namespace: keep it locked so
+		// the runtime discards it with this goroutine.
+		return errors.Join(fnErr, fmt.Errorf("returning from network namespace %s: %w", name, err))
+	}
+	runtime.UnlockOSThread()
+	return fnErr
+}

@@ -1,0 +1,84 @@
+package dhcpsnoop
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+func TestParseMUDURL(t *testing.T) {
+	long := "https://a.example/" + strings.Repeat("x", 255-len("https://a.example/"))
+	for _, tc := range []struct {
+		name string
+		raw  string
+		want string
+		err  error
+	}{
+		{"plain", urlA, urlA, nil},
+		// spec §4 item 1: the reserved part after a space is ignored.
+		{"reserved part", "https://a.example/x ABC", "https://a.example/x", nil},
+		{"reserved part with spaces", "https://a.example/x ABC DEF\x01", "https://a.example/x", nil},
+		{"trailing NUL", urlA + "\x00\x00", urlA, nil},
+		{"trailing whitespace", urlA + " \t\r\n", urlA, nil},
+		{"scheme case", "HTTPS://a.example/x", "HTTPS://a.example/x", nil},
+		{"port and query", "https://a.example:8443/x?y=1", "https://a.example:8443/x?y=1", nil},
+		{"ipv6 literal host", "https://[2001:db8::1]/x", "https://[2001:db8::1]/x", nil},
+		{"exactly 255 octets", long, long, nil},
+		// spec §4 item 2: only https.
+		{"http", "http://a.example/x", "", ErrURLNotHTTPS},
+		{"ftp", "ftp://a.example/x", "", ErrURLNotHTTPS},
+		{"no scheme", "a.example/x", "", ErrURLNotHTTPS},
+		{"relative", "/x", "", ErrURLNotHTTPS},
+		// spec §4 item 3: at most 255 octets, whole option.
+		{"256 octets", long + "y", "", ErrURLTooLong},
+		{"255 URL plus reserved", long + " r", "", ErrURLTooLong},
+		{"empty", "", "", ErrURLEmpty},
+		{"only NULs", "\x00\x00", "", ErrURLEmpty},
+		{"leading space", " https://a.example/x", "", ErrURLEmpty},
+		{"no host", "https:///x", "", ErrURLSyntax},
+		{"opaque", "https:a.example", "", ErrURLSyntax},
+		{"userinfo", "https://vendor.example@evil.example/x", "", ErrURLSyntax},
+		{"control byte", "https://a.example/\x01x", "", ErrURLSyntax},
+		{"non-ASCII", "https://a.example/\xc3\xa9", "", ErrURLSyntax},
+		{"bad escape", "https://a.example/%zz", "", ErrURLSyntax},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := ParseMUDURL([]byte(tc.raw))
+			if !errors.Is(err, tc.err) {
+				t.Fatalf("ParseMUDURL(%q) error = %v, want %v", tc.raw, err, tc.err)
+			}
+			if got != tc.want {
+				t.Errorf("ParseMUDURL(%q) = %q, want %q", tc.raw, got, tc.want)
+			}
+			if err != nil {
+				var ue *URLError
+				if !errors.As(err, &ue) {
+					t.Fatalf("error %T is not a *URLError", err)
+				}
+				for _, c := range ue.Raw + ue.Error() {
+					if c < 0x20 || c == 0x7f {
+						t.Errorf("error text or Raw has control character %q: %q / %q", c, ue.Error(), ue.Raw)
+					}
+				}
+			}
+		})
+	}
+}
+
+func TestEscapeBytes(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		max  int
+		want string
+	}{
+		{"abc", 10, "abc"},
+		{"a\x00b\n", 10, `a\x00b\x0a`},
+		{`a\b`, 10, `a\\b`},
+		{"abcdef", 3, "abc…"},
+		{"\xff%s%d", 10, `\xff%s%d`},
+	} {
+		if got := EscapeBytes([]byte(tc.in), tc.max); got != tc.want {
+			t.Errorf("EscapeBytes(%q, %d) = %q, want %q", tc.in, tc.max, got, tc.want)
+		}
+	}
+}
