@@ -62,7 +62,7 @@ func newRootCmd() *cobra.Command {
 	root.PersistentFlags().String("socket", socket, "mudd control socket (default from $MUDCTL_SOCKET)")
 	root.SetVersionTemplate("mudctl {{.Version}}\n")
 	root.AddCommand(newLintCmd(), newExplainCmd(), newCompileCmd())
-	root.AddCommand(newSnoopCmd())
+	root.AddCommand(newVerifyCmd(), newFetchCmd(), newSnoopCmd())
 	addDaemonCommands(root)
 	return root
 }
