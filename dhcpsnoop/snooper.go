@@ -59,15 +59,18 @@ type Snooper struct {
 	filter  []bpf.RawInstruction
 	events  chan Event
 	frames  chan frame
-	confirm chan frame // server confirmations (ACK, Reply): handled first
+	confirm chan frame // server confirmations (ACK, Reply): admitted apart
+	seq     atomic.Uint64
 	c       *counters
 	tracker *Tracker // owned by the Run goroutine
 	running atomic.Bool
 }
 
+// frame is one captured frame; seq is its capture order across interfaces.
 type frame struct {
 	iface string
 	data  []byte
+	seq   uint64
 }
 
 // New validates cfg and returns a Snooper. It opens nothing: Run does.
@@ -181,22 +184,49 @@ func (s *Snooper) Run(ctx context.Context) error {
 		defer tk.Stop()
 		neighC = tk.C
 	}
+	// Confirmations have a queue of their own so that a flood of requests
+	// cannot crowd them out (they carry the leases and nothing resends
+	// them), but they are handled in capture order: a client's REQUEST and
+	// the server's ACK often sit in the queues together, and the ACK
+	// handled first would find no request to confirm. held is the oldest
+	// ordinary frame taken out of its queue and not yet handled.
+	var held *frame
+	confirm := func(f frame) {
+		for {
+			if held == nil {
+				select {
+				case g := <-s.frames:
+					held = &g
+				default:
+				}
+			}
+			if held == nil || held.seq > f.seq {
+				break
+			}
+			s.handle(ctx, *held)
+			held = nil
+		}
+		s.handle(ctx, f)
+	}
 	for {
-		// Confirmations first: under a flood of requests they are the
-		// few frames that carry leases, and nothing resends them.
 		select {
 		case f := <-s.confirm:
-			s.handle(ctx, f)
+			confirm(f)
 			continue
 		default:
+		}
+		if held != nil {
+			s.handle(ctx, *held)
+			held = nil
+			continue
 		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case f := <-s.confirm:
-			s.handle(ctx, f)
+			confirm(f)
 		case f := <-s.frames:
-			s.handle(ctx, f)
+			held = &f // handled at the top, after any earlier confirmation
 		case <-sweep.C:
 			s.emit(ctx, s.tracker.Expire(s.cfg.Now()))
 		case <-neighC:
@@ -306,7 +336,7 @@ func (s *Snooper) readLoop(ctx context.Context, iface string, conn *packet.Conn,
 			q = s.confirm
 		}
 		select {
-		case q <- frame{iface: iface, data: append([]byte(nil), buf[:n]...)}:
+		case q <- frame{iface: iface, data: append([]byte(nil), buf[:n]...), seq: s.seq.Add(1)}:
 		default:
 			s.c.queueDrops.Add(1)
 		}
