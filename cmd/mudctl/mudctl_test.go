@@ -196,6 +196,18 @@ func TestCompile(t *testing.T) {
 	if p.MUDURL != "https://lighting.example.com/lightbulb2000" || len(p.FromDevice) != 5 || p.FromDevice[0].Peer.Value != "test.example.com" {
 		t.Errorf("compile json: %+v", p)
 	}
+	// --nft: the ruleset for a sample device, from the enforcer's own
+	// renderer: per-policy chains dispatched by MAC and address maps, the
+	// DNS name as a peer id in the shared set, default deny.
+	code, out, errOut = mudctl(t, "compile", "--nft", f)
+	if code != 0 {
+		t.Fatalf("compile --nft: exit %d\n%s", code, errOut)
+	}
+	for _, want := range []string{"table inet mud", "table bridge mud", "pol_" + p.ID + "_out", "ether saddr vmap @from_dev", "= dns:test.example.com", "tcp dport 443", "drop"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("compile --nft lacks %q:\n%s", want, out)
+		}
+	}
 }
 
 func TestVersionAndSocket(t *testing.T) {

@@ -1,0 +1,42 @@
+// Package enforcer renders MUD policies (policy.Policy) into nftables and
+// keeps the kernel in step with them, over netlink (github.com/google/nftables
+// for encoding; never the nft binary).
+//
+// # Layout
+//
+// Two tables of our own, nothing else touched: table inet mud (routed
+// traffic, hooks forward and input, priority -5 by default) and table bridge
+// mud (device-to-device traffic across the LAN bridge, hook forward, priority
+// -205). Base chains start with the conntrack fast path (inet), accept DHCP
+// and ICMPv6 neighbour discovery, then dispatch through verdict maps keyed by
+// the sender's MAC (from_dev) and the receiver's address or MAC (to_dev4,
+// to_dev6; bridge: to_dev). Chains are per policy (pol_<id>_out,
+// pol_<id>_in), so a device costs only set elements. A policy's accept is a
+// `return` to the base chain, so lateral traffic must pass the sender's
+// from-device and the receiver's to-device policy; its drop is final. Peers
+// (DNS names, manufacturers, models, controllers) are a 32-bit id inside
+// shared concatenated sets (peer4: mark . ipv4_addr, peer6: mark . ipv6_addr,
+// hash sets for single addresses; peernet4/peernet6, interval sets, for
+// classes that may hold prefixes) whose elements may carry the DNS TTL as
+// timeout. See README.md for hooks,
+// priorities and coexistence with other firewalls.
+//
+// # API
+//
+// New opens the netlink connections in a namespace (Config). Apply installs a
+// complete desired state; Update, SetPolicy, RemovePolicy, UpsertDevice,
+// RemoveDevice and SetPeer change parts of it. Every one of them goes through
+// the same commit: the pieces (chains, elements) of the changed objects are
+// diffed against those the kernel holds and sent as one netlink transaction;
+// Apply and repairs rebuild our tables from all pieces in one transaction.
+// The in-memory model changes only when the kernel accepted the batch, so a
+// rejected batch leaves both as they were (the error is a *BatchError).
+// Devices whose treatment tightened lose their conntrack entries. Run repairs
+// our tables when someone else deleted or flushed them; Counters reads the
+// per-rule counters; Render prints what would be installed, in nft syntax.
+//
+// All methods are safe for concurrent use: one mutex serialises them, so
+// one goroutine at a time owns the netlink connections (google/nftables
+// batch state is not shareable, and its set-id counter is a package global:
+// we assign set ids ourselves).
+package enforcer

@@ -1,0 +1,1058 @@
+package enforcer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"github.com/google/nftables/userdata"
+	"github.com/mdlayher/netlink"
+	"github.com/openmud/mud/policy"
+	vnl "github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// Config configures an Enforcer.
+type Config struct {
+	// NetNS is the path of the network namespace to enforce in (e.g.
+	// /var/run/netns/gw); empty means the current one. NetNSFd, if
+	// non-zero, is an already open namespace handle and wins over NetNS.
+	NetNS   string
+	NetNSFd int
+	// Priority of the inet base chains; nil means -5 (before the usual
+	// filter at 0). BridgePriority of the bridge base chain; nil means -205
+	// (before the bridge filter priority -200).
+	Priority       *int32
+	BridgePriority *int32
+	// LogGroup is the NFLOG group of the rate-limited default-deny log;
+	// NoLog turns logging off.
+	LogGroup uint16
+	NoLog    bool
+	// RepairInterval is how often Run checks that our tables are intact
+	// (default 500 ms: tampering is repaired well within 2 s).
+	RepairInterval time.Duration
+	// Logger receives repair and conntrack messages (default slog.Default()).
+	Logger *slog.Logger
+}
+
+// Enforcer installs MUD policies into nftables. All methods are safe for
+// concurrent use; they serialise on one mutex, so exactly one goroutine at a
+// time owns the netlink connections (google/nftables' state is not safe to
+// share, and batches must not interleave).
+type Enforcer struct {
+	cfg      Config
+	log      *slog.Logger
+	nsFd     int // -1: current namespace
+	ownNS    bool
+	bridgeCT bool
+
+	mu       sync.Mutex
+	cap      *capture
+	raw      *rawConn
+	rd       *nftables.Conn
+	ct       *vnl.Handle
+	setID    uint32
+	peerIDs  map[string]uint32
+	model    *model                // what the kernel holds
+	objs     *objects              // its pieces (nil: nothing applied yet)
+	owner    map[netip.Addr]string // address → MAC of the device it is bound to
+	needFull bool                  // the kernel's state is unknown: next commit rebuilds
+	repairs  int
+	closed   bool
+
+	fault func(*nftables.Conn) // test hook, see emit
+}
+
+// New opens netlink connections in the configured namespace. It does not
+// touch the ruleset: call Apply (or any mutation) to install our tables.
+func New(cfg Config) (*Enforcer, error) {
+	e := &Enforcer{cfg: cfg, log: cfg.Logger, nsFd: -1, peerIDs: map[string]uint32{}, model: newModel(), owner: map[netip.Addr]string{}}
+	if e.log == nil {
+		e.log = slog.Default()
+	}
+	if e.cfg.RepairInterval <= 0 {
+		e.cfg.RepairInterval = 500 * time.Millisecond
+	}
+	switch {
+	case cfg.NetNSFd != 0:
+		e.nsFd = cfg.NetNSFd
+	case cfg.NetNS != "":
+		h, err := netns.GetFromPath(cfg.NetNS)
+		if err != nil {
+			return nil, fmt.Errorf("opening network namespace %s: %w", cfg.NetNS, err)
+		}
+		e.nsFd, e.ownNS = int(h), true
+	}
+	if err := e.open(); err != nil {
+		e.Close()
+		return nil, err
+	}
+	e.bridgeCT = e.probeBridgeConntrack()
+	return e, nil
+}
+
+func (e *Enforcer) open() error {
+	var err error
+	if e.cap, err = newCapture(); err != nil {
+		return err
+	}
+	if e.raw, err = openRaw(e.nsFd); err != nil {
+		return err
+	}
+	opts := []nftables.ConnOption{nftables.AsLasting(), nftables.WithSockOptions(func(c *netlink.Conn) error {
+		// Reads of large chains (counters) come back in big dumps.
+		_ = c.SetReadBuffer(8 << 20)
+		return nil
+	})}
+	if e.nsFd >= 0 {
+		opts = append(opts, nftables.WithNetNSFd(e.nsFd))
+	}
+	if e.rd, err = nftables.New(opts...); err != nil {
+		return fmt.Errorf("opening nftables netlink connection: %w", err)
+	}
+	if e.nsFd >= 0 {
+		e.ct, err = vnl.NewHandleAt(netns.NsHandle(e.nsFd), unix.NETLINK_NETFILTER)
+	} else {
+		e.ct, err = vnl.NewHandle(unix.NETLINK_NETFILTER)
+	}
+	if err != nil {
+		return fmt.Errorf("opening conntrack netlink handle: %w", err)
+	}
+	return nil
+}
+
+// Close releases the netlink connections; the installed ruleset stays
+// (enforcement must survive a daemon restart; the next Apply reconciles).
+func (e *Enforcer) Close() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.closed = true
+	if e.raw != nil {
+		e.raw.close()
+	}
+	if e.rd != nil {
+		_ = e.rd.CloseLasting()
+	}
+	if e.ct != nil {
+		e.ct.Close()
+	}
+	if e.ownNS {
+		unix.Close(e.nsFd)
+	}
+	return nil
+}
+
+// BridgeConntrack reports whether bridged traffic is tracked
+// (nf_conntrack_bridge); without it, direction-initiated is enforced
+// statelessly in the bridge table.
+func (e *Enforcer) BridgeConntrack() bool { return e.bridgeCT }
+
+// probeBridgeConntrack tries a ct expression in a bridge table inside a batch
+// that deletes it again: the kernel refuses it without nf_conntrack_bridge.
+func (e *Enforcer) probeBridgeConntrack() bool {
+	t := &nftables.Table{Family: nftables.TableFamilyBridge, Name: "mud_ct_probe"}
+	c := e.cap.conn
+	c.AddTable(t)
+	ch := c.AddChain(&nftables.Chain{Table: t, Name: "probe", Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityRef(0)})
+	c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: irRule{frags: []frag{ctEstRel}, verdict: accept()}.exprs()})
+	c.DelTable(t)
+	msgs, err := e.cap.take()
+	if err != nil {
+		return false
+	}
+	return e.raw.send(msgs) == nil
+}
+
+func (e *Enforcer) opts() buildOpts {
+	o := buildOpts{prio: -5, bridgePrio: -205, logGroup: e.cfg.LogGroup, log: !e.cfg.NoLog,
+		bridgeCT: e.bridgeCT, peerID: e.peerID, now: time.Now()}
+	if e.cfg.Priority != nil {
+		o.prio = *e.cfg.Priority
+	}
+	if e.cfg.BridgePriority != nil {
+		o.bridgePrio = *e.cfg.BridgePriority
+	}
+	return o
+}
+
+// peerID returns the 32-bit id of a peer key, allocating one on first use.
+// Ids are never reused while the process runs, so a stale element can never
+// grant another peer's addresses.
+func (e *Enforcer) peerID(key string) uint32 {
+	if id, ok := e.peerIDs[key]; ok {
+		return id
+	}
+	id := uint32(len(e.peerIDs) + 1)
+	e.peerIDs[key] = id
+	return id
+}
+
+// Update is a set of changes applied in one transaction, e.g. a new device
+// together with its new policy and the addresses of its peers.
+type Update struct {
+	SetPolicies    []policy.Policy
+	RemovePolicies []string
+	UpsertDevices  []Device
+	RemoveDevices  []net.HardwareAddr
+	// SetPeers replaces the addresses of peers (by policy.Peer.Key()); an
+	// empty list removes them.
+	SetPeers map[string][]Element
+}
+
+// Apply replaces the whole desired state and reconciles the kernel to it in
+// one transaction that rebuilds our tables (start-up, or after the manager
+// reloaded its store).
+func (e *Enforcer) Apply(ctx context.Context, d Desired) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	u := Update{SetPolicies: d.Policies, UpsertDevices: d.Devices, SetPeers: d.Peers}
+	ch, err := e.prepare(u, true)
+	if err != nil {
+		return fmt.Errorf("applying desired state: %w", err)
+	}
+	return e.commit(ctx, ch)
+}
+
+// Update applies several changes in one transaction.
+func (e *Enforcer) Update(ctx context.Context, u Update) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	ch, err := e.prepare(u, false)
+	if err != nil {
+		return err
+	}
+	return e.commit(ctx, ch)
+}
+
+// SetPolicy installs or replaces one policy. Devices using it follow at once;
+// if its rules changed, their conntrack entries are flushed.
+func (e *Enforcer) SetPolicy(ctx context.Context, p policy.Policy) error {
+	return e.Update(ctx, Update{SetPolicies: []policy.Policy{p}})
+}
+
+// RemovePolicy removes a policy that no device uses any more.
+func (e *Enforcer) RemovePolicy(ctx context.Context, id string) error {
+	return e.Update(ctx, Update{RemovePolicies: []string{id}})
+}
+
+// UpsertDevice adds a device or changes its addresses, policy, mode or
+// overrides. Its policy must be installed (or set in the same Update).
+func (e *Enforcer) UpsertDevice(ctx context.Context, d Device) error {
+	return e.Update(ctx, Update{UpsertDevices: []Device{d}})
+}
+
+// RemoveDevice removes a device: its traffic is no longer MUD-filtered.
+func (e *Enforcer) RemoveDevice(ctx context.Context, mac net.HardwareAddr) error {
+	return e.Update(ctx, Update{RemoveDevices: []net.HardwareAddr{mac}})
+}
+
+// SetPeer replaces the addresses of one peer (policy.Peer.Key()), e.g. the
+// resolver's answer for a DNS name. Only set elements change, never rules.
+func (e *Enforcer) SetPeer(ctx context.Context, key string, elems []Element) error {
+	return e.Update(ctx, Update{SetPeers: map[string][]Element{key: elems}})
+}
+
+// change is a validated Update: new values by key, nil meaning removal. A
+// full change holds the complete new state.
+type change struct {
+	full     bool
+	policies map[string]*policy.Policy
+	devices  map[string]*Device
+	peers    map[string]map[netip.Prefix]time.Time
+}
+
+func (e *Enforcer) prepare(u Update, full bool) (*change, error) {
+	ch := &change{full: full, policies: map[string]*policy.Policy{}, devices: map[string]*Device{}, peers: map[string]map[netip.Prefix]time.Time{}}
+	now := time.Now()
+	for i := range u.SetPolicies {
+		p := u.SetPolicies[i]
+		if p.ID == "" {
+			return nil, errors.New("setting policy: empty ID")
+		}
+		ch.policies[p.ID] = &p
+	}
+	for _, id := range u.RemovePolicies {
+		ch.policies[id] = nil
+	}
+	for _, d := range u.UpsertDevices {
+		n, err := normDevice(d)
+		if err != nil {
+			return nil, fmt.Errorf("upserting device: %w", err)
+		}
+		ch.devices[n.MAC.String()] = n
+	}
+	for _, mac := range u.RemoveDevices {
+		ch.devices[mac.String()] = nil
+	}
+	for k, elems := range u.SetPeers {
+		n, err := normalizePeer(elems, now)
+		if err != nil {
+			return nil, fmt.Errorf("setting peer %q: %w", k, err)
+		}
+		if exactPeer(k) {
+			for p := range n {
+				if !p.IsSingleIP() {
+					return nil, fmt.Errorf("setting peer %q: %s is not a single address (DNS, manufacturer and model peers hold addresses)", k, p)
+				}
+			}
+		}
+		if len(n) == 0 {
+			n = nil
+		}
+		ch.peers[k] = n
+	}
+	// The result must be consistent: enforced devices have their policy,
+	// and no address is bound to two devices.
+	policyAfter := func(id string) bool {
+		if p, ok := ch.policies[id]; ok {
+			return p != nil
+		}
+		return !full && e.model.policies[id] != nil
+	}
+	deviceAfter := func(mac string) *Device {
+		if d, ok := ch.devices[mac]; ok || full {
+			return d
+		}
+		return e.model.devices[mac]
+	}
+	claimed := map[netip.Addr]string{}
+	for mac, d := range ch.devices {
+		if d == nil {
+			continue
+		}
+		if d.Mode == Enforce && !policyAfter(d.PolicyID) {
+			return nil, fmt.Errorf("device %s: policy %q is not installed", mac, d.PolicyID)
+		}
+		for _, a := range devAddrs(d) {
+			if other, ok := claimed[a]; ok {
+				return nil, fmt.Errorf("address %s bound to both %s and %s", a, other, mac)
+			}
+			claimed[a] = mac
+			if !full {
+				if other, ok := e.owner[a]; ok && other != mac {
+					if od := deviceAfter(other); od != nil && hasAddr(od, a) {
+						return nil, fmt.Errorf("address %s of device %s is still bound to device %s", a, mac, other)
+					}
+				}
+			}
+		}
+	}
+	if !full {
+		for id, p := range ch.policies {
+			if p != nil || e.model.policies[id] == nil {
+				continue
+			}
+			for mac := range e.model.devices {
+				if d := deviceAfter(mac); d != nil && d.Mode == Enforce && d.PolicyID == id {
+					return nil, fmt.Errorf("removing policy %q: device %s still uses it", id, mac)
+				}
+			}
+		}
+	}
+	return ch, nil
+}
+
+func hasAddr(d *Device, a netip.Addr) bool {
+	for _, b := range devAddrs(d) {
+		if a == b {
+			return true
+		}
+	}
+	return false
+}
+
+func devAddrs(d *Device) []netip.Addr {
+	return append(append([]netip.Addr{}, d.IPv4s...), d.IPv6s...)
+}
+
+func normDevice(d Device) (*Device, error) {
+	if len(d.MAC) != 6 {
+		return nil, fmt.Errorf("device MAC %q is not an Ethernet address", d.MAC)
+	}
+	if d.Mode == Enforce && d.PolicyID == "" {
+		return nil, fmt.Errorf("device %s: enforce mode needs a policy", d.MAC)
+	}
+	c := d
+	c.MAC = append(net.HardwareAddr{}, d.MAC...)
+	c.IPv4s, c.IPv6s = nil, nil
+	seen := map[netip.Addr]bool{}
+	for _, a := range devAddrs(&d) {
+		a = a.Unmap()
+		if !a.IsValid() || seen[a] {
+			continue
+		}
+		seen[a] = true
+		if a.Is4() {
+			c.IPv4s = append(c.IPv4s, a)
+		} else if !a.IsLinkLocalUnicast() {
+			c.IPv6s = append(c.IPv6s, a)
+		}
+	}
+	return &c, nil
+}
+
+// objects caches the pieces each object of the applied model contributes.
+type objects struct {
+	fixed    *pieces
+	policies map[string]*pieces
+	devices  map[string]*pieces
+	peers    map[string]*pieces
+}
+
+func newObjects() *objects {
+	return &objects{policies: map[string]*pieces{}, devices: map[string]*pieces{}, peers: map[string]*pieces{}}
+}
+
+func (ob *objects) all() []*pieces {
+	out := []*pieces{ob.fixed}
+	for _, m := range []map[string]*pieces{ob.policies, ob.devices, ob.peers} {
+		for _, p := range m {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// commit is the one code path of every change. It computes the pieces of
+// the changed objects and diffs them against the cached pieces of what the
+// kernel holds — or, for a full change, a repair, or when the kernel's state
+// is unknown, rebuilds our tables from all pieces —, sends one batch, and
+// adopts the change into the model only when the kernel accepted it: a
+// rejected batch leaves kernel and model as they were.
+func (e *Enforcer) commit(ctx context.Context, ch *change) error {
+	if e.closed {
+		return errors.New("enforcer is closed")
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	o := e.opts()
+	rebuild := ch.full || e.needFull || e.objs == nil
+	next := newObjects()
+	if e.objs != nil && !rebuild {
+		next.fixed = e.objs.fixed // depends on the configuration only
+	} else {
+		next.fixed = fixedPieces(o)
+	}
+	if err := piecesOf(ch.policies, next.policies, func(p *policy.Policy) (*pieces, error) { return policyPieces(p, o) }); err != nil {
+		return err
+	}
+	if err := piecesOf(ch.devices, next.devices, func(d *Device) (*pieces, error) { return devicePieces(d, o) }); err != nil {
+		return err
+	}
+	for k, el := range ch.peers {
+		if el != nil {
+			next.peers[k] = peerPieces(k, el, o)
+		}
+	}
+	var oldP, newP []*pieces
+	if rebuild {
+		if !ch.full && e.objs != nil {
+			// Objects the change leaves alone keep their cached pieces.
+			merge(next.policies, e.objs.policies, ch.policies)
+			merge(next.devices, e.objs.devices, ch.devices)
+			merge(next.peers, e.objs.peers, ch.peers)
+		}
+		newP = next.all()
+	} else {
+		for id := range ch.policies {
+			oldP, newP = appendIf(oldP, e.objs.policies[id]), appendIf(newP, next.policies[id])
+		}
+		for mac := range ch.devices {
+			oldP, newP = appendIf(oldP, e.objs.devices[mac]), appendIf(newP, next.devices[mac])
+		}
+		for k := range ch.peers {
+			oldP, newP = appendIf(oldP, e.objs.peers[k]), appendIf(newP, next.peers[k])
+		}
+	}
+	tEmit := time.Now()
+	msgs, err := e.emit(oldP, newP, rebuild, o.now)
+	if err != nil {
+		e.resetCapture()
+		return err
+	}
+	tSend := time.Now()
+	err = e.raw.send(msgs)
+	e.log.Debug("nftables batch", "messages", len(msgs), "rebuild", rebuild,
+		"build", tEmit.Sub(o.now), "encode", tSend.Sub(tEmit), "kernel", time.Since(tSend), "err", err)
+	if err != nil {
+		var be *BatchError
+		if !errors.As(err, &be) {
+			// The outcome is unknown (e.g. a lost reply): rebuild next time
+			// and start over on a fresh socket.
+			e.needFull = true
+			e.raw.close()
+			if r, oerr := openRaw(e.nsFd); oerr == nil {
+				e.raw = r
+			}
+		}
+		return fmt.Errorf("applying nftables changes: %w", err)
+	}
+	e.adopt(ch, next, rebuild)
+	return nil
+}
+
+// piecesOf computes the pieces of the changed (non-nil) objects.
+func piecesOf[T any](changed map[string]*T, dst map[string]*pieces, f func(*T) (*pieces, error)) error {
+	for k, v := range changed {
+		if v == nil {
+			continue
+		}
+		pc, err := f(v)
+		if err != nil {
+			return err
+		}
+		dst[k] = pc
+	}
+	return nil
+}
+
+func appendIf(list []*pieces, p *pieces) []*pieces {
+	if p == nil {
+		return list
+	}
+	return append(list, p)
+}
+
+// merge fills dst with the cached pieces of objects the change leaves alone.
+func merge[T any](dst, cached map[string]*pieces, changed map[string]T) {
+	for k, p := range cached {
+		if _, ok := changed[k]; !ok {
+			dst[k] = p
+		}
+	}
+}
+
+// adopt records a committed change in the model and the piece cache, and
+// flushes the conntrack entries of devices whose treatment changed, so flows
+// accepted under the old rules do not outlive them. The flush runs after the
+// commit: the next packets of those flows meet the new rules.
+func (e *Enforcer) adopt(ch *change, next *objects, rebuilt bool) {
+	prev := e.model
+	var cut []netip.Addr
+	changedPol := map[string]bool{}
+	for id, p := range prev.policies {
+		np, touched := ch.policies[id]
+		if (touched || ch.full) && !policyRulesEqual(p, np) {
+			changedPol[id] = true
+		}
+	}
+	for mac, od := range prev.devices {
+		nd, touched := ch.devices[mac]
+		switch {
+		case touched || ch.full:
+			if nd == nil || od.Mode != nd.Mode || od.PolicyID != nd.PolicyID || !overridesEqual(od.Overrides, nd.Overrides) ||
+				(od.Mode == Enforce && changedPol[od.PolicyID]) {
+				cut = append(cut, devAddrs(od)...)
+			} else {
+				cut = append(cut, removedAddrs(od, nd)...)
+			}
+		case od.Mode == Enforce && changedPol[od.PolicyID]:
+			cut = append(cut, devAddrs(od)...)
+		}
+	}
+	if ch.full {
+		e.model = &model{policies: ch.policies, devices: ch.devices, peers: ch.peers}
+		e.owner = map[netip.Addr]string{}
+		for mac, d := range e.model.devices {
+			for _, a := range devAddrs(d) {
+				e.owner[a] = mac
+			}
+		}
+	} else {
+		for mac, nd := range ch.devices {
+			if od := prev.devices[mac]; od != nil {
+				for _, a := range devAddrs(od) {
+					if e.owner[a] == mac {
+						delete(e.owner, a)
+					}
+				}
+			}
+			if nd != nil {
+				for _, a := range devAddrs(nd) {
+					e.owner[a] = mac
+				}
+			}
+		}
+		applyMap(prev.policies, ch.policies)
+		applyMap(prev.devices, ch.devices)
+		for k, v := range ch.peers {
+			if v == nil {
+				delete(prev.peers, k)
+			} else {
+				prev.peers[k] = v
+			}
+		}
+	}
+	if rebuilt {
+		e.objs = next
+	} else {
+		applyPieces(e.objs.policies, next.policies, ch.policies)
+		applyPieces(e.objs.devices, next.devices, ch.devices)
+		applyPieces(e.objs.peers, next.peers, ch.peers)
+	}
+	e.needFull = false
+	if len(cut) > 0 {
+		if err := e.deleteConntrack(cut); err != nil {
+			e.log.Warn("flushing conntrack entries of changed devices", "err", err)
+		}
+	}
+}
+
+func applyMap[T any](dst, src map[string]*T) {
+	for k, v := range src {
+		if v == nil {
+			delete(dst, k)
+		} else {
+			dst[k] = v
+		}
+	}
+}
+
+func applyPieces[T any](dst, src map[string]*pieces, changed map[string]T) {
+	for k := range changed {
+		if p := src[k]; p != nil {
+			dst[k] = p
+		} else {
+			delete(dst, k)
+		}
+	}
+}
+
+func (e *Enforcer) resetCapture() {
+	// google/nftables keeps a marshalling error forever: start afresh.
+	if c, err := newCapture(); err == nil {
+		e.cap = c
+	}
+}
+
+var tables = map[tfam]*nftables.Table{
+	famInet:   {Family: nftables.TableFamilyINet, Name: tableName},
+	famBridge: {Family: nftables.TableFamilyBridge, Name: tableName},
+}
+
+// margin under which an element with a timeout is treated as already gone:
+// deleting an element the kernel has just expired would fail the batch.
+const expiryMargin = 2 * time.Second
+
+func (e *Enforcer) setObj(f tfam, name string) *nftables.Set {
+	for _, d := range setDefs(f) {
+		if d.name == name {
+			s := &nftables.Set{Table: tables[f], Name: name, KeyType: d.key, Concatenation: d.concat, Interval: d.ival}
+			if d.vmap {
+				s.IsMap, s.DataType = true, nftables.TypeVerdict
+			}
+
+			if d.timeout {
+				s.HasTimeout = true
+			}
+			return s
+		}
+	}
+	panic("unknown set " + name)
+}
+
+// emit queues the batch that turns the old pieces into the new ones on the
+// capturing connection. Order matters: elements pointing at chains go
+// before the chains are deleted, chains exist before rules jump to them.
+func (e *Enforcer) emit(oldP, newP []*pieces, full bool, now time.Time) ([]netlink.Message, error) {
+	old := &layout{chains: map[chainID]*chainSpec{}, elems: map[setRef]map[string]*elemSpec{}}
+	nl := &layout{chains: map[chainID]*chainSpec{}, elems: map[setRef]map[string]*elemSpec{}}
+	for _, p := range oldP {
+		old.add(p)
+	}
+	if full {
+		// Nothing to diff against: only the chains go into a map (for
+		// ordering); the ~10 elements per device are streamed.
+		for _, p := range newP {
+			for _, c := range p.chains {
+				nl.chains[c.id] = c
+			}
+		}
+	} else {
+		for _, p := range newP {
+			nl.add(p)
+		}
+	}
+	c := e.cap.conn
+	if full {
+		for _, f := range []tfam{famInet, famBridge} {
+			t := tables[f]
+			// add + delete + add: the old table (whatever someone made of
+			// it) goes away and the new one appears in the same
+			// transaction; packets see one or the other.
+			c.AddTable(t)
+			c.DelTable(t)
+			c.AddTable(t)
+			for _, d := range setDefs(f) {
+				s := e.setObj(f, d.name)
+				// Our own set ids: google/nftables' counter is a package
+				// global, unsafe with more than one connection.
+				e.setID++
+				s.ID = e.setID
+				if err := c.AddSet(s, nil); err != nil {
+					return nil, fmt.Errorf("adding set %s: %w", d.name, err)
+				}
+			}
+		}
+	}
+	type elemOp struct {
+		ref  setRef
+		elem *elemSpec
+	}
+	var dels, adds []elemOp
+	refs := map[setRef]bool{}
+	for r := range old.elems {
+		refs[r] = true
+	}
+	for r := range nl.elems {
+		refs[r] = true
+	}
+	alive := func(x *elemSpec) bool { return x.expires.IsZero() || x.expires.Sub(now) > expiryMargin }
+	if full {
+		for _, p := range newP {
+			for _, x := range p.elems {
+				if x.elem.expires.IsZero() || x.elem.expires.After(now.Add(time.Millisecond)) {
+					adds = append(adds, elemOp(x))
+				}
+			}
+		}
+	}
+	for r := range refs {
+		o, n := old.elems[r], nl.elems[r]
+		for k, oe := range o {
+			ne, ok := n[k]
+			if ok && elemEqual(oe, ne) {
+				continue
+			}
+			if alive(oe) {
+				dels = append(dels, elemOp{r, oe})
+			}
+		}
+		for k, ne := range n {
+			if oe, ok := o[k]; ok && elemEqual(oe, ne) {
+				continue
+			}
+			if !ne.expires.IsZero() && !ne.expires.After(now.Add(time.Millisecond)) {
+				continue
+			}
+			adds = append(adds, elemOp{r, ne})
+		}
+	}
+	setup, err := e.cap.take() // tables and sets (full only)
+	if err != nil {
+		return nil, err
+	}
+	batch := []netlink.Message{batchMsg(unix.NFNL_MSG_BATCH_BEGIN)}
+	batch = append(batch, inner(setup)...)
+	elemBatch := func(ops []elemOp, del bool) {
+		byRef := map[setRef][]*elemSpec{}
+		for _, op := range ops {
+			byRef[op.ref] = append(byRef[op.ref], op.elem)
+		}
+		for r, list := range byRef {
+			batch = append(batch, elemMsgs(r.fam, r.name, list, del, now)...)
+		}
+	}
+	// 1. element deletions
+	elemBatch(dels, true)
+	// 2. chains: add new, flush changed, delete gone (referrers first).
+	var added, changed, removed []*chainSpec
+	for id, n := range nl.chains {
+		o, ok := old.chains[id]
+		switch {
+		case !ok:
+			added = append(added, n)
+		case o.sig != n.sig:
+			changed = append(changed, n)
+		}
+	}
+	for id, o := range old.chains {
+		if _, ok := nl.chains[id]; !ok {
+			removed = append(removed, o)
+		}
+	}
+	sort.Slice(added, func(i, j int) bool { return added[i].id.name < added[j].id.name })
+	sort.Slice(removed, func(i, j int) bool { return chainRank(removed[i].id.name) < chainRank(removed[j].id.name) })
+	chainObj := func(cs *chainSpec) *nftables.Chain {
+		ch := &nftables.Chain{Table: tables[cs.id.fam], Name: cs.id.name}
+		if cs.hook != nil {
+			pol := nftables.ChainPolicyAccept
+			ch.Type, ch.Hooknum, ch.Priority, ch.Policy = nftables.ChainTypeFilter, &cs.hook.hook, nftables.ChainPriorityRef(nftables.ChainPriority(cs.hook.prio)), &pol
+		}
+		return ch
+	}
+	for _, cs := range added {
+		c.AddChain(chainObj(cs))
+	}
+	for _, cs := range changed {
+		c.FlushChain(chainObj(cs))
+	}
+	for _, cs := range removed {
+		c.DelChain(chainObj(cs))
+	}
+	for _, group := range [][]*chainSpec{changed, added} {
+		for _, cs := range group {
+			ch := chainObj(cs)
+			for _, r := range cs.rules {
+				nr := &nftables.Rule{Table: ch.Table, Chain: ch, Exprs: r.exprs()}
+				if r.comment != "" {
+					nr.UserData = userdata.AppendString(nil, userdata.TypeComment, r.comment)
+				}
+				c.AddRule(nr)
+			}
+		}
+	}
+	if e.fault != nil {
+		e.fault(c) // tests: make the kernel reject this batch half-way
+	}
+	chains, err := e.cap.take()
+	if err != nil {
+		return nil, err
+	}
+	batch = append(batch, inner(chains)...)
+	// 3. element additions
+	elemBatch(adds, false)
+	return append(batch, batchMsg(unix.NFNL_MSG_BATCH_END)), nil
+}
+
+// inner strips BATCH_BEGIN and BATCH_END from a captured batch.
+func inner(msgs []netlink.Message) []netlink.Message {
+	if len(msgs) < 2 {
+		return nil
+	}
+	return msgs[1 : len(msgs)-1]
+}
+
+func batchMsg(typ int) netlink.Message {
+	return netlink.Message{
+		Header: netlink.Header{Type: netlink.HeaderType(typ), Flags: netlink.Request},
+		Data:   []byte{unix.AF_UNSPEC, 0, 0, unix.NFNL_SUBSYS_NFTABLES},
+	}
+}
+
+// chainRank orders chain deletions: per-device chains reference policy
+// chains, which reference the shared ones.
+func chainRank(name string) string {
+	switch {
+	case strings.HasPrefix(name, "dev_"):
+		return "0" + name
+	case strings.HasPrefix(name, "pol_"):
+		return "1" + name
+	}
+	return "2" + name
+}
+
+func elemEqual(a, b *elemSpec) bool {
+	if !a.expires.Equal(b.expires) {
+		return false
+	}
+	if (a.verdict == nil) != (b.verdict == nil) {
+		return false
+	}
+	return a.verdict == nil || *a.verdict == *b.verdict
+}
+
+func removedAddrs(od, nd *Device) []netip.Addr {
+	have := map[netip.Addr]bool{}
+	for _, a := range append(append([]netip.Addr{}, nd.IPv4s...), nd.IPv6s...) {
+		have[a] = true
+	}
+	var out []netip.Addr
+	for _, a := range append(append([]netip.Addr{}, od.IPv4s...), od.IPv6s...) {
+		if !have[a] {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+func overridesEqual(a, b Overrides) bool {
+	return rulesEqual(a.FromDevice, b.FromDevice) && rulesEqual(a.ToDevice, b.ToDevice)
+}
+
+func policyRulesEqual(a, b *policy.Policy) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return rulesEqual(a.FromDevice, b.FromDevice) && rulesEqual(a.ToDevice, b.ToDevice)
+}
+
+func rulesEqual(a, b []policy.Rule) bool {
+	return fmt.Sprintf("%+v", a) == fmt.Sprintf("%+v", b)
+}
+
+func (e *Enforcer) deleteConntrack(addrs []netip.Addr) error {
+	var f4, f6 []vnl.CustomConntrackFilter
+	for _, a := range addrs {
+		for _, t := range []vnl.ConntrackFilterType{vnl.ConntrackOrigSrcIP, vnl.ConntrackOrigDstIP, vnl.ConntrackReplySrcIP} {
+			f := &vnl.ConntrackFilter{}
+			if err := f.AddIP(t, net.IP(a.AsSlice())); err != nil {
+				return fmt.Errorf("building conntrack filter for %s: %w", a, err)
+			}
+			if a.Is4() {
+				f4 = append(f4, f)
+			} else {
+				f6 = append(f6, f)
+			}
+		}
+	}
+	var errs []error
+	if len(f4) > 0 {
+		if _, err := e.ct.ConntrackDeleteFilters(vnl.ConntrackTable, unix.AF_INET, f4...); err != nil {
+			errs = append(errs, fmt.Errorf("deleting IPv4 conntrack entries: %w", err))
+		}
+	}
+	if len(f6) > 0 {
+		if _, err := e.ct.ConntrackDeleteFilters(vnl.ConntrackTable, unix.AF_INET6, f6...); err != nil {
+			errs = append(errs, fmt.Errorf("deleting IPv6 conntrack entries: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Run watches our tables until ctx ends and restores them when someone else
+// deleted or flushed them (a cheap poll: table presence and the rule counts
+// of the base chains). It returns ctx.Err().
+func (e *Enforcer) Run(ctx context.Context) error {
+	t := time.NewTicker(e.cfg.RepairInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+		if err := e.checkAndRepair(ctx); err != nil {
+			e.log.Error("repairing nftables tables", "err", err)
+		}
+	}
+}
+
+// Repairs returns how many times tampering was detected and repaired.
+func (e *Enforcer) Repairs() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.repairs
+}
+
+func (e *Enforcer) checkAndRepair(ctx context.Context) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed || e.objs == nil {
+		return nil
+	}
+	ok, why := e.intact()
+	if ok && !e.needFull {
+		return nil
+	}
+	e.log.Warn("nftables tables of mud were changed from outside; restoring", "why", why)
+	e.repairs++
+	e.needFull = true
+	return e.commit(ctx, &change{})
+}
+
+// intact compares the base chains in the kernel with the layout.
+func (e *Enforcer) intact() (bool, string) {
+	for _, f := range []tfam{famInet, famBridge} {
+		t := tables[f]
+		base := []string{chainForward}
+		if f == famInet {
+			base = append(base, chainInput)
+		}
+		for _, name := range append(base, chainGuard) {
+			rules, err := e.rd.GetRules(t, &nftables.Chain{Name: name, Table: t})
+			if err != nil {
+				return false, fmt.Sprintf("reading %s %s: %v", familyName(f), name, err)
+			}
+			if want := e.fixedRules(chainID{f, name}); len(rules) != want {
+				return false, fmt.Sprintf("chain %s %s has %d rules, want %d", familyName(f), name, len(rules), want)
+			}
+		}
+	}
+	return true, ""
+}
+
+func (e *Enforcer) fixedRules(id chainID) int {
+	for _, c := range e.objs.fixed.chains {
+		if c.id == id {
+			return len(c.rules)
+		}
+	}
+	return -1
+}
+
+func familyName(f tfam) string {
+	if f == famBridge {
+		return "bridge"
+	}
+	return "inet"
+}
+
+// Counters reads the per-rule counters of every installed policy back from
+// the kernel, summed over families and tables, in policy order.
+func (e *Enforcer) Counters(ctx context.Context) ([]RuleCounter, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	ids := make([]string, 0, len(e.model.policies))
+	for id := range e.model.policies {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	var out []RuleCounter
+	for _, id := range ids {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		for _, d := range []policy.Direction{policy.FromDevice, policy.ToDevice} {
+			idx := map[string]int{}
+			var names []string
+			for _, r := range e.model.policies[id].Rules(d) {
+				if _, ok := idx[r.Name]; !ok {
+					idx[r.Name] = len(names)
+					names = append(names, r.Name)
+				}
+			}
+			idx[defaultDenyTag] = len(names)
+			names = append(names, defaultDenyTag)
+			sums := make([]RuleCounter, len(names))
+			for i, n := range names {
+				sums[i] = RuleCounter{PolicyID: id, Direction: d, Rule: n}
+			}
+			for _, f := range []tfam{famInet, famBridge} {
+				t := tables[f]
+				rules, err := e.rd.GetRules(t, &nftables.Chain{Name: polChain(id, d), Table: t})
+				if err != nil {
+					return nil, fmt.Errorf("reading counters of policy %q: %w", id, err)
+				}
+				for _, r := range rules {
+					name, _ := userdata.GetString(r.UserData, userdata.TypeComment)
+					i, ok := idx[name]
+					if !ok {
+						continue
+					}
+					for _, x := range r.Exprs {
+						if cnt, ok := x.(*expr.Counter); ok {
+							sums[i].Packets += cnt.Packets
+							sums[i].Bytes += cnt.Bytes
+						}
+					}
+				}
+			}
+			out = append(out, sums...)
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,655 @@
+package enforcer
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"net"
+	"net/netip"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"github.com/openmud/mud/policy"
+)
+
+// Names of our tables, sets and fixed chains.
+const (
+	tableName = "mud"
+
+	setFromDev = "from_dev"  // ether_addr : mark (dispatch id; both tables)
+	setToDev   = "to_dev"    // bridge: ether_addr : mark
+	setToDev4  = "to_dev4"   // inet: ipv4_addr : mark
+	setToDev6  = "to_dev6"   // inet: ipv6_addr : mark
+	setOutVmap = "out_chain" // mark : verdict (dispatch id → from-device chain)
+	setInVmap  = "in_chain"  // mark : verdict (dispatch id → to-device chain)
+	setGuard4  = "guard4"    // ether_addr . ipv4_addr
+	setGuard6  = "guard6"    // ether_addr . ipv6_addr
+	setPeer4   = "peer4"     // mark . ipv4_addr, timeout (hash: exact addresses)
+	setPeer6   = "peer6"     // mark . ipv6_addr, timeout
+	setNet4    = "peernet4"  // mark . ipv4_addr, interval, timeout (prefixes)
+	setNet6    = "peernet6"  // mark . ipv6_addr, interval, timeout
+
+	chainForward   = "forward"
+	chainInput     = "input"
+	chainGuard     = "src_guard"
+	chainQuarOut   = "quarantine_out"
+	chainQuarIn    = "quarantine_in"
+	chainBlockOut  = "block_out"
+	chainBlockIn   = "block_in"
+	defaultDenyTag = "default-deny"
+)
+
+type setDef struct {
+	name    string
+	key     nftables.SetDatatype
+	vmap    bool // a verdict map
+	concat  bool
+	ival    bool
+	timeout bool
+	decl    string // nft syntax, for Render
+}
+
+var (
+	typeEtherIP4 = nftables.MustConcatSetType(nftables.TypeEtherAddr, nftables.TypeIPAddr)
+	typeEtherIP6 = nftables.MustConcatSetType(nftables.TypeEtherAddr, nftables.TypeIP6Addr)
+	typeMarkIP4  = nftables.MustConcatSetType(nftables.TypeMark, nftables.TypeIPAddr)
+	typeMarkIP6  = nftables.MustConcatSetType(nftables.TypeMark, nftables.TypeIP6Addr)
+)
+
+func setDefs(f tfam) []setDef {
+	defs := []setDef{
+		{name: setFromDev, key: nftables.TypeEtherAddr, vmap: true, decl: "type ether_addr : verdict"},
+	}
+	if f == famInet {
+		defs = append(defs,
+			setDef{name: setToDev4, key: nftables.TypeIPAddr, vmap: true, decl: "type ipv4_addr : verdict"},
+			setDef{name: setToDev6, key: nftables.TypeIP6Addr, vmap: true, decl: "type ipv6_addr : verdict"})
+	} else {
+		defs = append(defs, setDef{name: setToDev, key: nftables.TypeEtherAddr, vmap: true, decl: "type ether_addr : verdict"})
+	}
+	return append(defs,
+		setDef{name: setGuard4, key: typeEtherIP4, concat: true, decl: "type ether_addr . ipv4_addr"},
+		setDef{name: setGuard6, key: typeEtherIP6, concat: true, decl: "type ether_addr . ipv6_addr"},
+		setDef{name: setPeer4, key: typeMarkIP4, concat: true, timeout: true, decl: "type mark . ipv4_addr; flags timeout"},
+		setDef{name: setPeer6, key: typeMarkIP6, concat: true, timeout: true, decl: "type mark . ipv6_addr; flags timeout"},
+		setDef{name: setNet4, key: typeMarkIP4, concat: true, ival: true, timeout: true, decl: "type mark . ipv4_addr; flags interval, timeout"},
+		setDef{name: setNet6, key: typeMarkIP6, concat: true, ival: true, timeout: true, decl: "type mark . ipv6_addr; flags interval, timeout"},
+	)
+}
+
+type chainID struct {
+	fam  tfam
+	name string
+}
+
+type hookSpec struct {
+	hook nftables.ChainHook
+	prio int32
+	text string
+}
+
+type chainSpec struct {
+	id    chainID
+	hook  *hookSpec
+	rules []irRule
+	sig   string // the rules' text: equal signatures mean equal chains
+}
+
+type elemSpec struct {
+	key, keyEnd []byte
+	verdict     *expr.Verdict
+	expires     time.Time // zero: permanent
+}
+
+type setRef struct {
+	fam  tfam
+	name string
+}
+
+// layout is everything our two tables hold for one model.
+type layout struct {
+	chains map[chainID]*chainSpec
+	elems  map[setRef]map[string]*elemSpec
+}
+
+// buildOpts carries what the layout depends on besides the model.
+type buildOpts struct {
+	prio, bridgePrio int32
+	logGroup         uint16
+	log              bool
+	bridgeCT         bool // the kernel tracks bridged traffic (nf_conntrack_bridge)
+	peerID           func(key string) uint32
+	now              time.Time
+}
+
+func chainTag(id string) string {
+	var b strings.Builder
+	clean := true
+	for _, r := range id {
+		if r < 128 && (r == '_' || r == '-' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') {
+			b.WriteRune(r)
+		} else {
+			clean = false
+		}
+	}
+	s := b.String()
+	if clean && len(s) > 0 && len(s) <= 40 {
+		return s
+	}
+	// Chain names are limited and the ID may be anything (a URL, a hash):
+	// keep a readable head and make it unique with a hash of the whole.
+	h := fnv.New32a()
+	h.Write([]byte(id))
+	if len(s) > 24 {
+		s = s[:24]
+	}
+	return fmt.Sprintf("%s_%08x", s, h.Sum32())
+}
+
+func polChain(id string, d policy.Direction) string {
+	if d == policy.FromDevice {
+		return "pol_" + chainTag(id) + "_out"
+	}
+	return "pol_" + chainTag(id) + "_in"
+}
+
+func devChain(mac net.HardwareAddr, d policy.Direction) string {
+	s := strings.ReplaceAll(mac.String(), ":", "")
+	if d == policy.FromDevice {
+		return "dev_" + s + "_out"
+	}
+	return "dev_" + s + "_in"
+}
+
+// deviceChains says which chains a device's traffic is dispatched to.
+func deviceChains(d *Device) (out, in string) {
+	switch d.Mode {
+	case Quarantine:
+		return chainQuarOut, chainQuarIn
+	case Block:
+		return chainBlockOut, chainBlockIn
+	}
+	if !d.Overrides.empty() {
+		return devChain(d.MAC, policy.FromDevice), devChain(d.MAC, policy.ToDevice)
+	}
+	return polChain(d.PolicyID, policy.FromDevice), polChain(d.PolicyID, policy.ToDevice)
+}
+
+// pieces are the chains and set elements one object of the model (the fixed
+// skeleton, a policy, a device, a peer) contributes. Changes are diffed per
+// object, so a change costs work in proportion to what changed, not to the
+// size of the ruleset.
+type pieces struct {
+	chains []*chainSpec
+	elems  []elemAt
+}
+
+type elemAt struct {
+	ref  setRef
+	elem *elemSpec
+}
+
+func (pc *pieces) chain(c *chainSpec) {
+	var sig strings.Builder
+	if c.hook != nil {
+		sig.WriteString(c.hook.text + "\n")
+	}
+	for _, r := range c.rules {
+		sig.WriteString(r.text())
+		sig.WriteByte('\n')
+	}
+	c.sig = sig.String()
+	pc.chains = append(pc.chains, c)
+}
+
+func (pc *pieces) elem(f tfam, set string, e *elemSpec) {
+	pc.elems = append(pc.elems, elemAt{setRef{f, set}, e})
+}
+
+func (e *elemSpec) id() string { return string(e.key) + "|" + string(e.keyEnd) }
+
+func (l *layout) add(pc *pieces) {
+	for _, c := range pc.chains {
+		l.chains[c.id] = c
+	}
+	for _, x := range pc.elems {
+		m := l.elems[x.ref]
+		if m == nil {
+			m = map[string]*elemSpec{}
+			l.elems[x.ref] = m
+		}
+		m[x.elem.id()] = x.elem
+	}
+}
+
+func fixedPieces(o buildOpts) *pieces {
+	pc := &pieces{}
+	for _, f := range []tfam{famInet, famBridge} {
+		for _, c := range fixedChains(f, o) {
+			pc.chain(c)
+		}
+	}
+	return pc
+}
+
+func policyPieces(p *policy.Policy, o buildOpts) (*pieces, error) {
+	pc := &pieces{}
+	for _, f := range []tfam{famInet, famBridge} {
+		for _, d := range []policy.Direction{policy.FromDevice, policy.ToDevice} {
+			rules, err := policyRules(f, p.Rules(d), d, o)
+			if err != nil {
+				return nil, fmt.Errorf("rendering policy %q %s: %w", p.ID, d, err)
+			}
+			pc.chain(&chainSpec{id: chainID{f, polChain(p.ID, d)},
+				rules: append(prologue(f, d), append(rules, epilogue(f, d, "pol "+chainTag(p.ID), o)...)...)})
+		}
+	}
+	return pc, nil
+}
+
+func devicePieces(d *Device, o buildOpts) (*pieces, error) {
+	pc := &pieces{}
+	outC, inC := deviceChains(d)
+	out, in := jump(outC), jump(inC)
+	mac := []byte(d.MAC)
+	for _, f := range []tfam{famInet, famBridge} {
+		if d.Mode == Enforce && !d.Overrides.empty() {
+			for _, dir := range []policy.Direction{policy.FromDevice, policy.ToDevice} {
+				list := d.Overrides.FromDevice
+				if dir == policy.ToDevice {
+					list = d.Overrides.ToDevice
+				}
+				rules, err := policyRules(f, list, dir, o)
+				if err != nil {
+					return nil, fmt.Errorf("rendering overrides of device %s: %w", d.MAC, err)
+				}
+				rules = append(prologue(f, dir), rules...)
+				rules = append(rules, irRule{verdict: gotoChain(polChain(d.PolicyID, dir))})
+				pc.chain(&chainSpec{id: chainID{f, devChain(d.MAC, dir)}, rules: rules})
+			}
+		}
+		pc.elem(f, setFromDev, &elemSpec{key: mac, verdict: out})
+		if f == famBridge {
+			pc.elem(f, setToDev, &elemSpec{key: mac, verdict: in})
+		}
+		for _, a := range d.IPv4s {
+			if f == famInet {
+				pc.elem(f, setToDev4, &elemSpec{key: a.AsSlice(), verdict: in})
+			}
+			pc.elem(f, setGuard4, &elemSpec{key: append(append(append([]byte{}, mac...), 0, 0), a.AsSlice()...)})
+		}
+		for _, a := range d.IPv6s {
+			if f == famInet {
+				pc.elem(f, setToDev6, &elemSpec{key: a.AsSlice(), verdict: in})
+			}
+			pc.elem(f, setGuard6, &elemSpec{key: append(append(append([]byte{}, mac...), 0, 0), a.AsSlice()...)})
+		}
+	}
+	return pc, nil
+}
+
+// exactPeer tells the peers that only ever hold single addresses (DNS
+// answers, devices of a manufacturer or model): they live in hash sets, where
+// adding or deleting an element is O(1). Administrator-configured classes may
+// hold prefixes and use the interval (pipapo) sets, whose every change
+// rebuilds the set's lookup tables.
+func exactPeer(key string) bool {
+	for _, k := range []policy.PeerKind{policy.DNSName, policy.Manufacturer, policy.Model} {
+		if strings.HasPrefix(key, k.String()+":") {
+			return true
+		}
+	}
+	return false
+}
+
+func peerSet(key string, v6 bool) string {
+	switch {
+	case exactPeer(key) && v6:
+		return setPeer6
+	case exactPeer(key):
+		return setPeer4
+	case v6:
+		return setNet6
+	}
+	return setNet4
+}
+
+func peerPieces(key string, elems map[netip.Prefix]time.Time, o buildOpts) *pieces {
+	pc := &pieces{}
+	id := o.peerID(key)
+	idb := binary.BigEndian.AppendUint32(nil, id)
+	for p, exp := range elems {
+		if !exp.IsZero() && !exp.After(o.now) {
+			continue // expired: the kernel has dropped it too
+		}
+		set := peerSet(key, p.Addr().Is6())
+		first, last := prefixRange(p)
+		el := &elemSpec{key: append(append([]byte{}, idb...), first.AsSlice()...), expires: exp}
+		if set == setNet4 || set == setNet6 {
+			el.keyEnd = append(append([]byte{}, idb...), last.AsSlice()...)
+		}
+		for _, f := range []tfam{famInet, famBridge} {
+			pc.elem(f, set, el)
+		}
+	}
+	return pc
+}
+
+// build computes the whole layout of a model (Render and tests; the
+// enforcer works per object).
+func build(m *model, o buildOpts) (*layout, error) {
+	l := &layout{chains: map[chainID]*chainSpec{}, elems: map[setRef]map[string]*elemSpec{}}
+	l.add(fixedPieces(o))
+	for _, p := range m.policies {
+		pc, err := policyPieces(p, o)
+		if err != nil {
+			return nil, err
+		}
+		l.add(pc)
+	}
+	for _, d := range m.devices {
+		if d.Mode == Enforce && m.policies[d.PolicyID] == nil {
+			return nil, fmt.Errorf("device %s: policy %q is not installed", d.MAC, d.PolicyID)
+		}
+		pc, err := devicePieces(d, o)
+		if err != nil {
+			return nil, err
+		}
+		l.add(pc)
+	}
+	for key, elems := range m.peers {
+		l.add(peerPieces(key, elems, o))
+	}
+	return l, nil
+}
+
+func prefixRange(p netip.Prefix) (netip.Addr, netip.Addr) {
+	p = p.Masked()
+	b := p.Addr().AsSlice()
+	for i := p.Bits(); i < len(b)*8; i++ {
+		b[i/8] |= 0x80 >> (i % 8)
+	}
+	last, _ := netip.AddrFromSlice(b)
+	return p.Addr(), last
+}
+
+// normalizePeer drops prefixes contained in another one of the same peer:
+// interval sets reject overlapping elements. The wider prefix keeps the later
+// expiry of the two.
+func normalizePeer(elems []Element, now time.Time) (map[netip.Prefix]time.Time, error) {
+	type pe struct {
+		p   netip.Prefix
+		exp time.Time
+	}
+	var list []pe
+	for _, e := range elems {
+		if !e.Prefix.IsValid() {
+			return nil, fmt.Errorf("invalid prefix %v", e.Prefix)
+		}
+		p := e.Prefix.Masked()
+		if p.Addr().Is4In6() {
+			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+		}
+		var exp time.Time
+		if e.Timeout > 0 {
+			exp = now.Add(e.Timeout)
+		}
+		list = append(list, pe{p, exp})
+	}
+	sort.Slice(list, func(i, j int) bool {
+		if list[i].p.Addr().BitLen() != list[j].p.Addr().BitLen() {
+			return list[i].p.Addr().BitLen() < list[j].p.Addr().BitLen()
+		}
+		return list[i].p.Bits() < list[j].p.Bits()
+	})
+	out := map[netip.Prefix]time.Time{}
+	var kept []netip.Prefix
+	for _, e := range list {
+		merged := false
+		for _, k := range kept {
+			if k.Addr().BitLen() == e.p.Addr().BitLen() && k.Contains(e.p.Addr()) {
+				if old := out[k]; !old.IsZero() && (e.exp.IsZero() || e.exp.After(old)) {
+					out[k] = e.exp
+				}
+				merged = true
+				break
+			}
+		}
+		if !merged {
+			kept = append(kept, e.p)
+			out[e.p] = e.exp
+		}
+	}
+	return out, nil
+}
+
+// Always-allowed traffic: DHCP (RFC 8520 devices must renew leases). ndRule
+// is the ICMPv6 neighbour discovery IPv6 cannot work without.
+func dhcpRules(clientToServerOnly bool) []irRule {
+	pairs := [][2]uint16{{68, 67}, {546, 547}}
+	if !clientToServerOnly {
+		pairs = append(pairs, [2]uint16{67, 68}, [2]uint16{547, 546})
+	}
+	var out []irRule
+	for _, p := range pairs {
+		out = append(out, irRule{frags: fUDPPorts(p[0], p[1]), verdict: accept()})
+	}
+	return out
+}
+
+func ndRule() irRule {
+	return irRule{frags: []frag{fL4proto(58), fICMPv6Types(133, 137)}, verdict: accept()}
+}
+
+func fixedChains(f tfam, o buildOpts) []*chainSpec {
+	var cs []*chainSpec
+	// Neighbour discovery goes between the two fast-path rules: conntrack
+	// classifies NS/NA as invalid, and IPv6 must keep resolving neighbours.
+	fast := []irRule{
+		{frags: []frag{ctEstRel}, verdict: accept()},
+		ndRule(),
+		{frags: []frag{ctInvalid}, counter: true, verdict: drop()},
+	}
+	etherSrc := []frag{fVmapEther(true, setFromDev)}
+	if f == famInet {
+		etherSrc = append([]frag{fIIFEther()}, etherSrc...)
+		fwd := append(append([]irRule{}, fast...), dhcpRules(false)...)
+		fwd = append(fwd,
+			irRule{frags: etherSrc},
+			irRule{frags: []frag{fNfproto(f, 4), fVmapAddr(4, false, setToDev4)}},
+			irRule{frags: []frag{fNfproto(f, 6), fVmapAddr(6, false, setToDev6)}})
+		cs = append(cs, &chainSpec{id: chainID{f, chainForward},
+			hook:  &hookSpec{*nftables.ChainHookForward, o.prio, fmt.Sprintf("type filter hook forward priority %d; policy accept;", o.prio)},
+			rules: fwd})
+		in := append(append([]irRule{}, fast...), dhcpRules(true)...)
+		// RFC 8520 App. A: the gateway's own DNS and NTP stay reachable.
+		in = append(in,
+			irRule{frags: []frag{fL4proto(17), fPort(17, true, portRange{first: 53, last: 53})}, verdict: accept()},
+			irRule{frags: []frag{fL4proto(6), fPort(6, true, portRange{first: 53, last: 53})}, verdict: accept()},
+			irRule{frags: []frag{fL4proto(17), fPort(17, true, portRange{first: 123, last: 123})}, verdict: accept()},
+			irRule{frags: etherSrc})
+		cs = append(cs, &chainSpec{id: chainID{f, chainInput},
+			hook:  &hookSpec{*nftables.ChainHookInput, o.prio, fmt.Sprintf("type filter hook input priority %d; policy accept;", o.prio)},
+			rules: in})
+	} else {
+		var fwd []irRule
+		if o.bridgeCT {
+			fwd = append(fwd, fast...)
+		}
+		fwd = append(fwd, irRule{frags: []frag{fNotIP()}, verdict: accept()})
+		fwd = append(fwd, dhcpRules(false)...)
+		if !o.bridgeCT {
+			fwd = append(fwd, ndRule())
+		}
+		fwd = append(fwd, irRule{frags: etherSrc}, irRule{frags: []frag{fVmapEther(false, setToDev)}})
+		cs = append(cs, &chainSpec{id: chainID{f, chainForward},
+			hook:  &hookSpec{*nftables.ChainHookForward, o.bridgePrio, fmt.Sprintf("type filter hook forward priority %d; policy accept;", o.bridgePrio)},
+			rules: fwd})
+	}
+	// The IP source guard: a MUD device may only send from the addresses
+	// bound to its MAC (plus IPv6 link-local, which ND needs).
+	var guard []irRule
+	for _, v := range []int{4, 6} {
+		set := setGuard4
+		if v == 6 {
+			set = setGuard6
+		}
+		fr := []frag{fNfproto(f, v)}
+		if f == famInet {
+			fr = append(fr, fIIFEther())
+		}
+		guard = append(guard, irRule{frags: append(fr, fGuard(v, set)), verdict: ret()})
+	}
+	guard = append(guard, irRule{frags: []frag{fNfproto(f, 6), fPrefix(true, netip.MustParsePrefix("fe80::/10"))}, verdict: ret()})
+	guard = append(guard, logRule("guard", o)...)
+	guard = append(guard, irRule{counter: true, verdict: drop(), comment: "source-guard"})
+	cs = append(cs, &chainSpec{id: chainID{f, chainGuard}, rules: guard})
+
+	dns := []irRule{
+		{frags: []frag{fL4proto(17), fPort(17, true, portRange{first: 53, last: 53})}, counter: true, verdict: ret(), comment: "quarantine/dns"},
+		{frags: []frag{fL4proto(6), fPort(6, true, portRange{first: 53, last: 53})}, counter: true, verdict: ret(), comment: "quarantine/dns"},
+	}
+	qout := append(append(prologue(f, policy.FromDevice), dns...), epilogue(f, policy.FromDevice, "quarantine", o)...)
+	cs = append(cs,
+		&chainSpec{id: chainID{f, chainQuarOut}, rules: qout},
+		&chainSpec{id: chainID{f, chainQuarIn}, rules: epilogue(f, policy.ToDevice, "quarantine", o)},
+		&chainSpec{id: chainID{f, chainBlockOut}, rules: append(prologue(f, policy.FromDevice), epilogue(f, policy.FromDevice, "block", o)...)},
+		&chainSpec{id: chainID{f, chainBlockIn}, rules: epilogue(f, policy.ToDevice, "block", o)},
+	)
+	return cs
+}
+
+func prologue(_ tfam, d policy.Direction) []irRule {
+	if d == policy.FromDevice {
+		return []irRule{{verdict: jump(chainGuard)}}
+	}
+	return nil
+}
+
+func logRule(what string, o buildOpts) []irRule {
+	if !o.log {
+		return nil
+	}
+	prefix := "mud " + what + ": "
+	if len(prefix) > 120 {
+		prefix = prefix[:120]
+	}
+	return []irRule{{frags: fLogLimited(o.logGroup, prefix)}}
+}
+
+// epilogue is the default deny (RFC 8520 §5, spec §1.8): a rate-limited
+// NFLOG, then a counted drop.
+func epilogue(_ tfam, d policy.Direction, what string, o buildOpts) []irRule {
+	dir := "out"
+	if d == policy.ToDevice {
+		dir = "in"
+	}
+	out := logRule(what+" "+dir, o)
+	return append(out, irRule{counter: true, verdict: drop(), comment: defaultDenyTag})
+}
+
+var errSkip = errors.New("rule cannot match this family")
+
+// policyRules renders an ordered ACE list. Accept becomes `return`, so that
+// the packet goes back to the base chain where the other device's to-device
+// policy (lateral traffic) is still checked; drop is final.
+func policyRules(f tfam, rules []policy.Rule, d policy.Direction, o buildOpts) ([]irRule, error) {
+	var out []irRule
+	for _, r := range rules {
+		var versions []int
+		switch {
+		case r.Protocol == policy.ProtoICMP:
+			versions = []int{4}
+		case r.Protocol == policy.ProtoICMPv6:
+			versions = []int{6}
+		case r.Peer.Kind == policy.Prefix && r.Peer.Prefix.Addr().Is4():
+			versions = []int{4}
+		case r.Peer.Kind == policy.Prefix:
+			versions = []int{6}
+		case r.Family == policy.IPv4:
+			versions = []int{4}
+		case r.Family == policy.IPv6:
+			versions = []int{6}
+		case r.Peer.Kind == policy.AnyPeer:
+			versions = []int{0}
+		default:
+			versions = []int{4, 6}
+		}
+		for _, v := range versions {
+			ir, err := aceRule(f, r, d, v, o)
+			if errors.Is(err, errSkip) {
+				continue
+			}
+			if err != nil {
+				return nil, fmt.Errorf("rule %q: %w", r.Name, err)
+			}
+			out = append(out, ir)
+		}
+	}
+	return out, nil
+}
+
+func aceRule(f tfam, r policy.Rule, d policy.Direction, v int, o buildOpts) (irRule, error) {
+	if (r.Family == policy.IPv4 && v == 6) || (r.Family == policy.IPv6 && v == 4) {
+		return irRule{}, errSkip
+	}
+	var fr []frag
+	if v != 0 {
+		fr = append(fr, fNfproto(f, v))
+	}
+	if r.Protocol != 0 {
+		fr = append(fr, fL4proto(r.Protocol))
+	}
+	if (r.SrcPort != nil || r.DstPort != nil) && r.Protocol != policy.ProtoTCP && r.Protocol != policy.ProtoUDP && r.Protocol != 132 {
+		return irRule{}, fmt.Errorf("ports need protocol tcp, udp or sctp (protocol %d)", r.Protocol)
+	}
+	if r.SrcPort != nil {
+		fr = append(fr, fPort(r.Protocol, false, portRange{r.SrcPort.First, r.SrcPort.Last, r.SrcPort.Negate}))
+	}
+	if r.DstPort != nil {
+		fr = append(fr, fPort(r.Protocol, true, portRange{r.DstPort.First, r.DstPort.Last, r.DstPort.Negate}))
+	}
+	if r.ICMP != nil {
+		if r.Protocol != policy.ProtoICMP && r.Protocol != policy.ProtoICMPv6 {
+			return irRule{}, fmt.Errorf("icmp match needs protocol 1 or 58 (protocol %d)", r.Protocol)
+		}
+		fr = append(fr, fICMP(r.Protocol == policy.ProtoICMPv6, r.ICMP.Type, r.ICMP.Code))
+	}
+	remoteIsSrc := d == policy.ToDevice
+	switch r.Peer.Kind {
+	case policy.AnyPeer:
+	case policy.Prefix:
+		if !r.Peer.Prefix.IsValid() {
+			return irRule{}, errors.New("prefix peer without a valid prefix")
+		}
+		fr = append(fr, fPrefix(remoteIsSrc, r.Peer.Prefix))
+	default:
+		fr = append(fr, fPeer(v, remoteIsSrc, o.peerID(r.Peer.Key()), peerSet(r.Peer.Key(), v == 6), r.Peer.Key()))
+	}
+	// direction-initiated (RFC 8520 §4.8, TCP only): the side that may not
+	// open connections is restricted to packets of existing ones.
+	if r.Protocol == policy.ProtoTCP && r.Initiated != policy.NoInitiator {
+		restrict := (d == policy.FromDevice && r.Initiated == policy.InitiatedToDevice) ||
+			(d == policy.ToDevice && r.Initiated == policy.InitiatedFromDevice)
+		if restrict {
+			if f == famInet || o.bridgeCT {
+				fr = append(fr, ctEstRel)
+			} else {
+				// No conntrack for bridged traffic: only a segment that
+				// opens a connection (SYN without ACK) is refused.
+				fr = append(fr, fNotBareSYN())
+			}
+		}
+	}
+	vd := ret()
+	if r.Verdict == policy.Drop {
+		vd = drop()
+	} else if r.Verdict != policy.Accept {
+		return irRule{}, fmt.Errorf("unknown verdict %v", r.Verdict)
+	}
+	return irRule{frags: fr, counter: true, verdict: vd, comment: r.Name}, nil
+}

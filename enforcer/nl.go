@@ -1,0 +1,277 @@
+package enforcer
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+	"strings"
+	"syscall"
+
+	"github.com/google/nftables"
+	"github.com/mdlayher/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// The transport. google/nftables marshals every object well, but its Flush
+// asks the kernel for an ACK of every message and an ECHO of every rule, and
+// reads them one recvmsg at a time. At 10,000 policies (~300,000 rules) that
+// is hundreds of megabytes of replies: the receive buffer overflows (ENOBUFS)
+// after the kernel has already committed, so the caller cannot even tell
+// whether the batch was applied. We therefore let google/nftables build the
+// messages against a capturing test dialer, and send the batch ourselves on a
+// raw NETLINK_NETFILTER socket with an ACK requested on the last message only:
+// the kernel still reports every failing message, and a batch costs one
+// sendmsg and a few recvmsg.
+
+// capture is a google/nftables connection that never talks to a kernel: it
+// collects the messages of one batch.
+type capture struct {
+	conn *nftables.Conn
+	msgs []netlink.Message
+}
+
+func newCapture() (*capture, error) {
+	c := &capture{}
+	conn, err := nftables.New(nftables.WithTestDial(func(req []netlink.Message) ([]netlink.Message, error) {
+		if req == nil {
+			// Flush reads one reply per message: hand it a success ACK.
+			return []netlink.Message{{Header: netlink.Header{Type: netlink.Error}, Data: make([]byte, 20)}}, nil
+		}
+		// google/nftables does not reuse the buffers: no copy needed.
+		c.msgs = append(c.msgs, req...)
+		return nil, nil
+	}))
+	if err != nil {
+		return nil, fmt.Errorf("creating capturing nftables connection: %w", err)
+	}
+	c.conn = conn
+	return c, nil
+}
+
+// take returns the captured batch (BATCH_BEGIN … BATCH_END) and resets.
+func (c *capture) take() ([]netlink.Message, error) {
+	c.msgs = nil
+	if err := c.conn.Flush(); err != nil {
+		return nil, fmt.Errorf("marshalling nftables batch: %w", err)
+	}
+	msgs := c.msgs
+	c.msgs = nil
+	return msgs, nil
+}
+
+// rawConn is a NETLINK_NETFILTER socket inside the target namespace.
+type rawConn struct {
+	fd      int
+	seq     uint32
+	sndbuf  int
+	recvBuf []byte
+}
+
+// openRaw opens the socket inside the namespace nsFd (-1: current one).
+func openRaw(nsFd int) (*rawConn, error) {
+	var fd int
+	open := func() error {
+		var err error
+		fd, err = unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_NETFILTER)
+		if err != nil {
+			return fmt.Errorf("opening netfilter netlink socket: %w", err)
+		}
+		return unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK})
+	}
+	if err := inNetNS(nsFd, open); err != nil {
+		if fd > 0 {
+			unix.Close(fd)
+		}
+		return nil, err
+	}
+	rc := &rawConn{fd: fd, recvBuf: make([]byte, 1<<20)}
+	// Replies are few (one ACK, plus one error per failing message), but
+	// a large receive buffer keeps a burst of errors from being lost.
+	_ = setBuf(fd, unix.SO_RCVBUFFORCE, unix.SO_RCVBUF, 8<<20)
+	rc.sndbuf = 8 << 20
+	_ = setBuf(fd, unix.SO_SNDBUFFORCE, unix.SO_SNDBUF, rc.sndbuf)
+	tv := unix.Timeval{Sec: 30}
+	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("setting netlink receive timeout: %w", err)
+	}
+	return rc, nil
+}
+
+func setBuf(fd, force, plain, size int) error {
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, force, size); err != nil {
+		return unix.SetsockoptInt(fd, unix.SOL_SOCKET, plain, size)
+	}
+	return nil
+}
+
+func (rc *rawConn) close() { unix.Close(rc.fd) }
+
+// inNetNS runs fn on a thread inside namespace nsFd (fn runs in place when
+// nsFd < 0). Sockets opened by fn stay in that namespace.
+func inNetNS(nsFd int, fn func() error) error {
+	if nsFd < 0 {
+		return fn()
+	}
+	runtime.LockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("reading current network namespace: %w", err)
+	}
+	defer orig.Close()
+	if err := netns.Set(netns.NsHandle(nsFd)); err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("entering network namespace: %w", err)
+	}
+	fnErr := fn()
+	if err := netns.Set(orig); err != nil {
+		// Leave the thread locked: the runtime discards it with the goroutine.
+		return errors.Join(fnErr, fmt.Errorf("returning to original network namespace: %w", err))
+	}
+	runtime.UnlockOSThread()
+	return fnErr
+}
+
+// BatchError is returned when the kernel rejected a batch. Nothing of the
+// batch was applied (nf_tables transactions are all-or-nothing).
+type BatchError struct {
+	Errors []string // one per failing message: "NEWRULE: invalid argument"
+}
+
+func (e *BatchError) Error() string {
+	return "kernel rejected nftables batch: " + strings.Join(e.Errors, "; ")
+}
+
+var msgNames = map[uint16]string{
+	unix.NFT_MSG_NEWTABLE: "NEWTABLE", unix.NFT_MSG_DELTABLE: "DELTABLE",
+	unix.NFT_MSG_NEWCHAIN: "NEWCHAIN", unix.NFT_MSG_DELCHAIN: "DELCHAIN",
+	unix.NFT_MSG_NEWRULE: "NEWRULE", unix.NFT_MSG_DELRULE: "DELRULE",
+	unix.NFT_MSG_NEWSET: "NEWSET", unix.NFT_MSG_DELSET: "DELSET",
+	unix.NFT_MSG_NEWSETELEM: "NEWSETELEM", unix.NFT_MSG_DELSETELEM: "DELSETELEM",
+}
+
+// send transmits one batch in one sendmsg and waits for the kernel's verdict.
+func (rc *rawConn) send(batch []netlink.Message) error {
+	if len(batch) <= 2 {
+		return nil // BATCH_BEGIN + BATCH_END only: nothing to do
+	}
+	kinds := make(map[uint32]string, 8)
+	total := 0
+	for _, m := range batch {
+		total += 16 + (len(m.Data)+3)&^3
+	}
+	buf := make([]byte, 0, total)
+	last := len(batch) - 2 // the last message inside the batch
+	for i := range batch {
+		m := batch[i]
+		rc.seq++
+		m.Header.Sequence = rc.seq
+		m.Header.PID = 0
+		if i > 0 && i < len(batch)-1 {
+			m.Header.Flags &^= netlink.Acknowledge | netlink.HeaderFlags(unix.NLM_F_ECHO)
+			if i == last {
+				m.Header.Flags |= netlink.Acknowledge
+			}
+			kinds[rc.seq] = describe(m)
+		}
+		buf = appendMsg(buf, m)
+	}
+	lastSeq := rc.seq - 1
+	beginSeq := rc.seq - uint32(len(batch)) + 1
+	// The whole batch must fit one skb, so the send buffer grows with it.
+	if need := len(buf) + 64<<10; need > rc.sndbuf {
+		if err := setBuf(rc.fd, unix.SO_SNDBUFFORCE, unix.SO_SNDBUF, need*2); err != nil {
+			return fmt.Errorf("growing netlink send buffer to %d bytes: %w", need*2, err)
+		}
+		rc.sndbuf = need * 2
+	}
+	if err := unix.Sendto(rc.fd, buf, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		return fmt.Errorf("sending nftables batch (%d bytes): %w", len(buf), err)
+	}
+	var errs []string
+	for {
+		n, _, err := unix.Recvfrom(rc.fd, rc.recvBuf, 0)
+		if err != nil {
+			if errors.Is(err, unix.EINTR) {
+				continue
+			}
+			// ENOBUFS or a timeout: the outcome is unknown; the caller
+			// must reconcile from scratch.
+			return fmt.Errorf("reading nftables batch result: %w", err)
+		}
+		msgs, err := syscall.ParseNetlinkMessage(rc.recvBuf[:n])
+		if err != nil {
+			return fmt.Errorf("parsing nftables batch result: %w", err)
+		}
+		for _, m := range msgs {
+			if m.Header.Type != unix.NLMSG_ERROR || len(m.Data) < 20 {
+				continue
+			}
+			code := int32(nativeEndian.Uint32(m.Data[0:4]))
+			seq := nativeEndian.Uint32(m.Data[12:16]) // the original header's nlmsg_seq
+			if code != 0 {
+				what := kinds[seq]
+				if seq == beginSeq {
+					what = "COMMIT"
+				}
+				errs = append(errs, fmt.Sprintf("%s: %v", what, syscall.Errno(-code)))
+			}
+			if seq == lastSeq {
+				if len(errs) > 0 {
+					return &BatchError{Errors: errs}
+				}
+				return nil
+			}
+		}
+	}
+}
+
+// appendMsg encodes one netlink message (header in host byte order, data
+// padded to 4 bytes).
+func appendMsg(buf []byte, m netlink.Message) []byte {
+	l := 16 + len(m.Data)
+	buf = nativeEndian.AppendUint32(buf, uint32(l))
+	buf = nativeEndian.AppendUint16(buf, uint16(m.Header.Type))
+	buf = nativeEndian.AppendUint16(buf, uint16(m.Header.Flags))
+	buf = nativeEndian.AppendUint32(buf, m.Header.Sequence)
+	buf = nativeEndian.AppendUint32(buf, m.Header.PID)
+	buf = append(buf, m.Data...)
+	for len(buf)%4 != 0 {
+		buf = append(buf, 0)
+	}
+	return buf
+}
+
+// describe names a message and the object it is about, for error reports.
+func describe(m netlink.Message) string {
+	typ := uint16(m.Header.Type) & 0xff
+	name := msgNames[typ]
+	var attr uint16
+	switch typ {
+	case unix.NFT_MSG_NEWSETELEM, unix.NFT_MSG_DELSETELEM:
+		attr = unix.NFTA_SET_ELEM_LIST_SET
+	case unix.NFT_MSG_NEWRULE, unix.NFT_MSG_DELRULE:
+		attr = unix.NFTA_RULE_CHAIN
+	case unix.NFT_MSG_NEWCHAIN, unix.NFT_MSG_DELCHAIN:
+		attr = unix.NFTA_CHAIN_NAME
+	case unix.NFT_MSG_NEWSET, unix.NFT_MSG_DELSET:
+		attr = unix.NFTA_SET_NAME
+	default:
+		return name
+	}
+	if len(m.Data) < 4 {
+		return name
+	}
+	ad, err := netlink.NewAttributeDecoder(m.Data[4:])
+	if err != nil {
+		return name
+	}
+	for ad.Next() {
+		if ad.Type() == attr {
+			return name + " " + ad.String()
+		}
+	}
+	return name
+}

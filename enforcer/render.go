@@ -1,0 +1,170 @@
+package enforcer
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net"
+	"net/netip"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/openmud/mud/policy"
+)
+
+// RenderOptions tune Render; the zero value renders what New's defaults
+// install (priorities -5 and -205, log group 0, bridge without conntrack).
+type RenderOptions struct {
+	Priority, BridgePriority *int32
+	LogGroup                 uint16
+	NoLog                    bool
+	BridgeConntrack          bool
+	// Peers gives sample addresses for peers (by policy.Peer.Key()); peers
+	// without addresses render with no elements (the resolver fills them).
+	Peers map[string][]Element
+}
+
+// SampleDevice is the device Render uses when none is given.
+var sampleMAC = net.HardwareAddr{0x02, 0x00, 0x5e, 0x00, 0x53, 0x01}
+
+// Render returns, in nft syntax, what the enforcer would install for policy
+// p and one device using it (dev; a sample device when dev.MAC is nil). It
+// comes from the same code that builds the netlink batch. Peer lookups are
+// printed as "0xID . ip daddr @peer4 /* key */": nft cannot parse a constant
+// inside a concatenation, so the text documents rather than loads.
+func Render(p policy.Policy, dev Device, ro RenderOptions) (string, error) {
+	if p.ID == "" {
+		p.ID = "sample"
+	}
+	if dev.MAC == nil {
+		dev.MAC = sampleMAC
+		dev.IPv4s = []netip.Addr{netip.MustParseAddr("192.0.2.10")}
+		dev.IPv6s = []netip.Addr{netip.MustParseAddr("2001:db8:1::10")}
+	}
+	dev.PolicyID = p.ID
+	d, err := normDevice(dev)
+	if err != nil {
+		return "", fmt.Errorf("rendering: %w", err)
+	}
+	m := newModel()
+	m.policies[p.ID] = &p
+	m.devices[d.MAC.String()] = d
+	ids := map[string]uint32{}
+	var keys []string
+	peerID := func(k string) uint32 {
+		if id, ok := ids[k]; ok {
+			return id
+		}
+		ids[k] = uint32(len(ids) + 1)
+		keys = append(keys, k)
+		return ids[k]
+	}
+	for _, pr := range p.Peers() {
+		peerID(pr.Key())
+	}
+	now := time.Now()
+	for k, el := range ro.Peers {
+		n, err := normalizePeer(el, now)
+		if err != nil {
+			return "", fmt.Errorf("rendering: peer %q: %w", k, err)
+		}
+		m.peers[k] = n
+	}
+	o := buildOpts{prio: -5, bridgePrio: -205, logGroup: ro.LogGroup, log: !ro.NoLog, bridgeCT: ro.BridgeConntrack, peerID: peerID, now: now}
+	if ro.Priority != nil {
+		o.prio = *ro.Priority
+	}
+	if ro.BridgePriority != nil {
+		o.bridgePrio = *ro.BridgePriority
+	}
+	l, err := build(m, o)
+	if err != nil {
+		return "", fmt.Errorf("rendering: %w", err)
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "# MUD policy %q (%s) for device %s\n", p.ID, p.MUDURL, d.MAC)
+	for _, k := range keys {
+		fmt.Fprintf(&b, "# peer 0x%08x = %s\n", ids[k], k)
+	}
+	for _, f := range []tfam{famInet, famBridge} {
+		fmt.Fprintf(&b, "table %s %s {\n", familyName(f), tableName)
+		for _, sd := range setDefs(f) {
+			kind := "set"
+			if sd.vmap {
+				kind = "map"
+			}
+			fmt.Fprintf(&b, "\t%s %s {\n\t\t%s\n", kind, sd.name, strings.ReplaceAll(sd.decl, "; ", "\n\t\t"))
+			var elems []string
+			for _, e := range l.elems[setRef{f, sd.name}] {
+				elems = append(elems, elemText(sd.name, e, keys))
+			}
+			sort.Strings(elems)
+			if len(elems) > 0 {
+				fmt.Fprintf(&b, "\t\telements = { %s }\n", strings.Join(elems, ",\n\t\t\t     "))
+			}
+			b.WriteString("\t}\n")
+		}
+		var chains []*chainSpec
+		for id, c := range l.chains {
+			if id.fam == f {
+				chains = append(chains, c)
+			}
+		}
+		sort.Slice(chains, func(i, j int) bool {
+			if (chains[i].hook != nil) != (chains[j].hook != nil) {
+				return chains[i].hook != nil
+			}
+			return chains[i].id.name < chains[j].id.name
+		})
+		for _, c := range chains {
+			fmt.Fprintf(&b, "\n\tchain %s {\n", c.id.name)
+			if c.hook != nil {
+				fmt.Fprintf(&b, "\t\t%s\n", c.hook.text)
+			}
+			for _, r := range c.rules {
+				fmt.Fprintf(&b, "\t\t%s\n", r.text())
+			}
+			b.WriteString("\t}\n")
+		}
+		b.WriteString("}\n")
+	}
+	return b.String(), nil
+}
+
+// elemText prints an element in nft syntax from its key bytes.
+func elemText(set string, e *elemSpec, peerKeys []string) string {
+	addr := func(b []byte) netip.Addr { a, _ := netip.AddrFromSlice(b); return a }
+	var s string
+	switch set {
+	case setFromDev, setToDev:
+		s = net.HardwareAddr(e.key).String()
+	case setToDev4, setToDev6:
+		s = addr(e.key).String()
+
+	case setGuard4, setGuard6:
+		s = net.HardwareAddr(e.key[:6]).String() + " . " + addr(e.key[8:]).String()
+	case setPeer4, setPeer6, setNet4, setNet6:
+		id := binary.BigEndian.Uint32(e.key[:4])
+		first, last := addr(e.key[4:]), addr(e.key[4:])
+		if len(e.keyEnd) > 4 {
+			last = addr(e.keyEnd[4:])
+		}
+		r := first.String() + "-" + last.String()
+		for bits := first.BitLen(); bits >= 0; bits-- {
+			if p := netip.PrefixFrom(first, bits); p.Masked().Addr() == first {
+				if _, l := prefixRange(p); l == last {
+					r = p.String()
+					break
+				}
+			}
+		}
+		s = fmt.Sprintf("0x%08x . %s", id, r)
+		if int(id) >= 1 && int(id) <= len(peerKeys) {
+			s += " /* " + peerKeys[id-1] + " */"
+		}
+	}
+	if e.verdict != nil {
+		s += " : " + verdictText(*e.verdict)
+	}
+	return s
+}
