@@ -1,0 +1,381 @@
+package main
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	sddaemon "github.com/coreos/go-systemd/v22/daemon"
+
+	"github.com/openmud/mud/api"
+	"github.com/openmud/mud/config"
+	"github.com/openmud/mud/dhcpsnoop"
+	"github.com/openmud/mud/enforcer"
+	"github.com/openmud/mud/manager"
+	"github.com/openmud/mud/mudfetch"
+	"github.com/openmud/mud/resolver"
+	"github.com/openmud/mud/store"
+)
+
+// daemon runs mudd until SIGTERM or SIGINT.
+func daemon(path string, stderr io.Writer) error {
+	cfg, err := config.Load(path)
+	if err != nil {
+		return err
+	}
+	level := new(slog.LevelVar)
+	if err := setLevel(level, cfg.Log.Level); err != nil {
+		return err
+	}
+	log := newLogger(stderr, cfg.Log.Format, level)
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
+	parts, err := build(cfg, log)
+	if err != nil {
+		return err
+	}
+	defer parts.close()
+
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var wg sync.WaitGroup
+	start := func(name string, fn func(context.Context) error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := fn(ctx); err != nil && ctx.Err() == nil {
+				cancel(fmt.Errorf("%s: %w", name, err))
+			}
+		}()
+	}
+	start("manager", parts.mgr.Run)
+	select {
+	case <-parts.mgr.Ready():
+	case <-ctx.Done():
+		wg.Wait()
+		return startErr(ctx)
+	}
+	start("enforcer repair loop", parts.enf.Run)
+	start("dhcp snooping", parts.snoop.Run)
+	start("resolver", parts.res.Run)
+	if cfg.Metrics.Listen != "" {
+		start("metrics listener", func(ctx context.Context) error { return serveMetrics(ctx, cfg.Metrics.Listen, parts.mgr) })
+	}
+	start("control API", func(ctx context.Context) error { return serveAPI(ctx, cfg, parts.mgr, log) })
+	if _, err := sddaemon.SdNotify(false, sddaemon.SdNotifyReady); err != nil {
+		log.Warn("sd_notify READY failed", "err", err)
+	}
+	start("watchdog", func(ctx context.Context) error { return watchdog(ctx, parts.mgr, log) })
+	log.Info("mudd running", "version", version, "interfaces", cfg.Interfaces)
+
+	for {
+		select {
+		case <-ctx.Done():
+			_, _ = sddaemon.SdNotify(false, sddaemon.SdNotifyStopping)
+			log.Info("mudd stopping; the nftables rules stay in the kernel")
+			wg.Wait()
+			return startErr(ctx)
+		case <-hup:
+			cfg = reload(ctx, path, cfg, parts, level, log)
+		}
+	}
+}
+
+// startErr is nil after a signal, else the component failure.
+func startErr(ctx context.Context) error {
+	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return nil
+}
+
+// parts are the wired components.
+type parts struct {
+	st        *store.Store
+	enf       *enforcer.Enforcer
+	fetch     *mudfetch.Fetcher
+	res       *resolver.Resolver
+	snoop     *dhcpsnoop.Snooper
+	mgr       *manager.Manager
+	localNets []netip.Prefix
+}
+
+func (p *parts) close() {
+	if p.fetch != nil {
+		p.fetch.Close()
+	}
+	if p.enf != nil {
+		p.enf.Close() // the ruleset stays in the kernel
+	}
+	if p.st != nil {
+		p.st.Close()
+	}
+}
+
+// build opens the store and creates every component from the
+// configuration.
+func build(cfg config.Config, log *slog.Logger) (p *parts, err error) {
+	p = &parts{}
+	defer func() {
+		if err != nil {
+			p.close()
+		}
+	}()
+	if err := os.MkdirAll(cfg.StateDir, 0o750); err != nil {
+		return nil, fmt.Errorf("creating state_dir: %w", err)
+	}
+	if p.st, err = store.Open(filepath.Join(cfg.StateDir, "mudd.db"), store.Options{}); err != nil {
+		return nil, fmt.Errorf("opening the store: %w", err)
+	}
+	anchors, serverCAs, err := trust(cfg.Trust)
+	if err != nil {
+		return nil, err
+	}
+	p.fetch, err = mudfetch.New(mudfetch.Config{ServerCAs: serverCAs, Anchors: anchors, Timeout: cfg.Fetch.Timeout,
+		MaxBytes: cfg.Fetch.MaxBytes, AllowPrivate: cfg.Fetch.AllowPrivate, AllowPrefixes: cfg.Fetch.AllowPrefixes,
+		Resolve: hostsResolver(cfg.Fetch.Hosts)})
+	if err != nil {
+		return nil, fmt.Errorf("creating the fetcher: %w", err)
+	}
+	prio := int32(cfg.NFT.Priority)
+	if p.enf, err = enforcer.New(enforcer.Config{Priority: &prio, LogGroup: cfg.NFT.LogGroup, Logger: log.With("component", "enforcer")}); err != nil {
+		return nil, fmt.Errorf("creating the enforcer: %w", err)
+	}
+	rc := resolver.Config{Server: cfg.DNS.Resolver, MinTTL: cfg.DNS.MinTTL, MaxTTL: cfg.DNS.MaxTTL, Logger: log.With("component", "resolver")}
+	if cfg.DNS.Snoop {
+		rc.SnoopInterfaces = cfg.Interfaces
+	}
+	if p.res, err = resolver.New(rc); err != nil {
+		return nil, fmt.Errorf("creating the resolver: %w", err)
+	}
+	if p.snoop, err = dhcpsnoop.New(dhcpsnoop.Config{Interfaces: cfg.Interfaces, Logger: log}); err != nil {
+		return nil, fmt.Errorf("creating the DHCP snooper: %w", err)
+	}
+	p.localNets = interfacePrefixes(cfg.Interfaces, log)
+	enf := p.enf
+	p.mgr, err = manager.New(manager.Config{
+		Store: p.st, Enforcer: p.enf, Fetcher: p.fetch, Resolver: p.res, Anchors: anchors,
+		Settings: manager.SettingsFrom(cfg, p.localNets),
+		Leases:   p.snoop.Events(), DNS: p.res.Updates(),
+		Render: enforcer.RenderOptions{Priority: &prio, LogGroup: cfg.NFT.LogGroup, BridgeConntrack: enf.BridgeConntrack()},
+		// The enforcer cannot list the tables it finds in the kernel yet, so
+		// Tables stays empty rather than claim what was not checked.
+		EnforcerInfo: func() ([]string, bool, int) { return nil, enf.BridgeConntrack(), enf.Repairs() },
+		Version:      version, Logger: log.With("component", "manager"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// trust loads the signer trust anchors and the extra server CAs.
+func trust(t config.Trust) (*x509.CertPool, []*x509.Certificate, error) {
+	var files []string
+	for _, g := range t.Anchors {
+		m, err := filepath.Glob(g)
+		if err != nil {
+			return nil, nil, fmt.Errorf("trust.anchors: %q: %w", g, err)
+		}
+		files = append(files, m...)
+	}
+	var anchors *x509.CertPool
+	if len(files) > 0 || t.SystemRoots {
+		var err error
+		if anchors, err = mudfetch.LoadCertPool(files, t.SystemRoots); err != nil {
+			return nil, nil, fmt.Errorf("trust.anchors: %w", err)
+		}
+	}
+	var cas []*x509.Certificate
+	for _, f := range t.ServerCAs {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, nil, fmt.Errorf("trust.server_cas: %w", err)
+		}
+		cs, err := mudfetch.ParseCertificatesPEM(b)
+		if err != nil {
+			return nil, nil, fmt.Errorf("trust.server_cas: %s: %w", f, err)
+		}
+		cas = append(cas, cs...)
+	}
+	return anchors, cas, nil
+}
+
+// hostsResolver pins names of fetch.hosts; others use the system resolver.
+func hostsResolver(hosts map[string]string) func(context.Context, string) ([]netip.Addr, error) {
+	if len(hosts) == 0 {
+		return nil
+	}
+	pinned := map[string]netip.Addr{}
+	for h, a := range hosts {
+		if ip, err := netip.ParseAddr(a); err == nil {
+			pinned[strings.ToLower(h)] = ip
+		}
+	}
+	return func(ctx context.Context, host string) ([]netip.Addr, error) {
+		if a, ok := pinned[strings.ToLower(host)]; ok {
+			return []netip.Addr{a}, nil
+		}
+		return net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+	}
+}
+
+// interfacePrefixes are the LAN interfaces' prefixes: the default of the
+// local-networks abstraction (RFC 8520 §4.5). Link-local ones are left out.
+func interfacePrefixes(names []string, log *slog.Logger) []netip.Prefix {
+	var out []netip.Prefix
+	for _, n := range names {
+		ifc, err := net.InterfaceByName(n)
+		if err != nil {
+			log.Warn("LAN interface not found for local-networks", "interface", n, "err", err)
+			continue
+		}
+		addrs, err := ifc.Addrs()
+		if err != nil {
+			continue
+		}
+		for _, a := range addrs {
+			ipn, ok := a.(*net.IPNet)
+			if !ok {
+				continue
+			}
+			ip, ok := netip.AddrFromSlice(ipn.IP)
+			if !ok || ip.IsLinkLocalUnicast() {
+				continue
+			}
+			ones, _ := ipn.Mask.Size()
+			out = append(out, netip.PrefixFrom(ip.Unmap(), ones).Masked())
+		}
+	}
+	return out
+}
+
+// reload applies a changed configuration file (SIGHUP): the live settings
+// go to the manager, the log level changes; other changes are reported as
+// needing a restart and the old values stay.
+func reload(ctx context.Context, path string, old config.Config, p *parts, level *slog.LevelVar, log *slog.Logger) config.Config {
+	cfg, err := config.Load(path)
+	if err != nil {
+		log.Error("reload: keeping the old configuration", "err", err)
+		return old
+	}
+	if err := setLevel(level, cfg.Log.Level); err != nil {
+		log.Error("reload: log.level", "err", err)
+	}
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := p.mgr.Reload(rctx, manager.SettingsFrom(cfg, p.localNets)); err != nil {
+		log.Error("reload: applying policy settings", "err", err)
+		return old
+	}
+	var restart []string
+	for key, same := range map[string]bool{
+		"interfaces": reflect.DeepEqual(old.Interfaces, cfg.Interfaces), "state_dir": old.StateDir == cfg.StateDir,
+		"socket": old.Socket == cfg.Socket && old.SocketGroup == cfg.SocketGroup, "trust": reflect.DeepEqual(old.Trust, cfg.Trust),
+		"fetch": reflect.DeepEqual(old.Fetch, cfg.Fetch), "dns": reflect.DeepEqual(old.DNS, cfg.DNS),
+		"metrics": old.Metrics == cfg.Metrics, "nft": old.NFT == cfg.NFT, "log.format": old.Log.Format == cfg.Log.Format,
+	} {
+		if !same {
+			restart = append(restart, key)
+		}
+	}
+	// Keep what could not change, so the next reload compares with what runs.
+	live := old
+	live.Policy, live.Log.Level = cfg.Policy, cfg.Log.Level
+	log.Info("configuration reloaded", "live", "policy.*, log.level", "needs_restart", restart)
+	return live
+}
+
+func setLevel(v *slog.LevelVar, s string) error {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return fmt.Errorf("log.level: %w", err)
+	}
+	v.Set(l)
+	return nil
+}
+
+func newLogger(w io.Writer, format string, level *slog.LevelVar) *slog.Logger {
+	o := &slog.HandlerOptions{Level: level}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, o))
+	}
+	return slog.New(slog.NewTextHandler(w, o))
+}
+
+// serveMetrics serves /metrics until ctx ends.
+func serveMetrics(ctx context.Context, addr string, m *manager.Manager) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("metrics.listen: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", m.MetricsHandler())
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case <-ctx.Done():
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+		<-errc
+		return nil
+	case err := <-errc:
+		return err
+	}
+}
+
+// serveAPI serves the control API on the unix socket until ctx ends.
+func serveAPI(ctx context.Context, cfg config.Config, m *manager.Manager, log *slog.Logger) error {
+	ln, err := api.Listen(cfg.Socket, cfg.SocketGroup)
+	if err != nil {
+		return fmt.Errorf("socket: %w", err)
+	}
+	return api.NewServer(m, api.ServerOptions{Logger: log.With("component", "api")}).Serve(ctx, ln)
+}
+
+// watchdog sends WATCHDOG=1 while the manager's loop answers, at half the
+// interval systemd asks for; nothing when the watchdog is off.
+func watchdog(ctx context.Context, m *manager.Manager, log *slog.Logger) error {
+	iv, err := sddaemon.SdWatchdogEnabled(false)
+	if err != nil || iv <= 0 {
+		return nil
+	}
+	t := time.NewTicker(iv / 2)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			sctx, cancel := context.WithTimeout(ctx, iv/2)
+			err := m.Sync(sctx)
+			cancel()
+			if err != nil {
+				log.Warn("manager did not answer; no watchdog ping", "err", err)
+				continue
+			}
+			_, _ = sddaemon.SdNotify(false, sddaemon.SdNotifyWatchdog)
+		}
+	}
+}

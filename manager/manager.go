@@ -1,0 +1,318 @@
+package manager
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/openmud/mud/api"
+	"github.com/openmud/mud/config"
+	"github.com/openmud/mud/dhcpsnoop"
+	"github.com/openmud/mud/enforcer"
+	"github.com/openmud/mud/mudfetch"
+	"github.com/openmud/mud/policy"
+	"github.com/openmud/mud/resolver"
+	"github.com/openmud/mud/store"
+)
+
+// Enforcer is what the manager needs of package enforcer (*enforcer.Enforcer
+// implements it).
+type Enforcer interface {
+	Apply(ctx context.Context, d enforcer.Desired) error
+	SetPolicy(ctx context.Context, p policy.Policy) error
+	RemovePolicy(ctx context.Context, id string) error
+	UpsertDevice(ctx context.Context, d enforcer.Device) error
+	RemoveDevice(ctx context.Context, mac net.HardwareAddr) error
+	SetPeer(ctx context.Context, key string, elems []enforcer.Element) error
+	Counters(ctx context.Context) ([]enforcer.RuleCounter, error)
+}
+
+// Fetcher is what the manager needs of package mudfetch (*mudfetch.Fetcher).
+type Fetcher interface {
+	Fetch(ctx context.Context, req mudfetch.Request) (*mudfetch.Result, error)
+}
+
+// Resolver is what the manager needs of package resolver (*resolver.Resolver).
+type Resolver interface {
+	Watch(name, owner string) (string, error)
+	Unwatch(name, owner string)
+	SetDeviceNames(mac net.HardwareAddr, names []string) error
+}
+
+// Config wires a Manager. Store, Enforcer and Fetcher are required.
+type Config struct {
+	Store    *store.Store
+	Enforcer Enforcer
+	Fetcher  Fetcher
+	// Resolver, if set, is told which DNS names to watch and which names
+	// matter for which device (snooping). Its Updates are fed in through
+	// DNS or HandleDNS.
+	Resolver Resolver
+	// Anchors are the trust anchors for Import and for re-verifying the
+	// cached files at start-up (nil: no re-verification at start-up, and
+	// imports are untrusted).
+	Anchors *x509.CertPool
+
+	// Settings that SIGHUP may change (see Reload).
+	Settings Settings
+
+	// RemovalGrace is how long a device's rules stay after its lease ended
+	// (default 30s).
+	RemovalGrace time.Duration
+	// RetryInterval is how long after a failed fetch the next one starts
+	// (default 5m).
+	RetryInterval time.Duration
+	// MaxFetches bounds the fetch goroutines in flight (default 8).
+	MaxFetches int
+	// Tick is the resolution of timers (removals, refreshes, retries;
+	// default 1s).
+	Tick time.Duration
+
+	// Leases and DNS, if set, are read by Run (the snooper's and the
+	// resolver's channels). A closed channel is simply no longer read.
+	Leases <-chan dhcpsnoop.Event
+	DNS    <-chan resolver.Update
+
+	// Render tunes the nft text of Policy(withNFT).
+	Render enforcer.RenderOptions
+	// EnforcerInfo, if set, reports the enforcer's health for Status.
+	EnforcerInfo func() (tables []string, bridgeConntrack bool, repairs int)
+
+	Version string
+	Now     func() time.Time
+	Logger  *slog.Logger
+}
+
+// Settings are the parts of the configuration that can change while mudd
+// runs (SIGHUP): the failure treatment, local networks and the controller
+// mappings from the configuration file.
+type Settings struct {
+	OnFailure     config.OnFailure
+	LocalNetworks []netip.Prefix
+	Controllers   map[string][]netip.Prefix
+	MyControllers map[string][]netip.Prefix
+}
+
+// SettingsFrom extracts the live settings of a configuration; localNets is
+// used when the configuration sets no local_networks (the LAN interfaces'
+// prefixes, RFC 8520 §4.5).
+func SettingsFrom(c config.Config, localNets []netip.Prefix) Settings {
+	s := Settings{OnFailure: c.Policy.OnFailure, LocalNetworks: c.Policy.LocalNetworks,
+		Controllers: c.Policy.Controllers, MyControllers: c.Policy.MyControllers}
+	if len(s.LocalNetworks) == 0 {
+		s.LocalNetworks = localNets
+	}
+	return s
+}
+
+// ErrStopped is returned by requests made after Run returned.
+var ErrStopped = errors.New("manager is not running")
+
+// Manager is the reconciler. Create it with New, start Run, and use its
+// methods (the api.Backend among them) from any goroutine.
+type Manager struct {
+	cfg     Config
+	log     *slog.Logger
+	now     func() time.Time
+	inbox   chan request
+	results chan fetchOutcome
+	ready   chan struct{}
+	stopped chan struct{}
+	metrics *metrics
+	started time.Time
+
+	// Everything below is owned by the Run goroutine.
+	st            *state
+	fetchWG       sync.WaitGroup
+	fetchSem      chan struct{}
+	fetchCtx      context.Context
+	subscribers   []*subscriber
+	lastApply     time.Time
+	lastLatency   time.Duration
+	lastErr       error
+	lastErrAt     time.Time
+	needFull      bool
+	pushed        *desired
+	latencyTarget map[string]time.Time // MAC → when its lease was bound
+}
+
+type request struct {
+	fn   func() error
+	done chan error
+}
+
+// New checks cfg and returns a Manager; nothing runs until Run.
+func New(cfg Config) (*Manager, error) {
+	if cfg.Store == nil || cfg.Enforcer == nil || cfg.Fetcher == nil {
+		return nil, errors.New("manager: Store, Enforcer and Fetcher are required")
+	}
+	if cfg.RemovalGrace <= 0 {
+		cfg.RemovalGrace = 30 * time.Second
+	}
+	if cfg.RetryInterval <= 0 {
+		cfg.RetryInterval = 5 * time.Minute
+	}
+	if cfg.MaxFetches <= 0 {
+		cfg.MaxFetches = 8
+	}
+	if cfg.Tick <= 0 {
+		cfg.Tick = time.Second
+	}
+	if cfg.Settings.OnFailure == "" {
+		cfg.Settings.OnFailure = config.Baseline
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	m := &Manager{
+		cfg: cfg, log: cfg.Logger, now: cfg.Now,
+		inbox:         make(chan request),
+		results:       make(chan fetchOutcome, cfg.MaxFetches),
+		ready:         make(chan struct{}),
+		stopped:       make(chan struct{}),
+		metrics:       newMetrics(),
+		fetchSem:      make(chan struct{}, cfg.MaxFetches),
+		latencyTarget: map[string]time.Time{},
+	}
+	return m, nil
+}
+
+// Ready is closed once Run has loaded the store and the kernel holds the
+// stored desired state (the moment to tell systemd READY=1).
+func (m *Manager) Ready() <-chan struct{} { return m.ready }
+
+// Run loads the store, reconciles the kernel once in full, and then handles
+// inputs until ctx ends. It waits for its fetch goroutines before
+// returning. The rules stay in the kernel when it returns.
+func (m *Manager) Run(ctx context.Context) error {
+	defer close(m.stopped)
+	fctx, cancel := context.WithCancel(ctx)
+	m.fetchCtx = fctx
+	defer func() {
+		cancel()
+		m.fetchWG.Wait()
+		for _, s := range m.subscribers {
+			close(s.ch)
+		}
+		m.subscribers = nil
+	}()
+	m.started = m.now()
+	if err := m.load(ctx); err != nil {
+		return err
+	}
+	if err := m.fullApply(ctx); err != nil {
+		return fmt.Errorf("start-up reconcile: %w", err)
+	}
+	m.observe()
+	close(m.ready)
+	m.log.Info("manager ready", "devices", len(m.st.devices), "policies", len(m.pushed.policies))
+
+	tick := time.NewTicker(m.cfg.Tick)
+	defer tick.Stop()
+	leases, dns := m.cfg.Leases, m.cfg.DNS
+	for {
+		var reqErr error
+		var req *request
+		select {
+		case <-ctx.Done():
+			return nil
+		case r := <-m.inbox:
+			req = &r
+			reqErr = r.fn()
+		case o := <-m.results:
+			m.onFetch(o)
+		case ev, ok := <-leases:
+			if !ok {
+				leases = nil
+				continue
+			}
+			m.onLease(ev)
+		case u, ok := <-dns:
+			if !ok {
+				dns = nil
+				continue
+			}
+			m.onDNS(u)
+		case <-tick.C:
+			m.onTick()
+		}
+		m.reconcile(ctx)
+		if req != nil {
+			req.done <- reqErr
+		}
+	}
+}
+
+// do runs fn in the Run goroutine, followed by a reconcile, and returns its
+// error once the enforcer was driven.
+func (m *Manager) do(ctx context.Context, fn func() error) error {
+	r := request{fn: fn, done: make(chan error, 1)}
+	select {
+	case m.inbox <- r:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-m.stopped:
+		return ErrStopped
+	}
+	select {
+	case err := <-r.done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// HandleLease feeds one lease event (as Config.Leases would).
+func (m *Manager) HandleLease(ctx context.Context, ev dhcpsnoop.Event) error {
+	return m.do(ctx, func() error { m.onLease(ev); return nil })
+}
+
+// HandleDNS feeds one resolver update (as Config.DNS would).
+func (m *Manager) HandleDNS(ctx context.Context, u resolver.Update) error {
+	return m.do(ctx, func() error { m.onDNS(u); return nil })
+}
+
+// Reload replaces the live settings (SIGHUP) and reconciles.
+func (m *Manager) Reload(ctx context.Context, s Settings) error {
+	return m.do(ctx, func() error {
+		if s.OnFailure == "" {
+			s.OnFailure = config.Baseline
+		}
+		m.cfg.Settings = s
+		m.event("", "config-reloaded", "", "", "on_failure, local networks and controller mappings reloaded")
+		return nil
+	})
+}
+
+// Sync waits until every input handed in before it has been handled and the
+// enforcer driven (tests, and callers that need read-your-writes).
+func (m *Manager) Sync(ctx context.Context) error {
+	return m.do(ctx, func() error { return nil })
+}
+
+func (m *Manager) onTick() {
+	now := m.now()
+	for mac, at := range m.st.removeAt {
+		if !now.Before(at) {
+			m.remove(mac)
+		}
+	}
+	m.refreshDue(now)
+	m.pruneSubscribers()
+}
+
+// errorf wraps an api sentinel with what was being done.
+func errorf(sentinel error, format string, args ...any) error {
+	return fmt.Errorf("%w: %s", sentinel, fmt.Sprintf(format, args...))
+}
+
+var _ api.Backend = (*Manager)(nil)

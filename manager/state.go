@@ -1,0 +1,571 @@
+package manager
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/openmud/mud/dhcpsnoop"
+	"github.com/openmud/mud/mudfetch"
+	"github.com/openmud/mud/mudfile"
+	"github.com/openmud/mud/policy"
+	"github.com/openmud/mud/store"
+)
+
+// state is the desired state, owned by the Run goroutine: the store's
+// records plus what is derived from them (compiled policies) and what lives
+// only in memory (fetches in flight, timers).
+type state struct {
+	devices        map[string]*store.Device
+	bindings       map[string]store.Binding
+	files          map[string]*store.MUDFile
+	models         map[string]*model // by URL, from files
+	pinsByURL      map[string]store.Pin
+	pinsByMAC      map[string]store.Pin
+	approvalsByMAC map[string]store.Approval
+	approvalsByURL map[string]store.Approval
+	overrides      map[string]store.Overrides
+	controllers    map[string]store.ControllerMapping
+	myControllers  map[string]store.ControllerMapping
+
+	pending   map[string][]string                 // MAC → why it awaits approval
+	flags     map[string][]string                 // MAC → suspicious DHCP observations (spec §4 item 5)
+	rejected  map[string]string                   // MAC → digest an admin rejected
+	fetching  map[string]bool                     // URLs with a fetch in flight
+	fetchErr  map[string]string                   // URL → why the last fetch failed (no usable file)
+	retryAt   map[string]time.Time                // URL → next attempt after a failure
+	removeAt  map[string]time.Time                // MAC → end of the removal grace period
+	dns       map[string]map[netip.Addr]time.Time // name → address → expiry
+	candidate map[string]*candidate               // URL → a refreshed file awaiting approval
+}
+
+// model is a parsed and compiled MUD file.
+type model struct {
+	digest string
+	file   *mudfile.File
+	pol    *policy.Policy
+	err    string
+}
+
+func compileModel(u string, f *store.MUDFile) *model {
+	md := &model{digest: f.Digest()}
+	res := mudfile.Parse(f.Body)
+	if !res.Valid() {
+		var msgs []string
+		for _, e := range res.Errors() {
+			msgs = append(msgs, e.String())
+		}
+		md.err = "MUD file is invalid: " + strings.Join(msgs, "; ")
+		return md
+	}
+	p, err := policy.Compile(res.File, policy.Context{MUDURL: u})
+	if err != nil {
+		md.err = "compiling the MUD file: " + err.Error()
+		return md
+	}
+	md.file, md.pol = res.File, p
+	return md
+}
+
+// authority is the URL's host[:port] in lower case, as package policy
+// writes manufacturer peers.
+func authority(u string) string {
+	p, err := url.Parse(u)
+	if err != nil {
+		return ""
+	}
+	return strings.ToLower(p.Host)
+}
+
+// transitions lists the state changes the machine makes; anything else is
+// a bug and logged as such.
+var transitions = map[store.State][]store.State{
+	store.StateDiscovered:      {store.StateFetching, store.StateEnforced, store.StatePendingApproval, store.StateFailed, store.StateQuarantined, store.StateRemoved},
+	store.StateFetching:        {store.StateEnforced, store.StatePendingApproval, store.StateFailed, store.StateDiscovered, store.StateQuarantined, store.StateRemoved},
+	store.StateEnforced:        {store.StatePendingApproval, store.StateFailed, store.StateFetching, store.StateDiscovered, store.StateQuarantined, store.StateRemoved},
+	store.StatePendingApproval: {store.StateEnforced, store.StateFailed, store.StateFetching, store.StateDiscovered, store.StateQuarantined, store.StateRemoved},
+	store.StateFailed:          {store.StateFetching, store.StateEnforced, store.StatePendingApproval, store.StateDiscovered, store.StateQuarantined, store.StateRemoved},
+	store.StateQuarantined:     {store.StateDiscovered, store.StateFetching, store.StateEnforced, store.StatePendingApproval, store.StateFailed, store.StateRemoved},
+	store.StateRemoved:         {store.StateDiscovered, store.StateFetching, store.StateEnforced, store.StatePendingApproval, store.StateFailed, store.StateQuarantined},
+}
+
+// ValidTransition reports whether the state machine moves from one state to
+// another.
+func ValidTransition(from, to store.State) bool {
+	return from == to || slices.Contains(transitions[from], to)
+}
+
+// evaluation is what evaluate decides for a device.
+type evaluation struct {
+	state    store.State
+	reason   string
+	policyID string
+	pending  []string
+}
+
+// evaluate decides a device's state from its URL, the cached file and the
+// pins and approvals (see the package documentation). It starts a fetch
+// when the file is needed and none is cached.
+func (m *Manager) evaluate(d *store.Device) evaluation {
+	s := m.st
+	if d.State == store.StateRemoved {
+		return evaluation{state: store.StateRemoved, reason: d.Reason}
+	}
+	ev := m.evaluateFile(d)
+	if d.Quarantine != nil {
+		ev.state, ev.reason = store.StateQuarantined, "quarantined by "+d.Quarantine.By
+		if d.Quarantine.Reason != "" {
+			ev.reason += ": " + d.Quarantine.Reason
+		}
+	}
+	if ev.state == store.StateFetching && !s.fetching[d.MUDURL] {
+		if _, failed := s.fetchErr[d.MUDURL]; !failed {
+			m.startFetch(d.MUDURL, d.MAC, false)
+		}
+	}
+	return ev
+}
+
+func (m *Manager) evaluateFile(d *store.Device) evaluation {
+	s := m.st
+	u := d.MUDURL
+	if u == "" {
+		return evaluation{state: store.StateDiscovered, reason: "no MUD URL"}
+	}
+	f := s.files[u]
+	if f == nil {
+		if why, ok := s.fetchErr[u]; ok && !s.fetching[u] {
+			return evaluation{state: store.StateFailed, reason: why}
+		}
+		return evaluation{state: store.StateFetching, reason: "fetching " + u}
+	}
+	md := s.models[u]
+	if md == nil {
+		md = compileModel(u, f)
+		s.models[u] = md
+	}
+	if md.err != "" {
+		return evaluation{state: store.StateFailed, reason: md.err}
+	}
+	if dg, ok := s.rejected[d.MAC]; ok && dg == md.digest {
+		return evaluation{state: store.StateFailed, reason: "rejected by an administrator", policyID: md.pol.ID}
+	}
+	var why []string
+	if f.Verdict != store.VerdictValid {
+		r := "the signature is not valid (" + string(f.Verdict) + ")"
+		if f.Verdict == store.VerdictUnverified {
+			r = "the signature has not been verified"
+		}
+		if f.VerdictReason != "" {
+			r += ": " + f.VerdictReason
+		}
+		why = append(why, r+" (RFC 8520 §13.2)")
+	}
+	why = append(why, md.pol.NeedsApproval...)
+	why = append(why, m.pinChanges(d.MAC, u, f)...)
+	why = append(why, s.flags[d.MAC]...)
+	if len(why) > 0 && !m.approved(d.MAC, u, md.digest) {
+		return evaluation{state: store.StatePendingApproval, reason: strings.Join(why, "; "), policyID: md.pol.ID, pending: why}
+	}
+	return evaluation{state: store.StateEnforced, policyID: md.pol.ID}
+}
+
+// pinChanges lists why the file must not replace what was pinned for this
+// MAC or URL without review (RFC 8520 §16; spec §4 item 14).
+func (m *Manager) pinChanges(mac, u string, f *store.MUDFile) []string {
+	var out []string
+	if old, ok := m.st.pinsByMAC[mac]; ok {
+		if a := authority(u); old.Authority != a {
+			out = append(out, fmt.Sprintf("the MUD URL's authority changed from %q to %q for this device (RFC 8520 §16)", old.Authority, a))
+		} else if ok, why := mudfetch.AcceptableURL(old.MUDURL, u); !ok {
+			out = append(out, why)
+		}
+		if old.Signer != "" && f.Signer != old.Signer {
+			out = append(out, fmt.Sprintf("the signer changed from %q to %q for this device", old.Signer, f.Signer))
+		}
+	}
+	if old, ok := m.st.pinsByURL[u]; ok && old.Signer != "" && f.Signer != old.Signer {
+		out = append(out, fmt.Sprintf("the signer of this MUD URL changed from %q to %q", old.Signer, f.Signer))
+	}
+	return out
+}
+
+func (m *Manager) approved(mac, u, digest string) bool {
+	if a, ok := m.st.approvalsByMAC[mac]; ok && a.Digest == digest {
+		return true
+	}
+	a, ok := m.st.approvalsByURL[u]
+	return ok && a.Digest == digest
+}
+
+// settle re-evaluates a device and persists the result (with an event
+// when the state changed). d is a copy the caller may have modified; the
+// map is updated only after the store committed.
+func (m *Manager) settle(d store.Device, kind, msg string) error {
+	ev := m.evaluate(&d)
+	old := m.st.devices[d.MAC]
+	from := store.State("")
+	if old != nil {
+		from = old.State
+	}
+	if from != "" && !ValidTransition(from, ev.state) {
+		m.log.Error("invalid state transition (bug)", "mac", d.MAC, "from", from, "to", ev.state)
+	}
+	d.State, d.Reason, d.PolicyID = ev.state, ev.reason, ev.policyID
+	if len(ev.pending) > 0 {
+		m.st.pending[d.MAC] = ev.pending
+	} else {
+		delete(m.st.pending, d.MAC)
+	}
+	var extra func(*store.Tx) error
+	if ev.state == store.StateEnforced || (ev.state == store.StateQuarantined && m.evaluateFile(&d).state == store.StateEnforced) {
+		extra = m.pinUpdate(d.MAC, d.MUDURL)
+	}
+	var e *store.Event
+	if from != d.State {
+		if kind == "" {
+			kind = "state"
+		}
+		e = &store.Event{MAC: d.MAC, Kind: kind, From: from, To: d.State, Message: joinMsg(msg, d.Reason)}
+	} else if kind != "" {
+		e = &store.Event{MAC: d.MAC, Kind: kind, From: from, To: d.State, Message: msg}
+	}
+	if old != nil && e == nil && extra == nil && sameDevice(*old, d) {
+		return nil
+	}
+	return m.persist(d, e, extra)
+}
+
+func joinMsg(a, b string) string {
+	switch {
+	case a == "":
+		return b
+	case b == "":
+		return a
+	}
+	return a + ": " + b
+}
+
+func sameDevice(a, b store.Device) bool {
+	return a.State == b.State && a.Reason == b.Reason && a.PolicyID == b.PolicyID && a.MUDURL == b.MUDURL &&
+		slices.Equal(a.IPs, b.IPs) && a.Hostname == b.Hostname && a.LeaseExpiry.Equal(b.LeaseExpiry) &&
+		(a.Quarantine == nil) == (b.Quarantine == nil) && a.Interface == b.Interface && a.URLSource == b.URLSource
+}
+
+// pinUpdate pins the signer and authority of an accepted file for the MAC
+// and the URL, when they are new or (after an approval) changed.
+func (m *Manager) pinUpdate(mac, u string) func(*store.Tx) error {
+	f := m.st.files[u]
+	if f == nil {
+		return nil
+	}
+	cur := store.Pin{MUDURL: u, Signer: f.Signer, Authority: authority(u), FirstSeen: m.now()}
+	om, okm := m.st.pinsByMAC[mac]
+	ou, oku := m.st.pinsByURL[u]
+	needM := !okm || om.MUDURL != cur.MUDURL || om.Signer != cur.Signer || om.Authority != cur.Authority
+	needU := !oku || ou.Signer != cur.Signer || ou.Authority != cur.Authority
+	if !needM && !needU {
+		return nil
+	}
+	return func(tx *store.Tx) error {
+		if needM {
+			p := cur
+			p.MAC = mac
+			if err := tx.PinsByMAC().Put(p); err != nil {
+				return err
+			}
+			m.st.pinsByMAC[mac] = p // only read after a successful commit (see persist)
+		}
+		if needU {
+			if err := tx.PinsByURL().Put(cur); err != nil {
+				return err
+			}
+			m.st.pinsByURL[u] = cur
+		}
+		return nil
+	}
+}
+
+// persist writes the device and its event in one transaction, then
+// updates the in-memory state and tells event subscribers.
+func (m *Manager) persist(d store.Device, e *store.Event, extra func(*store.Tx) error) error {
+	var stored store.Event
+	snapM, snapU := m.st.pinsByMAC[d.MAC], m.st.pinsByURL[d.MUDURL]
+	_, hadM := m.st.pinsByMAC[d.MAC]
+	_, hadU := m.st.pinsByURL[d.MUDURL]
+	err := m.cfg.Store.Update(func(tx *store.Tx) error {
+		if extra != nil {
+			if err := extra(tx); err != nil {
+				return err
+			}
+		}
+		if err := tx.Devices().Put(d); err != nil {
+			return err
+		}
+		if e != nil {
+			var err error
+			if stored, err = tx.AppendEvent(*e); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		// Undo what extra did to memory: the store did not take it.
+		restorePin(m.st.pinsByMAC, d.MAC, snapM, hadM)
+		restorePin(m.st.pinsByURL, d.MUDURL, snapU, hadU)
+		m.log.Error("persisting device", "mac", d.MAC, "err", err)
+		return fmt.Errorf("persisting device %s: %w", d.MAC, err)
+	}
+	nd := d
+	m.st.devices[d.MAC] = &nd
+	if e != nil {
+		m.publish(stored)
+		m.log.Info("device", "mac", d.MAC, "kind", stored.Kind, "from", stored.From, "to", stored.To, "message", stored.Message)
+	}
+	return nil
+}
+
+func restorePin(mp map[string]store.Pin, k string, v store.Pin, had bool) {
+	if had {
+		mp[k] = v
+	} else {
+		delete(mp, k)
+	}
+}
+
+// event appends a gateway-wide or device event that is not a device change.
+func (m *Manager) event(mac, kind string, from, to store.State, msg string) {
+	var stored store.Event
+	err := m.cfg.Store.Update(func(tx *store.Tx) error {
+		var err error
+		stored, err = tx.AppendEvent(store.Event{MAC: mac, Kind: kind, From: from, To: to, Message: msg})
+		return err
+	})
+	if err != nil {
+		m.log.Error("appending event", "kind", kind, "err", err)
+		return
+	}
+	m.publish(stored)
+}
+
+// reevaluateURL settles every live device announcing u.
+func (m *Manager) reevaluateURL(u, kind, msg string) int {
+	n := 0
+	for _, mac := range m.macs() {
+		d := m.st.devices[mac]
+		if d.MUDURL == u && d.State != store.StateRemoved {
+			_ = m.settle(*d, kind, msg)
+			n++
+		}
+	}
+	return n
+}
+
+func (m *Manager) macs() []string {
+	out := make([]string, 0, len(m.st.devices))
+	for k := range m.st.devices {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// onLease applies a DHCP lease event (spec §4 items 5, 6).
+func (m *Manager) onLease(ev dhcpsnoop.Event) {
+	mac, err := store.NormalizeMAC(ev.MAC.String())
+	if err != nil {
+		m.log.Warn("lease event without a usable MAC", "err", err)
+		return
+	}
+	now := m.now()
+	if ev.Kind.IsFlag() {
+		msg := joinMsg(ev.Reason, ev.Raw)
+		if ev.Kind == dhcpsnoop.KindURLMismatch {
+			// RFC 8520 §10.1: no additive policy until an admin looks.
+			m.st.flags[mac] = []string{"the device's DHCPv4 and DHCPv6 MUD URLs differ (RFC 8520 §10.1)"}
+			if d := m.st.devices[mac]; d != nil {
+				_ = m.settle(*d, "dhcp-"+string(ev.Kind), msg)
+				return
+			}
+		}
+		m.event(mac, "dhcp-"+string(ev.Kind), "", "", msg)
+		return
+	}
+	var d store.Device
+	if old := m.st.devices[mac]; old != nil {
+		d = *old
+	} else {
+		d = store.Device{MAC: mac, FirstSeen: now, State: store.StateDiscovered}
+	}
+	kind := ""
+	if d.State == store.StateRemoved {
+		d.State, d.Reason, d.IPs = store.StateDiscovered, "", nil
+		delete(m.st.rejected, mac)
+		kind = "discovered"
+	}
+	d.LastSeen = now
+	if ev.Interface != "" {
+		d.Interface = ev.Interface
+	}
+	if ev.Hostname != "" {
+		d.Hostname = ev.Hostname
+	}
+	if ev.MUDURL != "" && d.URLSource != store.SourceAdminBind && d.MUDURL != ev.MUDURL {
+		if d.MUDURL != "" {
+			kind = "mud-url-changed"
+		}
+		d.MUDURL = ev.MUDURL
+		d.URLSource = store.SourceDHCPv4
+		if ev.Family == 6 {
+			d.URLSource = store.SourceDHCPv6
+		}
+	}
+	switch ev.Kind {
+	case dhcpsnoop.KindAnnounced:
+	case dhcpsnoop.KindBound, dhcpsnoop.KindRenewed, dhcpsnoop.KindAddressChanged, dhcpsnoop.KindAddressesLearned:
+		d.IPs = ev.Addresses()
+		d.LeaseExpiry = ev.Expires
+		if _, ok := m.st.removeAt[mac]; ok {
+			delete(m.st.removeAt, mac)
+			if kind == "" {
+				kind = "lease-resumed"
+			}
+		}
+		if ev.Kind == dhcpsnoop.KindBound {
+			at := ev.Time
+			if at.IsZero() {
+				at = now
+			}
+			m.latencyTarget[mac] = at
+		}
+	case dhcpsnoop.KindReleased, dhcpsnoop.KindDeclined, dhcpsnoop.KindExpired:
+		d.IPs = ev.Addresses()
+		if ev.Gone || len(d.IPs) == 0 {
+			// Spec §4 item 6: the rules go when the lease ends, after a
+			// grace period (a device that reboots comes straight back).
+			m.st.removeAt[mac] = now.Add(m.cfg.RemovalGrace)
+			kind = "lease-ended"
+		}
+	}
+	_ = m.settle(d, kind, string(ev.Kind))
+}
+
+// remove ends a device's enforcement after its grace period.
+func (m *Manager) remove(mac string) {
+	delete(m.st.removeAt, mac)
+	delete(m.latencyTarget, mac)
+	d := m.st.devices[mac]
+	if d == nil || d.State == store.StateRemoved {
+		return
+	}
+	nd := *d
+	from := nd.State
+	nd.State, nd.Reason, nd.IPs, nd.PolicyID = store.StateRemoved, "lease ended", nil, ""
+	delete(m.st.pending, mac)
+	delete(m.st.flags, mac)
+	_ = m.persist(nd, &store.Event{MAC: mac, Kind: "removed", From: from, To: store.StateRemoved, Message: "lease ended; grace period over"}, nil)
+}
+
+// load reads the store snapshot into memory, re-verifies cached files
+// against the current trust anchors and re-evaluates every device.
+func (m *Manager) load(ctx context.Context) error {
+	snap, err := m.cfg.Store.Snapshot()
+	if err != nil {
+		return fmt.Errorf("loading the store: %w", err)
+	}
+	s := &state{
+		devices: map[string]*store.Device{}, bindings: snap.Bindings, files: map[string]*store.MUDFile{},
+		models: map[string]*model{}, pinsByURL: snap.PinsByURL, pinsByMAC: snap.PinsByMAC,
+		approvalsByMAC: snap.ApprovalsByMAC, approvalsByURL: snap.ApprovalsByURL, overrides: snap.Overrides,
+		controllers: snap.Controllers, myControllers: snap.MyControllers,
+		pending: map[string][]string{}, flags: map[string][]string{}, rejected: map[string]string{},
+		fetching: map[string]bool{}, fetchErr: map[string]string{}, retryAt: map[string]time.Time{},
+		removeAt: map[string]time.Time{}, dns: map[string]map[netip.Addr]time.Time{}, candidate: map[string]*candidate{},
+	}
+	for k, d := range snap.Devices {
+		s.devices[k] = &d
+	}
+	for k, f := range snap.MUDFiles {
+		s.files[k] = &f
+	}
+	m.st = s
+	now := m.now()
+	if m.cfg.Anchors != nil {
+		for u, f := range s.files {
+			if len(f.Signature) == 0 {
+				continue
+			}
+			v := mudfetch.Verify(f.Body, f.Signature, m.cfg.Anchors, now, mudfetch.VerifyOptions{})
+			verdict, reason := verdictOf(v)
+			if verdict == f.Verdict {
+				continue
+			}
+			// Spec §4 item 13: a removed trust anchor puts its files back
+			// to pending.
+			nf := *f
+			nf.Verdict, nf.VerdictReason = verdict, reason
+			if err := m.cfg.Store.Update(func(tx *store.Tx) error { return tx.MUDFiles().Put(nf) }); err != nil {
+				return fmt.Errorf("updating the verdict of %s: %w", u, err)
+			}
+			s.files[u] = &nf
+			m.event("", "reverified", "", "", fmt.Sprintf("%s: signature now %s", u, verdict))
+		}
+	}
+	for _, mac := range m.macs() {
+		d := s.devices[mac]
+		if d.State == store.StateRemoved {
+			continue
+		}
+		if strings.HasPrefix(d.Reason, "rejected") && d.State == store.StateFailed {
+			if md := m.modelFor(d.MUDURL); md != nil {
+				s.rejected[mac] = md.digest
+			}
+		}
+		if !d.LeaseExpiry.IsZero() {
+			at := d.LeaseExpiry
+			if at.Before(now) {
+				at = now
+			}
+			s.removeAt[mac] = at.Add(m.cfg.RemovalGrace)
+		}
+		if err := m.settle(*d, "", "restart"); err != nil {
+			return err
+		}
+	}
+	return ctx.Err()
+}
+
+func (m *Manager) modelFor(u string) *model {
+	f := m.st.files[u]
+	if f == nil {
+		return nil
+	}
+	md := m.st.models[u]
+	if md == nil {
+		md = compileModel(u, f)
+		m.st.models[u] = md
+	}
+	return md
+}
+
+// verdictOf maps mudfetch's verdict to the store's.
+func verdictOf(v mudfetch.Verdict) (store.Verdict, string) {
+	if v.Verified() {
+		return store.VerdictValid, ""
+	}
+	err := v.Err()
+	switch {
+	case errors.Is(err, mudfetch.ErrNoSignature), errors.Is(err, mudfetch.ErrSignatureFetch):
+		return store.VerdictUnsigned, v.Reason
+	case errors.Is(err, mudfetch.ErrUntrustedSigner), errors.Is(err, mudfetch.ErrNoTrustAnchors),
+		errors.Is(err, mudfetch.ErrSignerExpired), errors.Is(err, mudfetch.ErrSignerMismatch):
+		return store.VerdictUntrusted, v.Reason
+	}
+	return store.VerdictInvalid, v.Reason
+}
