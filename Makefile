@@ -6,7 +6,7 @@ LDFLAGS  := -s -w -X main.version=$(VERSION)
 FUZZTIME ?= 10s
 export CGO_ENABLED ?= 0
 
-.PHONY: all build test unit fuzz lint deps bench clean
+.PHONY: all build test unit fuzz lint deps bench clean demo
 
 all: build
 
@@ -38,3 +38,10 @@ bench:
 
 clean:
 	rm -rf bin
+
+# demo: the MUD enforcement demonstration in network namespaces (needs root;
+# it removes everything it creates, also on failure or Ctrl-C).
+demo:
+	GO=$(GO) ./scripts/install-deps.sh
+	$(MAKE) build  # bin/mudd, bin/mudctl and bin/mudlab
+	./bin/mudlab --mudd bin/mudd --mudctl bin/mudctl
