@@ -126,20 +126,6 @@ func newLabEnv(t *testing.T) *labEnv {
 
 func ap(a netip.Addr, port int) netip.AddrPort { return netlab.HostPort(a, port) }
 
-func mustPass(t *testing.T, what string, err error) {
-	t.Helper()
-	if err != nil {
-		t.Errorf("%s: want pass, got %v", what, err)
-	}
-}
-
-func mustDrop(t *testing.T, what string, err error) {
-	t.Helper()
-	if err == nil {
-		t.Errorf("%s: want dropped, but it passed", what)
-	}
-}
-
 func nftList(t *testing.T, ns string, args ...string) string {
 	t.Helper()
 	out, err := exec.Command("ip", append([]string{"netns", "exec", ns, "nft"}, args...)...).CombinedOutput()
@@ -168,27 +154,27 @@ func TestRoutedTraffic(t *testing.T) {
 	env := newLabEnv(t)
 	s1, s2, d1 := env.srv1, env.srv2, env.dev1
 	for _, a := range []netip.Addr{s1.IPv4, s1.IPv6} {
-		mustPass(t, "dev1 → cloud tcp 8080 "+a.String(), netlab.TCPEcho(d1.NS, ap(a, 8080), pass))
-		mustPass(t, "dev1 → cloud udp 8081 "+a.String(), netlab.UDPEcho(d1.NS, ap(a, 8081), pass))
-		mustPass(t, "dev1 ping cloud "+a.String(), netlab.Ping(d1.NS, a, pass))
-		mustDrop(t, "dev1 → cloud tcp 8082 "+a.String(), netlab.TCPEcho(d1.NS, ap(a, 8082), shut))
-		mustDrop(t, "dev1 → cloud udp 8080 "+a.String(), netlab.UDPEcho(d1.NS, ap(a, 8080), shut))
+		netlab.MustPass(t, "dev1 → cloud tcp 8080 "+a.String(), netlab.TCPEcho(d1.NS, ap(a, 8080), pass))
+		netlab.MustPass(t, "dev1 → cloud udp 8081 "+a.String(), netlab.UDPEcho(d1.NS, ap(a, 8081), pass))
+		netlab.MustPass(t, "dev1 ping cloud "+a.String(), netlab.Ping(d1.NS, a, pass))
+		netlab.MustDrop(t, "dev1 → cloud tcp 8082 "+a.String(), netlab.TCPEcho(d1.NS, ap(a, 8082), shut))
+		netlab.MustDrop(t, "dev1 → cloud udp 8080 "+a.String(), netlab.UDPEcho(d1.NS, ap(a, 8080), shut))
 	}
 	for _, a := range []netip.Addr{s2.IPv4, s2.IPv6} {
-		mustDrop(t, "dev1 → other server tcp 8080 "+a.String(), netlab.TCPEcho(d1.NS, ap(a, 8080), shut))
-		mustDrop(t, "dev1 ping other server "+a.String(), netlab.Ping(d1.NS, a, shut))
+		netlab.MustDrop(t, "dev1 → other server tcp 8080 "+a.String(), netlab.TCPEcho(d1.NS, ap(a, 8080), shut))
+		netlab.MustDrop(t, "dev1 ping other server "+a.String(), netlab.Ping(d1.NS, a, shut))
 	}
 	// spec §4 item 29: unsolicited inbound TCP is dropped even from the
 	// cloud and even to the port replies come from.
 	for _, a := range []netip.Addr{d1.IPv4, d1.IPv6} {
-		mustDrop(t, "cloud → dev1 tcp 8080 "+a.String(), netlab.TCPEcho(s1.NS, ap(a, 8080), shut))
-		mustDrop(t, "cloud → dev1 tcp 9999 "+a.String(), netlab.TCPEcho(s1.NS, ap(a, 9999), shut))
+		netlab.MustDrop(t, "cloud → dev1 tcp 8080 "+a.String(), netlab.TCPEcho(s1.NS, ap(a, 8080), shut))
+		netlab.MustDrop(t, "cloud → dev1 tcp 9999 "+a.String(), netlab.TCPEcho(s1.NS, ap(a, 9999), shut))
 	}
 	// A device without MUD is untouched.
 	for _, a := range []netip.Addr{s2.IPv4, s2.IPv6} {
-		mustPass(t, "dev3 → any tcp "+a.String(), netlab.TCPEcho(env.dev3.NS, ap(a, 8082), pass))
-		mustPass(t, "dev3 → any udp "+a.String(), netlab.UDPEcho(env.dev3.NS, ap(a, 9999), pass))
-		mustPass(t, "any → dev3 tcp "+a.String(), netlab.TCPEcho(s2.NS, ap(env.dev3.IPv4, 9999), pass))
+		netlab.MustPass(t, "dev3 → any tcp "+a.String(), netlab.TCPEcho(env.dev3.NS, ap(a, 8082), pass))
+		netlab.MustPass(t, "dev3 → any udp "+a.String(), netlab.UDPEcho(env.dev3.NS, ap(a, 9999), pass))
+		netlab.MustPass(t, "any → dev3 tcp "+a.String(), netlab.TCPEcho(s2.NS, ap(env.dev3.IPv4, 9999), pass))
 	}
 	// Counted: the accept rules and the default deny (spec §4 item 27).
 	if n := counter(t, env.e, "cam1", policy.FromDevice, "fr/cloud-tcp"); n < 2 {
@@ -201,7 +187,7 @@ func TestRoutedTraffic(t *testing.T) {
 		t.Errorf("to-device default-deny counter = %d, want ≥ 4", n)
 	}
 	// The gateway's own services: DNS is reachable (App. A), others not.
-	mustDrop(t, "dev1 → gateway tcp 9999", netlab.TCPEcho(d1.NS, ap(netlab.GatewayLAN4, 9999), shut))
+	netlab.MustDrop(t, "dev1 → gateway tcp 9999", netlab.TCPEcho(d1.NS, ap(netlab.GatewayLAN4, 9999), shut))
 }
 
 func TestLateralTrafficFollowsBothPolicies(t *testing.T) {
@@ -212,16 +198,16 @@ func TestLateralTrafficFollowsBothPolicies(t *testing.T) {
 		if v6 {
 			a2, a1 = d2.IPv6, d1.IPv6
 		}
-		mustPass(t, "cam → hub 9090 "+a2.String(), netlab.TCPEcho(d1.NS, ap(a2, 9090), pass))
-		mustDrop(t, "cam → hub 9091 (neither allows) "+a2.String(), netlab.TCPEcho(d1.NS, ap(a2, 9091), shut))
-		mustDrop(t, "cam → hub 9092 (cam allows, hub does not) "+a2.String(), netlab.TCPEcho(d1.NS, ap(a2, 9092), shut))
+		netlab.MustPass(t, "cam → hub 9090 "+a2.String(), netlab.TCPEcho(d1.NS, ap(a2, 9090), pass))
+		netlab.MustDrop(t, "cam → hub 9091 (neither allows) "+a2.String(), netlab.TCPEcho(d1.NS, ap(a2, 9091), shut))
+		netlab.MustDrop(t, "cam → hub 9092 (cam allows, hub does not) "+a2.String(), netlab.TCPEcho(d1.NS, ap(a2, 9092), shut))
 		// direction-initiated from-device on the camera: the hub may not
 		// open 9090 towards it (stateless SYN check on the bridge).
-		mustDrop(t, "hub → cam 9090 "+a1.String(), netlab.TCPEcho(d2.NS, ap(a1, 9090), shut))
+		netlab.MustDrop(t, "hub → cam 9090 "+a1.String(), netlab.TCPEcho(d2.NS, ap(a1, 9090), shut))
 		// non-MUD dev3 → hub: only the hub's to-device policy applies
-		mustDrop(t, "dev3 → hub 9090 "+a2.String(), netlab.TCPEcho(env.dev3.NS, ap(a2, 9090), shut))
+		netlab.MustDrop(t, "dev3 → hub 9090 "+a2.String(), netlab.TCPEcho(env.dev3.NS, ap(a2, 9090), shut))
 		// non-MUD dev3 → camera: the camera's to-device policy refuses it
-		mustDrop(t, "dev3 → cam 9999 "+a1.String(), netlab.TCPEcho(env.dev3.NS, ap(a1, 9999), shut))
+		netlab.MustDrop(t, "dev3 → cam 9999 "+a1.String(), netlab.TCPEcho(env.dev3.NS, ap(a1, 9999), shut))
 	}
 }
 
@@ -257,7 +243,7 @@ func TestDNSPeerChangeTouchesElementsOnly(t *testing.T) {
 	ctx := context.Background()
 	before := ruleHandles(t, env.e)
 	s1, s2, d1 := env.srv1, env.srv2, env.dev1
-	mustDrop(t, "srv2 before", netlab.TCPEcho(d1.NS, ap(s2.IPv4, 8080), shut))
+	netlab.MustDrop(t, "srv2 before", netlab.TCPEcho(d1.NS, ap(s2.IPv4, 8080), shut))
 	// The name now resolves to srv2 only (with a TTL).
 	elems := hostElems(s2)
 	for i := range elems {
@@ -267,10 +253,10 @@ func TestDNSPeerChangeTouchesElementsOnly(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, a := range []netip.Addr{s2.IPv4, s2.IPv6} {
-		mustPass(t, "srv2 after "+a.String(), netlab.TCPEcho(d1.NS, ap(a, 8080), pass))
+		netlab.MustPass(t, "srv2 after "+a.String(), netlab.TCPEcho(d1.NS, ap(a, 8080), pass))
 	}
 	for _, a := range []netip.Addr{s1.IPv4, s1.IPv6} {
-		mustDrop(t, "srv1 after "+a.String(), netlab.TCPEcho(d1.NS, ap(a, 8080), shut))
+		netlab.MustDrop(t, "srv1 after "+a.String(), netlab.TCPEcho(d1.NS, ap(a, 8080), shut))
 	}
 	// The same answer again with a fresh TTL (delete + add of the same
 	// elements in one transaction).
@@ -280,7 +266,7 @@ func TestDNSPeerChangeTouchesElementsOnly(t *testing.T) {
 	if err := env.e.SetPeer(ctx, "dns:cloud.example", elems); err != nil {
 		t.Fatalf("refreshing the TTL: %v", err)
 	}
-	mustPass(t, "srv2 after TTL refresh", netlab.TCPEcho(d1.NS, ap(s2.IPv4, 8080), pass))
+	netlab.MustPass(t, "srv2 after TTL refresh", netlab.TCPEcho(d1.NS, ap(s2.IPv4, 8080), pass))
 	if after := ruleHandles(t, env.e); strings.Join(after, ",") != strings.Join(before, ",") {
 		t.Errorf("rules changed on a peer update:\nbefore %v\nafter  %v", before, after)
 	}
@@ -308,12 +294,12 @@ func TestQuarantineCutsEstablishedConnection(t *testing.T) {
 	if err := roundTrip(c, shut); err == nil {
 		t.Fatal("established connection still echoes after quarantine")
 	}
-	mustDrop(t, "new connection in quarantine", netlab.TCPEcho(env.dev1.NS, ap(env.srv1.IPv4, 8080), shut))
+	netlab.MustDrop(t, "new connection in quarantine", netlab.TCPEcho(env.dev1.NS, ap(env.srv1.IPv4, 8080), shut))
 	// Release: the policy applies again.
 	if err := env.e.UpsertDevice(ctx, hostDevice(env.dev1, "cam1")); err != nil {
 		t.Fatal(err)
 	}
-	mustPass(t, "after release", netlab.TCPEcho(env.dev1.NS, ap(env.srv1.IPv4, 8080), pass))
+	netlab.MustPass(t, "after release", netlab.TCPEcho(env.dev1.NS, ap(env.srv1.IPv4, 8080), pass))
 }
 
 func roundTrip(c net.Conn, timeout time.Duration) error {
@@ -355,7 +341,7 @@ func TestRepairAfterExternalDelete(t *testing.T) {
 
 	nftList(t, ns, "delete", "table", "inet", "mud")
 	start := time.Now()
-	mustPass(t, "unfiltered while deleted", netlab.TCPEcho(env.dev1.NS, ap(env.srv2.IPv4, 8080), pass))
+	netlab.MustPass(t, "unfiltered while deleted", netlab.TCPEcho(env.dev1.NS, ap(env.srv2.IPv4, 8080), pass))
 	for {
 		out, _ := exec.Command("ip", "netns", "exec", ns, "nft", "list", "chain", "inet", "mud", "forward").CombinedOutput()
 		if strings.Contains(string(out), "vmap @from_dev") {
@@ -367,8 +353,8 @@ func TestRepairAfterExternalDelete(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Logf("restored after %v", time.Since(start))
-	mustDrop(t, "enforced again", netlab.TCPEcho(env.dev1.NS, ap(env.srv2.IPv4, 8080), shut))
-	mustPass(t, "policy again", netlab.TCPEcho(env.dev1.NS, ap(env.srv1.IPv4, 8080), pass))
+	netlab.MustDrop(t, "enforced again", netlab.TCPEcho(env.dev1.NS, ap(env.srv2.IPv4, 8080), shut))
+	netlab.MustPass(t, "policy again", netlab.TCPEcho(env.dev1.NS, ap(env.srv1.IPv4, 8080), pass))
 
 	// A flush (rules gone, chains kept) is repaired too.
 	nftList(t, ns, "flush", "table", "bridge", "mud")
@@ -413,7 +399,7 @@ func TestFailedBatchLeavesStateIntact(t *testing.T) {
 	if _, ok := env.e.model.policies["hub2"]; ok {
 		t.Fatal("model adopted a policy the kernel rejected")
 	}
-	mustPass(t, "dev3 still untouched", netlab.TCPEcho(env.dev3.NS, ap(env.srv2.IPv4, 8080), pass))
+	netlab.MustPass(t, "dev3 still untouched", netlab.TCPEcho(env.dev3.NS, ap(env.srv2.IPv4, 8080), pass))
 	// Without the fault the same changes apply incrementally.
 	env.e.fault = nil
 	if err := env.e.SetPolicy(ctx, pB); err != nil {
@@ -422,8 +408,8 @@ func TestFailedBatchLeavesStateIntact(t *testing.T) {
 	if err := env.e.UpsertDevice(ctx, hostDevice(env.dev3, "cam1")); err != nil {
 		t.Fatal(err)
 	}
-	mustDrop(t, "dev3 now enforced", netlab.TCPEcho(env.dev3.NS, ap(env.srv2.IPv4, 8080), shut))
-	mustPass(t, "dev3 policy", netlab.TCPEcho(env.dev3.NS, ap(env.srv1.IPv4, 8080), pass))
+	netlab.MustDrop(t, "dev3 now enforced", netlab.TCPEcho(env.dev3.NS, ap(env.srv2.IPv4, 8080), shut))
+	netlab.MustPass(t, "dev3 policy", netlab.TCPEcho(env.dev3.NS, ap(env.srv1.IPv4, 8080), pass))
 	// Removing the device and the policy restores the starting ruleset.
 	if err := env.e.RemoveDevice(ctx, env.dev3.MAC); err != nil {
 		t.Fatal(err)
@@ -439,7 +425,7 @@ func TestFailedBatchLeavesStateIntact(t *testing.T) {
 	if after := nftList(t, ns, "-s", "list", "ruleset"); after != before {
 		t.Errorf("remove did not restore the ruleset:\nbefore:\n%s\nafter:\n%s", before, after)
 	}
-	mustPass(t, "dev3 untouched again", netlab.TCPEcho(env.dev3.NS, ap(env.srv2.IPv4, 8080), pass))
+	netlab.MustPass(t, "dev3 untouched again", netlab.TCPEcho(env.dev3.NS, ap(env.srv2.IPv4, 8080), pass))
 }
 
 func TestModesOverridesAndRenewal(t *testing.T) {
@@ -458,17 +444,17 @@ func TestModesOverridesAndRenewal(t *testing.T) {
 	if err := env.e.UpsertDevice(ctx, d); err != nil {
 		t.Fatal(err)
 	}
-	mustPass(t, "override 8082", netlab.TCPEcho(d1.NS, ap(s1.IPv4, 8082), pass))
-	mustPass(t, "policy 8080 behind override", netlab.TCPEcho(d1.NS, ap(s1.IPv6, 8080), pass))
-	mustDrop(t, "override drop udp 8081", netlab.UDPEcho(d1.NS, ap(s1.IPv4, 8081), shut))
+	netlab.MustPass(t, "override 8082", netlab.TCPEcho(d1.NS, ap(s1.IPv4, 8082), pass))
+	netlab.MustPass(t, "policy 8080 behind override", netlab.TCPEcho(d1.NS, ap(s1.IPv6, 8080), pass))
+	netlab.MustDrop(t, "override drop udp 8081", netlab.UDPEcho(d1.NS, ap(s1.IPv4, 8081), shut))
 
 	// Block (pending approval, on_failure=block): nothing but DHCP.
 	d.Mode = Block
 	if err := env.e.UpsertDevice(ctx, d); err != nil {
 		t.Fatal(err)
 	}
-	mustDrop(t, "blocked 8080", netlab.TCPEcho(d1.NS, ap(s1.IPv4, 8080), shut))
-	mustDrop(t, "blocked lateral", netlab.TCPEcho(d1.NS, ap(env.dev2.IPv4, 9090), shut))
+	netlab.MustDrop(t, "blocked 8080", netlab.TCPEcho(d1.NS, ap(s1.IPv4, 8080), shut))
+	netlab.MustDrop(t, "blocked lateral", netlab.TCPEcho(d1.NS, ap(env.dev2.IPv4, 9090), shut))
 
 	// A renewal with a new address: the old one is no longer bound (source
 	// guard) nor mapped, the new one is.
@@ -478,7 +464,7 @@ func TestModesOverridesAndRenewal(t *testing.T) {
 	if err := env.e.UpsertDevice(ctx, nd); err != nil {
 		t.Fatal(err)
 	}
-	mustDrop(t, "old address fails the source guard", netlab.TCPEcho(d1.NS, ap(s1.IPv4, 8080), shut))
+	netlab.MustDrop(t, "old address fails the source guard", netlab.TCPEcho(d1.NS, ap(s1.IPv4, 8080), shut))
 	if _, err := env.lab.Run(ctx, d1.NS, "ip", "addr", "add", newIP.String()+"/24", "dev", "eth0"); err != nil {
 		t.Fatal(err)
 	}

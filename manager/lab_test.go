@@ -85,20 +85,6 @@ func (l *lab) cloud(t *testing.T, h *harness) {
 	}
 }
 
-func mustPass(t *testing.T, what string, err error) {
-	t.Helper()
-	if err != nil {
-		t.Errorf("%s: want pass, got %v", what, err)
-	}
-}
-
-func mustDrop(t *testing.T, what string, err error) {
-	t.Helper()
-	if err == nil {
-		t.Errorf("%s: want dropped, but it passed", what)
-	}
-}
-
 func (l *lab) bound(t *testing.T, h *harness, i int, u string) {
 	t.Helper()
 	d := l.Devices[i]
@@ -126,36 +112,36 @@ func TestLabEnforced(t *testing.T) {
 	if out := l.nft(t, "list", "table", "inet", "mud"); !strings.Contains(out, "pol_"+d.PolicyID+"_out") {
 		t.Fatalf("policy chain pol_%s_out not in the kernel:\n%s", d.PolicyID, out)
 	}
-	mustPass(t, "dev1 → cloud:8080", netlab.TCPEcho(dev1.NS, netlab.HostPort(cloud.IPv4, 8080), pass))
-	mustDrop(t, "dev1 → other:8080", netlab.TCPEcho(dev1.NS, netlab.HostPort(other.IPv4, 8080), shut))
-	mustDrop(t, "dev1 → cloud:9090", netlab.TCPEcho(dev1.NS, netlab.HostPort(cloud.IPv4, 9090), shut))
-	mustDrop(t, "cloud → dev1:8080 (direction-initiated)", netlab.TCPEcho(cloud.NS, netlab.HostPort(dev1.IPv4, 8080), shut))
-	mustPass(t, "dev3 (no MUD) → other:8080", netlab.TCPEcho(dev3.NS, netlab.HostPort(other.IPv4, 8080), pass))
+	netlab.MustPass(t, "dev1 → cloud:8080", netlab.TCPEcho(dev1.NS, netlab.HostPort(cloud.IPv4, 8080), pass))
+	netlab.MustDrop(t, "dev1 → other:8080", netlab.TCPEcho(dev1.NS, netlab.HostPort(other.IPv4, 8080), shut))
+	netlab.MustDrop(t, "dev1 → cloud:9090", netlab.TCPEcho(dev1.NS, netlab.HostPort(cloud.IPv4, 9090), shut))
+	netlab.MustDrop(t, "cloud → dev1:8080 (direction-initiated)", netlab.TCPEcho(cloud.NS, netlab.HostPort(dev1.IPv4, 8080), shut))
+	netlab.MustPass(t, "dev3 (no MUD) → other:8080", netlab.TCPEcho(dev3.NS, netlab.HostPort(other.IPv4, 8080), pass))
 	// dev2 is not yet a MUD device of the manufacturer: dev1 may not reach it.
-	mustDrop(t, "dev1 → dev2:9090 before dev2 joins", netlab.TCPEcho(dev1.NS, netlab.HostPort(dev2.IPv4, 9090), shut))
+	netlab.MustDrop(t, "dev1 → dev2:9090 before dev2 joins", netlab.TCPEcho(dev1.NS, netlab.HostPort(dev2.IPv4, 9090), shut))
 
 	l.bound(t, h, 1, u2)
 	h.waitState(dev2.MAC, store.StateEnforced)
-	mustPass(t, "dev1 → dev2:9090 (same manufacturer)", netlab.TCPEcho(dev1.NS, netlab.HostPort(dev2.IPv4, 9090), pass))
-	mustDrop(t, "dev3 → dev2:9090 (not of the manufacturer)", netlab.TCPEcho(dev3.NS, netlab.HostPort(dev2.IPv4, 9090), shut))
+	netlab.MustPass(t, "dev1 → dev2:9090 (same manufacturer)", netlab.TCPEcho(dev1.NS, netlab.HostPort(dev2.IPv4, 9090), pass))
+	netlab.MustDrop(t, "dev3 → dev2:9090 (not of the manufacturer)", netlab.TCPEcho(dev3.NS, netlab.HostPort(dev2.IPv4, 9090), shut))
 
 	if _, err := h.m.Quarantine(bg, adm, dev1.MAC.String(), api.ActionRequest{}); err != nil {
 		t.Fatal(err)
 	}
-	mustDrop(t, "quarantined dev1 → cloud:8080", netlab.TCPEcho(dev1.NS, netlab.HostPort(cloud.IPv4, 8080), shut))
+	netlab.MustDrop(t, "quarantined dev1 → cloud:8080", netlab.TCPEcho(dev1.NS, netlab.HostPort(cloud.IPv4, 8080), shut))
 	if _, err := h.m.Release(bg, adm, dev1.MAC.String(), api.ActionRequest{}); err != nil {
 		t.Fatal(err)
 	}
-	mustPass(t, "released dev1 → cloud:8080", netlab.TCPEcho(dev1.NS, netlab.HostPort(cloud.IPv4, 8080), pass))
+	netlab.MustPass(t, "released dev1 → cloud:8080", netlab.TCPEcho(dev1.NS, netlab.HostPort(cloud.IPv4, 8080), pass))
 
 	// Lease ends: rules stay for the grace period, then go (spec §4 item 6).
 	h.lease(dhcpsnoop.KindReleased, dev1.MAC, netip.Addr{}, "")
-	mustDrop(t, "dev1 within grace → other:8080", netlab.TCPEcho(dev1.NS, netlab.HostPort(other.IPv4, 8080), shut))
+	netlab.MustDrop(t, "dev1 within grace → other:8080", netlab.TCPEcho(dev1.NS, netlab.HostPort(other.IPv4, 8080), shut))
 	h.waitState(dev1.MAC, store.StateRemoved)
 	if err := h.m.Sync(bg); err != nil {
 		t.Fatal(err)
 	}
-	mustPass(t, "removed dev1 → other:8080", netlab.TCPEcho(dev1.NS, netlab.HostPort(other.IPv4, 8080), pass))
+	netlab.MustPass(t, "removed dev1 → other:8080", netlab.TCPEcho(dev1.NS, netlab.HostPort(other.IPv4, 8080), pass))
 	if out := l.nft(t, "list", "table", "inet", "mud"); strings.Contains(out, "pol_"+d.PolicyID+"_out") {
 		t.Errorf("policy chain of the removed device's URL still installed:\n%s", out)
 	}
@@ -173,12 +159,12 @@ func TestLabPendingApprove(t *testing.T) {
 	h.waitState(dev1.MAC, store.StatePendingApproval)
 	l.cloud(t, h)
 	// baseline: the no-MUD treatment.
-	mustPass(t, "pending dev1 (baseline) → other:8080", netlab.TCPEcho(dev1.NS, netlab.HostPort(other.IPv4, 8080), pass))
+	netlab.MustPass(t, "pending dev1 (baseline) → other:8080", netlab.TCPEcho(dev1.NS, netlab.HostPort(other.IPv4, 8080), pass))
 	if _, err := h.m.Approve(bg, adm, dev1.MAC.String(), api.ActionRequest{}); err != nil {
 		t.Fatal(err)
 	}
-	mustPass(t, "approved dev1 → cloud:8080", netlab.TCPEcho(dev1.NS, netlab.HostPort(cloud.IPv4, 8080), pass))
-	mustDrop(t, "approved dev1 → other:8080", netlab.TCPEcho(dev1.NS, netlab.HostPort(other.IPv4, 8080), shut))
+	netlab.MustPass(t, "approved dev1 → cloud:8080", netlab.TCPEcho(dev1.NS, netlab.HostPort(cloud.IPv4, 8080), pass))
+	netlab.MustDrop(t, "approved dev1 → other:8080", netlab.TCPEcho(dev1.NS, netlab.HostPort(other.IPv4, 8080), shut))
 }
 
 // TestLabRestart: a restart from the same store, with the MUD server down,
@@ -202,7 +188,7 @@ func TestLabRestart(t *testing.T) {
 	l.srv.setDown(true)
 
 	// While mudd is down the rules stay.
-	mustDrop(t, "dev1 while mudd is down → other:8080", netlab.TCPEcho(l.Devices[0].NS, netlab.HostPort(l.Servers[1].IPv4, 8080), shut))
+	netlab.MustDrop(t, "dev1 while mudd is down → other:8080", netlab.TCPEcho(l.Devices[0].NS, netlab.HostPort(l.Servers[1].IPv4, 8080), shut))
 
 	h2 := l.start(t)
 	h2.waitState(l.Devices[0].MAC, store.StateEnforced)
@@ -225,7 +211,7 @@ func TestLabRestart(t *testing.T) {
 			t.Errorf("ruleset differs after restart: %d vs %d lines", len(bl), len(al))
 		}
 	}
-	mustPass(t, "dev1 after restart → cloud:8080", netlab.TCPEcho(l.Devices[0].NS, netlab.HostPort(l.Servers[0].IPv4, 8080), pass))
+	netlab.MustPass(t, "dev1 after restart → cloud:8080", netlab.TCPEcho(l.Devices[0].NS, netlab.HostPort(l.Servers[0].IPv4, 8080), pass))
 }
 
 // normalizeRuleset drops what differs between equal rulesets: handles,

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"strconv"
+	"testing"
 	"sync"
 	"time"
 
@@ -166,3 +167,20 @@ func HostPort(a netip.Addr, port int) netip.AddrPort {
 
 // PortString formats a port for listen addresses.
 func PortString(port int) string { return ":" + strconv.Itoa(port) }
+
+// MustPass records a test error when a probe that should have passed failed.
+func MustPass(t testing.TB, what string, err error) {
+	t.Helper()
+	if err != nil {
+		t.Errorf("%s: want pass, got %v", what, err)
+	}
+}
+
+// MustDrop records a test error when a probe that should have been dropped
+// got through.
+func MustDrop(t testing.TB, what string, err error) {
+	t.Helper()
+	if err == nil {
+		t.Errorf("%s: want dropped, but it passed", what)
+	}
+}
