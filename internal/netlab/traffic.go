@@ -8,8 +8,8 @@ import (
 	"net/netip"
 	"os"
 	"strconv"
-	"testing"
 	"sync"
+	"testing"
 	"time"
 
 	"golang.org/x/net/icmp"
