@@ -7,14 +7,13 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/mdlayher/packet"
+	"github.com/openmud/mud/internal/netns"
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
 )
@@ -154,7 +153,7 @@ func (s *Snooper) Run(ctx context.Context) error {
 	}
 	var nl *netlink.Handle
 	if s.cfg.NeighbourInterval > 0 {
-		err := inNetNS(s.cfg.NetNS, func() (err error) {
+		err := netns.Do(s.cfg.NetNS, func() (err error) {
 			nl, err = netlink.NewHandle(unix.NETLINK_ROUTE)
 			return err
 		})
@@ -262,7 +261,7 @@ func (s *Snooper) emit(ctx context.Context, evs []Event) {
 // with the DHCP filter attached before bind so nothing else is ever queued.
 func (s *Snooper) open(name string) (*packet.Conn, error) {
 	var c *packet.Conn
-	err := inNetNS(s.cfg.NetNS, func() error {
+	err := netns.Do(s.cfg.NetNS, func() error {
 		ifi, err := net.InterfaceByName(name)
 		if err != nil {
 			return err
@@ -375,36 +374,4 @@ func (s *Snooper) learn(ctx context.Context, nl *netlink.Handle) {
 			s.emit(ctx, s.tracker.Learn(key.mac(), addrs, now))
 		}
 	}
-}
-
-// inNetNS runs fn on a thread inside the named network namespace ("" is the
-// current one). Sockets fn opens stay in that namespace afterwards.
-func inNetNS(name string, fn func() error) error {
-	if name == "" {
-		return fn()
-	}
-	target, err := netns.GetFromName(name)
-	if err != nil {
-		return fmt.Errorf("opening network namespace %s: %w", name, err)
-	}
-	defer target.Close()
-	runtime.LockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("reading current network namespace: %w", err)
-	}
-	defer orig.Close()
-	if err := netns.Set(target); err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("entering network namespace %s: %w", name, err)
-	}
-	fnErr := fn()
-	if err := netns.Set(orig); err != nil {
-		// This thread is stuck in the wrong namespace: keep it locked so
-		// the runtime discards it with this goroutine.
-		return errors.Join(fnErr, fmt.Errorf("returning from network namespace %s: %w", name, err))
-	}
-	runtime.UnlockOSThread()
-	return fnErr
 }
