@@ -78,7 +78,14 @@ func FuzzHandleFrame(f *testing.F) {
 	for _, b := range seedFrames() {
 		f.Add(b)
 	}
+	// The hold path: a first fragment (held, not whole) and a frame with
+	// an IPv6 extension header (not held).
+	f.Add(buildFrame(frameSpec{dst: devMAC, src: gw4, dstIP: dev4, sport: 53, dport: 40000, fragment: true}, cdnResponse()))
+	ext := buildFrame(frameSpec{dst: devMAC, src: gw6, dstIP: dev6, sport: 53, dport: 40000}, cdnResponse())
+	ext[14+6] = 0
+	f.Add(ext)
 	r := snooper(f, Config{})
+	r.hold.setMAC([6]byte(devMAC), holdMAC{inKernel: true})
 	// Devices of the lab's captured frames too.
 	for i := byte(1); i <= 4; i++ {
 		_ = r.SetDeviceNames([]byte{2, 0, 0, 0, 1, i}, []string{"api.vendor.test", "edge7.cdn.test", "time.vendor.test"})
@@ -101,6 +108,25 @@ func FuzzHandleFrame(f *testing.F) {
 		}
 		if !slices.Equal(in, frame) {
 			t.Fatal("HandleFrame modified its input")
+		}
+		held := r.heldFrame(frame, false, now)
+		if held && (len(frame) < 14 || frame[12] != 0x08 && frame[12] != 0x86) {
+			t.Fatalf("held a frame that is neither IPv4 nor IPv6")
+		}
+		// Releasing rewrites at most the UDP checksum, in place.
+		out := slices.Clone(frame)
+		completeUDPChecksum(out)
+		if len(out) != len(frame) {
+			t.Fatal("completeUDPChecksum changed the frame's length")
+		}
+		diff := 0
+		for i := range out {
+			if out[i] != frame[i] {
+				diff++
+			}
+		}
+		if diff > 2 {
+			t.Fatalf("completeUDPChecksum changed %d bytes", diff)
 		}
 	})
 }

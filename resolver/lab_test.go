@@ -205,7 +205,7 @@ func (n nsTransport) Exchange(ctx context.Context, name string, qtype uint16) (a
 
 // upstreamDNS starts the test server on h's IPv4 address, port 53, inside
 // h's namespace; the caller sets its handler.
-func upstreamDNS(t *testing.T, h *netlab.Host) *testServer {
+func upstreamDNS(t testing.TB, h *netlab.Host) *testServer {
 	t.Helper()
 	addr := net.JoinHostPort(h.IPv4.String(), "53")
 	pc, err := netlab.ListenPacket(h.NS, "udp", addr)

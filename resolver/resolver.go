@@ -15,6 +15,13 @@
 //     the LAN are captured (AF_PACKET with a BPF filter), and the addresses
 //     of names in that device's list (SetDeviceNames) are emitted at once,
 //     so a device's first packet to a fresh CDN address finds it allowed.
+//   - Hold and release (Config.HoldMark, Config.Apply): on a LAN bridge,
+//     the answers to those devices are held back by an nftables table in
+//     the bridge output hook until Apply has put their addresses into the
+//     enforcer's sets, then re-injected; without it the device's first
+//     packet races the update (see hold.go). The table belongs to the
+//     resolver's netlink socket, so the kernel removes it, and stops
+//     holding, when the process ends however it ends.
 //
 // The package knows nothing about policies: only which names matter, and
 // for snooping which names matter for which device. Consumers (the
@@ -36,6 +43,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/openmud/mud/internal/netns"
 )
 
 // Source says where an Update comes from.
@@ -144,6 +153,35 @@ type Config struct {
 	// source is inside one of these prefixes (the resolvers devices are
 	// given); anything else sent from port 53 is ignored.
 	SnoopSources []netip.Prefix
+	// NetNSFd, if non-zero, is an open handle of the network namespace to
+	// snoop and hold in: SnoopInterfaces are opened and the hold table is
+	// created there (Captures must come from it too). Zero: the current
+	// namespace.
+	NetNSFd int
+
+	// Apply, if set, applies a snooped update (adds its addresses to the
+	// set Update.Key(), replacing nothing) before the answer it came from
+	// is released to the device; it must be safe for concurrent use and
+	// respect ctx, whose deadline is ApplyTimeout. Snooped updates then go
+	// to Apply instead of the Updates channel, except those Apply failed
+	// on, which follow on the channel. Nil: snooped updates go to the
+	// channel, as active ones always do.
+	Apply func(ctx context.Context, u Update) error
+	// ApplyTimeout bounds Apply for one answer (default
+	// DefaultApplyTimeout): past it the answer is released anyway.
+	ApplyTimeout time.Duration
+	// HoldMark, if non-zero, turns on hold and release (needs Apply, and
+	// CAP_NET_ADMIN): Run creates the owner table HoldTable in the bridge
+	// family, which drops UDP DNS answers sent out of the ports a captured
+	// bridge has when Run starts to a device with names unless their packet mark has all of HoldMark's
+	// bits; the capture re-injects each with that mark once Apply has
+	// returned, so the device's first packet to a fresh address finds it
+	// allowed. Choose bits no other firewall rule uses (DefaultHoldMark).
+	// The kernel deletes the table when Run returns or the process dies.
+	HoldMark uint32
+	// HoldPriority is the hold chain's priority in the bridge output hook
+	// (default DefaultHoldPriority).
+	HoldPriority *int32
 
 	// Logger receives events (default: discard).
 	Logger *slog.Logger
@@ -189,6 +227,11 @@ func (c *Config) setDefaults() {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
+	def(&c.ApplyTimeout, DefaultApplyTimeout)
+	if c.HoldPriority == nil {
+		p := DefaultHoldPriority
+		c.HoldPriority = &p
+	}
 }
 
 // Resolver resolves watched names and snoops DNS answers. Create it with
@@ -208,7 +251,13 @@ type Resolver struct {
 	running bool
 
 	snoop snoopState
-	stats counters
+	hold  holdState
+	// applying bounds the answers waiting for Apply.
+	applying chan struct{}
+	// onRelease, if set (tests), learns how long each released answer was
+	// held and whether it was applied.
+	onRelease func(held time.Duration, applied bool)
+	stats     counters
 }
 
 // entry is one actively resolved name.
@@ -248,6 +297,9 @@ func New(cfg Config) (*Resolver, error) {
 			return nil, errors.New("configuring snooping: invalid source prefix")
 		}
 	}
+	if cfg.HoldMark != 0 && cfg.Apply == nil {
+		return nil, errors.New("configuring DNS hold: HoldMark needs Apply, which decides when a held answer is released")
+	}
 	r := &Resolver{
 		cfg:     cfg,
 		tr:      tr,
@@ -256,6 +308,8 @@ func New(cfg Config) (*Resolver, error) {
 		updates: make(chan Update, cfg.UpdateBuffer),
 		wake:    make(chan struct{}, 1),
 		names:   make(map[string]*entry),
+
+		applying: make(chan struct{}, maxHeld),
 	}
 	r.snoop.devices = make(map[[6]byte]*deviceNames)
 	return r, nil
@@ -336,19 +390,56 @@ func (r *Resolver) Run(ctx context.Context) error {
 	defer close(r.updates)
 
 	captures := slices.Clone(r.cfg.Captures)
+	closeAll := func() {
+		for _, c := range captures {
+			c.Close()
+		}
+	}
 	for _, ifname := range r.cfg.SnoopInterfaces {
-		c, err := OpenCapture(ifname)
+		var c *Capture
+		err := netns.DoFd(r.cfg.NetNSFd, func() (err error) {
+			c, err = OpenCapture(ifname)
+			return err
+		})
 		if err != nil {
-			for _, c := range captures {
-				c.Close()
-			}
+			closeAll()
 			return fmt.Errorf("starting DNS snooping: %w", err)
 		}
 		captures = append(captures, c)
 	}
+	if r.cfg.HoldMark != 0 && len(captures) > 0 {
+		var bridges []string
+		for _, c := range captures {
+			if !c.Bridge() {
+				r.log.Warn("resolver: DNS answers are not held on an interface that is not a bridge; a device's first packet may race its answer",
+					slog.String("iface", c.Interface()))
+				continue
+			}
+			if err := c.enableHold(r.cfg.HoldMark); err != nil {
+				closeAll()
+				return fmt.Errorf("starting DNS hold: %w", err)
+			}
+			bridges = append(bridges, c.Interface())
+		}
+		if len(bridges) > 0 {
+			ports, err := bridgePorts(r.cfg.NetNSFd, bridges)
+			if err == nil && len(ports) > 0 {
+				err = r.startHold(ports)
+			}
+			if err != nil {
+				closeAll()
+				return fmt.Errorf("starting DNS hold: %w", err)
+			}
+			r.log.Info("resolver: holding DNS answers to devices until applied", slog.Any("bridges", bridges), slog.Any("ports", ports))
+		}
+	}
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// Captures stop after the hold table is gone, so that answers held
+	// until then are still released.
+	capCtx, stopCaptures := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopCaptures()
 	var wg sync.WaitGroup
 	work := make(chan *entry)
 	wg.Go(func() { r.schedule(ctx, work) })
@@ -356,8 +447,11 @@ func (r *Resolver) Run(ctx context.Context) error {
 		wg.Go(func() { r.worker(ctx, work) })
 	}
 	for _, c := range captures {
-		wg.Go(func() { r.capture(ctx, c) })
+		wg.Go(func() { r.capture(ctx, capCtx, c) })
 	}
+	<-ctx.Done()
+	r.stopHold()
+	stopCaptures()
 	wg.Wait()
 	return nil
 }
@@ -704,6 +798,8 @@ func (l *limiter) wait(ctx context.Context) error {
 type counters struct {
 	queries, updates        atomic.Uint64
 	frames, dnsMsgs, snoops atomic.Uint64
+
+	held, released, applyFailures, releaseErrors atomic.Uint64
 }
 
 // Stats are cumulative counters of a Resolver.
@@ -713,6 +809,11 @@ type Stats struct {
 	Frames        uint64 // frames given to HandleFrame
 	DNSResponses  uint64 // frames that held a DNS response to a known device
 	SnoopedAnswer uint64 // snooped updates produced
+	// Hold and release (Config.HoldMark).
+	Held          uint64 // captured answers the hold table dropped
+	Released      uint64 // held answers re-injected
+	ApplyFailures uint64 // snooped updates Apply failed on (or timed out)
+	ReleaseErrors uint64 // held answers that could not be re-injected (lost)
 }
 
 // Stats returns the counters.
@@ -723,5 +824,9 @@ func (r *Resolver) Stats() Stats {
 		Frames:        r.stats.frames.Load(),
 		DNSResponses:  r.stats.dnsMsgs.Load(),
 		SnoopedAnswer: r.stats.snoops.Load(),
+		Held:          r.stats.held.Load(),
+		Released:      r.stats.released.Load(),
+		ApplyFailures: r.stats.applyFailures.Load(),
+		ReleaseErrors: r.stats.releaseErrors.Load(),
 	}
 }

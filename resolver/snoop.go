@@ -28,6 +28,10 @@ type deviceNames struct {
 // the device with this MAC address (the destination MAC of the DNS
 // responses it receives). An empty list forgets the device. Invalid names
 // are skipped and reported together in the error; the valid ones are set.
+// While answers are held (Config.HoldMark), the device's answers are held
+// from the moment it has names until it has none; an error adding it to
+// or removing it from the kernel's hold set is returned too (its answers
+// are then not held, or still held and released).
 func (r *Resolver) SetDeviceNames(mac net.HardwareAddr, names []string) error {
 	if len(mac) != 6 {
 		return fmt.Errorf("setting snooped names: MAC %s is not a 48-bit Ethernet address", mac)
@@ -43,13 +47,25 @@ func (r *Resolver) SetDeviceNames(mac net.HardwareAddr, names []string) error {
 		}
 		d.names[fqdn(norm)] = norm
 	}
-	r.snoop.mu.Lock()
+	// The kernel's hold set only ever holds devices the snooper knows:
+	// added after the names, removed before them.
+	r.hold.mu.Lock()
 	if len(d.names) == 0 {
+		if err := r.hold.remove(key); err != nil {
+			errs = append(errs, err)
+		}
+		r.snoop.mu.Lock()
 		delete(r.snoop.devices, key)
+		r.snoop.mu.Unlock()
 	} else {
+		r.snoop.mu.Lock()
 		r.snoop.devices[key] = d
+		r.snoop.mu.Unlock()
+		if err := r.hold.add(key); err != nil {
+			errs = append(errs, err)
+		}
 	}
-	r.snoop.mu.Unlock()
+	r.hold.mu.Unlock()
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("setting snooped names for %s: %w", mac, err)
 	}

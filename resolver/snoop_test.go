@@ -153,12 +153,14 @@ func TestHandleFrameClampsAndSources(t *testing.T) {
 // TestSnoopFilter runs the capture's BPF program (without the
 // packet-direction test, which the x/net/bpf VM cannot evaluate) on frames.
 func TestSnoopFilter(t *testing.T) {
-	vm, err := bpf.NewVM(snoopFilter(false))
+	vm, err := bpf.NewVM(snoopFilter(false, 0))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := bpf.Assemble(snoopFilter(true)); err != nil {
-		t.Fatal(err)
+	for _, mark := range []uint32{0, DefaultHoldMark} {
+		if _, err := bpf.Assemble(snoopFilter(true, mark)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	msg := cdnResponse()
 	v4 := frameSpec{dst: devMAC, src: gw4, dstIP: dev4, sport: 53, dport: 40000}

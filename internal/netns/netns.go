@@ -29,9 +29,11 @@ func Do(name string, fn func() error) error {
 	return nil
 }
 
-// DoFd is Do for an open namespace file descriptor; fd < 0 runs fn in place.
+// DoFd is Do for an open namespace file descriptor. fd <= 0 runs fn in
+// place: callers' zero-valued configs mean "this namespace", and 0 is stdin,
+// never a namespace they opened.
 func DoFd(fd int, fn func() error) error {
-	if fd < 0 {
+	if fd <= 0 {
 		return fn()
 	}
 	runtime.LockOSThread()

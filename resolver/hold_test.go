@@ -1,0 +1,101 @@
+package resolver
+
+// Hold and release, pure parts (issue 6: the device's first packet must
+// find a freshly answered address allowed): which captured frames the hold
+// chain dropped, and the checksum a released frame needs.
+
+import (
+	"context"
+	"encoding/binary"
+	"slices"
+	"testing"
+	"time"
+)
+
+func TestHoldNeedsApply(t *testing.T) {
+	if _, err := New(Config{Server: "127.0.0.1:53", HoldMark: DefaultHoldMark}); err == nil {
+		t.Fatal("New accepted HoldMark without Apply: held answers would never be released")
+	}
+	r, err := New(Config{Server: "127.0.0.1:53", HoldMark: DefaultHoldMark,
+		Apply: func(context.Context, Update) error { return nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.cfg.ApplyTimeout != DefaultApplyTimeout || *r.cfg.HoldPriority != DefaultHoldPriority {
+		t.Errorf("defaults: apply timeout %v, priority %d", r.cfg.ApplyTimeout, *r.cfg.HoldPriority)
+	}
+}
+
+// heldFrame must match the kernel rule exactly: a frame it misses is a
+// lost answer, a frame it adds is a duplicate (or, VLAN-tagged, one sent
+// on the wrong VLAN).
+func TestHeldFrame(t *testing.T) {
+	r := snooper(t, Config{})
+	now := time.Now()
+	r.hold.setMAC([6]byte(devMAC), holdMAC{inKernel: true})
+	msg := cdnResponse()
+	v4 := frameSpec{dst: devMAC, src: gw4, dstIP: dev4, sport: 53, dport: 40000}
+	v6 := frameSpec{dst: devMAC, src: gw6, dstIP: dev6, sport: 53, dport: 40000}
+	with := func(f frameSpec, change func(*frameSpec)) frameSpec { change(&f); return f }
+	v6ext := buildFrame(v6, msg)
+	v6ext[14+6] = 0 // a hop-by-hop header first: the capture filter does not see it, the rule does not hold it
+	for _, tc := range []struct {
+		name  string
+		frame []byte
+		vlan  bool
+		want  bool
+	}{
+		{"udp4", buildFrame(v4, msg), false, true},
+		{"udp6", buildFrame(v6, msg), false, true},
+		{"udp4 first fragment", buildFrame(with(v4, func(f *frameSpec) { f.fragment = true }), msg), false, true},
+		{"tcp4", buildFrame(with(v4, func(f *frameSpec) { f.tcp = true }), msg), false, false},
+		{"tcp6", buildFrame(with(v6, func(f *frameSpec) { f.tcp = true }), msg), false, false},
+		{"inline vlan tag", buildFrame(with(v4, func(f *frameSpec) { f.vlan = true }), msg), false, false},
+		{"accelerated vlan tag", buildFrame(v4, msg), true, false},
+		{"other device", buildFrame(with(v4, func(f *frameSpec) { f.dst = otherMAC }), msg), false, false},
+		{"not from port 53", buildFrame(with(v4, func(f *frameSpec) { f.sport = 5353 }), msg), false, false},
+		{"ipv6 extension header", v6ext, false, false},
+		{"runt", buildFrame(v4, msg)[:30], false, false},
+	} {
+		if got := r.heldFrame(tc.frame, tc.vlan, now); got != tc.want {
+			t.Errorf("%s: held %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	// Removed from the kernel set: still held for a moment, then not.
+	r.hold.setMAC([6]byte(devMAC), holdMAC{until: now.Add(holdLinger)})
+	if !r.heldFrame(buildFrame(v4, msg), false, now) {
+		t.Error("a frame captured just after its device left the hold set is not released")
+	}
+	if r.heldFrame(buildFrame(v4, msg), false, now.Add(holdLinger)) {
+		t.Error("a device removed from the hold set long ago is still held")
+	}
+}
+
+// A frame captured on its way out carries only the pseudo-header sum when
+// the checksum is offloaded; released as is, the device would drop it.
+func TestCompleteUDPChecksum(t *testing.T) {
+	for _, f := range []frameSpec{
+		{dst: devMAC, src: gw4, dstIP: dev4, sport: 53, dport: 40000},
+		{dst: devMAC, src: gw6, dstIP: dev6, sport: 53, dport: 40000},
+	} {
+		good := buildFrame(f, cdnResponse())
+		off := 14 + 20 + 6
+		if f.src.Is6() {
+			off = 14 + 40 + 6
+		}
+		partial := slices.Clone(good)
+		binary.BigEndian.PutUint16(partial[off:], 0x844e)
+		completeUDPChecksum(partial)
+		if !slices.Equal(partial, good) {
+			t.Errorf("%v: checksum %#04x, want %#04x", f.src, binary.BigEndian.Uint16(partial[off:]), binary.BigEndian.Uint16(good[off:]))
+		}
+		// Not a whole datagram: left alone.
+		frag := buildFrame(frameSpec{dst: devMAC, src: gw4, dstIP: dev4, sport: 53, dport: 40000, fragment: true}, cdnResponse())
+		before := slices.Clone(frag)
+		completeUDPChecksum(frag)
+		if !slices.Equal(frag, before) {
+			t.Error("completeUDPChecksum changed a fragment")
+		}
+		completeUDPChecksum(good[:40]) // truncated: no panic
+	}
+}
