@@ -22,6 +22,10 @@ import (
 // DefaultPath is where mudd looks for its configuration.
 const DefaultPath = "/etc/mud/mudd.yaml"
 
+// DefaultHoldMark is dns.hold_mark's default, resolver.DefaultHoldMark: a
+// high bit that OpenWrt's fw4, mwan3 and the usual QoS scripts leave alone.
+const DefaultHoldMark = 0x10000000
+
 // maxFileSize bounds the configuration file; a real one is a few KiB.
 const maxFileSize = 1 << 20
 
@@ -77,6 +81,14 @@ type DNS struct {
 	// Snoop reads DNS answers sent to MUD devices so that addresses are
 	// allowed before the device's first packet to them.
 	Snoop bool `yaml:"snoop"`
+	// Hold (with Snoop, on a LAN bridge) holds those answers back until
+	// their addresses are in the device's sets, so that not even the
+	// device's first packet to a new address is dropped. It stops by itself
+	// when mudd stops or dies (the kernel removes the holding table).
+	Hold bool `yaml:"hold"`
+	// HoldMark is the packet mark bit mudd sets on the answers it releases;
+	// no other firewall rule of the gateway may depend on it.
+	HoldMark uint32 `yaml:"hold_mark"`
 }
 
 // OnFailure is the treatment of a device whose MUD file cannot be used.
@@ -127,11 +139,12 @@ func Default() Config {
 		Socket:   "/run/mud/mudd.sock",
 		Trust:    Trust{SystemRoots: false},
 		Fetch:    Fetch{Timeout: 10 * time.Second, MaxBytes: 1 << 20},
-		DNS:      DNS{Resolver: "127.0.0.1:53", MinTTL: 30 * time.Second, MaxTTL: time.Hour, Snoop: true},
-		Policy:   Policy{OnFailure: Baseline},
-		Log:      Log{Level: "info", Format: "text"},
-		Metrics:  Metrics{Listen: "127.0.0.1:9641"},
-		NFT:      NFT{Priority: -5, LogGroup: 100},
+		DNS: DNS{Resolver: "127.0.0.1:53", MinTTL: 30 * time.Second, MaxTTL: time.Hour, Snoop: true,
+			Hold: true, HoldMark: DefaultHoldMark},
+		Policy:  Policy{OnFailure: Baseline},
+		Log:     Log{Level: "info", Format: "text"},
+		Metrics: Metrics{Listen: "127.0.0.1:9641"},
+		NFT:     NFT{Priority: -5, LogGroup: 100},
 	}
 }
 
@@ -264,6 +277,12 @@ func (c *Config) Validate() error {
 	}
 	if c.DNS.MinTTL < 0 || c.DNS.MaxTTL <= 0 || c.DNS.MinTTL > c.DNS.MaxTTL {
 		bad("dns", "need 0 <= min_ttl (%s) <= max_ttl (%s), max_ttl > 0", c.DNS.MinTTL, c.DNS.MaxTTL)
+	}
+	if c.DNS.Hold && !c.DNS.Snoop {
+		bad("dns.hold", "needs dns.snoop: only snooped answers can be held")
+	}
+	if c.DNS.Hold && c.DNS.HoldMark == 0 {
+		bad("dns.hold_mark", "must have at least one bit set while dns.hold is on")
 	}
 	if c.DNS.Resolver != "" {
 		if _, err := netip.ParseAddrPort(c.DNS.Resolver); err != nil {

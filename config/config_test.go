@@ -54,6 +54,8 @@ func TestParseErrors(t *testing.T) {
 		{"bad log level", "log:\n  level: loud\n", []string{"log.level"}},
 		{"bad resolver", "dns:\n  resolver: localhost\n", []string{"dns.resolver"}},
 		{"ttl order", "dns:\n  min_ttl: 2h\n  max_ttl: 1h\n", []string{"min_ttl"}},
+		{"hold without snoop", "dns:\n  snoop: false\n", []string{"dns.hold", "dns.snoop"}},
+		{"hold without mark", "dns:\n  hold_mark: 0\n", []string{"dns.hold_mark"}},
 		{"bad interface", "interfaces: [\"br lan\"]\n", []string{"interfaces[0]"}},
 		{"bad host pin", "fetch:\n  hosts:\n    mud.example.com: nowhere\n", []string{"fetch.hosts.mud.example.com"}},
 		{"not yaml", "interfaces: [\n", []string{"yaml"}},
@@ -97,4 +99,17 @@ func FuzzParse(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		_, _ = Parse(data) // must not panic
 	})
+}
+
+func TestHoldHexMark(t *testing.T) {
+	c, err := Parse([]byte("dns:\n  hold_mark: 0x20000000\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.DNS.Hold || c.DNS.HoldMark != 0x20000000 {
+		t.Fatalf("dns = %+v, want hold on with mark 0x20000000", c.DNS)
+	}
+	if c, err := Parse([]byte("dns:\n  snoop: false\n  hold: false\n")); err != nil || c.DNS.Hold {
+		t.Fatalf("hold off: %v, %+v", err, c.DNS)
+	}
 }

@@ -163,6 +163,13 @@ func build(cfg config.Config, log *slog.Logger) (p *parts, err error) {
 	rc := resolver.Config{Server: cfg.DNS.Resolver, MinTTL: cfg.DNS.MinTTL, MaxTTL: cfg.DNS.MaxTTL, Logger: log.With("component", "resolver")}
 	if cfg.DNS.Snoop {
 		rc.SnoopInterfaces = cfg.Interfaces
+		if cfg.DNS.Hold {
+			// A held answer is released once the manager has put its
+			// addresses into the enforcer's sets. p.mgr exists before Run
+			// starts the resolver.
+			rc.HoldMark = cfg.DNS.HoldMark
+			rc.Apply = func(ctx context.Context, u resolver.Update) error { return p.mgr.HandleDNS(ctx, u) }
+		}
 	}
 	if p.res, err = resolver.New(rc); err != nil {
 		return nil, fmt.Errorf("creating the resolver: %w", err)
