@@ -6,7 +6,7 @@ LDFLAGS  := -s -w -X main.version=$(VERSION)
 FUZZTIME ?= 10s
 export CGO_ENABLED ?= 0
 
-.PHONY: all build test unit fuzz lint deps bench clean demo
+.PHONY: all build test unit fuzz lint deps bench clean demo package
 
 all: build
 
@@ -45,3 +45,19 @@ demo:
 	GO=$(GO) ./scripts/install-deps.sh
 	$(MAKE) build  # bin/mudd, bin/mudctl and bin/mudlab
 	./bin/mudlab --mudd bin/mudd --mudctl bin/mudctl
+
+# package: .deb and .rpm for this machine's architecture, and OpenWrt .ipk
+# files for common targets (GOARCH:OpenWrt package architecture; override
+# IPK_TARGETS for yours), into dist/. Static binaries go to bin/linux_ARCH/.
+HOSTARCH    := $(shell $(GO) env GOARCH)
+IPK_TARGETS ?= arm64:aarch64_cortex-a53 arm:arm_cortex-a7_neon-vfpv4 mipsle:mipsel_24kc
+MKPKG        = $(GO) run ./packaging/mkpkg -version '$(VERSION)' -out dist
+
+package:
+	GOOS=linux GOARCH=$(HOSTARCH) $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/linux_$(HOSTARCH)/ ./cmd/mudd ./cmd/mudctl
+	$(MKPKG) -config packaging/nfpm.yaml -arch $(HOSTARCH) -bindir bin/linux_$(HOSTARCH) -formats deb,rpm
+	set -e; for t in $(IPK_TARGETS); do \
+		arch=$${t%%:*}; \
+		GOOS=linux GOARCH=$$arch GOARM=7 GOMIPS=softfloat $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/linux_$$arch/ ./cmd/mudd ./cmd/mudctl; \
+		$(MKPKG) -config packaging/openwrt/nfpm.yaml -arch $$arch -ipk-arch $${t#*:} -bindir bin/linux_$$arch -formats ipk; \
+	done

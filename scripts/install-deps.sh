@@ -16,6 +16,9 @@ have busybox   || need+=(busybox)
 have ip        || need+=(iproute2)
 have openssl   || need+=(openssl)
 have make      || need+=(make)
+have systemd-analyze || need+=(systemd)  # packaging tests: systemd-analyze verify, systemd-sysusers
+have dpkg-deb  || need+=(dpkg)
+have setpriv   || need+=(util-linux)
 
 if [ ${#need[@]} -gt 0 ]; then
 	if [ "$(id -u)" -ne 0 ]; then

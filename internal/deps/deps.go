@@ -7,6 +7,7 @@ package deps
 import (
 	_ "github.com/coreos/go-systemd/v22/daemon"
 	_ "github.com/google/nftables"
+	_ "github.com/goreleaser/nfpm/v2"
 	_ "github.com/insomniacslk/dhcp/dhcpv4"
 	_ "github.com/mdlayher/packet"
 	_ "github.com/miekg/dns"

@@ -1,0 +1,13 @@
+// Package packaging owns how mudd is installed where it runs: the systemd
+// unit and sysusers file (systemd/), the default configuration
+// (mudd.yaml), the maintainer scripts (scripts/), the nfpm configurations
+// of the .deb and .rpm (nfpm.yaml) and of the OpenWrt .ipk
+// (openwrt/nfpm.yaml), and the OpenWrt feed package with its procd init
+// script (openwrt/mudd/). README.md says how to install.
+//
+// [Build] packs built binaries into packages with the nfpm library, so
+// `make package` needs nothing but Go (packaging/mkpkg is its command).
+// The tests build the packages, inspect them with dpkg-deb, install the
+// .deb into a scratch root, and run the installed mudd the way the systemd
+// unit does: as an unprivileged user holding only the unit's capabilities.
+package packaging

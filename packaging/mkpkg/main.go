@@ -1,0 +1,56 @@
+// Command mkpkg packs built mudd and mudctl binaries into .deb, .rpm or
+// .ipk packages with packaging.Build (the nfpm library), for `make package`:
+//
+//	mkpkg -config packaging/nfpm.yaml -bindir bin/linux_amd64 -arch amd64 \
+//	      -version "$(git describe --tags --always --dirty)" -formats deb,rpm -out dist
+//	mkpkg -config packaging/openwrt/nfpm.yaml -bindir bin/linux_mipsle -arch mipsle \
+//	      -ipk-arch mipsel_24kc -version ... -formats ipk -out dist
+//
+// It prints the path of each package it wrote.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"strings"
+
+	"github.com/openmud/mud/packaging"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("mkpkg", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o packaging.Options
+	fs.StringVar(&o.Config, "config", "packaging/nfpm.yaml", "nfpm configuration `file`")
+	fs.StringVar(&o.Root, "root", ".", "`directory` the configuration's source paths are relative to")
+	fs.StringVar(&o.BinDir, "bindir", "bin", "`directory` holding mudd and mudctl")
+	fs.StringVar(&o.Version, "version", "dev", "version, as git describe prints it")
+	fs.StringVar(&o.Arch, "arch", runtime.GOARCH, "Go architecture of the binaries")
+	fs.StringVar(&o.IPKArch, "ipk-arch", "", "OpenWrt package architecture of the .ipk (e.g. mipsel_24kc)")
+	formats := fs.String("formats", "deb,rpm", "comma-separated package `formats`: "+strings.Join(packaging.Formats, ", "))
+	fs.StringVar(&o.OutDir, "out", "dist", "output `directory`")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "mkpkg: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+	o.Formats = strings.Split(*formats, ",")
+	paths, err := packaging.Build(o)
+	for _, p := range paths {
+		fmt.Fprintln(stdout, p)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "mkpkg: %v\n", err)
+		return 1
+	}
+	return 0
+}
