@@ -16,13 +16,11 @@ import (
 	"io"
 	"net/netip"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"time"
 
-	"github.com/openmud/mud/api"
+	"github.com/openmud/mud/internal/gwlab"
 	"github.com/openmud/mud/internal/netlab"
 	"github.com/openmud/mud/store"
 )
@@ -52,7 +50,7 @@ type device struct {
 	name   string // DHCP hostname
 	mudURL string // empty: announces none
 	ip     netip.Addr
-	log    *netlab.SyncBuffer // udhcpc's output
+	dev    *gwlab.Device // its DHCP client, once it joined
 }
 
 type run struct {
@@ -61,11 +59,8 @@ type run struct {
 	out    io.Writer
 	dir    string
 	lab    *netlab.Lab
-	server *mudServer
+	gw     *gwlab.Gateway
 	echoes []*netlab.Echo
-	mudd   *netlab.SyncBuffer
-	dns    *netlab.SyncBuffer
-	sock   string
 	failed []string
 	devs   []*device
 }
@@ -78,13 +73,8 @@ func Run(ctx context.Context, opts Options) (err error) {
 		opts.Out = os.Stdout
 	}
 	r := &run{opts: opts, out: opts.Out, ctx: ctx}
-	for _, p := range []*string{&r.opts.Mudd, &r.opts.Mudctl} {
-		// `ip netns exec` runs the binaries with the caller's working
-		// directory, but an absolute path says plainly what runs.
-		if *p, err = filepath.Abs(*p); err != nil {
-			return fmt.Errorf("locating binaries: %w", err)
-		}
-		if _, err := os.Stat(*p); err != nil {
+	for _, p := range []string{r.opts.Mudd, r.opts.Mudctl} {
+		if _, err := os.Stat(p); err != nil {
 			return fmt.Errorf("binary needed by the demo (run `make build`): %w", err)
 		}
 	}
@@ -127,11 +117,13 @@ func (r *run) setUp(ctx context.Context) (err error) {
 	fmt.Fprintf(r.out, "    internet  %-28s %s  %s, TCP echo on :%d and :%d\n", cloud.NS, cloud.IPv4, cloudHost, permittedPort, otherPort)
 	fmt.Fprintf(r.out, "    internet  %-28s %s  %s, TCP echo on :%d and :%d\n", other.NS, other.IPv4, otherHost, permittedPort, otherPort)
 
-	p, err := newPKI(r.dir)
+	r.step("Starting the HTTPS MUD server, dnsmasq (DHCP and DNS for the LAN) and mudd in the gateway namespace")
+	r.gw, err = gwlab.Start(ctx, r.lab, gwlab.Config{Mudd: r.opts.Mudd, Mudctl: r.opts.Mudctl, Dir: r.dir,
+		Names: map[string]netip.Addr{cloudHost: cloud.IPv4, otherHost: other.IPv4}})
 	if err != nil {
 		return err
 	}
-	if r.server, err = startMUDServer(mudSrv.NS, mudSrv.IPv4, p); err != nil {
+	if _, err := r.gw.Publish(mudFile); err != nil {
 		return err
 	}
 	for _, h := range []*netlab.Host{cloud, other} {
@@ -143,61 +135,23 @@ func (r *run) setUp(ctx context.Context) (err error) {
 			r.echoes = append(r.echoes, e)
 		}
 	}
-
-	r.step("Starting dnsmasq (DHCP and DNS for the LAN) and mudd in the gateway namespace")
-	hosts := map[string]netip.Addr{mudHost: mudSrv.IPv4, cloudHost: cloud.IPv4, otherHost: other.IPv4}
-	if r.dns, err = startDNSMasq(ctx, r.lab, r.dir, hosts); err != nil {
-		return err
-	}
-	cfgPath, sock, err := writeConfig(r.dir, p.caPEM, mudSrv.IPv4)
-	if err != nil {
-		return err
-	}
-	r.sock = sock
-	if _, r.mudd, err = r.lab.Start(r.lab.GW.NS, r.opts.Mudd, "--config", cfgPath); err != nil {
-		return err
-	}
-	c := api.NewClient(sock)
-	defer c.Close()
-	err = poll(ctx, 15*time.Second, func() error {
-		cctx, cancel := context.WithTimeout(ctx, time.Second)
-		defer cancel()
-		_, err := c.Status(cctx)
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("waiting for mudd's control socket %s: %w", sock, err)
-	}
-	fmt.Fprintf(r.out, "    mudd is up; control socket %s\n", sock)
+	fmt.Fprintf(r.out, "    mudd is up; control socket %s\n", r.gw.Socket)
 
 	r.step("Devices join the LAN with a real DHCP client (busybox udhcpc)")
-	script := filepath.Join(r.dir, "udhcpc.script")
-	if err := os.WriteFile(script, []byte(udhcpcScript), 0o755); err != nil {
-		return fmt.Errorf("writing the DHCP client script: %w", err)
-	}
 	devs := r.devices()
 	for _, d := range devs {
-		args := []string{"-f", "-i", d.host.Iface, "-s", script, "-t", "10", "-T", "1", "-A", "1", "-x", "hostname:" + d.name}
 		how := "announces no MUD URL"
 		if d.mudURL != "" {
-			// DHCPv4 option 161 is the MUD URL (RFC 8520 §10).
-			args = append(args, "-x", "0xa1:"+netlab.HexString(d.mudURL))
 			how = "announces MUD URL " + d.mudURL + " (DHCP option 161)"
 		}
-		_, out, err := r.lab.Start(d.host.NS, "udhcpc", args...)
-		if err != nil {
+		if d.dev, err = r.gw.Join(d.host, gwlab.Udhcpc, d.name, d.mudURL); err != nil {
 			return err
 		}
-		d.log = out
 		fmt.Fprintf(r.out, "    %-8s %s  %s\n", d.name, d.host.MAC, how)
 	}
 	for _, d := range devs {
-		err := poll(ctx, 15*time.Second, func() (err error) {
-			d.ip, err = leasedAddr(d.host)
+		if d.ip, err = d.dev.WaitAddr(ctx, 15*time.Second, netip.Addr{}); err != nil {
 			return err
-		})
-		if err != nil {
-			return fmt.Errorf("waiting for %s's DHCP lease: %w", d.name, err)
 		}
 	}
 	// A MUD device is ready once its policy is in the kernel.
@@ -205,22 +159,8 @@ func (r *run) setUp(ctx context.Context) (err error) {
 		if d.mudURL == "" {
 			continue
 		}
-		var last store.Device
-		err := poll(ctx, 20*time.Second, func() error {
-			cctx, cancel := context.WithTimeout(ctx, time.Second)
-			defer cancel()
-			got, err := c.Device(cctx, d.host.MAC.String())
-			if err != nil {
-				return err
-			}
-			last = got.Device
-			if got.State != store.StateEnforced {
-				return fmt.Errorf("state %s (%s)", got.State, got.Reason)
-			}
-			return nil
-		})
-		if err != nil {
-			return fmt.Errorf("waiting for %s (%s) to be enforced, last seen %+v: %w", d.name, d.host.MAC, last, err)
+		if _, err := r.gw.WaitState(ctx, d.host.MAC.String(), store.StateEnforced, 20*time.Second); err != nil {
+			return fmt.Errorf("waiting for %s to be enforced: %w", d.name, err)
 		}
 	}
 	for _, d := range devs {
@@ -257,7 +197,7 @@ func (r *run) show(ctx context.Context) error {
 	if err := r.mudctl(ctx, "policy", "show", bulb1.host.MAC.String()); err != nil {
 		return err
 	}
-	fmt.Fprintf(r.out, "    (the MUD server served: %s)\n", strings.Join(r.server.requests(), ", "))
+	fmt.Fprintf(r.out, "    (the MUD server served: %s)\n", strings.Join(r.gw.MUD.Requests(), ", "))
 
 	r.step("Connections — each device resolves the name with the gateway's DNS, then connects")
 	probes := []struct {
@@ -294,21 +234,16 @@ func (r *run) show(ctx context.Context) error {
 // mudctl runs mudctl against the daemon's socket (an ordinary file, so
 // mudctl runs in this namespace) and prints its output.
 func (r *run) mudctl(ctx context.Context, args ...string) error {
-	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(cctx, r.opts.Mudctl, append([]string{"--socket", r.sock}, args...)...).CombinedOutput()
-	indent(r.out, string(out))
-	if err != nil {
-		return fmt.Errorf("mudctl %s: %w", strings.Join(args, " "), err)
-	}
-	return nil
+	out, err := r.gw.Mudctl(ctx, args...)
+	indent(r.out, out)
+	return err
 }
 
 // probe connects from d to name:port and records whether the outcome is
 // the expected one.
 func (r *run) probe(ctx context.Context, d *device, name string, port int, wantOK bool, why string) {
 	what := fmt.Sprintf("%s → %s:%d", d.name, name, port)
-	addr, err := resolve(ctx, d.host.NS, name)
+	addr, err := gwlab.Resolve(ctx, d.host.NS, name)
 	if err != nil {
 		r.fail(what, fmt.Sprintf("DNS failed: %v", err))
 		return
@@ -342,7 +277,7 @@ var policyActive = regexp.MustCompile(`msg="policy active".*\bmac=(\S+).*\blaten
 
 func (r *run) latencies(devs ...*device) {
 	seen := map[string]string{}
-	for _, line := range strings.Split(r.mudd.String(), "\n") {
+	for _, line := range strings.Split(r.gw.MuddLog.String(), "\n") {
 		if m := policyActive.FindStringSubmatch(line); m != nil {
 			if _, ok := seen[m[1]]; !ok {
 				seen[m[1]] = m[2]
@@ -378,10 +313,13 @@ func (r *run) dumpLogs() {
 	if r.ctx != nil && r.ctx.Err() != nil {
 		return
 	}
+	if r.gw == nil {
+		return
+	}
 	for _, l := range []struct {
 		name string
 		buf  *netlab.SyncBuffer
-	}{{"mudd", r.mudd}, {"dnsmasq", r.dns}} {
+	}{{"mudd", r.gw.MuddLog}, {"dnsmasq", r.gw.DNSLog}} {
 		if l.buf == nil {
 			continue
 		}
@@ -389,9 +327,9 @@ func (r *run) dumpLogs() {
 		indent(r.out, l.buf.String())
 	}
 	for _, d := range r.devs {
-		if d.log != nil {
+		if d.dev != nil {
 			fmt.Fprintf(r.out, "\n--- udhcpc log of %s ---\n", d.name)
-			indent(r.out, d.log.String())
+			indent(r.out, d.dev.Log.String())
 		}
 	}
 }
@@ -399,14 +337,14 @@ func (r *run) dumpLogs() {
 // cleanup removes everything the demo created: servers, processes,
 // namespaces with their /etc/netns directories, and the temporary directory.
 func (r *run) cleanup() {
-	if r.server != nil {
-		r.server.close()
+	if r.gw != nil {
+		r.gw.Close() // stops udhcpc, mudd and the MUD server
 	}
 	for _, e := range r.echoes {
 		e.Close()
 	}
 	if r.lab != nil {
-		r.lab.Close() // stops udhcpc, mudd and dnsmasq, deletes the namespaces
+		r.lab.Close() // stops dnsmasq, deletes the namespaces
 	}
 	if r.dir != "" {
 		if err := os.RemoveAll(r.dir); err != nil {
