@@ -111,6 +111,10 @@ type Policy struct {
 	Controllers map[string][]netip.Prefix `yaml:"controllers"`
 	// MyControllers maps MUD URLs to their my-controller addresses.
 	MyControllers map[string][]netip.Prefix `yaml:"my_controllers"`
+	// RemovalGrace is how long a device's rules stay after its lease was
+	// released or expired, so a device that rejoins at once (a reboot)
+	// keeps its policy without a gap. Read at start.
+	RemovalGrace time.Duration `yaml:"removal_grace"`
 }
 
 // Log configures logging.
@@ -141,7 +145,7 @@ func Default() Config {
 		Fetch:    Fetch{Timeout: 10 * time.Second, MaxBytes: 1 << 20},
 		DNS: DNS{Resolver: "127.0.0.1:53", MinTTL: 30 * time.Second, MaxTTL: time.Hour, Snoop: true,
 			Hold: true, HoldMark: DefaultHoldMark},
-		Policy:  Policy{OnFailure: Baseline},
+		Policy:  Policy{OnFailure: Baseline, RemovalGrace: 30 * time.Second},
 		Log:     Log{Level: "info", Format: "text"},
 		Metrics: Metrics{Listen: "127.0.0.1:9641"},
 		NFT:     NFT{Priority: -5, LogGroup: 100},
@@ -288,6 +292,9 @@ func (c *Config) Validate() error {
 		if _, err := netip.ParseAddrPort(c.DNS.Resolver); err != nil {
 			bad("dns.resolver", "%q is not an address:port", c.DNS.Resolver)
 		}
+	}
+	if c.Policy.RemovalGrace <= 0 || c.Policy.RemovalGrace > 24*time.Hour {
+		bad("policy.removal_grace", "must be in (0s, 24h], got %s", c.Policy.RemovalGrace)
 	}
 	switch c.Policy.OnFailure {
 	case Baseline, Block:

@@ -56,6 +56,7 @@ func TestParseErrors(t *testing.T) {
 		{"ttl order", "dns:\n  min_ttl: 2h\n  max_ttl: 1h\n", []string{"min_ttl"}},
 		{"hold without snoop", "dns:\n  snoop: false\n", []string{"dns.hold", "dns.snoop"}},
 		{"hold without mark", "dns:\n  hold_mark: 0\n", []string{"dns.hold_mark"}},
+		{"zero removal grace", "policy:\n  removal_grace: 0s\n", []string{"policy.removal_grace"}},
 		{"bad interface", "interfaces: [\"br lan\"]\n", []string{"interfaces[0]"}},
 		{"bad host pin", "fetch:\n  hosts:\n    mud.example.com: nowhere\n", []string{"fetch.hosts.mud.example.com"}},
 		{"not yaml", "interfaces: [\n", []string{"yaml"}},

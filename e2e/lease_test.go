@@ -15,10 +15,11 @@ import (
 	"github.com/openmud/mud/store"
 )
 
-// Scenario 6 takes the longest (dnsmasq's shortest lease is 2 minutes, and
-// mudd keeps a device's rules for a 30 s grace period after its lease
-// ends), so it is declared first: parallel tests tend to start in that
-// order, and the other scenarios run while it waits.
+// Scenario 6 takes the longest (dnsmasq's shortest lease is 2 minutes; the
+// grace period mudd keeps a device's rules for after its lease ended is
+// shortened to 2 s with policy.removal_grace), so it is declared first:
+// parallel tests tend to start in that order, and the others run while it
+// waits.
 
 // Scenario 6 of issue #7: the end of a lease removes the device's rules —
 // a release (udhcpc, SIGUSR2) and an expiry (ISC dhclient killed, so its
@@ -31,7 +32,7 @@ func TestScenario06ReleaseExpiryRenewal(t *testing.T) {
 	t.Parallel()
 	const inbound = 9000 // the device's service the file opens to the cloud
 	oldIP, newIP := netip.MustParseAddr("192.0.2.50"), netip.MustParseAddr("192.0.2.60")
-	e := newEnv(t, envConfig{devices: 3, gw: gwlab.Config{LeaseTime: "2m"}})
+	e := newEnv(t, envConfig{devices: 3, gw: gwlab.Config{LeaseTime: "2m", Policy: "  removal_grace: 2s\n"}})
 	netlab.RequireCommand(t, "dhclient")
 	u := "https://" + mudHost + "/sensor.json"
 	e.publish(gwlab.File{URL: u, Mfg: "Example", Model: "sensor",

@@ -181,8 +181,8 @@ func build(cfg config.Config, log *slog.Logger) (p *parts, err error) {
 	enf := p.enf
 	p.mgr, err = manager.New(manager.Config{
 		Store: p.st, Enforcer: p.enf, Fetcher: p.fetch, Resolver: p.res, Anchors: anchors,
-		Settings: manager.SettingsFrom(cfg, p.localNets),
-		Leases:   p.snoop.Events(), DNS: p.res.Updates(),
+		Settings: manager.SettingsFrom(cfg, p.localNets), RemovalGrace: cfg.Policy.RemovalGrace,
+		Leases: p.snoop.Events(), DNS: p.res.Updates(),
 		Render: enforcer.RenderOptions{Priority: &prio, LogGroup: cfg.NFT.LogGroup, BridgeConntrack: enf.BridgeConntrack()},
 		// The enforcer cannot list the tables it finds in the kernel yet, so
 		// Tables stays empty rather than claim what was not checked.
