@@ -134,6 +134,11 @@ type NFT struct {
 	// Priority of mudd's base chains; before the usual filter (0).
 	Priority int    `yaml:"priority"`
 	LogGroup uint16 `yaml:"log_group"`
+	// DirectDispatch dispatches devices by verdict maps keyed by MAC and
+	// address instead of through meta secmark: for gateways whose security
+	// module (SELinux, AppArmor) labels forwarded packets. Adding a device
+	// then costs milliseconds at thousands of devices instead of ~0.2 ms.
+	DirectDispatch bool `yaml:"direct_dispatch"`
 }
 
 // Default returns the configuration used for keys a file leaves out.

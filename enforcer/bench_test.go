@@ -166,11 +166,7 @@ func BenchmarkAddDevice(b *testing.B) {
 	newPol := func() error {
 		next++
 		p := benchPolicy(100000 + next)
-		u := Update{SetPolicies: []policy.Policy{p}, UpsertDevices: []Device{benchDevice(next, p.ID)}, SetPeers: map[string][]Element{}}
-		for k, pr := range p.Peers() {
-			u.SetPeers[pr.Key()] = peerAddrs(next*4+k, 1)
-		}
-		return e.Update(ctx, u)
+		return e.Update(ctx, newPolicyUpdate(p, benchDevice(next, p.ID), next))
 	}
 	p7 := benchPolicy(7)
 	key := p7.Peers()[0].Key()
@@ -207,6 +203,19 @@ func BenchmarkAddDevice(b *testing.B) {
 			})
 		}
 	}
+}
+
+// newPolicyUpdate adds a device with a new policy and the addresses of the
+// policy's own peers (its DNS names and manufacturer); the App. A
+// controllers are shared configuration, already installed.
+func newPolicyUpdate(p policy.Policy, d Device, salt int) Update {
+	u := Update{SetPolicies: []policy.Policy{p}, UpsertDevices: []Device{d}, SetPeers: map[string][]Element{}}
+	for k, pr := range p.Peers() {
+		if pr.Kind != policy.Controller {
+			u.SetPeers[pr.Key()] = peerAddrs(salt*4+k, 1)
+		}
+	}
+	return u
 }
 
 // cpuTime is this process's user+system CPU time. The kernel processes a

@@ -8,12 +8,19 @@
 // traffic, hooks forward and input, priority -5 by default) and table bridge
 // mud (device-to-device traffic across the LAN bridge, hook forward, priority
 // -205). Base chains start with the conntrack fast path (inet), accept DHCP
-// and ICMPv6 neighbour discovery, then dispatch through verdict maps keyed by
-// the sender's MAC (from_dev) and the receiver's address or MAC (to_dev4,
-// to_dev6; bridge: to_dev). Chains are per policy (pol_<id>_out,
-// pol_<id>_in), so a device costs only set elements. A policy's accept is a
-// `return` to the base chain, so lateral traffic must pass the sender's
-// from-device and the receiver's to-device policy; its drop is final. Peers
+// and ICMPv6 neighbour discovery, then dispatch in two stages: data maps
+// keyed by the sender's MAC (from_dev) and the receiver's address or MAC
+// (to_dev4, to_dev6; bridge: to_dev) give a dispatch id, carried in meta
+// secmark to the verdict maps out_chain / in_chain, which jump to the chains.
+// Chains are per policy (pol_<id>_out, pol_<id>_in), so a device costs only
+// data elements, whose insertion the kernel does not validate (a jump
+// element makes it re-validate the whole table). Direct dispatch (device
+// maps that are verdict maps) remains for kernels without secmark and for
+// systems whose LSM labels forwarded packets (Config.DirectDispatch). A
+// policy's accept is a `return` to the dispatch, so lateral traffic must
+// pass the sender's from-device and the receiver's to-device policy; its
+// drop is final; its default deny is a counted goto to a shared
+// log-and-drop chain. Peers
 // (DNS names, manufacturers, models, controllers) are a 32-bit id inside
 // shared concatenated sets (peer4: mark . ipv4_addr, peer6: mark . ipv6_addr,
 // hash sets for single addresses; peernet4/peernet6, interval sets, for

@@ -57,7 +57,8 @@ func elemMsgs(f tfam, set string, elems []*elemSpec, del bool, now time.Time) []
 	}
 	var msgs []netlink.Message
 	for i := 0; i < len(elems); {
-		b := attrBuf([]byte{family, 0, 0, 0})
+		// Messages are cut at ~60 KB: allocate once what this one needs.
+		b := append(make(attrBuf, 0, min(64<<10, 96+80*(len(elems)-i))), family, 0, 0, 0)
 		b = b.attr(unix.NFTA_SET_ELEM_LIST_TABLE, cstr(tableName))
 		b = b.attr(unix.NFTA_SET_ELEM_LIST_SET, cstr(set))
 		b, list := b.open(unix.NFTA_SET_ELEM_LIST_ELEMENTS)
@@ -76,6 +77,11 @@ func elemMsgs(f tfam, set string, elems []*elemSpec, del bool, now time.Time) []
 			}
 			if !del && !e.expires.IsZero() {
 				b = b.attr(unix.NFTA_SET_ELEM_TIMEOUT, binary.BigEndian.AppendUint64(nil, uint64(e.expires.Sub(now).Milliseconds())))
+			}
+			if e.data != nil && !del {
+				var d int
+				b, d = b.open(unix.NFTA_SET_ELEM_DATA)
+				b = b.attr(unix.NFTA_DATA_VALUE, e.data).close(d)
 			}
 			if e.verdict != nil && !del {
 				var d, v int

@@ -1,6 +1,7 @@
 package enforcer
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -44,6 +45,12 @@ type Config struct {
 	RepairInterval time.Duration
 	// Logger receives repair and conntrack messages (default slog.Default()).
 	Logger *slog.Logger
+	// DirectDispatch makes the device maps verdict maps that jump straight
+	// to the policy chains, instead of the two-stage dispatch through meta
+	// secmark (README.md). It is also what kernels without secmark support
+	// get. Adding a device then costs the kernel a walk of every device's
+	// jump elements (milliseconds at 10,000 devices).
+	DirectDispatch bool
 }
 
 // Enforcer installs MUD policies into nftables. All methods are safe for
@@ -56,6 +63,7 @@ type Enforcer struct {
 	nsFd     int // -1: current namespace
 	ownNS    bool
 	bridgeCT bool
+	twoStage bool // dispatch through ids in meta secmark (else: direct)
 
 	mu       sync.Mutex
 	cap      *capture
@@ -64,6 +72,7 @@ type Enforcer struct {
 	ct       *vnl.Handle
 	setID    uint32
 	peerIDs  map[string]uint32
+	dispIDs  map[string]uint32     // dispatch target (out chain) → id
 	model    *model                // what the kernel holds
 	objs     *objects              // its pieces (nil: nothing applied yet)
 	owner    map[netip.Addr]string // address → MAC of the device it is bound to
@@ -77,7 +86,8 @@ type Enforcer struct {
 // New opens netlink connections in the configured namespace. It does not
 // touch the ruleset: call Apply (or any mutation) to install our tables.
 func New(cfg Config) (*Enforcer, error) {
-	e := &Enforcer{cfg: cfg, log: cfg.Logger, nsFd: -1, peerIDs: map[string]uint32{}, model: newModel(), owner: map[netip.Addr]string{}}
+	e := &Enforcer{cfg: cfg, log: cfg.Logger, nsFd: -1, peerIDs: map[string]uint32{}, dispIDs: map[string]uint32{},
+		model: newModel(), owner: map[netip.Addr]string{}}
 	if e.log == nil {
 		e.log = slog.Default()
 	}
@@ -99,6 +109,7 @@ func New(cfg Config) (*Enforcer, error) {
 		return nil, err
 	}
 	e.bridgeCT = e.probeBridgeConntrack()
+	e.twoStage = !cfg.DirectDispatch && e.probeSecmark()
 	return e, nil
 }
 
@@ -175,9 +186,30 @@ func (e *Enforcer) probeBridgeConntrack() bool {
 	return e.raw.send(msgs) == nil
 }
 
+// SecmarkDispatch reports whether devices are dispatched in two stages
+// through meta secmark (the default); false means direct verdict maps
+// (Config.DirectDispatch, or a kernel without CONFIG_NETWORK_SECMARK).
+func (e *Enforcer) SecmarkDispatch() bool { return e.twoStage }
+
+// probeSecmark tries `meta secmark set 0` in a table the same batch deletes:
+// kernels built without CONFIG_NETWORK_SECMARK refuse it.
+func (e *Enforcer) probeSecmark() bool {
+	t := &nftables.Table{Family: nftables.TableFamilyINet, Name: "mud_secmark_probe"}
+	c := e.cap.conn
+	c.AddTable(t)
+	ch := c.AddChain(&nftables.Chain{Table: t, Name: "probe"})
+	c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: irRule{frags: []frag{fSecmarkIs(false), fSetSecmark0()}}.exprs()})
+	c.DelTable(t)
+	msgs, err := e.cap.take()
+	if err != nil {
+		return false
+	}
+	return e.raw.send(msgs) == nil
+}
+
 func (e *Enforcer) opts() buildOpts {
 	o := buildOpts{prio: -5, bridgePrio: -205, logGroup: e.cfg.LogGroup, log: !e.cfg.NoLog,
-		bridgeCT: e.bridgeCT, peerID: e.peerID, now: time.Now()}
+		bridgeCT: e.bridgeCT, twoStage: e.twoStage, peerID: e.peerID, dispatchID: e.dispatchID, now: time.Now()}
 	if e.cfg.Priority != nil {
 		o.prio = *e.cfg.Priority
 	}
@@ -196,6 +228,21 @@ func (e *Enforcer) peerID(key string) uint32 {
 	}
 	id := uint32(len(e.peerIDs) + 1)
 	e.peerIDs[key] = id
+	return id
+}
+
+// dispatchID returns the dispatch id of a target (its from-device chain),
+// allocating one on first use. Like peer ids, ids are not reused while the
+// process runs.
+func (e *Enforcer) dispatchID(outChain string) uint32 {
+	if id, ok := fixedDispatchID(outChain); ok {
+		return id
+	}
+	if id, ok := e.dispIDs[outChain]; ok {
+		return id
+	}
+	id := firstDispatchID + uint32(len(e.dispIDs))
+	e.dispIDs[outChain] = id
 	return id
 }
 
@@ -543,24 +590,45 @@ func (e *Enforcer) adopt(ch *change, next *objects, rebuilt bool) {
 	prev := e.model
 	var cut []netip.Addr
 	changedPol := map[string]bool{}
-	for id, p := range prev.policies {
-		np, touched := ch.policies[id]
-		if (touched || ch.full) && !policyRulesEqual(p, np) {
-			changedPol[id] = true
+	if ch.full {
+		for id, p := range prev.policies {
+			if !policyRulesEqual(p, ch.policies[id]) {
+				changedPol[id] = true
+			}
+		}
+	} else {
+		for id, np := range ch.policies {
+			if p := prev.policies[id]; p != nil && !policyRulesEqual(p, np) {
+				changedPol[id] = true
+			}
 		}
 	}
-	for mac, od := range prev.devices {
-		nd, touched := ch.devices[mac]
-		switch {
-		case touched || ch.full:
-			if nd == nil || od.Mode != nd.Mode || od.PolicyID != nd.PolicyID || !overridesEqual(od.Overrides, nd.Overrides) ||
-				(od.Mode == Enforce && changedPol[od.PolicyID]) {
-				cut = append(cut, devAddrs(od)...)
-			} else {
-				cut = append(cut, removedAddrs(od, nd)...)
-			}
-		case od.Mode == Enforce && changedPol[od.PolicyID]:
+	devChanged := func(od, nd *Device) {
+		if nd == nil || od.Mode != nd.Mode || od.PolicyID != nd.PolicyID || !overridesEqual(od.Overrides, nd.Overrides) ||
+			(od.Mode == Enforce && changedPol[od.PolicyID]) {
 			cut = append(cut, devAddrs(od)...)
+		} else {
+			cut = append(cut, removedAddrs(od, nd)...)
+		}
+	}
+	if ch.full || len(changedPol) > 0 {
+		// Every device may be affected: walk them all.
+		for mac, od := range prev.devices {
+			nd, touched := ch.devices[mac]
+			switch {
+			case touched || ch.full:
+				devChanged(od, nd)
+			case od.Mode == Enforce && changedPol[od.PolicyID]:
+				cut = append(cut, devAddrs(od)...)
+			}
+		}
+	} else {
+		// Only the changed devices: an incremental change costs what it
+		// touches, not the number of devices installed.
+		for mac, nd := range ch.devices {
+			if od := prev.devices[mac]; od != nil {
+				devChanged(od, nd)
+			}
 		}
 	}
 	if ch.full {
@@ -648,11 +716,14 @@ var tables = map[tfam]*nftables.Table{
 const expiryMargin = 2 * time.Second
 
 func (e *Enforcer) setObj(f tfam, name string) *nftables.Set {
-	for _, d := range setDefs(f) {
+	for _, d := range setDefs(f, e.twoStage) {
 		if d.name == name {
 			s := &nftables.Set{Table: tables[f], Name: name, KeyType: d.key, Concatenation: d.concat, Interval: d.ival}
 			if d.vmap {
 				s.IsMap, s.DataType = true, nftables.TypeVerdict
+			}
+			if d.dmap {
+				s.IsMap, s.DataType = true, nftables.TypeMark
 			}
 
 			if d.timeout {
@@ -696,7 +767,7 @@ func (e *Enforcer) emit(oldP, newP []*pieces, full bool, now time.Time) ([]netli
 			c.AddTable(t)
 			c.DelTable(t)
 			c.AddTable(t)
-			for _, d := range setDefs(f) {
+			for _, d := range setDefs(f, e.twoStage) {
 				s := e.setObj(f, d.name)
 				// Our own set ids: google/nftables' counter is a package
 				// global, unsafe with more than one connection.
@@ -722,6 +793,11 @@ func (e *Enforcer) emit(oldP, newP []*pieces, full bool, now time.Time) ([]netli
 	}
 	alive := func(x *elemSpec) bool { return x.expires.IsZero() || x.expires.Sub(now) > expiryMargin }
 	if full {
+		n := 0
+		for _, p := range newP {
+			n += len(p.elems)
+		}
+		adds = make([]elemOp, 0, n)
 		for _, p := range newP {
 			for _, x := range p.elems {
 				if x.elem.expires.IsZero() || x.elem.expires.After(now.Add(time.Millisecond)) {
@@ -758,7 +834,14 @@ func (e *Enforcer) emit(oldP, newP []*pieces, full bool, now time.Time) ([]netli
 	batch := []netlink.Message{batchMsg(unix.NFNL_MSG_BATCH_BEGIN)}
 	batch = append(batch, inner(setup)...)
 	elemBatch := func(ops []elemOp, del bool) {
-		byRef := map[setRef][]*elemSpec{}
+		count := map[setRef]int{}
+		for _, op := range ops {
+			count[op.ref]++
+		}
+		byRef := make(map[setRef][]*elemSpec, len(count))
+		for r, n := range count {
+			byRef[r] = make([]*elemSpec, 0, n)
+		}
 		for _, op := range ops {
 			byRef[op.ref] = append(byRef[op.ref], op.elem)
 		}
@@ -856,7 +939,7 @@ func chainRank(name string) string {
 }
 
 func elemEqual(a, b *elemSpec) bool {
-	if !a.expires.Equal(b.expires) {
+	if !a.expires.Equal(b.expires) || !bytes.Equal(a.data, b.data) {
 		return false
 	}
 	if (a.verdict == nil) != (b.verdict == nil) {
@@ -972,7 +1055,14 @@ func (e *Enforcer) intact() (bool, string) {
 		if f == famInet {
 			base = append(base, chainInput)
 		}
-		for _, name := range append(base, chainGuard) {
+		checked := append(base, chainGuard)
+		if e.twoStage {
+			checked = append(checked, chainDispFwd)
+			if f == famInet {
+				checked = append(checked, chainDispIn)
+			}
+		}
+		for _, name := range checked {
 			rules, err := e.rd.GetRules(t, &nftables.Chain{Name: name, Table: t})
 			if err != nil {
 				return false, fmt.Sprintf("reading %s %s: %v", familyName(f), name, err)

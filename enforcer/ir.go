@@ -294,13 +294,9 @@ func addrText(v int, src bool) string {
 	return s + "daddr"
 }
 
-// fVmap dispatches through a verdict map keyed by a MAC or an address.
-//
-// A two-stage dispatch (device → id in a data map, id → chain in a small
-// verdict map) would spare the kernel's table validation, which walks every
-// jump element of every map in each transaction that adds one (about 4 ms at
-// 10,000 devices); but nft cannot print such a rule (its parser aborts on
-// `nft list ruleset`), and administrators must be able to list the ruleset.
+// fVmapEther dispatches through a verdict map keyed by a MAC (direct mode,
+// kernels without secmark: every device is a jump element, and adding one
+// makes the kernel re-validate every jump element of the table).
 func fVmapEther(src bool, set string) frag {
 	t := "ether daddr"
 	if src {
@@ -375,4 +371,52 @@ func fLogLimited(group uint16, prefix string) []frag {
 		{fmt.Sprintf("log prefix %q group %d", prefix, group), []expr.Any{
 			&expr.Log{Key: 1<<unix.NFTA_LOG_GROUP | 1<<unix.NFTA_LOG_PREFIX, Group: group, Data: []byte(prefix)}}},
 	}
+}
+
+// Two-stage dispatch: the device maps yield a dispatch id into meta
+// secmark, which a verdict map turns into a jump (see dispatchChains).
+
+// fSecmarkIs matches a secmark of 0 (zero) or not 0.
+func fSecmarkIs(zero bool) frag {
+	op, text := expr.CmpOpEq, "meta secmark 0"
+	if !zero {
+		op, text = expr.CmpOpNeq, "meta secmark != 0"
+	}
+	return frag{text, []expr.Any{
+		&expr.Meta{Key: expr.MetaKeySECMARK, Register: reg1},
+		&expr.Cmp{Op: op, Register: reg1, Data: make([]byte, 4)},
+	}}
+}
+
+// fSecmarkFromMap sets secmark to the value a data map holds for the
+// loaded key; a key not in the map ends the rule (secmark unchanged).
+func fSecmarkFromMap(load *expr.Payload, keyText, set string) frag {
+	return frag{fmt.Sprintf("meta secmark set %s map @%s", keyText, set), []expr.Any{
+		load,
+		&expr.Lookup{SourceRegister: reg1, DestRegister: reg1, IsDestRegSet: true, SetName: set},
+		&expr.Meta{Key: expr.MetaKeySECMARK, SourceRegister: true, Register: reg1},
+	}}
+}
+
+// fSecmarkVmap jumps to the chain a verdict map holds for the secmark.
+func fSecmarkVmap(set string) frag {
+	return frag{"meta secmark vmap @" + set, []expr.Any{
+		&expr.Meta{Key: expr.MetaKeySECMARK, Register: reg1},
+		&expr.Lookup{SourceRegister: reg1, DestRegister: regVer, IsDestRegSet: true, SetName: set},
+	}}
+}
+
+func fSetSecmark0() frag {
+	return frag{"meta secmark set 0", []expr.Any{
+		&expr.Immediate{Register: reg1, Data: make([]byte, 4)},
+		&expr.Meta{Key: expr.MetaKeySECMARK, SourceRegister: true, Register: reg1},
+	}}
+}
+
+// fInMap matches if the loaded key is in a map (membership only).
+func fInMap(load *expr.Payload, keyText, set string) frag {
+	return frag{fmt.Sprintf("%s @%s", keyText, set), []expr.Any{
+		load,
+		&expr.Lookup{SourceRegister: reg1, SetName: set},
+	}}
 }

@@ -84,7 +84,7 @@ func hostElems(h *netlab.Host) []Element {
 	return []Element{{Prefix: netip.PrefixFrom(h.IPv4, 32)}, {Prefix: netip.PrefixFrom(h.IPv6, 128)}}
 }
 
-func newLabEnv(t *testing.T) *labEnv {
+func newLabEnv(t *testing.T, opts ...func(*Config)) *labEnv {
 	t.Helper()
 	lab := netlab.New(t, netlab.Config{Devices: 3, Servers: 2, StaticDevices: true})
 	h, err := netlab.NSHandle(lab.GW.NS)
@@ -92,7 +92,11 @@ func newLabEnv(t *testing.T) *labEnv {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { h.Close() })
-	e, err := New(Config{NetNSFd: int(h), LogGroup: 5})
+	cfg := Config{NetNSFd: int(h), LogGroup: 5}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	e, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -344,7 +348,7 @@ func TestRepairAfterExternalDelete(t *testing.T) {
 	netlab.MustPass(t, "unfiltered while deleted", netlab.TCPEcho(env.dev1.NS, ap(env.srv2.IPv4, 8080), pass))
 	for {
 		out, _ := exec.Command("ip", "netns", "exec", ns, "nft", "list", "chain", "inet", "mud", "forward").CombinedOutput()
-		if strings.Contains(string(out), "vmap @from_dev") {
+		if strings.Contains(string(out), "jump dispatch_fwd") {
 			break
 		}
 		if time.Since(start) > 2*time.Second {
@@ -480,6 +484,15 @@ func TestModesOverridesAndRenewal(t *testing.T) {
 	defer c.Close()
 	if err := roundTrip(c, pass); err != nil {
 		t.Fatalf("echo from the new address: %v", err)
+	}
+	// The device still has its old address configured, which nothing maps
+	// to it any more: a host connecting to that address must not get an
+	// answer (the replies would be "established" and skip the policy if the
+	// source guard did not come first). Port 9999 is not in the policy;
+	// 8080 is open to the cloud but only on connections the device makes.
+	for _, port := range []int{9999, 8080} {
+		netlab.MustDrop(t, fmt.Sprintf("cloud → unbound old address :%d", port), netlab.TCPEcho(s1.NS, ap(d1.IPv4, port), shut))
+		netlab.MustDrop(t, fmt.Sprintf("no-MUD device → unbound old address :%d", port), netlab.TCPEcho(env.dev3.NS, ap(d1.IPv4, port), shut))
 	}
 	// An address still bound to another device is refused.
 	taken := hostDevice(env.dev3, "cam1")

@@ -20,7 +20,7 @@ import (
 const (
 	tableName = "mud"
 
-	setFromDev = "from_dev"  // ether_addr : mark (dispatch id; both tables)
+	setFromDev = "from_dev"  // ether_addr : mark (dispatch id; direct mode: verdict)
 	setToDev   = "to_dev"    // bridge: ether_addr : mark
 	setToDev4  = "to_dev4"   // inet: ipv4_addr : mark
 	setToDev6  = "to_dev6"   // inet: ipv6_addr : mark
@@ -40,13 +40,29 @@ const (
 	chainQuarIn    = "quarantine_in"
 	chainBlockOut  = "block_out"
 	chainBlockIn   = "block_in"
+	chainDispFwd   = "dispatch_fwd"
+	chainDispIn    = "dispatch_in"
+	chainBusyFwd   = "secmark_fwd"
+	chainBusyIn    = "secmark_in"
+	chainDenyOut   = "deny_out"
+	chainDenyIn    = "deny_in"
 	defaultDenyTag = "default-deny"
+	carrierBusyTag = "carrier-busy"
+)
+
+// Dispatch ids of the fixed treatments; policies and per-device chains get
+// ids from firstDispatchID on.
+const (
+	dispQuarantine  uint32 = 1
+	dispBlock       uint32 = 2
+	firstDispatchID uint32 = 16
 )
 
 type setDef struct {
 	name    string
 	key     nftables.SetDatatype
 	vmap    bool // a verdict map
+	dmap    bool // a data map (mark values: dispatch ids)
 	concat  bool
 	ival    bool
 	timeout bool
@@ -60,16 +76,27 @@ var (
 	typeMarkIP6  = nftables.MustConcatSetType(nftables.TypeMark, nftables.TypeIP6Addr)
 )
 
-func setDefs(f tfam) []setDef {
-	defs := []setDef{
-		{name: setFromDev, key: nftables.TypeEtherAddr, vmap: true, decl: "type ether_addr : verdict"},
+// setDefs lists the sets of a table. With two-stage dispatch (the default),
+// the device maps hold dispatch ids (data, so adding a device makes the
+// kernel validate nothing) and out_chain/in_chain map ids to chains; in
+// direct mode the device maps are verdict maps jumping to the chains.
+func setDefs(f tfam, twoStage bool) []setDef {
+	dev := func(name string, key nftables.SetDatatype, keyText string) setDef {
+		if twoStage {
+			return setDef{name: name, key: key, dmap: true, decl: "type " + keyText + " : mark"}
+		}
+		return setDef{name: name, key: key, vmap: true, decl: "type " + keyText + " : verdict"}
 	}
+	defs := []setDef{dev(setFromDev, nftables.TypeEtherAddr, "ether_addr")}
 	if f == famInet {
-		defs = append(defs,
-			setDef{name: setToDev4, key: nftables.TypeIPAddr, vmap: true, decl: "type ipv4_addr : verdict"},
-			setDef{name: setToDev6, key: nftables.TypeIP6Addr, vmap: true, decl: "type ipv6_addr : verdict"})
+		defs = append(defs, dev(setToDev4, nftables.TypeIPAddr, "ipv4_addr"), dev(setToDev6, nftables.TypeIP6Addr, "ipv6_addr"))
 	} else {
-		defs = append(defs, setDef{name: setToDev, key: nftables.TypeEtherAddr, vmap: true, decl: "type ether_addr : verdict"})
+		defs = append(defs, dev(setToDev, nftables.TypeEtherAddr, "ether_addr"))
+	}
+	if twoStage {
+		defs = append(defs,
+			setDef{name: setOutVmap, key: nftables.TypeMark, vmap: true, decl: "type mark : verdict"},
+			setDef{name: setInVmap, key: nftables.TypeMark, vmap: true, decl: "type mark : verdict"})
 	}
 	return append(defs,
 		setDef{name: setGuard4, key: typeEtherIP4, concat: true, decl: "type ether_addr . ipv4_addr"},
@@ -101,6 +128,7 @@ type chainSpec struct {
 
 type elemSpec struct {
 	key, keyEnd []byte
+	data        []byte // data maps: the value (a dispatch id)
 	verdict     *expr.Verdict
 	expires     time.Time // zero: permanent
 }
@@ -122,7 +150,9 @@ type buildOpts struct {
 	logGroup         uint16
 	log              bool
 	bridgeCT         bool // the kernel tracks bridged traffic (nf_conntrack_bridge)
+	twoStage         bool // dispatch through ids in meta secmark (see fixedChains)
 	peerID           func(key string) uint32
+	dispatchID       func(outChain string) uint32 // two-stage: id of a dispatch target
 	now              time.Time
 }
 
@@ -233,6 +263,10 @@ func fixedPieces(o buildOpts) *pieces {
 			pc.chain(c)
 		}
 	}
+	if o.twoStage {
+		dispatchElems(pc, dispQuarantine, chainQuarOut, chainQuarIn)
+		dispatchElems(pc, dispBlock, chainBlockOut, chainBlockIn)
+	}
 	return pc
 }
 
@@ -245,19 +279,81 @@ func policyPieces(p *policy.Policy, o buildOpts) (*pieces, error) {
 				return nil, fmt.Errorf("rendering policy %q %s: %w", p.ID, d, err)
 			}
 			pc.chain(&chainSpec{id: chainID{f, polChain(p.ID, d)},
-				rules: append(prologue(f, d), append(rules, epilogue(f, d, "pol "+chainTag(p.ID), o)...)...)})
+				rules: append(prologue(d, o), append(rules, epilogue(d, o)...)...)})
 		}
+	}
+	if o.twoStage {
+		out, in := polChain(p.ID, policy.FromDevice), polChain(p.ID, policy.ToDevice)
+		dispatchElems(pc, o.dispatchID(out), out, in)
 	}
 	return pc, nil
 }
 
-func devicePieces(d *Device, o buildOpts) (*pieces, error) {
-	pc := &pieces{}
-	outC, inC := deviceChains(d)
-	out, in := jump(outC), jump(inC)
-	mac := []byte(d.MAC)
+// dispatchElems maps a dispatch id to its chains (two-stage dispatch).
+func dispatchElems(pc *pieces, id uint32, out, in string) {
+	k := dispatchKey(id)
 	for _, f := range []tfam{famInet, famBridge} {
-		if d.Mode == Enforce && !d.Overrides.empty() {
+		pc.elem(f, setOutVmap, &elemSpec{key: k, verdict: jump(out)})
+		pc.elem(f, setInVmap, &elemSpec{key: k, verdict: jump(in)})
+	}
+}
+
+// dispatchKey is an id as meta secmark holds it: host byte order.
+func dispatchKey(id uint32) []byte { return nativeEndian.AppendUint32(nil, id) }
+
+// fixedDispatchID gives the ids of the fixed treatments.
+func fixedDispatchID(outChain string) (uint32, bool) {
+	switch outChain {
+	case chainQuarOut:
+		return dispQuarantine, true
+	case chainBlockOut:
+		return dispBlock, true
+	}
+	return 0, false
+}
+
+func devicePieces(d *Device, o buildOpts) (*pieces, error) {
+	outC, inC := deviceChains(d)
+	// One allocation for the device's elements (a full apply builds
+	// 100,000 of them).
+	naddr := len(d.IPv4s) + len(d.IPv6s)
+	specs := make([]elemSpec, 0, 3+2*naddr+naddr)
+	pc := &pieces{elems: make([]elemAt, 0, cap(specs))}
+	spec := func(e elemSpec) *elemSpec {
+		specs = append(specs, e)
+		return &specs[len(specs)-1]
+	}
+	// The device maps' values: a dispatch id (two-stage) or a jump.
+	var outE, inE func(key []byte) *elemSpec
+	if o.twoStage {
+		id := dispatchKey(o.dispatchID(outC))
+		outE = func(key []byte) *elemSpec { return spec(elemSpec{key: key, data: id}) }
+		inE = outE
+	} else {
+		outE = func(key []byte) *elemSpec { return spec(elemSpec{key: key, verdict: jump(outC)}) }
+		inE = func(key []byte) *elemSpec { return spec(elemSpec{key: key, verdict: jump(inC)}) }
+	}
+	mac := []byte(d.MAC)
+	overrides := d.Mode == Enforce && !d.Overrides.empty()
+	if overrides && o.twoStage {
+		dispatchElems(pc, o.dispatchID(outC), outC, inC)
+	}
+	// Keys are shared by both tables' elements (read-only).
+	v4 := make([][]byte, len(d.IPv4s))
+	g4 := make([][]byte, len(d.IPv4s))
+	for i, a := range d.IPv4s {
+		v4[i] = a.AsSlice()
+		g4[i] = append(append(append(make([]byte, 0, 12), mac...), 0, 0), v4[i]...)
+	}
+	v6 := make([][]byte, len(d.IPv6s))
+	g6 := make([][]byte, len(d.IPv6s))
+	for i, a := range d.IPv6s {
+		v6[i] = a.AsSlice()
+		g6[i] = append(append(append(make([]byte, 0, 24), mac...), 0, 0), v6[i]...)
+	}
+	from := outE(mac)
+	for _, f := range []tfam{famInet, famBridge} {
+		if overrides {
 			for _, dir := range []policy.Direction{policy.FromDevice, policy.ToDevice} {
 				list := d.Overrides.FromDevice
 				if dir == policy.ToDevice {
@@ -267,26 +363,26 @@ func devicePieces(d *Device, o buildOpts) (*pieces, error) {
 				if err != nil {
 					return nil, fmt.Errorf("rendering overrides of device %s: %w", d.MAC, err)
 				}
-				rules = append(prologue(f, dir), rules...)
+				rules = append(prologue(dir, o), rules...)
 				rules = append(rules, irRule{verdict: gotoChain(polChain(d.PolicyID, dir))})
 				pc.chain(&chainSpec{id: chainID{f, devChain(d.MAC, dir)}, rules: rules})
 			}
 		}
-		pc.elem(f, setFromDev, &elemSpec{key: mac, verdict: out})
+		pc.elem(f, setFromDev, from)
 		if f == famBridge {
-			pc.elem(f, setToDev, &elemSpec{key: mac, verdict: in})
+			pc.elem(f, setToDev, inE(mac))
 		}
-		for _, a := range d.IPv4s {
+		for i := range v4 {
 			if f == famInet {
-				pc.elem(f, setToDev4, &elemSpec{key: a.AsSlice(), verdict: in})
+				pc.elem(f, setToDev4, inE(v4[i]))
 			}
-			pc.elem(f, setGuard4, &elemSpec{key: append(append(append([]byte{}, mac...), 0, 0), a.AsSlice()...)})
+			pc.elem(f, setGuard4, spec(elemSpec{key: g4[i]}))
 		}
-		for _, a := range d.IPv6s {
+		for i := range v6 {
 			if f == famInet {
-				pc.elem(f, setToDev6, &elemSpec{key: a.AsSlice(), verdict: in})
+				pc.elem(f, setToDev6, inE(v6[i]))
 			}
-			pc.elem(f, setGuard6, &elemSpec{key: append(append(append([]byte{}, mac...), 0, 0), a.AsSlice()...)})
+			pc.elem(f, setGuard6, spec(elemSpec{key: g6[i]}))
 		}
 	}
 	return pc, nil
@@ -454,14 +550,42 @@ func fixedChains(f tfam, o buildOpts) []*chainSpec {
 		ndRule(),
 		{frags: []frag{ctInvalid}, counter: true, verdict: drop()},
 	}
-	etherSrc := []frag{fVmapEther(true, setFromDev)}
+	// dispatch is what follows the always-allowed traffic in a base chain.
+	var fwdDispatch, inDispatch []irRule
+	if o.twoStage {
+		fwdDispatch = []irRule{
+			{frags: []frag{fSecmarkIs(true)}, verdict: jump(chainDispFwd)},
+			{frags: []frag{fSecmarkIs(false)}, verdict: jump(chainBusyFwd)},
+		}
+		inDispatch = []irRule{
+			{frags: []frag{fSecmarkIs(true)}, verdict: jump(chainDispIn)},
+			{frags: []frag{fSecmarkIs(false)}, verdict: jump(chainBusyIn)},
+		}
+	} else {
+		etherSrc := []frag{fVmapEther(true, setFromDev)}
+		if f == famInet {
+			etherSrc = append([]frag{fIIFEther()}, etherSrc...)
+			fwdDispatch = []irRule{
+				{frags: etherSrc},
+				{frags: []frag{fNfproto(f, 4), fVmapAddr(4, false, setToDev4)}},
+				{frags: []frag{fNfproto(f, 6), fVmapAddr(6, false, setToDev6)}}}
+			inDispatch = []irRule{{frags: etherSrc}}
+		} else {
+			fwdDispatch = []irRule{{frags: etherSrc}, {frags: []frag{fVmapEther(false, setToDev)}}}
+		}
+	}
+	// The source guard runs before the established fast path: otherwise a
+	// MUD device could answer connections made to an address it does not
+	// hold (the to-device maps do not know it, so the inbound packet is
+	// nobody's, and the device's replies are "established").
+	guardFirst := irRule{frags: []frag{fInMap(loadEther(true, reg1), "ether saddr", setFromDev)}, verdict: jump(chainGuard)}
 	if f == famInet {
-		etherSrc = append([]frag{fIIFEther()}, etherSrc...)
+		guardFirst.frags = append([]frag{fIIFEther()}, guardFirst.frags...)
+		fast = append([]irRule{guardFirst}, fast...)
+	}
+	if f == famInet {
 		fwd := append(append([]irRule{}, fast...), dhcpRules(false)...)
-		fwd = append(fwd,
-			irRule{frags: etherSrc},
-			irRule{frags: []frag{fNfproto(f, 4), fVmapAddr(4, false, setToDev4)}},
-			irRule{frags: []frag{fNfproto(f, 6), fVmapAddr(6, false, setToDev6)}})
+		fwd = append(fwd, fwdDispatch...)
 		cs = append(cs, &chainSpec{id: chainID{f, chainForward},
 			hook:  &hookSpec{*nftables.ChainHookForward, o.prio, fmt.Sprintf("type filter hook forward priority %d; policy accept;", o.prio)},
 			rules: fwd})
@@ -470,25 +594,28 @@ func fixedChains(f tfam, o buildOpts) []*chainSpec {
 		in = append(in,
 			irRule{frags: []frag{fL4proto(17), fPort(17, true, portRange{first: 53, last: 53})}, verdict: accept()},
 			irRule{frags: []frag{fL4proto(6), fPort(6, true, portRange{first: 53, last: 53})}, verdict: accept()},
-			irRule{frags: []frag{fL4proto(17), fPort(17, true, portRange{first: 123, last: 123})}, verdict: accept()},
-			irRule{frags: etherSrc})
+			irRule{frags: []frag{fL4proto(17), fPort(17, true, portRange{first: 123, last: 123})}, verdict: accept()})
+		in = append(in, inDispatch...)
 		cs = append(cs, &chainSpec{id: chainID{f, chainInput},
 			hook:  &hookSpec{*nftables.ChainHookInput, o.prio, fmt.Sprintf("type filter hook input priority %d; policy accept;", o.prio)},
 			rules: in})
 	} else {
 		var fwd []irRule
 		if o.bridgeCT {
-			fwd = append(fwd, fast...)
+			fwd = append(append(fwd, guardFirst), fast...)
 		}
 		fwd = append(fwd, irRule{frags: []frag{fNotIP()}, verdict: accept()})
 		fwd = append(fwd, dhcpRules(false)...)
 		if !o.bridgeCT {
 			fwd = append(fwd, ndRule())
 		}
-		fwd = append(fwd, irRule{frags: etherSrc}, irRule{frags: []frag{fVmapEther(false, setToDev)}})
+		fwd = append(fwd, fwdDispatch...)
 		cs = append(cs, &chainSpec{id: chainID{f, chainForward},
 			hook:  &hookSpec{*nftables.ChainHookForward, o.bridgePrio, fmt.Sprintf("type filter hook forward priority %d; policy accept;", o.bridgePrio)},
 			rules: fwd})
+	}
+	if o.twoStage {
+		cs = append(cs, dispatchChains(f)...)
 	}
 	// The IP source guard: a MUD device may only send from the addresses
 	// bound to its MAC (plus IPv6 link-local, which ND needs).
@@ -505,26 +632,101 @@ func fixedChains(f tfam, o buildOpts) []*chainSpec {
 		guard = append(guard, irRule{frags: append(fr, fGuard(v, set)), verdict: ret()})
 	}
 	guard = append(guard, irRule{frags: []frag{fNfproto(f, 6), fPrefix(true, netip.MustParsePrefix("fe80::/10"))}, verdict: ret()})
+	// A DHCPv4 client has no bound address yet (DHCPv6 uses link-local);
+	// neighbour discovery comes from addresses not yet learned (and DAD
+	// from ::), and the gateway learns SLAAC addresses from it.
+	nd := ndRule()
+	nd.frags = append([]frag{fNfproto(f, 6)}, nd.frags...)
+	nd.verdict = ret()
+	guard = append(guard,
+		irRule{frags: append([]frag{fNfproto(f, 4)}, fUDPPorts(68, 67)...), verdict: ret()},
+		nd)
 	guard = append(guard, logRule("guard", o)...)
 	guard = append(guard, irRule{counter: true, verdict: drop(), comment: "source-guard"})
 	cs = append(cs, &chainSpec{id: chainID{f, chainGuard}, rules: guard})
+
+	// The default deny's rate-limited log is shared: each policy chain ends
+	// in one counted goto to it (its counter is the policy's default-deny).
+	if o.log {
+		for _, d := range []policy.Direction{policy.FromDevice, policy.ToDevice} {
+			name, dir := chainDenyOut, "out"
+			if d == policy.ToDevice {
+				name, dir = chainDenyIn, "in"
+			}
+			cs = append(cs, &chainSpec{id: chainID{f, name}, rules: append(logRule("deny "+dir, o), irRule{verdict: drop()})})
+		}
+	}
 
 	dns := []irRule{
 		{frags: []frag{fL4proto(17), fPort(17, true, portRange{first: 53, last: 53})}, counter: true, verdict: ret(), comment: "quarantine/dns"},
 		{frags: []frag{fL4proto(6), fPort(6, true, portRange{first: 53, last: 53})}, counter: true, verdict: ret(), comment: "quarantine/dns"},
 	}
-	qout := append(append(prologue(f, policy.FromDevice), dns...), epilogue(f, policy.FromDevice, "quarantine", o)...)
+	qout := append(append(prologue(policy.FromDevice, o), dns...), epilogue(policy.FromDevice, o)...)
 	cs = append(cs,
 		&chainSpec{id: chainID{f, chainQuarOut}, rules: qout},
-		&chainSpec{id: chainID{f, chainQuarIn}, rules: epilogue(f, policy.ToDevice, "quarantine", o)},
-		&chainSpec{id: chainID{f, chainBlockOut}, rules: append(prologue(f, policy.FromDevice), epilogue(f, policy.FromDevice, "block", o)...)},
-		&chainSpec{id: chainID{f, chainBlockIn}, rules: epilogue(f, policy.ToDevice, "block", o)},
+		&chainSpec{id: chainID{f, chainQuarIn}, rules: epilogue(policy.ToDevice, o)},
+		&chainSpec{id: chainID{f, chainBlockOut}, rules: append(prologue(policy.FromDevice, o), epilogue(policy.FromDevice, o)...)},
+		&chainSpec{id: chainID{f, chainBlockIn}, rules: epilogue(policy.ToDevice, o)},
 	)
 	return cs
 }
 
-func prologue(_ tfam, d policy.Direction) []irRule {
-	if d == policy.FromDevice {
+// dispatchChains are the two-stage dispatch. The device maps give a
+// dispatch id, carried in meta secmark from the data-map lookup to the
+// out_chain / in_chain verdict map, and reset to 0 afterwards. A device
+// therefore costs data elements only: adding one makes the kernel validate
+// nothing, where a jump element makes it re-validate every jump element of
+// the table (milliseconds at 10,000 devices).
+//
+// Only packets whose secmark is 0 are dispatched (no LSM labels forwarded
+// packets on a gateway), so resetting it restores the packet exactly; meta
+// mark, which routing and QoS tools use, is never touched. A MUD device's
+// packet that already carries a secmark is dropped and counted
+// ("carrier-busy"): its policy cannot be evaluated without losing the
+// label. Such systems use Config.DirectDispatch. (Moving the label aside
+// for the dispatch would need a second path through the verdict maps,
+// which doubles the kernel's validation of every policy change.)
+func dispatchChains(f tfam) []*chainSpec {
+	srcMAC := func() []frag {
+		if f == famInet {
+			return []frag{fIIFEther()}
+		}
+		return nil
+	}
+	fromDev := irRule{frags: append(srcMAC(), fSecmarkFromMap(loadEther(true, reg1), "ether saddr", setFromDev)), verdict: jump(chainGuard)}
+	outVmap := irRule{frags: []frag{fSecmarkVmap(setOutVmap)}}
+	reset := irRule{frags: []frag{fSetSecmark0()}}
+	busy := func(name string, members ...[]frag) *chainSpec {
+		var rules []irRule
+		for _, m := range members {
+			rules = append(rules, irRule{frags: m, counter: true, verdict: drop(), comment: carrierBusyTag})
+		}
+		return &chainSpec{id: chainID{f, name}, rules: rules}
+	}
+	fromMember := append(srcMAC(), fInMap(loadEther(true, reg1), "ether saddr", setFromDev))
+	if f == famInet {
+		to4 := irRule{frags: []frag{fNfproto(f, 4), fSecmarkFromMap(loadAddr(4, false, reg1), "ip daddr", setToDev4), fSecmarkVmap(setInVmap)}}
+		to6 := irRule{frags: []frag{fNfproto(f, 6), fSecmarkFromMap(loadAddr(6, false, reg1), "ip6 daddr", setToDev6), fSecmarkVmap(setInVmap)}}
+		return []*chainSpec{
+			{id: chainID{f, chainDispFwd}, rules: []irRule{fromDev, outVmap, to4, to6, reset}},
+			{id: chainID{f, chainDispIn}, rules: []irRule{fromDev, outVmap, reset}},
+			busy(chainBusyFwd, fromMember,
+				[]frag{fNfproto(f, 4), fInMap(loadAddr(4, false, reg1), "ip daddr", setToDev4)},
+				[]frag{fNfproto(f, 6), fInMap(loadAddr(6, false, reg1), "ip6 daddr", setToDev6)}),
+			busy(chainBusyIn, fromMember),
+		}
+	}
+	to := irRule{frags: []frag{fSecmarkFromMap(loadEther(false, reg1), "ether daddr", setToDev), fSecmarkVmap(setInVmap)}}
+	return []*chainSpec{
+		{id: chainID{f, chainDispFwd}, rules: []irRule{fromDev, outVmap, to, reset}},
+		busy(chainBusyFwd, fromMember, []frag{fInMap(loadEther(false, reg1), "ether daddr", setToDev)}),
+	}
+}
+
+// prologue: in direct mode, a policy's from-device chain starts with the
+// source guard (two-stage dispatch runs it before the policy).
+func prologue(d policy.Direction, o buildOpts) []irRule {
+	if d == policy.FromDevice && !o.twoStage {
 		return []irRule{{verdict: jump(chainGuard)}}
 	}
 	return nil
@@ -541,15 +743,17 @@ func logRule(what string, o buildOpts) []irRule {
 	return []irRule{{frags: fLogLimited(o.logGroup, prefix)}}
 }
 
-// epilogue is the default deny (RFC 8520 §5, spec §1.8): a rate-limited
-// NFLOG, then a counted drop.
-func epilogue(_ tfam, d policy.Direction, what string, o buildOpts) []irRule {
-	dir := "out"
-	if d == policy.ToDevice {
-		dir = "in"
+// epilogue is the default deny (RFC 8520 §5, spec §1.8): counted per
+// chain, then the shared rate-limited NFLOG and drop.
+func epilogue(d policy.Direction, o buildOpts) []irRule {
+	if !o.log {
+		return []irRule{{counter: true, verdict: drop(), comment: defaultDenyTag}}
 	}
-	out := logRule(what+" "+dir, o)
-	return append(out, irRule{counter: true, verdict: drop(), comment: defaultDenyTag})
+	tail := chainDenyOut
+	if d == policy.ToDevice {
+		tail = chainDenyIn
+	}
+	return []irRule{{counter: true, verdict: gotoChain(tail), comment: defaultDenyTag}}
 }
 
 var errSkip = errors.New("rule cannot match this family")

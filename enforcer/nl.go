@@ -211,12 +211,20 @@ func (rc *rawConn) send(batch []netlink.Message) error {
 			}
 			code := int32(nativeEndian.Uint32(m.Data[0:4]))
 			seq := nativeEndian.Uint32(m.Data[12:16]) // the original header's nlmsg_seq
-			if code != 0 {
-				what := kinds[seq]
-				if seq == beginSeq {
-					what = "COMMIT"
+			if seq < beginSeq || seq > lastSeq+1 {
+				continue // a late answer to an earlier batch
+			}
+			if code != 0 && seq == beginSeq {
+				// The kernel refused the batch as a whole (EPERM without
+				// CAP_NET_ADMIN): it answers the begin message only.
+				errno := syscall.Errno(-code)
+				if errno == syscall.EPERM {
+					return fmt.Errorf("nftables refused the batch: %w (mudd needs CAP_NET_ADMIN)", errno)
 				}
-				errs = append(errs, fmt.Sprintf("%s: %v", what, syscall.Errno(-code)))
+				return &BatchError{Errors: append(errs, fmt.Sprintf("BATCH: %v", errno))}
+			}
+			if code != 0 {
+				errs = append(errs, fmt.Sprintf("%s: %v", kinds[seq], syscall.Errno(-code)))
 			}
 			if seq == lastSeq {
 				if len(errs) > 0 {

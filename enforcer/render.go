@@ -19,6 +19,9 @@ type RenderOptions struct {
 	LogGroup                 uint16
 	NoLog                    bool
 	BridgeConntrack          bool
+	// DirectDispatch renders the direct verdict-map dispatch
+	// (Enforcer.SecmarkDispatch() false) instead of the two-stage one.
+	DirectDispatch bool
 	// Peers gives sample addresses for peers (by policy.Peer.Key()); peers
 	// without addresses render with no elements (the resolver fills them).
 	Peers map[string][]Element
@@ -70,7 +73,18 @@ func Render(p policy.Policy, dev Device, ro RenderOptions) (string, error) {
 		}
 		m.peers[k] = n
 	}
-	o := buildOpts{prio: -5, bridgePrio: -205, logGroup: ro.LogGroup, log: !ro.NoLog, bridgeCT: ro.BridgeConntrack, peerID: peerID, now: now}
+	dids := map[string]uint32{}
+	dispatchID := func(out string) uint32 {
+		if id, ok := fixedDispatchID(out); ok {
+			return id
+		}
+		if _, ok := dids[out]; !ok {
+			dids[out] = firstDispatchID + uint32(len(dids))
+		}
+		return dids[out]
+	}
+	o := buildOpts{prio: -5, bridgePrio: -205, logGroup: ro.LogGroup, log: !ro.NoLog, bridgeCT: ro.BridgeConntrack,
+		twoStage: !ro.DirectDispatch, peerID: peerID, dispatchID: dispatchID, now: now}
 	if ro.Priority != nil {
 		o.prio = *ro.Priority
 	}
@@ -88,9 +102,9 @@ func Render(p policy.Policy, dev Device, ro RenderOptions) (string, error) {
 	}
 	for _, f := range []tfam{famInet, famBridge} {
 		fmt.Fprintf(&b, "table %s %s {\n", familyName(f), tableName)
-		for _, sd := range setDefs(f) {
+		for _, sd := range setDefs(f, o.twoStage) {
 			kind := "set"
-			if sd.vmap {
+			if sd.vmap || sd.dmap {
 				kind = "map"
 			}
 			fmt.Fprintf(&b, "\t%s %s {\n\t\t%s\n", kind, sd.name, strings.ReplaceAll(sd.decl, "; ", "\n\t\t"))
@@ -140,6 +154,8 @@ func elemText(set string, e *elemSpec, peerKeys []string) string {
 		s = net.HardwareAddr(e.key).String()
 	case setToDev4, setToDev6:
 		s = addr(e.key).String()
+	case setOutVmap, setInVmap:
+		s = fmt.Sprintf("0x%08x", nativeEndian.Uint32(e.key))
 
 	case setGuard4, setGuard6:
 		s = net.HardwareAddr(e.key[:6]).String() + " . " + addr(e.key[8:]).String()
@@ -162,6 +178,9 @@ func elemText(set string, e *elemSpec, peerKeys []string) string {
 		if int(id) >= 1 && int(id) <= len(peerKeys) {
 			s += " /* " + peerKeys[id-1] + " */"
 		}
+	}
+	if e.data != nil {
+		s += fmt.Sprintf(" : 0x%08x", nativeEndian.Uint32(e.data))
 	}
 	if e.verdict != nil {
 		s += " : " + verdictText(*e.verdict)

@@ -37,19 +37,31 @@ func TestRenderLightBulb(t *testing.T) {
 		"table inet mud {", "table bridge mud {",
 		"type filter hook forward priority -5; policy accept;",
 		"type filter hook forward priority -205; policy accept;",
-		// fast path first (ND before invalid: conntrack calls NS/NA invalid)
-		"policy accept;\n\t\tct state established,related accept\n\t\tmeta l4proto ipv6-icmp icmpv6 type 133-137 accept\n\t\tct state invalid counter drop",
+		// the source guard before the fast path (a MUD device must not answer
+		// on an address it does not hold), then the fast path (ND before
+		// invalid: conntrack calls NS/NA invalid)
+		"policy accept;\n\t\tmeta iiftype ether ether saddr @from_dev jump src_guard\n\t\tct state established,related accept\n\t\tmeta l4proto ipv6-icmp icmpv6 type 133-137 accept\n\t\tct state invalid counter drop",
+		// DHCPv4 discovery and neighbour discovery pass the guard
+		"meta nfproto ipv4 meta l4proto udp udp sport 68 udp dport 67 return\n\t\tmeta nfproto ipv6 meta l4proto ipv6-icmp icmpv6 type 133-137 return\n",
 		// RFC 8520 §9: new TCP from the device to 443 of the name's AAAA
 		"meta nfproto ipv6 meta l4proto tcp tcp dport 443 0x00000001 . ip6 daddr @peer6 /* dns:test.example.com */ counter return",
 		// spec §4 item 29: replies only (conntrack in inet) …
 		"tcp sport 443 0x00000001 . ip6 saddr @peer6 /* dns:test.example.com */ ct state established,related counter return",
 		// … and a SYN check where bridged traffic is not tracked
 		"tcp sport 443 0x00000001 . ip6 saddr @peer6 /* dns:test.example.com */ tcp flags & (syn | ack) != syn counter return",
-		// spec §4 item 27: App. A defaults after the file's rules, then deny
-		`/* controller:urn:ietf:params:mud:ntp */ counter return comment "default/ntp"` + "\n\t\tlimit rate 10/second burst 5 packets log prefix \"mud pol lightbulb2000 out: \" group 7\n\t\tcounter drop comment \"default-deny\"",
-		"meta iiftype ether ether saddr vmap @from_dev",
-		"02:00:5e:00:53:01 : jump pol_lightbulb2000_out",
-		"192.0.2.10 : jump pol_lightbulb2000_in",
+		// spec §4 item 27: App. A defaults after the file's rules, then the
+		// counted deny, which goes to the shared rate-limited log and drop
+		`/* controller:urn:ietf:params:mud:ntp */ counter return comment "default/ntp"` + "\n\t\tcounter goto deny_out comment \"default-deny\"",
+		"chain deny_out {\n\t\tlimit rate 10/second burst 5 packets log prefix \"mud deny out: \" group 7\n\t\tdrop\n",
+		// two-stage dispatch: device → id (data), id → policy chain (verdict)
+		"meta secmark 0 jump dispatch_fwd\n\t\tmeta secmark != 0 jump secmark_fwd\n",
+		"meta iiftype ether meta secmark set ether saddr map @from_dev jump src_guard\n\t\tmeta secmark vmap @out_chain\n",
+		"meta nfproto ipv4 meta secmark set ip daddr map @to_dev4 meta secmark vmap @in_chain",
+		"meta secmark set 0\n\t}",
+		"map from_dev {\n\t\ttype ether_addr : mark\n\t\telements = { 02:00:5e:00:53:01 : 0x00000010 }",
+		"0x00000010 : jump pol_lightbulb2000_out",
+		"0x00000010 : jump pol_lightbulb2000_in",
+		"192.0.2.10 : 0x00000010",
 		"02:00:5e:00:53:01 . 2001:db8:1::10",
 	} {
 		if !strings.Contains(out, want) {
@@ -79,6 +91,31 @@ func TestRenderOrderAndDrop(t *testing.T) {
 	}
 	if strings.Contains(out, "log prefix") {
 		t.Error("NoLog rendered a log rule")
+	}
+}
+
+// Direct dispatch (kernels without secmark): the device maps jump straight
+// to the policy chains, which run the source guard themselves.
+func TestRenderDirectDispatch(t *testing.T) {
+	out, err := Render(lightBulb(), Device{}, RenderOptions{DirectDispatch: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"meta iiftype ether ether saddr vmap @from_dev",
+		"meta nfproto ipv4 ip daddr vmap @to_dev4",
+		"02:00:5e:00:53:01 : jump pol_lightbulb2000_out",
+		"192.0.2.10 : jump pol_lightbulb2000_in",
+		"chain pol_lightbulb2000_out {\n\t\tjump src_guard\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("rendering lacks %q:\n%s", want, out)
+		}
+	}
+	for _, bad := range []string{"secmark", "out_chain"} {
+		if strings.Contains(out, bad) {
+			t.Errorf("direct rendering mentions %q", bad)
+		}
 	}
 }
 

@@ -615,23 +615,29 @@ func checkRunsUnprivileged(t *testing.T, root string) {
 		}
 	})
 
-	// CAP_NET_RAW is needed: without it the DHCP capture cannot open, and
-	// mudd says so and exits (Restart=on-failure then retries).
-	t.Run("without CAP_NET_RAW", func(t *testing.T) {
-		var fewer []string
-		for _, c := range caps {
-			if c != "net_raw" {
-				fewer = append(fewer, c)
+	// Both capabilities are needed: without CAP_NET_RAW the DHCP capture
+	// cannot open; without CAP_NET_ADMIN nftables refuses the first batch.
+	// mudd says which and exits (Restart=on-failure then retries).
+	for _, tc := range []struct{ drop, says string }{
+		{"net_raw", "operation not permitted"},
+		{"net_admin", "needs CAP_NET_ADMIN"},
+	} {
+		t.Run("without CAP_"+strings.ToUpper(tc.drop), func(t *testing.T) {
+			var fewer []string
+			for _, c := range caps {
+				if c != tc.drop {
+					fewer = append(fewer, c)
+				}
 			}
-		}
-		_, out, _, exited := start(t, fewer)
-		select {
-		case err := <-exited:
-			if err == nil || !strings.Contains(out.String(), "operation not permitted") {
-				t.Errorf("mudd without CAP_NET_RAW: exit %v\n%s", err, out.String())
+			_, out, _, exited := start(t, fewer)
+			select {
+			case err := <-exited:
+				if err == nil || !strings.Contains(out.String(), tc.says) {
+					t.Errorf("mudd without CAP_%s: exit %v, want an error saying %q\n%s", strings.ToUpper(tc.drop), err, tc.says, out.String())
+				}
+			case <-time.After(60 * time.Second):
+				t.Fatalf("mudd without CAP_%s did not exit:\n%s", strings.ToUpper(tc.drop), out.String())
 			}
-		case <-time.After(60 * time.Second):
-			t.Fatalf("mudd without CAP_NET_RAW did not exit:\n%s", out.String())
-		}
-	})
+		})
+	}
 }

@@ -203,7 +203,7 @@ func TestCompile(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("compile --nft: exit %d\n%s", code, errOut)
 	}
-	for _, want := range []string{"table inet mud", "table bridge mud", "pol_" + p.ID + "_out", "ether saddr vmap @from_dev", "= dns:test.example.com", "tcp dport 443", "drop"} {
+	for _, want := range []string{"table inet mud", "table bridge mud", "pol_" + p.ID + "_out", "meta secmark set ether saddr map @from_dev", "= dns:test.example.com", "tcp dport 443", "drop"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("compile --nft lacks %q:\n%s", want, out)
 		}

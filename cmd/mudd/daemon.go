@@ -157,7 +157,7 @@ func build(cfg config.Config, log *slog.Logger) (p *parts, err error) {
 		return nil, fmt.Errorf("creating the fetcher: %w", err)
 	}
 	prio := int32(cfg.NFT.Priority)
-	if p.enf, err = enforcer.New(enforcer.Config{Priority: &prio, LogGroup: cfg.NFT.LogGroup, Logger: log.With("component", "enforcer")}); err != nil {
+	if p.enf, err = enforcer.New(enforcer.Config{Priority: &prio, LogGroup: cfg.NFT.LogGroup, DirectDispatch: cfg.NFT.DirectDispatch, Logger: log.With("component", "enforcer")}); err != nil {
 		return nil, fmt.Errorf("creating the enforcer: %w", err)
 	}
 	rc := resolver.Config{Server: cfg.DNS.Resolver, MinTTL: cfg.DNS.MinTTL, MaxTTL: cfg.DNS.MaxTTL, Logger: log.With("component", "resolver")}
@@ -183,7 +183,8 @@ func build(cfg config.Config, log *slog.Logger) (p *parts, err error) {
 		Store: p.st, Enforcer: p.enf, Fetcher: p.fetch, Resolver: p.res, Anchors: anchors,
 		Settings: manager.SettingsFrom(cfg, p.localNets), RemovalGrace: cfg.Policy.RemovalGrace,
 		Leases: p.snoop.Events(), DNS: p.res.Updates(),
-		Render: enforcer.RenderOptions{Priority: &prio, LogGroup: cfg.NFT.LogGroup, BridgeConntrack: enf.BridgeConntrack()},
+		Render: enforcer.RenderOptions{Priority: &prio, LogGroup: cfg.NFT.LogGroup, BridgeConntrack: enf.BridgeConntrack(),
+			DirectDispatch: !enf.SecmarkDispatch()},
 		// The enforcer cannot list the tables it finds in the kernel yet, so
 		// Tables stays empty rather than claim what was not checked.
 		EnforcerInfo: func() ([]string, bool, int) { return nil, enf.BridgeConntrack(), enf.Repairs() },
