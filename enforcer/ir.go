@@ -234,6 +234,14 @@ func fCtState(mask uint32, text string) frag {
 	}}
 }
 
+// fCtReply matches packets in the reply direction of their connection.
+func fCtReply() frag {
+	return frag{"ct direction reply", []expr.Any{
+		&expr.Ct{Register: reg1, Key: expr.CtKeyDIRECTION},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{1}}, // IP_CT_DIR_REPLY
+	}}
+}
+
 var (
 	ctEstRel  = fCtState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED, "established,related")
 	ctInvalid = fCtState(expr.CtStateBitINVALID, "invalid")

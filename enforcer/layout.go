@@ -574,13 +574,15 @@ func fixedChains(f tfam, o buildOpts) []*chainSpec {
 			fwdDispatch = []irRule{{frags: etherSrc}, {frags: []frag{fVmapEther(false, setToDev)}}}
 		}
 	}
-	// The source guard runs before the established fast path: otherwise a
-	// MUD device could answer connections made to an address it does not
-	// hold (the to-device maps do not know it, so the inbound packet is
-	// nobody's, and the device's replies are "established").
-	guardFirst := irRule{frags: []frag{fInMap(loadEther(true, reg1), "ether saddr", setFromDev)}, verdict: jump(chainGuard)}
+	// Replies of MUD devices pass the source guard before the established
+	// fast path: otherwise a device could answer connections made to an
+	// address it does not hold (the to-device maps do not know it, so the
+	// inbound packet is nobody's, and the device's replies are
+	// "established"). The original direction needs no check after the
+	// first packet, which dispatch guards: a flow's source never changes.
+	guardFirst := irRule{frags: []frag{fCtReply(), fInMap(loadEther(true, reg1), "ether saddr", setFromDev)}, verdict: jump(chainGuard)}
 	if f == famInet {
-		guardFirst.frags = append([]frag{fIIFEther()}, guardFirst.frags...)
+		guardFirst.frags = []frag{fCtReply(), fIIFEther(), fInMap(loadEther(true, reg1), "ether saddr", setFromDev)}
 		fast = append([]irRule{guardFirst}, fast...)
 	}
 	if f == famInet {

@@ -40,7 +40,7 @@ func TestRenderLightBulb(t *testing.T) {
 		// the source guard before the fast path (a MUD device must not answer
 		// on an address it does not hold), then the fast path (ND before
 		// invalid: conntrack calls NS/NA invalid)
-		"policy accept;\n\t\tmeta iiftype ether ether saddr @from_dev jump src_guard\n\t\tct state established,related accept\n\t\tmeta l4proto ipv6-icmp icmpv6 type 133-137 accept\n\t\tct state invalid counter drop",
+		"policy accept;\n\t\tct direction reply meta iiftype ether ether saddr @from_dev jump src_guard\n\t\tct state established,related accept\n\t\tmeta l4proto ipv6-icmp icmpv6 type 133-137 accept\n\t\tct state invalid counter drop",
 		// DHCPv4 discovery and neighbour discovery pass the guard
 		"meta nfproto ipv4 meta l4proto udp udp sport 68 udp dport 67 return\n\t\tmeta nfproto ipv6 meta l4proto ipv6-icmp icmpv6 type 133-137 return\n",
 		// RFC 8520 §9: new TCP from the device to 443 of the name's AAAA
