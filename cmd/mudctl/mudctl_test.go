@@ -225,3 +225,27 @@ func TestVersionAndSocket(t *testing.T) {
 		t.Errorf("--socket default %q, want %q", got, defaultSocket)
 	}
 }
+
+// mudctl finds mudd's socket where mudd's configuration puts it (OpenWrt
+// uses /var/run/mud), unless $MUDCTL_SOCKET says otherwise.
+func TestSocketDefault(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "mudd.yaml")
+	if err := os.WriteFile(cfg, []byte("socket: /var/run/mud/mudd.sock\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	broken := filepath.Join(dir, "broken.yaml")
+	if err := os.WriteFile(broken, []byte("sockt: /x\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ env, path, want string }{
+		{"/tmp/env.sock", cfg, "/tmp/env.sock"},
+		{"", cfg, "/var/run/mud/mudd.sock"},
+		{"", filepath.Join(dir, "missing.yaml"), defaultSocket},
+		{"", broken, defaultSocket},
+	} {
+		if got := socketDefault(tc.env, tc.path); got != tc.want {
+			t.Errorf("socketDefault(%q, %s) = %q, want %q", tc.env, filepath.Base(tc.path), got, tc.want)
+		}
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 
+	"github.com/openmud/mud/config"
 	"github.com/spf13/cobra"
 )
 
@@ -38,13 +39,24 @@ func ioError(err error) error { return &exitError{code: exitUsage, err: err} }
 
 const defaultSocket = "/run/mud/mudd.sock"
 
+// socketDefault is where mudctl finds mudd: $MUDCTL_SOCKET, else the
+// socket mudd's configuration file names (OpenWrt moves it), else the
+// packaged default. A configuration mudctl cannot read (permissions, a
+// broken file) is not mudctl's business: mudd check-config reports it.
+func socketDefault(env, configPath string) string {
+	if env != "" {
+		return env
+	}
+	if c, err := config.Load(configPath); err == nil && c.Socket != "" {
+		return c.Socket
+	}
+	return defaultSocket
+}
+
 // newRootCmd builds the command tree. Each call returns a fresh tree, so
 // tests can run commands in-process without shared state.
 func newRootCmd() *cobra.Command {
-	socket := os.Getenv("MUDCTL_SOCKET")
-	if socket == "" {
-		socket = defaultSocket
-	}
+	socket := socketDefault(os.Getenv("MUDCTL_SOCKET"), config.DefaultPath)
 	root := &cobra.Command{
 		Use:           "mudctl",
 		Short:         "Inspect and manage MUD (RFC 8520) enforcement",
@@ -59,7 +71,7 @@ func newRootCmd() *cobra.Command {
 		},
 	}
 	root.PersistentFlags().StringP("output", "o", "table", "output format: table or json")
-	root.PersistentFlags().String("socket", socket, "mudd control socket (default from $MUDCTL_SOCKET)")
+	root.PersistentFlags().String("socket", socket, "mudd control socket (default: $MUDCTL_SOCKET, else mudd's configured socket)")
 	root.SetVersionTemplate("mudctl {{.Version}}\n")
 	root.AddCommand(newLintCmd(), newExplainCmd(), newCompileCmd())
 	root.AddCommand(newVerifyCmd(), newFetchCmd(), newSnoopCmd())
