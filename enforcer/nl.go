@@ -3,13 +3,12 @@ package enforcer
 import (
 	"errors"
 	"fmt"
-	"runtime"
 	"strings"
 	"syscall"
 
 	"github.com/google/nftables"
 	"github.com/mdlayher/netlink"
-	"github.com/vishvananda/netns"
+	"github.com/openmud/mud/internal/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -79,7 +78,7 @@ func openRaw(nsFd int) (*rawConn, error) {
 		}
 		return unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK})
 	}
-	if err := inNetNS(nsFd, open); err != nil {
+	if err := netns.DoFd(nsFd, open); err != nil {
 		if fd > 0 {
 			unix.Close(fd)
 		}
@@ -107,32 +106,6 @@ func setBuf(fd, force, plain, size int) error {
 }
 
 func (rc *rawConn) close() { unix.Close(rc.fd) }
-
-// inNetNS runs fn on a thread inside namespace nsFd (fn runs in place when
-// nsFd < 0). Sockets opened by fn stay in that namespace.
-func inNetNS(nsFd int, fn func() error) error {
-	if nsFd < 0 {
-		return fn()
-	}
-	runtime.LockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("reading current network namespace: %w", err)
-	}
-	defer orig.Close()
-	if err := netns.Set(netns.NsHandle(nsFd)); err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("entering network namespace: %w", err)
-	}
-	fnErr := fn()
-	if err := netns.Set(orig); err != nil {
-		// Leave the thread locked: the runtime discards it with the goroutine.
-		return errors.Join(fnErr, fmt.Errorf("returning to original network namespace: %w", err))
-	}
-	runtime.UnlockOSThread()
-	return fnErr
-}
 
 // BatchError is returned when the kernel rejected a batch. Nothing of the
 // batch was applied (nf_tables transactions are all-or-nothing).

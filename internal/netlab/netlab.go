@@ -23,14 +23,12 @@ package netlab
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -38,6 +36,7 @@ import (
 	"testing"
 	"time"
 
+	mudns "github.com/openmud/mud/internal/netns"
 	"github.com/vishvananda/netns"
 )
 
@@ -341,32 +340,7 @@ func stopProcess(cmd *exec.Cmd) {
 // Do runs fn on an OS thread that has entered namespace ns. Sockets created
 // inside fn stay in ns after it returns, so a test can create a listener or
 // an nftables connection there and use it from any goroutine.
-func Do(ns string, fn func() error) error {
-	target, err := netns.GetFromName(ns)
-	if err != nil {
-		return fmt.Errorf("opening namespace %s: %w", ns, err)
-	}
-	defer target.Close()
-	runtime.LockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("reading current namespace: %w", err)
-	}
-	defer orig.Close()
-	if err := netns.Set(target); err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("entering namespace %s: %w", ns, err)
-	}
-	fnErr := fn()
-	if err := netns.Set(orig); err != nil {
-		// The thread is in the wrong namespace: leave it locked so the
-		// runtime discards it when this goroutine ends.
-		return errors.Join(fnErr, fmt.Errorf("returning from namespace %s: %w", ns, err))
-	}
-	runtime.UnlockOSThread()
-	return fnErr
-}
+func Do(ns string, fn func() error) error { return mudns.Do(ns, fn) }
 
 // NSHandle opens a handle on a namespace (e.g. for nftables.WithNetNSFd).
 // The caller closes it.
