@@ -31,6 +31,7 @@ type frameSpec struct {
 func response(qname string, qtype uint16, rrs ...dns.RR) []byte {
 	m := new(dns.Msg)
 	m.SetQuestion(dns.Fqdn(qname), qtype)
+	m.Id = 0x4d55 // fixed, so built seed frames are reproducible
 	m.Response, m.RecursionAvailable = true, true
 	m.Answer = rrs
 	b, err := m.Pack()

@@ -385,7 +385,7 @@ func TestLabHoldApplyFails(t *testing.T) {
 // even by SIGKILL, with answers held that nobody will release.
 func TestLabHoldOwnerKilled(t *testing.T) {
 	l := newHoldLab(t)
-	cmd := exec.Command(os.Args[0], "-test.run=^TestHoldHelperProcess$", "-test.v")
+	cmd := exec.Command(os.Args[0])
 	cmd.Env = append(os.Environ(), "MUD_HOLD_HELPER_NS="+l.lab.GW.NS, "MUD_HOLD_HELPER_MAC="+l.dev.MAC.String())
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -430,38 +430,47 @@ func TestLabHoldOwnerKilled(t *testing.T) {
 	}
 }
 
-// TestHoldHelperProcess is TestLabHoldOwnerKilled's child: it creates the
-// hold table in the lab's gateway and waits to be killed.
-func TestHoldHelperProcess(t *testing.T) {
-	ns, mac := os.Getenv("MUD_HOLD_HELPER_NS"), os.Getenv("MUD_HOLD_HELPER_MAC")
-	if ns == "" {
-		t.Skip("helper process of TestLabHoldOwnerKilled")
-	}
+// holdHelper is TestLabHoldOwnerKilled's child process (TestMain runs it
+// instead of the tests when MUD_HOLD_HELPER_NS is set): it creates the hold
+// table in the lab's gateway and waits to be killed.
+func holdHelper(ns, mac string) error {
 	h, err := netlab.NSHandle(ns)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	hw, err := net.ParseMAC(mac)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	r, err := New(Config{Server: "192.0.2.1:53", NetNSFd: int(h), HoldMark: DefaultHoldMark,
 		Apply: func(context.Context, Update) error { return nil }})
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	if err := r.SetDeviceNames(hw, []string{"api.vendor.test"}); err != nil {
-		t.Fatal(err)
+		return err
 	}
 	ports, err := bridgePorts(int(h), []string{netlab.LANBridge})
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	if err := r.startHold(ports); err != nil {
-		t.Fatal(err)
+		return err
 	}
 	fmt.Println("hold-ready")
 	time.Sleep(time.Minute) // killed long before
+	return nil
+}
+
+func TestMain(m *testing.M) {
+	if ns := os.Getenv("MUD_HOLD_HELPER_NS"); ns != "" {
+		if err := holdHelper(ns, os.Getenv("MUD_HOLD_HELPER_MAC")); err != nil {
+			fmt.Fprintln(os.Stderr, "hold helper:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
 }
 
 // BenchmarkLabHoldRelease measures how long an answer is held: from its
