@@ -14,6 +14,7 @@ import (
 	"github.com/google/nftables/userdata"
 	"github.com/mdlayher/netlink"
 	"github.com/openmud/mud/internal/netlab"
+	"github.com/openmud/mud/internal/nftbatch"
 	"github.com/openmud/mud/policy"
 	"golang.org/x/sys/unix"
 )
@@ -54,11 +55,11 @@ func TestDispatchKeepsAdminMarks(t *testing.T) {
 	// nft cannot parse a secmark constant: count secmarked packets with a
 	// rule built here.
 	nftList(t, ns, "add", "chain", "inet", "admin", "later2", "{ type filter hook forward priority 10; }")
-	withRaw(t, ns, func(cp *capture) {
+	withRaw(t, ns, func(cp *nftbatch.Capture) {
 		tb := &nftables.Table{Family: nftables.TableFamilyINet, Name: "admin"}
 		ch := &nftables.Chain{Table: tb, Name: "later2"}
 		exprs := irRule{frags: []frag{fIIFEther(), {exprs: []expr.Any{loadEther(true, reg1), cmpEq(reg1, d1.MAC)}}, fSecmarkIs(false)}, counter: true}.exprs()
-		cp.conn.AddRule(&nftables.Rule{Table: tb, Chain: ch, Exprs: exprs, UserData: userdata.AppendString(nil, userdata.TypeComment, "secmark left")})
+		cp.Conn.AddRule(&nftables.Rule{Table: tb, Chain: ch, Exprs: exprs, UserData: userdata.AppendString(nil, userdata.TypeComment, "secmark left")})
 	})
 	for _, a := range []netip.Addr{env.srv1.IPv4, env.srv1.IPv6} {
 		netlab.MustPass(t, "marked dev1 → cloud tcp 8080 "+a.String(), netlab.TCPEcho(d1.NS, ap(a, 8080), pass))
@@ -89,43 +90,43 @@ func TestDispatchKeepsAdminMarks(t *testing.T) {
 // secmark objects, which need an LSM).
 func addSecmarkRule(t *testing.T, ns string, macs ...net.HardwareAddr) {
 	t.Helper()
-	withRaw(t, ns, func(cp *capture) {
+	withRaw(t, ns, func(cp *nftbatch.Capture) {
 		tb := &nftables.Table{Family: nftables.TableFamilyINet, Name: "lsm"}
-		cp.conn.AddTable(tb)
-		ch := cp.conn.AddChain(&nftables.Chain{Table: tb, Name: "pre", Type: nftables.ChainTypeFilter,
+		cp.Conn.AddTable(tb)
+		ch := cp.Conn.AddChain(&nftables.Chain{Table: tb, Name: "pre", Type: nftables.ChainTypeFilter,
 			Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityRef(-300)})
 		for _, mac := range macs {
 			exprs := irRule{frags: []frag{fIIFEther(), {exprs: []expr.Any{loadEther(true, reg1), cmpEq(reg1, mac)}}}}.exprs()
 			exprs = append(exprs, &expr.Immediate{Register: reg1, Data: nativeEndian.AppendUint32(nil, 7)},
 				&expr.Meta{Key: expr.MetaKeySECMARK, SourceRegister: true, Register: reg1})
-			cp.conn.AddRule(&nftables.Rule{Table: tb, Chain: ch, Exprs: exprs})
+			cp.Conn.AddRule(&nftables.Rule{Table: tb, Chain: ch, Exprs: exprs})
 		}
 	})
 }
 
 // withRaw sends, in namespace ns, the batch fn queues.
-func withRaw(t *testing.T, ns string, fn func(*capture)) {
+func withRaw(t *testing.T, ns string, fn func(*nftbatch.Capture)) {
 	t.Helper()
 	h, err := netlab.NSHandle(ns)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer h.Close()
-	raw, err := openRaw(int(h))
+	raw, err := nftbatch.Open(int(h))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer raw.close()
-	cp, err := newCapture()
+	defer raw.Close()
+	cp, err := nftbatch.NewCapture()
 	if err != nil {
 		t.Fatal(err)
 	}
 	fn(cp)
-	msgs, err := cp.take()
+	msgs, err := cp.Take()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := raw.send(append(append([]netlink.Message{batchMsg(unix.NFNL_MSG_BATCH_BEGIN)}, inner(msgs)...), batchMsg(unix.NFNL_MSG_BATCH_END))); err != nil {
+	if err := raw.Send(append(append([]netlink.Message{batchMsg(unix.NFNL_MSG_BATCH_BEGIN)}, inner(msgs)...), batchMsg(unix.NFNL_MSG_BATCH_END))); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
 	"github.com/mdlayher/netlink"
+	"github.com/openmud/mud/internal/nftbatch"
 	"github.com/openmud/mud/policy"
 	vnl "github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -66,8 +67,8 @@ type Enforcer struct {
 	twoStage bool // dispatch through ids in meta secmark (else: direct)
 
 	mu       sync.Mutex
-	cap      *capture
-	raw      *rawConn
+	cap      *nftbatch.Capture
+	raw      *nftbatch.Conn
 	rd       *nftables.Conn
 	ct       *vnl.Handle
 	setID    uint32
@@ -115,10 +116,10 @@ func New(cfg Config) (*Enforcer, error) {
 
 func (e *Enforcer) open() error {
 	var err error
-	if e.cap, err = newCapture(); err != nil {
+	if e.cap, err = nftbatch.NewCapture(); err != nil {
 		return err
 	}
-	if e.raw, err = openRaw(e.nsFd); err != nil {
+	if e.raw, err = nftbatch.Open(e.nsFd); err != nil {
 		return err
 	}
 	opts := []nftables.ConnOption{nftables.AsLasting(), nftables.WithSockOptions(func(c *netlink.Conn) error {
@@ -150,7 +151,7 @@ func (e *Enforcer) Close() error {
 	defer e.mu.Unlock()
 	e.closed = true
 	if e.raw != nil {
-		e.raw.close()
+		e.raw.Close()
 	}
 	if e.rd != nil {
 		_ = e.rd.CloseLasting()
@@ -173,17 +174,17 @@ func (e *Enforcer) BridgeConntrack() bool { return e.bridgeCT }
 // that deletes it again: the kernel refuses it without nf_conntrack_bridge.
 func (e *Enforcer) probeBridgeConntrack() bool {
 	t := &nftables.Table{Family: nftables.TableFamilyBridge, Name: "mud_ct_probe"}
-	c := e.cap.conn
+	c := e.cap.Conn
 	c.AddTable(t)
 	ch := c.AddChain(&nftables.Chain{Table: t, Name: "probe", Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityRef(0)})
 	c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: irRule{frags: []frag{ctEstRel}, verdict: accept()}.exprs()})
 	c.DelTable(t)
-	msgs, err := e.cap.take()
+	msgs, err := e.cap.Take()
 	if err != nil {
 		return false
 	}
-	return e.raw.send(msgs) == nil
+	return e.raw.Send(msgs) == nil
 }
 
 // SecmarkDispatch reports whether devices are dispatched in two stages
@@ -195,16 +196,16 @@ func (e *Enforcer) SecmarkDispatch() bool { return e.twoStage }
 // kernels built without CONFIG_NETWORK_SECMARK refuse it.
 func (e *Enforcer) probeSecmark() bool {
 	t := &nftables.Table{Family: nftables.TableFamilyINet, Name: "mud_secmark_probe"}
-	c := e.cap.conn
+	c := e.cap.Conn
 	c.AddTable(t)
 	ch := c.AddChain(&nftables.Chain{Table: t, Name: "probe"})
 	c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: irRule{frags: []frag{fSecmarkIs(false), fSetSecmark0()}}.exprs()})
 	c.DelTable(t)
-	msgs, err := e.cap.take()
+	msgs, err := e.cap.Take()
 	if err != nil {
 		return false
 	}
-	return e.raw.send(msgs) == nil
+	return e.raw.Send(msgs) == nil
 }
 
 func (e *Enforcer) opts() buildOpts {
@@ -531,7 +532,7 @@ func (e *Enforcer) commit(ctx context.Context, ch *change) error {
 		return err
 	}
 	tSend := time.Now()
-	err = e.raw.send(msgs)
+	err = e.raw.Send(msgs)
 	e.log.Debug("nftables batch", "messages", len(msgs), "rebuild", rebuild,
 		"build", tEmit.Sub(o.now), "encode", tSend.Sub(tEmit), "kernel", time.Since(tSend), "err", err)
 	if err != nil {
@@ -540,8 +541,8 @@ func (e *Enforcer) commit(ctx context.Context, ch *change) error {
 			// The outcome is unknown (e.g. a lost reply): rebuild next time
 			// and start over on a fresh socket.
 			e.needFull = true
-			e.raw.close()
-			if r, oerr := openRaw(e.nsFd); oerr == nil {
+			e.raw.Close()
+			if r, oerr := nftbatch.Open(e.nsFd); oerr == nil {
 				e.raw = r
 			}
 		}
@@ -701,7 +702,7 @@ func applyPieces[T any](dst, src map[string]*pieces, changed map[string]T) {
 
 func (e *Enforcer) resetCapture() {
 	// google/nftables keeps a marshalling error forever: start afresh.
-	if c, err := newCapture(); err == nil {
+	if c, err := nftbatch.NewCapture(); err == nil {
 		e.cap = c
 	}
 }
@@ -757,7 +758,7 @@ func (e *Enforcer) emit(oldP, newP []*pieces, full bool, now time.Time) ([]netli
 			nl.add(p)
 		}
 	}
-	c := e.cap.conn
+	c := e.cap.Conn
 	if full {
 		for _, f := range []tfam{famInet, famBridge} {
 			t := tables[f]
@@ -827,7 +828,7 @@ func (e *Enforcer) emit(oldP, newP []*pieces, full bool, now time.Time) ([]netli
 			adds = append(adds, elemOp{r, ne})
 		}
 	}
-	setup, err := e.cap.take() // tables and sets (full only)
+	setup, err := e.cap.Take() // tables and sets (full only)
 	if err != nil {
 		return nil, err
 	}
@@ -901,7 +902,7 @@ func (e *Enforcer) emit(oldP, newP []*pieces, full bool, now time.Time) ([]netli
 	if e.fault != nil {
 		e.fault(c) // tests: make the kernel reject this batch half-way
 	}
-	chains, err := e.cap.take()
+	chains, err := e.cap.Take()
 	if err != nil {
 		return nil, err
 	}

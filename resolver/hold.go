@@ -39,13 +39,13 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"github.com/mdlayher/netlink"
 	"github.com/openmud/mud/internal/netns"
+	"github.com/openmud/mud/internal/nftbatch"
 	vnl "github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -82,7 +82,7 @@ type holdState struct {
 	// mu serialises changes of the device lists with the kernel set, so
 	// that the set is always a subset of what held() reports.
 	mu   sync.Mutex
-	sock *nlSock // nil while not holding
+	sock *nftbatch.Conn // nil while not holding
 	set  *nftables.Set
 
 	macMu sync.RWMutex
@@ -129,7 +129,7 @@ func (h *holdState) add(mac [6]byte) error {
 	if h.sock == nil || h.inKernel(mac) {
 		return nil
 	}
-	if err := h.sock.apply(func(c *nftables.Conn) error {
+	if err := applyBatch(h.sock, func(c *nftables.Conn) error {
 		return c.SetAddElements(h.set, []nftables.SetElement{{Key: mac[:]}})
 	}); err != nil {
 		return fmt.Errorf("adding %s to the DNS hold set: %w", macString(mac), err)
@@ -144,7 +144,7 @@ func (h *holdState) remove(mac [6]byte) error {
 	if h.sock == nil || !h.inKernel(mac) {
 		return nil
 	}
-	if err := h.sock.apply(func(c *nftables.Conn) error {
+	if err := applyBatch(h.sock, func(c *nftables.Conn) error {
 		return c.SetDeleteElements(h.set, []nftables.SetElement{{Key: mac[:]}})
 	}); err != nil {
 		return fmt.Errorf("removing %s from the DNS hold set: %w", macString(mac), err)
@@ -163,7 +163,7 @@ func (r *Resolver) startHold(ports []string) error {
 	h := &r.hold
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	sock, err := openNL(r.cfg.NetNSFd)
+	sock, err := nftbatch.Open(r.cfg.NetNSFd)
 	if err != nil {
 		return fmt.Errorf("creating the DNS hold table: %w", err)
 	}
@@ -177,7 +177,7 @@ func (r *Resolver) startHold(ports []string) error {
 	t := &nftables.Table{Name: HoldTable, Family: nftables.TableFamilyBridge}
 	brs := &nftables.Set{Table: t, Name: "ports", KeyType: nftables.TypeIFName}
 	hold := &nftables.Set{Table: t, Name: "hold", KeyType: nftables.TypeEtherAddr}
-	err = sock.apply(func(c *nftables.Conn) error {
+	err = applyBatch(sock, func(c *nftables.Conn) error {
 		var bel []nftables.SetElement
 		for _, b := range ports {
 			k := make([]byte, unix.IFNAMSIZ)
@@ -202,9 +202,9 @@ func (r *Resolver) startHold(ports []string) error {
 		return nil
 	}, newOwnerTable())
 	if err != nil {
-		sock.close()
-		var exists *nlError
-		if errors.As(err, &exists) && exists.errno == unix.EEXIST {
+		sock.Close()
+		var be *nftbatch.BatchError
+		if errors.As(err, &be) && be.Has(unix.EEXIST) {
 			return fmt.Errorf("creating the DNS hold table: table bridge %s exists (another mudd running in this namespace?): %w", HoldTable, err)
 		}
 		return fmt.Errorf("creating the DNS hold table: %w", err)
@@ -224,7 +224,7 @@ func (r *Resolver) stopHold() {
 	if h.sock == nil {
 		return
 	}
-	h.sock.close()
+	h.sock.Close()
 	h.sock, h.set = nil, nil
 	h.macMu.Lock()
 	clear(h.macs)
@@ -394,143 +394,27 @@ func fold(s uint32) uint16 {
 	return uint16(s)
 }
 
-// nlSock is the lasting NETLINK_NETFILTER socket that owns the hold table.
-// google/nftables marshals the messages (against a capturing dialer, as
-// package enforcer does); the batch is sent here, on a socket whose life
-// is the table's.
-type nlSock struct {
-	fd  int
-	seq uint32
-	buf []byte
-}
-
-// nlError is the kernel's error for one message of a batch.
-type nlError struct {
-	what  string
-	errno syscall.Errno
-}
-
-func (e *nlError) Error() string { return e.what + ": " + e.errno.Error() }
-func (e *nlError) Unwrap() error { return e.errno }
-
-// openNL opens the socket inside the namespace nsFd (0: the current one).
-func openNL(nsFd int) (*nlSock, error) {
-	fd := -1
-	err := netns.DoFd(nsFd, func() error {
-		var err error
-		fd, err = unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_NETFILTER)
-		if err != nil {
-			return fmt.Errorf("opening netfilter netlink socket: %w", err)
-		}
-		return unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK})
-	})
+// applyBatch marshals what build adds (after the extra messages, which go
+// first in the batch) and sends it on conn, the lasting socket that owns
+// the hold table, waiting for the kernel's verdict.
+func applyBatch(conn *nftbatch.Conn, build func(c *nftables.Conn) error, first ...netlink.Message) error {
+	cp, err := nftbatch.NewCapture()
 	if err != nil {
-		if fd >= 0 {
-			unix.Close(fd)
-		}
-		return nil, err
+		return err
 	}
-	tv := unix.Timeval{Sec: 5}
-	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("setting netlink receive timeout: %w", err)
-	}
-	return &nlSock{fd: fd, buf: make([]byte, 64<<10)}, nil
-}
-
-func (s *nlSock) close() { unix.Close(s.fd) }
-
-// apply marshals what build adds (after the extra messages) as one batch
-// and sends it, waiting for the kernel's verdict.
-func (s *nlSock) apply(build func(c *nftables.Conn) error, first ...netlink.Message) error {
-	var msgs []netlink.Message
-	c, err := nftables.New(nftables.WithTestDial(func(req []netlink.Message) ([]netlink.Message, error) {
-		if req == nil {
-			// Flush reads one reply per message: hand it a success ACK.
-			return []netlink.Message{{Header: netlink.Header{Type: netlink.Error}, Data: make([]byte, 20)}}, nil
-		}
-		msgs = append(msgs, req...)
-		return nil, nil
-	}))
-	if err != nil {
-		return fmt.Errorf("creating capturing nftables connection: %w", err)
-	}
-	if err := build(c); err != nil {
+	if err := build(cp.Conn); err != nil {
 		return fmt.Errorf("building nftables batch: %w", err)
 	}
-	if err := c.Flush(); err != nil {
-		return fmt.Errorf("marshalling nftables batch: %w", err)
+	msgs, err := cp.Take()
+	if err != nil {
+		return err
 	}
 	if len(msgs) < 2 {
 		return errors.New("marshalling nftables batch: no batch")
 	}
 	// msgs is BATCH_BEGIN, the messages, BATCH_END.
 	batch := append([]netlink.Message{msgs[0]}, first...)
-	batch = append(batch, msgs[1:]...)
-	return s.send(batch)
-}
-
-// send transmits a batch in one sendmsg, asking for an ACK of the last
-// message only: the kernel still reports every failing message.
-func (s *nlSock) send(batch []netlink.Message) error {
-	var buf []byte
-	what := make(map[uint32]string, len(batch))
-	for i := range batch {
-		m := batch[i]
-		s.seq++
-		m.Header.Sequence, m.Header.PID = s.seq, 0
-		if i > 0 && i < len(batch)-1 {
-			m.Header.Flags &^= netlink.Acknowledge | netlink.HeaderFlags(unix.NLM_F_ECHO)
-			if i == len(batch)-2 {
-				m.Header.Flags |= netlink.Acknowledge
-			}
-			what[s.seq] = fmt.Sprintf("nftables message %d", uint16(m.Header.Type)&0xff)
-		}
-		buf = binary.NativeEndian.AppendUint32(buf, uint32(16+len(m.Data)))
-		buf = binary.NativeEndian.AppendUint16(buf, uint16(m.Header.Type))
-		buf = binary.NativeEndian.AppendUint16(buf, uint16(m.Header.Flags))
-		buf = binary.NativeEndian.AppendUint32(buf, m.Header.Sequence)
-		buf = binary.NativeEndian.AppendUint32(buf, 0)
-		buf = append(buf, m.Data...)
-		for len(buf)%4 != 0 {
-			buf = append(buf, 0)
-		}
-	}
-	last, begin := s.seq-1, s.seq-uint32(len(batch))+1
-	if err := unix.Sendto(s.fd, buf, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-		return fmt.Errorf("sending nftables batch: %w", err)
-	}
-	var errs []error
-	for {
-		n, _, err := unix.Recvfrom(s.fd, s.buf, 0)
-		if err != nil {
-			if errors.Is(err, unix.EINTR) {
-				continue
-			}
-			return fmt.Errorf("reading nftables batch result: %w", err)
-		}
-		msgs, err := syscall.ParseNetlinkMessage(s.buf[:n])
-		if err != nil {
-			return fmt.Errorf("parsing nftables batch result: %w", err)
-		}
-		for _, m := range msgs {
-			if m.Header.Type != unix.NLMSG_ERROR || len(m.Data) < 20 {
-				continue
-			}
-			code := int32(binary.NativeEndian.Uint32(m.Data[0:4]))
-			seq := binary.NativeEndian.Uint32(m.Data[12:16])
-			if code != 0 {
-				w := what[seq]
-				if seq == begin {
-					w = "commit"
-				}
-				errs = append(errs, &nlError{what: w, errno: syscall.Errno(-code)})
-			}
-			if seq == last {
-				return errors.Join(errs...)
-			}
-		}
-	}
+	return conn.Send(append(batch, msgs[1:]...))
 }
 
 // bridgePorts lists the ports of the bridges in the namespace nsFd (0: the
