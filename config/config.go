@@ -139,6 +139,18 @@ type NFT struct {
 	// module (SELinux, AppArmor) labels forwarded packets. Adding a device
 	// then costs milliseconds at thousands of devices instead of ~0.2 ms.
 	DirectDispatch bool `yaml:"direct_dispatch"`
+	// RuleCounters gives every ACE of an allow-only policy a packet
+	// counter (mudctl, metrics). Such ACEs are set elements; a counter
+	// costs ~70 bytes of kernel memory per element. Without it those
+	// policies count their default deny only.
+	RuleCounters bool `yaml:"rule_counters"`
+	// BridgeAllAddresses installs every address of every DNS name in the
+	// bridge table too. By default the bridge table (device ↔ device
+	// traffic) holds only those inside the LAN interfaces' prefixes: no
+	// other address crosses the bridge, and skipping them keeps kernel
+	// memory within bounds at thousands of policies. Set it when LAN hosts
+	// use addresses outside those prefixes (another router on the LAN).
+	BridgeAllAddresses bool `yaml:"bridge_all_addresses"`
 }
 
 // Default returns the configuration used for keys a file leaves out.

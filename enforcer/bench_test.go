@@ -82,7 +82,7 @@ func benchDesired(devices, policies int) Desired {
 	return d
 }
 
-func benchEnforcer(b *testing.B) (*Enforcer, string) {
+func benchEnforcer(b *testing.B, opts ...func(*Config)) (*Enforcer, string) {
 	b.Helper()
 	lab := netlab.New(b, netlab.Config{})
 	h, err := netlab.NSHandle(lab.GW.NS)
@@ -90,7 +90,11 @@ func benchEnforcer(b *testing.B) (*Enforcer, string) {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { h.Close() })
-	e, err := New(Config{NetNSFd: int(h)})
+	cfg := Config{NetNSFd: int(h)}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	e, err := New(cfg)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -118,10 +122,28 @@ func kernelMemKiB() int64 {
 	return sum
 }
 
+// benchCases are the full rulesets measured: 10,000 devices over 100 and
+// over 10,000 distinct policies, the latter also with Config.BridgeLAN set
+// to the devices' prefixes (the benchmark's peers are outside them, as cloud
+// addresses are) and with per-ACE counters.
+var benchCases = []struct {
+	name     string
+	policies int
+	opts     []func(*Config)
+}{
+	{"devices=10000/policies=100", 100, nil},
+	{"devices=10000/policies=10000", 10000, nil},
+	{"devices=10000/policies=10000/bridge_lan", 10000, []func(*Config){func(c *Config) {
+		c.BridgeLAN = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("2001:db8:100::/48")}
+	}}},
+	{"devices=10000/policies=10000/rule_counters", 10000, []func(*Config){func(c *Config) { c.RuleCounters = true }}},
+}
+
 func BenchmarkFullApply(b *testing.B) {
-	for _, pols := range []int{100, 10000} {
-		b.Run(fmt.Sprintf("devices=10000/policies=%d", pols), func(b *testing.B) {
-			e, _ := benchEnforcer(b)
+	for _, c := range benchCases {
+		b.Run(c.name, func(b *testing.B) {
+			pols := c.policies
+			e, _ := benchEnforcer(b, c.opts...)
 			d := benchDesired(10000, pols)
 			ctx := context.Background()
 			if err := e.Apply(ctx, d); err != nil {
@@ -235,9 +257,10 @@ func reportCPU(b *testing.B, start time.Duration) {
 // slab + vmalloc (/proc/meminfo, machine-wide) when the ruleset is loaded
 // minus when it is replaced by an empty one, median of three rounds.
 func BenchmarkKernelMemory(b *testing.B) {
-	for _, pols := range []int{100, 10000} {
-		b.Run(fmt.Sprintf("devices=10000/policies=%d", pols), func(b *testing.B) {
-			e, _ := benchEnforcer(b)
+	for _, c := range benchCases {
+		b.Run(c.name, func(b *testing.B) {
+			pols := c.policies
+			e, _ := benchEnforcer(b, c.opts...)
 			d := benchDesired(10000, pols)
 			ctx := context.Background()
 			var deltas []float64

@@ -12,21 +12,32 @@
 // keyed by the sender's MAC (from_dev) and the receiver's address or MAC
 // (to_dev4, to_dev6; bridge: to_dev) give a dispatch id, carried in meta
 // secmark to the verdict maps out_chain / in_chain, which jump to the chains.
-// Chains are per policy (pol_<id>_out, pol_<id>_in), so a device costs only
-// data elements, whose insertion the kernel does not validate (a jump
-// element makes it re-validate the whole table). Direct dispatch (device
-// maps that are verdict maps) remains for kernels without secmark and for
-// systems whose LSM labels forwarded packets (Config.DirectDispatch). A
-// policy's accept is a `return` to the dispatch, so lateral traffic must
-// pass the sender's from-device and the receiver's to-device policy; its
-// drop is final; its default deny is a counted goto to a shared
-// log-and-drop chain. Peers
-// (DNS names, manufacturers, models, controllers) are a 32-bit id inside
-// shared concatenated sets (peer4: mark . ipv4_addr, peer6: mark . ipv6_addr,
-// hash sets for single addresses; peernet4/peernet6, interval sets, for
-// classes that may hold prefixes) whose elements may carry the DNS TTL as
-// timeout. See README.md for hooks,
-// priorities and coexistence with other firewalls.
+// A device costs only data elements, whose insertion the kernel does not
+// validate (a jump element makes it re-validate the whole table). Direct
+// dispatch (device maps that are verdict maps) remains for kernels without
+// secmark and for systems whose LSM labels forwarded packets
+// (Config.DirectDispatch).
+//
+// Peers (DNS names, manufacturers, models, controllers) are not in rules:
+// a remote address maps to a group id (addr4/addr6 for single addresses,
+// net4/net6 for the segments of classes that may hold prefixes; DNS TTLs are
+// element timeouts), the peer's own id, or the id of a group of the peers
+// sharing the address (peergrp lists its members). An allow-only policy
+// (every MUD file without an explicit drop) is elements of acl_out / acl_in
+// keyed dispatch id . group . family . protocol . remote port, looked up by
+// the generic chains acl_out / acl_in with the packet's secmark; its ACEs
+// that are not such triples (ICMP types, local ports, port ranges, literal
+// prefixes) stay rules in pol_<id>_out / pol_<id>_in, which end in the acl
+// chain; its default deny is counted per policy by its element of
+// denyc_out / denyc_in. A policy with a drop is an ordered chain of rules
+// (pol_<id>_*), as are all policies with direct dispatch. Accept is a
+// `return` to the dispatch, so lateral traffic must pass the sender's
+// from-device and the receiver's to-device policy; drop is final; the
+// default deny goes to a shared rate-limited log-and-drop chain. groups.go
+// keeps the address → group → element layer incremental: a DNS answer
+// changes address elements, and acl elements only when a group appears or
+// vanishes. See README.md for hooks, priorities and coexistence with other
+// firewalls.
 //
 // # API
 //

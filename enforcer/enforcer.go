@@ -8,7 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-
+	"reflect"
 	"sort"
 	"strings"
 	"sync"
@@ -46,6 +46,16 @@ type Config struct {
 	RepairInterval time.Duration
 	// Logger receives repair and conntrack messages (default slog.Default()).
 	Logger *slog.Logger
+	// RuleCounters gives the elements of allow-only policies counters, so
+	// that Counters reports every ACE (one counter per element costs ~70
+	// bytes of kernel memory). Without it, such policies report their
+	// default deny and the ACEs rendered as rules.
+	RuleCounters bool
+	// BridgeLAN lists the prefixes LAN hosts use. When set, the bridge
+	// table holds only those addresses of DNS names that fall inside them:
+	// bridged traffic is between LAN hosts, so other addresses never appear
+	// there. Nil installs every address in both tables.
+	BridgeLAN []netip.Prefix
 	// DirectDispatch makes the device maps verdict maps that jump straight
 	// to the policy chains, instead of the two-stage dispatch through meta
 	// secmark (README.md). It is also what kernels without secmark support
@@ -73,6 +83,8 @@ type Enforcer struct {
 	ct       *vnl.Handle
 	setID    uint32
 	peerIDs  map[string]uint32
+	groupIDs map[string]uint32     // groups of several peers
+	derived  *derivedState         // the address → group → acl layer the kernel holds
 	dispIDs  map[string]uint32     // dispatch target (out chain) → id
 	model    *model                // what the kernel holds
 	objs     *objects              // its pieces (nil: nothing applied yet)
@@ -88,6 +100,7 @@ type Enforcer struct {
 // touch the ruleset: call Apply (or any mutation) to install our tables.
 func New(cfg Config) (*Enforcer, error) {
 	e := &Enforcer{cfg: cfg, log: cfg.Logger, nsFd: -1, peerIDs: map[string]uint32{}, dispIDs: map[string]uint32{},
+		groupIDs: map[string]uint32{}, derived: newDerivedState(),
 		model: newModel(), owner: map[netip.Addr]string{}}
 	if e.log == nil {
 		e.log = slog.Default()
@@ -210,7 +223,8 @@ func (e *Enforcer) probeSecmark() bool {
 
 func (e *Enforcer) opts() buildOpts {
 	o := buildOpts{prio: -5, bridgePrio: -205, logGroup: e.cfg.LogGroup, log: !e.cfg.NoLog,
-		bridgeCT: e.bridgeCT, twoStage: e.twoStage, peerID: e.peerID, dispatchID: e.dispatchID, now: time.Now()}
+		bridgeCT: e.bridgeCT, twoStage: e.twoStage, ruleCounters: e.cfg.RuleCounters, bridgeLAN: e.cfg.BridgeLAN,
+		peerID: e.peerID, groupID: e.groupID, dispatchID: e.dispatchID, now: time.Now()}
 	if e.cfg.Priority != nil {
 		o.prio = *e.cfg.Priority
 	}
@@ -229,6 +243,17 @@ func (e *Enforcer) peerID(key string) uint32 {
 	}
 	id := uint32(len(e.peerIDs) + 1)
 	e.peerIDs[key] = id
+	return id
+}
+
+// groupID returns the id of a group of several peers (an address they
+// share), allocating one on first use; never reused while the process runs.
+func (e *Enforcer) groupID(sig string) uint32 {
+	if id, ok := e.groupIDs[sig]; ok {
+		return id
+	}
+	id := multiGroupBase + uint32(len(e.groupIDs))
+	e.groupIDs[sig] = id
 	return id
 }
 
@@ -456,21 +481,21 @@ type objects struct {
 	fixed    *pieces
 	policies map[string]*pieces
 	devices  map[string]*pieces
-	peers    map[string]*pieces
+	derived  *derivedObjects
 }
 
 func newObjects() *objects {
-	return &objects{policies: map[string]*pieces{}, devices: map[string]*pieces{}, peers: map[string]*pieces{}}
+	return &objects{policies: map[string]*pieces{}, devices: map[string]*pieces{}, derived: newDerivedObjects()}
 }
 
 func (ob *objects) all() []*pieces {
 	out := []*pieces{ob.fixed}
-	for _, m := range []map[string]*pieces{ob.policies, ob.devices, ob.peers} {
+	for _, m := range []map[string]*pieces{ob.policies, ob.devices} {
 		for _, p := range m {
 			out = append(out, p)
 		}
 	}
-	return out
+	return ob.derived.all(out)
 }
 
 // commit is the one code path of every change. It computes the pieces of
@@ -497,32 +522,66 @@ func (e *Enforcer) commit(ctx context.Context, ch *change) error {
 	if err := piecesOf(ch.policies, next.policies, func(p *policy.Policy) (*pieces, error) { return policyPieces(p, o) }); err != nil {
 		return err
 	}
+	o.isElement = func(id string) bool {
+		p, ok := ch.policies[id]
+		if !ok && !ch.full {
+			p = e.model.policies[id]
+		}
+		return p != nil && elementPolicy(p, o)
+	}
+	if !rebuild {
+		// A device with overrides continues into its policy's entry, which
+		// depends on how the policy renders: recompute it when that changes.
+		for id, np := range ch.policies {
+			op := e.model.policies[id]
+			if (op != nil && elementPolicy(op, o)) == (np != nil && elementPolicy(np, o)) {
+				continue
+			}
+			for mac, d := range e.model.devices {
+				if _, touched := ch.devices[mac]; !touched && d.PolicyID == id && !d.Overrides.empty() {
+					ch.devices[mac] = d
+				}
+			}
+		}
+	}
 	if err := piecesOf(ch.devices, next.devices, func(d *Device) (*pieces, error) { return devicePieces(d, o) }); err != nil {
 		return err
 	}
-	for k, el := range ch.peers {
-		if el != nil {
-			next.peers[k] = peerPieces(k, el, o)
-		}
-	}
+	// The address → group → acl layer: recomputed whole on a rebuild,
+	// else only what the changed policies and peers touch.
+	var dd *derivedDelta
 	var oldP, newP []*pieces
 	if rebuild {
+		pols, peers := ch.policies, ch.peers
+		if !ch.full {
+			pols, peers = overlay(e.model.policies, ch.policies), overlay(e.model.peers, ch.peers)
+		}
+		dd = deriveChange(o, newDerivedState(), next.derived, true, pols, func(id string) *policy.Policy { return pols[id] },
+			peers, func(string) map[netip.Prefix]time.Time { return nil },
+			func() map[string]map[netip.Prefix]time.Time { return peers })
+		next.derived.apply(dd)
 		if !ch.full && e.objs != nil {
 			// Objects the change leaves alone keep their cached pieces.
 			merge(next.policies, e.objs.policies, ch.policies)
 			merge(next.devices, e.objs.devices, ch.devices)
-			merge(next.peers, e.objs.peers, ch.peers)
 		}
 		newP = next.all()
 	} else {
+		policyAfter := func(id string) *policy.Policy {
+			if p, ok := ch.policies[id]; ok {
+				return p
+			}
+			return e.model.policies[id]
+		}
+		dd = deriveChange(o, e.derived, e.objs.derived, false, ch.policies, policyAfter,
+			ch.peers, func(k string) map[netip.Prefix]time.Time { return e.model.peers[k] },
+			func() map[string]map[netip.Prefix]time.Time { return overlay(e.model.peers, ch.peers) })
+		oldP, newP = dd.diff(e.objs.derived)
 		for id := range ch.policies {
 			oldP, newP = appendIf(oldP, e.objs.policies[id]), appendIf(newP, next.policies[id])
 		}
 		for mac := range ch.devices {
 			oldP, newP = appendIf(oldP, e.objs.devices[mac]), appendIf(newP, next.devices[mac])
-		}
-		for k := range ch.peers {
-			oldP, newP = appendIf(oldP, e.objs.peers[k]), appendIf(newP, next.peers[k])
 		}
 	}
 	tEmit := time.Now()
@@ -548,8 +607,24 @@ func (e *Enforcer) commit(ctx context.Context, ch *change) error {
 		}
 		return fmt.Errorf("applying nftables changes: %w", err)
 	}
-	e.adopt(ch, next, rebuild)
+	e.adopt(ch, next, rebuild, dd)
 	return nil
+}
+
+// overlay is base with a change's values (nil: removed), as a new map.
+func overlay[V any](base, changed map[string]V) map[string]V {
+	out := make(map[string]V, len(base)+len(changed))
+	for k, v := range base {
+		out[k] = v
+	}
+	for k, v := range changed {
+		if any(v) == nil || reflect.ValueOf(v).IsNil() {
+			delete(out, k)
+		} else {
+			out[k] = v
+		}
+	}
+	return out
 }
 
 // piecesOf computes the pieces of the changed (non-nil) objects.
@@ -587,7 +662,7 @@ func merge[T any](dst, cached map[string]*pieces, changed map[string]T) {
 // flushes the conntrack entries of devices whose treatment changed, so flows
 // accepted under the old rules do not outlive them. The flush runs after the
 // commit: the next packets of those flows meet the new rules.
-func (e *Enforcer) adopt(ch *change, next *objects, rebuilt bool) {
+func (e *Enforcer) adopt(ch *change, next *objects, rebuilt bool, dd *derivedDelta) {
 	prev := e.model
 	var cut []netip.Addr
 	changedPol := map[string]bool{}
@@ -667,10 +742,13 @@ func (e *Enforcer) adopt(ch *change, next *objects, rebuilt bool) {
 	}
 	if rebuilt {
 		e.objs = next
+		e.derived = newDerivedState()
+		e.derived.apply(dd, e.model.policies)
 	} else {
 		applyPieces(e.objs.policies, next.policies, ch.policies)
 		applyPieces(e.objs.devices, next.devices, ch.devices)
-		applyPieces(e.objs.peers, next.peers, ch.peers)
+		e.derived.apply(dd, ch.policies)
+		e.objs.derived.apply(dd)
 	}
 	e.needFull = false
 	if len(cut) > 0 {
@@ -717,7 +795,7 @@ var tables = map[tfam]*nftables.Table{
 const expiryMargin = 2 * time.Second
 
 func (e *Enforcer) setObj(f tfam, name string) *nftables.Set {
-	for _, d := range setDefs(f, e.twoStage) {
+	for _, d := range setDefs(f, e.twoStage, e.cfg.RuleCounters) {
 		if d.name == name {
 			s := &nftables.Set{Table: tables[f], Name: name, KeyType: d.key, Concatenation: d.concat, Interval: d.ival}
 			if d.vmap {
@@ -730,6 +808,7 @@ func (e *Enforcer) setObj(f tfam, name string) *nftables.Set {
 			if d.timeout {
 				s.HasTimeout = true
 			}
+			s.Counter = d.counter
 			return s
 		}
 	}
@@ -768,7 +847,7 @@ func (e *Enforcer) emit(oldP, newP []*pieces, full bool, now time.Time) ([]netli
 			c.AddTable(t)
 			c.DelTable(t)
 			c.AddTable(t)
-			for _, d := range setDefs(f, e.twoStage) {
+			for _, d := range setDefs(f, e.twoStage, e.cfg.RuleCounters) {
 				s := e.setObj(f, d.name)
 				// Our own set ids: google/nftables' counter is a package
 				// global, unsafe with more than one connection.
@@ -1093,7 +1172,9 @@ func familyName(f tfam) string {
 }
 
 // Counters reads the per-rule counters of every installed policy back from
-// the kernel, summed over families and tables, in policy order.
+// the kernel, summed over families and tables, in policy order. ACEs of
+// allow-only policies that are elements are counted only with
+// Config.RuleCounters (a shared element counts for every ACE it serves).
 func (e *Enforcer) Counters(ctx context.Context) ([]RuleCounter, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -1102,15 +1183,59 @@ func (e *Enforcer) Counters(ctx context.Context) ([]RuleCounter, error) {
 		ids = append(ids, id)
 	}
 	sort.Strings(ids)
+	o := e.opts()
+	type elemCount struct {
+		fam tfam
+		el  nftables.SetElement
+	}
+	// Element counters, read once: per set, by dispatch id.
+	byID := map[string]map[uint32][]elemCount{}
+	if e.twoStage {
+		sets := []string{setDenyOut, setDenyIn}
+		if e.cfg.RuleCounters {
+			sets = append(sets, setACLOut, setACLIn)
+		}
+		for _, name := range sets {
+			byID[name] = map[uint32][]elemCount{}
+			for _, f := range []tfam{famInet, famBridge} {
+				els, err := e.rd.GetSetElements(e.setObj(f, name))
+				if err != nil {
+					return nil, fmt.Errorf("reading counters of set %s: %w", name, err)
+				}
+				for _, el := range els {
+					if len(el.Key) >= 4 && el.Counter != nil {
+						id := nativeEndian.Uint32(el.Key)
+						byID[name][id] = append(byID[name][id], elemCount{f, el})
+					}
+				}
+			}
+		}
+	}
+	groupPeers := map[uint32][]string{}
+	for k, id := range e.peerIDs {
+		groupPeers[id] = []string{k}
+	}
+	for sig, id := range e.groupIDs {
+		groupPeers[id] = sigPeers(sig)
+	}
 	var out []RuleCounter
 	for _, id := range ids {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		for _, d := range []policy.Direction{policy.FromDevice, policy.ToDevice} {
+		p := e.model.policies[id]
+		pf := aclForms(p, o)
+		have := map[chainID]bool{}
+		if pc := e.objs.policies[id]; pc != nil {
+			for _, c := range pc.chains {
+				have[c.id] = true
+			}
+		}
+		pid := e.dispatchID(polChain(id, policy.FromDevice))
+		for di, d := range []policy.Direction{policy.FromDevice, policy.ToDevice} {
 			idx := map[string]int{}
 			var names []string
-			for _, r := range e.model.policies[id].Rules(d) {
+			for _, r := range p.Rules(d) {
 				if _, ok := idx[r.Name]; !ok {
 					idx[r.Name] = len(names)
 					names = append(names, r.Name)
@@ -1122,23 +1247,56 @@ func (e *Enforcer) Counters(ctx context.Context) ([]RuleCounter, error) {
 			for i, n := range names {
 				sums[i] = RuleCounter{PolicyID: id, Direction: d, Rule: n}
 			}
+			add := func(name string, c *expr.Counter) {
+				if i, ok := idx[name]; ok {
+					sums[i].Packets += c.Packets
+					sums[i].Bytes += c.Bytes
+				}
+			}
 			for _, f := range []tfam{famInet, famBridge} {
 				t := tables[f]
-				rules, err := e.rd.GetRules(t, &nftables.Chain{Name: polChain(id, d), Table: t})
+				cid := chainID{f, polChain(id, d)}
+				if !have[cid] {
+					continue
+				}
+				rules, err := e.rd.GetRules(t, &nftables.Chain{Name: cid.name, Table: t})
 				if err != nil {
 					return nil, fmt.Errorf("reading counters of policy %q: %w", id, err)
 				}
 				for _, r := range rules {
 					name, _ := userdata.GetString(r.UserData, userdata.TypeComment)
-					i, ok := idx[name]
-					if !ok {
-						continue
-					}
 					for _, x := range r.Exprs {
 						if cnt, ok := x.(*expr.Counter); ok {
-							sums[i].Packets += cnt.Packets
-							sums[i].Bytes += cnt.Bytes
+							add(name, cnt)
 						}
+					}
+				}
+			}
+			if pf == nil {
+				out = append(out, sums...)
+				continue
+			}
+			deny, acl := setDenyOut, setACLOut
+			if di == 1 {
+				deny, acl = setDenyIn, setACLIn
+			}
+			for _, ec := range byID[deny][pid] {
+				add(defaultDenyTag, ec.el.Counter)
+			}
+			for _, ec := range byID[acl][pid] {
+				k := ec.el.Key
+				if len(k) < 20 {
+					continue
+				}
+				peers := map[string]bool{}
+				for _, q := range groupPeers[nativeEndian.Uint32(k[4:])] {
+					peers[q] = true
+				}
+				counted := map[string]bool{}
+				for _, fm := range pf.forms[ec.fam][di] {
+					if peers[fm.peer] && !counted[fm.name] && fm.fam == k[8] && fm.proto == k[12] && fm.port == uint16(k[16])<<8|uint16(k[17]) {
+						counted[fm.name] = true
+						add(fm.name, ec.el.Counter)
 					}
 				}
 			}

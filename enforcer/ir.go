@@ -332,17 +332,6 @@ func fGuard(v int, set string) frag {
 	}}
 }
 
-// fPeer matches if (peer id . remote address) is in the shared peer set.
-func fPeer(v int, remoteIsSrc bool, id uint32, set, key string) frag {
-	return frag{fmt.Sprintf("0x%08x . %s @%s /* %s */", id, addrText(v, remoteIsSrc), set, key), []expr.Any{
-		// Interval sets store keys big-endian (nft marks them so); the id
-		// is written the same way in the element and here.
-		&expr.Immediate{Register: reg32, Data: binary.BigEndian.AppendUint32(nil, id)},
-		loadAddr(v, remoteIsSrc, reg32+1),
-		&expr.Lookup{SourceRegister: reg32, SetName: set},
-	}}
-}
-
 // fPrefix matches a literal prefix inline (no set needed).
 func fPrefix(remoteIsSrc bool, p netip.Prefix) frag {
 	v := 4

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"os/exec"
+	"regexp"
 	"sort"
 	"strings"
 	"testing"
@@ -92,7 +93,7 @@ func newLabEnv(t *testing.T, opts ...func(*Config)) *labEnv {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { h.Close() })
-	cfg := Config{NetNSFd: int(h), LogGroup: 5}
+	cfg := Config{NetNSFd: int(h), LogGroup: 5, RuleCounters: true}
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -274,9 +275,80 @@ func TestDNSPeerChangeTouchesElementsOnly(t *testing.T) {
 	if after := ruleHandles(t, env.e); strings.Join(after, ",") != strings.Join(before, ",") {
 		t.Errorf("rules changed on a peer update:\nbefore %v\nafter  %v", before, after)
 	}
-	if out := nftList(t, env.lab.GW.NS, "list", "set", "inet", "mud", "peer4"); !strings.Contains(out, "expires") {
-		t.Errorf("peer4 elements have no timeout:\n%s", out)
+	if out := nftList(t, env.lab.GW.NS, "list", "map", "inet", "mud", "addr4"); !strings.Contains(out, "expires") {
+		t.Errorf("addr4 elements have no timeout:\n%s", out)
 	}
+}
+
+// Two names on one address (a CDN): the address maps to a group of both,
+// and each policy keeps exactly what its own names allow as the group
+// appears, changes and vanishes with DNS updates (incremental changes,
+// checked against a full rebuild at the end).
+func TestSharedAddressGroups(t *testing.T) {
+	env := newLabEnv(t)
+	ctx := context.Background()
+	s1, d1 := env.srv1, env.dev1
+	cdn := "dns:cdn.example" // named by no policy
+	for _, a := range []netip.Addr{s1.IPv4, s1.IPv6} {
+		netlab.MustPass(t, "cloud before sharing "+a.String(), netlab.TCPEcho(d1.NS, ap(a, 8080), pass))
+	}
+	// cdn.example resolves to srv1 too: srv1's group becomes {cloud, cdn}.
+	if err := env.e.SetPeer(ctx, cdn, hostElems(s1)); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range []netip.Addr{s1.IPv4, s1.IPv6} {
+		netlab.MustPass(t, "cloud while shared "+a.String(), netlab.TCPEcho(d1.NS, ap(a, 8080), pass))
+		netlab.MustPass(t, "cloud udp while shared "+a.String(), netlab.UDPEcho(d1.NS, ap(a, 8081), pass))
+		netlab.MustDrop(t, "other port while shared "+a.String(), netlab.TCPEcho(d1.NS, ap(a, 8082), shut))
+	}
+	// cloud.example moves away: srv1 is cdn's only, which cam1 does not name.
+	if err := env.e.SetPeer(ctx, "dns:cloud.example", hostElems(env.srv2)); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range []netip.Addr{s1.IPv4, s1.IPv6} {
+		netlab.MustDrop(t, "srv1 held by cdn only "+a.String(), netlab.TCPEcho(d1.NS, ap(a, 8080), shut))
+	}
+	netlab.MustPass(t, "cloud's new address", netlab.TCPEcho(d1.NS, ap(env.srv2.IPv4, 8080), pass))
+	// Back, shared again; then cdn goes: srv1 is cloud's own once more.
+	if err := env.e.SetPeer(ctx, "dns:cloud.example", hostElems(s1)); err != nil {
+		t.Fatal(err)
+	}
+	netlab.MustPass(t, "shared again", netlab.TCPEcho(d1.NS, ap(s1.IPv4, 8080), pass))
+	if err := env.e.SetPeer(ctx, cdn, nil); err != nil {
+		t.Fatal(err)
+	}
+	netlab.MustPass(t, "cloud's own again", netlab.TCPEcho(d1.NS, ap(s1.IPv6, 8080), pass))
+	netlab.MustDrop(t, "old address gone", netlab.TCPEcho(d1.NS, ap(env.srv2.IPv4, 8080), shut))
+	// What the increments left equals what a rebuild installs.
+	inc := nftList(t, env.lab.GW.NS, "list", "ruleset")
+	env.e.mu.Lock()
+	env.e.needFull = true
+	env.e.mu.Unlock()
+	if err := env.e.SetPeer(ctx, cdn, nil); err != nil {
+		t.Fatal(err)
+	}
+	if full := nftList(t, env.lab.GW.NS, "list", "ruleset"); stripCounters(full) != stripCounters(inc) {
+		t.Errorf("incremental state differs from a rebuild:\nincremental:\n%s\nrebuilt:\n%s", inc, full)
+	}
+}
+
+var (
+	counterRE = regexp.MustCompile(`counter packets \d+ bytes \d+|expires \S+`)
+	tokenRE   = regexp.MustCompile(`[,{}\n]`)
+)
+
+// stripCounters reduces a listing to its sorted items without counters and
+// expiry times: hash sets list their elements in the order of a per-set
+// random seed.
+func stripCounters(s string) string {
+	var items []string
+	for _, it := range tokenRE.Split(counterRE.ReplaceAllString(s, "counter"), -1) {
+		if it = strings.TrimSpace(it); it != "" {
+			items = append(items, it)
+		}
+	}
+	sort.Strings(items)
+	return strings.Join(items, "\n")
 }
 
 func TestQuarantineCutsEstablishedConnection(t *testing.T) {

@@ -1,7 +1,6 @@
 package enforcer
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -28,10 +27,17 @@ const (
 	setInVmap  = "in_chain"  // mark : verdict (dispatch id → to-device chain)
 	setGuard4  = "guard4"    // ether_addr . ipv4_addr
 	setGuard6  = "guard6"    // ether_addr . ipv6_addr
-	setPeer4   = "peer4"     // mark . ipv4_addr, timeout (hash: exact addresses)
-	setPeer6   = "peer6"     // mark . ipv6_addr, timeout
-	setNet4    = "peernet4"  // mark . ipv4_addr, interval, timeout (prefixes)
-	setNet6    = "peernet6"  // mark . ipv6_addr, interval, timeout
+	setAddr4   = "addr4"     // ipv4_addr : mark (peer address → group id), timeout
+	setAddr6   = "addr6"     // ipv6_addr : mark, timeout
+	setNet4    = "net4"      // mark . ipv4_addr : mark, interval, timeout (class segments → group id)
+	setNet6    = "net6"      // mark . ipv6_addr : mark, interval, timeout
+	setPeerGrp = "peergrp"   // mark . mark (peer id . id of a group of several peers)
+	setACLOut  = "acl_out"   // dispatch id . group . family . protocol . remote port
+	setACLIn   = "acl_in"    // the same, to-device
+	setDenyOut = "denyc_out" // mark, counter: per-policy default-deny counters
+	setDenyIn  = "denyc_in"
+	setResOut  = "res_out" // mark : verdict (id → goto the chain of an allow-only policy's rule-form ACEs)
+	setResIn   = "res_in"
 
 	chainForward   = "forward"
 	chainInput     = "input"
@@ -46,6 +52,10 @@ const (
 	chainBusyIn    = "secmark_in"
 	chainDenyOut   = "deny_out"
 	chainDenyIn    = "deny_in"
+	chainACLOut    = "acl_out"
+	chainACLIn     = "acl_in"
+	chainAllowOut  = "allow_out" // entry of every allow-only policy
+	chainAllowIn   = "allow_in"
 	defaultDenyTag = "default-deny"
 	carrierBusyTag = "carrier-busy"
 )
@@ -66,6 +76,7 @@ type setDef struct {
 	concat  bool
 	ival    bool
 	timeout bool
+	counter bool
 	decl    string // nft syntax, for Render
 }
 
@@ -74,13 +85,15 @@ var (
 	typeEtherIP6 = nftables.MustConcatSetType(nftables.TypeEtherAddr, nftables.TypeIP6Addr)
 	typeMarkIP4  = nftables.MustConcatSetType(nftables.TypeMark, nftables.TypeIPAddr)
 	typeMarkIP6  = nftables.MustConcatSetType(nftables.TypeMark, nftables.TypeIP6Addr)
+	typeMarkMark = nftables.MustConcatSetType(nftables.TypeMark, nftables.TypeMark)
+	typeACL      = nftables.MustConcatSetType(nftables.TypeMark, nftables.TypeMark, nftables.TypeMark, nftables.TypeInetProto, nftables.TypeInetService)
 )
 
 // setDefs lists the sets of a table. With two-stage dispatch (the default),
 // the device maps hold dispatch ids (data, so adding a device makes the
 // kernel validate nothing) and out_chain/in_chain map ids to chains; in
 // direct mode the device maps are verdict maps jumping to the chains.
-func setDefs(f tfam, twoStage bool) []setDef {
+func setDefs(f tfam, twoStage, ruleCounters bool) []setDef {
 	dev := func(name string, key nftables.SetDatatype, keyText string) setDef {
 		if twoStage {
 			return setDef{name: name, key: key, dmap: true, decl: "type " + keyText + " : mark"}
@@ -98,14 +111,29 @@ func setDefs(f tfam, twoStage bool) []setDef {
 			setDef{name: setOutVmap, key: nftables.TypeMark, vmap: true, decl: "type mark : verdict"},
 			setDef{name: setInVmap, key: nftables.TypeMark, vmap: true, decl: "type mark : verdict"})
 	}
-	return append(defs,
+	defs = append(defs,
 		setDef{name: setGuard4, key: typeEtherIP4, concat: true, decl: "type ether_addr . ipv4_addr"},
 		setDef{name: setGuard6, key: typeEtherIP6, concat: true, decl: "type ether_addr . ipv6_addr"},
-		setDef{name: setPeer4, key: typeMarkIP4, concat: true, timeout: true, decl: "type mark . ipv4_addr; flags timeout"},
-		setDef{name: setPeer6, key: typeMarkIP6, concat: true, timeout: true, decl: "type mark . ipv6_addr; flags timeout"},
-		setDef{name: setNet4, key: typeMarkIP4, concat: true, ival: true, timeout: true, decl: "type mark . ipv4_addr; flags interval, timeout"},
-		setDef{name: setNet6, key: typeMarkIP6, concat: true, ival: true, timeout: true, decl: "type mark . ipv6_addr; flags interval, timeout"},
+		setDef{name: setAddr4, key: nftables.TypeIPAddr, dmap: true, timeout: true, decl: "type ipv4_addr : mark; flags timeout"},
+		setDef{name: setAddr6, key: nftables.TypeIP6Addr, dmap: true, timeout: true, decl: "type ipv6_addr : mark; flags timeout"},
+		setDef{name: setNet4, key: typeMarkIP4, dmap: true, concat: true, ival: true, timeout: true, decl: "type mark . ipv4_addr : mark; flags interval, timeout"},
+		setDef{name: setNet6, key: typeMarkIP6, dmap: true, concat: true, ival: true, timeout: true, decl: "type mark . ipv6_addr : mark; flags interval, timeout"},
+		setDef{name: setPeerGrp, key: typeMarkMark, concat: true, decl: "type mark . mark"},
 	)
+	if twoStage {
+		acl := "type mark . mark . mark . inet_proto . inet_service"
+		if ruleCounters {
+			acl += "; counter"
+		}
+		defs = append(defs,
+			setDef{name: setACLOut, key: typeACL, concat: true, counter: ruleCounters, decl: acl},
+			setDef{name: setACLIn, key: typeACL, concat: true, counter: ruleCounters, decl: acl},
+			setDef{name: setDenyOut, key: nftables.TypeMark, counter: true, decl: "type mark; counter"},
+			setDef{name: setDenyIn, key: nftables.TypeMark, counter: true, decl: "type mark; counter"},
+			setDef{name: setResOut, key: nftables.TypeMark, vmap: true, decl: "type mark : verdict"},
+			setDef{name: setResIn, key: nftables.TypeMark, vmap: true, decl: "type mark : verdict"})
+	}
+	return defs
 }
 
 type chainID struct {
@@ -151,7 +179,11 @@ type buildOpts struct {
 	log              bool
 	bridgeCT         bool // the kernel tracks bridged traffic (nf_conntrack_bridge)
 	twoStage         bool // dispatch through ids in meta secmark (see fixedChains)
+	ruleCounters     bool // acl elements carry counters
+	bridgeLAN        []netip.Prefix
 	peerID           func(key string) uint32
+	groupID          func(sig string) uint32      // a group of several peers
+	isElement        func(policyID string) bool   // the policy renders as elements (after the change)
 	dispatchID       func(outChain string) uint32 // two-stage: id of a dispatch target
 	now              time.Time
 }
@@ -272,6 +304,33 @@ func fixedPieces(o buildOpts) *pieces {
 
 func policyPieces(p *policy.Policy, o buildOpts) (*pieces, error) {
 	pc := &pieces{}
+	if pf := aclForms(p, o); pf != nil {
+		// Allow-only: elements (bound per group, see groups.go), a chain
+		// only for the ACEs that are not triples, the per-policy deny
+		// counter.
+		k := dispatchKey(o.dispatchID(polChain(p.ID, policy.FromDevice)))
+		for di, d := range []policy.Direction{policy.FromDevice, policy.ToDevice} {
+			vm, res, deny, allow, acl := setOutVmap, setResOut, setDenyOut, chainAllowOut, chainACLOut
+			if di == 1 {
+				vm, res, deny, allow, acl = setInVmap, setResIn, setDenyIn, chainAllowIn, chainACLIn
+			}
+			for _, f := range []tfam{famInet, famBridge} {
+				pc.elem(f, vm, &elemSpec{key: k, verdict: jump(allow)})
+				pc.elem(f, deny, &elemSpec{key: k})
+				if len(pf.residual[di]) == 0 {
+					continue
+				}
+				rules, err := policyRules(f, pf.residual[di], d, o)
+				if err != nil {
+					return nil, fmt.Errorf("rendering policy %q %s: %w", p.ID, d, err)
+				}
+				name := polChain(p.ID, d)
+				pc.chain(&chainSpec{id: chainID{f, name}, rules: append(rules, irRule{verdict: gotoChain(acl)})})
+				pc.elem(f, res, &elemSpec{key: k, verdict: gotoChain(name)})
+			}
+		}
+		return pc, nil
+	}
 	for _, f := range []tfam{famInet, famBridge} {
 		for _, d := range []policy.Direction{policy.FromDevice, policy.ToDevice} {
 			rules, err := policyRules(f, p.Rules(d), d, o)
@@ -364,7 +423,17 @@ func devicePieces(d *Device, o buildOpts) (*pieces, error) {
 					return nil, fmt.Errorf("rendering overrides of device %s: %w", d.MAC, err)
 				}
 				rules = append(prologue(dir, o), rules...)
-				rules = append(rules, irRule{verdict: gotoChain(polChain(d.PolicyID, dir))})
+				if o.isElement != nil && o.isElement(d.PolicyID) {
+					// Continue with the policy under its own id: its
+					// elements are keyed by it.
+					allow := chainAllowOut
+					if dir == policy.ToDevice {
+						allow = chainAllowIn
+					}
+					rules = append(rules, irRule{frags: []frag{fSetSecmark(o.dispatchID(polChain(d.PolicyID, policy.FromDevice)))}, verdict: gotoChain(allow)})
+				} else {
+					rules = append(rules, irRule{verdict: gotoChain(polChain(d.PolicyID, dir))})
+				}
 				pc.chain(&chainSpec{id: chainID{f, devChain(d.MAC, dir)}, rules: rules})
 			}
 		}
@@ -402,43 +471,11 @@ func exactPeer(key string) bool {
 	return false
 }
 
-func peerSet(key string, v6 bool) string {
-	switch {
-	case exactPeer(key) && v6:
-		return setPeer6
-	case exactPeer(key):
-		return setPeer4
-	case v6:
-		return setNet6
-	}
-	return setNet4
-}
-
-func peerPieces(key string, elems map[netip.Prefix]time.Time, o buildOpts) *pieces {
-	pc := &pieces{}
-	id := o.peerID(key)
-	idb := binary.BigEndian.AppendUint32(nil, id)
-	for p, exp := range elems {
-		if !exp.IsZero() && !exp.After(o.now) {
-			continue // expired: the kernel has dropped it too
-		}
-		set := peerSet(key, p.Addr().Is6())
-		first, last := prefixRange(p)
-		el := &elemSpec{key: append(append([]byte{}, idb...), first.AsSlice()...), expires: exp}
-		if set == setNet4 || set == setNet6 {
-			el.keyEnd = append(append([]byte{}, idb...), last.AsSlice()...)
-		}
-		for _, f := range []tfam{famInet, famBridge} {
-			pc.elem(f, set, el)
-		}
-	}
-	return pc
-}
-
 // build computes the whole layout of a model (Render and tests; the
 // enforcer works per object).
 func build(m *model, o buildOpts) (*layout, error) {
 	l := &layout{chains: map[chainID]*chainSpec{}, elems: map[setRef]map[string]*elemSpec{}}
+	o.isElement = func(id string) bool { p := m.policies[id]; return p != nil && elementPolicy(p, o) }
 	l.add(fixedPieces(o))
 	for _, p := range m.policies {
 		pc, err := policyPieces(p, o)
@@ -457,8 +494,13 @@ func build(m *model, o buildOpts) (*layout, error) {
 		}
 		l.add(pc)
 	}
-	for key, elems := range m.peers {
-		l.add(peerPieces(key, elems, o))
+	policyAfter := func(id string) *policy.Policy { return m.policies[id] }
+	dd := deriveChange(o, newDerivedState(), newDerivedObjects(), true, m.policies, policyAfter,
+		m.peers, func(string) map[netip.Prefix]time.Time { return nil },
+		func() map[string]map[netip.Prefix]time.Time { return m.peers })
+	_, np := dd.diff(newDerivedObjects())
+	for _, pc := range np {
+		l.add(pc)
 	}
 	return l, nil
 }
@@ -618,6 +660,7 @@ func fixedChains(f tfam, o buildOpts) []*chainSpec {
 	}
 	if o.twoStage {
 		cs = append(cs, dispatchChains(f)...)
+		cs = append(cs, aclChains(f, o)...)
 	}
 	// The IP source guard: a MUD device may only send from the addresses
 	// bound to its MAC (plus IPv6 link-local, which ND needs).
@@ -786,22 +829,25 @@ func policyRules(f tfam, rules []policy.Rule, d policy.Direction, o buildOpts) (
 			versions = []int{4, 6}
 		}
 		for _, v := range versions {
-			ir, err := aceRule(f, r, d, v, o)
+			irs, err := aceRule(f, r, d, v, o)
 			if errors.Is(err, errSkip) {
 				continue
 			}
 			if err != nil {
 				return nil, fmt.Errorf("rule %q: %w", r.Name, err)
 			}
-			out = append(out, ir)
+			out = append(out, irs...)
 		}
 	}
 	return out, nil
 }
 
-func aceRule(f tfam, r policy.Rule, d policy.Direction, v int, o buildOpts) (irRule, error) {
+// aceRule renders one ACE for one IP version (0: any). A peer match takes
+// two rules: the address's group is the peer's own, or a shared group
+// listing it.
+func aceRule(f tfam, r policy.Rule, d policy.Direction, v int, o buildOpts) ([]irRule, error) {
 	if (r.Family == policy.IPv4 && v == 6) || (r.Family == policy.IPv6 && v == 4) {
-		return irRule{}, errSkip
+		return nil, errSkip
 	}
 	var fr []frag
 	if v != 0 {
@@ -811,7 +857,7 @@ func aceRule(f tfam, r policy.Rule, d policy.Direction, v int, o buildOpts) (irR
 		fr = append(fr, fL4proto(r.Protocol))
 	}
 	if (r.SrcPort != nil || r.DstPort != nil) && r.Protocol != policy.ProtoTCP && r.Protocol != policy.ProtoUDP && r.Protocol != 132 {
-		return irRule{}, fmt.Errorf("ports need protocol tcp, udp or sctp (protocol %d)", r.Protocol)
+		return nil, fmt.Errorf("ports need protocol tcp, udp or sctp (protocol %d)", r.Protocol)
 	}
 	if r.SrcPort != nil {
 		fr = append(fr, fPort(r.Protocol, false, portRange{r.SrcPort.First, r.SrcPort.Last, r.SrcPort.Negate}))
@@ -821,41 +867,45 @@ func aceRule(f tfam, r policy.Rule, d policy.Direction, v int, o buildOpts) (irR
 	}
 	if r.ICMP != nil {
 		if r.Protocol != policy.ProtoICMP && r.Protocol != policy.ProtoICMPv6 {
-			return irRule{}, fmt.Errorf("icmp match needs protocol 1 or 58 (protocol %d)", r.Protocol)
+			return nil, fmt.Errorf("icmp match needs protocol 1 or 58 (protocol %d)", r.Protocol)
 		}
 		fr = append(fr, fICMP(r.Protocol == policy.ProtoICMPv6, r.ICMP.Type, r.ICMP.Code))
 	}
 	remoteIsSrc := d == policy.ToDevice
+	peerMatch := [][]frag{nil}
 	switch r.Peer.Kind {
 	case policy.AnyPeer:
 	case policy.Prefix:
 		if !r.Peer.Prefix.IsValid() {
-			return irRule{}, errors.New("prefix peer without a valid prefix")
+			return nil, errors.New("prefix peer without a valid prefix")
 		}
-		fr = append(fr, fPrefix(remoteIsSrc, r.Peer.Prefix))
+		peerMatch = [][]frag{{fPrefix(remoteIsSrc, r.Peer.Prefix)}}
 	default:
-		fr = append(fr, fPeer(v, remoteIsSrc, o.peerID(r.Peer.Key()), peerSet(r.Peer.Key(), v == 6), r.Peer.Key()))
+		key := r.Peer.Key()
+		peerMatch = [][]frag{{fPeerOnly(v, remoteIsSrc, o.peerID(key), key)}, {fPeerShared(v, remoteIsSrc, o.twoStage, o.peerID(key), key)}}
 	}
 	// direction-initiated (RFC 8520 §4.8, TCP only): the side that may not
 	// open connections is restricted to packets of existing ones.
-	if r.Protocol == policy.ProtoTCP && r.Initiated != policy.NoInitiator {
-		restrict := (d == policy.FromDevice && r.Initiated == policy.InitiatedToDevice) ||
-			(d == policy.ToDevice && r.Initiated == policy.InitiatedFromDevice)
-		if restrict {
-			if f == famInet || o.bridgeCT {
-				fr = append(fr, ctEstRel)
-			} else {
-				// No conntrack for bridged traffic: only a segment that
-				// opens a connection (SYN without ACK) is refused.
-				fr = append(fr, fNotBareSYN())
-			}
+	var tail []frag
+	if restricts(r, d) {
+		if f == famInet || o.bridgeCT {
+			tail = append(tail, ctEstRel)
+		} else {
+			// No conntrack for bridged traffic: only a segment that opens
+			// a connection (SYN without ACK) is refused.
+			tail = append(tail, fNotBareSYN())
 		}
 	}
 	vd := ret()
 	if r.Verdict == policy.Drop {
 		vd = drop()
 	} else if r.Verdict != policy.Accept {
-		return irRule{}, fmt.Errorf("unknown verdict %v", r.Verdict)
+		return nil, fmt.Errorf("unknown verdict %v", r.Verdict)
 	}
-	return irRule{frags: fr, counter: true, verdict: vd, comment: r.Name}, nil
+	var out []irRule
+	for _, pm := range peerMatch {
+		frags := append(append(append([]frag{}, fr...), pm...), tail...)
+		out = append(out, irRule{frags: frags, counter: true, verdict: vd, comment: r.Name})
+	}
+	return out, nil
 }

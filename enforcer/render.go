@@ -22,6 +22,8 @@ type RenderOptions struct {
 	// DirectDispatch renders the direct verdict-map dispatch
 	// (Enforcer.SecmarkDispatch() false) instead of the two-stage one.
 	DirectDispatch bool
+	// RuleCounters renders acl sets with per-element counters.
+	RuleCounters bool
 	// Peers gives sample addresses for peers (by policy.Peer.Key()); peers
 	// without addresses render with no elements (the resolver fills them).
 	Peers map[string][]Element
@@ -83,8 +85,15 @@ func Render(p policy.Policy, dev Device, ro RenderOptions) (string, error) {
 		}
 		return dids[out]
 	}
+	gids := map[string]uint32{}
+	groupID := func(sig string) uint32 {
+		if _, ok := gids[sig]; !ok {
+			gids[sig] = multiGroupBase + uint32(len(gids))
+		}
+		return gids[sig]
+	}
 	o := buildOpts{prio: -5, bridgePrio: -205, logGroup: ro.LogGroup, log: !ro.NoLog, bridgeCT: ro.BridgeConntrack,
-		twoStage: !ro.DirectDispatch, peerID: peerID, dispatchID: dispatchID, now: now}
+		twoStage: !ro.DirectDispatch, ruleCounters: ro.RuleCounters, peerID: peerID, groupID: groupID, dispatchID: dispatchID, now: now}
 	if ro.Priority != nil {
 		o.prio = *ro.Priority
 	}
@@ -100,9 +109,21 @@ func Render(p policy.Policy, dev Device, ro RenderOptions) (string, error) {
 	for _, k := range keys {
 		fmt.Fprintf(&b, "# peer 0x%08x = %s\n", ids[k], k)
 	}
+	if pf := aclForms(&p, o); pf != nil {
+		b.WriteString("# allow-only: these ACEs are elements of acl_out / acl_in (dispatch id . group . family . protocol . remote port),\n" +
+			"# one per group holding the peer's addresses (a peer's own group id is its peer id); port 0: any\n")
+		for _, f := range []tfam{famInet, famBridge} {
+			for di, set := range []string{setACLOut, setACLIn} {
+				for _, fm := range pf.forms[f][di] {
+					fmt.Fprintf(&b, "#   %s %s: 0x%08x . <%s> . 0x%02x . %s . %d  /* %s */\n", familyName(f), set,
+						dispatchID(polChain(p.ID, policy.FromDevice)), fm.peer, fm.fam, protoName(fm.proto), fm.port, fm.name)
+				}
+			}
+		}
+	}
 	for _, f := range []tfam{famInet, famBridge} {
 		fmt.Fprintf(&b, "table %s %s {\n", familyName(f), tableName)
-		for _, sd := range setDefs(f, o.twoStage) {
+		for _, sd := range setDefs(f, o.twoStage, o.ruleCounters) {
 			kind := "set"
 			if sd.vmap || sd.dmap {
 				kind = "map"
@@ -159,12 +180,10 @@ func elemText(set string, e *elemSpec, peerKeys []string) string {
 
 	case setGuard4, setGuard6:
 		s = net.HardwareAddr(e.key[:6]).String() + " . " + addr(e.key[8:]).String()
-	case setPeer4, setPeer6, setNet4, setNet6:
-		id := binary.BigEndian.Uint32(e.key[:4])
-		first, last := addr(e.key[4:]), addr(e.key[4:])
-		if len(e.keyEnd) > 4 {
-			last = addr(e.keyEnd[4:])
-		}
+	case setAddr4, setAddr6:
+		s = addr(e.key).String()
+	case setNet4, setNet6:
+		first, last := addr(e.key[4:]), addr(e.keyEnd[4:])
 		r := first.String() + "-" + last.String()
 		for bits := first.BitLen(); bits >= 0; bits-- {
 			if p := netip.PrefixFrom(first, bits); p.Masked().Addr() == first {
@@ -174,13 +193,20 @@ func elemText(set string, e *elemSpec, peerKeys []string) string {
 				}
 			}
 		}
-		s = fmt.Sprintf("0x%08x . %s", id, r)
-		if int(id) >= 1 && int(id) <= len(peerKeys) {
-			s += " /* " + peerKeys[id-1] + " */"
-		}
+		s = "0 . " + r
+	case setPeerGrp:
+		s = fmt.Sprintf("0x%08x . 0x%08x", nativeEndian.Uint32(e.key), nativeEndian.Uint32(e.key[4:]))
+	case setACLOut, setACLIn:
+		s = fmt.Sprintf("0x%08x . 0x%08x . 0x%02x . %s . %d", nativeEndian.Uint32(e.key), nativeEndian.Uint32(e.key[4:]),
+			e.key[8], protoName(e.key[12]), binary.BigEndian.Uint16(e.key[16:]))
+	case setDenyOut, setDenyIn:
+		s = fmt.Sprintf("0x%08x", nativeEndian.Uint32(e.key))
 	}
 	if e.data != nil {
 		s += fmt.Sprintf(" : 0x%08x", nativeEndian.Uint32(e.data))
+		if id := nativeEndian.Uint32(e.data); (set == setAddr4 || set == setAddr6 || set == setNet4 || set == setNet6) && int(id) >= 1 && int(id) <= len(peerKeys) {
+			s += " /* " + peerKeys[id-1] + " */"
+		}
 	}
 	if e.verdict != nil {
 		s += " : " + verdictText(*e.verdict)

@@ -1,8 +1,11 @@
 package enforcer
 
 import (
+	"fmt"
+	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/openmud/mud/policy"
 )
@@ -43,15 +46,20 @@ func TestRenderLightBulb(t *testing.T) {
 		"policy accept;\n\t\tct direction reply meta iiftype ether ether saddr @from_dev jump src_guard\n\t\tct state established,related accept\n\t\tmeta l4proto ipv6-icmp icmpv6 type 133-137 accept\n\t\tct state invalid counter drop",
 		// DHCPv4 discovery and neighbour discovery pass the guard
 		"meta nfproto ipv4 meta l4proto udp udp sport 68 udp dport 67 return\n\t\tmeta nfproto ipv6 meta l4proto ipv6-icmp icmpv6 type 133-137 return\n",
-		// RFC 8520 §9: new TCP from the device to 443 of the name's AAAA
-		"meta nfproto ipv6 meta l4proto tcp tcp dport 443 0x00000001 . ip6 daddr @peer6 /* dns:test.example.com */ counter return",
-		// spec §4 item 29: replies only (conntrack in inet) …
-		"tcp sport 443 0x00000001 . ip6 saddr @peer6 /* dns:test.example.com */ ct state established,related counter return",
-		// … and a SYN check where bridged traffic is not tracked
-		"tcp sport 443 0x00000001 . ip6 saddr @peer6 /* dns:test.example.com */ tcp flags & (syn | ack) != syn counter return",
-		// spec §4 item 27: App. A defaults after the file's rules, then the
-		// counted deny, which goes to the shared rate-limited log and drop
-		`/* controller:urn:ietf:params:mud:ntp */ counter return comment "default/ntp"` + "\n\t\tcounter goto deny_out comment \"default-deny\"",
+		// An allow-only policy is elements (RFC 8520 §9: new TCP from the
+		// device to 443 of the name's AAAA: IPv6 only, family 0x0a) …
+		"#   inet acl_out: 0x00000010 . <dns:test.example.com> . 0x0a . tcp . 443  /* mud-76100-v6fr/cl0-frdev */",
+		// spec §4 item 29: replies only: nothing in inet, where the fast
+		// path accepts replies before any policy, and a no-bare-SYN
+		// element (0x80) where bridged traffic is not tracked
+		"#   bridge acl_in: 0x00000010 . <dns:test.example.com> . 0x8a . tcp . 443  /* mud-76100-v6to/cl0-todev */",
+		"meta nfproto ipv6 meta secmark . (ip6 daddr map @addr6) . 0x0a . meta l4proto . th dport @acl_out return",
+		"meta protocol ip6 meta l4proto tcp tcp flags & (syn | ack) != syn meta secmark . (ip6 saddr map @addr6) . 0x8a . meta l4proto . th sport @acl_in return",
+		// spec §4 item 27: the App. A defaults are elements too; then the
+		// deny, counted per policy, to the shared rate-limited log and drop
+		"#   inet acl_out: 0x00000010 . <controller:urn:ietf:params:mud:ntp> . 0x00 . udp . 123  /* default/ntp */",
+		"meta secmark @denyc_out goto deny_out\n\t\tcounter goto deny_out comment \"default-deny\"",
+		"chain allow_out {\n\t\tmeta secmark vmap @res_out\n\t\tgoto acl_out\n",
 		"chain deny_out {\n\t\tlimit rate 10/second burst 5 packets log prefix \"mud deny out: \" group 7\n\t\tdrop\n",
 		// two-stage dispatch: device → id (data), id → policy chain (verdict)
 		"meta secmark 0 jump dispatch_fwd\n\t\tmeta secmark != 0 jump secmark_fwd\n",
@@ -59,8 +67,8 @@ func TestRenderLightBulb(t *testing.T) {
 		"meta nfproto ipv4 meta secmark set ip daddr map @to_dev4 meta secmark vmap @in_chain",
 		"meta secmark set 0\n\t}",
 		"map from_dev {\n\t\ttype ether_addr : mark\n\t\telements = { 02:00:5e:00:53:01 : 0x00000010 }",
-		"0x00000010 : jump pol_lightbulb2000_out",
-		"0x00000010 : jump pol_lightbulb2000_in",
+		"0x00000010 : jump allow_out",
+		"0x00000010 : jump allow_in",
 		"192.0.2.10 : 0x00000010",
 		"02:00:5e:00:53:01 . 2001:db8:1::10",
 	} {
@@ -68,9 +76,47 @@ func TestRenderLightBulb(t *testing.T) {
 			t.Errorf("rendering lacks %q", want)
 		}
 	}
-	// The IPv6-only ACE must not produce IPv4 rules.
-	if strings.Contains(out, "ip daddr @peer4 /* dns:test.example.com") {
-		t.Error("IPv6 ACE rendered for IPv4")
+	// The IPv6-only ACE must not produce IPv4 or any-family elements, nor
+	// the replies-only ACE one in inet.
+	for _, bad := range []string{"<dns:test.example.com> . 0x02", "<dns:test.example.com> . 0x00", "inet acl_in: 0x00000010 . <dns:test.example.com>"} {
+		if strings.Contains(out, bad) {
+			t.Errorf("rendering has %q", bad)
+		}
+	}
+}
+
+// With addresses, the peer's address maps to its group (its peer id) and
+// the policy's element carries that group; an address two peers share
+// gets a group of its own, listed for both in peergrp.
+func TestRenderElementsWithAddresses(t *testing.T) {
+	p := lightBulb()
+	p.FromDevice = append(p.FromDevice, policy.Rule{Name: "fr/cdn", Peer: policy.Peer{Kind: policy.DNSName, Value: "cdn.example.com"},
+		Protocol: policy.ProtoTCP, DstPort: u16(8443), Verdict: policy.Accept})
+	shared := Element{Prefix: mustPrefix("2001:db8::2/128")}
+	out, err := Render(p, Device{}, RenderOptions{Peers: map[string][]Element{
+		"dns:test.example.com":               {{Prefix: mustPrefix("2001:db8::1/128")}, shared},
+		"dns:cdn.example.com":                {shared},
+		"controller:urn:ietf:params:mud:dns": {{Prefix: mustPrefix("192.0.2.0/24")}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"2001:db8::1 : 0x00000001 /* dns:test.example.com */",
+		"2001:db8::2 : 0x80000000",
+		"0x00000001 . 0x80000000", "0x00000004 . 0x80000000", // peergrp: both peers of the shared group
+		"0x00000010 . 0x00000001 . 0x0a . tcp . 443",  // the name's own group
+		"0x00000010 . 0x80000000 . 0x0a . tcp . 443",  // and the shared one …
+		"0x00000010 . 0x80000000 . 0x00 . tcp . 8443", // … which also serves the other name
+		"0 . 192.0.2.0/24 : 0x00000002 /* controller:urn:ietf:params:mud:dns */",
+		"0x00000010 . 0x00000002 . 0x00 . udp . 53",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("rendering lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "0x00000010 . 0x00000004 . 0x0a . tcp . 443") {
+		t.Error("the other name's own group got the ACE of test.example.com")
 	}
 }
 
@@ -82,6 +128,19 @@ func TestRenderOrderAndDrop(t *testing.T) {
 	out, err := Render(p, Device{}, RenderOptions{NoLog: true})
 	if err != nil {
 		t.Fatal(err)
+	}
+	// A policy with a drop is an ordered chain of rules; a peer match is
+	// the address's own group or a shared one listing the peer.
+	for _, want := range []string{
+		"meta nfproto ipv6 meta l4proto tcp tcp dport 443 ip6 daddr map @addr6 0x00000001 /* dns:test.example.com */ counter return",
+		"meta nfproto ipv6 meta l4proto tcp tcp dport 443 0x00000001 . (ip6 daddr map @addr6) @peergrp /* dns:test.example.com */ counter return",
+		"tcp sport 443 ip6 saddr map @addr6 0x00000001 /* dns:test.example.com */ ct state established,related counter return",
+		"tcp sport 443 ip6 saddr map @addr6 0x00000001 /* dns:test.example.com */ tcp flags & (syn | ack) != syn counter return",
+		"0x00000010 : jump pol_lightbulb2000_out",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("rendering lacks %q", want)
+		}
 	}
 	out = out[strings.Index(out, "chain pol_lightbulb2000_out"):]
 	i := strings.Index(out, `drop comment "acl/no-dns"`)
@@ -135,5 +194,30 @@ func TestNormalizePeerMergesContainedPrefixes(t *testing.T) {
 	}
 	if len(got) != 2 {
 		t.Fatalf("got %v, want 10.0.0.0/8 and 2001:db8::1/128", got)
+	}
+}
+
+// Overlapping class prefixes split into disjoint segments, each mapped to
+// the group of every class covering it (interval maps reject overlaps).
+func TestNetSegments(t *testing.T) {
+	segs := netSegments(map[string]map[netip.Prefix]time.Time{
+		"my-controller:x":     {mustPrefix("192.0.2.0/24"): {}},
+		"controller:dns":      {mustPrefix("192.0.2.53/32"): {}},
+		"local-networks:":     {mustPrefix("192.0.2.128/25"): {}, mustPrefix("2001:db8::/32"): {}},
+		"dns:ignored.example": {mustPrefix("192.0.2.1/32"): {}}, // single-address peers are not segments
+	})
+	var got []string
+	for _, s := range segs {
+		got = append(got, fmt.Sprintf("%s-%s %s", s.first, s.last, strings.ReplaceAll(s.sig, "\n", "+")))
+	}
+	want := []string{
+		"192.0.2.0-192.0.2.52 my-controller:x",
+		"192.0.2.53-192.0.2.53 controller:dns+my-controller:x",
+		"192.0.2.54-192.0.2.127 my-controller:x",
+		"192.0.2.128-192.0.2.255 local-networks:+my-controller:x",
+		"2001:db8::-2001:db8:ffff:ffff:ffff:ffff:ffff:ffff local-networks:",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("segments:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }

@@ -575,7 +575,7 @@ func TestAPIOverSocket(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(pv.FromDevice.Rules) == 0 || !strings.Contains(pv.NFT, "pol_") || pv.FromDevice.Dropped.Packets != 3 {
+	if len(pv.FromDevice.Rules) == 0 || !strings.Contains(pv.NFT, "jump allow_out") || pv.FromDevice.Dropped.Packets != 3 {
 		t.Errorf("policy view: %+v", pv)
 	}
 	if _, err := c.Approve(bg, mac(1).String(), api.ActionRequest{}); !errors.Is(err, api.ErrConflict) {

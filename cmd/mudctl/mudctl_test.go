@@ -197,13 +197,14 @@ func TestCompile(t *testing.T) {
 		t.Errorf("compile json: %+v", p)
 	}
 	// --nft: the ruleset for a sample device, from the enforcer's own
-	// renderer: per-policy chains dispatched by MAC and address maps, the
-	// DNS name as a peer id in the shared set, default deny.
+	// renderer: an allow-only policy as acl elements (listed by ACE, the DNS
+	// name as a peer id), dispatch by MAC and address maps, default deny.
 	code, out, errOut = mudctl(t, "compile", "--nft", f)
 	if code != 0 {
 		t.Fatalf("compile --nft: exit %d\n%s", code, errOut)
 	}
-	for _, want := range []string{"table inet mud", "table bridge mud", "pol_" + p.ID + "_out", "meta secmark set ether saddr map @from_dev", "= dns:test.example.com", "tcp dport 443", "drop"} {
+	for _, want := range []string{"table inet mud", "table bridge mud", "0x00000010 : jump allow_out", "meta secmark set ether saddr map @from_dev", "= dns:test.example.com",
+		"<dns:test.example.com> . 0x0a . tcp . 443  /* mud-76100-v6fr/cl0-frdev */", "drop"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("compile --nft lacks %q:\n%s", want, out)
 		}

@@ -157,7 +157,13 @@ func build(cfg config.Config, log *slog.Logger) (p *parts, err error) {
 		return nil, fmt.Errorf("creating the fetcher: %w", err)
 	}
 	prio := int32(cfg.NFT.Priority)
-	if p.enf, err = enforcer.New(enforcer.Config{Priority: &prio, LogGroup: cfg.NFT.LogGroup, DirectDispatch: cfg.NFT.DirectDispatch, Logger: log.With("component", "enforcer")}); err != nil {
+	p.localNets = interfacePrefixes(cfg.Interfaces, log)
+	ec := enforcer.Config{Priority: &prio, LogGroup: cfg.NFT.LogGroup, DirectDispatch: cfg.NFT.DirectDispatch,
+		RuleCounters: cfg.NFT.RuleCounters, Logger: log.With("component", "enforcer")}
+	if !cfg.NFT.BridgeAllAddresses {
+		ec.BridgeLAN = p.localNets // empty (no LAN address yet): every address
+	}
+	if p.enf, err = enforcer.New(ec); err != nil {
 		return nil, fmt.Errorf("creating the enforcer: %w", err)
 	}
 	rc := resolver.Config{Server: cfg.DNS.Resolver, MinTTL: cfg.DNS.MinTTL, MaxTTL: cfg.DNS.MaxTTL, Logger: log.With("component", "resolver")}
@@ -177,14 +183,13 @@ func build(cfg config.Config, log *slog.Logger) (p *parts, err error) {
 	if p.snoop, err = dhcpsnoop.New(dhcpsnoop.Config{Interfaces: cfg.Interfaces, Logger: log}); err != nil {
 		return nil, fmt.Errorf("creating the DHCP snooper: %w", err)
 	}
-	p.localNets = interfacePrefixes(cfg.Interfaces, log)
 	enf := p.enf
 	p.mgr, err = manager.New(manager.Config{
 		Store: p.st, Enforcer: p.enf, Fetcher: p.fetch, Resolver: p.res, Anchors: anchors,
 		Settings: manager.SettingsFrom(cfg, p.localNets), RemovalGrace: cfg.Policy.RemovalGrace,
 		Leases: p.snoop.Events(), DNS: p.res.Updates(),
 		Render: enforcer.RenderOptions{Priority: &prio, LogGroup: cfg.NFT.LogGroup, BridgeConntrack: enf.BridgeConntrack(),
-			DirectDispatch: !enf.SecmarkDispatch()},
+			DirectDispatch: !enf.SecmarkDispatch(), RuleCounters: cfg.NFT.RuleCounters},
 		// The enforcer cannot list the tables it finds in the kernel yet, so
 		// Tables stays empty rather than claim what was not checked.
 		EnforcerInfo: func() ([]string, bool, int) { return nil, enf.BridgeConntrack(), enf.Repairs() },

@@ -1,0 +1,367 @@
+package enforcer
+
+import (
+	"fmt"
+	"net/netip"
+	"sort"
+
+	"github.com/google/nftables/expr"
+	"github.com/openmud/mud/policy"
+	"golang.org/x/sys/unix"
+)
+
+// Allow-only policies as elements. A MUD file is a list of accepts and the
+// default deny: order does not matter, so each ACE that is a (peer,
+// protocol, remote port) triple becomes elements of acl_out / acl_in
+// instead of a rule, and the generic chains acl_out / acl_in look the packet
+// up with its dispatch id (meta secmark). A policy then costs about one
+// element per ACE and table instead of ~two rules; 10,000 distinct policies
+// fit where their rules did not (BENCHMARKS.md). ACEs that are not such a
+// triple (ICMP types, local ports, port ranges, literal prefixes, any peer)
+// stay rules, in a short pol_<id>_* chain that ends in the acl chain.
+// Policies with a drop ACE keep the ordered chain of rules.
+
+// aclRestricted marks, in an element's family field, an ACE that may only
+// match packets of existing connections where bridged traffic is not
+// tracked (direction-initiated, stateless form: no bare SYN).
+const aclRestricted = 0x80
+
+// aclForm is one element-rendered ACE.
+type aclForm struct {
+	peer  string
+	fam   byte // 0: both; unix.NFPROTO_IPV4/IPV6; | aclRestricted
+	proto uint8
+	port  uint16 // remote port; 0: any
+	name  string // the ACE (counters)
+}
+
+// policyForms is how an allow-only policy renders: forms per table and
+// direction (0 from-device, 1 to-device), and the ACEs that stay rules.
+type policyForms struct {
+	forms    [2][2][]aclForm
+	residual [2][]policy.Rule
+	pid      []byte // dispatch id (set when first bound)
+}
+
+// peers lists the peers the policy's elements name.
+func (pf *policyForms) peers() []string {
+	if pf == nil {
+		return nil
+	}
+	seen := map[string]bool{}
+	var out []string
+	for f := range pf.forms {
+		for d := range pf.forms[f] {
+			for _, fm := range pf.forms[f][d] {
+				if !seen[fm.peer] {
+					seen[fm.peer] = true
+					out = append(out, fm.peer)
+				}
+			}
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// elementPolicy tells whether a policy renders as elements: two-stage
+// dispatch (the id must be in the packet) and accepts only.
+func elementPolicy(p *policy.Policy, o buildOpts) bool {
+	if !o.twoStage {
+		return false
+	}
+	for _, d := range []policy.Direction{policy.FromDevice, policy.ToDevice} {
+		for _, r := range p.Rules(d) {
+			if r.Verdict != policy.Accept {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func dirIndex(d policy.Direction) int {
+	if d == policy.ToDevice {
+		return 1
+	}
+	return 0
+}
+
+// restricts tells whether direction-initiated limits this direction of r
+// to packets of existing connections.
+func restricts(r policy.Rule, d policy.Direction) bool {
+	return r.Protocol == policy.ProtoTCP && ((d == policy.FromDevice && r.Initiated == policy.InitiatedToDevice) ||
+		(d == policy.ToDevice && r.Initiated == policy.InitiatedFromDevice))
+}
+
+// aclForms renders an allow-only policy (nil for any other).
+func aclForms(p *policy.Policy, o buildOpts) *policyForms {
+	if !elementPolicy(p, o) {
+		return nil
+	}
+	pf := &policyForms{}
+	for _, d := range []policy.Direction{policy.FromDevice, policy.ToDevice} {
+		di := dirIndex(d)
+		for _, r := range p.Rules(d) {
+			fm, ok := aceForm(r, d)
+			if !ok {
+				pf.residual[di] = append(pf.residual[di], r)
+				continue
+			}
+			for _, f := range []tfam{famInet, famBridge} {
+				if restricts(r, d) {
+					if f == famInet || o.bridgeCT {
+						// Only packets of existing connections: the fast
+						// path has accepted them before any policy.
+						continue
+					}
+					rf := fm
+					rf.fam |= aclRestricted
+					pf.forms[f][di] = append(pf.forms[f][di], rf)
+					continue
+				}
+				pf.forms[f][di] = append(pf.forms[f][di], fm)
+			}
+		}
+	}
+	return pf
+}
+
+// aceForm is the element form of an ACE, if it has one.
+func aceForm(r policy.Rule, d policy.Direction) (aclForm, bool) {
+	if r.Verdict != policy.Accept || r.ICMP != nil || r.Peer.Kind == policy.AnyPeer || r.Peer.Kind == policy.Prefix {
+		return aclForm{}, false
+	}
+	local, remote := r.SrcPort, r.DstPort
+	if d == policy.ToDevice {
+		local, remote = r.DstPort, r.SrcPort
+	}
+	if local != nil {
+		return aclForm{}, false
+	}
+	fm := aclForm{peer: r.Peer.Key(), proto: r.Protocol, name: r.Name}
+	if remote != nil {
+		if remote.First != remote.Last || remote.Negate || remote.First == 0 ||
+			(r.Protocol != policy.ProtoTCP && r.Protocol != policy.ProtoUDP && r.Protocol != 132) {
+			return aclForm{}, false
+		}
+		fm.port = remote.First
+	}
+	switch r.Family {
+	case policy.IPv4:
+		fm.fam = unix.NFPROTO_IPV4
+	case policy.IPv6:
+		fm.fam = unix.NFPROTO_IPV6
+	}
+	switch r.Protocol {
+	case policy.ProtoICMP:
+		if fm.fam == unix.NFPROTO_IPV6 {
+			return aclForm{}, false
+		}
+		fm.fam = unix.NFPROTO_IPV4
+	case policy.ProtoICMPv6:
+		if fm.fam == unix.NFPROTO_IPV4 {
+			return aclForm{}, false
+		}
+		fm.fam = unix.NFPROTO_IPV6
+	}
+	return fm, true
+}
+
+// aclKey is an element of acl_out / acl_in: dispatch id . group id .
+// family . protocol . remote port, each field in a 32-bit register as the
+// lookup's concatenation holds it.
+func aclKey(pid, gid []byte, fm aclForm) []byte {
+	k := make([]byte, 0, 20)
+	k = append(k, pid...)
+	k = append(k, gid...)
+	return append(k, fm.fam, 0, 0, 0, fm.proto, 0, 0, 0, byte(fm.port>>8), byte(fm.port), 0, 0)
+}
+
+// Lookup shapes of the acl chains: the packet's port, any port of its
+// protocol, any protocol.
+const (
+	shapePort = iota
+	shapeProto
+	shapeAny
+)
+
+var zero4 = make([]byte, 4)
+
+// fAddrGroup looks the remote address's group up into register dst.
+func fAddrGroup(v int, remoteIsSrc, net bool, dst uint32) ([]expr.Any, string) {
+	set := setAddr4
+	if net {
+		set = setNet4
+	}
+	if v == 6 {
+		set = map[string]string{setAddr4: setAddr6, setNet4: setNet6}[set]
+	}
+	scratch := uint32(reg32 + 5)
+	if net {
+		// net maps are keyed 0 . address (a concatenation: the interval
+		// type that takes a range end per element)
+		return []expr.Any{
+			&expr.Immediate{Register: scratch, Data: zero4},
+			loadAddr(v, remoteIsSrc, scratch+1),
+			&expr.Lookup{SourceRegister: scratch, DestRegister: dst, IsDestRegSet: true, SetName: set},
+		}, fmt.Sprintf("0 . %s map @%s", addrText(v, remoteIsSrc), set)
+	}
+	return []expr.Any{
+		loadAddr(v, remoteIsSrc, scratch),
+		&expr.Lookup{SourceRegister: scratch, DestRegister: dst, IsDestRegSet: true, SetName: set},
+	}, fmt.Sprintf("%s map @%s", addrText(v, remoteIsSrc), set)
+}
+
+// fGroupIntoConcat puts the remote address's group into register dst for a
+// concatenation. nft (1.0.6) aborts listing a rule whose concatenation
+// holds a map lookup's result, so the result passes through a packet field
+// nft can read back: saved, set to the group, read into dst and restored
+// within the rule, with nothing between that can end it (a failed lookup
+// ends the rule before the field is touched), so no one ever sees the
+// field changed. The field is meta secmark with two-stage dispatch, meta
+// mark on kernels without secmark.
+func fGroupIntoConcat(v int, remoteIsSrc, net, secmark bool, dst uint32) ([]expr.Any, string) {
+	const save, tmp = reg32 + 14, reg32 + 15
+	key := expr.MetaKeyMARK
+	if secmark {
+		key = expr.MetaKeySECMARK
+	}
+	ag, text := fAddrGroup(v, remoteIsSrc, net, tmp)
+	ex := []expr.Any{&expr.Meta{Key: key, Register: save}}
+	ex = append(ex, ag...)
+	ex = append(ex,
+		&expr.Meta{Key: key, SourceRegister: true, Register: tmp},
+		&expr.Meta{Key: key, Register: dst},
+		&expr.Meta{Key: key, SourceRegister: true, Register: save})
+	return ex, "(" + text + ")"
+}
+
+// fACL looks (secmark . group . family . protocol . port) up in an acl set.
+func fACL(v int, remoteIsSrc, net bool, fam byte, shape int, set string) frag {
+	ex := []expr.Any{&expr.Meta{Key: expr.MetaKeySECMARK, Register: reg32}}
+	ag, agText := fGroupIntoConcat(v, remoteIsSrc, net, true, reg32+1)
+	ex = append(ex, ag...)
+	ex = append(ex, &expr.Immediate{Register: reg32 + 2, Data: []byte{fam, 0, 0, 0}})
+	port := "th dport"
+	off := uint32(2)
+	if remoteIsSrc {
+		port, off = "th sport", 0
+	}
+	proto := "meta l4proto"
+	switch shape {
+	case shapePort:
+		ex = append(ex, &expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg32 + 3},
+			&expr.Payload{DestRegister: reg32 + 4, Base: expr.PayloadBaseTransportHeader, Offset: off, Len: 2})
+	case shapeProto:
+		port = "0"
+		ex = append(ex, &expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg32 + 3}, &expr.Immediate{Register: reg32 + 4, Data: zero4})
+	default:
+		proto, port = "0", "0"
+		ex = append(ex, &expr.Immediate{Register: reg32 + 3, Data: zero4}, &expr.Immediate{Register: reg32 + 4, Data: zero4})
+	}
+	ex = append(ex, &expr.Lookup{SourceRegister: reg32, SetName: set})
+	return frag{fmt.Sprintf("meta secmark . %s . 0x%02x . %s . %s @%s", agText, fam, proto, port, set), ex}
+}
+
+// aclChains are the generic chains of the element-rendered policies.
+func aclChains(f tfam, o buildOpts) []*chainSpec {
+	var cs []*chainSpec
+	for _, d := range []policy.Direction{policy.FromDevice, policy.ToDevice} {
+		name, set, deny := chainACLOut, setACLOut, setDenyOut
+		if d == policy.ToDevice {
+			name, set, deny = chainACLIn, setACLIn, setDenyIn
+		}
+		remoteIsSrc := d == policy.ToDevice
+		var rules []irRule
+		for _, v := range []int{4, 6} {
+			nfp := byte(unix.NFPROTO_IPV4)
+			if v == 6 {
+				nfp = unix.NFPROTO_IPV6
+			}
+			for _, net := range []bool{false, true} {
+				for _, fam := range []byte{nfp, 0} {
+					for _, shape := range []int{shapePort, shapeProto, shapeAny} {
+						rules = append(rules, irRule{frags: []frag{fNfproto(f, v), fACL(v, remoteIsSrc, net, fam, shape, set)}, verdict: ret()})
+					}
+					if f == famBridge && !o.bridgeCT {
+						for _, shape := range []int{shapePort, shapeProto} {
+							rules = append(rules, irRule{frags: []frag{fNfproto(f, v), fL4proto(policy.ProtoTCP), fNotBareSYN(),
+								fACL(v, remoteIsSrc, net, fam|aclRestricted, shape, set)}, verdict: ret()})
+						}
+					}
+				}
+			}
+		}
+		// The default deny, counted per policy by its element in denyc_*.
+		tail := epilogue(d, o)[0]
+		rules = append(rules, irRule{frags: []frag{fSecmarkIn(deny)}, verdict: tail.verdict})
+		rules = append(rules, tail)
+		cs = append(cs, &chainSpec{id: chainID{f, name}, rules: rules})
+		// The entry: a policy with ACEs in rule form goes to its chain
+		// first, which ends in the acl chain (goto: an accept there returns
+		// to the dispatch).
+		entry, res := chainAllowOut, setResOut
+		if d == policy.ToDevice {
+			entry, res = chainAllowIn, setResIn
+		}
+		cs = append(cs, &chainSpec{id: chainID{f, entry}, rules: []irRule{
+			{frags: []frag{fSecmarkVmap(res)}}, {verdict: gotoChain(name)}}})
+	}
+	return cs
+}
+
+// fSecmarkIn matches if the secmark (dispatch id) is in a set.
+func fSecmarkIn(set string) frag {
+	return frag{"meta secmark @" + set, []expr.Any{
+		&expr.Meta{Key: expr.MetaKeySECMARK, Register: reg1},
+		&expr.Lookup{SourceRegister: reg1, SetName: set},
+	}}
+}
+
+// fSetSecmark sets the secmark to a dispatch id.
+func fSetSecmark(id uint32) frag {
+	return frag{fmt.Sprintf("meta secmark set 0x%08x", id), []expr.Any{
+		&expr.Immediate{Register: reg1, Data: dispatchKey(id)},
+		&expr.Meta{Key: expr.MetaKeySECMARK, SourceRegister: true, Register: reg1},
+	}}
+}
+
+// Peer matches of rules: the remote address's group is the peer's own
+// (fPeerOnly), or a shared group listing the peer (fPeerShared).
+func fPeerOnly(v int, remoteIsSrc bool, id uint32, key string) frag {
+	ex, text := fAddrGroup(v, remoteIsSrc, !exactPeer(key), reg1)
+	ex = append(ex, cmpEq(reg1, dispatchKey(id)))
+	return frag{fmt.Sprintf("%s 0x%08x /* %s */", text, id, key), ex}
+}
+
+func fPeerShared(v int, remoteIsSrc, secmark bool, id uint32, key string) frag {
+	ex := []expr.Any{&expr.Immediate{Register: reg32, Data: dispatchKey(id)}}
+	var ag []expr.Any
+	ag, text := fGroupIntoConcat(v, remoteIsSrc, !exactPeer(key), secmark, reg32+1)
+	ex = append(ag, ex...)
+	ex = append(ex, &expr.Lookup{SourceRegister: reg32, SetName: setPeerGrp})
+	return frag{fmt.Sprintf("0x%08x . %s @%s /* %s */", id, text, setPeerGrp, key), ex}
+}
+
+// inTable tells whether a peer address goes into a table's address maps.
+func (o buildOpts) inTable(f tfam, a netip.Addr, info addrInfo) bool {
+	if f != famBridge || len(o.bridgeLAN) == 0 {
+		return true
+	}
+	for k := range info {
+		if !dnsPeer(k) {
+			return true // devices of a manufacturer or model are on the LAN
+		}
+	}
+	for _, p := range o.bridgeLAN {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+func dnsPeer(key string) bool {
+	return len(key) > len(policy.DNSName.String()) && key[:len(policy.DNSName.String())+1] == policy.DNSName.String()+":"
+}
