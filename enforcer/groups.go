@@ -331,7 +331,13 @@ func deriveChange(o buildOpts, st *derivedState, objs *derivedObjects, all bool,
 			fresh[p.Addr()][k] = exp
 		}
 	}
+	order := make([]netip.Addr, 0, len(touched))
 	for a := range touched {
+		order = append(order, a)
+	}
+	// Sorted: group ids are allocated in a reproducible order.
+	sort.Slice(order, func(i, j int) bool { return order[i].Less(order[j]) })
+	for _, a := range order {
 		old := st.addrPeers[a]
 		info := fresh[a]
 		if len(old) > 0 {

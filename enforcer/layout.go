@@ -305,6 +305,15 @@ func fixedPieces(o buildOpts) *pieces {
 func policyPieces(p *policy.Policy, o buildOpts) (*pieces, error) {
 	pc := &pieces{}
 	if pf := aclForms(p, o); pf != nil {
+		// Peer ids in rule order, as the rule form allocates them: the same
+		// policies give the same ids after a restart.
+		for _, d := range []policy.Direction{policy.FromDevice, policy.ToDevice} {
+			for _, r := range p.Rules(d) {
+				if r.Peer.Kind != policy.AnyPeer && r.Peer.Kind != policy.Prefix {
+					o.peerID(r.Peer.Key())
+				}
+			}
+		}
 		// Allow-only: elements (bound per group, see groups.go), a chain
 		// only for the ACEs that are not triples, the per-policy deny
 		// counter.
