@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"sort"
+	"strings"
 
 	"github.com/google/nftables/expr"
 	"github.com/openmud/mud/policy"
@@ -191,11 +192,13 @@ var zero4 = make([]byte, 4)
 // fAddrGroup looks the remote address's group up into register dst.
 func fAddrGroup(v int, remoteIsSrc, net bool, dst uint32) ([]expr.Any, string) {
 	set := setAddr4
-	if net {
+	switch {
+	case net && v == 6:
+		set = setNet6
+	case net:
 		set = setNet4
-	}
-	if v == 6 {
-		set = map[string]string{setAddr4: setAddr6, setNet4: setNet6}[set]
+	case v == 6:
+		set = setAddr6
 	}
 	scratch := uint32(reg32 + 5)
 	if net {
@@ -362,6 +365,4 @@ func (o buildOpts) inTable(f tfam, a netip.Addr, info addrInfo) bool {
 	return false
 }
 
-func dnsPeer(key string) bool {
-	return len(key) > len(policy.DNSName.String()) && key[:len(policy.DNSName.String())+1] == policy.DNSName.String()+":"
-}
+func dnsPeer(key string) bool { return strings.HasPrefix(key, policy.DNSName.String()+":") }

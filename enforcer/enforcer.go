@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"reflect"
 	"sort"
 	"strings"
 	"sync"
@@ -554,7 +553,7 @@ func (e *Enforcer) commit(ctx context.Context, ch *change) error {
 	if rebuild {
 		pols, peers := ch.policies, ch.peers
 		if !ch.full {
-			pols, peers = overlay(e.model.policies, ch.policies), overlay(e.model.peers, ch.peers)
+			pols, peers = overlay(e.model.policies, ch.policies, policyGone), overlay(e.model.peers, ch.peers, peerGone)
 		}
 		dd = deriveChange(o, newDerivedState(), next.derived, true, pols, func(id string) *policy.Policy { return pols[id] },
 			peers, func(string) map[netip.Prefix]time.Time { return nil },
@@ -575,7 +574,7 @@ func (e *Enforcer) commit(ctx context.Context, ch *change) error {
 		}
 		dd = deriveChange(o, e.derived, e.objs.derived, false, ch.policies, policyAfter,
 			ch.peers, func(k string) map[netip.Prefix]time.Time { return e.model.peers[k] },
-			func() map[string]map[netip.Prefix]time.Time { return overlay(e.model.peers, ch.peers) })
+			func() map[string]map[netip.Prefix]time.Time { return overlay(e.model.peers, ch.peers, peerGone) })
 		oldP, newP = dd.diff(e.objs.derived)
 		for id := range ch.policies {
 			oldP, newP = appendIf(oldP, e.objs.policies[id]), appendIf(newP, next.policies[id])
@@ -611,14 +610,18 @@ func (e *Enforcer) commit(ctx context.Context, ch *change) error {
 	return nil
 }
 
-// overlay is base with a change's values (nil: removed), as a new map.
-func overlay[V any](base, changed map[string]V) map[string]V {
+func policyGone(p *policy.Policy) bool           { return p == nil }
+func peerGone(m map[netip.Prefix]time.Time) bool { return m == nil }
+
+// overlay is base with a change's values, as a new map; gone tells a
+// removal (a change holds nil for it).
+func overlay[V any](base, changed map[string]V, gone func(V) bool) map[string]V {
 	out := make(map[string]V, len(base)+len(changed))
 	for k, v := range base {
 		out[k] = v
 	}
 	for k, v := range changed {
-		if any(v) == nil || reflect.ValueOf(v).IsNil() {
+		if gone(v) {
 			delete(out, k)
 		} else {
 			out[k] = v
