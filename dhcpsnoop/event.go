@@ -43,9 +43,9 @@ const (
 const (
 	// KindInvalidURL: a MUD option that breaks RFC 8520 §10 (Reason says how).
 	KindInvalidURL Kind = "invalid-mud-url"
-	// KindURLMismatch: the device's DHCPv4 and DHCPv6 URLs differ (§10.1).
+	// KindURLMismatch: the device's DHCPv4 and DHCPv6 URLs differ (RFC 8520 §10.1).
 	KindURLMismatch Kind = "mud-url-mismatch"
-	// KindURLChanged: the same MAC now announces another URL (§16: the
+	// KindURLChanged: the same MAC now announces another URL (RFC 8520 §16: the
 	// manager should not follow without review if the authority changed).
 	KindURLChanged Kind = "mud-url-changed"
 	// KindMACMismatch: a DHCPv4 request whose chaddr is not the frame's
@@ -85,7 +85,7 @@ type Event struct {
 	Relayed  bool   // the message came through a relay agent
 
 	// Gone is true when the device has no address left: the manager removes
-	// its rules (spec §4 item 6).
+	// its rules (RFC 8520 §10.2: policy lasts as long as the lease).
 	Gone bool
 	// Reason explains flag events and expiries; Raw is the offending value
 	// (escaped) of an invalid URL.

@@ -93,7 +93,7 @@ func TestFixtures(t *testing.T) {
 }
 
 // Messages built with insomniacslk's builders, including what the real
-// captures lack: relayed DHCPv4 and DHCPv6 (spec §4 item 4), VLAN tags, IPv6
+// captures lack: relayed DHCPv4 and DHCPv6 (RFC 8520 §10), VLAN tags, IPv6
 // extension headers, fragments, padding.
 func TestParseFrameBuilt(t *testing.T) {
 	relayed4 := v4Client(t, macRelay, v4Msg(t, dhcpv4.MessageTypeRequest, macDev1, 1, withMUD(urlA),

@@ -253,7 +253,7 @@ func TestLabDHCP(t *testing.T) {
 				t.Errorf("bound v6 = %s", ev)
 			}
 			// The same device announces another URL over DHCPv4: flagged
-			// (spec §4 item 5).
+			// (RFC 8520 §10.1: a client uses the same URL in both).
 			lab.Udhcpc(t, d, "-x", "0xa1:"+netlab.HexString(urlB))
 			ev = h.wait(t, d.MAC, KindURLMismatch, nil, labWait)
 			if !strings.Contains(ev.Reason, urlA) || !strings.Contains(ev.Reason, urlB) {

@@ -353,7 +353,7 @@ func (t *Tracker) announce(evs []Event, dev *device, m *Message, now time.Time) 
 	ev.MUDURL = url
 	evs = append(evs, ev)
 	if dev.url4 != "" && dev.url6 != "" && dev.url4 != dev.url6 {
-		// RFC 8520 §10.1: "the same URL MUST be used" (spec §4 item 5).
+		// RFC 8520 §10.1: "the same URL MUST be used".
 		evs = t.flag(evs, dev, m.Family, KindURLMismatch, now,
 			"DHCPv4 URL "+dev.url4+" differs from DHCPv6 URL "+dev.url6, "")
 	}

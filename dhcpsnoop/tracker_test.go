@@ -26,8 +26,8 @@ func wantKinds(t *testing.T, evs []Event, want ...Kind) {
 }
 
 // The whole DHCPv4 lifecycle with an injected clock: arrival with URL,
-// renewal, address change, release (spec §4 item 6: Gone tells the manager
-// to remove the rules).
+// renewal, address change, release (Gone tells the manager to remove the rules:
+// RFC 8520 §10.2).
 func TestTrackerV4Lifecycle(t *testing.T) {
 	tr := NewTracker(TrackerConfig{})
 	disc := v4Client(t, macDev1, v4Msg(t, dhcpv4.MessageTypeDiscover, macDev1, 1,
@@ -89,7 +89,7 @@ func TestTrackerV4Lifecycle(t *testing.T) {
 }
 
 // Expiry from the lease time, also when the device just disappears (no
-// release ever comes), with an injected clock (spec §4 item 6).
+// release ever comes), with an injected clock (RFC 8520 §10.2).
 func TestTrackerExpiry(t *testing.T) {
 	tr := NewTracker(TrackerConfig{ExpiryGrace: 5 * time.Second})
 	handle(t, tr, t0, request4(t, macDev1, 1, withMUD(urlA)), ack4(t, macDev1, 1, "192.0.2.50", 120))
@@ -172,7 +172,7 @@ func TestTrackerV6Lifecycle(t *testing.T) {
 	wantKinds(t, handle(t, tr, t0.Add(2*time.Minute), v6Server(macDev1, echo)))
 }
 
-// spec §4 item 4: option 112 inside Relay-Forward; the client is named by the
+// RFC 8520 §10: option 112 inside Relay-Forward; the client is named by the
 // relay's Client Link-Layer Address option, not by the frame (from the relay).
 func TestTrackerV6Relayed(t *testing.T) {
 	tr := NewTracker(TrackerConfig{})
@@ -211,7 +211,7 @@ func TestTrackerV6Relayed(t *testing.T) {
 	}
 }
 
-// spec §4 items 2 and 3: an http URL and an oversize one are invalid-URL
+// RFC 8520 §1.5 and §10: an http URL and an oversize one are invalid-URL
 // events with the reason; the device still binds, without a URL. Repeats are
 // reported once per FlagInterval.
 func TestTrackerInvalidURLs(t *testing.T) {
@@ -260,8 +260,8 @@ func TestTrackerNoURL(t *testing.T) {
 	}
 }
 
-// spec §4 item 5: a device whose DHCPv4 and DHCPv6 URLs differ is flagged;
-// a device changing its URL is flagged too (§16).
+// RFC 8520 §10.1: a device whose DHCPv4 and DHCPv6 URLs differ is flagged;
+// a device changing its URL is flagged too (RFC 8520 §16).
 func TestTrackerURLMismatchAndChange(t *testing.T) {
 	tr := NewTracker(TrackerConfig{})
 	handle(t, tr, t0, request4(t, macDev1, 1, withMUD(urlA)))

@@ -46,11 +46,11 @@ const maxRawShown = 300
 // DHCPv6 option 112 and returns the MUD URL.
 //
 // The value is a MUDstring, `mudurl [ " " reserved ]`: the reserved part after
-// the first space is ignored (spec §1.1; spec §4 item 1). Trailing NULs and
+// the first space is ignored (RFC 8520 §10). Trailing NULs and
 // whitespace are trimmed first, because several client implementations send a
 // C string or a padded buffer. The whole value must not exceed 255 octets
-// (spec §4 item 3) and the URL must be an absolute https URL with a host
-// (spec §4 item 2). The returned URL is the input text, unmodified, so that
+// (RFC 8520 §10) and the URL must be an absolute https URL with a host
+// (RFC 8520 §1.5). The returned URL is the input text, unmodified, so that
 // it can be compared byte for byte with the file's own mud-url.
 func ParseMUDURL(raw []byte) (string, error) {
 	fail := func(reason error, detail string) (string, error) {

@@ -15,7 +15,7 @@ func TestParseMUDURL(t *testing.T) {
 		err  error
 	}{
 		{"plain", urlA, urlA, nil},
-		// spec §4 item 1: the reserved part after a space is ignored.
+		// RFC 8520 §10: the reserved part after a space is ignored.
 		{"reserved part", "https://a.example/x ABC", "https://a.example/x", nil},
 		{"reserved part with spaces", "https://a.example/x ABC DEF\x01", "https://a.example/x", nil},
 		{"trailing NUL", urlA + "\x00\x00", urlA, nil},
@@ -24,12 +24,12 @@ func TestParseMUDURL(t *testing.T) {
 		{"port and query", "https://a.example:8443/x?y=1", "https://a.example:8443/x?y=1", nil},
 		{"ipv6 literal host", "https://[2001:db8::1]/x", "https://[2001:db8::1]/x", nil},
 		{"exactly 255 octets", long, long, nil},
-		// spec §4 item 2: only https.
+		// RFC 8520 §1.5: only https.
 		{"http", "http://a.example/x", "", ErrURLNotHTTPS},
 		{"ftp", "ftp://a.example/x", "", ErrURLNotHTTPS},
 		{"no scheme", "a.example/x", "", ErrURLNotHTTPS},
 		{"relative", "/x", "", ErrURLNotHTTPS},
-		// spec §4 item 3: at most 255 octets, whole option.
+		// RFC 8520 §10: at most 255 octets, whole option.
 		{"256 octets", long + "y", "", ErrURLTooLong},
 		{"255 URL plus reserved", long + " r", "", ErrURLTooLong},
 		{"empty", "", "", ErrURLEmpty},

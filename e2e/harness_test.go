@@ -79,7 +79,7 @@ func buildBinaries(t testing.TB) (mudd, mudctl string) {
 	return bins.mudd, bins.mudctl
 }
 
-// env is one scenario's lab: devices, three servers, a gateway with
+// env is one test's lab: devices, three servers, a gateway with
 // dnsmasq and mudd, echo services on the servers.
 type env struct {
 	t   testing.TB

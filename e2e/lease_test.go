@@ -15,20 +15,21 @@ import (
 	"github.com/openmud/mud/store"
 )
 
-// Scenario 6 takes the longest (dnsmasq's shortest lease is 2 minutes; the
-// grace period mudd keeps a device's rules for after its lease ended is
-// shortened to 2 s with policy.removal_grace), so it is declared first:
-// parallel tests tend to start in that order, and the others run while it
-// waits.
+// TestLeaseReleaseExpiryAndRenewal takes the longest (dnsmasq's shortest
+// lease is 2 minutes; the grace period mudd keeps a device's rules for after
+// its lease ended is shortened to 2 s with policy.removal_grace), so it is
+// declared first: parallel tests tend to start in that order, and the others
+// run while it waits.
 
-// Scenario 6 of issue #7: the end of a lease removes the device's rules —
-// a release (udhcpc, SIGUSR2) and an expiry (ISC dhclient killed, so its
-// 2-minute lease, dnsmasq's shortest, runs out) — once mudd's grace period
-// is over: no element of our tables names the MAC any more, and the device
-// is the no-MUD baseline again. A renewal with a new address moves the
+// The end of a lease removes the device's rules — a release (udhcpc,
+// SIGUSR2) and an expiry (ISC dhclient killed, so its 2-minute lease,
+// dnsmasq's shortest, runs out) — once mudd's grace period is over: no
+// element of our tables names the MAC any more, and the device is the no-MUD
+// baseline again. A renewal with a new address moves the
 // binding: the old address no longer passes the source guard or the
-// to-device map, the new one does. Spec §4 item 6.
-func TestScenario06ReleaseExpiryRenewal(t *testing.T) {
+// to-device map, the new one does. RFC 8520 §10.2 and §1.9: when the device
+// disconnects, its policy is removed.
+func TestLeaseReleaseExpiryAndRenewal(t *testing.T) {
 	t.Parallel()
 	const inbound = 9000 // the device's service the file opens to the cloud
 	oldIP, newIP := netip.MustParseAddr("192.0.2.50"), netip.MustParseAddr("192.0.2.60")

@@ -43,12 +43,12 @@ func bulbEnv(t *testing.T, devices int, gw gwlab.Config) *env {
 	return e
 }
 
-// Scenario 1 of issue #7: a device with a MUD file reaches its permitted
-// host and port; another host and another port are refused; the time from
-// the DHCP ACK to enforcement is measured (from outside mudd) and logged.
-// Spec §4 items 8, 11 (HTTPS and a verified signature before use), 27
-// (default deny), 33 (names resolved to the addresses the device gets).
-func TestScenario01PermittedHostAndPort(t *testing.T) {
+// A device with a MUD file reaches its permitted host and port; another host
+// and another port are refused; the time from the DHCP ACK to enforcement is
+// measured (from outside mudd) and logged. RFC 8520 §1.6 (HTTPS with a
+// validated server certificate), §13.2 (a verified signature before use), §5
+// (default deny), RFC 9726 (names resolved to the addresses the device gets).
+func TestPermittedHostAndPort(t *testing.T) {
 	t.Parallel()
 	e := bulbEnv(t, 1, gwlab.Config{})
 	arr, err := WatchArrivals(e.lab.GW.NS, netlab.LANBridge)
@@ -89,11 +89,11 @@ func TestScenario01PermittedHostAndPort(t *testing.T) {
 	}
 }
 
-// Scenario 2 of issue #7: two devices of the same manufacturer (different
-// models, one URL authority) talk across the bridge; a device of another
-// manufacturer can reach neither, nor they it. Spec §4 item 30
-// (same-manufacturer as a live set keyed by the URL authority).
-func TestScenario02SameManufacturerLateral(t *testing.T) {
+// Two devices of the same manufacturer (different models, one URL authority)
+// talk across the bridge; a device of another manufacturer can reach
+// neither, nor they it. RFC 8520 §4.2 (same-manufacturer as a live set keyed
+// by the URL authority).
+func TestLateralSameManufacturer(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envConfig{devices: 3, gw: gwlab.Config{MUDHosts: []string{mudHost, mudHost2}}})
 	plugURL := "https://" + mudHost + "/plug100.json"
@@ -118,12 +118,12 @@ func TestScenario02SameManufacturerLateral(t *testing.T) {
 	e.refuse("bulb → cam (another manufacturer)", b.NS, cIP, otherPort)
 }
 
-// Scenario 3 of issue #7: controller, my-controller and local-networks
-// behave as configured: the controller class from policy.controllers, the
-// device's my-controller from policy.my_controllers and then from `mudctl
-// controllers set --my` (which wins), local-networks defaulting to the LAN
-// prefix. Spec §4 items 31, 32 (a URL-form controller is never fetched).
-func TestScenario03ControllersAndLocalNetworks(t *testing.T) {
+// controller, my-controller and local-networks behave as configured: the
+// controller class from policy.controllers, the device's my-controller from
+// policy.my_controllers and then from `mudctl controllers set --my` (which
+// wins), local-networks defaulting to the LAN prefix. RFC 8520 §4.5, §4.6,
+// §4.7 (a URL-form controller is never fetched).
+func TestControllersAndLocalNetworks(t *testing.T) {
 	t.Parallel()
 	const (
 		ctlPort   = 8081
@@ -187,10 +187,9 @@ func TestScenario03ControllersAndLocalNetworks(t *testing.T) {
 	}
 }
 
-// Scenario 4 of issue #7: direction-initiated — the device connects out to
-// the cloud's port 443; the cloud connecting in to the device's port 443
-// is refused. Spec §4 item 29.
-func TestScenario04DirectionInitiated(t *testing.T) {
+// direction-initiated: the device connects out to the cloud's port 443; the
+// cloud connecting in to the device's port 443 is refused (RFC 8520 §4.8).
+func TestDirectionInitiatedRefusesInbound(t *testing.T) {
 	t.Parallel()
 	e := bulbEnv(t, 1, gwlab.Config{})
 	h := e.lab.Devices[0]
@@ -202,12 +201,11 @@ func TestScenario04DirectionInitiated(t *testing.T) {
 	e.refuse("cloud → bulb:443 (initiated towards the device)", e.cloud.NS, ip, permitted)
 }
 
-// Scenario 5 of issue #7: a device without a MUD URL is untouched — it
-// reaches anything and is reachable, mudd lists it without a MUD URL, and
-// no element of our tables names it — while a MUD device next to it is
-// enforced. Spec §4 item 35 (never above, and here equal to, the no-MUD
-// baseline).
-func TestScenario05NoMUDURLUntouched(t *testing.T) {
+// A device without a MUD URL is untouched — it reaches anything and is
+// reachable, mudd lists it without a MUD URL, and no element of our tables
+// names it — while a MUD device next to it is enforced. RFC 8520 §16 (MUD
+// never grants more than, and here exactly, the no-MUD baseline).
+func TestDeviceWithoutMUDURLUntouched(t *testing.T) {
 	t.Parallel()
 	e := bulbEnv(t, 2, gwlab.Config{})
 	lap, b := e.lab.Devices[0], e.lab.Devices[1]
@@ -235,10 +233,11 @@ func TestScenario05NoMUDURLUntouched(t *testing.T) {
 	}
 }
 
-// Scenario 7 of issue #7: the MUD server goes down; the cached, verified
-// file keeps being enforced — when the device re-joins, after a failed
-// refresh, and after mudd restarts. Spec §4 items 15, 17.
-func TestScenario07MUDServerDown(t *testing.T) {
+// The MUD server goes down; the cached, verified file keeps being enforced —
+// when the device re-joins, after a failed refresh, and after mudd restarts
+// (RFC 8520 §1.6: keep using the file after a failed fetch; §3.5: expiry does
+// not end access).
+func TestMUDServerDownKeepsCachedFile(t *testing.T) {
 	t.Parallel()
 	e := bulbEnv(t, 1, gwlab.Config{})
 	h := e.lab.Devices[0]
@@ -283,11 +282,12 @@ func TestScenario07MUDServerDown(t *testing.T) {
 	}
 }
 
-// Scenario 8 of issue #7: a file whose signature does not verify puts the
-// device in pending-approval with the configured fallback (policy.on_failure
-// "block": nothing but DHCP and DNS; then, reloaded, "baseline": the no-MUD
-// treatment); `mudctl approve` enforces the file. Spec §4 items 11, 12.
-func TestScenario08BadSignaturePendingApproval(t *testing.T) {
+// A file whose signature does not verify puts the device in pending-approval
+// with the configured fallback (policy.on_failure "block": nothing but DHCP
+// and DNS; then, reloaded, "baseline": the no-MUD treatment); `mudctl
+// approve` enforces the file (RFC 8520 §13.2: cease processing until an
+// administrator approves).
+func TestBadSignaturePendingApproval(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envConfig{devices: 1, gw: gwlab.Config{Policy: "  on_failure: block\n"}})
 	f := bulb(bulbURL, "Example", "lightbulb2000")
@@ -325,10 +325,10 @@ func TestScenario08BadSignaturePendingApproval(t *testing.T) {
 	e.refuse("approved: bulb → other:8080", h.NS, other, otherPort)
 }
 
-// Scenario 9 of issue #7: `mudctl quarantine` cuts the device's
-// established connection (the next round trip on it fails) and refuses new
-// ones; `mudctl release` restores the policy.
-func TestScenario09QuarantineCutsEstablished(t *testing.T) {
+// `mudctl quarantine` cuts the device's established connection (the next
+// round trip on it fails) and refuses new ones; `mudctl release` restores the
+// policy.
+func TestQuarantineCutsEstablished(t *testing.T) {
 	t.Parallel()
 	e := bulbEnv(t, 1, gwlab.Config{})
 	h := e.lab.Devices[0]
@@ -371,10 +371,10 @@ func roundTrip(c net.Conn, timeout time.Duration) error {
 	return err
 }
 
-// Scenario 10 of issue #7: mudd killed with SIGKILL and restarted: our
-// tables are identical afterwards (timeouts and element order aside), and
-// a prober sending refused traffic the whole time gets nothing through.
-func TestScenario10KillAndRestart(t *testing.T) {
+// mudd killed with SIGKILL and restarted: our tables are identical
+// afterwards (timeouts and element order aside), and a prober sending refused
+// traffic the whole time gets nothing through.
+func TestKillAndRestartKeepsTables(t *testing.T) {
 	t.Parallel()
 	e := bulbEnv(t, 2, gwlab.Config{})
 	b, lap := e.lab.Devices[0], e.lab.Devices[1]
@@ -518,10 +518,9 @@ func newSink(t *testing.T, h *netlab.Host, port int) *sink {
 
 func (s *sink) count() int64 { return s.n.Load() }
 
-// Scenario 11 of issue #7: `nft delete table inet mud` (and the bridge
-// table) from outside mudd: restored within 2 seconds, device and policy
-// included, and enforcing again.
-func TestScenario11TableDeletedRestored(t *testing.T) {
+// `nft delete table inet mud` (and the bridge table) from outside mudd:
+// restored within 2 seconds, device and policy included, and enforcing again.
+func TestDeletedTablesRestored(t *testing.T) {
 	t.Parallel()
 	e := bulbEnv(t, 1, gwlab.Config{})
 	h := e.lab.Devices[0]
@@ -551,7 +550,7 @@ func TestScenario11TableDeletedRestored(t *testing.T) {
 		}
 		t.Logf("table %s mud restored %.0f ms after `nft delete table %s mud`", fam, float64(took.Microseconds())/1000, fam)
 		if took > 2*time.Second {
-			t.Errorf("table %s mud restored after %v; the issue promises within 2 s", fam, took)
+			t.Errorf("table %s mud restored after %v; enforcer/README.md promises within 2 s", fam, took)
 		}
 	}
 	e.refuse("restored: bulb → other:8080", h.NS, other, otherPort)

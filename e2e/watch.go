@@ -1,11 +1,11 @@
-// Package e2e proves mudd end to end (issue #7, "Prove it"): in network
-// namespace labs built by internal/gwlab, the mudd and mudctl binaries,
-// dnsmasq, udhcpc and dhclient, an HTTPS MUD server signed by a lab CA and
-// internet hosts are real; each test is one scenario of the issue and
-// asserts what an admin relies on — connections that pass or are refused,
-// `mudctl devices -o json`, the kernel's ruleset seen with nft. They need
-// root (`CI=true go test -race ./e2e/` fails rather than skips without it)
-// and build the binaries themselves; the arrival benchmark runs with
+// Package e2e proves mudd end to end: in network namespace labs built by
+// internal/gwlab, the mudd and mudctl binaries, dnsmasq, udhcpc and dhclient,
+// an HTTPS MUD server signed by a lab CA and internet hosts are real; each
+// test is one behaviour of a MUD gateway and asserts what an admin relies
+// on — connections that pass or are refused, `mudctl devices -o json`, the
+// kernel's ruleset seen with nft. They need root (`CI=true go test -race
+// ./e2e/` fails rather than skips without it) and build the binaries
+// themselves; the arrival benchmark runs with
 // `go test -run '^$' -bench Arrival -benchtime 100x ./e2e/`.
 //
 // This file holds the outside observers the tests and the arrival benchmark

@@ -56,7 +56,7 @@ func policyA() policy.Policy {
 			{Name: "fr/hub-9092", Peer: hub, Protocol: policy.ProtoTCP, DstPort: u16(9092), Verdict: policy.Accept},
 		},
 		ToDevice: []policy.Rule{
-			// spec §4 item 29: direction-initiated from-device: replies only
+			// RFC 8520 §4.8: direction-initiated from-device: replies only
 			{Name: "to/cloud-tcp", Peer: cloud, Protocol: policy.ProtoTCP, SrcPort: u16(8080), Initiated: policy.InitiatedFromDevice, Verdict: policy.Accept},
 			{Name: "to/hub", Peer: hub, Protocol: policy.ProtoTCP, SrcPort: u16(9090), Initiated: policy.InitiatedFromDevice, Verdict: policy.Accept},
 			{Name: "to/hub-9092", Peer: hub, Protocol: policy.ProtoTCP, SrcPort: u16(9092), Verdict: policy.Accept},
@@ -169,7 +169,7 @@ func TestRoutedTraffic(t *testing.T) {
 		netlab.MustDrop(t, "dev1 → other server tcp 8080 "+a.String(), netlab.TCPEcho(d1.NS, ap(a, 8080), shut))
 		netlab.MustDrop(t, "dev1 ping other server "+a.String(), netlab.Ping(d1.NS, a, shut))
 	}
-	// spec §4 item 29: unsolicited inbound TCP is dropped even from the
+	// RFC 8520 §4.8: unsolicited inbound TCP is dropped even from the
 	// cloud and even to the port replies come from.
 	for _, a := range []netip.Addr{d1.IPv4, d1.IPv6} {
 		netlab.MustDrop(t, "cloud → dev1 tcp 8080 "+a.String(), netlab.TCPEcho(s1.NS, ap(a, 8080), shut))
@@ -181,7 +181,7 @@ func TestRoutedTraffic(t *testing.T) {
 		netlab.MustPass(t, "dev3 → any udp "+a.String(), netlab.UDPEcho(env.dev3.NS, ap(a, 9999), pass))
 		netlab.MustPass(t, "any → dev3 tcp "+a.String(), netlab.TCPEcho(s2.NS, ap(env.dev3.IPv4, 9999), pass))
 	}
-	// Counted: the accept rules and the default deny (spec §4 item 27).
+	// Counted: the accept rules and the default deny (RFC 8520 §5).
 	if n := counter(t, env.e, "cam1", policy.FromDevice, "fr/cloud-tcp"); n < 2 {
 		t.Errorf("fr/cloud-tcp counter = %d, want ≥ 2 (one SYN per family)", n)
 	}
@@ -493,7 +493,7 @@ func TestFailedBatchLeavesStateIntact(t *testing.T) {
 	if err := env.e.RemovePolicy(ctx, "hub2"); err != nil {
 		t.Fatal(err)
 	}
-	// spec §4 item 6: once the device and its policy are removed, the
+	// RFC 8520 §1.9: once the device and its policy are removed, the
 	// policy's chains are gone.
 	if out, err := exec.Command("ip", "netns", "exec", ns, "nft", "list", "chain", "inet", "mud", "pol_hub2_out").CombinedOutput(); err == nil {
 		t.Errorf("chain pol_hub2_out still exists:\n%s", out)

@@ -797,7 +797,7 @@ func logRule(what string, o buildOpts) []irRule {
 	return []irRule{{frags: fLogLimited(o.logGroup, prefix)}}
 }
 
-// epilogue is the default deny (RFC 8520 §5, spec §1.8): counted per
+// epilogue is the default deny (RFC 8520 §5): counted per
 // chain, then the shared rate-limited NFLOG and drop.
 func epilogue(d policy.Direction, o buildOpts) []irRule {
 	if !o.log {

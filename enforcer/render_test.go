@@ -49,14 +49,15 @@ func TestRenderLightBulb(t *testing.T) {
 		// An allow-only policy is elements (RFC 8520 §9: new TCP from the
 		// device to 443 of the name's AAAA: IPv6 only, family 0x0a) …
 		"#   inet acl_out: 0x00000010 . <dns:test.example.com> . 0x0a . tcp . 443  /* mud-76100-v6fr/cl0-frdev */",
-		// spec §4 item 29: replies only: nothing in inet, where the fast
+		// RFC 8520 §4.8: replies only: nothing in inet, where the fast
 		// path accepts replies before any policy, and a no-bare-SYN
 		// element (0x80) where bridged traffic is not tracked
 		"#   bridge acl_in: 0x00000010 . <dns:test.example.com> . 0x8a . tcp . 443  /* mud-76100-v6to/cl0-todev */",
 		"meta nfproto ipv6 meta secmark . (ip6 daddr map @addr6) . 0x0a . meta l4proto . th dport @acl_out return",
 		"meta protocol ip6 meta l4proto tcp tcp flags & (syn | ack) != syn meta secmark . (ip6 saddr map @addr6) . 0x8a . meta l4proto . th sport @acl_in return",
-		// spec §4 item 27: the App. A defaults are elements too; then the
-		// deny, counted per policy, to the shared rate-limited log and drop
+		// RFC 8520 App. A: the default DNS and NTP ACEs are elements
+		// too; then the deny, counted per policy, to the shared
+		// rate-limited log and drop
 		"#   inet acl_out: 0x00000010 . <controller:urn:ietf:params:mud:ntp> . 0x00 . udp . 123  /* default/ntp */",
 		"meta secmark @denyc_out goto deny_out\n\t\tcounter goto deny_out comment \"default-deny\"",
 		"chain allow_out {\n\t\tmeta secmark vmap @res_out\n\t\tgoto acl_out\n",
@@ -120,8 +121,8 @@ func TestRenderElementsWithAddresses(t *testing.T) {
 	}
 }
 
-// spec §4 item 28: order is kept, so an explicit drop before the App. A
-// defaults overrides them (spec §4 item 27); spec §4 item 24: drop is final.
+// RFC 8519: ACE order is kept, so an explicit drop before the RFC 8520
+// App. A defaults overrides them; RFC 8520 §2: drop is final.
 func TestRenderOrderAndDrop(t *testing.T) {
 	p := lightBulb()
 	p.FromDevice = append([]policy.Rule{{Name: "acl/no-dns", Protocol: policy.ProtoUDP, DstPort: u16(53), Verdict: policy.Drop}}, p.FromDevice...)

@@ -449,7 +449,8 @@ func (m *Manager) Controllers(ctx context.Context) ([]api.Controller, error) {
 	return out, err
 }
 
-// SetController implements api.Backend (spec §4 item 32).
+// SetController implements api.Backend: the administrator's mapping of a
+// controller class or my-controller (RFC 8520 §4.6, §4.7).
 func (m *Manager) SetController(ctx context.Context, by api.Caller, c api.Controller) (api.Controller, error) {
 	err := m.do(ctx, func() error {
 		my := c.Kind == api.KindMyController
@@ -521,7 +522,8 @@ func (m *Manager) Refresh(ctx context.Context, by api.Caller, mac string) (api.R
 	return out, err
 }
 
-// Import implements api.Backend (spec §4 item 18).
+// Import implements api.Backend: a file obtained out of band, taken only if
+// its signature verifies (RFC 8520 §1.6).
 func (m *Manager) Import(ctx context.Context, by api.Caller, req api.ImportRequest) (api.ImportResult, error) {
 	var out api.ImportResult
 	err := m.do(ctx, func() error {

@@ -61,13 +61,13 @@
 //
 // # Never above the baseline
 //
-// MUD only ever restricts (RFC 8520 §16; spec §4 item 35): an accept in
+// MUD only ever restricts (RFC 8520 §16): an accept in
 // the enforcer's chains only lets a packet continue to the administrator's
 // own firewall, so a device — whatever URL it announced over DHCP — never
 // gets more than the no-MUD baseline. Manufacturer and model classes never
 // mix administrator-bound (strong) and DHCP-learnt (weak) members: when any
-// member was bound by an administrator, only those are in the class (spec
-// §4 item 36).
+// member was bound by an administrator, only those are in the class (RFC
+// 8520 §16).
 //
 // # Restart
 //

@@ -67,7 +67,7 @@ func (m *Manager) inUse(u string) bool {
 }
 
 // refreshDue starts the fetches whose time has come: cached files past
-// their refresh time (RFC 8520 §3.5: no earlier; spec §4 item 16) and
+// their refresh time (RFC 8520 §3.5: no earlier) and
 // retries after failures.
 func (m *Manager) refreshDue(now time.Time) {
 	for u, f := range m.st.files {
@@ -103,7 +103,7 @@ func (m *Manager) onFetch(o fetchOutcome) {
 		m.metrics.fetchFailures.Add(1)
 		s.retryAt[o.url] = now.Add(m.cfg.RetryInterval)
 		if f := s.files[o.url]; f != nil {
-			// Spec §4 items 15, 17: the cached file stays enforced.
+			// RFC 8520 §1.6, §3.5: the cached file stays enforced.
 			m.log.Warn("MUD server unreachable; keeping the cached file", "url", o.url, "cached_at", f.FetchedAt, "err", o.err)
 			m.event("", "fetch-failed", "", "", fmt.Sprintf("%s: %v; the cached file (fetched %s) stays in force", o.url, o.err, f.FetchedAt.Format(time.RFC3339)))
 			return
@@ -125,7 +125,7 @@ func (m *Manager) onFetch(o fetchOutcome) {
 	if changed && old != nil && old.Verdict == store.VerdictValid {
 		if why := m.updateNeedsApproval(nf); len(why) > 0 {
 			// The verified file stays in force; the update waits for an
-			// administrator (RFC 8520 §13.2, §16; spec §4 items 14, 34).
+			// administrator (RFC 8520 §13.2, §16).
 			s.candidate[o.url] = &candidate{file: nf, reasons: why}
 			upd := *old
 			upd.RefreshDue = nf.RefreshDue
@@ -220,8 +220,8 @@ func fileFromResult(r *mudfetch.Result, v store.Verdict, reason string) *store.M
 	return f
 }
 
-// importFile verifies a file obtained out of band and caches it (spec §4
-// item 18); returns the file, the devices updated, and an error when the
+// importFile verifies a file obtained out of band and caches it (RFC 8520
+// §1.6); returns the file, the devices updated, and an error when the
 // file cannot be taken.
 func (m *Manager) importFile(body, sig []byte) (*store.MUDFile, int, error) {
 	h, err := mudfetch.DecodeHeader(body)

@@ -180,7 +180,7 @@ func mustPath(u string) string {
 	return u[len("https://")+i:]
 }
 
-// literalACE is an ACE with an IP literal (spec §4 item 25).
+// literalACE is an ACE with an IP literal (RFC 8520 §2: needs approval).
 const literalACE = `,
       {"name": "lit", "matches": {"ipv4": {"destination-ipv4-network": "198.51.100.0/24", "protocol": 17}},
        "actions": {"forwarding": "accept"}}`

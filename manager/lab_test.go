@@ -94,8 +94,8 @@ func (l *lab) bound(t *testing.T, h *harness, i int, u string) {
 // TestLabEnforced: bound → enforced with the policy in the kernel; the
 // permitted flow passes, others are refused; quarantine cuts, release
 // restores; a second device of the manufacturer joins the manufacturer
-// set; the lease end removes the rules after the grace period (spec §4
-// items 6, 30).
+// set (RFC 8520 §4.1); the lease end removes the rules after the grace
+// period (RFC 8520 §10.2).
 func TestLabEnforced(t *testing.T) {
 	l := newLab(t)
 	h := l.start(t)
@@ -135,7 +135,7 @@ func TestLabEnforced(t *testing.T) {
 	}
 	netlab.MustPass(t, "released dev1 → cloud:8080", netlab.TCPEcho(dev1.NS, netlab.HostPort(cloud.IPv4, 8080), pass))
 
-	// Lease ends: rules stay for the grace period, then go (spec §4 item 6).
+	// Lease ends: rules stay for the grace period, then go (RFC 8520 §10.2).
 	policies := strings.Count(l.nft(t, "list", "map", "inet", "mud", "out_chain"), ": jump allow_out")
 	h.lease(dhcpsnoop.KindReleased, dev1.MAC, netip.Addr{}, "")
 	netlab.MustDrop(t, "dev1 within grace → other:8080", netlab.TCPEcho(dev1.NS, netlab.HostPort(other.IPv4, 8080), shut))
@@ -149,8 +149,8 @@ func TestLabEnforced(t *testing.T) {
 	}
 }
 
-// TestLabPendingBlock: a bad signature with on_failure block holds the
-// device; approval enforces it (spec §4 item 12).
+// TestLabPendingApprove: a bad signature with on_failure block holds the
+// device; approval enforces it (RFC 8520 §13.2).
 func TestLabPendingApprove(t *testing.T) {
 	l := newLab(t)
 	h := l.start(t)
@@ -171,7 +171,7 @@ func TestLabPendingApprove(t *testing.T) {
 
 // TestLabRestart: a restart from the same store, with the MUD server down,
 // reproduces the same kernel ruleset with one full reconcile, and the
-// cached verified file stays enforced (spec §4 items 15, 17).
+// cached verified file stays enforced (RFC 8520 §1.6, §3.5).
 func TestLabRestart(t *testing.T) {
 	l := newLab(t)
 	h := l.start(t)

@@ -109,7 +109,7 @@ func TestBoundToEnforced(t *testing.T) {
 	}
 }
 
-// Spec §4 items 12 and 25: a bad signature or IP literals hold the device
+// RFC 8520 §13.2 and §2: a bad signature or IP literals hold the device
 // for approval with the fallback; approval enforces.
 func TestPendingApproval(t *testing.T) {
 	for _, tc := range []struct {
@@ -142,7 +142,7 @@ func TestPendingApproval(t *testing.T) {
 					t.Errorf("block fallback: enforcer device %+v (present %v)", ed, ok)
 				}
 			}
-			// Not part of its manufacturer's group while pending (§16).
+			// Not part of its manufacturer's group while pending (RFC 8520 §16).
 			if got := fe.peer("manufacturer:mud.example:" + srv.port); len(got) != 0 {
 				t.Errorf("pending device in manufacturer peer: %v", got)
 			}
@@ -210,7 +210,7 @@ func TestQuarantineRelease(t *testing.T) {
 	}
 }
 
-// Spec §4 item 6: release or expiry removes the rules after the grace
+// RFC 8520 §10.2: release or expiry removes the rules after the grace
 // period, and only then; a renewal with a new address moves the binding.
 func TestLeaseLifecycle(t *testing.T) {
 	srv, u, h, fe, _ := enforcedCam(t, Settings{})
@@ -254,7 +254,7 @@ func TestLeaseLifecycle(t *testing.T) {
 	h.waitState(mac(1), store.StateEnforced)
 }
 
-// Spec §4 item 30: manufacturer and model sets follow their members.
+// RFC 8520 §4.1, §4.4: manufacturer and model sets follow their members.
 func TestManufacturerPeerSet(t *testing.T) {
 	srv := newMUDServer(t)
 	u1 := srv.url("mud.example", "/cam.json")
@@ -297,7 +297,7 @@ func TestManufacturerPeerSet(t *testing.T) {
 	}
 }
 
-// Spec §4 items 15 and 17: with the MUD server down, the cached verified
+// RFC 8520 §1.6, §3.5: with the MUD server down, the cached verified
 // file stays enforced, on refresh and across a restart.
 func TestServerDownKeepsCachedFile(t *testing.T) {
 	srv, u := camServer(t, "", false)
@@ -332,7 +332,7 @@ func TestServerDownKeepsCachedFile(t *testing.T) {
 	}
 }
 
-// Spec §4 item 13: a trust anchor removed (here: another CA configured)
+// RFC 8520 §16: a trust anchor removed (here: another CA configured)
 // puts its files back to pending at the next start.
 func TestAnchorRemovedGoesPending(t *testing.T) {
 	srv, u := camServer(t, "", false)
@@ -353,7 +353,7 @@ func TestAnchorRemovedGoesPending(t *testing.T) {
 	}
 }
 
-// Spec §4 item 14 (RFC 8520 §16): the same MAC announcing a URL of another
+// RFC 8520 §16: the same MAC announcing a URL of another
 // authority needs review.
 func TestAuthorityChangePending(t *testing.T) {
 	srv := newMUDServer(t)
@@ -370,7 +370,7 @@ func TestAuthorityChangePending(t *testing.T) {
 	}
 }
 
-// Spec §4 item 5: DHCPv4 and DHCPv6 URLs that differ: no additive policy.
+// RFC 8520 §10.1: DHCPv4 and DHCPv6 URLs that differ: no additive policy.
 func TestURLMismatchPending(t *testing.T) {
 	_, _, h, _, _ := enforcedCam(t, Settings{})
 	if err := h.m.HandleLease(bg, dhcpsnoop.Event{Kind: dhcpsnoop.KindURLMismatch, MAC: mac(1), Reason: "v4 and v6 differ"}); err != nil {
@@ -379,7 +379,7 @@ func TestURLMismatchPending(t *testing.T) {
 	h.waitState(mac(1), store.StatePendingApproval)
 }
 
-// Spec §4 items 31, 32: controllers from config and mudctl, local
+// RFC 8520 §4.5, §4.6, §4.7: controllers from config and mudctl, local
 // networks from the settings; my-controller per URL.
 func TestControllersAndLocalNetworks(t *testing.T) {
 	srv := newMUDServer(t)
@@ -433,7 +433,7 @@ func TestControllersAndLocalNetworks(t *testing.T) {
 	}
 }
 
-// Spec §4 item 34: a changed file updates the policy after a refresh.
+// RFC 8520 §1.6: a changed file updates the policy after a refresh.
 func TestChangedFileUpdates(t *testing.T) {
 	srv, u, h, fe, d1 := enforcedCam(t, Settings{})
 	extra := `,
@@ -474,7 +474,7 @@ func TestStateMachineTransitions(t *testing.T) {
 	}
 }
 
-// Spec §4 item 36: a class never mixes strongly (admin-bound) and weakly
+// RFC 8520 §16: a class never mixes strongly (admin-bound) and weakly
 // (DHCP) sourced devices of the same URL.
 func TestStrongWeakNotMixed(t *testing.T) {
 	srv, u := camServer(t, "", false)
@@ -500,7 +500,7 @@ func TestStrongWeakNotMixed(t *testing.T) {
 	}
 }
 
-// Spec §4 items 16 and 17: no re-fetch before cache-validity (48 h here);
+// RFC 8520 §3.5: no re-fetch before cache-validity (48 h here);
 // a refresh after it; the server gone for 200 h: the rules remain.
 func TestCacheValidity(t *testing.T) {
 	srv, u := camServer(t, "", false)
@@ -590,7 +590,7 @@ func TestAPIOverSocket(t *testing.T) {
 	}
 }
 
-// Spec §4 item 18: a file imported out of band is verified like a fetched
+// RFC 8520 §1.6: a file imported out of band is verified like a fetched
 // one; a device bound to its URL is enforced without any fetch succeeding.
 func TestImport(t *testing.T) {
 	srv := newMUDServer(t)
@@ -641,7 +641,7 @@ func TestImport(t *testing.T) {
 	}
 }
 
-// Spec §4 items 14 and 34: a refreshed file with another signer, or with
+// RFC 8520 §16, §2: a refreshed file with another signer, or with
 // IP literals, does not replace the verified one in force until approved.
 func TestUpdateNeedsApproval(t *testing.T) {
 	for _, tc := range []struct {

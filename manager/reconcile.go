@@ -181,9 +181,9 @@ func addMember(mp map[string]*members, key string, strong bool, p netip.Prefix) 
 	}
 }
 
-// elems never mixes strong and weak members in one class (RFC 8520 §16;
-// spec §4 item 36): when an administrator bound any member, the class
-// holds only administrator-bound members.
+// elems never mixes strong and weak members in one class (RFC 8520 §16):
+// when an administrator bound any member, the class holds only
+// administrator-bound members.
 func (c *members) elems() []peerElem {
 	switch {
 	case c == nil:
@@ -196,8 +196,8 @@ func (c *members) elems() []peerElem {
 
 // controllerPrefixes is a controller class's (or a URL's my-controller)
 // addresses: the store's mapping (mudctl controllers set) if there is one,
-// else the configuration's (spec §4 item 32; URL-form controllers are never
-// fetched).
+// else the configuration's (RFC 8520 §4.6, §4.7; URL-form controllers are
+// never fetched).
 func (m *Manager) controllerPrefixes(uri string, my bool) []netip.Prefix {
 	if my {
 		if c, ok := m.st.myControllers[uri]; ok {

@@ -34,7 +34,7 @@ type state struct {
 	myControllers  map[string]store.ControllerMapping
 
 	pending   map[string][]string                 // MAC → why it awaits approval
-	flags     map[string][]string                 // MAC → suspicious DHCP observations (spec §4 item 5)
+	flags     map[string][]string                 // MAC → suspicious DHCP observations (RFC 8520 §10.1, §16)
 	rejected  map[string]string                   // MAC → digest an admin rejected
 	fetching  map[string]bool                     // URLs with a fetch in flight
 	fetchErr  map[string]string                   // URL → why the last fetch failed (no usable file)
@@ -176,7 +176,7 @@ func (m *Manager) evaluateFile(d *store.Device) evaluation {
 }
 
 // pinChanges lists why the file must not replace what was pinned for this
-// MAC or URL without review (RFC 8520 §16; spec §4 item 14).
+// MAC or URL without review (RFC 8520 §16).
 func (m *Manager) pinChanges(mac, u string, f *store.MUDFile) []string {
 	var out []string
 	if old, ok := m.st.pinsByMAC[mac]; ok {
@@ -376,7 +376,7 @@ func (m *Manager) macs() []string {
 	return out
 }
 
-// onLease applies a DHCP lease event (spec §4 items 5, 6).
+// onLease applies a DHCP lease event (RFC 8520 §10.1, §10.2).
 func (m *Manager) onLease(ev dhcpsnoop.Event) {
 	mac, err := store.NormalizeMAC(ev.MAC.String())
 	if err != nil {
@@ -447,7 +447,7 @@ func (m *Manager) onLease(ev dhcpsnoop.Event) {
 	case dhcpsnoop.KindReleased, dhcpsnoop.KindDeclined, dhcpsnoop.KindExpired:
 		d.IPs = ev.Addresses()
 		if ev.Gone || len(d.IPs) == 0 {
-			// Spec §4 item 6: the rules go when the lease ends, after a
+			// RFC 8520 §10.2: the rules go when the lease ends, after a
 			// grace period (a device that reboots comes straight back).
 			m.st.removeAt[mac] = now.Add(m.cfg.RemovalGrace)
 			kind = "lease-ended"
@@ -506,7 +506,7 @@ func (m *Manager) load(ctx context.Context) error {
 			if verdict == f.Verdict {
 				continue
 			}
-			// Spec §4 item 13: a removed trust anchor puts its files back
+			// RFC 8520 §16: a removed trust anchor puts its files back
 			// to pending.
 			nf := *f
 			nf.Verdict, nf.VerdictReason = verdict, reason

@@ -66,7 +66,7 @@ func TestCorpusVectors(t *testing.T) {
 			t.Errorf("expiry reported as a bad signature: %v", v.Err())
 		}
 	})
-	t.Run("Luminaire_150 text mode: fails", func(t *testing.T) { // spec §4 item 11
+	t.Run("Luminaire_150 text mode: fails", func(t *testing.T) { // RFC 8520 §13.1: binary, over the exact bytes
 		wantPending(t, Verify(toCRLF(lumBody), lumSig, lumCA, date("2018-10-01"), VerifyOptions{}), ErrSignatureInvalid)
 	})
 	t.Run("lightbulb2000: math OK, chain cannot be built", func(t *testing.T) {

@@ -212,7 +212,7 @@ func TestFetchVerified(t *testing.T) {
 			if got := res.NextRefresh().Sub(res.FetchedAt); got != 24*time.Hour {
 				t.Errorf("next refresh after %v, want the file's cache-validity 24h", got)
 			}
-			// spec §4 item 9: Accept, Accept-Language, User-Agent.
+			// RFC 8520 §1.6: Accept, Accept-Language, User-Agent.
 			reqs := s.seen()
 			if len(reqs) != 2 {
 				t.Fatalf("%d requests, want file + signature", len(reqs))
@@ -230,7 +230,9 @@ func TestFetchVerified(t *testing.T) {
 	}
 }
 
-func TestFetchRefusals(t *testing.T) { // spec §4 items 2, 8, 10, 11, 12, 26
+// RFC 8520 §1.5 (https only), §1.6 (server certificate, redirects),
+// §13.2 (signature before use), §16 (size limits).
+func TestFetchRefusals(t *testing.T) {
 	p := newPKI(t, algECDSA, "Example")
 	s := newTestSite(t, p)
 	f := newFetcher(t, s.config())
@@ -297,7 +299,7 @@ func TestFetchRefusals(t *testing.T) { // spec §4 items 2, 8, 10, 11, 12, 26
 			t.Errorf("final URL %q", res.FinalURL)
 		}
 	})
-	t.Run("http URL causes no request", func(t *testing.T) { // spec §4 item 2
+	t.Run("http URL causes no request", func(t *testing.T) { // RFC 8520 §1.5
 		n := len(s.seen())
 		if _, err := f.Fetch(context.Background(), Request{URL: "http://mud.example.com:" + s.port + "/file"}); !errors.Is(err, ErrNotHTTPS) {
 			t.Fatal(err)
@@ -308,7 +310,8 @@ func TestFetchRefusals(t *testing.T) { // spec §4 items 2, 8, 10, 11, 12, 26
 	})
 }
 
-func TestFetchServerCertificate(t *testing.T) { // spec §4 item 8
+// RFC 8520 §1.6: the MUD server's certificate is validated (RFC 2818).
+func TestFetchServerCertificate(t *testing.T) {
 	p := newPKI(t, algRSA, "Example")
 	t.Run("self-signed", func(t *testing.T) {
 		srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(mudBody("", "")) }))
@@ -479,7 +482,8 @@ func TestFetchTimeout(t *testing.T) {
 	}
 }
 
-func TestFetchRefresh(t *testing.T) { // spec §4 items 15, 16, 17
+// RFC 8520 §1.6 (failed fetch keeps the file), §3.5 (cache-validity).
+func TestFetchRefresh(t *testing.T) {
 	s := newTestSite(t, newPKI(t, algRSA, "Example"))
 	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 	var mu sync.Mutex
@@ -541,7 +545,8 @@ func TestFetchRefresh(t *testing.T) { // spec §4 items 15, 16, 17
 	}
 
 	// On refresh the cached file is judged again at the current time and
-	// with the current anchors: removing the CA makes it pending (spec §4 item 13).
+	// with the current anchors: removing the CA makes it pending (RFC 8520
+	// §16).
 	res, err = f.Fetch(context.Background(), Request{URL: s.base + "/file", Key: "dev1", Cached: first, Anchors: x509.NewCertPool()})
 	if !errors.Is(err, ErrUntrustedSigner) || res == nil || !res.NotModified {
 		t.Fatalf("refresh after CA removal: %v", err)

@@ -8,7 +8,8 @@ import (
 	"time"
 )
 
-func TestDecodeHeader(t *testing.T) { // spec §4 item 16, 19 (cache-validity 1..168, default 48)
+// RFC 8520 §3.5: cache-validity 1..168, default 48.
+func TestDecodeHeader(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		body    string
@@ -76,7 +77,9 @@ func TestSignatureURL(t *testing.T) {
 	}
 }
 
-func TestComparePins(t *testing.T) { // spec §4 items 14, 40
+// RFC 8520 §16: signer and authority changes are flagged; the pin follows
+// draft-ietf-iotops-mud-acceptable-urls.
+func TestComparePins(t *testing.T) {
 	p := newPKI(t, algECDSA, "Example")
 	body := []byte(testMUD)
 	now := time.Now()

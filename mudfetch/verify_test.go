@@ -62,7 +62,7 @@ func TestVerify(t *testing.T) {
 			cert, key := p.signer(t, "Example Lighting MUD signer", signerKU, nil)
 			sig := signDetached(t, body, cert, key, p.inter)
 
-			t.Run("verified", func(t *testing.T) { // spec §4 item 11, 12
+			t.Run("verified", func(t *testing.T) { // RFC 8520 §13.2
 				v := Verify(body, sig, p.pool(), now, VerifyOptions{})
 				if !v.Verified() || v.Err() != nil {
 					t.Fatalf("not verified: %v", v.Err())
@@ -74,7 +74,7 @@ func TestVerify(t *testing.T) {
 					t.Errorf("issuer key id %x, want the intermediate's %x", v.IssuerKeyID, p.inter.SubjectKeyId)
 				}
 			})
-			t.Run("one byte changed", func(t *testing.T) { // spec §4 item 11
+			t.Run("one byte changed", func(t *testing.T) { // RFC 8520 §13.2
 				mod := bytes.Clone(body)
 				mod[bytes.IndexByte(mod, '4')] = '5' // cache-validity 48 → 58
 				v := Verify(mod, sig, p.pool(), now, VerifyOptions{})
@@ -83,7 +83,7 @@ func TestVerify(t *testing.T) {
 					t.Errorf("reason %q does not say the digest differs", v.Reason)
 				}
 			})
-			t.Run("wrong CA", func(t *testing.T) { // spec §4 item 12
+			t.Run("wrong CA", func(t *testing.T) { // RFC 8520 §13.2
 				other := newPKI(t, algECDSA, "Someone Else")
 				wantPending(t, Verify(body, sig, other.pool(), now, VerifyOptions{}), ErrUntrustedSigner)
 			})
@@ -92,7 +92,7 @@ func TestVerify(t *testing.T) {
 				noInter := signDetached(t, body, cert, key)
 				wantPending(t, Verify(body, noInter, p.pool(), now, VerifyOptions{}), ErrUntrustedSigner)
 			})
-			t.Run("expired signer", func(t *testing.T) { // spec §4 item 12
+			t.Run("expired signer", func(t *testing.T) { // RFC 8520 §13.2
 				at := cert.NotAfter.Add(time.Hour)
 				v := Verify(body, sig, p.pool(), at, VerifyOptions{})
 				wantPending(t, v, ErrSignerExpired)
@@ -105,7 +105,7 @@ func TestVerify(t *testing.T) {
 				// judged now+11d the chain is expired all the same.
 				wantPending(t, Verify(body, sig, p.pool(), now.Add(11*24*time.Hour), VerifyOptions{}), ErrSignerExpired)
 			})
-			t.Run("no digitalSignature", func(t *testing.T) { // spec §4 item 12
+			t.Run("no digitalSignature", func(t *testing.T) { // RFC 8520 §13.2
 				ku := x509.KeyUsageKeyEncipherment
 				if alg == algECDSA {
 					ku = x509.KeyUsageKeyAgreement
@@ -116,7 +116,7 @@ func TestVerify(t *testing.T) {
 				c, k = p.signer(t, "No KU signer", 0, nil)
 				wantPending(t, Verify(body, signDetached(t, body, c, k, p.inter), p.pool(), now, VerifyOptions{}), ErrSignerKeyUsage)
 			})
-			t.Run("text mode", func(t *testing.T) { // spec §4 item 11: binary, no canonicalisation
+			t.Run("text mode", func(t *testing.T) { // RFC 8520 §13.1: binary, no canonicalisation
 				textSig := signDetached(t, toCRLF(body), cert, key, p.inter)
 				v := Verify(body, textSig, p.pool(), now, VerifyOptions{})
 				wantPending(t, v, ErrSignatureInvalid)
@@ -124,7 +124,7 @@ func TestVerify(t *testing.T) {
 					t.Errorf("reason %q does not name text mode", v.Reason)
 				}
 			})
-			t.Run("mudsigner", func(t *testing.T) { // spec §4 item 12
+			t.Run("mudsigner", func(t *testing.T) { // RFC 8520 §13.2
 				want, _ := asn1.Marshal(cert.Subject.ToRDNSequence())
 				if v := Verify(body, sig, p.pool(), now, VerifyOptions{ExpectedSigner: want}); !v.Verified() {
 					t.Fatalf("matching mudsigner: %v", v.Err())

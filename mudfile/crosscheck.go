@@ -5,7 +5,7 @@ import (
 )
 
 // crossCheck runs the rules that relate parts of the file to each other:
-// the policies' leafrefs to ACLs, the dnsname direction rules (§8), and the
+// the policies' leafrefs to ACLs, the dnsname direction rules (RFC 8520 §8), and the
 // per-direction meaning of addresses.
 func (p *parser) crossCheck() {
 	m := &p.file.MUD

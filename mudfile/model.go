@@ -18,7 +18,7 @@ type MUD struct {
 	URL        string    `json:"mud_url"`
 	LastUpdate time.Time `json:"last_update"`
 	Signature  string    `json:"mud_signature,omitempty"`
-	// CacheValidity is in hours; 48 when the file does not say (§3.5).
+	// CacheValidity is in hours; 48 when the file does not say (RFC 8520 §3.5).
 	CacheValidity int    `json:"cache_validity"`
 	IsSupported   bool   `json:"is_supported"`
 	SystemInfo    string `json:"systeminfo,omitempty"`

@@ -77,7 +77,7 @@ func TestRules(t *testing.T) {
 		code   string // finding that must be raised
 		valid  bool
 	}{
-		// §1.4 mandatory leaves and ranges (spec §4 item 19)
+		// mandatory leaves and ranges (RFC 8520 §3, §7)
 		{"missing mud-version", func(d doc) { delete(d.mud(), "mud-version") }, "missing-leaf", false},
 		{"mud-version 2", func(d doc) { d.mud()["mud-version"] = 2 }, "mud-version", false},
 		{"mud-version string", func(d doc) { d.mud()["mud-version"] = "one" }, "type", false},
@@ -101,7 +101,7 @@ func TestRules(t *testing.T) {
 		{"documentation not a URI", func(d doc) { d.mud()["documentation"] = "see manual" }, "uri", false},
 		{"extension name too long", func(d doc) { d.mud()["extensions"] = []any{strings.Repeat("e", 41)} }, "extension-name", false},
 		{"no policies", func(d doc) { delete(d.mud(), "from-device-policy"); delete(d.mud(), "to-device-policy") }, "no-policy", true},
-		// §1.4 leafrefs
+		// leafrefs (RFC 8520 §3.3)
 		{"policy names a missing ACL", func(d doc) {
 			d.mud()["to-device-policy"] = map[string]any{"access-lists": map[string]any{"access-list": []any{map[string]any{"name": "nope"}}}}
 		}, "acl-missing", false},
@@ -115,7 +115,7 @@ func TestRules(t *testing.T) {
 		{"pre-RFC acl-name in policy", func(d doc) {
 			d.mud()["to-device-policy"] = map[string]any{"access-lists": map[string]any{"access-list": []any{map[string]any{"acl-name": "mud-76100-v6to"}}}}
 		}, "pre-rfc-syntax", false},
-		// §1.4 extensibility (spec §4 item 20)
+		// extensibility (RFC 8520 §3.9, §14)
 		{"unknown unprefixed node in mud", func(d doc) { d.mud()["colour"] = "blue" }, "unknown-node", true},
 		{"undeclared extension", func(d doc) { d.mud()["foo:bar"] = 1 }, "undeclared-extension", true},
 		{"declared but unknown extension", func(d doc) {
@@ -134,7 +134,7 @@ func TestRules(t *testing.T) {
 			d.mud()["extensions"] = []any{"ietf-mud-tls"}
 			d.mud()["ietf-mud-tls:is-tls-dtls-profile-supported"] = "maybe"
 		}, "type", false},
-		// §2 containers, names, keys
+		// containers, names, keys (RFC 8519 §4.1)
 		{"pre-RFC root", func(d doc) {
 			d["ietf-access-control-list:access-lists"] = d["ietf-access-control-list:acls"]
 			delete(d, "ietf-access-control-list:acls")
@@ -150,14 +150,14 @@ func TestRules(t *testing.T) {
 		{"ACL without name", func(d doc) { delete(d.acl(0), "name") }, "missing-leaf", false},
 		{"ACE without name", func(d doc) { delete(d.ace(0), "name") }, "missing-leaf", false},
 		{"pre-RFC rule-name", func(d doc) { d.ace(0)["rule-name"] = "x" }, "pre-rfc-syntax", false},
-		// ACL types (identityrefs, spec §4 item 21)
+		// ACL types (identityrefs, RFC 7951 §6.8)
 		{"prefixed ACL type", func(d doc) { d.acl(0)["type"] = "ietf-access-control-list:ipv6-acl-type" }, "", true},
 		{"ACL type ipv6", func(d doc) { d.acl(0)["type"] = "ipv6" }, "acl-type-spelling", true},
 		{"ACL type ethernet-acl-type", func(d doc) { d.acl(0)["type"] = "ethernet-acl-type" }, "acl-type-not-mud", true},
 		{"ACL type unknown", func(d doc) { d.acl(0)["type"] = "ipx-acl-type" }, "acl-type", false},
 		{"ACL type missing", func(d doc) { delete(d.acl(0), "type") }, "acl-type-missing", true},
 		{"ACL type contradicts match", func(d doc) { d.acl(0)["type"] = "ipv4-acl-type" }, "acl-type-mismatch", true},
-		// actions (spec §4 item 24)
+		// actions (RFC 8520 §2)
 		{"missing actions", func(d doc) { delete(d.ace(0), "actions") }, "missing-action", false},
 		{"actions without forwarding", func(d doc) { d.ace(0)["actions"] = map[string]any{"logging": "log-none"} }, "missing-action", false},
 		{"prefixed accept", func(d doc) { d.ace(0)["actions"] = map[string]any{"forwarding": "ietf-access-control-list:accept"} }, "", true},
@@ -205,7 +205,7 @@ func TestRules(t *testing.T) {
 		{"half range", func(d doc) { d.tcp(0)["source-port"] = map[string]any{"lower-port": 9} }, "port-range", false},
 		{"port and range", func(d doc) { d.tcp(0)["source-port"] = map[string]any{"port": 1, "lower-port": 1, "upper-port": 2} }, "port-choice", false},
 		{"no port", func(d doc) { d.tcp(0)["source-port"] = map[string]any{"operator": "eq"} }, "port-missing", false},
-		// direction-initiated (spec §4 item 29)
+		// direction-initiated (RFC 8520 §4.8)
 		{"direction-initiated bad value", func(d doc) { d.tcp(0)["ietf-mud:direction-initiated"] = "both" }, "direction-initiated", false},
 		{"direction-initiated on udp", func(d doc) {
 			delete(d.matches(0), "tcp")
@@ -229,7 +229,7 @@ func TestRules(t *testing.T) {
 			delete(d.ip(0), "protocol")
 			d.matches(0)["icmp"] = map[string]any{"type": 300}
 		}, "range", false},
-		// ietf-acldns (spec §4 item 22)
+		// ietf-acldns (RFC 8520 §8)
 		{"src-dnsname in from-device ACL", func(d doc) {
 			delete(d.ip(fromDev), "ietf-acldns:dst-dnsname")
 			d.ip(fromDev)["ietf-acldns:src-dnsname"] = "a.example"
@@ -240,7 +240,7 @@ func TestRules(t *testing.T) {
 		}, "dst-dnsname-to-device", false},
 		{"bad dns name", func(d doc) { d.ip(toDev)["ietf-acldns:src-dnsname"] = "a..example" }, "host", false},
 		{"dns name is an IP", func(d doc) { d.ip(toDev)["ietf-acldns:src-dnsname"] = "2001:db8::1" }, "ip-literal", true},
-		// IP literals (spec §4 item 25)
+		// IP literals (RFC 8520 §2)
 		{"ipv6 literal", func(d doc) {
 			delete(d.ip(fromDev), "ietf-acldns:dst-dnsname")
 			d.ip(fromDev)["destination-ipv6-network"] = "2001:db8::/32"
@@ -256,7 +256,7 @@ func TestRules(t *testing.T) {
 		}, "prefix-no-length", true},
 		{"name and network", func(d doc) { d.ip(fromDev)["destination-ipv6-network"] = "2001:db8::/32" }, "two-peers", true},
 		{"device-side network", func(d doc) { d.ip(fromDev)["source-ipv6-network"] = "2001:db8::/32" }, "device-side-address", true},
-		// §1.6 abstractions
+		// abstractions (RFC 8520 §4)
 		{"abstraction and name", func(d doc) { d.matches(0)["ietf-mud:mud"] = map[string]any{"local-networks": []any{nil}} }, "peer-and-abstraction", true},
 		{"two abstractions", func(d doc) {
 			delete(d.ip(0), "ietf-acldns:src-dnsname")
@@ -353,7 +353,7 @@ func TestDocumentLevel(t *testing.T) {
 	}
 }
 
-// TestLimits checks the ACL and ACE bounds (spec §4 item 26) with small
+// TestLimits checks the ACL and ACE bounds (RFC 8520 §16) with small
 // limits, and that the defaults admit the corpus's largest file.
 func TestLimits(t *testing.T) {
 	d := loadBase(t)
@@ -390,7 +390,7 @@ func TestLimits(t *testing.T) {
 }
 
 // TestIdentityParity: prefixed and unprefixed identities read the same
-// (spec §4 item 21).
+// (RFC 7951 §6.8).
 func TestIdentityParity(t *testing.T) {
 	plain, prefixed := loadBase(t), loadBase(t)
 	for i := range 2 {

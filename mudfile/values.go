@@ -215,7 +215,7 @@ func splitPrefix(k string) (module, local string) {
 }
 
 // identity reads an identityref value, which RFC 7951 allows with or without
-// the module prefix (spec item 21); it returns the local name.
+// the module prefix (§6.8); it returns the local name.
 func identity(s, module string) string {
 	if m, local := splitPrefix(s); m == module {
 		return local

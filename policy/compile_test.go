@@ -53,12 +53,12 @@ func TestCompileRFCExample(t *testing.T) {
 	if !reflect.DeepEqual(p.FromDevice[0], want) {
 		t.Errorf("from-device rule:\n got %+v\nwant %+v", p.FromDevice[0], want)
 	}
-	// In the to-device ACL the name is the source (spec §4 item 22).
+	// In the to-device ACL the name is the source (RFC 8520 §8).
 	in := p.ToDevice[0]
 	if in.Peer != (Peer{Kind: DNSName, Value: "test.example.com"}) || !reflect.DeepEqual(in.SrcPort, u16(443)) || in.Initiated != InitiatedFromDevice {
 		t.Errorf("to-device rule: %+v", in)
 	}
-	// App. A defaults appended after the file's rules (spec §4 item 27).
+	// RFC 8520 App. A defaults appended after the file's rules (§5).
 	for _, rules := range [][]Rule{p.FromDevice, p.ToDevice} {
 		if len(rules) != 5 || rules[0].Default {
 			t.Fatalf("want 1 file rule then 4 defaults, got %+v", rules)
@@ -138,7 +138,7 @@ func TestACEs(t *testing.T) {
 			[]Rule{{Name: "fr/a", Family: IPv4, Peer: Peer{Kind: DNSName, Value: "bad.example"}, Verdict: Drop}}, false},
 		{"literal", `{"name":"a","matches":{"ipv4":{"destination-ipv4-network":"192.0.2.0/24"}},"actions":{"forwarding":"accept"}}`,
 			[]Rule{{Name: "fr/a", Family: IPv4, Peer: Peer{Kind: Prefix, Prefix: netip.MustParsePrefix("192.0.2.0/24")}, Verdict: Accept}}, false},
-		// Unrenderable accepts are left out; drops drop more (spec §4 item 23).
+		// Unrenderable accepts are left out; drops drop more (RFC 8520 §2).
 		{"eth accept not installed", `{"name":"a","matches":{"eth":{"ethertype":2048},"ipv4":{"protocol":17}},"actions":{"forwarding":"accept"}}`, nil, true},
 		{"eth drop installed broader", `{"name":"a","matches":{"eth":{"ethertype":2048},"ipv4":{"protocol":17}},"actions":{"forwarding":"drop"}}`,
 			[]Rule{{Name: "fr/a", Family: IPv4, Protocol: ProtoUDP, Verdict: Drop}}, true},
@@ -170,7 +170,8 @@ func TestACEs(t *testing.T) {
 }
 
 // TestOrderAndExplicitDrop: file order is kept, and an explicit drop comes
-// before the defaults, so it overrides them (spec §4 items 27, 28).
+// before the defaults, so it overrides them (RFC 8520 §5, App. A; RFC 8519
+// ordered-by user).
 func TestOrderAndExplicitDrop(t *testing.T) {
 	aces := `[{"name":"nodns","matches":{"ipv4":{"protocol":17},"udp":{"destination-port":{"port":53}}},"actions":{"forwarding":"drop"}},
 {"name":"web","matches":{"ipv4":{"ietf-acldns:dst-dnsname":"a.example"},"tcp":{"destination-port":{"port":443}}},"actions":{"forwarding":"accept"}}]`
@@ -194,7 +195,7 @@ func TestNeedsApproval(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// spec §4 item 25
+	// RFC 8520 §2: a file with IP literals is not implemented automatically.
 	if len(p.NeedsApproval) != 1 || !strings.Contains(p.NeedsApproval[0], "198.51.100.7/32") {
 		t.Errorf("NeedsApproval = %v", p.NeedsApproval)
 	}

@@ -1,9 +1,9 @@
 package resolver
 
-// Active resolution against an in-process DNS server. MUD-SPEC-NOTES §4
-// item 33 (RFC 9726 / BCP 241): names are resolved through the configured
-// resolver, all A and AAAA records are kept, CNAMEs are followed, refresh is
-// TTL-driven and rate-limited, and nothing is ever reverse-resolved.
+// Active resolution against an in-process DNS server (RFC 9726 §3, BCP 241):
+// names are resolved through the configured resolver, all A and AAAA records
+// are kept, CNAMEs are followed, refresh is TTL-driven and rate-limited, and
+// nothing is ever reverse-resolved.
 
 import (
 	"context"

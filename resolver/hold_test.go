@@ -1,7 +1,7 @@
 package resolver
 
-// Hold and release, pure parts (issue 6: the device's first packet must
-// find a freshly answered address allowed): which captured frames the hold
+// Hold and release, pure parts (the device's first packet must find a
+// freshly answered address allowed): which captured frames the hold
 // chain dropped, and the checksum a released frame needs.
 
 import (

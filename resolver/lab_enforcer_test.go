@@ -1,10 +1,10 @@
 package resolver
 
-// Snooping feeding the enforcer (MUD-SPEC-NOTES §3, RFC 9726 [derived];
-// §4 item 33): a device resolves a name of its policy through the gateway's
-// dnsmasq, the snooped answer becomes set elements, and its connection to
-// the fresh address is allowed; a name outside its policy stays blocked
-// even though the device resolved it.
+// Snooping feeding the enforcer (RFC 9726 §3: the addresses come from the
+// answers of the resolver the device uses): a device resolves a name of its
+// policy through the gateway's dnsmasq, the snooped answer becomes set
+// elements, and its connection to the fresh address is allowed; a name
+// outside its policy stays blocked even though the device resolved it.
 
 import (
 	"context"

@@ -1,13 +1,13 @@
 package resolver
 
-// Hold and release in a lab (issue 6: "the device's first packet to a
-// fresh CDN address finds the address already allowed"; MUD-SPEC-NOTES §3,
-// RFC 9726 [derived]). The gateway's dnsmasq answers the device; the
-// answer is held in the bridge output hook until the snooped addresses are
-// in the enforcer's sets, then released; the device's single datagram sent
-// right after the answer reaches the server. The hold table belongs to the
-// resolver's netlink socket: when it goes (Run returns, the process is
-// killed), DNS flows normally.
+// Hold and release in a lab: the device's first packet to a fresh CDN address
+// finds the address already allowed (RFC 9726 §3: the addresses come from the
+// answers of the resolver the device uses). The gateway's dnsmasq answers the
+// device; the answer is held in the bridge output hook until the snooped
+// addresses are in the enforcer's sets, then released; the device's single
+// datagram sent right after the answer reaches the server. The hold table
+// belongs to the resolver's netlink socket: when it goes (Run returns, the
+// process is killed), DNS flows normally.
 
 import (
 	"bufio"

@@ -1,10 +1,10 @@
 package resolver
 
-// End-to-end snooping in a network-namespace lab (MUD-SPEC-NOTES §3,
-// RFC 9726 [derived]: learn addresses from the answers of the resolver the
-// device uses; §4 item 33). dnsmasq in the gateway forwards to a miekg/dns
-// server on the "internet"; a device resolves names through dnsmasq; the
-// snooper on br-lan turns the answers into updates.
+// End-to-end snooping in a network-namespace lab (RFC 9726 §3: learn
+// addresses from the answers of the resolver the device uses). dnsmasq in the
+// gateway forwards to a miekg/dns server on the "internet"; a device resolves
+// names through dnsmasq; the snooper on br-lan turns the answers into
+// updates.
 
 import (
 	"context"

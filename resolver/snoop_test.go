@@ -1,8 +1,7 @@
 package resolver
 
-// Passive snooping, pure path. MUD-SPEC-NOTES §3 (RFC 9726 / BCP 241,
-// [derived]: fill the sets from the answers of the resolver the device
-// uses) and §4 item 33.
+// Passive snooping, pure path (RFC 9726 §3, BCP 241: fill the sets from the
+// answers of the resolver the device uses).
 
 import (
 	"net/netip"
