@@ -4,28 +4,114 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	"gopkg.in/yaml.v3"
 )
 
-func TestLoadExample(t *testing.T) {
-	cfg, err := Load(filepath.Join("testdata", "mudd.yaml"))
+// packagedExample is the commented example configuration the packages
+// install as /etc/mud/mudd.yaml, and the one the README points to.
+var packagedExample = filepath.Join("..", "packaging", "mudd.yaml")
+
+// The packaged example decodes strictly (no unknown key, valid values) and
+// sets or mentions every key of Config, so that it cannot fall behind the
+// schema: a key added to Config without a line in the example fails here.
+func TestPackagedExampleComplete(t *testing.T) {
+	cfg, err := Load(packagedExample)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("the packaged example does not load: %v", err)
 	}
 	if got := cfg.Interfaces; len(got) != 1 || got[0] != "br-lan" {
 		t.Errorf("interfaces = %v", got)
 	}
-	if cfg.Fetch.Timeout != 10*time.Second || cfg.DNS.MaxTTL != time.Hour {
-		t.Errorf("durations: fetch.timeout=%s dns.max_ttl=%s", cfg.Fetch.Timeout, cfg.DNS.MaxTTL)
+	if cfg.Fetch.Timeout != 10*time.Second || cfg.DNS.MaxTTL != time.Hour || cfg.DNS.HoldMark != DefaultHoldMark {
+		t.Errorf("fetch.timeout=%s dns.max_ttl=%s dns.hold_mark=%#x", cfg.Fetch.Timeout, cfg.DNS.MaxTTL, cfg.DNS.HoldMark)
+	}
+	if cfg.SocketGroup != "mud" || cfg.NFT.Priority != -5 {
+		t.Errorf("socket_group=%q nft.priority=%d", cfg.SocketGroup, cfg.NFT.Priority)
+	}
+	data, err := os.ReadFile(packagedExample)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		t.Fatal(err)
+	}
+	keys := configKeys(reflect.TypeOf(Config{}), "")
+	if len(keys) < 30 {
+		t.Fatalf("only %d keys found in Config: the walk over its yaml tags is broken", len(keys))
+	}
+	for _, key := range keys {
+		if lookup(root.Content[0], strings.Split(key, ".")) == nil && !mentioned(string(data), key) {
+			t.Errorf("%s: key %s is neither set nor mentioned in a comment", packagedExample, key)
+		}
+	}
+}
+
+// configKeys lists the dotted YAML keys of t, recursing into structs (but
+// not into maps, slices or netip types, whose keys are data).
+func configKeys(t reflect.Type, prefix string) []string {
+	var keys []string
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if name == "" || name == "-" {
+			continue
+		}
+		key := name
+		if prefix != "" {
+			key = prefix + "." + name
+		}
+		keys = append(keys, key)
+		if f.Type.Kind() == reflect.Struct && f.Type.PkgPath() != "net/netip" {
+			keys = append(keys, configKeys(f.Type, key)...)
+		}
+	}
+	return keys
+}
+
+// lookup returns the value node at path in the mapping n, or nil.
+func lookup(n *yaml.Node, path []string) *yaml.Node {
+	if n == nil || n.Kind != yaml.MappingNode {
+		return nil
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == path[0] {
+			if len(path) == 1 {
+				return n.Content[i+1]
+			}
+			return lookup(n.Content[i+1], path[1:])
+		}
+	}
+	return nil
+}
+
+// mentioned reports whether a comment line of the file shows the key's last
+// element as a key ("#   hold: true").
+func mentioned(data, key string) bool {
+	last := key[strings.LastIndex(key, ".")+1:]
+	return regexp.MustCompile(`(?m)^\s*#\s*` + regexp.QuoteMeta(last) + `:`).MatchString(data)
+}
+
+// Maps of prefixes (controllers, my_controllers) decode with their keys,
+// URIs with colons included.
+func TestControllersDecode(t *testing.T) {
+	cfg, err := Parse([]byte("policy:\n  controllers:\n    urn:ietf:params:mud:dns: [192.0.2.1/32, 2001:db8:1::1/128]\n" +
+		"  my_controllers:\n    https://lighting.example.com/lightbulb2000: [192.0.2.50/32]\n"))
+	if err != nil {
+		t.Fatal(err)
 	}
 	want := netip.MustParsePrefix("192.0.2.1/32")
 	if got := cfg.Policy.Controllers["urn:ietf:params:mud:dns"]; len(got) != 2 || got[0] != want {
 		t.Errorf("controllers = %v", got)
 	}
-	if cfg.SocketGroup != "mud" || cfg.NFT.Priority != -5 {
-		t.Errorf("socket_group=%q nft.priority=%d", cfg.SocketGroup, cfg.NFT.Priority)
+	if got := cfg.Policy.MyControllers["https://lighting.example.com/lightbulb2000"]; len(got) != 1 || got[0] != netip.MustParsePrefix("192.0.2.50/32") {
+		t.Errorf("my_controllers = %v", got)
 	}
 }
 
@@ -91,7 +177,7 @@ func TestLoadNamesTheFile(t *testing.T) {
 }
 
 func FuzzParse(f *testing.F) {
-	seed, err := os.ReadFile(filepath.Join("testdata", "mudd.yaml"))
+	seed, err := os.ReadFile(packagedExample)
 	if err != nil {
 		f.Fatal(err)
 	}
