@@ -67,8 +67,7 @@ func (m *Manager) inUse(u string) bool {
 }
 
 // refreshDue starts the fetches whose time has come: cached files past
-// their refresh time (RFC 8520 §3.5: no earlier) and
-// retries after failures.
+// their refresh time (RFC 8520 §3.5: no earlier) and retries after failures.
 func (m *Manager) refreshDue(now time.Time) {
 	for u, f := range m.st.files {
 		if !f.RefreshDue.IsZero() && !now.Before(f.RefreshDue) && !m.st.fetching[u] && m.inUse(u) {

@@ -1,7 +1,7 @@
 //go:build tools
 
-// Package deps pins the project's named dependencies in go.mod while the
-// packages that use them are being written. It is never built.
+// Package deps names the module's direct dependencies, so that go.mod keeps
+// them whatever the build tags. It is never built.
 package deps
 
 import (
