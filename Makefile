@@ -1,6 +1,9 @@
 # mud — build, test and lint. `sudo make test` installs what it needs.
 GO       ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
-GOBIN    := $(shell $(GO) env GOPATH)/bin
+# The development tools (staticcheck) are pinned in tools/go.mod, a module of
+# their own so that their dependencies stay out of mudd's go.mod; `go tool`
+# builds and runs them at the pinned version.
+GOTOOL   := $(GO) tool -modfile=$(CURDIR)/tools/go.mod
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 FUZZTIME ?= 10s
@@ -15,7 +18,7 @@ build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ ./cmd/...
 
 deps:
-	GO=$(GO) ./scripts/install-deps.sh
+	./scripts/install-deps.sh
 
 # test: everything CI runs. Root is needed for the network-namespace tests.
 test: deps lint unit fuzz
@@ -23,7 +26,7 @@ test: deps lint unit fuzz
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }
 	$(GO) vet ./...
-	$(GOBIN)/staticcheck ./...
+	$(GOTOOL) staticcheck ./...
 
 # -race needs cgo.
 unit:
@@ -42,7 +45,7 @@ clean:
 # demo: the MUD enforcement demonstration in network namespaces (needs root;
 # it removes everything it creates, also on failure or Ctrl-C).
 demo:
-	GO=$(GO) ./scripts/install-deps.sh
+	./scripts/install-deps.sh
 	$(MAKE) build  # bin/mudd, bin/mudctl and bin/mudlab
 	./bin/mudlab --mudd bin/mudd --mudctl bin/mudctl
 
