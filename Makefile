@@ -3,7 +3,7 @@ GO       ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 # The development tools (staticcheck) are pinned in tools/go.mod, a module of
 # their own so that their dependencies stay out of mudd's go.mod; `go tool`
 # builds and runs them at the pinned version.
-GOTOOL   := $(GO) tool -modfile=$(CURDIR)/tools/go.mod
+TOOLMOD  := -modfile=$(CURDIR)/tools/go.mod
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 FUZZTIME ?= 10s
@@ -23,14 +23,19 @@ deps:
 # test: everything CI runs. Root is needed for the network-namespace tests.
 test: deps lint unit fuzz
 
+# packaging/ is a module of its own (it needs nfpm, which mudd does not), so
+# ./... of the main module leaves it out: lint and unit visit it as well.
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }
 	$(GO) vet ./...
-	$(GOTOOL) staticcheck ./...
+	$(GO) tool $(TOOLMOD) staticcheck ./...
+	$(GO) -C packaging vet ./...
+	$(GO) -C packaging tool $(TOOLMOD) staticcheck ./...
 
 # -race needs cgo.
 unit:
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 30m ./...
+	CGO_ENABLED=1 $(GO) -C packaging test -race -count=1 -timeout 30m ./...
 
 # Every fuzz target, for FUZZTIME each, seeded from testdata.
 fuzz:
@@ -54,13 +59,13 @@ demo:
 # IPK_TARGETS for yours), into dist/. Static binaries go to bin/linux_ARCH/.
 HOSTARCH    := $(shell $(GO) env GOARCH)
 IPK_TARGETS ?= arm64:aarch64_cortex-a53 arm:arm_cortex-a7_neon-vfpv4 mipsle:mipsel_24kc
-MKPKG        = $(GO) run ./packaging/mkpkg -version '$(VERSION)' -out dist
+MKPKG        = $(GO) -C packaging run ./mkpkg -root $(CURDIR) -version '$(VERSION)' -out $(CURDIR)/dist
 
 package:
 	GOOS=linux GOARCH=$(HOSTARCH) $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/linux_$(HOSTARCH)/ ./cmd/mudd ./cmd/mudctl
-	$(MKPKG) -config packaging/nfpm.yaml -arch $(HOSTARCH) -bindir bin/linux_$(HOSTARCH) -formats deb,rpm
+	$(MKPKG) -config nfpm.yaml -arch $(HOSTARCH) -bindir $(CURDIR)/bin/linux_$(HOSTARCH) -formats deb,rpm
 	set -e; for t in $(IPK_TARGETS); do \
 		arch=$${t%%:*}; \
 		GOOS=linux GOARCH=$$arch GOARM=7 GOMIPS=softfloat $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/linux_$$arch/ ./cmd/mudd ./cmd/mudctl; \
-		$(MKPKG) -config packaging/openwrt/nfpm.yaml -arch $$arch -ipk-arch $${t#*:} -bindir bin/linux_$$arch -formats ipk; \
+		$(MKPKG) -config openwrt/nfpm.yaml -arch $$arch -ipk-arch $${t#*:} -bindir $(CURDIR)/bin/linux_$$arch -formats ipk; \
 	done

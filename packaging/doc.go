@@ -7,6 +7,9 @@
 //
 // [Build] packs built binaries into packages with the nfpm library, so
 // `make package` needs nothing but Go (packaging/mkpkg is its command).
+// This directory is a Go module of its own (go.mod, which replaces
+// github.com/openmud/mud with the checkout it sits in), so nfpm and its
+// dependencies never enter mudd's go.mod.
 // The tests build the packages, inspect them with dpkg-deb, install the
 // .deb into a scratch root, and run the installed mudd the way the systemd
 // unit does: as an unprivileged user holding only the unit's capabilities.

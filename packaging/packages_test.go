@@ -34,8 +34,11 @@ func TestPackages(t *testing.T) {
 	netlab.RequireCommand(t, "go", "dpkg-deb")
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "bin")
+	// Built in the repository's main module, with mudd's own go.mod, as
+	// `make package` builds them.
 	build := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w -X main.version="+testVersion,
-		"-o", bin+"/", "github.com/openmud/mud/cmd/mudd", "github.com/openmud/mud/cmd/mudctl")
+		"-o", bin+"/", "./cmd/mudd", "./cmd/mudctl")
+	build.Dir = ".."
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
