@@ -22,6 +22,7 @@ have git       || need+=(git)
 have gcc       || need+=(gcc libc6-dev)  # cgo, for go test -race
 have systemd-analyze || need+=(systemd)  # packaging tests: systemd-analyze verify, systemd-sysusers
 have dpkg-deb  || need+=(dpkg)
+have rpm       || need+=(rpm)      # packaging tests: reading the .rpm
 have setpriv   || need+=(util-linux)
 
 if [ ${#need[@]} -gt 0 ]; then
