@@ -9,7 +9,7 @@ LDFLAGS  := -s -w -X main.version=$(VERSION)
 FUZZTIME ?= 10s
 export CGO_ENABLED ?= 0
 
-.PHONY: all build test unit fuzz lint deps bench clean demo package
+.PHONY: all build test unit fuzz lint deps bench clean demo package dist openwrt-feed
 
 all: build
 
@@ -69,3 +69,17 @@ package:
 		GOOS=linux GOARCH=$$arch GOARM=7 GOMIPS=softfloat $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/linux_$$arch/ ./cmd/mudd ./cmd/mudctl; \
 		$(MKPKG) -config openwrt/nfpm.yaml -arch $$arch -ipk-arch $${t#*:} -bindir $(CURDIR)/bin/linux_$$arch -formats ipk; \
 	done
+
+# dist: the source tarball of the commit HEAD, dist/mud-VERSION.tar.gz
+# (VERSION as the packages state it: tag v1.2.3 gives 1.2.3), the same bytes
+# every time for the same commit. openwrt-feed: that tarball and the OpenWrt
+# feed package that builds from it, with its SHA-256, in dist/openwrt-feed/.
+# The tarball holds HEAD, so its version leaves uncommitted changes out.
+SRC_VERSION := $(shell git describe --tags --always 2>/dev/null || echo dev)
+MKDIST       = $(GO) -C packaging run ./mkdist -repo $(CURDIR) -rev HEAD -version '$(SRC_VERSION)' -out $(CURDIR)/dist
+
+dist:
+	$(MKDIST)
+
+openwrt-feed:
+	$(MKDIST) -openwrt-feed

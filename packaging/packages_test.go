@@ -415,6 +415,9 @@ func readTarGz(t *testing.T, r io.Reader) map[string]tarMember {
 		if err != nil {
 			t.Fatal(err)
 		}
+		if h.Typeflag == tar.TypeXGlobalHeader { // git archive's commit id
+			continue
+		}
 		b, err := io.ReadAll(tr)
 		if err != nil {
 			t.Fatal(err)
