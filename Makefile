@@ -1,12 +1,15 @@
 # mud — build, test and lint. `sudo make test` installs what it needs.
 GO       ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
-GOBIN    := $(shell $(GO) env GOPATH)/bin
+# The development tools (staticcheck) are pinned in tools/go.mod, a module of
+# their own so that their dependencies stay out of mudd's go.mod; `go tool`
+# builds and runs them at the pinned version.
+TOOLMOD  := -modfile=$(CURDIR)/tools/go.mod
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 FUZZTIME ?= 10s
 export CGO_ENABLED ?= 0
 
-.PHONY: all build test unit fuzz lint deps bench clean demo package
+.PHONY: all build test unit fuzz lint deps bench clean demo package dist openwrt-feed
 
 all: build
 
@@ -15,19 +18,24 @@ build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ ./cmd/...
 
 deps:
-	GO=$(GO) ./scripts/install-deps.sh
+	./scripts/install-deps.sh
 
 # test: everything CI runs. Root is needed for the network-namespace tests.
 test: deps lint unit fuzz
 
+# packaging/ is a module of its own (it needs nfpm, which mudd does not), so
+# ./... of the main module leaves it out: lint and unit visit it as well.
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }
 	$(GO) vet ./...
-	$(GOBIN)/staticcheck ./...
+	$(GO) tool $(TOOLMOD) staticcheck ./...
+	$(GO) -C packaging vet ./...
+	$(GO) -C packaging tool $(TOOLMOD) staticcheck ./...
 
 # -race needs cgo.
 unit:
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 30m ./...
+	CGO_ENABLED=1 $(GO) -C packaging test -race -count=1 -timeout 30m ./...
 
 # Every fuzz target, for FUZZTIME each, seeded from testdata.
 fuzz:
@@ -42,7 +50,7 @@ clean:
 # demo: the MUD enforcement demonstration in network namespaces (needs root;
 # it removes everything it creates, also on failure or Ctrl-C).
 demo:
-	GO=$(GO) ./scripts/install-deps.sh
+	./scripts/install-deps.sh
 	$(MAKE) build  # bin/mudd, bin/mudctl and bin/mudlab
 	./bin/mudlab --mudd bin/mudd --mudctl bin/mudctl
 
@@ -51,13 +59,27 @@ demo:
 # IPK_TARGETS for yours), into dist/. Static binaries go to bin/linux_ARCH/.
 HOSTARCH    := $(shell $(GO) env GOARCH)
 IPK_TARGETS ?= arm64:aarch64_cortex-a53 arm:arm_cortex-a7_neon-vfpv4 mipsle:mipsel_24kc
-MKPKG        = $(GO) run ./packaging/mkpkg -version '$(VERSION)' -out dist
+MKPKG        = $(GO) -C packaging run ./mkpkg -root $(CURDIR) -version '$(VERSION)' -out $(CURDIR)/dist
 
 package:
 	GOOS=linux GOARCH=$(HOSTARCH) $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/linux_$(HOSTARCH)/ ./cmd/mudd ./cmd/mudctl
-	$(MKPKG) -config packaging/nfpm.yaml -arch $(HOSTARCH) -bindir bin/linux_$(HOSTARCH) -formats deb,rpm
+	$(MKPKG) -config nfpm.yaml -arch $(HOSTARCH) -bindir $(CURDIR)/bin/linux_$(HOSTARCH) -formats deb,rpm
 	set -e; for t in $(IPK_TARGETS); do \
 		arch=$${t%%:*}; \
 		GOOS=linux GOARCH=$$arch GOARM=7 GOMIPS=softfloat $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/linux_$$arch/ ./cmd/mudd ./cmd/mudctl; \
-		$(MKPKG) -config packaging/openwrt/nfpm.yaml -arch $$arch -ipk-arch $${t#*:} -bindir bin/linux_$$arch -formats ipk; \
+		$(MKPKG) -config openwrt/nfpm.yaml -arch $$arch -ipk-arch $${t#*:} -bindir $(CURDIR)/bin/linux_$$arch -formats ipk; \
 	done
+
+# dist: the source tarball of the commit HEAD, dist/mud-VERSION.tar.gz
+# (VERSION as the packages state it: tag v1.2.3 gives 1.2.3), the same bytes
+# every time for the same commit. openwrt-feed: that tarball and the OpenWrt
+# feed package that builds from it, with its SHA-256, in dist/openwrt-feed/.
+# The tarball holds HEAD, so its version leaves uncommitted changes out.
+SRC_VERSION := $(shell git describe --tags --always 2>/dev/null || echo dev)
+MKDIST       = $(GO) -C packaging run ./mkdist -repo $(CURDIR) -rev HEAD -version '$(SRC_VERSION)' -out $(CURDIR)/dist
+
+dist:
+	$(MKDIST)
+
+openwrt-feed:
+	$(MKDIST) -openwrt-feed

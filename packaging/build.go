@@ -3,6 +3,7 @@ package packaging
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -64,20 +65,26 @@ func Build(o Options) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("packaging: resolving the binary directory: %w", err)
 	}
-	vars := map[string]string{"VERSION": PackageVersion(o.Version), "ARCH": o.Arch, "BINDIR": bin}
+	vars := Project.vars()
+	vars["VERSION"], vars["ARCH"], vars["BINDIR"] = PackageVersion(o.Version), o.Arch, bin
 	var unknown []string
-	cfg, err := nfpm.ParseFileWithEnvMapping(o.Config, func(name string) string {
+	mapping := func(name string) string {
 		v, ok := vars[name]
 		if !ok && !strings.HasPrefix(name, "NFPM_") { // nfpm itself asks for signing passphrases
 			unknown = append(unknown, name)
 		}
 		return v
-	})
+	}
+	cfg, err := nfpm.ParseFileWithEnvMapping(o.Config, mapping)
 	if err != nil {
 		return nil, fmt.Errorf("packaging: reading %s: %w", o.Config, err)
 	}
+	// nfpm expands variables in the name, homepage, maintainer and vendor
+	// but not in the license.
+	cfg.License = os.Expand(cfg.License, mapping)
 	if len(unknown) > 0 {
-		return nil, fmt.Errorf("packaging: %s uses unknown variables %v (known: VERSION, ARCH, BINDIR)", o.Config, unknown)
+		known := slices.Sorted(maps.Keys(vars))
+		return nil, fmt.Errorf("packaging: %s uses unknown variables %v (known: %s)", o.Config, unknown, strings.Join(known, ", "))
 	}
 	if err := os.MkdirAll(o.OutDir, 0o755); err != nil {
 		return nil, fmt.Errorf("packaging: creating the output directory: %w", err)

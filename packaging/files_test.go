@@ -228,7 +228,18 @@ func TestSystemdUnitMatchesMudd(t *testing.T) {
 // The OpenWrt feed package (built inside an OpenWrt tree) and the .ipk nfpm
 // builds install the same files from the same sources.
 func TestOpenWrtFeedMatchesIPK(t *testing.T) {
-	mk, err := os.ReadFile("openwrt/mudd/Makefile")
+	// The feed package for a stand-in tarball: the files it installs do
+	// not depend on the source.
+	dir := t.TempDir()
+	tarball := filepath.Join(dir, Project.Name+"-1.2.3.tar.gz")
+	if err := os.WriteFile(tarball, []byte("source"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	feedDir, err := OpenWrtFeed(".", tarball, "1.2.3", dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mk, err := os.ReadFile(filepath.Join(feedDir, "Makefile"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -282,4 +293,99 @@ func TestOpenWrtFeedMatchesIPK(t *testing.T) {
 	if !strings.Contains(string(mk), "/etc/mud/mudd.yaml\n") {
 		t.Error("the feed package does not list /etc/mud/mudd.yaml in conffiles")
 	}
+}
+
+// debian/copyright is a machine-readable copyright file (DEP-5) that states
+// the project's license for all its files, with the license's text.
+func TestDebianCopyright(t *testing.T) {
+	data, err := os.ReadFile("debian/copyright")
+	if err != nil {
+		t.Fatal(err)
+	}
+	paras := parseDEP5(t, string(data))
+	if len(paras) < 3 {
+		t.Fatalf("want a header, a Files and a License paragraph, have %d paragraphs", len(paras))
+	}
+	header := paras[0]
+	for field, want := range map[string]string{
+		"Format":           "https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/",
+		"Upstream-Name":    Project.Name,
+		"Upstream-Contact": Project.Maintainer,
+		"Source":           Project.Homepage,
+	} {
+		if got := header[field]; got != want {
+			t.Errorf("header %s: %q, want %q", field, got, want)
+		}
+	}
+	var all map[string]string
+	licenses := map[string]string{}
+	for _, p := range paras[1:] {
+		switch {
+		case p["Files"] == "*":
+			all = p
+		case p["Files"] == "" && p["License"] != "":
+			name, text, _ := strings.Cut(p["License"], "\n")
+			licenses[name] = text
+		}
+	}
+	if all == nil {
+		t.Fatal("no Files: * paragraph")
+	}
+	if all["Copyright"] == "" {
+		t.Error("Files: * has no Copyright")
+	}
+	if all["License"] != Project.License {
+		t.Errorf("Files: * has License %q, want %s", all["License"], Project.License)
+	}
+	if text := licenses[Project.License]; !strings.Contains(text, "Apache License, Version 2.0") ||
+		!strings.Contains(text, "/usr/share/common-licenses/"+Project.License) {
+		t.Errorf("no stand-alone License: %s paragraph with its notice and the path of its full text; have %q", Project.License, text)
+	}
+	// The license the packages state is the repository's.
+	license, err := os.ReadFile("../LICENSE")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(license), "Apache License\n") || !strings.Contains(string(license), "Version 2.0, January 2004") {
+		t.Errorf("LICENSE is not the Apache License 2.0, which debian/copyright and Project state")
+	}
+}
+
+// parseDEP5 splits a DEP-5 file into paragraphs of fields. A continuation
+// line (leading space) joins its field's value with a newline; " ." is an
+// empty line.
+func parseDEP5(t *testing.T, s string) []map[string]string {
+	t.Helper()
+	var paras []map[string]string
+	var cur map[string]string
+	var last string
+	for i, line := range strings.Split(s, "\n") {
+		switch {
+		case strings.TrimSpace(line) == "":
+			cur = nil
+		case line[0] == ' ' || line[0] == '\t':
+			if cur == nil || last == "" {
+				t.Fatalf("line %d: continuation outside a field: %q", i+1, line)
+			}
+			if l := strings.TrimSpace(line); l != "." {
+				cur[last] += "\n" + l
+			} else {
+				cur[last] += "\n"
+			}
+		default:
+			k, v, ok := strings.Cut(line, ":")
+			if !ok {
+				t.Fatalf("line %d: not a field: %q", i+1, line)
+			}
+			if cur == nil {
+				cur = map[string]string{}
+				paras = append(paras, cur)
+			}
+			if _, dup := cur[k]; dup {
+				t.Fatalf("line %d: field %s twice in a paragraph", i+1, k)
+			}
+			cur[k], last = strings.TrimSpace(v), k
+		}
+	}
+	return paras
 }

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Installs what the tests and the demo need from Debian's archive and the Go
-# module proxy. Idempotent: does nothing when everything is already there.
+# Installs the Debian packages the tests and the demo need. Idempotent: does
+# nothing when everything is already there. Go modules, including the
+# development tools pinned in tools/go.mod, come from the Go module proxy when
+# the go command first needs them.
 set -euo pipefail
 
 need=()
@@ -16,8 +18,11 @@ have busybox   || need+=(busybox)
 have ip        || need+=(iproute2)
 have openssl   || need+=(openssl)
 have make      || need+=(make)
+have git       || need+=(git)
+have gcc       || need+=(gcc libc6-dev)  # cgo, for go test -race
 have systemd-analyze || need+=(systemd)  # packaging tests: systemd-analyze verify, systemd-sysusers
 have dpkg-deb  || need+=(dpkg)
+have rpm       || need+=(rpm)      # packaging tests: reading the .rpm
 have setpriv   || need+=(util-linux)
 
 if [ ${#need[@]} -gt 0 ]; then
@@ -30,8 +35,3 @@ if [ ${#need[@]} -gt 0 ]; then
 	apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi
 
-GO=${GO:-$(command -v go || echo /usr/local/go/bin/go)}
-GOBIN=$("$GO" env GOPATH)/bin
-if [ ! -x "$GOBIN/staticcheck" ]; then
-	"$GO" install honnef.co/go/tools/cmd/staticcheck@2026.2.2
-fi

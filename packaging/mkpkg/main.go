@@ -1,10 +1,13 @@
 // Command mkpkg packs built mudd and mudctl binaries into .deb, .rpm or
-// .ipk packages with packaging.Build (the nfpm library), for `make package`:
+// .ipk packages with packaging.Build (the nfpm library), for `make package`,
+// which runs it in the packaging module (packaging/go.mod) with the
+// repository root as -root:
 //
-//	mkpkg -config packaging/nfpm.yaml -bindir bin/linux_amd64 -arch amd64 \
-//	      -version "$(git describe --tags --always --dirty)" -formats deb,rpm -out dist
-//	mkpkg -config packaging/openwrt/nfpm.yaml -bindir bin/linux_mipsle -arch mipsle \
-//	      -ipk-arch mipsel_24kc -version ... -formats ipk -out dist
+//	cd packaging
+//	go run ./mkpkg -config nfpm.yaml -root .. -bindir ../bin/linux_amd64 -arch amd64 \
+//	      -version "$(git describe --tags --always --dirty)" -formats deb,rpm -out ../dist
+//	go run ./mkpkg -config openwrt/nfpm.yaml -root .. -bindir ../bin/linux_mipsle -arch mipsle \
+//	      -ipk-arch mipsel_24kc -version ... -formats ipk -out ../dist
 //
 // It prints the path of each package it wrote.
 package main
@@ -28,14 +31,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("mkpkg", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var o packaging.Options
-	fs.StringVar(&o.Config, "config", "packaging/nfpm.yaml", "nfpm configuration `file`")
-	fs.StringVar(&o.Root, "root", ".", "`directory` the configuration's source paths are relative to")
-	fs.StringVar(&o.BinDir, "bindir", "bin", "`directory` holding mudd and mudctl")
+	fs.StringVar(&o.Config, "config", "nfpm.yaml", "nfpm configuration `file`")
+	fs.StringVar(&o.Root, "root", "..", "`directory` the configuration's source paths are relative to (the repository root)")
+	fs.StringVar(&o.BinDir, "bindir", "../bin", "`directory` holding mudd and mudctl")
 	fs.StringVar(&o.Version, "version", "dev", "version, as git describe prints it")
 	fs.StringVar(&o.Arch, "arch", runtime.GOARCH, "Go architecture of the binaries")
 	fs.StringVar(&o.IPKArch, "ipk-arch", "", "OpenWrt package architecture of the .ipk (e.g. mipsel_24kc)")
 	formats := fs.String("formats", "deb,rpm", "comma-separated package `formats`: "+strings.Join(packaging.Formats, ", "))
-	fs.StringVar(&o.OutDir, "out", "dist", "output `directory`")
+	fs.StringVar(&o.OutDir, "out", "../dist", "output `directory`")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
