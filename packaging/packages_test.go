@@ -20,13 +20,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/openmud/mud/internal/cli/multicall"
 	"github.com/openmud/mud/internal/netlab"
 )
 
 // testVersion is what `git describe` would print two commits after v1.2.3.
 const testVersion = "v1.2.3-2-gabc1234"
 
-// TestPackages builds mudd and mudctl, packs them as make package does, and
+// TestPackages builds mudd (mudctl is a link to it), packs them as make package does, and
 // checks the packages the way a user meets them: dpkg-deb's view of the
 // .deb, the files it installs, the installed mudd running under the
 // systemd unit's privileges, and the OpenWrt .ipk and init script.
@@ -34,11 +35,21 @@ func TestPackages(t *testing.T) {
 	netlab.RequireCommand(t, "go", "dpkg-deb")
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "bin")
-	build := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w -X main.version="+testVersion,
-		"-o", bin+"/", "github.com/openmud/mud/cmd/mudd", "github.com/openmud/mud/cmd/mudctl")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	if err := os.Mkdir(bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// One binary, mudd, that is mudctl when invoked under that name. The
+	// package configuration packs BINDIR/mudctl as a file, and nfpm would
+	// pack a symbolic link as a link, so here it is a hard link to mudd.
+	mudd, mudctl, err := multicall.Build(bin, multicall.Options{Version: testVersion, Strip: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(mudctl); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Link(mudd, mudctl); err != nil {
+		t.Fatal(err)
 	}
 	// Packed by mkpkg, as `make package` does (and outside the race
 	// detector, which would make compressing 20 MB of binaries take minutes).
