@@ -31,14 +31,18 @@ const (
 )
 
 // ExitCodesHelp documents the exit codes in a command's long help (and so
-// in its man page).
+// in its man page: the long help is Markdown there, and the indented list
+// a preformatted block).
 const ExitCodesHelp = `Exit status:
-  0  success
-  1  a finding or a refusal: an invalid MUD file, a signature that does not
-     verify, the daemon refused the request, a capture that could not start
-     or failed
-  2  a usage error (unknown command or flag, wrong arguments), or input that
-     could not be read or written (a missing file, mudd unreachable)`
+
+    0  success
+    1  a finding or a refusal: an invalid MUD file, a signature that
+       does not verify, the daemon refused the request, a capture that
+       could not start or failed
+    2  a usage error (unknown command or flag, wrong arguments), or
+       input that could not be read or written (a missing file, mudd
+       unreachable)
+`
 
 // ExitError carries the exit code a command wants. Its message is printed
 // unless Silent is set (the command has already said why).

@@ -293,12 +293,12 @@ func newDaemonOverrideCmd() *cobra.Command {
 		Long: `Add, clear or list a device's own allow/deny entries. They are checked, in
 order, before the rules of the device's MUD file.
 
-  override MAC allow --to 198.51.100.7 --proto tcp --port 443
-  override MAC deny  --to ads.example.com
-  override MAC allow --from 192.0.2.0/24 --proto tcp --port 22   # inbound
-  override MAC deny  --inbound                                    # all inbound
-  override MAC clear
-  override MAC list
+    override MAC allow --to 198.51.100.7 --proto tcp --port 443
+    override MAC deny  --to ads.example.com
+    override MAC allow --from 192.0.2.0/24 --proto tcp --port 22   # inbound
+    override MAC deny  --inbound                                    # all inbound
+    override MAC clear
+    override MAC list
 
 --to names the remote side of traffic from the device (an address, a prefix
 or a DNS name); --from, of traffic to the device. --port is the destination

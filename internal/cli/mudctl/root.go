@@ -28,7 +28,7 @@ const (
 )
 
 // socketHelp documents --socket and where mudctl looks without it.
-var socketHelp = fmt.Sprintf("mudd's control `socket`, for the daemon commands (default: $MUDCTL_SOCKET, else the socket in %s, else %s)",
+var socketHelp = fmt.Sprintf("`path` of mudd's control socket, for the daemon commands (default: $MUDCTL_SOCKET, else the socket in %s, else %s)",
 	config.DefaultPath, DefaultSocket)
 
 // resolveSocket is where mudctl finds mudd: the --socket flag, else
@@ -87,6 +87,7 @@ command reads mudd's configuration.
 	root.PersistentFlags().StringP("output", "o", "table", "output `format`: table or json")
 	root.PersistentFlags().String("socket", "", socketHelp)
 	root.SetVersionTemplate("mudctl {{.Version}}\n")
+	root.InitDefaultVersionFlag()
 	root.AddGroup(
 		&cobra.Group{ID: groupOffline, Title: "Commands that need no daemon:"},
 		&cobra.Group{ID: groupDaemon, Title: "Commands that talk to mudd:"},

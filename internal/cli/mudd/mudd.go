@@ -20,30 +20,32 @@ const longHelp = `mudd watches DHCP on the LAN interfaces for the MUD URLs devic
 per-device allow-list in nftables. It runs until SIGTERM or SIGINT.
 
 Signals:
-  SIGHUP    re-reads the configuration file. What changes live: the
-            controller and my-controller mappings, policy.on_failure,
-            policy.local_networks and log.level. Everything else
-            (interfaces, state_dir, socket, trust anchors, fetch and dns
-            settings, metrics listener, nft priorities, log.format) needs a
-            restart; mudd logs which of those changed and keeps the old
-            values.
-  SIGTERM, SIGINT
-            stop mudd cleanly. Its nftables tables stay in the kernel on
-            purpose: a MUD device must never be left open while mudd
-            restarts or is upgraded, and the next start reconciles the
-            kernel to the stored desired state in one atomic transaction.
-            To remove enforcement, delete the tables (nft delete table inet
-            mud; nft delete table bridge mud).
+
+    SIGHUP     re-reads the configuration file. What changes live: the
+               controller and my-controller mappings, policy.on_failure,
+               policy.local_networks and log.level. Everything else
+               (interfaces, state_dir, socket, trust anchors, fetch and
+               dns settings, metrics listener, nft priorities, log.format)
+               needs a restart; mudd logs which of those changed and keeps
+               the old values.
+    SIGTERM    (and SIGINT) stops mudd cleanly. Its nftables tables stay
+               in the kernel on purpose: a MUD device must never be left
+               open while mudd restarts or is upgraded, and the next start
+               reconciles the kernel to the stored desired state in one
+               atomic transaction. To remove enforcement, delete the
+               tables: nft delete table inet mud; nft delete table bridge
+               mud.
 
 With systemd (Type=notify), mudd sends READY=1 once the kernel holds the
 stored state and WATCHDOG=1 at half the WatchdogSec interval while its
 manager answers.
 
 Exit status:
-  0  stopped by SIGTERM or SIGINT
-  1  the configuration is invalid, or a part of mudd could not start or
-     failed
-  2  a usage error (unknown command or flag, an argument)`
+
+    0  stopped by SIGTERM or SIGINT
+    1  the configuration is invalid, or a part of mudd could not start
+       or failed
+    2  a usage error (unknown command or flag, an argument)`
 
 // NewRoot builds mudd's command tree: `mudd [--config FILE]` runs the
 // daemon, `mudd check-config` validates a configuration file. Each call
@@ -51,7 +53,7 @@ Exit status:
 func NewRoot(version string) *cobra.Command {
 	var path string
 	root := &cobra.Command{
-		Use:           "mudd [--config FILE]",
+		Use:           "mudd",
 		Short:         "MUD (RFC 8520) enforcement daemon",
 		Long:          longHelp,
 		Version:       version,
@@ -64,9 +66,10 @@ func NewRoot(version string) *cobra.Command {
 	}
 	root.CompletionOptions.DisableDefaultCmd = true
 	root.SetVersionTemplate("mudd {{.Version}}\n")
+	root.InitDefaultVersionFlag()
 	root.PersistentFlags().StringVar(&path, "config", config.DefaultPath, "configuration `file`")
 	root.AddCommand(&cobra.Command{
-		Use:   "check-config [--config FILE]",
+		Use:   "check-config",
 		Short: "Check a configuration file (exit 0 valid, 1 invalid, 2 usage error)",
 		Long: `Check a configuration file as mudd would load it: unknown keys, wrong
 types and invalid values are reported with the key they concern.
