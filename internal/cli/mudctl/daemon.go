@@ -388,7 +388,7 @@ func newDaemonControllersCmd() *cobra.Command {
 			Args:  cobra.MinimumNArgs(2),
 		}
 		if remove {
-			sub.Use, sub.Short, sub.Args = "remove URI", "Remove a controller mapping", cobra.ExactArgs(1)
+			sub.Use, sub.Short, sub.Args = "remove URI", "Remove the addresses set for a controller class URI", cobra.ExactArgs(1)
 		}
 		sub.RunE = func(cmd *cobra.Command, args []string) error {
 			req := api.ControllerRequest{URI: args[0], MyController: my, Addrs: args[1:]}
@@ -398,7 +398,7 @@ func newDaemonControllersCmd() *cobra.Command {
 			}
 			return daemonShow(cmd, get, printControllers)
 		}
-		sub.Flags().BoolVar(&my, "my", false, "URI is a MUD URL: set its my-controller")
+		sub.Flags().BoolVar(&my, "my", false, "URI is a MUD URL: the mapping is of its my-controller (RFC 8520 §4.7)")
 		ctl.AddCommand(sub)
 	}
 	return ctl

@@ -9,6 +9,7 @@ package mudd
 import (
 	"context"
 	"io"
+	"strings"
 
 	"github.com/openmud/mud/config"
 	"github.com/openmud/mud/internal/cli"
@@ -92,5 +93,24 @@ Exit status: 0 valid, 1 invalid or unreadable, 2 usage error.`,
 // Main runs mudd with args (without the program name) and returns the
 // process exit code.
 func Main(version string, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	return cli.Run(context.Background(), NewRoot(version), args, stdin, stdout, stderr)
+	return cli.Run(context.Background(), NewRoot(version), singleDash(args), stdin, stdout, stderr)
+}
+
+// singleDash accepts the single-dash spellings of mudd's long flags
+// (-config FILE, -config=FILE, -version, -help), which its command line
+// has always taken, by giving them their second dash. mudd has no
+// one-letter flags these could be mistaken for.
+func singleDash(args []string) []string {
+	out := make([]string, len(args))
+	for i, a := range args {
+		name, _, _ := strings.Cut(a, "=")
+		switch name {
+		case "-config", "-version", "-help":
+			a = "-" + a
+		case "--":
+			return append(out[:i], args[i:]...)
+		}
+		out[i] = a
+	}
+	return out
 }

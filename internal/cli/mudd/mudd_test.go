@@ -43,6 +43,8 @@ func TestCheckConfig(t *testing.T) {
 		{"bad value", []string{"check-config", "--config", badValue}, 1, "on_failure"},
 		{"missing file", []string{"check-config", "--config", filepath.Join(t.TempDir(), "nope.yaml")}, 1, "nope.yaml"},
 		{"usage", []string{"check-config", "--bogus"}, 2, ""},
+		{"single-dash flag", []string{"check-config", "-config", good}, 0, ""},
+		{"single-dash flag with value", []string{"check-config", "-config=" + typo}, 1, "on_failur"},
 		{"extra argument", []string{"check-config", "--config", good, "x"}, 2, `"x"`},
 		// The daemon loads its configuration before it touches anything.
 		{"daemon, missing file", []string{"--config", filepath.Join(t.TempDir(), "nope.yaml")}, 1, "nope.yaml"},
@@ -57,7 +59,7 @@ func TestCheckConfig(t *testing.T) {
 			if tc.wantErr != "" && !strings.Contains(errOut, tc.wantErr) {
 				t.Errorf("stderr %q does not name %q", errOut, tc.wantErr)
 			}
-			if code == 0 && out != tc.args[2]+": ok\n" {
+			if code == 0 && out != good+": ok\n" {
 				t.Errorf("stdout %q", out)
 			}
 		})
