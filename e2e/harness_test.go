@@ -6,8 +6,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -16,6 +14,7 @@ import (
 	"time"
 
 	"github.com/openmud/mud/api"
+	"github.com/openmud/mud/internal/cli/multicall"
 	"github.com/openmud/mud/internal/gwlab"
 	"github.com/openmud/mud/internal/netlab"
 	"github.com/openmud/mud/store"
@@ -43,7 +42,8 @@ const (
 	joinWait   = 20 * time.Second
 )
 
-// bins are the mudd and mudctl binaries, built once per test binary.
+// bins are the mudd binary and mudctl, a link to it, built once per test
+// binary.
 var bins struct {
 	once         sync.Once
 	dir          string
@@ -65,13 +65,7 @@ func buildBinaries(t testing.TB) (mudd, mudctl string) {
 		if bins.dir, bins.err = os.MkdirTemp("", "mud-e2e-bin-"); bins.err != nil {
 			return
 		}
-		build := exec.Command("go", "build", "-o", bins.dir+string(filepath.Separator),
-			"github.com/openmud/mud/cmd/mudd", "github.com/openmud/mud/cmd/mudctl")
-		build.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := build.CombinedOutput(); err != nil {
-			bins.err = fmt.Errorf("building mudd and mudctl: %v\n%s", err, out)
-		}
-		bins.mudd, bins.mudctl = filepath.Join(bins.dir, "mudd"), filepath.Join(bins.dir, "mudctl")
+		bins.mudd, bins.mudctl, bins.err = multicall.Build(bins.dir, multicall.Options{})
 	})
 	if bins.err != nil {
 		t.Fatal(bins.err)

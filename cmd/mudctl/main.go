@@ -1,15 +1,17 @@
-// Command mudctl is the administrator's CLI for mud: offline commands that
-// lint, explain and compile MUD files, and daemon commands that talk to
-// mudd over its unix socket. Logic lives in the packages; this is wiring.
+// Command mudctl is the administrator's CLI for mud (package
+// internal/cli/mudctl). The mudd binary is mudctl too when invoked under
+// that name; this command builds mudctl alone, for go install.
 package main
 
 import (
 	"os"
+
+	"github.com/openmud/mud/internal/cli/mudctl"
 )
 
-// version is set by the Makefile (-ldflags -X main.version=...).
+// version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+	os.Exit(mudctl.Main(version, os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }

@@ -18,7 +18,7 @@ import (
 
 func main() {
 	mudd := flag.String("mudd", "bin/mudd", "mudd binary to run in the gateway namespace")
-	mudctl := flag.String("mudctl", "bin/mudctl", "mudctl binary")
+	mudctl := flag.String("mudctl", "", "mudctl binary (default: the mudd binary invoked as mudctl)")
 	logs := flag.Bool("logs", false, "also print mudd's and dnsmasq's logs at the end")
 	flag.Parse()
 	// Ctrl-C or SIGTERM cancels the demo; Run still cleans up before it

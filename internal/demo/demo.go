@@ -27,7 +27,8 @@ import (
 
 // Options configures Run.
 type Options struct {
-	// Mudd and Mudctl are the binaries to demonstrate.
+	// Mudd and Mudctl are the binaries to demonstrate; an empty Mudctl is
+	// Mudd invoked as mudctl.
 	Mudd, Mudctl string
 	// Out receives the demonstration's narrative.
 	Out io.Writer
@@ -73,7 +74,11 @@ func Run(ctx context.Context, opts Options) (err error) {
 		opts.Out = os.Stdout
 	}
 	r := &run{opts: opts, out: opts.Out, ctx: ctx}
-	for _, p := range []string{r.opts.Mudd, r.opts.Mudctl} {
+	bins := []string{r.opts.Mudd}
+	if r.opts.Mudctl != "" {
+		bins = append(bins, r.opts.Mudctl)
+	}
+	for _, p := range bins {
 		if _, err := os.Stat(p); err != nil {
 			return fmt.Errorf("binary needed by the demo (run `make build`): %w", err)
 		}

@@ -29,6 +29,7 @@ import (
 	"time"
 
 	"github.com/openmud/mud/api"
+	"github.com/openmud/mud/internal/cli/multicall"
 	"github.com/openmud/mud/internal/netlab"
 	"github.com/openmud/mud/store"
 )
@@ -36,7 +37,8 @@ import (
 // Config describes the gateway to build.
 type Config struct {
 	// Mudd and Mudctl are the binaries (absolute paths are used as given,
-	// relative ones are made absolute).
+	// relative ones are made absolute). An empty Mudctl is Mudd invoked
+	// as mudctl, through a link in Dir.
 	Mudd, Mudctl string
 	// Dir holds every file of the gateway (configuration, state, leases,
 	// certificates); the caller owns and removes it.
@@ -100,6 +102,12 @@ func Start(ctx context.Context, lab *netlab.Lab, cfg Config) (g *Gateway, err er
 	}
 	if cfg.LogLevel == "" {
 		cfg.LogLevel = "info"
+	}
+	if cfg.Mudctl == "" {
+		// mudd is mudctl too when invoked under that name.
+		if cfg.Mudctl, err = multicall.Link(cfg.Mudd, cfg.Dir); err != nil {
+			return nil, err
+		}
 	}
 	for _, p := range []*string{&cfg.Mudd, &cfg.Mudctl} {
 		if *p, err = filepath.Abs(*p); err != nil {

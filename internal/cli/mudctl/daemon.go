@@ -1,8 +1,8 @@
-package main
+package mudctl
 
 // Daemon commands: mudctl talking to mudd over the control socket
 // (package api). Exit codes: 0 ok, 1 the daemon said no (not found,
-// conflict, refused), 2 usage or mudd cannot be reached.
+// conflict, refused), 2 usage, or mudd cannot be reached.
 
 import (
 	"context"
@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/openmud/mud/api"
+	"github.com/openmud/mud/internal/cli"
 	"github.com/openmud/mud/store"
 	"github.com/spf13/cobra"
 )
@@ -25,7 +26,7 @@ const daemonTimeout = 30 * time.Second
 
 // addDaemonCommands adds every command that needs a running mudd.
 func addDaemonCommands(root *cobra.Command) {
-	root.AddCommand(
+	for _, c := range []*cobra.Command{
 		newDaemonStatusCmd(),
 		newDaemonDevicesCmd(),
 		newDaemonDeviceCmd(),
@@ -40,7 +41,15 @@ func addDaemonCommands(root *cobra.Command) {
 		newDaemonControllersCmd(),
 		newDaemonRefreshCmd(),
 		newDaemonImportCmd(),
-	)
+	} {
+		c.GroupID = groupDaemon
+		root.AddCommand(c)
+	}
+}
+
+// addReasonFlag adds --reason, kept with an admin action in the event log.
+func addReasonFlag(cmd *cobra.Command, p *string) {
+	cmd.Flags().StringVar(p, "reason", "", "why (kept in the event log)")
 }
 
 // daemonRun calls fn with a client for the --socket and a request
@@ -48,7 +57,7 @@ func addDaemonCommands(root *cobra.Command) {
 func daemonRun(cmd *cobra.Command, fn func(ctx context.Context, c *api.Client, format string) error) error {
 	format, err := outputFormat(cmd)
 	if err != nil {
-		return &exitError{code: exitUsage, err: err}
+		return err
 	}
 	c := api.NewClient(socketFlag(cmd))
 	defer c.Close()
@@ -57,18 +66,10 @@ func daemonRun(cmd *cobra.Command, fn func(ctx context.Context, c *api.Client, f
 	return daemonExit(fn(ctx, c, format))
 }
 
-// socketFlag is the root's --socket (its default comes from $MUDCTL_SOCKET).
-func socketFlag(cmd *cobra.Command) string {
-	if f := cmd.Flag("socket"); f != nil {
-		return f.Value.String()
-	}
-	return defaultSocket
-}
-
 // daemonExit maps an error to an exit code: 1 when the daemon answered
 // no, 2 when it could not be reached (or anything else went wrong here).
 func daemonExit(err error) error {
-	var ee *exitError
+	var ee *cli.ExitError
 	var ae *api.Error
 	switch {
 	case err == nil:
@@ -76,9 +77,9 @@ func daemonExit(err error) error {
 	case errors.As(err, &ee):
 		return err
 	case errors.As(err, &ae):
-		return &exitError{code: exitInvalid, err: err}
+		return cli.Failure(err)
 	}
-	return &exitError{code: exitUsage, err: err}
+	return cli.IOError(err)
 }
 
 // daemonShow runs get and prints its answer: as JSON with -o json, else
@@ -109,16 +110,11 @@ func onDevice[T any](arg string, get func(*api.Client, context.Context, string) 
 	}
 }
 
-// usageError is bad input caught before asking the daemon (exit 2).
-func usageError(format string, a ...any) error {
-	return &exitError{code: exitUsage, err: fmt.Errorf(format, a...)}
-}
-
 // macArg normalises a MAC argument.
 func macArg(s string) (string, error) {
 	mac, err := store.NormalizeMAC(s)
 	if err != nil {
-		return "", usageError("%q is not a MAC address (want e.g. 02:00:5e:10:00:01)", s)
+		return "", cli.Usage("%q is not a MAC address (want e.g. 02:00:5e:10:00:01)", s)
 	}
 	return mac, nil
 }
@@ -146,7 +142,7 @@ func newDaemonDevicesCmd() *cobra.Command {
 }
 
 func newDaemonDeviceCmd() *cobra.Command {
-	dev := &cobra.Command{Use: "device", Short: "Inspect one device"}
+	dev := groupCmd("device", "Inspect one device")
 	dev.AddCommand(&cobra.Command{
 		Use:   "show MAC",
 		Short: "Show a device: addresses, state, MUD file, overrides",
@@ -159,7 +155,7 @@ func newDaemonDeviceCmd() *cobra.Command {
 }
 
 func newDaemonPolicyCmd() *cobra.Command {
-	pol := &cobra.Command{Use: "policy", Short: "Inspect the policy in force for a device"}
+	pol := groupCmd("policy", "Inspect the policy in force for a device")
 	var nft bool
 	show := &cobra.Command{
 		Use:   "show MAC",
@@ -172,7 +168,7 @@ func newDaemonPolicyCmd() *cobra.Command {
 			return daemonShow(cmd, onDevice(args[0], get), printPolicy)
 		},
 	}
-	show.Flags().BoolVar(&nft, "nft", false, "also show the device's ruleset in nft syntax")
+	show.Flags().BoolVar(&nft, "nft", false, "also show the device's nftables ruleset (nft syntax)")
 	pol.AddCommand(show)
 	return pol
 }
@@ -189,7 +185,7 @@ func newDaemonEventsCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if tail < 0 {
-				return usageError("--tail must not be negative")
+				return cli.Usage("--tail must not be negative")
 			}
 			q := api.EventsQuery{Since: since, Tail: tail}
 			if !follow {
@@ -210,7 +206,7 @@ func newDaemonEventsCmd() *cobra.Command {
 func daemonFollow(cmd *cobra.Command, q api.EventsQuery) error {
 	format, err := outputFormat(cmd)
 	if err != nil {
-		return &exitError{code: exitUsage, err: err}
+		return err
 	}
 	c := api.NewClient(socketFlag(cmd))
 	defer c.Close()
@@ -232,7 +228,7 @@ func daemonFollow(cmd *cobra.Command, q api.EventsQuery) error {
 	case errors.Is(err, context.Canceled):
 		return nil // interrupted: a normal end of -f
 	case errors.Is(err, io.EOF):
-		return &exitError{code: exitUsage, err: errors.New("mudd ended the event stream (stopping or restarting?)")}
+		return cli.IOError(errors.New("mudd ended the event stream (stopping or restarting?)"))
 	}
 	return daemonExit(err)
 }
@@ -252,7 +248,7 @@ func newDaemonActionCmd(name, short string, call clientAction, allFlag bool) *co
 			return daemonShow(cmd, onDevice(args[0], get), printDeviceChange)
 		},
 	}
-	cmd.Flags().StringVar(&req.Reason, "reason", "", "why (kept in the event log)")
+	addReasonFlag(cmd, &req.Reason)
 	if allFlag {
 		cmd.Flags().BoolVar(&req.AllWithURL, "all", false, "apply to every device announcing the same MUD URL")
 	}
@@ -270,7 +266,7 @@ func newDaemonBindCmd() *cobra.Command {
 		Args:  cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if unbind == (len(args) == 2) {
-				return usageError("give either a MUD URL or --clear")
+				return cli.Usage("give either a MUD URL or --clear")
 			}
 			if len(args) == 2 {
 				req.MUDURL = args[1]
@@ -281,7 +277,7 @@ func newDaemonBindCmd() *cobra.Command {
 			return daemonShow(cmd, onDevice(args[0], get), printDeviceChange)
 		},
 	}
-	cmd.Flags().StringVar(&req.Reason, "reason", "", "why (kept in the event log)")
+	addReasonFlag(cmd, &req.Reason)
 	cmd.Flags().BoolVar(&unbind, "clear", false, "remove the device's binding")
 	return cmd
 }
@@ -297,12 +293,12 @@ func newDaemonOverrideCmd() *cobra.Command {
 		Long: `Add, clear or list a device's own allow/deny entries. They are checked, in
 order, before the rules of the device's MUD file.
 
-  override MAC allow --to 198.51.100.7 --proto tcp --port 443
-  override MAC deny  --to ads.example.com
-  override MAC allow --from 192.0.2.0/24 --proto tcp --port 22   # inbound
-  override MAC deny  --inbound                                    # all inbound
-  override MAC clear
-  override MAC list
+    override MAC allow --to 198.51.100.7 --proto tcp --port 443
+    override MAC deny  --to ads.example.com
+    override MAC allow --from 192.0.2.0/24 --proto tcp --port 22   # inbound
+    override MAC deny  --inbound                                    # all inbound
+    override MAC clear
+    override MAC list
 
 --to names the remote side of traffic from the device (an address, a prefix
 or a DNS name); --from, of traffic to the device. --port is the destination
@@ -320,10 +316,10 @@ port: the remote's for --to, the device's for --from.`,
 				}
 			case "clear", "list":
 				if ruleFlags {
-					return usageError("override %s takes no rule flags", verb)
+					return cli.Usage("override %s takes no rule flags", verb)
 				}
 			default:
-				return usageError("override: %q: want allow, deny, clear or list", verb)
+				return cli.Usage("override: %q: want allow, deny, clear or list", verb)
 			}
 			get := func(c *api.Client, ctx context.Context, mac string) (store.Overrides, error) {
 				switch verb {
@@ -355,7 +351,7 @@ func overrideRequest(verb, to, from, proto, port, comment string, inbound bool) 
 	peer := to
 	switch {
 	case to != "" && (from != "" || inbound):
-		return req, usageError("--to is for traffic from the device; --from and --inbound for traffic to it")
+		return req, cli.Usage("--to is for traffic from the device; --from and --inbound for traffic to it")
 	case from != "" || inbound:
 		req.Direction, peer = "to-device", from
 	}
@@ -369,13 +365,13 @@ func overrideRequest(verb, to, from, proto, port, comment string, inbound bool) 
 		}
 	}
 	if _, err := req.Rule(); err != nil {
-		return req, usageError("%v", err)
+		return req, cli.Usage("%v", err)
 	}
 	return req, nil
 }
 
 func newDaemonControllersCmd() *cobra.Command {
-	ctl := &cobra.Command{Use: "controllers", Short: "List or set controller addresses (RFC 8520 §4.6, §4.7)"}
+	ctl := groupCmd("controllers", "List or set controller addresses (RFC 8520 §4.6, §4.7)")
 	ctl.AddCommand(&cobra.Command{
 		Use:   "list",
 		Short: "List controller and my-controller mappings",
@@ -392,7 +388,7 @@ func newDaemonControllersCmd() *cobra.Command {
 			Args:  cobra.MinimumNArgs(2),
 		}
 		if remove {
-			sub.Use, sub.Short, sub.Args = "remove URI", "Remove a controller mapping", cobra.ExactArgs(1)
+			sub.Use, sub.Short, sub.Args = "remove URI", "Remove the addresses set for a controller class URI", cobra.ExactArgs(1)
 		}
 		sub.RunE = func(cmd *cobra.Command, args []string) error {
 			req := api.ControllerRequest{URI: args[0], MyController: my, Addrs: args[1:]}
@@ -402,7 +398,7 @@ func newDaemonControllersCmd() *cobra.Command {
 			}
 			return daemonShow(cmd, get, printControllers)
 		}
-		sub.Flags().BoolVar(&my, "my", false, "URI is a MUD URL: set its my-controller")
+		sub.Flags().BoolVar(&my, "my", false, "URI is a MUD URL: the mapping is of its my-controller (RFC 8520 §4.7)")
 		ctl.AddCommand(sub)
 	}
 	return ctl
@@ -447,9 +443,8 @@ func newDaemonImportCmd() *cobra.Command {
 			return daemonShow(cmd, get, printImport)
 		},
 	}
-	cmd.Flags().StringVar(&sig, "signature", "", "the file's detached CMS signature (DER)")
-	cmd.Flags().StringVar(&reason, "reason", "", "why (kept in the event log)")
-	_ = cmd.MarkFlagRequired("signature")
+	addSignatureFlag(cmd, &sig)
+	addReasonFlag(cmd, &reason)
 	return cmd
 }
 
@@ -457,15 +452,15 @@ func newDaemonImportCmd() *cobra.Command {
 func readLimited(name string) ([]byte, error) {
 	f, err := os.Open(name)
 	if err != nil {
-		return nil, ioError(err)
+		return nil, cli.IOError(err)
 	}
 	defer f.Close()
 	b, err := io.ReadAll(io.LimitReader(f, maxImportFile+1))
 	if err != nil {
-		return nil, ioError(fmt.Errorf("read %s: %w", name, err))
+		return nil, cli.IOError(fmt.Errorf("read %s: %w", name, err))
 	}
 	if len(b) > maxImportFile {
-		return nil, ioError(fmt.Errorf("%s: larger than %d bytes", name, maxImportFile))
+		return nil, cli.IOError(fmt.Errorf("%s: larger than %d bytes", name, maxImportFile))
 	}
 	return b, nil
 }

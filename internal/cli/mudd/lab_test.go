@@ -1,4 +1,4 @@
-package main
+package mudd
 
 import (
 	"context"
@@ -12,20 +12,23 @@ import (
 	"time"
 
 	"github.com/openmud/mud/api"
+	"github.com/openmud/mud/internal/cli/multicall"
 	"github.com/openmud/mud/internal/netlab"
 )
 
 // TestDaemonLifecycle runs the mudd binary in a lab's gateway namespace:
-// it comes up with its control socket, reloads on SIGHUP, and stops on
-// SIGTERM leaving its nftables tables in the kernel.
+// it comes up with its control socket, answers the same binary invoked as
+// mudctl, reloads on SIGHUP, and stops on SIGTERM leaving its nftables
+// tables in the kernel.
 func TestDaemonLifecycle(t *testing.T) {
 	netlab.RequireRoot(t)
 	netlab.RequireCommand(t, "ip", "nft", "go")
 	lab := netlab.New(t, netlab.Config{Devices: 1, Servers: 1, StaticDevices: true})
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "mudd")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	const version = "v0.0.0-lab"
+	bin, mudctl, err := multicall.Build(dir, multicall.Options{Version: version})
+	if err != nil {
+		t.Fatal(err)
 	}
 	sock := filepath.Join(dir, "mudd.sock")
 	cfgPath := filepath.Join(dir, "mudd.yaml")
@@ -37,8 +40,8 @@ func TestDaemonLifecycle(t *testing.T) {
 		}
 	}
 	writeCfg("info")
-	if code := run([]string{"check-config", "--config", cfgPath}, os.Stdout, os.Stderr); code != 0 {
-		t.Fatalf("check-config: %d", code)
+	if code, _, errOut := mudd(t, "check-config", "--config", cfgPath); code != 0 {
+		t.Fatalf("check-config: exit %d: %s", code, errOut)
 	}
 	cmd, out, err := lab.Start(lab.GW.NS, bin, "--config", cfgPath)
 	if err != nil {
@@ -66,6 +69,10 @@ func TestDaemonLifecycle(t *testing.T) {
 	cs, err := c.Controllers(context.Background())
 	if err != nil || len(cs) != 1 || cs[0].Source != "config" {
 		t.Errorf("controllers %+v %v", cs, err)
+	}
+	// The binary invoked as mudctl talks to it.
+	if out, err := exec.Command(mudctl, "--socket", sock, "status", "-o", "json").Output(); err != nil || !strings.Contains(string(out), `"version": "`+version+`"`) {
+		t.Errorf("mudctl status: %v\n%s", err, out)
 	}
 
 	writeCfg("debug")

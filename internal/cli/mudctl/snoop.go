@@ -1,9 +1,11 @@
-package main
+package mudctl
 
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os/signal"
 	"syscall"
@@ -11,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/openmud/mud/dhcpsnoop"
+	"github.com/openmud/mud/internal/cli"
 )
 
 // newSnoopCmd is `mudctl snoop IFACE...`: watch DHCP on the interfaces and
@@ -21,15 +24,16 @@ func newSnoopCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "snoop IFACE...",
 		Short: "Watch DHCP for MUD URLs and leases, printing events as they happen",
-		Long: "Captures DHCPv4 and DHCPv6 on the given interfaces (both directions) and prints one line\n" +
-			"per event: a MUD URL announced, a lease bound, renewed, changed, released or expired,\n" +
-			"and flags (invalid URL, v4/v6 URL mismatch, chaddr spoofing). -o json prints JSON lines.\n" +
-			"Needs CAP_NET_RAW. Stops on Ctrl-C.",
+		Long: `Captures DHCPv4 and DHCPv6 on the given interfaces (both directions) and prints one line
+per event: a MUD URL announced, a lease bound, renewed, changed, released or expired,
+and flags (invalid URL, v4/v6 URL mismatch, chaddr spoofing). -o json prints JSON lines.
+Needs CAP_NET_RAW. Stops on Ctrl-C (exit 0); a capture that cannot start (no such
+interface, no CAP_NET_RAW) is exit 1.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			asJSON := false
-			if f := cmd.Flag("output"); f != nil {
-				asJSON = f.Value.String() == "json"
+			format, err := outputFormat(cmd)
+			if err != nil {
+				return err
 			}
 			s, err := dhcpsnoop.New(dhcpsnoop.Config{
 				Interfaces: args,
@@ -37,7 +41,7 @@ func newSnoopCmd() *cobra.Command {
 				Logger:     slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelWarn})),
 			})
 			if err != nil {
-				return err
+				return cli.Usage("%v", err) // an impossible interface name, or one given twice
 			}
 			ctx, stop := signal.NotifyContext(cmdContext(cmd), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
@@ -45,27 +49,40 @@ func newSnoopCmd() *cobra.Command {
 			go func() { runErr <- s.Run(ctx) }()
 			out := cmd.OutOrStdout()
 			enc := json.NewEncoder(out)
+			var werr error
 			for ev := range s.Events() { // closed when Run returns
-				if err != nil {
+				if werr != nil {
 					continue // output broken: drain until Run has stopped
 				}
-				if asJSON {
-					err = enc.Encode(ev)
+				if format == "json" {
+					werr = enc.Encode(ev)
 				} else {
-					_, err = fmt.Fprintln(out, ev.String())
+					_, werr = fmt.Fprintln(out, ev.String())
 				}
-				if err != nil {
+				if werr != nil {
 					stop()
 				}
 			}
 			if rerr := <-runErr; rerr != nil {
-				return rerr
+				return captureError(rerr)
 			}
-			return err
+			if werr != nil {
+				return cli.IOError(fmt.Errorf("write: %w", werr))
+			}
+			return nil
 		},
 	}
-	cmd.Flags().StringVar(&netns, "netns", "", "capture inside this named network namespace (/var/run/netns/NAME)")
+	cmd.Flags().StringVar(&netns, "netns", "", "capture inside this named network `namespace` (/var/run/netns/NAME)")
 	return cmd
+}
+
+// captureError is a capture that could not start or failed (exit 1), with
+// a hint when the cause is a missing privilege.
+func captureError(err error) error {
+	if errors.Is(err, fs.ErrPermission) {
+		return cli.Failure(fmt.Errorf("capture failed: %w (snoop needs CAP_NET_RAW: run it as root)", err))
+	}
+	return cli.Failure(fmt.Errorf("capture failed: %w", err))
 }
 
 func cmdContext(cmd *cobra.Command) context.Context {

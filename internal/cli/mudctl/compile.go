@@ -1,10 +1,11 @@
-package main
+package mudctl
 
 import (
 	"fmt"
 	"io"
 
 	"github.com/openmud/mud/enforcer"
+	"github.com/openmud/mud/internal/cli"
 	"github.com/openmud/mud/policy"
 	"github.com/spf13/cobra"
 )
@@ -30,13 +31,13 @@ func newCompileCmd() *cobra.Command {
 				// sample device (02:00:5e:00:53:01, 192.0.2.10,
 				// 2001:db8:1::10) with peers left for the resolver to fill.
 				if text, err = enforcer.Render(*p, enforcer.Device{}, enforcer.RenderOptions{}); err != nil {
-					return &exitError{code: exitInvalid, err: fmt.Errorf("%s: %w", args[0], err)}
+					return cli.Failure(fmt.Errorf("%s: %w", args[0], err))
 				}
 			} else if format == "json" {
 				return writeJSON(cmd.OutOrStdout(), p)
 			}
 			if _, err := io.WriteString(cmd.OutOrStdout(), text); err != nil {
-				return ioError(fmt.Errorf("write: %w", err))
+				return cli.IOError(fmt.Errorf("write: %w", err))
 			}
 			return nil
 		},

@@ -1,4 +1,4 @@
-package main
+package mudctl
 
 import (
 	"encoding/json"
@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 
+	"github.com/openmud/mud/internal/cli"
 	"github.com/openmud/mud/mudfile"
 	"github.com/spf13/cobra"
 )
@@ -38,26 +39,26 @@ leave a file valid unless --strict is given.`,
 			if err != nil {
 				return err
 			}
-			code := exitOK
+			code := cli.ExitOK
 			enc := json.NewEncoder(cmd.OutOrStdout())
 			for _, name := range args {
 				rep, readErr := lintFile(name, strict)
 				if readErr != nil {
 					fmt.Fprintf(cmd.ErrOrStderr(), "mudctl: %v\n", readErr)
-					code = exitUsage
-				} else if !rep.Valid && code == exitOK {
-					code = exitInvalid
+					code = cli.ExitUsage
+				} else if !rep.Valid && code == cli.ExitOK {
+					code = cli.ExitFailure
 				}
 				if format == "json" {
 					if err := enc.Encode(rep); err != nil {
-						return ioError(fmt.Errorf("write: %w", err))
+						return cli.IOError(fmt.Errorf("write: %w", err))
 					}
 					continue
 				}
 				printLintTable(cmd.OutOrStdout(), rep)
 			}
-			if code != exitOK {
-				return &exitError{code: code, silent: true}
+			if code != cli.ExitOK {
+				return cli.Exit(code)
 			}
 			return nil
 		},

@@ -1,4 +1,4 @@
-package main
+package mudctl
 
 // Table rendering of the daemon commands' answers.
 
@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/openmud/mud/api"
+	"github.com/openmud/mud/internal/cli"
 	"github.com/openmud/mud/policy"
 	"github.com/openmud/mud/store"
 )
@@ -21,7 +22,7 @@ func newTable(w io.Writer) *tabwriter.Writer { return tabwriter.NewWriter(w, 0, 
 // flushTable flushes t, reporting a write failure as an I/O error.
 func flushTable(t *tabwriter.Writer) error {
 	if err := t.Flush(); err != nil {
-		return ioError(fmt.Errorf("write: %w", err))
+		return cli.IOError(fmt.Errorf("write: %w", err))
 	}
 	return nil
 }
@@ -50,7 +51,7 @@ func joinAddrs[T fmt.Stringer](xs []T) string {
 
 func writeJSONLine(w io.Writer, v any) error {
 	if err := json.NewEncoder(w).Encode(v); err != nil {
-		return ioError(fmt.Errorf("write: %w", err))
+		return cli.IOError(fmt.Errorf("write: %w", err))
 	}
 	return nil
 }
@@ -255,7 +256,7 @@ func printEventLine(w io.Writer, e api.Event) error {
 func printEventFields(w io.Writer, f []string) error {
 	_, err := fmt.Fprintf(w, "%-6s  %-25s  %-17s  %-12s  %-34s  %s\n", f[0], f[1], f[2], f[3], f[4], f[5])
 	if err != nil {
-		return ioError(fmt.Errorf("write: %w", err))
+		return cli.IOError(fmt.Errorf("write: %w", err))
 	}
 	return nil
 }

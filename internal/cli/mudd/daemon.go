@@ -1,4 +1,4 @@
-package main
+package mudd
 
 import (
 	"context"
@@ -32,7 +32,7 @@ import (
 )
 
 // daemon runs mudd until SIGTERM or SIGINT.
-func daemon(path string, stderr io.Writer) error {
+func daemon(path, version string, stderr io.Writer) error {
 	cfg, err := config.Load(path)
 	if err != nil {
 		return err
@@ -49,7 +49,7 @@ func daemon(path string, stderr io.Writer) error {
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 
-	parts, err := build(cfg, log)
+	parts, err := build(cfg, version, log)
 	if err != nil {
 		return err
 	}
@@ -133,7 +133,7 @@ func (p *parts) close() {
 
 // build opens the store and creates every component from the
 // configuration.
-func build(cfg config.Config, log *slog.Logger) (p *parts, err error) {
+func build(cfg config.Config, version string, log *slog.Logger) (p *parts, err error) {
 	p = &parts{}
 	defer func() {
 		if err != nil {

@@ -1,4 +1,4 @@
-package main
+package mudctl
 
 import (
 	"bytes"
@@ -11,13 +11,17 @@ import (
 	"github.com/openmud/mud/policy"
 )
 
-const corpus = "../../mudfile/testdata/corpus/"
+const corpus = "../../../mudfile/testdata/corpus/"
 
-// mudctl runs the CLI in-process and returns exit code, stdout and stderr.
+// testVersion is the version the tests give mudctl.
+const testVersion = "v0.0.0-test"
+
+// mudctl runs the CLI in-process as Main does and returns exit code,
+// stdout and stderr.
 func mudctl(t *testing.T, args ...string) (int, string, string) {
 	t.Helper()
 	var out, errb bytes.Buffer
-	code := run(args, strings.NewReader(""), &out, &errb)
+	code := Main(testVersion, args, strings.NewReader(""), &out, &errb)
 	return code, out.String(), errb.String()
 }
 
@@ -32,7 +36,7 @@ func writeTemp(t *testing.T, name, content string) string {
 
 func rfcExample(t *testing.T) string {
 	t.Helper()
-	b, err := os.ReadFile("../../mudfile/testdata/base.json")
+	b, err := os.ReadFile("../../../mudfile/testdata/base.json")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,7 +152,7 @@ func TestLintJSON(t *testing.T) {
 }
 
 // TestExplain: the policy in plain words, and what the file says about the
-// device (spec §4 item 37).
+// device (RFC 8520 §3: systeminfo, documentation, is-supported).
 func TestExplain(t *testing.T) {
 	src := strings.Replace(rfcExample(t), `"is-supported": true`, `"is-supported": false, "documentation": "https://lighting.example.com/docs"`, 1)
 	f := writeTemp(t, "bulb.json", src)
@@ -211,25 +215,17 @@ func TestCompile(t *testing.T) {
 	}
 }
 
-func TestVersionAndSocket(t *testing.T) {
+func TestVersion(t *testing.T) {
 	code, out, _ := mudctl(t, "--version")
-	if code != 0 || strings.TrimSpace(out) != "mudctl "+version {
+	if code != 0 || strings.TrimSpace(out) != "mudctl "+testVersion {
 		t.Errorf("--version: exit %d %q", code, out)
-	}
-	t.Setenv("MUDCTL_SOCKET", "/tmp/x.sock")
-	root := newRootCmd()
-	if got := root.PersistentFlags().Lookup("socket").DefValue; got != "/tmp/x.sock" {
-		t.Errorf("--socket default %q, want $MUDCTL_SOCKET", got)
-	}
-	t.Setenv("MUDCTL_SOCKET", "")
-	if got := newRootCmd().PersistentFlags().Lookup("socket").DefValue; got != defaultSocket {
-		t.Errorf("--socket default %q, want %q", got, defaultSocket)
 	}
 }
 
-// mudctl finds mudd's socket where mudd's configuration puts it (OpenWrt
-// uses /var/run/mud), unless $MUDCTL_SOCKET says otherwise.
-func TestSocketDefault(t *testing.T) {
+// Daemon commands find mudd's socket in --socket, else $MUDCTL_SOCKET,
+// else where mudd's configuration puts it (OpenWrt uses /var/run/mud),
+// else at the packaged default.
+func TestResolveSocket(t *testing.T) {
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "mudd.yaml")
 	if err := os.WriteFile(cfg, []byte("socket: /var/run/mud/mudd.sock\n"), 0o600); err != nil {
@@ -239,14 +235,54 @@ func TestSocketDefault(t *testing.T) {
 	if err := os.WriteFile(broken, []byte("sockt: /x\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	for _, tc := range []struct{ env, path, want string }{
-		{"/tmp/env.sock", cfg, "/tmp/env.sock"},
-		{"", cfg, "/var/run/mud/mudd.sock"},
-		{"", filepath.Join(dir, "missing.yaml"), defaultSocket},
-		{"", broken, defaultSocket},
+	for _, tc := range []struct{ flag, env, path, want string }{
+		{"/tmp/flag.sock", "/tmp/env.sock", cfg, "/tmp/flag.sock"},
+		{"", "/tmp/env.sock", cfg, "/tmp/env.sock"},
+		{"", "", cfg, "/var/run/mud/mudd.sock"},
+		{"", "", filepath.Join(dir, "missing.yaml"), DefaultSocket},
+		{"", "", broken, DefaultSocket},
 	} {
-		if got := socketDefault(tc.env, tc.path); got != tc.want {
-			t.Errorf("socketDefault(%q, %s) = %q, want %q", tc.env, filepath.Base(tc.path), got, tc.want)
+		if got := resolveSocket(tc.flag, tc.env, tc.path); got != tc.want {
+			t.Errorf("resolveSocket(%q, %q, %s) = %q, want %q", tc.flag, tc.env, filepath.Base(tc.path), got, tc.want)
 		}
+	}
+}
+
+// The top-level help documents the exit codes and where the socket is
+// found; --socket names its fallbacks rather than a default read at start.
+func TestHelpDocumentsExitCodesAndSocket(t *testing.T) {
+	t.Setenv("MUDCTL_SOCKET", "/tmp/from-env.sock")
+	code, out, _ := mudctl(t, "--help")
+	if code != 0 {
+		t.Fatalf("--help: exit %d", code)
+	}
+	for _, want := range []string{"Exit status:", "  1  a finding or a refusal", "  2  a usage error", "$MUDCTL_SOCKET", "/etc/mud/mudd.yaml",
+		"Commands that need no daemon:", "Commands that talk to mudd:"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("mudctl --help lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "/tmp/from-env.sock") {
+		t.Errorf("help shows the environment's socket as a default:\n%s", out)
+	}
+}
+
+// Only errors cobra finds before a command runs are usage errors (exit 2);
+// a group command given an unknown subcommand is one of them.
+func TestUsageErrors(t *testing.T) {
+	for _, args := range [][]string{
+		{"device", "frobnicate"},
+		{"controllers", "frobnicate"},
+		{"verify", "x.json"},                 // --signature is required
+		{"verify", "--frobnicate", "x.json"}, // unknown flag
+		{"frobnicate"},
+	} {
+		code, _, errOut := mudctl(t, args...)
+		if code != 2 || !strings.Contains(errOut, "mudctl: ") || !strings.Contains(errOut, "--help' for usage") {
+			t.Errorf("%v: exit %d, want 2 with a usage hint; stderr: %s", args, code, errOut)
+		}
+	}
+	if code, out, _ := mudctl(t, "device"); code != 0 || !strings.Contains(out, "show") {
+		t.Errorf("device alone: exit %d, want its help:\n%s", code, out)
 	}
 }

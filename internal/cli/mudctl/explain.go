@@ -1,10 +1,11 @@
-package main
+package mudctl
 
 import (
 	"encoding/json"
 	"fmt"
 	"io"
 
+	"github.com/openmud/mud/internal/cli"
 	"github.com/openmud/mud/mudfile"
 	"github.com/openmud/mud/policy"
 	"github.com/spf13/cobra"
@@ -15,16 +16,16 @@ import (
 func loadPolicy(cmd *cobra.Command, name string) (*mudfile.File, *policy.Policy, error) {
 	data, err := readMUDFile(name)
 	if err != nil {
-		return nil, nil, ioError(err)
+		return nil, nil, cli.IOError(err)
 	}
 	res := mudfile.Parse(data)
 	printFindings(cmd.ErrOrStderr(), name, res)
 	if !res.Valid() {
-		return nil, nil, &exitError{code: exitInvalid, err: fmt.Errorf("%s is not a valid MUD file (see mudctl lint %s)", name, name)}
+		return nil, nil, cli.Failure(fmt.Errorf("%s is not a valid MUD file (see mudctl lint %s)", name, name))
 	}
 	p, err := policy.Compile(res.File, policy.Context{})
 	if err != nil {
-		return nil, nil, &exitError{code: exitInvalid, err: fmt.Errorf("%s: %w", name, err)}
+		return nil, nil, cli.Failure(fmt.Errorf("%s: %w", name, err))
 	}
 	return res.File, p, nil
 }
@@ -61,7 +62,7 @@ func newExplainCmd() *cobra.Command {
 			if format == "table" {
 				_, err := io.WriteString(out, policy.Explain(f, p))
 				if err != nil {
-					return ioError(fmt.Errorf("write: %w", err))
+					return cli.IOError(fmt.Errorf("write: %w", err))
 				}
 				return nil
 			}
@@ -87,7 +88,7 @@ func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	if err := enc.Encode(v); err != nil {
-		return ioError(fmt.Errorf("write: %w", err))
+		return cli.IOError(fmt.Errorf("write: %w", err))
 	}
 	return nil
 }

@@ -1,12 +1,9 @@
-package main
+package mudctl
 
 import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
-	"fmt"
-	"io"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -15,35 +12,14 @@ import (
 
 	"github.com/openmud/mud/api"
 	"github.com/openmud/mud/api/apitest"
+	"github.com/openmud/mud/internal/cli"
 )
 
-// daemonCtl runs mudctl in-process against the socket, as run does, and
+// daemonCtl runs mudctl in-process against the socket, as Main does, and
 // returns exit code, stdout and stderr.
 func daemonCtl(t *testing.T, sock string, args ...string) (int, string, string) {
 	t.Helper()
-	var out, errb bytes.Buffer
-	root := newRootCmd()
-	root.SetArgs(append([]string{"--socket", sock}, args...))
-	root.SetIn(strings.NewReader(""))
-	root.SetOut(&out)
-	root.SetErr(&errb)
-	return exitCode(root.Execute(), &errb), out.String(), errb.String()
-}
-
-// exitCode maps Execute's error as run does.
-func exitCode(err error, stderr io.Writer) int {
-	var ee *exitError
-	switch {
-	case err == nil:
-		return exitOK
-	case errors.As(err, &ee):
-		if !ee.silent && ee.err != nil {
-			fmt.Fprintln(stderr, "mudctl:", ee.err)
-		}
-		return ee.code
-	}
-	fmt.Fprintln(stderr, "mudctl:", err)
-	return exitUsage
+	return mudctl(t, append([]string{"--socket", sock}, args...)...)
 }
 
 func TestDaemonDevicesJSONContract(t *testing.T) {
@@ -178,13 +154,8 @@ func TestDaemonUnreachable(t *testing.T) {
 func TestDaemonSocketFromEnv(t *testing.T) {
 	sock := apitest.Serve(t, apitest.NewFake(), api.ServerOptions{})
 	t.Setenv("MUDCTL_SOCKET", sock)
-	var out, errb bytes.Buffer
-	root := newRootCmd()
-	root.SetArgs([]string{"devices", "-o", "json"})
-	root.SetOut(&out)
-	root.SetErr(&errb)
-	if code := exitCode(root.Execute(), &errb); code != 0 || !strings.Contains(out.String(), apitest.MACEnforced) {
-		t.Fatalf("exit %d: %s %s", code, out.String(), errb.String())
+	if code, out, errOut := mudctl(t, "devices", "-o", "json"); code != 0 || !strings.Contains(out, apitest.MACEnforced) {
+		t.Fatalf("exit %d: %s %s", code, out, errOut)
 	}
 }
 
@@ -219,14 +190,12 @@ func TestDaemonEventsFollow(t *testing.T) {
 	sock := apitest.Serve(t, fake, api.ServerOptions{})
 	out := &lineWriter{wrote: make(chan struct{}, 1)}
 	var errb bytes.Buffer
-	root := newRootCmd()
-	root.SetArgs([]string{"--socket", sock, "events", "-f", "-o", "json"})
-	root.SetOut(out)
-	root.SetErr(&errb)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- root.ExecuteContext(ctx) }()
+	done := make(chan int, 1)
+	go func() {
+		done <- cli.Run(ctx, NewRoot(testVersion), []string{"--socket", sock, "events", "-f", "-o", "json"}, strings.NewReader(""), out, &errb)
+	}()
 	deadline := time.After(5 * time.Second)
 	for fake.Subscribers() == 0 || !strings.Contains(out.String(), `"kind":"old"`) {
 		select {
@@ -245,7 +214,7 @@ func TestDaemonEventsFollow(t *testing.T) {
 		}
 	}
 	cancel()
-	if code := exitCode(<-done, &errb); code != 0 {
+	if code := <-done; code != 0 {
 		t.Fatalf("exit %d: %s", code, errb.String())
 	}
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
