@@ -89,6 +89,19 @@ type DNS struct {
 	// HoldMark is the packet mark bit mudd sets on the answers it releases;
 	// no other firewall rule of the gateway may depend on it.
 	HoldMark uint32 `yaml:"hold_mark"`
+	// TrustedSources are the sources (prefixes; /32 or /128 for one
+	// address) whose snooped answers may add addresses, besides the ones
+	// always trusted: the gateway's own addresses on the interfaces (read
+	// at start and followed as they change), loopback, and Resolver's
+	// address. An answer from any other source (a DNS server a device
+	// reaches through the gateway because its MUD file or an override
+	// permits port 53 there) adds nothing: mudd logs it and the device
+	// still gets it. List a resolver the devices are given that is not
+	// the gateway, and reached through it; a gateway that redirects the
+	// devices' DNS to its own resolver (DNAT) answers from the addresses
+	// the devices asked, which must be listed too. 0.0.0.0/0 and ::/0
+	// trust every answer the gateway sends to a device.
+	TrustedSources []netip.Prefix `yaml:"trusted_sources"`
 }
 
 // OnFailure is the treatment of a device whose MUD file cannot be used.
@@ -257,6 +270,11 @@ func checkKeys(n *yaml.Node, t reflect.Type, path string) error {
 				return err
 			}
 		}
+	case n.Kind == yaml.ScalarNode && t == reflect.TypeOf(netip.Prefix{}):
+		// A bare address is a common slip; say how to write it.
+		if a, err := netip.ParseAddr(n.Value); err == nil {
+			return fmt.Errorf("line %d: %s: %q is an address, not a prefix: write %s for that one address", n.Line, path, n.Value, netip.PrefixFrom(a, a.BitLen()))
+		}
 	}
 	return nil
 }
@@ -304,6 +322,17 @@ func (c *Config) Validate() error {
 	}
 	if c.DNS.Hold && c.DNS.HoldMark == 0 {
 		bad("dns.hold_mark", "must have at least one bit set while dns.hold is on")
+	}
+	for i, p := range c.DNS.TrustedSources {
+		key := fmt.Sprintf("dns.trusted_sources[%d]", i)
+		switch {
+		case !p.IsValid():
+			bad(key, "not a prefix")
+		case p.Addr().Is4In6():
+			bad(key, "%s is an IPv4-mapped IPv6 prefix; write the IPv4 prefix", p)
+		case p.Masked() != p:
+			bad(key, "%s has address bits beyond /%d: write %s, or %s for the one address", p, p.Bits(), p.Masked(), netip.PrefixFrom(p.Addr(), p.Addr().BitLen()))
+		}
 	}
 	if c.DNS.Resolver != "" {
 		if _, err := netip.ParseAddrPort(c.DNS.Resolver); err != nil {

@@ -115,6 +115,22 @@ func TestControllersDecode(t *testing.T) {
 	}
 }
 
+// dns.trusted_sources takes prefixes; a bare address is an error that
+// names the key and the /32 or /128 form.
+func TestTrustedSourcesDecode(t *testing.T) {
+	cfg, err := Parse([]byte("dns:\n  trusted_sources: [198.51.100.53/32, \"2001:db8:53::/48\"]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.DNS.TrustedSources; len(got) != 2 || got[0] != netip.MustParsePrefix("198.51.100.53/32") || got[1] != netip.MustParsePrefix("2001:db8:53::/48") {
+		t.Errorf("dns.trusted_sources = %v", got)
+	}
+	_, err = Parse([]byte("dns:\n  trusted_sources: [198.51.100.53]\n"))
+	if err == nil || !strings.Contains(err.Error(), "trusted_sources") || !strings.Contains(err.Error(), "/32") {
+		t.Errorf("bare address: err = %v, want one naming trusted_sources and /32", err)
+	}
+}
+
 func TestEmptyFileIsDefaults(t *testing.T) {
 	cfg, err := Parse(nil)
 	if err != nil {
@@ -142,6 +158,11 @@ func TestParseErrors(t *testing.T) {
 		{"ttl order", "dns:\n  min_ttl: 2h\n  max_ttl: 1h\n", []string{"min_ttl"}},
 		{"hold without snoop", "dns:\n  snoop: false\n", []string{"dns.hold", "dns.snoop"}},
 		{"hold without mark", "dns:\n  hold_mark: 0\n", []string{"dns.hold_mark"}},
+		{"trusted source not a prefix", "dns:\n  trusted_sources: [resolver.example.net]\n", []string{"resolver.example.net"}},
+		{"trusted source without a length", "dns:\n  trusted_sources: [192.0.2.0/24, 198.51.100.53]\n", []string{"line 2", "dns.trusted_sources[1]", "198.51.100.53/32"}},
+		{"trusted source with host bits", "dns:\n  trusted_sources: [192.0.2.0/32, 198.51.100.53/24]\n", []string{"dns.trusted_sources[1]", "198.51.100.0/24", "198.51.100.53/32"}},
+		{"trusted source IPv4-mapped", "dns:\n  trusted_sources: [\"::ffff:192.0.2.1/128\"]\n", []string{"dns.trusted_sources[0]", "IPv4-mapped"}},
+		{"misspelt trusted sources", "dns:\n  trusted_source: [192.0.2.53/32]\n", []string{`"dns.trusted_source"`, "trusted_sources"}},
 		{"zero removal grace", "policy:\n  removal_grace: 0s\n", []string{"policy.removal_grace"}},
 		{"bad interface", "interfaces: [\"br lan\"]\n", []string{"interfaces[0]"}},
 		{"bad host pin", "fetch:\n  hosts:\n    mud.example.com: nowhere\n", []string{"fetch.hosts.mud.example.com"}},
@@ -186,6 +207,22 @@ func FuzzParse(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		_, _ = Parse(data) // must not panic
 	})
+}
+
+// dns.trusted_sources adds to the sources always trusted (the gateway's own
+// addresses, loopback, dns.resolver), so its default is empty.
+func TestTrustedSourcesDefault(t *testing.T) {
+	c, err := Parse([]byte("dns:\n  resolver: 192.0.2.1:53\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.DNS.TrustedSources != nil {
+		t.Errorf("dns.trusted_sources defaults to %v, want nothing beyond the gateway itself", c.DNS.TrustedSources)
+	}
+	c, err = Parse([]byte("dns:\n  trusted_sources: [0.0.0.0/0, \"::/0\"]\n"))
+	if err != nil || len(c.DNS.TrustedSources) != 2 {
+		t.Fatalf("trusting every source: %v, %v", err, c.DNS.TrustedSources)
+	}
 }
 
 func TestHoldHexMark(t *testing.T) {

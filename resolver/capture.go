@@ -27,16 +27,19 @@ const (
 
 // Capture is an AF_PACKET socket on one LAN interface that receives the
 // DNS responses the gateway sends out of it (its own resolver's answers
-// and routed ones): frames in the outgoing direction, IPv4 or IPv6, UDP or
+// and routed ones, which HandleFrame tells apart by their source, see
+// trust.go): frames in the outgoing direction, IPv4 or IPv6, UDP or
 // TCP from port 53, non-fragments. Responses merely bridged between two
-// LAN ports, or received by the gateway, are not captured: a LAN host
-// cannot feed the snooper forged answers.
+// LAN ports, or received by the gateway, are not captured; one a LAN host
+// has the gateway route back onto the LAN is, and is refused by its source
+// like any routed answer.
 //
 // On a bridge, a Capture also releases the answers the hold table held
 // (Config.HoldMark): it re-injects them with the hold mark, and its filter
 // skips marked frames, so that no capture sees a released answer again.
 type Capture struct {
 	ifname string
+	index  int
 	conn   *packet.Conn
 	raw    syscall.RawConn
 	bridge bool
@@ -114,7 +117,7 @@ func OpenCapture(ifname string) (*Capture, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening DNS capture on %s: %w", ifname, err)
 	}
-	c := &Capture{ifname: ifname, conn: conn}
+	c := &Capture{ifname: ifname, index: ifi.Index, conn: conn}
 	if c.raw, err = conn.SyscallConn(); err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("opening DNS capture on %s: %w", ifname, err)

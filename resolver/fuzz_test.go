@@ -2,6 +2,7 @@ package resolver
 
 import (
 	"flag"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -95,6 +96,8 @@ func FuzzHandleFrame(f *testing.F) {
 	ext := buildFrame(frameSpec{dst: devMAC, src: gw6, dstIP: dev6, sport: 53, dport: 40000}, cdnResponse())
 	ext[14+6] = 0
 	f.Add(ext)
+	// An answer from a source that is not trusted.
+	f.Add(buildFrame(frameSpec{dst: devMAC, src: netip.MustParseAddr("203.0.113.13"), dstIP: dev4, sport: 53, dport: 40000}, cdnResponse()))
 	r := snooper(f, Config{})
 	r.hold.setMAC([6]byte(devMAC), holdMAC{inKernel: true})
 	// Devices of the lab's captured frames too.
@@ -104,7 +107,13 @@ func FuzzHandleFrame(f *testing.F) {
 	now := time.Unix(1_700_000_000, 0)
 	f.Fuzz(func(t *testing.T, frame []byte) {
 		in := slices.Clone(frame)
-		for _, u := range r.HandleFrame(frame, now) {
+		ups := r.HandleFrame(frame, now)
+		if len(ups) > 0 {
+			if src, _, _, ok := transportPayload(frame); !ok || !r.trust.trusted(src) {
+				t.Fatalf("updates from an answer whose source %v is not trusted", src)
+			}
+		}
+		for _, u := range ups {
 			if len(u.Addrs) == 0 || u.Source != Snooped || u.Expires.Before(now) || len(u.Device) != 6 {
 				t.Fatalf("bad update %+v", u)
 			}

@@ -8,7 +8,8 @@ package resolver
 // device's packet taps: the capture socket still sees them. The resolver
 // parses the answer, calls Config.Apply (the enforcer's sets are updated),
 // and re-injects the frame through the capture socket with the hold mark,
-// which the hook lets pass. Irrelevant answers are re-injected at once.
+// which the hook lets pass. Irrelevant answers, and those from sources
+// that are not trusted (trust.go), are re-injected at once.
 //
 //	table bridge mud_dnshold {    # flags owner
 //	  set ports { type ifname }         # ports of the captured bridges

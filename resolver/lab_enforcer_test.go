@@ -90,7 +90,7 @@ func TestLabSnoopEnforced(t *testing.T) {
 	if err := netlab.Do(lab.GW.NS, func() (err error) { capt, err = OpenCapture(netlab.LANBridge); return err }); err != nil {
 		t.Fatal(err)
 	}
-	r, err := New(Config{Server: "192.0.2.1:53", Captures: []*Capture{capt}, MinTTL: time.Second})
+	r, err := New(Config{Server: "192.0.2.1:53", Captures: []*Capture{capt}, NetNSFd: int(h), MinTTL: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,6 +113,9 @@ func TestLabSnoopEnforced(t *testing.T) {
 			select {
 			case u = <-r.Updates():
 			case <-stop:
+				return
+			}
+			if u.Name == "" { // Run returned
 				return
 			}
 			// SetPeer replaces a peer's elements, while updates add

@@ -33,7 +33,8 @@ import (
 )
 
 // holdLab is a lab with dnsmasq forwarding to an upstream on the first
-// server, and the enforcer in the gateway allowing the device DNS and
+// server, and the enforcer in the gateway allowing the device DNS (the
+// gateway's, and the upstream's directly, as a MUD file may permit) and
 // UDP 9000 to api.vendor.test (policy "cam"), nothing else.
 type holdLab struct {
 	lab          *netlab.Lab
@@ -80,8 +81,11 @@ func newHoldLab(t testing.TB) *holdLab {
 	l.enf = e
 	port := func(p uint16) *policy.PortRange { return &policy.PortRange{First: p, Last: p} }
 	dnsCtl := policy.Peer{Kind: policy.Controller, Value: "urn:ietf:params:mud:dns"}
+	upstream := policy.Peer{Kind: policy.Prefix, Prefix: netip.PrefixFrom(l.cloud.IPv4, 32)}
 	pol := policy.Policy{ID: "cam", MUDURL: "https://vendor.test/cam",
 		FromDevice: []policy.Rule{
+			{Name: "fr/upstream-dns-udp", Family: policy.IPv4, Peer: upstream, Protocol: policy.ProtoUDP, DstPort: port(53), Verdict: policy.Accept},
+			{Name: "fr/upstream-dns-tcp", Family: policy.IPv4, Peer: upstream, Protocol: policy.ProtoTCP, DstPort: port(53), Verdict: policy.Accept},
 			{Name: "default/dns-udp", Peer: dnsCtl, Protocol: policy.ProtoUDP, DstPort: port(53), Verdict: policy.Accept, Default: true},
 			{Name: "default/dns-tcp", Peer: dnsCtl, Protocol: policy.ProtoTCP, DstPort: port(53), Verdict: policy.Accept, Default: true},
 		},
@@ -212,11 +216,18 @@ func (l *holdLab) holdTable(t testing.TB) bool {
 // the first A record of the answer, port 9000. It returns that address.
 func (l *holdLab) resolveAndSend(t testing.TB, name string, timeout time.Duration) (netip.Addr, error) {
 	t.Helper()
+	return l.askAndSend(t, "udp", "192.0.2.1:53", name, timeout)
+}
+
+// askAndSend is resolveAndSend with another DNS server, over network
+// ("udp" or "tcp").
+func (l *holdLab) askAndSend(t testing.TB, network, server, name string, timeout time.Duration) (netip.Addr, error) {
+	t.Helper()
 	var to netip.Addr
 	err := netlab.Do(l.dev.NS, func() error {
 		m := new(dns.Msg)
 		m.SetQuestion(dns.Fqdn(name), dns.TypeA)
-		resp, _, err := (&dns.Client{Timeout: timeout}).Exchange(m, "192.0.2.1:53")
+		resp, _, err := (&dns.Client{Net: network, Timeout: timeout}).Exchange(m, server)
 		if err != nil {
 			return fmt.Errorf("resolving %s: %w", name, err)
 		}
@@ -349,6 +360,61 @@ func TestLabHoldFirstPacket(t *testing.T) {
 	}
 	if _, err := l.resolveAndSend(t, "api.vendor.test", 3*time.Second); err != nil {
 		t.Fatalf("DNS after the resolver stopped: %v", err)
+	}
+}
+
+// An answer the gateway routes to the device from a DNS server the device
+// may reach (the upstream, asked directly) is not the gateway's: it is
+// held like any answer and released at once, unapplied; the device has
+// its answer but may not use the addresses; the refusal is counted. The
+// same name answered by the gateway grants.
+func TestLabHoldReleasesRefusedAnswers(t *testing.T) {
+	l := newHoldLab(t)
+	cloudGot := udpSink(t, l.cloud)
+	var (
+		mu      sync.Mutex
+		applied []string
+	)
+	apply := func(ctx context.Context, u Update) error {
+		mu.Lock()
+		applied = append(applied, u.Name)
+		mu.Unlock()
+		return l.apply(ctx, u)
+	}
+	r, _ := l.resolver(t, DefaultHoldMark, apply, nil)
+	upstream := netip.AddrPortFrom(l.cloud.IPv4, 53).String()
+	for i, network := range []string{"udp", "tcp"} {
+		name := fmt.Sprintf("n%d.api.vendor.test", i+1)
+		to, err := l.askAndSend(t, network, upstream, name, 3*time.Second)
+		if err != nil {
+			t.Fatalf("the device asking %s over %s directly: %v; its answer must be delivered", upstream, network, err)
+		}
+		if to != l.cloud.IPv4 {
+			t.Fatalf("answer for %s: %v", name, to)
+		}
+		if waitFor(cloudGot, name, 500*time.Millisecond) {
+			t.Errorf("%s: the device reached %v on the strength of an answer from %s over %s", name, to, upstream, network)
+		}
+		if st := r.Stats(); st.RefusedAnswers != uint64(i+1) {
+			t.Errorf("after the %s answer: %d refused answers counted, want %d", network, st.RefusedAnswers, i+1)
+		}
+	}
+	mu.Lock()
+	if len(applied) != 0 {
+		t.Errorf("applied %v from answers of an untrusted source", applied)
+	}
+	mu.Unlock()
+	if n := l.defaultDeny(t); n != 2 {
+		t.Errorf("default deny counted %d packets, want the 2 datagrams", n)
+	}
+	if _, err := l.resolveAndSend(t, "n1.api.vendor.test", 3*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if !waitFor(cloudGot, "n1.api.vendor.test", 2*time.Second) {
+		t.Error("the gateway's answer for the same name did not grant")
+	}
+	if st := r.Stats(); st.Held < 2 || st.Released != st.Held || st.RefusedAnswers != 2 {
+		t.Errorf("stats %+v; want the UDP answers held and all released, 2 refused", st)
 	}
 }
 

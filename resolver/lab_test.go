@@ -59,6 +59,11 @@ func TestLabSnoopThroughDNSMasq(t *testing.T) {
 	if raw != nil {
 		t.Cleanup(func() { raw.Close() })
 	}
+	ns, err := netlab.NSHandle(lab.GW.NS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ns.Close() })
 	latencyNames := make([]string, 20)
 	for i := range latencyNames {
 		latencyNames[i] = fmt.Sprintf("n%d.vendor.test", i)
@@ -68,6 +73,7 @@ func TestLabSnoopThroughDNSMasq(t *testing.T) {
 		// namespace: the resolver the devices use (RFC 9726).
 		Transport: nsTransport{ns: lab.GW.NS, tr: NewTransport("192.0.2.1:53", 2*time.Second)},
 		Captures:  []*Capture{capt},
+		NetNSFd:   int(ns),
 		MinTTL:    time.Second,
 	})
 	if err != nil {

@@ -15,6 +15,13 @@
 //     the LAN are captured (AF_PACKET with a BPF filter), and the addresses
 //     of names in that device's list (SetDeviceNames) are emitted at once,
 //     so a device's first packet to a fresh CDN address finds it allowed.
+//     Only answers from trusted sources count (Config.TrustedSources, mudd's
+//     dns.trusted_sources; see trust.go): the gateway's own addresses on
+//     the captured interfaces, followed as they change, loopback, and the
+//     resolver's address. An answer the gateway merely routes to a device
+//     from a DNS server the device may reach (a server its MUD file or an
+//     override permits, one an attacker runs) adds nothing: it is counted
+//     (Stats.RefusedAnswers), logged, and delivered to the device unused.
 //   - Hold and release (Config.HoldMark, Config.Apply): on a LAN bridge,
 //     the answers to those devices are held back by an nftables table in
 //     the bridge output hook until Apply has put their addresses into the
@@ -149,10 +156,15 @@ type Config struct {
 	// Captures are capture sockets opened by the caller (e.g. inside
 	// another network namespace) that Run reads and closes.
 	Captures []*Capture
-	// SnoopSources, if not empty, restricts snooping to responses whose IP
-	// source is inside one of these prefixes (the resolvers devices are
-	// given); anything else sent from port 53 is ignored.
-	SnoopSources []netip.Prefix
+	// TrustedSources are the IP sources, besides the gateway's own (the
+	// addresses of the captured interfaces, loopback, and Server's
+	// address), whose snooped answers may add addresses: a resolver the
+	// devices are given that is not the gateway, reached through it. An
+	// answer from any other source adds nothing; it is counted
+	// (Stats.RefusedAnswers), logged, and still delivered to the device.
+	// 0.0.0.0/0 and ::/0 trust every answer the gateway sends, also those
+	// it routes from servers a device picked itself.
+	TrustedSources []netip.Prefix
 	// NetNSFd, if non-zero, is an open handle of the network namespace to
 	// snoop and hold in: SnoopInterfaces are opened and the hold table is
 	// created there (Captures must come from it too). Zero: the current
@@ -252,6 +264,7 @@ type Resolver struct {
 
 	snoop snoopState
 	hold  holdState
+	trust sourceTrust
 	// applying bounds the answers waiting for Apply.
 	applying chan struct{}
 	// onRelease, if set (tests), learns how long each released answer was
@@ -292,9 +305,9 @@ func New(cfg Config) (*Resolver, error) {
 		}
 		tr = NewTransport(cfg.Server, cfg.Timeout)
 	}
-	for _, p := range cfg.SnoopSources {
+	for _, p := range cfg.TrustedSources {
 		if !p.IsValid() {
-			return nil, errors.New("configuring snooping: invalid source prefix")
+			return nil, errors.New("configuring snooping: invalid trusted source prefix")
 		}
 	}
 	if cfg.HoldMark != 0 && cfg.Apply == nil {
@@ -311,6 +324,7 @@ func New(cfg Config) (*Resolver, error) {
 
 		applying: make(chan struct{}, maxHeld),
 	}
+	r.trust.init(&r.cfg)
 	r.snoop.devices = make(map[[6]byte]*deviceNames)
 	return r, nil
 }
@@ -407,6 +421,21 @@ func (r *Resolver) Run(ctx context.Context) error {
 		}
 		captures = append(captures, c)
 	}
+	// The gateway's own addresses, before the first answer is read.
+	var addrs *addrWatch
+	if len(captures) > 0 {
+		ifaces := map[int]string{}
+		for _, c := range captures {
+			ifaces[c.index] = c.ifname
+		}
+		var err error
+		if addrs, err = r.watchAddrs(ifaces); err != nil {
+			closeAll()
+			return fmt.Errorf("starting DNS snooping: %w", err)
+		}
+		closeCaptures := closeAll
+		closeAll = func() { addrs.stop(); closeCaptures() }
+	}
 	if r.cfg.HoldMark != 0 && len(captures) > 0 {
 		var bridges []string
 		for _, c := range captures {
@@ -445,6 +474,9 @@ func (r *Resolver) Run(ctx context.Context) error {
 	wg.Go(func() { r.schedule(ctx, work) })
 	for range r.cfg.Workers {
 		wg.Go(func() { r.worker(ctx, work) })
+	}
+	if addrs != nil {
+		wg.Go(func() { addrs.follow(ctx) })
 	}
 	for _, c := range captures {
 		wg.Go(func() { r.capture(ctx, capCtx, c) })
@@ -796,8 +828,8 @@ func (l *limiter) wait(ctx context.Context) error {
 
 // counters are the Resolver's statistics.
 type counters struct {
-	queries, updates        atomic.Uint64
-	frames, dnsMsgs, snoops atomic.Uint64
+	queries, updates                 atomic.Uint64
+	frames, dnsMsgs, snoops, refused atomic.Uint64
 
 	held, released, applyFailures, releaseErrors atomic.Uint64
 }
@@ -809,6 +841,10 @@ type Stats struct {
 	Frames        uint64 // frames given to HandleFrame
 	DNSResponses  uint64 // frames that held a DNS response to a known device
 	SnoopedAnswer uint64 // snooped updates produced
+	// RefusedAnswers counts DNS responses to a known device that would
+	// have added addresses but came from a source that is not trusted
+	// (Config.TrustedSources).
+	RefusedAnswers uint64
 	// Hold and release (Config.HoldMark).
 	Held          uint64 // captured answers the hold table dropped
 	Released      uint64 // held answers re-injected
@@ -819,14 +855,15 @@ type Stats struct {
 // Stats returns the counters.
 func (r *Resolver) Stats() Stats {
 	return Stats{
-		Queries:       r.stats.queries.Load(),
-		Updates:       r.stats.updates.Load(),
-		Frames:        r.stats.frames.Load(),
-		DNSResponses:  r.stats.dnsMsgs.Load(),
-		SnoopedAnswer: r.stats.snoops.Load(),
-		Held:          r.stats.held.Load(),
-		Released:      r.stats.released.Load(),
-		ApplyFailures: r.stats.applyFailures.Load(),
-		ReleaseErrors: r.stats.releaseErrors.Load(),
+		Queries:        r.stats.queries.Load(),
+		Updates:        r.stats.updates.Load(),
+		Frames:         r.stats.frames.Load(),
+		DNSResponses:   r.stats.dnsMsgs.Load(),
+		SnoopedAnswer:  r.stats.snoops.Load(),
+		RefusedAnswers: r.stats.refused.Load(),
+		Held:           r.stats.held.Load(),
+		Released:       r.stats.released.Load(),
+		ApplyFailures:  r.stats.applyFailures.Load(),
+		ReleaseErrors:  r.stats.releaseErrors.Load(),
 	}
 }

@@ -74,13 +74,15 @@ func (r *Resolver) SetDeviceNames(mac net.HardwareAddr, names []string) error {
 
 // HandleFrame parses one captured Ethernet frame and returns the updates it
 // yields: if it carries a DNS response (UDP or TCP from port 53, IPv4 or
-// IPv6, optionally VLAN-tagged) sent to a device registered with
-// SetDeviceNames, then for every name of that device on the response's
-// CNAME chain (the question name or a CNAME target) an Update with the
-// addresses at the end of the chain and the chain's minimum TTL from that
-// name on, as of now. Anything else yields nil. It does no I/O, keeps no
-// reference to frame, and is safe for concurrent use; the capture loop of
-// Run calls it and emits the result.
+// IPv6, optionally VLAN-tagged) from a trusted source (see TrustedSources)
+// sent to a device registered with SetDeviceNames, then for every name of
+// that device on the response's CNAME chain (the question name or a CNAME
+// target) an Update with the addresses at the end of the chain and the
+// chain's minimum TTL from that name on, as of now. Anything else yields
+// nil; a response that would have yielded updates but came from another
+// source is counted in Stats.RefusedAnswers and logged (rate-limited). It
+// does no other I/O, keeps no reference to frame, and is safe for
+// concurrent use; the capture loop of Run calls it and emits the result.
 //
 // Responses over TCP are understood when whole DNS messages are in the
 // segment; IP fragments are ignored.
@@ -99,22 +101,25 @@ func (r *Resolver) HandleFrame(frame []byte, now time.Time) []Update {
 	if !ok {
 		return nil
 	}
-	if len(r.cfg.SnoopSources) > 0 && !inPrefixes(src, r.cfg.SnoopSources) {
+	var out []Update
+	if !tcp {
+		out = r.handleMessage(dev, payload, now, nil)
+	} else {
+		// DNS over TCP: 2-byte length prefix, possibly several messages.
+		for len(payload) >= 2 {
+			n := int(binary.BigEndian.Uint16(payload))
+			if n == 0 || len(payload) < 2+n {
+				break
+			}
+			out = r.handleMessage(dev, payload[2:2+n], now, out)
+			payload = payload[2+n:]
+		}
+	}
+	if len(out) > 0 && !r.trust.trusted(src) {
+		r.refuse(src, dev, out, now)
 		return nil
 	}
-	if !tcp {
-		return r.handleMessage(dev, payload, now, nil)
-	}
-	// DNS over TCP: 2-byte length prefix, possibly several messages.
-	var out []Update
-	for len(payload) >= 2 {
-		n := int(binary.BigEndian.Uint16(payload))
-		if n == 0 || len(payload) < 2+n {
-			break
-		}
-		out = r.handleMessage(dev, payload[2:2+n], now, out)
-		payload = payload[2+n:]
-	}
+	r.stats.snoops.Add(uint64(len(out)))
 	return out
 }
 
@@ -159,7 +164,6 @@ func (r *Resolver) handleMessage(dev *deviceNames, msg []byte, now time.Time, ou
 			Device:   dev.mac,
 			Captured: now,
 		})
-		r.stats.snoops.Add(1)
 	}
 	return out
 }

@@ -13,9 +13,15 @@ import (
 	"golang.org/x/net/bpf"
 )
 
+// snooper is a Resolver for HandleFrame that knows devices 1 and 2, and
+// trusts answers from the lab gateway's LAN addresses (gw4, gw6) unless
+// cfg says otherwise.
 func snooper(t testing.TB, cfg Config) *Resolver {
 	t.Helper()
 	cfg.Server = "127.0.0.1:53"
+	if cfg.TrustedSources == nil {
+		cfg.TrustedSources = []netip.Prefix{netip.PrefixFrom(gw4, 32), netip.PrefixFrom(gw6, 128)}
+	}
 	if cfg.MinTTL == 0 {
 		cfg.MinTTL = time.Second
 	}
@@ -125,7 +131,7 @@ func TestHandleFrameClampsAndSources(t *testing.T) {
 	if len(ups) != 1 || ups[0].TTL != 0 || !ups[0].Expires.Equal(now.Add(30*time.Second)) {
 		t.Fatalf("TTL 0 answer: %+v; want expiry clamped up to MinTTL", ups)
 	}
-	r = snooper(t, Config{SnoopSources: []netip.Prefix{netip.MustParsePrefix("192.0.2.1/32")}})
+	r = snooper(t, Config{TrustedSources: []netip.Prefix{netip.MustParsePrefix("192.0.2.1/32")}})
 	if len(r.HandleFrame(zero, now)) != 1 {
 		t.Error("answer from the configured resolver ignored")
 	}
@@ -133,6 +139,9 @@ func TestHandleFrameClampsAndSources(t *testing.T) {
 		response("time.vendor.test", dns.TypeA, rrA("time.vendor.test", 60, "203.0.113.66")))
 	if ups := r.HandleFrame(forged, now); len(ups) != 0 {
 		t.Errorf("answer from an unlisted source used: %+v", ups)
+	}
+	if st := r.Stats(); st.RefusedAnswers != 1 || st.SnoopedAnswer != 1 {
+		t.Errorf("stats %+v; want the one refused answer counted apart from the one snooped", st)
 	}
 	// Forgetting the device stops its updates.
 	if err := r.SetDeviceNames(devMAC, nil); err != nil {

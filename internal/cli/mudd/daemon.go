@@ -166,7 +166,8 @@ func build(cfg config.Config, version string, log *slog.Logger) (p *parts, err e
 	if p.enf, err = enforcer.New(ec); err != nil {
 		return nil, fmt.Errorf("creating the enforcer: %w", err)
 	}
-	rc := resolver.Config{Server: cfg.DNS.Resolver, MinTTL: cfg.DNS.MinTTL, MaxTTL: cfg.DNS.MaxTTL, Logger: log.With("component", "resolver")}
+	rc := resolver.Config{Server: cfg.DNS.Resolver, MinTTL: cfg.DNS.MinTTL, MaxTTL: cfg.DNS.MaxTTL,
+		TrustedSources: cfg.DNS.TrustedSources, Logger: log.With("component", "resolver")}
 	if cfg.DNS.Snoop {
 		rc.SnoopInterfaces = cfg.Interfaces
 		if cfg.DNS.Hold {
