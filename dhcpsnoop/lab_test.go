@@ -512,3 +512,62 @@ func TestLabFlood(t *testing.T) {
 		t.Errorf("flood left no trace in the counters: %+v", s)
 	}
 }
+
+// Every event names the bridge port the device's frames arrive on, from
+// the bridge's forwarding database: a real client's arrival on its port;
+// a request whose chaddr is made up, by the port its frame came in on (the
+// frame's source); a MAC the bridge never learnt, no port.
+func TestLabPorts(t *testing.T) {
+	lab := netlab.New(t, netlab.Config{Devices: 2})
+	netlab.RequireCommand(t, "dnsmasq", "udhcpc")
+	lab.StartDNSMasq(t, netlab.DNSMasqConfig{Range4: "192.0.2.100,192.0.2.199,255.255.255.0,2m"})
+	h := startSnooper(t, lab)
+	dev, other := lab.Devices[0], lab.Devices[1]
+
+	lab.Udhcpc(t, dev, "-x", "0xa1:"+netlab.HexString(urlA))
+	for _, kind := range []Kind{KindAnnounced, KindBound} {
+		if ev := h.wait(t, dev.MAC, kind, nil, labWait); ev.Port != dev.Port || ev.Interface != netlab.LANBridge {
+			t.Errorf("%s on port %q (interface %q), want port %s", kind, ev.Port, ev.Interface, dev.Port)
+		}
+	}
+
+	// From the other device's port, a request for a client that is not
+	// there (chaddr spoofed, as a DHCP flood does).
+	spoofed := net.HardwareAddr{0x02, 0xf1, 0, 0, 0, 0x01}
+	var c *packet.Conn
+	if err := netlab.Do(other.NS, func() error {
+		ifi, err := net.InterfaceByName(other.Iface)
+		if err != nil {
+			return err
+		}
+		c, err = packet.Listen(ifi, packet.Raw, unix.ETH_P_ALL, nil)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	frame := v4Client(t, other.MAC, v4Msg(t, dhcpv4.MessageTypeDiscover, spoofed, 7, withMUD(urlB)))
+	if _, err := c.WriteTo(frame, &packet.Addr{HardwareAddr: macBcast}); err != nil {
+		t.Fatal(err)
+	}
+	if ev := h.wait(t, spoofed, KindAnnounced, nil, labWait); ev.Port != other.Port {
+		t.Errorf("spoofed chaddr announced on port %q, want %s (the frame's)", ev.Port, other.Port)
+	}
+
+	// Straight to the lookup: a MAC the bridge has no entry for has no
+	// port; an interface that is not a bridge is its own port.
+	pf, err := newPortFinder(lab.GW.NS, &counters{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pf.close()
+	if p := pf.port(netlab.LANBridge, net.HardwareAddr{0x02, 0xee, 0, 0, 0, 1}, time.Now()); p != "" {
+		t.Errorf("unknown MAC on port %q", p)
+	}
+	if p := pf.port(dev.Port, dev.MAC, time.Now()); p != dev.Port {
+		t.Errorf("on the port interface itself: %q, want %s", p, dev.Port)
+	}
+	if p := pf.port(netlab.LANBridge, dev.MAC, time.Now()); p != dev.Port {
+		t.Errorf("device's port %q, want %s", p, dev.Port)
+	}
+}
