@@ -442,19 +442,7 @@ func TestLabFlood(t *testing.T) {
 		c.FrameQueue = 64
 		c.Tracker = TrackerConfig{MaxDevices: 16, MaxPending: 32, RatePerMAC: 5, BurstPerMAC: 10}
 	})
-	flooder := lab.Devices[1]
-	var c *packet.Conn
-	if err := netlab.Do(flooder.NS, func() error {
-		ifi, err := net.InterfaceByName(flooder.Iface)
-		if err != nil {
-			return err
-		}
-		c, err = packet.Listen(ifi, packet.Raw, unix.ETH_P_ALL, nil)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := rawSocket(t, lab.Devices[1])
 	frames := make([][]byte, 2000)
 	for i := range frames {
 		mac := net.HardwareAddr{0x02, 0xf1, 0, 0, byte(i >> 8), byte(i)}
@@ -534,18 +522,7 @@ func TestLabPorts(t *testing.T) {
 	// From the other device's port, a request for a client that is not
 	// there (chaddr spoofed, as a DHCP flood does).
 	spoofed := net.HardwareAddr{0x02, 0xf1, 0, 0, 0, 0x01}
-	var c *packet.Conn
-	if err := netlab.Do(other.NS, func() error {
-		ifi, err := net.InterfaceByName(other.Iface)
-		if err != nil {
-			return err
-		}
-		c, err = packet.Listen(ifi, packet.Raw, unix.ETH_P_ALL, nil)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := rawSocket(t, other)
 	frame := v4Client(t, other.MAC, v4Msg(t, dhcpv4.MessageTypeDiscover, spoofed, 7, withMUD(urlB)))
 	if _, err := c.WriteTo(frame, &packet.Addr{HardwareAddr: macBcast}); err != nil {
 		t.Fatal(err)
@@ -570,4 +547,23 @@ func TestLabPorts(t *testing.T) {
 	if p := pf.port(netlab.LANBridge, dev.MAC, time.Now()); p != dev.Port {
 		t.Errorf("device's port %q, want %s", p, dev.Port)
 	}
+}
+
+// rawSocket opens a packet socket on h's interface, to send frames as the
+// host (or as whatever the frame claims); the test closes it.
+func rawSocket(t *testing.T, h *netlab.Host) *packet.Conn {
+	t.Helper()
+	var c *packet.Conn
+	if err := netlab.Do(h.NS, func() error {
+		ifi, err := net.InterfaceByName(h.Iface)
+		if err != nil {
+			return err
+		}
+		c, err = packet.Listen(ifi, packet.Raw, unix.ETH_P_ALL, nil)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
 }
