@@ -57,6 +57,8 @@ func TestParseErrors(t *testing.T) {
 		{"hold without snoop", "dns:\n  snoop: false\n", []string{"dns.hold", "dns.snoop"}},
 		{"hold without mark", "dns:\n  hold_mark: 0\n", []string{"dns.hold_mark"}},
 		{"zero removal grace", "policy:\n  removal_grace: 0s\n", []string{"policy.removal_grace"}},
+		{"retry order", "fetch:\n  retry_initial: 10m\n  retry_max: 5m\n", []string{"retry_initial", "retry_max"}},
+		{"zero forget_after", "policy:\n  forget_after: 0s\n", []string{"policy.forget_after"}},
 		{"bad interface", "interfaces: [\"br lan\"]\n", []string{"interfaces[0]"}},
 		{"bad host pin", "fetch:\n  hosts:\n    mud.example.com: nowhere\n", []string{"fetch.hosts.mud.example.com"}},
 		{"not yaml", "interfaces: [\n", []string{"yaml"}},
