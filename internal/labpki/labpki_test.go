@@ -83,3 +83,32 @@ func TestServerCertificate(t *testing.T) {
 		t.Fatal("wrong host accepted")
 	}
 }
+
+// A signer issued until a time verifies before it and not after.
+func TestSignerUntil(t *testing.T) {
+	ca, err := NewCA("Lab")
+	if err != nil {
+		t.Fatal(err)
+	}
+	until := time.Now().Add(time.Minute).Truncate(time.Second)
+	signer, err := ca.SignerUntil(pkix.Name{CommonName: "short-lived"}, until)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := []byte("{}")
+	sig, err := signer.SignDetached(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p7, err := pkcs7.Parse(sig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p7.Content = body
+	if err := p7.VerifyWithChainAtTime(ca.Pool(), until.Add(-time.Second)); err != nil {
+		t.Errorf("before it expires: %v", err)
+	}
+	if err := p7.VerifyWithChainAtTime(ca.Pool(), until.Add(time.Second)); err == nil {
+		t.Error("verifies after it expired")
+	}
+}
