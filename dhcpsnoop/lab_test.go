@@ -553,15 +553,8 @@ func TestLabPorts(t *testing.T) {
 // host (or as whatever the frame claims); the test closes it.
 func rawSocket(t *testing.T, h *netlab.Host) *packet.Conn {
 	t.Helper()
-	var c *packet.Conn
-	if err := netlab.Do(h.NS, func() error {
-		ifi, err := net.InterfaceByName(h.Iface)
-		if err != nil {
-			return err
-		}
-		c, err = packet.Listen(ifi, packet.Raw, unix.ETH_P_ALL, nil)
-		return err
-	}); err != nil {
+	c, err := netlab.RawConn(h)
+	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
