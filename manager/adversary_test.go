@@ -458,6 +458,11 @@ func TestFloodedPortBudget(t *testing.T) {
 	if d := h.device(floodMAC(99)); d.State != store.StateFetching || d.Fetch == nil || !strings.Contains(d.Fetch.Waiting, "port lan1 started its whole budget") {
 		t.Errorf("a flood device beyond the budget: %s, %+v", d.State, d.Fetch)
 	}
+	// An administrator's refresh is not held to the port's budget.
+	if _, err := h.m.Refresh(bg, adm, floodMAC(98).String()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the refreshed device's fetch", func() bool { return sf.total("/junk/") == 21 })
 
 	// One device on lan3 changing its URL again and again: its fourth
 	// URL waits, another device on lan3, arriving after it, is fetched.

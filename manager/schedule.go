@@ -27,9 +27,10 @@ import (
 //
 // A fetch over a budget is not refused: it waits, and the device stays in
 // "fetching" (unenforced or blocked, with the reason in its fetch status)
-// until the window lets it start. A port with FloodQueue URLs waiting, or
-// over its budget, raises a "fetch-flood" event naming it, at most once a
-// FloodEventEvery.
+// until the window lets it start. An administrator's refresh goes first on
+// its port and is held only to the slots and the overall budget. A port
+// with FloodQueue URLs waiting, or over its budget, raises a "fetch-flood"
+// event naming it, at most once a FloodEventEvery.
 
 // Defaults of the scheduling limits (see Config).
 const (
@@ -177,9 +178,9 @@ func (m *Manager) takeFrom(q *portQueue, port string, now, cut time.Time) *fetch
 		return nil
 	}
 	sc.portRun[port] = pruneTimes(sc.portRun[port], cut)
-	if len(sc.portRun[port]) >= m.cfg.FetchBudgetPerPort {
+	portOver := len(sc.portRun[port]) >= m.cfg.FetchBudgetPerPort
+	if portOver {
 		m.floodEvent(port, fmt.Sprintf("%d fetches started in the last %s, its whole budget", len(sc.portRun[port]), m.cfg.FetchWindow))
-		return nil
 	}
 	for _, line := range []*[]string{&q.leased, &q.other} {
 		for i := 0; i < len(*line) && i < maxScan; {
@@ -190,7 +191,9 @@ func (m *Manager) takeFrom(q *portQueue, port string, now, cut time.Time) *fetch
 				delete(q.in, u)
 				continue
 			}
-			if !j.force && m.overDeviceBudget(j.mac, cut) {
+			// An administrator's refresh is not held to the port's or
+			// the device's budget (only to the slots and the gateway's).
+			if !j.force && (portOver || m.overDeviceBudget(j.mac, cut)) {
 				i++
 				continue
 			}
@@ -267,7 +270,7 @@ func (m *Manager) waiting(j *fetchJob) string {
 	switch {
 	case count(sc.started) >= m.cfg.FetchBudget:
 		return fmt.Sprintf("the gateway started its whole budget of %d fetches in the last %s", m.cfg.FetchBudget, m.cfg.FetchWindow)
-	case count(sc.portRun[j.port]) >= m.cfg.FetchBudgetPerPort:
+	case !j.force && count(sc.portRun[j.port]) >= m.cfg.FetchBudgetPerPort:
 		return fmt.Sprintf("%s started its whole budget of %d fetches in the last %s", portName(j.port), m.cfg.FetchBudgetPerPort, m.cfg.FetchWindow)
 	case j.mac != "" && !j.force && count(sc.macRun[j.mac]) >= m.cfg.FetchBudgetPerDevice:
 		return fmt.Sprintf("device %s started its whole budget of %d fetches in the last %s", j.mac, m.cfg.FetchBudgetPerDevice, m.cfg.FetchWindow)

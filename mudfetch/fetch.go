@@ -22,9 +22,7 @@ const (
 	DefaultMaxBytes         = 1 << 20
 	DefaultMaxRedirects     = 3
 	DefaultMaxConcurrent    = 8
-	// DefaultMaxFetchesPerKey leaves room for the manager's retries of
-	// one URL (5 s doubling to 5 min: at most 8 in a default window).
-	DefaultMaxFetchesPerKey = 10
+	DefaultMaxFetchesPerKey = 10 // room for the manager's retries of a URL: at most 8 in a window
 	DefaultMaxFetches       = 600
 	DefaultRateWindow       = 10 * time.Minute
 	DefaultMaxTrackedKeys   = 10000
