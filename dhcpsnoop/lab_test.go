@@ -547,6 +547,17 @@ func TestLabPorts(t *testing.T) {
 	if p := pf.port(netlab.LANBridge, dev.MAC, time.Now()); p != dev.Port {
 		t.Errorf("device's port %q, want %s", p, dev.Port)
 	}
+	// The full read, which finds entries a VLAN-filtering bridge keys by
+	// VLAN, agrees.
+	br := pf.links[netlab.LANBridge]
+	key, _ := keyOf(dev.MAC)
+	idx, ok := pf.dumpPort(br.index, key, time.Now())
+	if name, err := pf.linkName(idx); !ok || err != nil || name != dev.Port {
+		t.Errorf("device's port in the full read: %q (%v, found %v), want %s", name, err, ok, dev.Port)
+	}
+	if _, ok := pf.dumpPort(br.index, hwKey{0x02, 0xee, 0, 0, 0, 1}, time.Now()); ok {
+		t.Error("an unknown MAC is in the full read")
+	}
 }
 
 // rawSocket opens a packet socket on h's interface, to send frames as the

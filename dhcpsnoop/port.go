@@ -29,6 +29,9 @@ const (
 	// maxPortCache bounds the cache (it is emptied when full: a flood of
 	// MACs only costs lookups, never memory).
 	maxPortCache = 4096
+	// dumpEvery is how often, at most, a bridge's whole forwarding
+	// database is read when a lookup finds nothing (see dumpPort).
+	dumpEvery = 500 * time.Millisecond
 )
 
 // portFinder looks MACs up in the forwarding database of the captured
@@ -39,7 +42,14 @@ type portFinder struct {
 	links map[string]linkInfo // captured interface → what it is
 	names map[uint32]string   // port ifindex → name
 	cache map[portKey]portEntry
+	dumps map[uint32]fdbDump // bridge ifindex → its last full read
 	c     *counters
+}
+
+// fdbDump is a bridge's forwarding database as last read in full.
+type fdbDump struct {
+	at    time.Time
+	ports map[hwKey]uint32
 }
 
 type linkInfo struct {
@@ -69,7 +79,7 @@ func newPortFinder(ns string, c *counters) (*portFinder, error) {
 		return nil, fmt.Errorf("dhcpsnoop: opening rtnetlink for bridge ports: %w", err)
 	}
 	return &portFinder{conn: conn, links: map[string]linkInfo{}, names: map[uint32]string{},
-		cache: map[portKey]portEntry{}, c: c}, nil
+		cache: map[portKey]portEntry{}, dumps: map[uint32]fdbDump{}, c: c}, nil
 }
 
 func (p *portFinder) close() { _ = p.conn.Close() }
@@ -100,6 +110,11 @@ func (p *portFinder) port(iface string, mac net.HardwareAddr, now time.Time) str
 		return e.port
 	}
 	idx, err := p.fdbPort(li.index, mac)
+	if errors.Is(err, unix.ENOENT) {
+		if i, ok := p.dumpPort(li.index, key, now); ok {
+			idx, err = i, nil
+		}
+	}
 	switch {
 	case errors.Is(err, unix.ENOENT):
 		p.c.portUnknown.Add(1)
@@ -151,6 +166,65 @@ func (p *portFinder) fdbPort(br uint32, mac net.HardwareAddr) (uint32, error) {
 		}
 	}
 	return 0, unix.ENOENT
+}
+
+// dumpPort finds mac in a full read of the bridge's forwarding database,
+// in any VLAN. A bridge that filters VLANs keys its entries by VLAN too,
+// and a lookup without one (fdbPort) finds none of them; the dump does.
+// It is read again at most every dumpEvery; in between, the last read
+// answers.
+func (p *portFinder) dumpPort(br uint32, key hwKey, now time.Time) (uint32, bool) {
+	d, ok := p.dumps[br]
+	if !ok || now.Sub(d.at) >= dumpEvery || now.Before(d.at) {
+		ports, err := p.readFDB(br)
+		if err != nil {
+			p.c.portErrs.Add(1)
+			return 0, false
+		}
+		d = fdbDump{at: now, ports: ports}
+		p.dumps[br] = d
+	}
+	idx, ok := d.ports[key]
+	return idx, ok
+}
+
+// readFDB dumps the forwarding database of every bridge (AF_BRIDGE
+// RTM_GETNEIGH) and keeps the entries of bridge br that name a port.
+func (p *portFinder) readFDB(br uint32) (map[hwKey]uint32, error) {
+	ndm := make([]byte, unix.SizeofNdMsg)
+	ndm[0] = unix.AF_BRIDGE
+	msgs, err := p.conn.Execute(netlink.Message{
+		Header: netlink.Header{Type: unix.RTM_GETNEIGH, Flags: netlink.Request | netlink.Dump},
+		Data:   ndm,
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := map[hwKey]uint32{}
+	for _, m := range msgs {
+		if m.Header.Type != unix.RTM_NEWNEIGH || len(m.Data) < unix.SizeofNdMsg {
+			continue
+		}
+		port := binary.NativeEndian.Uint32(m.Data[4:8])
+		ad, err := netlink.NewAttributeDecoder(m.Data[unix.SizeofNdMsg:])
+		if err != nil {
+			continue
+		}
+		var master uint32
+		var mac net.HardwareAddr
+		for ad.Next() {
+			switch ad.Type() {
+			case unix.NDA_MASTER:
+				master = ad.Uint32()
+			case unix.NDA_LLADDR:
+				mac = net.HardwareAddr(ad.Bytes())
+			}
+		}
+		if k, ok := keyOf(mac); ok && ad.Err() == nil && master == br && port != br {
+			out[k] = port
+		}
+	}
+	return out, nil
 }
 
 // link reads an interface's index and whether it is a bridge.
