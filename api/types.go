@@ -12,12 +12,22 @@ import (
 )
 
 // Device is one LAN device as the admin sees it: the persisted record
-// (its JSON fields, flattened: mac, ips, hostname, mud_url, state, reason,
-// quarantine, ...) plus what the manager knows about its MUD file.
+// (its JSON fields, flattened: mac, ips, hostname, port, mud_url, state,
+// reason, enforcement, unenforced_reason, quarantine, ...) plus what the
+// manager knows about its MUD file and fetching it.
+//
+// Enforcement is the field to watch: "unenforced" means the device
+// announced a MUD URL but its file cannot be used, and with the default
+// policy.on_failure "baseline" it is as unrestricted as a device without
+// MUD; UnenforcedReason says why ("MUD server unreachable: …").
 type Device struct {
 	store.Device
 	// MUD describes the device's MUD file when one has been fetched.
 	MUD *MUDInfo `json:"mud,omitempty"`
+	// Fetch is how getting the device's MUD file goes (attempts, the next
+	// one, why it waits); nil when no fetch of its URL was needed since
+	// mudd started.
+	Fetch *FetchStatus `json:"fetch,omitempty"`
 	// PendingReasons lists why the device awaits an admin's approval
 	// (state pending-approval): signature missing or invalid, signer
 	// changed, IP literals in the file, ...
@@ -49,6 +59,35 @@ type MUDInfo struct {
 	VerifiedAt         time.Time     `json:"verified_at,omitzero"`
 }
 
+// FetchStatus is the state of fetching one MUD URL.
+type FetchStatus struct {
+	URL string `json:"url"`
+	// InFlight says a fetch is running now.
+	InFlight bool `json:"in_flight,omitempty"`
+	// Queued says a fetch waits to start; Waiting says for what (a free
+	// fetch slot, the device's or its port's fetch budget).
+	Queued  bool   `json:"queued,omitempty"`
+	Waiting string `json:"waiting,omitempty"`
+	// Failures counts the failed attempts since the last success: the
+	// retry delay doubles with each (from fetch.retry_initial to
+	// fetch.retry_max). NextAttempt is when the next one starts.
+	Failures    int       `json:"failures,omitempty"`
+	NextAttempt time.Time `json:"next_attempt,omitzero"`
+	// Attempts are the latest attempts, oldest first.
+	Attempts []FetchAttempt `json:"attempts,omitempty"`
+}
+
+// FetchAttempt is one fetch of a MUD URL.
+type FetchAttempt struct {
+	At      time.Time `json:"at"`
+	Seconds float64   `json:"seconds"`
+	// Port is the bridge port whose fetch budget the attempt used.
+	Port string `json:"port,omitempty"`
+	// OK says a file was obtained (verified or not); Error says why not.
+	OK    bool   `json:"ok"`
+	Error string `json:"error,omitempty"`
+}
+
 // Status is the daemon's health at a glance (mudctl status).
 type Status struct {
 	Version       string    `json:"version"`
@@ -57,6 +96,9 @@ type Status struct {
 	// Devices counts every known device; DevicesByState splits them.
 	Devices        int                 `json:"devices"`
 	DevicesByState map[store.State]int `json:"devices_by_state"`
+	// DevicesUnenforced counts the devices whose MUD file cannot be used
+	// and that are unrestricted for it (enforcement "unenforced").
+	DevicesUnenforced int `json:"devices_unenforced"`
 	// PoliciesInstalled is the number of distinct compiled policies in
 	// the kernel (one per MUD URL, shared by devices of a model).
 	PoliciesInstalled int            `json:"policies_installed"`

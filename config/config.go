@@ -69,6 +69,12 @@ type Fetch struct {
 	AllowPrefixes []netip.Prefix `yaml:"allow_prefixes"`
 	// Hosts pins MUD server names to addresses, bypassing DNS.
 	Hosts map[string]string `yaml:"hosts"`
+	// RetryInitial is how long after a failed fetch the next attempt
+	// starts; each further failure doubles it, up to RetryMax (with up to a
+	// quarter taken off at random, so that devices that failed together do
+	// not retry together).
+	RetryInitial time.Duration `yaml:"retry_initial"`
+	RetryMax     time.Duration `yaml:"retry_max"`
 }
 
 // DNS configures resolution of the names in MUD files.
@@ -128,6 +134,10 @@ type Policy struct {
 	// released or expired, so a device that rejoins at once (a reboot)
 	// keeps its policy without a gap. Read at start.
 	RemovalGrace time.Duration `yaml:"removal_grace"`
+	// ForgetAfter is how long the record of a device that never got past
+	// DHCP — never enforced, no address now — stays after it was last
+	// seen. A flood of made-up MACs leaves nothing behind for longer.
+	ForgetAfter time.Duration `yaml:"forget_after"`
 }
 
 // Log configures logging.
@@ -172,10 +182,10 @@ func Default() Config {
 		StateDir: "/var/lib/mud",
 		Socket:   "/run/mud/mudd.sock",
 		Trust:    Trust{SystemRoots: false},
-		Fetch:    Fetch{Timeout: 10 * time.Second, MaxBytes: 1 << 20},
+		Fetch:    Fetch{Timeout: 10 * time.Second, MaxBytes: 1 << 20, RetryInitial: 5 * time.Second, RetryMax: 5 * time.Minute},
 		DNS: DNS{Resolver: "127.0.0.1:53", MinTTL: 30 * time.Second, MaxTTL: time.Hour, Snoop: true,
 			Hold: true, HoldMark: DefaultHoldMark},
-		Policy:  Policy{OnFailure: Baseline, RemovalGrace: 30 * time.Second},
+		Policy:  Policy{OnFailure: Baseline, RemovalGrace: 30 * time.Second, ForgetAfter: time.Hour},
 		Log:     Log{Level: "info", Format: "text"},
 		Metrics: Metrics{Listen: "127.0.0.1:9641"},
 		NFT:     NFT{Priority: -5, LogGroup: 100},
@@ -309,6 +319,9 @@ func (c *Config) Validate() error {
 	if c.Fetch.MaxBytes < 1024 {
 		bad("fetch.max_bytes", "must be at least 1024, got %d", c.Fetch.MaxBytes)
 	}
+	if c.Fetch.RetryInitial <= 0 || c.Fetch.RetryMax < c.Fetch.RetryInitial || c.Fetch.RetryMax > 24*time.Hour {
+		bad("fetch", "need 0s < retry_initial (%s) <= retry_max (%s) <= 24h", c.Fetch.RetryInitial, c.Fetch.RetryMax)
+	}
 	for host, addr := range c.Fetch.Hosts {
 		if _, err := netip.ParseAddr(addr); err != nil {
 			bad("fetch.hosts."+host, "%q is not an IP address", addr)
@@ -341,6 +354,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Policy.RemovalGrace <= 0 || c.Policy.RemovalGrace > 24*time.Hour {
 		bad("policy.removal_grace", "must be in (0s, 24h], got %s", c.Policy.RemovalGrace)
+	}
+	if c.Policy.ForgetAfter <= 0 {
+		bad("policy.forget_after", "must be positive, got %s", c.Policy.ForgetAfter)
 	}
 	switch c.Policy.OnFailure {
 	case Baseline, Block:

@@ -164,6 +164,8 @@ func TestParseErrors(t *testing.T) {
 		{"trusted source IPv4-mapped", "dns:\n  trusted_sources: [\"::ffff:192.0.2.1/128\"]\n", []string{"dns.trusted_sources[0]", "IPv4-mapped"}},
 		{"misspelt trusted sources", "dns:\n  trusted_source: [192.0.2.53/32]\n", []string{`"dns.trusted_source"`, "trusted_sources"}},
 		{"zero removal grace", "policy:\n  removal_grace: 0s\n", []string{"policy.removal_grace"}},
+		{"retry order", "fetch:\n  retry_initial: 10m\n  retry_max: 5m\n", []string{"retry_initial", "retry_max"}},
+		{"zero forget_after", "policy:\n  forget_after: 0s\n", []string{"policy.forget_after"}},
 		{"bad interface", "interfaces: [\"br lan\"]\n", []string{"interfaces[0]"}},
 		{"bad host pin", "fetch:\n  hosts:\n    mud.example.com: nowhere\n", []string{"fetch.hosts.mud.example.com"}},
 		{"not yaml", "interfaces: [\n", []string{"yaml"}},

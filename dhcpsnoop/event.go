@@ -68,8 +68,13 @@ type Event struct {
 	Kind      Kind
 	Time      time.Time
 	Interface string
-	Family    int // 4 or 6: the protocol that caused the event; 0 when neither
-	MAC       net.HardwareAddr
+	// Port is the bridge port the device's frames arrive on, from the
+	// bridge's forwarding database (the Snooper fills it in): the frame's
+	// source for what a client sent, the device's MAC otherwise. When
+	// Interface is not a bridge it is Interface; "" when unknown.
+	Port   string
+	Family int // 4 or 6: the protocol that caused the event; 0 when neither
+	MAC    net.HardwareAddr
 
 	IPv4    netip.Addr   // current DHCPv4 address, if any
 	IPv6    []netip.Addr // current DHCPv6 and learned IPv6 addresses
@@ -91,6 +96,11 @@ type Event struct {
 	// (escaped) of an invalid URL.
 	Reason string
 	Raw    string
+
+	// src is the Ethernet source of the client frame the event came
+	// from (nil for server answers and timers): the address whose
+	// forwarding entry names the port.
+	src net.HardwareAddr
 }
 
 // Addresses returns all current addresses, IPv4 first.
@@ -106,6 +116,7 @@ type eventJSON struct {
 	Kind         Kind       `json:"kind"`
 	Time         time.Time  `json:"time"`
 	Interface    string     `json:"interface,omitempty"`
+	Port         string     `json:"port,omitempty"`
 	Family       int        `json:"family,omitempty"`
 	MAC          string     `json:"mac"`
 	IPv4         string     `json:"ipv4,omitempty"`
@@ -127,7 +138,7 @@ type eventJSON struct {
 // and the lease in seconds: the shape `mudctl snoop -o json` prints.
 func (e Event) MarshalJSON() ([]byte, error) {
 	j := eventJSON{
-		Kind: e.Kind, Time: e.Time, Interface: e.Interface, Family: e.Family,
+		Kind: e.Kind, Time: e.Time, Interface: e.Interface, Port: e.Port, Family: e.Family,
 		MAC: e.MAC.String(), IPv6: addrStrings(e.IPv6),
 		Added: addrStrings(e.Added), Removed: addrStrings(e.Removed),
 		MUDURL: e.MUDURL, Hostname: e.Hostname, Relayed: e.Relayed, Gone: e.Gone,
@@ -168,6 +179,10 @@ func (e Event) String() string {
 	if e.Interface != "" {
 		b.WriteString(" on ")
 		b.WriteString(e.Interface)
+		if e.Port != "" && e.Port != e.Interface {
+			b.WriteString(" port ")
+			b.WriteString(e.Port)
+		}
 	}
 	if addrs := e.Addresses(); len(addrs) > 0 {
 		b.WriteString(" addrs=")

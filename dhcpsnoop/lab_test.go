@@ -442,19 +442,7 @@ func TestLabFlood(t *testing.T) {
 		c.FrameQueue = 64
 		c.Tracker = TrackerConfig{MaxDevices: 16, MaxPending: 32, RatePerMAC: 5, BurstPerMAC: 10}
 	})
-	flooder := lab.Devices[1]
-	var c *packet.Conn
-	if err := netlab.Do(flooder.NS, func() error {
-		ifi, err := net.InterfaceByName(flooder.Iface)
-		if err != nil {
-			return err
-		}
-		c, err = packet.Listen(ifi, packet.Raw, unix.ETH_P_ALL, nil)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := rawSocket(t, lab.Devices[1])
 	frames := make([][]byte, 2000)
 	for i := range frames {
 		mac := net.HardwareAddr{0x02, 0xf1, 0, 0, byte(i >> 8), byte(i)}
@@ -511,4 +499,75 @@ func TestLabFlood(t *testing.T) {
 	if s.Evicted == 0 || s.QueueDrops+s.RateLimited+s.Evicted == 0 {
 		t.Errorf("flood left no trace in the counters: %+v", s)
 	}
+}
+
+// Every event names the bridge port the device's frames arrive on, from
+// the bridge's forwarding database: a real client's arrival on its port;
+// a request whose chaddr is made up, by the port its frame came in on (the
+// frame's source); a MAC the bridge never learnt, no port.
+func TestLabPorts(t *testing.T) {
+	lab := netlab.New(t, netlab.Config{Devices: 2})
+	netlab.RequireCommand(t, "dnsmasq", "udhcpc")
+	lab.StartDNSMasq(t, netlab.DNSMasqConfig{Range4: "192.0.2.100,192.0.2.199,255.255.255.0,2m"})
+	h := startSnooper(t, lab)
+	dev, other := lab.Devices[0], lab.Devices[1]
+
+	lab.Udhcpc(t, dev, "-x", "0xa1:"+netlab.HexString(urlA))
+	for _, kind := range []Kind{KindAnnounced, KindBound} {
+		if ev := h.wait(t, dev.MAC, kind, nil, labWait); ev.Port != dev.Port || ev.Interface != netlab.LANBridge {
+			t.Errorf("%s on port %q (interface %q), want port %s", kind, ev.Port, ev.Interface, dev.Port)
+		}
+	}
+
+	// From the other device's port, a request for a client that is not
+	// there (chaddr spoofed, as a DHCP flood does).
+	spoofed := net.HardwareAddr{0x02, 0xf1, 0, 0, 0, 0x01}
+	c := rawSocket(t, other)
+	frame := v4Client(t, other.MAC, v4Msg(t, dhcpv4.MessageTypeDiscover, spoofed, 7, withMUD(urlB)))
+	if _, err := c.WriteTo(frame, &packet.Addr{HardwareAddr: macBcast}); err != nil {
+		t.Fatal(err)
+	}
+	if ev := h.wait(t, spoofed, KindAnnounced, nil, labWait); ev.Port != other.Port {
+		t.Errorf("spoofed chaddr announced on port %q, want %s (the frame's)", ev.Port, other.Port)
+	}
+
+	// Straight to the lookup: a MAC the bridge has no entry for has no
+	// port; an interface that is not a bridge is its own port.
+	pf, err := newPortFinder(lab.GW.NS, &counters{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pf.close()
+	if p := pf.port(netlab.LANBridge, net.HardwareAddr{0x02, 0xee, 0, 0, 0, 1}, time.Now()); p != "" {
+		t.Errorf("unknown MAC on port %q", p)
+	}
+	if p := pf.port(dev.Port, dev.MAC, time.Now()); p != dev.Port {
+		t.Errorf("on the port interface itself: %q, want %s", p, dev.Port)
+	}
+	if p := pf.port(netlab.LANBridge, dev.MAC, time.Now()); p != dev.Port {
+		t.Errorf("device's port %q, want %s", p, dev.Port)
+	}
+	// The full read, which finds entries a VLAN-filtering bridge keys by
+	// VLAN, agrees.
+	br := pf.links[netlab.LANBridge]
+	key, _ := keyOf(dev.MAC)
+	idx, ok := pf.dumpPort(br.index, key, time.Now())
+	if name, err := pf.linkName(idx); !ok || err != nil || name != dev.Port {
+		t.Errorf("device's port in the full read: %q (%v, found %v), want %s", name, err, ok, dev.Port)
+	}
+	if _, ok := pf.dumpPort(br.index, hwKey{0x02, 0xee, 0, 0, 0, 1}, time.Now()); ok {
+		t.Error("an unknown MAC is in the full read")
+	}
+}
+
+// rawSocket opens a packet socket on h's interface, to send frames as the
+// host (or as whatever the frame claims); the test closes it.
+func rawSocket(t *testing.T, h *netlab.Host) *packet.Conn {
+	t.Helper()
+	c, err := netlab.RawConn(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
 }

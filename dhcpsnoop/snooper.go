@@ -61,7 +61,8 @@ type Snooper struct {
 	confirm chan frame // server confirmations (ACK, Reply): admitted apart
 	seq     atomic.Uint64
 	c       *counters
-	tracker *Tracker // owned by the Run goroutine
+	tracker *Tracker    // owned by the Run goroutine
+	ports   *portFinder // owned by the Run goroutine; nil when unavailable
 	running atomic.Bool
 }
 
@@ -166,6 +167,15 @@ func (s *Snooper) Run(ctx context.Context) error {
 		}
 	}
 
+	if pf, err := newPortFinder(s.cfg.NetNS, s.c); err != nil {
+		// Degraded, not fatal: events then name no port, and the
+		// manager shares its work as if every device were on one.
+		s.log.Warn("bridge ports unavailable; events will name no port", "err", err)
+	} else {
+		s.ports = pf
+		defer pf.close()
+	}
+
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	defer wg.Wait() // after cancel (deferred below runs first)
@@ -244,9 +254,16 @@ func (s *Snooper) handle(ctx context.Context, f frame) {
 
 func (s *Snooper) emit(ctx context.Context, evs []Event) {
 	for _, ev := range evs {
+		if s.ports != nil {
+			from := ev.src
+			if from == nil {
+				from = ev.MAC
+			}
+			ev.Port = s.ports.port(ev.Interface, from, s.cfg.Now())
+		}
 		if s.log.Enabled(ctx, slog.LevelDebug) {
 			s.log.Debug("dhcp event", "kind", string(ev.Kind), "mac", ev.MAC.String(),
-				"interface", ev.Interface, "family", ev.Family, "addrs", addrStrings(ev.Addresses()),
+				"interface", ev.Interface, "port", ev.Port, "family", ev.Family, "addrs", addrStrings(ev.Addresses()),
 				"mud_url", ev.MUDURL, "hostname", ev.Hostname, "reason", ev.Reason)
 		}
 		select {

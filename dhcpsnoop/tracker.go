@@ -81,11 +81,14 @@ type Stats struct {
 	Devices       uint64 // devices with a lease now
 	PendingCount  uint64 // pending entries now
 	NeighbourErrs uint64 // neighbour table reads that failed (Snooper)
+	PortUnknown   uint64 // events whose MAC the bridge had no forwarding entry for (Snooper)
+	PortErrs      uint64 // bridge port lookups that failed (Snooper)
 }
 
 type counters struct {
 	frames, messages, notDHCP, malformed, rateLimited, deviceCap, evicted,
-	unidentified, flagsDeduped, queueDrops, events, devices, pending, neighErrs atomic.Uint64
+	unidentified, flagsDeduped, queueDrops, events, devices, pending, neighErrs,
+	portUnknown, portErrs atomic.Uint64
 }
 
 type hwKey [6]byte
@@ -172,6 +175,7 @@ func (c *counters) snapshot() Stats {
 		Evicted: c.evicted.Load(), Unidentified: c.unidentified.Load(), FlagsDeduped: c.flagsDeduped.Load(),
 		QueueDrops: c.queueDrops.Load(), Events: c.events.Load(), Devices: c.devices.Load(),
 		PendingCount: c.pending.Load(), NeighbourErrs: c.neighErrs.Load(),
+		PortUnknown: c.portUnknown.Load(), PortErrs: c.portErrs.Load(),
 	}
 }
 
@@ -209,6 +213,11 @@ func (t *Tracker) Handle(m *Message, iface string, now time.Time) []Event {
 	var evs []Event
 	if m.FromClient {
 		evs = t.request(m, key, iface, now)
+		for i := range evs {
+			// The frame's own source is what the bridge learnt its port
+			// from, whatever chaddr claims.
+			evs[i].src = m.SrcMAC
+		}
 	} else {
 		evs = t.reply(m, key, iface, now)
 	}

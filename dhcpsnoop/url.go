@@ -43,15 +43,29 @@ func (e *URLError) Unwrap() error { return e.Err }
 const maxRawShown = 300
 
 // ParseMUDURL applies RFC 8520 §10 to the value of DHCPv4 option 161 or
-// DHCPv6 option 112 and returns the MUD URL.
+// DHCPv6 option 112 and returns the MUD URL in normal form.
 //
 // The value is a MUDstring, `mudurl [ " " reserved ]`: the reserved part after
 // the first space is ignored (RFC 8520 §10). Trailing NULs and
 // whitespace are trimmed first, because several client implementations send a
 // C string or a padded buffer. The whole value must not exceed 255 octets
 // (RFC 8520 §10) and the URL must be an absolute https URL with a host
-// (RFC 8520 §1.5). The returned URL is the input text, unmodified, so that
-// it can be compared byte for byte with the file's own mud-url.
+// (RFC 8520 §1.5).
+//
+// A fragment ("#…") is refused (ErrURLSyntax): the MUD URL locates one file
+// (RFC 8520 §1.5, §10), a fragment is never sent to the server (RFC 3986
+// §3.5) and application/mud+json gives it no meaning, so "…/x.json#1" and
+// "…/x.json#2" could only be one file made to look like many URLs — each
+// one a fetch and a cache entry. Refusing it, rather than dropping it, keeps
+// the device's odd announcement visible (an invalid-mud-url flag) instead of
+// quietly enforcing something the device did not quite say.
+//
+// What RFC 3986 §6.2.2 and §6.2.3 call equivalent is made equal, so that
+// spellings of one URL cannot count as many: the scheme and host are
+// lower-cased, the default port :443 is dropped, an empty path becomes "/",
+// dot segments are removed, percent-encoded unreserved characters are
+// decoded and other percent-encodings upper-cased. Everything else (the
+// query included) is kept as sent.
 func ParseMUDURL(raw []byte) (string, error) {
 	fail := func(reason error, detail string) (string, error) {
 		return "", &URLError{Err: reason, Detail: detail, Raw: EscapeBytes(raw, maxRawShown)}
@@ -91,7 +105,106 @@ func ParseMUDURL(raw []byte) (string, error) {
 	if u.User != nil {
 		return fail(ErrURLSyntax, "user information is not allowed")
 	}
-	return string(s), nil
+	if bytes.IndexByte(s, '#') >= 0 {
+		return fail(ErrURLSyntax, "a fragment (\"#...\") is not allowed: RFC 8520 §10 gives it no meaning")
+	}
+	return normalURL(u), nil
+}
+
+// normalURL writes an absolute https URL (no user information, no
+// fragment) in the normal form ParseMUDURL documents.
+func normalURL(u *url.URL) string {
+	host := strings.ToLower(u.Hostname())
+	if strings.Contains(host, ":") {
+		// An IPv6 literal; a zone's "%" is escaped again (RFC 6874).
+		host = "[" + strings.Replace(host, "%", "%25", 1) + "]"
+	}
+	if p := u.Port(); p != "" && p != "443" {
+		host += ":" + p
+	}
+	path := removeDotSegments(normalEscapes(u.EscapedPath()))
+	if path == "" {
+		path = "/"
+	}
+	out := "https://" + host + path
+	if u.ForceQuery || u.RawQuery != "" {
+		out += "?" + normalEscapes(u.RawQuery)
+	}
+	return out
+}
+
+// normalEscapes decodes percent-encoded unreserved characters and
+// upper-cases the hex digits of the other percent-encodings (RFC 3986
+// §6.2.2.1, §6.2.2.2). s is already known to be well formed.
+func normalEscapes(s string) string {
+	if !strings.Contains(s, "%") {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] != '%' || i+2 >= len(s) {
+			b.WriteByte(s[i])
+			continue
+		}
+		hi, lo := unhex(s[i+1]), unhex(s[i+2])
+		if hi < 0 || lo < 0 {
+			b.WriteByte(s[i])
+			continue
+		}
+		if c := byte(hi<<4 | lo); isUnreserved(c) {
+			b.WriteByte(c)
+		} else {
+			b.WriteByte('%')
+			b.WriteString(strings.ToUpper(s[i+1 : i+3]))
+		}
+		i += 2
+	}
+	return b.String()
+}
+
+func unhex(c byte) int {
+	switch {
+	case '0' <= c && c <= '9':
+		return int(c - '0')
+	case 'a' <= c && c <= 'f':
+		return int(c-'a') + 10
+	case 'A' <= c && c <= 'F':
+		return int(c-'A') + 10
+	}
+	return -1
+}
+
+// isUnreserved is RFC 3986 §2.3: ALPHA / DIGIT / "-" / "." / "_" / "~".
+func isUnreserved(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.' || c == '_' || c == '~'
+}
+
+// removeDotSegments is RFC 3986 §5.2.4 for an absolute path.
+func removeDotSegments(p string) string {
+	if !strings.Contains(p, ".") {
+		return p
+	}
+	var out []string
+	segs := strings.Split(p, "/")
+	for i, seg := range segs {
+		last := i == len(segs)-1
+		switch seg {
+		case ".":
+			if last {
+				out = append(out, "")
+			}
+		case "..":
+			if len(out) > 1 {
+				out = out[:len(out)-1]
+			}
+			if last {
+				out = append(out, "")
+			}
+		default:
+			out = append(out, seg)
+		}
+	}
+	return strings.Join(out, "/")
 }
 
 // EscapeBytes renders bytes from the network as printable ASCII, at most max

@@ -20,8 +20,20 @@ func TestParseMUDURL(t *testing.T) {
 		{"reserved part with spaces", "https://a.example/x ABC DEF\x01", "https://a.example/x", nil},
 		{"trailing NUL", urlA + "\x00\x00", urlA, nil},
 		{"trailing whitespace", urlA + " \t\r\n", urlA, nil},
-		{"scheme case", "HTTPS://a.example/x", "HTTPS://a.example/x", nil},
 		{"port and query", "https://a.example:8443/x?y=1", "https://a.example:8443/x?y=1", nil},
+		// RFC 3986 §6.2.2, §6.2.3: spellings of one URL are one URL.
+		{"scheme and host case", "HTTPS://A.Example/X", "https://a.example/X", nil},
+		{"default port", "https://a.example:443/x", "https://a.example/x", nil},
+		{"empty path", "https://a.example", "https://a.example/", nil},
+		{"dot segments", "https://a.example/a/./b/../x", "https://a.example/a/x", nil},
+		{"dot segments above the root", "https://a.example/../../x", "https://a.example/x", nil},
+		{"escaped unreserved", "https://a.example/%7Ex%2dy%2E", "https://a.example/~x-y.", nil},
+		{"escape case", "https://a.example/a%2fb?q=%3d%3D", "https://a.example/a%2Fb?q=%3D%3D", nil},
+		{"query kept", "https://a.example/x?b=2&a=1", "https://a.example/x?b=2&a=1", nil},
+		{"ipv6 literal case", "https://[2001:DB8::1]:443/x", "https://[2001:db8::1]/x", nil},
+		// RFC 8520 §10: a fragment names nothing a MUD manager fetches.
+		{"fragment", "https://a.example/x.json#1", "", ErrURLSyntax},
+		{"empty fragment", "https://a.example/x.json#", "", ErrURLSyntax},
 		{"ipv6 literal host", "https://[2001:db8::1]/x", "https://[2001:db8::1]/x", nil},
 		{"exactly 255 octets", long, long, nil},
 		// RFC 8520 §1.5: only https.
@@ -81,4 +93,25 @@ func TestEscapeBytes(t *testing.T) {
 			t.Errorf("EscapeBytes(%q, %d) = %q, want %q", tc.in, tc.max, got, tc.want)
 		}
 	}
+}
+
+// A MUD URL in normal form is its own normal form and has no fragment:
+// however a device spells a URL, it is one key for the manager.
+func FuzzParseMUDURLNormalForm(f *testing.F) {
+	for _, s := range []string{urlA, "HTTPS://A.Example:443/a/./b/../%7e?q=%3d", "https://[2001:DB8::1]:8443", "https://a.example/%2e%2e/x"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		u, err := ParseMUDURL(raw)
+		if err != nil {
+			return
+		}
+		again, err := ParseMUDURL([]byte(u))
+		if err != nil || again != u {
+			t.Fatalf("ParseMUDURL(%q) = %q, whose own normal form is %q (%v)", raw, u, again, err)
+		}
+		if strings.Contains(u, "#") {
+			t.Fatalf("ParseMUDURL(%q) = %q keeps a fragment", raw, u)
+		}
+	})
 }

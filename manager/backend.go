@@ -62,6 +62,9 @@ func (m *Manager) Status(ctx context.Context) (api.Status, error) {
 			Devices: len(m.st.devices), DevicesByState: map[store.State]int{}, PoliciesInstalled: len(m.pushed.policies)}
 		for _, d := range m.st.devices {
 			st.DevicesByState[d.State]++
+			if d.Enforcement == store.EnforcementUnenforced {
+				st.DevicesUnenforced++
+			}
 		}
 		es := api.EnforcerStatus{Healthy: !m.needFull && m.lastErr == nil, LastApply: m.lastApply,
 			LastApplyLatency: float64(m.lastLatency.Microseconds()) / 1000}
@@ -93,6 +96,25 @@ func (m *Manager) deviceView(d *store.Device) api.Device {
 			info.IsSupported, info.LastUpdate = &sup, mf.LastUpdate
 		}
 		v.MUD = info
+	}
+	v.Fetch = m.fetchView(d.MUDURL)
+	return v
+}
+
+// fetchView is the state of fetching u, nil when nothing is known.
+func (m *Manager) fetchView(u string) *api.FetchStatus {
+	s := m.st
+	fi, j := s.fetch[u], s.jobs[u]
+	if u == "" || (fi == nil && j == nil && !s.fetching[u]) {
+		return nil
+	}
+	v := &api.FetchStatus{URL: u, InFlight: s.fetching[u], Queued: j != nil}
+	if j != nil {
+		v.Waiting = m.waiting(j)
+	}
+	if fi != nil {
+		v.Failures, v.NextAttempt = fi.failures, fi.next
+		v.Attempts = slices.Clone(fi.attempts)
 	}
 	return v
 }
@@ -492,7 +514,7 @@ func (m *Manager) SetController(ctx context.Context, by api.Caller, c api.Contro
 func (m *Manager) Refresh(ctx context.Context, by api.Caller, mac string) (api.RefreshResult, error) {
 	var out api.RefreshResult
 	err := m.do(ctx, func() error {
-		urls := map[string]bool{}
+		urls := map[string]*store.Device{}
 		for _, k := range m.macs() {
 			d := m.st.devices[k]
 			if d.MUDURL == "" || d.State == store.StateRemoved {
@@ -504,17 +526,20 @@ func (m *Manager) Refresh(ctx context.Context, by api.Caller, mac string) (api.R
 				}
 			}
 			out.Devices++
-			urls[d.MUDURL] = true
+			if urls[d.MUDURL] == nil {
+				urls[d.MUDURL] = d
+			}
 		}
 		if mac != "" && out.Devices == 0 {
 			if _, err := m.lookup(mac); err != nil {
 				return err
 			}
 		}
-		for u := range urls {
-			delete(m.st.fetchErr, u)
-			delete(m.st.retryAt, u)
-			m.startFetch(u, "", false)
+		for _, u := range sortedKeys(urls) {
+			if fi := m.st.fetch[u]; fi != nil {
+				fi.next = time.Time{} // no waiting out a retry delay
+			}
+			m.enqueue(u, urls[u], true)
 		}
 		out.URLs = len(urls)
 		return nil

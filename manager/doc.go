@@ -9,8 +9,8 @@
 // writes it to the store first (device and event in one fsync'd
 // transaction), and then drives the enforcer until the kernel matches. Admin
 // commands are requests answered through the same loop, so there are no locks
-// in the logic; fetches run in goroutines the manager starts, bounds and waits
-// for.
+// in the logic; fetches run in goroutines the manager starts, schedules
+// fairly between bridge ports, bounds and waits for.
 //
 // # Device lifecycle
 //
@@ -18,12 +18,15 @@
 //	     └──(file cached)─────────▲
 //	quarantined: from any state (admin), back to the evaluated state on release
 //	removed ──(lease seen again)──▶ discovered
+//	never enforced, no address, not seen for forget_after ──▶ forgotten (record deleted)
 //
 // A device is evaluated from its MUD URL, the cached file for that URL, the
 // compiled policy and the pins and approvals in the store:
 //
-//   - no cached file: fetching (a fetch is started), or failed when the last
-//     fetch failed;
+//   - no cached file: fetching (a fetch is queued), or failed once a fetch
+//     failed — it stays failed through the retries until one succeeds;
+//   - the URL the device announced is invalid (dhcpsnoop's invalid-mud-url
+//     flag, e.g. a fragment) and it has no other: failed;
 //   - the file does not parse or compile: failed;
 //   - pending-approval (RFC 8520 §13.2, §16) when the signature is missing or
 //     invalid or the signer does not chain to a trust anchor, when the URL
@@ -34,12 +37,62 @@
 //     exists for the MAC or for the URL;
 //   - otherwise enforced, and the signer and authority are pinned.
 //
-// While fetching, pending or failed the device gets policy.on_failure:
-// "baseline" (it is in no map of the enforcer: the no-MUD treatment) or
-// "block". A cached, previously verified file keeps being enforced when the
-// MUD server is unreachable, and cache expiry never removes enforcement
+// # When the file cannot be used: availability or safety
+//
+// While fetching, failed or pending approval, a device is held to
+// policy.on_failure, and every device record says which (Enforcement):
+//
+//   - "baseline" (the default) favours availability: the device is in no
+//     map of the enforcer, as if it had announced no MUD URL — unrestricted
+//     by MUD, "unenforced". A MUD server that is down, a signature that
+//     does not verify or a file awaiting approval then leaves the device as
+//     open as the gateway's own firewall makes it, until the file can be
+//     used;
+//   - "block" favours safety: the device can do nothing but DHCP,
+//     "blocked", until its file can be used — at the price of a device that
+//     does not work while its manufacturer's server is down or an
+//     administrator has not looked.
+//
+// An unenforced device is never silent: its record carries Enforcement
+// "unenforced" and UnenforcedReason ("MUD server unreachable: …"), the
+// events "unenforced" and "unenforced-ended" mark when it became and
+// stopped being so, and the mud_devices_unenforced gauge counts them. The
+// enforcer is driven from Enforcement alone, so what mudctl shows is what
+// the kernel holds; a reload that changes on_failure re-evaluates every
+// device. At start-up the cached files are verified again: a signer that
+// expired meanwhile or a trust anchor no longer configured (all of them, if
+// none is) puts the file back to pending approval, and its devices under
+// on_failure, in the one start-up reconcile.
+//
+// A cached, previously verified file keeps being enforced when the MUD
+// server is unreachable, and cache expiry never removes enforcement
 // (RFC 8520 §3.5): expiry only schedules a refresh. A refreshed file that is
 // no longer verified does not replace the verified one in the cache.
+//
+// # Fetching: retries and fairness
+//
+// A failed fetch is retried by itself after Settings.RetryInitial (5 s),
+// the delay doubling with each further failure up to Settings.RetryMax
+// (5 min), less up to a quarter at random so that devices that failed
+// together do not retry together. Every attempt is recorded: the URL's
+// latest attempts, failures and next attempt in the device view
+// (api.FetchStatus), and a "fetch-failed" event per failed attempt.
+//
+// Fetches are queued per bridge port (dhcpsnoop names the port from the
+// bridge's forwarding database; unknown ports share one bucket) and started
+// in turns between ports, devices with a lease before those that only
+// asked, within the slots (MaxFetches, MaxFetchesPerPort) and the budgets
+// per window (FetchBudget overall, FetchBudgetPerPort, FetchBudgetPerDevice).
+// A fetch over a budget waits rather than fails. So a host on one port
+// announcing thousands of made-up MACs with distinct URLs, or URLs whose
+// server hangs, spends its port's share and no more: devices on the other
+// ports are fetched at once. Such a port raises a rate-limited "fetch-flood"
+// event naming it. The URLs themselves arrive in one normal form
+// (dhcpsnoop.ParseMUDURL), so spellings of one URL are one fetch.
+//
+// Records of devices that never got past DHCP — never enforced, no address
+// now, nothing an administrator set for them — are forgotten once not seen
+// for Settings.ForgetAfter, with one "forgotten" event per sweep.
 //
 // Rules are removed only when the lease ends (release, decline or expiry
 // leaving the device without addresses), after Config.RemovalGrace; a
@@ -72,7 +125,7 @@
 // # Restart
 //
 // Run loads the store snapshot, re-verifies cached signatures against the
-// current trust anchors, and does ONE full reconcile through the enforcer's
-// atomic Apply. Our tables stay in the kernel while mudd is down, so a device
+// current trust anchors and clock, and does ONE full reconcile through the
+// enforcer's atomic Apply. Our tables stay in the kernel while mudd is down, so a device
 // is never left open in between; nothing else deletes or flushes them.
 package manager

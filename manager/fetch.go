@@ -2,7 +2,9 @@ package manager
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -13,41 +15,109 @@ import (
 
 // fetchOutcome is a finished fetch, handed back to the Run goroutine.
 type fetchOutcome struct {
-	url   string
-	res   *mudfetch.Result
-	err   error
-	took  time.Duration
-	force bool
+	job  *fetchJob
+	res  *mudfetch.Result
+	err  error
+	at   time.Time // when it started, on the manager's clock
+	took time.Duration
 }
 
-// startFetch starts fetching u in a goroutine the manager owns (bounded by
-// MaxFetches, stopped by Run's context, waited for when Run returns).
-func (m *Manager) startFetch(u, key string, force bool) {
-	if m.st.fetching[u] || m.fetchCtx == nil {
-		return
+// urlFetch is what the manager knows about fetching one URL: the failures
+// since the last success (the retry delay follows them), why the last one
+// failed, when the next attempt is due, and the latest attempts.
+type urlFetch struct {
+	failures int
+	why      string
+	next     time.Time
+	attempts []api.FetchAttempt
+}
+
+// maxAttempts is how many attempts per URL a device view lists.
+const maxAttempts = 8
+
+func (f *urlFetch) record(a api.FetchAttempt) {
+	f.attempts = append(f.attempts, a)
+	if n := len(f.attempts); n > maxAttempts {
+		f.attempts = slices.Delete(f.attempts, 0, n-maxAttempts)
 	}
-	m.st.fetching[u] = true
-	req := mudfetch.Request{URL: u, Key: key}
-	if f := m.st.files[u]; f != nil && f.Verdict == store.VerdictValid && !force {
+}
+
+// reason is a device's reason while its URL's fetches fail.
+func (f *urlFetch) reason() string {
+	n := "1 failed attempt"
+	if f.failures != 1 {
+		n = fmt.Sprintf("%d failed attempts", f.failures)
+	}
+	return fmt.Sprintf("%s (%s; retrying)", f.why, n)
+}
+
+// backoff is the delay before the attempt that follows n failures:
+// initial, doubled with each further failure up to max, less up to a
+// quarter at random (r in [0, 1)), so that devices that failed together
+// do not all retry together.
+func backoff(n int, initial, max time.Duration, r float64) time.Duration {
+	d := initial
+	for i := 1; i < n && d < max; i++ {
+		d *= 2
+	}
+	d = min(d, max)
+	return d - time.Duration(r*float64(d)/4)
+}
+
+// fetchFailure says in an admin's words why a fetch got no file.
+func fetchFailure(err error) string {
+	what := "MUD server unreachable"
+	switch {
+	case err == nil:
+		return what
+	case errors.Is(err, mudfetch.ErrRateLimited), errors.Is(err, mudfetch.ErrBusy):
+		what = "fetch limit reached"
+	case errors.Is(err, mudfetch.ErrHTTPStatus):
+		what = "the MUD server did not serve the file"
+	case errors.Is(err, mudfetch.ErrServerCertificate):
+		what = "the MUD server's certificate is not valid"
+	case errors.Is(err, mudfetch.ErrForbiddenAddress):
+		what = "the MUD server's address is forbidden"
+	case errors.Is(err, mudfetch.ErrBodyTooLarge), errors.Is(err, mudfetch.ErrTooManyRedirects), errors.Is(err, mudfetch.ErrRedirectRefused):
+		what = "the MUD file could not be retrieved"
+	case errors.Is(err, mudfetch.ErrBadURL), errors.Is(err, mudfetch.ErrNotHTTPS):
+		what = "the MUD URL cannot be fetched"
+	}
+	return what + ": " + err.Error()
+}
+
+// fetchOf returns u's fetch record, creating it.
+func (m *Manager) fetchOf(u string) *urlFetch {
+	f := m.st.fetch[u]
+	if f == nil {
+		f = &urlFetch{}
+		m.st.fetch[u] = f
+	}
+	return f
+}
+
+// launch starts a fetch the scheduler took from its queue, in a goroutine
+// the manager owns (stopped by Run's context, waited for when Run
+// returns). A verified cached file makes it conditional.
+func (m *Manager) launch(j *fetchJob) {
+	s := m.st
+	delete(s.jobs, j.url)
+	s.fetching[j.url] = true
+	at := m.now()
+	m.charge(j, at)
+	req := mudfetch.Request{URL: j.url}
+	if f := s.files[j.url]; f != nil && f.Verdict == store.VerdictValid {
 		req.Cached = cachedResult(f)
 	}
-	ctx := m.fetchCtx
-	m.fetchWG.Add(1)
-	go func() {
-		defer m.fetchWG.Done()
-		select {
-		case m.fetchSem <- struct{}{}:
-		case <-ctx.Done():
-			return
-		}
+	ctx, fetcher := m.fetchCtx, m.cfg.Fetcher
+	m.fetchWG.Go(func() {
 		start := time.Now()
-		res, err := m.cfg.Fetcher.Fetch(ctx, req)
-		<-m.fetchSem
+		res, err := fetcher.Fetch(ctx, req)
 		select {
-		case m.results <- fetchOutcome{url: u, res: res, err: err, took: time.Since(start), force: force}:
+		case m.results <- fetchOutcome{job: j, res: res, err: err, at: at, took: time.Since(start)}:
 		case <-ctx.Done():
 		}
-	}()
+	})
 }
 
 func cachedResult(f *store.MUDFile) *mudfetch.Result {
@@ -56,80 +126,100 @@ func cachedResult(f *store.MUDFile) *mudfetch.Result {
 		FetchedAt: f.FetchedAt, SignatureURL: f.SignatureURL, Signature: f.Signature, Header: h}
 }
 
-// inUse reports whether a live device announces u.
-func (m *Manager) inUse(u string) bool {
+// urlUsers maps every URL a live device announces to one of them (one
+// with a lease, if any: its fetch goes first).
+func (m *Manager) urlUsers() map[string]*store.Device {
+	out := map[string]*store.Device{}
 	for _, d := range m.st.devices {
-		if d.MUDURL == u && d.State != store.StateRemoved {
-			return true
+		if d.MUDURL == "" || d.State == store.StateRemoved {
+			continue
+		}
+		if cur := out[d.MUDURL]; cur == nil || (len(cur.IPs) == 0 && len(d.IPs) > 0) {
+			out[d.MUDURL] = d
 		}
 	}
-	return false
+	return out
 }
 
-// refreshDue starts the fetches whose time has come: cached files past
-// their refresh time (RFC 8520 §3.5: no earlier) and retries after failures.
+// refreshDue queues the fetches whose time has come: cached files past
+// their refresh time (RFC 8520 §3.5: no earlier) and
+// retries after failures; and forgets what no live device needs.
 func (m *Manager) refreshDue(now time.Time) {
-	for u, f := range m.st.files {
-		if !f.RefreshDue.IsZero() && !now.Before(f.RefreshDue) && !m.st.fetching[u] && m.inUse(u) {
-			if at, ok := m.st.retryAt[u]; ok && now.Before(at) {
-				continue
-			}
-			m.startFetch(u, "", false)
+	s := m.st
+	users := m.urlUsers()
+	m.dropJobs(users)
+	for u := range s.fetch {
+		if users[u] == nil {
+			delete(s.fetch, u)
 		}
 	}
-	for u, at := range m.st.retryAt {
-		if _, cached := m.st.files[u]; cached || now.Before(at) || m.st.fetching[u] {
+	for u, d := range users {
+		if s.fetching[u] || s.jobs[u] != nil {
 			continue
 		}
-		if !m.inUse(u) {
-			delete(m.st.retryAt, u)
-			delete(m.st.fetchErr, u)
-			continue
+		f, fi := s.files[u], s.fetch[u]
+		switch {
+		case fi != nil && fi.failures > 0:
+			if !now.Before(fi.next) {
+				m.enqueue(u, d, false)
+			}
+		case f == nil:
+			m.enqueue(u, d, false) // not fetched yet, and not queued
+		case !f.RefreshDue.IsZero() && !now.Before(f.RefreshDue):
+			m.enqueue(u, d, false)
 		}
-		delete(m.st.fetchErr, u)
-		m.startFetch(u, "", false)
 	}
 }
 
-// onFetch handles a finished fetch.
+// onFetch handles a finished fetch. Every attempt is recorded (the URL's
+// latest attempts in the device view; an event per attempt that failed).
 func (m *Manager) onFetch(o fetchOutcome) {
 	s := m.st
-	delete(s.fetching, o.url)
+	u := o.job.url
+	delete(s.fetching, u)
+	m.release(o.job.port)
+	defer m.dispatch()
 	m.metrics.fetches.Add(1)
 	m.metrics.fetchSeconds.observe(o.took.Seconds())
 	now := m.now()
+	fi := m.fetchOf(u)
+	att := api.FetchAttempt{At: o.at, Seconds: o.took.Seconds(), Port: o.job.port, OK: o.res != nil}
 	if o.res == nil {
+		att.Error = errString(o.err)
+		fi.record(att)
 		m.metrics.fetchFailures.Add(1)
-		s.retryAt[o.url] = now.Add(m.cfg.RetryInterval)
-		if f := s.files[o.url]; f != nil {
+		fi.failures++
+		delay := backoff(fi.failures, m.cfg.Settings.RetryInitial, m.cfg.Settings.RetryMax, m.rand())
+		fi.next, fi.why = now.Add(delay), fetchFailure(o.err)
+		msg := fmt.Sprintf("attempt %d failed: %s; the next in %s", fi.failures, fi.why, delay.Round(100*time.Millisecond))
+		if f := s.files[u]; f != nil {
 			// RFC 8520 §1.6, §3.5: the cached file stays enforced.
-			m.log.Warn("MUD server unreachable; keeping the cached file", "url", o.url, "cached_at", f.FetchedAt, "err", o.err)
-			m.event("", "fetch-failed", "", "", fmt.Sprintf("%s: %v; the cached file (fetched %s) stays in force", o.url, o.err, f.FetchedAt.Format(time.RFC3339)))
+			m.log.Warn("MUD server unreachable; keeping the cached file", "url", u, "cached_at", f.FetchedAt, "err", o.err, "retry_in", delay)
+			m.event("", "fetch-failed", "", "", fmt.Sprintf("%s: %s; the cached file (fetched %s) stays in force", u, msg, f.FetchedAt.Format(time.RFC3339)))
 			return
 		}
-		s.fetchErr[o.url] = "fetching the MUD file failed: " + errString(o.err)
-		m.reevaluateURL(o.url, "fetch-failed", "")
+		m.reevaluateURL(u, "fetch-failed", msg)
 		return
 	}
-	delete(s.retryAt, o.url)
-	delete(s.fetchErr, o.url)
+	fi.record(att)
+	fi.failures, fi.why, fi.next = 0, "", time.Time{}
 	verdict, reason := verdictOf(o.res.Verdict)
 	if verdict != store.VerdictValid {
 		m.metrics.verifyFailures.Add(1)
 	}
 	nf := fileFromResult(o.res, verdict, reason)
-	nf.URL = o.url // the key devices use, whatever normalisation the fetcher did
-	old := s.files[o.url]
+	nf.URL = u // the key devices use, whatever normalisation the fetcher did
+	old := s.files[u]
 	changed := old == nil || !bytes.Equal(old.Body, nf.Body) || old.Verdict != nf.Verdict || old.Signer != nf.Signer
 	if changed && old != nil && old.Verdict == store.VerdictValid {
 		if why := m.updateNeedsApproval(nf); len(why) > 0 {
 			// The verified file stays in force; the update waits for an
 			// administrator (RFC 8520 §13.2, §16).
-			s.candidate[o.url] = &candidate{file: nf, reasons: why}
+			s.candidate[u] = &candidate{file: nf, reasons: why}
 			upd := *old
 			upd.RefreshDue = nf.RefreshDue
 			m.putFile(&upd, false)
-			m.event("", "update-pending-approval", "", "", fmt.Sprintf("%s: the refreshed file needs approval (%s); the cached verified file stays in force", o.url, strings.Join(why, "; ")))
+			m.event("", "update-pending-approval", "", "", fmt.Sprintf("%s: the refreshed file needs approval (%s); the cached verified file stays in force", u, strings.Join(why, "; ")))
 			return
 		}
 	}
@@ -139,7 +229,7 @@ func (m *Manager) onFetch(o fetchOutcome) {
 		if old != nil {
 			kind = "file-updated"
 		}
-		m.reevaluateURL(o.url, kind, string(verdict))
+		m.reevaluateURL(u, kind, string(verdict))
 	}
 }
 
@@ -248,7 +338,9 @@ func (m *Manager) importFile(body, sig []byte) (*store.MUDFile, int, error) {
 		return f, 0, errorf(errConflict, "the imported file is not verified (%s) and would replace a verified one", verdict)
 	}
 	m.putFile(f, true)
-	delete(m.st.fetchErr, h.MUDURL)
+	if fi := m.st.fetch[h.MUDURL]; fi != nil {
+		fi.failures, fi.why, fi.next = 0, "", time.Time{}
+	}
 	n := m.reevaluateURL(h.MUDURL, "imported", string(verdict))
 	return f, n, nil
 }

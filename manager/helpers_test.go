@@ -366,6 +366,10 @@ type harnessOpts struct {
 	anchors  *x509.CertPool
 	settings Settings
 	now      func() time.Time
+	// tweak, if set, changes the configuration before New.
+	tweak func(*Config)
+	// rand, if set, replaces the retry jitter.
+	rand func() float64
 }
 
 func startManager(t *testing.T, o harnessOpts) *harness {
@@ -378,11 +382,22 @@ func startManager(t *testing.T, o harnessOpts) *harness {
 		t.Fatal(err)
 	}
 	res := newFakeResolver()
-	m, err := New(Config{Store: st, Enforcer: o.enf, Fetcher: o.fetcher, Resolver: res, Anchors: o.anchors,
-		Settings: o.settings, RemovalGrace: 300 * time.Millisecond, RetryInterval: time.Hour, Tick: 50 * time.Millisecond,
-		Now: o.now, Version: "test", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if o.settings.RetryInitial == 0 {
+		// No retry within a test unless it asks for one.
+		o.settings.RetryInitial, o.settings.RetryMax = time.Hour, time.Hour
+	}
+	cfg := Config{Store: st, Enforcer: o.enf, Fetcher: o.fetcher, Resolver: res, Anchors: o.anchors,
+		Settings: o.settings, RemovalGrace: 300 * time.Millisecond, Tick: 50 * time.Millisecond,
+		Now: o.now, Version: "test", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	if o.tweak != nil {
+		o.tweak(&cfg)
+	}
+	m, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if o.rand != nil {
+		m.rand = o.rand
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	h := &harness{t: t, m: m, st: st, enf: o.enf, res: res, cancel: cancel, done: make(chan error, 1)}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"sync"
@@ -55,8 +56,8 @@ type Config struct {
 	// DNS or HandleDNS.
 	Resolver Resolver
 	// Anchors are the trust anchors for Import and for re-verifying the
-	// cached files at start-up (nil: no re-verification at start-up, and
-	// imports are untrusted).
+	// cached files at start-up. Nil means none: every cached signed file
+	// is then untrusted at start-up (pending approval), and so are imports.
 	Anchors *x509.CertPool
 
 	// Settings that SIGHUP may change (see Reload).
@@ -65,11 +66,20 @@ type Config struct {
 	// RemovalGrace is how long a device's rules stay after its lease ended
 	// (default 30s).
 	RemovalGrace time.Duration
-	// RetryInterval is how long after a failed fetch the next one starts
-	// (default 5m).
-	RetryInterval time.Duration
-	// MaxFetches bounds the fetch goroutines in flight (default 8).
-	MaxFetches int
+	// MaxFetches bounds the fetches in flight (default 8), and
+	// MaxFetchesPerPort those of one bridge port (default half of them).
+	MaxFetches, MaxFetchesPerPort int
+	// FetchBudget, FetchBudgetPerPort and FetchBudgetPerDevice bound the
+	// fetches started in any FetchWindow: overall (default 600, as
+	// mudfetch's own limit), per bridge port (150) and per device (10);
+	// FetchWindow defaults to 10 minutes. A fetch beyond them waits.
+	FetchWindow                                           time.Duration
+	FetchBudget, FetchBudgetPerPort, FetchBudgetPerDevice int
+	// FloodQueue is how many URLs waiting on one port make a fetch-flood
+	// event (default 32); FloodEventEvery rate-limits that event per port
+	// (default 1m).
+	FloodQueue      int
+	FloodEventEvery time.Duration
 	// Tick is the resolution of timers (removals, refreshes, retries;
 	// default 1s).
 	Tick time.Duration
@@ -90,13 +100,22 @@ type Config struct {
 }
 
 // Settings are the parts of the configuration that can change while mudd
-// runs (SIGHUP): the failure treatment, local networks and the controller
-// mappings from the configuration file.
+// runs (SIGHUP): the failure treatment, local networks, the controller
+// mappings from the configuration file and how long never-enforced devices
+// are remembered. The retry delays are read at start (fetch.*) and kept
+// across reloads.
 type Settings struct {
 	OnFailure     config.OnFailure
 	LocalNetworks []netip.Prefix
 	Controllers   map[string][]netip.Prefix
 	MyControllers map[string][]netip.Prefix
+	// RetryInitial is the delay before retrying a failed fetch; it
+	// doubles with each further failure up to RetryMax (defaults 5s, 5m).
+	RetryInitial, RetryMax time.Duration
+	// ForgetAfter is how long a device that never got past DHCP (never
+	// enforced, no address now) is kept after it was last seen (default
+	// 1h).
+	ForgetAfter time.Duration
 }
 
 // SettingsFrom extracts the live settings of a configuration; localNets is
@@ -104,7 +123,8 @@ type Settings struct {
 // prefixes, RFC 8520 §4.5).
 func SettingsFrom(c config.Config, localNets []netip.Prefix) Settings {
 	s := Settings{OnFailure: c.Policy.OnFailure, LocalNetworks: c.Policy.LocalNetworks,
-		Controllers: c.Policy.Controllers, MyControllers: c.Policy.MyControllers}
+		Controllers: c.Policy.Controllers, MyControllers: c.Policy.MyControllers,
+		RetryInitial: c.Fetch.RetryInitial, RetryMax: c.Fetch.RetryMax, ForgetAfter: c.Policy.ForgetAfter}
 	if len(s.LocalNetworks) == 0 {
 		s.LocalNetworks = localNets
 	}
@@ -126,11 +146,12 @@ type Manager struct {
 	stopped chan struct{}
 	metrics *metrics
 	started time.Time
+	rand    func() float64 // the retry jitter
 
 	// Everything below is owned by the Run goroutine.
 	st            *state
+	sched         *scheduler
 	fetchWG       sync.WaitGroup
-	fetchSem      chan struct{}
 	fetchCtx      context.Context
 	subscribers   []*subscriber
 	lastApply     time.Time
@@ -155,18 +176,26 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.RemovalGrace <= 0 {
 		cfg.RemovalGrace = 30 * time.Second
 	}
-	if cfg.RetryInterval <= 0 {
-		cfg.RetryInterval = 5 * time.Minute
+	defInt := func(p *int, d int) {
+		if *p <= 0 {
+			*p = d
+		}
 	}
-	if cfg.MaxFetches <= 0 {
-		cfg.MaxFetches = 8
+	defDur := func(p *time.Duration, d time.Duration) {
+		if *p <= 0 {
+			*p = d
+		}
 	}
-	if cfg.Tick <= 0 {
-		cfg.Tick = time.Second
-	}
-	if cfg.Settings.OnFailure == "" {
-		cfg.Settings.OnFailure = config.Baseline
-	}
+	defInt(&cfg.MaxFetches, DefaultMaxFetches)
+	defInt(&cfg.MaxFetchesPerPort, max(1, cfg.MaxFetches/2))
+	defDur(&cfg.FetchWindow, DefaultFetchWindow)
+	defInt(&cfg.FetchBudget, DefaultFetchBudget)
+	defInt(&cfg.FetchBudgetPerPort, DefaultFetchBudgetPerPort)
+	defInt(&cfg.FetchBudgetPerDevice, DefaultFetchBudgetPerDevice)
+	defInt(&cfg.FloodQueue, DefaultFloodQueue)
+	defDur(&cfg.FloodEventEvery, DefaultFloodEventEvery)
+	defDur(&cfg.Tick, time.Second)
+	cfg.Settings = settingsDefaults(cfg.Settings)
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -180,7 +209,8 @@ func New(cfg Config) (*Manager, error) {
 		ready:         make(chan struct{}),
 		stopped:       make(chan struct{}),
 		metrics:       newMetrics(),
-		fetchSem:      make(chan struct{}, cfg.MaxFetches),
+		rand:          rand.Float64,
+		sched:         newScheduler(),
 		latencyTarget: map[string]time.Time{},
 	}
 	return m, nil
@@ -281,14 +311,37 @@ func (m *Manager) HandleDNS(ctx context.Context, u resolver.Update) error {
 	return m.do(ctx, func() error { m.onDNS(u); return nil })
 }
 
-// Reload replaces the live settings (SIGHUP) and reconciles.
+// settingsDefaults fills in the settings left zero.
+func settingsDefaults(s Settings) Settings {
+	if s.OnFailure == "" {
+		s.OnFailure = config.Baseline
+	}
+	if s.RetryInitial <= 0 {
+		s.RetryInitial = 5 * time.Second
+	}
+	if s.RetryMax < s.RetryInitial {
+		s.RetryMax = max(5*time.Minute, s.RetryInitial)
+	}
+	if s.ForgetAfter <= 0 {
+		s.ForgetAfter = time.Hour
+	}
+	return s
+}
+
+// Reload replaces the live settings (SIGHUP), re-evaluates every device
+// (a changed on_failure changes what the unusable ones are held to, and
+// says so in their events) and reconciles. The retry delays stay as they
+// were read at start.
 func (m *Manager) Reload(ctx context.Context, s Settings) error {
 	return m.do(ctx, func() error {
-		if s.OnFailure == "" {
-			s.OnFailure = config.Baseline
+		s.RetryInitial, s.RetryMax = m.cfg.Settings.RetryInitial, m.cfg.Settings.RetryMax
+		m.cfg.Settings = settingsDefaults(s)
+		m.event("", "config-reloaded", "", "", "on_failure, local networks, controller mappings and forget_after reloaded")
+		for _, mac := range m.macs() {
+			if d := m.st.devices[mac]; d.State != store.StateRemoved {
+				_ = m.settle(*d, "", "")
+			}
 		}
-		m.cfg.Settings = s
-		m.event("", "config-reloaded", "", "", "on_failure, local networks and controller mappings reloaded")
 		return nil
 	})
 }
@@ -307,6 +360,8 @@ func (m *Manager) onTick() {
 		}
 	}
 	m.refreshDue(now)
+	m.forget(now)
+	m.dispatch()
 	m.pruneSubscribers()
 }
 

@@ -20,13 +20,15 @@ import (
 // goroutine (and fetch goroutines) and read by the HTTP handler, hence
 // atomics and one small mutex for the gauge snapshot.
 type metrics struct {
-	fetches, fetchFailures, verifyFailures, applies, applyErrors atomic.Uint64
+	fetches, fetchFailures, verifyFailures, applies, applyErrors, floods atomic.Uint64
 
 	fetchSeconds, applySeconds, boundToEnforced *histogram
 
-	mu       sync.Mutex
-	states   map[store.State]int
-	policies int
+	mu         sync.Mutex
+	states     map[store.State]int
+	policies   int
+	unenforced int // devices unrestricted for want of a usable file
+	queued     int // fetches waiting to start
 }
 
 func newMetrics() *metrics {
@@ -35,10 +37,10 @@ func newMetrics() *metrics {
 		states: map[store.State]int{}}
 }
 
-func (mt *metrics) setStates(c map[store.State]int, policies int) {
+func (mt *metrics) setStates(c map[store.State]int, policies, unenforced, queued int) {
 	mt.mu.Lock()
 	defer mt.mu.Unlock()
-	mt.states, mt.policies = c, policies
+	mt.states, mt.policies, mt.unenforced, mt.queued = c, policies, unenforced, queued
 }
 
 // histogram is a cumulative Prometheus histogram.
@@ -102,13 +104,18 @@ func (m *Manager) MetricsHandler() http.Handler {
 func (m *Manager) writeMetrics(ctx context.Context, w io.Writer) {
 	mt := m.metrics
 	mt.mu.Lock()
-	states, policies := mt.states, mt.policies
+	states, policies, unenforced, queued := mt.states, mt.policies, mt.unenforced, mt.queued
 	mt.mu.Unlock()
 	fmt.Fprintf(w, "# HELP mud_devices Devices by lifecycle state.\n# TYPE mud_devices gauge\n")
 	for _, s := range allStates {
 		fmt.Fprintf(w, "mud_devices{state=%q} %d\n", string(s), states[s])
 	}
-	fmt.Fprintf(w, "# HELP mud_policies_installed Distinct compiled policies in the kernel.\n# TYPE mud_policies_installed gauge\nmud_policies_installed %d\n", policies)
+	gauge := func(name, help string, v int) {
+		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s gauge\n%s %d\n", name, help, name, name, v)
+	}
+	gauge("mud_devices_unenforced", "Devices that announced a MUD URL but are unrestricted because their MUD file cannot be used (policy.on_failure: baseline).", unenforced)
+	gauge("mud_policies_installed", "Distinct compiled policies in the kernel.", policies)
+	gauge("mud_fetches_queued", "MUD file fetches waiting for a slot or a budget.", queued)
 	counter := func(name, help string, v uint64) {
 		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s counter\n%s %d\n", name, help, name, name, v)
 	}
@@ -117,6 +124,7 @@ func (m *Manager) writeMetrics(ctx context.Context, w io.Writer) {
 	counter("mud_verification_failures_total", "MUD files whose signature did not verify.", mt.verifyFailures.Load())
 	counter("mud_enforcer_applies_total", "Changes sent to the enforcer.", mt.applies.Load())
 	counter("mud_enforcer_apply_errors_total", "Changes the enforcer refused or failed.", mt.applyErrors.Load())
+	counter("mud_fetch_floods_total", "Times a bridge port asked for more MUD file fetches than it may start (fetch-flood events).", mt.floods.Load())
 	mt.fetchSeconds.write(w, "mud_fetch_duration_seconds", "Time to fetch and verify a MUD file.")
 	mt.applySeconds.write(w, "mud_apply_duration_seconds", "Time to bring the kernel to the desired state after a change.")
 	mt.boundToEnforced.write(w, "mud_bound_to_enforced_seconds", "Time from a DHCP lease bound to the device's policy active in the kernel.")

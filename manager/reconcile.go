@@ -39,24 +39,6 @@ func emptyDesired() *desired {
 		peers: map[string][]peerElem{}, peerFP: map[string]string{}, names: map[string][]string{}, devNames: map[string][]string{}}
 }
 
-// mode says how the enforcer treats a device in a state, and whether it is
-// in the enforcer's maps at all.
-func (m *Manager) mode(d *store.Device) (enforcer.Mode, bool) {
-	switch d.State {
-	case store.StateEnforced:
-		return enforcer.Enforce, true
-	case store.StateQuarantined:
-		return enforcer.Quarantine, true
-	case store.StateFetching, store.StatePendingApproval, store.StateFailed:
-		// RFC 8520 §13.2, §16: the fallback. baseline is the no-MUD
-		// treatment: in no map.
-		if d.MUDURL != "" && m.cfg.Settings.OnFailure == config.Block {
-			return enforcer.Block, true
-		}
-	}
-	return 0, false
-}
-
 func hostPrefix(a netip.Addr) netip.Prefix {
 	a = a.Unmap()
 	return netip.PrefixFrom(a, a.BitLen())
@@ -72,7 +54,7 @@ func (m *Manager) computeDesired() *desired {
 	models := map[string]*members{}
 	mfrs := map[string]*members{}
 	for mac, d := range s.devices {
-		mode, ok := m.mode(d)
+		mode, ok := modeOf(d)
 		if !ok {
 			continue
 		}
@@ -92,11 +74,14 @@ func (m *Manager) computeDesired() *desired {
 		if md := s.models[d.MUDURL]; md != nil && md.pol != nil {
 			pol = md.pol
 		}
-		if mode == enforcer.Enforce {
-			if pol == nil || pol.ID != d.PolicyID {
-				m.log.Error("enforced device without its compiled policy (bug)", "mac", mac)
+		if mode == enforcer.Enforce && (pol == nil || pol.ID != d.PolicyID) {
+			m.log.Error("enforced device without its compiled policy (bug)", "mac", mac)
+			if m.cfg.Settings.OnFailure != config.Block {
 				continue
 			}
+			ed.Mode = enforcer.Block // never more than on_failure allows
+		}
+		if ed.Mode == enforcer.Enforce {
 			ed.PolicyID = pol.ID
 			ed.Overrides = m.overridesOf(mac)
 			ds.policies[pol.ID] = pol
@@ -559,8 +544,12 @@ func (m *Manager) observe() {
 		}
 	}
 	counts := map[store.State]int{}
+	unenforced := 0
 	for _, d := range m.st.devices {
 		counts[d.State]++
+		if d.Enforcement == store.EnforcementUnenforced {
+			unenforced++
+		}
 	}
-	m.metrics.setStates(counts, len(m.pushed.policies))
+	m.metrics.setStates(counts, len(m.pushed.policies), unenforced, len(m.st.jobs))
 }

@@ -37,11 +37,12 @@ type state struct {
 	flags     map[string][]string                 // MAC → suspicious DHCP observations (RFC 8520 §10.1, §16)
 	rejected  map[string]string                   // MAC → digest an admin rejected
 	fetching  map[string]bool                     // URLs with a fetch in flight
-	fetchErr  map[string]string                   // URL → why the last fetch failed (no usable file)
-	retryAt   map[string]time.Time                // URL → next attempt after a failure
+	jobs      map[string]*fetchJob                // URLs waiting for a fetch slot (see scheduler)
+	fetch     map[string]*urlFetch                // URL → failures, next retry, latest attempts
 	removeAt  map[string]time.Time                // MAC → end of the removal grace period
 	dns       map[string]map[netip.Addr]time.Time // name → address → expiry
 	candidate map[string]*candidate               // URL → a refreshed file awaiting approval
+	notified  map[string]bool                     // MAC → an "unenforced" event is open
 }
 
 // model is a parsed and compiled MUD file.
@@ -124,9 +125,8 @@ func (m *Manager) evaluate(d *store.Device) evaluation {
 		}
 	}
 	if ev.state == store.StateFetching && !s.fetching[d.MUDURL] {
-		if _, failed := s.fetchErr[d.MUDURL]; !failed {
-			m.startFetch(d.MUDURL, d.MAC, false)
-		}
+		// Queued (again: a lease moves it up its port's queue).
+		m.enqueue(d.MUDURL, d, false)
 	}
 	return ev
 }
@@ -135,12 +135,19 @@ func (m *Manager) evaluateFile(d *store.Device) evaluation {
 	s := m.st
 	u := d.MUDURL
 	if u == "" {
+		if d.InvalidMUDURL != "" {
+			// It asked for MUD, but with nothing usable: as unusable as
+			// a file that cannot be fetched (on_failure applies).
+			return evaluation{state: store.StateFailed, reason: "the MUD URL it announced is invalid: " + d.InvalidMUDURL}
+		}
 		return evaluation{state: store.StateDiscovered, reason: "no MUD URL"}
 	}
 	f := s.files[u]
 	if f == nil {
-		if why, ok := s.fetchErr[u]; ok && !s.fetching[u] {
-			return evaluation{state: store.StateFailed, reason: why}
+		// After a failure the device stays failed through the retries,
+		// until one succeeds.
+		if fi := s.fetch[u]; fi != nil && fi.failures > 0 {
+			return evaluation{state: store.StateFailed, reason: fi.reason()}
 		}
 		return evaluation{state: store.StateFetching, reason: "fetching " + u}
 	}
@@ -217,6 +224,7 @@ func (m *Manager) settle(d store.Device, kind, msg string) error {
 		m.log.Error("invalid state transition (bug)", "mac", d.MAC, "from", from, "to", ev.state)
 	}
 	d.State, d.Reason, d.PolicyID = ev.state, ev.reason, ev.policyID
+	d.Enforcement, d.UnenforcedReason = m.enforcement(&d)
 	if len(ev.pending) > 0 {
 		m.st.pending[d.MAC] = ev.pending
 	} else {
@@ -226,19 +234,22 @@ func (m *Manager) settle(d store.Device, kind, msg string) error {
 	if ev.state == store.StateEnforced || (ev.state == store.StateQuarantined && m.evaluateFile(&d).state == store.StateEnforced) {
 		extra = m.pinUpdate(d.MAC, d.MUDURL)
 	}
-	var e *store.Event
+	var evs []*store.Event
 	if from != d.State {
 		if kind == "" {
 			kind = "state"
 		}
-		e = &store.Event{MAC: d.MAC, Kind: kind, From: from, To: d.State, Message: joinMsg(msg, d.Reason)}
+		evs = append(evs, &store.Event{MAC: d.MAC, Kind: kind, From: from, To: d.State, Message: joinMsg(msg, d.Reason)})
 	} else if kind != "" {
-		e = &store.Event{MAC: d.MAC, Kind: kind, From: from, To: d.State, Message: msg}
+		evs = append(evs, &store.Event{MAC: d.MAC, Kind: kind, From: from, To: d.State, Message: msg})
 	}
-	if old != nil && e == nil && extra == nil && sameDevice(*old, d) {
+	if e := m.enforcementEvent(old, &d); e != nil {
+		evs = append(evs, e)
+	}
+	if old != nil && len(evs) == 0 && extra == nil && sameDevice(*old, d) {
 		return nil
 	}
-	return m.persist(d, e, extra)
+	return m.persist(d, evs, extra)
 }
 
 func joinMsg(a, b string) string {
@@ -251,10 +262,14 @@ func joinMsg(a, b string) string {
 	return a + ": " + b
 }
 
+// sameDevice reports whether b needs no write over a (LastSeen alone is
+// not worth one: see onLease).
 func sameDevice(a, b store.Device) bool {
 	return a.State == b.State && a.Reason == b.Reason && a.PolicyID == b.PolicyID && a.MUDURL == b.MUDURL &&
 		slices.Equal(a.IPs, b.IPs) && a.Hostname == b.Hostname && a.LeaseExpiry.Equal(b.LeaseExpiry) &&
-		(a.Quarantine == nil) == (b.Quarantine == nil) && a.Interface == b.Interface && a.URLSource == b.URLSource
+		(a.Quarantine == nil) == (b.Quarantine == nil) && a.Interface == b.Interface && a.URLSource == b.URLSource &&
+		a.Port == b.Port && a.InvalidMUDURL == b.InvalidMUDURL && a.Enforcement == b.Enforcement &&
+		a.UnenforcedReason == b.UnenforcedReason
 }
 
 // pinUpdate pins the signer and authority of an accepted file for the MAC
@@ -291,14 +306,15 @@ func (m *Manager) pinUpdate(mac, u string) func(*store.Tx) error {
 	}
 }
 
-// persist writes the device and its event in one transaction, then
+// persist writes the device and its events in one transaction, then
 // updates the in-memory state and tells event subscribers.
-func (m *Manager) persist(d store.Device, e *store.Event, extra func(*store.Tx) error) error {
-	var stored store.Event
+func (m *Manager) persist(d store.Device, evs []*store.Event, extra func(*store.Tx) error) error {
+	stored := make([]store.Event, 0, len(evs))
 	snapM, snapU := m.st.pinsByMAC[d.MAC], m.st.pinsByURL[d.MUDURL]
 	_, hadM := m.st.pinsByMAC[d.MAC]
 	_, hadU := m.st.pinsByURL[d.MUDURL]
 	err := m.cfg.Store.Update(func(tx *store.Tx) error {
+		stored = stored[:0]
 		if extra != nil {
 			if err := extra(tx); err != nil {
 				return err
@@ -307,11 +323,12 @@ func (m *Manager) persist(d store.Device, e *store.Event, extra func(*store.Tx) 
 		if err := tx.Devices().Put(d); err != nil {
 			return err
 		}
-		if e != nil {
-			var err error
-			if stored, err = tx.AppendEvent(*e); err != nil {
+		for _, e := range evs {
+			se, err := tx.AppendEvent(*e)
+			if err != nil {
 				return err
 			}
+			stored = append(stored, se)
 		}
 		return nil
 	})
@@ -324,9 +341,9 @@ func (m *Manager) persist(d store.Device, e *store.Event, extra func(*store.Tx) 
 	}
 	nd := d
 	m.st.devices[d.MAC] = &nd
-	if e != nil {
-		m.publish(stored)
-		m.log.Info("device", "mac", d.MAC, "kind", stored.Kind, "from", stored.From, "to", stored.To, "message", stored.Message)
+	for _, e := range stored {
+		m.publish(e)
+		m.log.Info("device", "mac", d.MAC, "kind", e.Kind, "from", e.From, "to", e.To, "message", e.Message)
 	}
 	return nil
 }
@@ -394,27 +411,31 @@ func (m *Manager) onLease(ev dhcpsnoop.Event) {
 				return
 			}
 		}
+		if ev.Kind == dhcpsnoop.KindInvalidURL {
+			// The device asked for MUD with a URL that cannot be used:
+			// a device record, so that it is not silently unrestricted
+			// (on_failure applies while it has no usable URL).
+			d := m.seen(mac, ev, now)
+			d.InvalidMUDURL = joinMsg(ev.Reason, quoted(ev.Raw))
+			_ = m.settle(d, "dhcp-"+string(ev.Kind), msg)
+			m.touch(mac, now)
+			return
+		}
 		m.event(mac, "dhcp-"+string(ev.Kind), "", "", msg)
 		return
 	}
-	var d store.Device
-	if old := m.st.devices[mac]; old != nil {
-		d = *old
-	} else {
-		d = store.Device{MAC: mac, FirstSeen: now, State: store.StateDiscovered}
-	}
+	d := m.seen(mac, ev, now)
 	kind := ""
 	if d.State == store.StateRemoved {
 		d.State, d.Reason, d.IPs = store.StateDiscovered, "", nil
 		delete(m.st.rejected, mac)
 		kind = "discovered"
 	}
-	d.LastSeen = now
-	if ev.Interface != "" {
-		d.Interface = ev.Interface
-	}
 	if ev.Hostname != "" {
 		d.Hostname = ev.Hostname
+	}
+	if ev.MUDURL != "" {
+		d.InvalidMUDURL = ""
 	}
 	if ev.MUDURL != "" && d.URLSource != store.SourceAdminBind && d.MUDURL != ev.MUDURL {
 		if d.MUDURL != "" {
@@ -454,6 +475,42 @@ func (m *Manager) onLease(ev dhcpsnoop.Event) {
 		}
 	}
 	_ = m.settle(d, kind, string(ev.Kind))
+	m.touch(mac, now)
+}
+
+// seen is the device record for a lease event's MAC (a new one for a MAC
+// not known yet), with where it was seen updated.
+func (m *Manager) seen(mac string, ev dhcpsnoop.Event, now time.Time) store.Device {
+	var d store.Device
+	if old := m.st.devices[mac]; old != nil {
+		d = *old
+	} else {
+		d = store.Device{MAC: mac, FirstSeen: now, State: store.StateDiscovered}
+	}
+	d.LastSeen = now
+	if ev.Interface != "" {
+		d.Interface = ev.Interface
+	}
+	if ev.Port != "" {
+		d.Port = ev.Port
+	}
+	return d
+}
+
+// touch records that a device was seen now. Only in memory when nothing
+// else about it changed: a write per DHCP message would let a chatty (or
+// hostile) client set the pace of the store; the next change persists it.
+func (m *Manager) touch(mac string, now time.Time) {
+	if d := m.st.devices[mac]; d != nil && d.LastSeen.Before(now) {
+		d.LastSeen = now
+	}
+}
+
+func quoted(raw string) string {
+	if raw == "" {
+		return ""
+	}
+	return `"` + raw + `"`
 }
 
 // remove ends a device's enforcement after its grace period.
@@ -467,9 +524,14 @@ func (m *Manager) remove(mac string) {
 	nd := *d
 	from := nd.State
 	nd.State, nd.Reason, nd.IPs, nd.PolicyID = store.StateRemoved, "lease ended", nil, ""
+	nd.Enforcement, nd.UnenforcedReason = store.EnforcementNone, ""
 	delete(m.st.pending, mac)
 	delete(m.st.flags, mac)
-	_ = m.persist(nd, &store.Event{MAC: mac, Kind: "removed", From: from, To: store.StateRemoved, Message: "lease ended; grace period over"}, nil)
+	evs := []*store.Event{{MAC: mac, Kind: "removed", From: from, To: store.StateRemoved, Message: "lease ended; grace period over"}}
+	if e := m.enforcementEvent(d, &nd); e != nil {
+		evs = append(evs, e)
+	}
+	_ = m.persist(nd, evs, nil)
 }
 
 // load reads the store snapshot into memory, re-verifies cached files
@@ -485,8 +547,9 @@ func (m *Manager) load(ctx context.Context) error {
 		approvalsByMAC: snap.ApprovalsByMAC, approvalsByURL: snap.ApprovalsByURL, overrides: snap.Overrides,
 		controllers: snap.Controllers, myControllers: snap.MyControllers,
 		pending: map[string][]string{}, flags: map[string][]string{}, rejected: map[string]string{},
-		fetching: map[string]bool{}, fetchErr: map[string]string{}, retryAt: map[string]time.Time{},
+		fetching: map[string]bool{}, jobs: map[string]*fetchJob{}, fetch: map[string]*urlFetch{},
 		removeAt: map[string]time.Time{}, dns: map[string]map[netip.Addr]time.Time{}, candidate: map[string]*candidate{},
+		notified: map[string]bool{},
 	}
 	for k, d := range snap.Devices {
 		s.devices[k] = &d
@@ -496,26 +559,26 @@ func (m *Manager) load(ctx context.Context) error {
 	}
 	m.st = s
 	now := m.now()
-	if m.cfg.Anchors != nil {
-		for u, f := range s.files {
-			if len(f.Signature) == 0 {
-				continue
-			}
-			v := mudfetch.Verify(f.Body, f.Signature, m.cfg.Anchors, now, mudfetch.VerifyOptions{})
-			verdict, reason := verdictOf(v)
-			if verdict == f.Verdict {
-				continue
-			}
-			// RFC 8520 §16: a removed trust anchor puts its files back
-			// to pending.
-			nf := *f
-			nf.Verdict, nf.VerdictReason = verdict, reason
-			if err := m.cfg.Store.Update(func(tx *store.Tx) error { return tx.MUDFiles().Put(nf) }); err != nil {
-				return fmt.Errorf("updating the verdict of %s: %w", u, err)
-			}
-			s.files[u] = &nf
-			m.event("", "reverified", "", "", fmt.Sprintf("%s: signature now %s", u, verdict))
+	for _, u := range sortedKeys(s.files) {
+		f := s.files[u]
+		if len(f.Signature) == 0 {
+			continue
 		}
+		// RFC 8520 §16: a removed trust anchor (all of them, when
+		// Anchors is nil) or a signer that expired meanwhile puts the
+		// file back to pending — and its devices under on_failure.
+		v := mudfetch.Verify(f.Body, f.Signature, m.cfg.Anchors, now, mudfetch.VerifyOptions{})
+		verdict, reason := verdictOf(v)
+		if verdict == f.Verdict {
+			continue
+		}
+		nf := *f
+		nf.Verdict, nf.VerdictReason = verdict, reason
+		if err := m.cfg.Store.Update(func(tx *store.Tx) error { return tx.MUDFiles().Put(nf) }); err != nil {
+			return fmt.Errorf("updating the verdict of %s: %w", u, err)
+		}
+		s.files[u] = &nf
+		m.event("", "reverified", "", "", joinMsg(fmt.Sprintf("%s: signature now %s", u, verdict), reason))
 	}
 	for _, mac := range m.macs() {
 		d := s.devices[mac]

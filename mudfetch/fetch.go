@@ -22,7 +22,7 @@ const (
 	DefaultMaxBytes         = 1 << 20
 	DefaultMaxRedirects     = 3
 	DefaultMaxConcurrent    = 8
-	DefaultMaxFetchesPerKey = 6
+	DefaultMaxFetchesPerKey = 10 // room for the manager's retries of a URL: at most 8 in a window
 	DefaultMaxFetches       = 600
 	DefaultRateWindow       = 10 * time.Minute
 	DefaultMaxTrackedKeys   = 10000

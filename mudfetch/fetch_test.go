@@ -629,4 +629,19 @@ func TestFetchLimits(t *testing.T) {
 			t.Fatalf("after the window: %v", err)
 		}
 	})
+
+	// The manager retries a failed fetch of a URL after 5 s, doubling to
+	// 5 min: at most 8 attempts in a default window, all admitted.
+	t.Run("default per key fits the manager's retries", func(t *testing.T) {
+		now := time.Now()
+		cfg := s.config()
+		cfg.MaxFetchesPerKey = 0
+		cfg.Now = func() time.Time { return now }
+		f := newFetcher(t, cfg)
+		for i := range 8 {
+			if _, err := f.Fetch(context.Background(), Request{URL: s.base + "/file"}); err != nil {
+				t.Fatalf("attempt %d of one URL in the window: %v", i+1, err)
+			}
+		}
+	})
 }

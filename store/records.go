@@ -39,6 +39,38 @@ func (s State) Valid() bool {
 	return false
 }
 
+// Enforcement says what a device's traffic is held to now: the manager's
+// summary of its state and the configured on_failure, kept with the device
+// so that a change of it is noticed (and told) across restarts too.
+type Enforcement string
+
+// Known enforcement statuses; empty means not evaluated yet.
+const (
+	// EnforcementEnforced: the device's MUD policy is in force.
+	EnforcementEnforced Enforcement = "enforced"
+	// EnforcementUnenforced: the device announced a MUD URL, but its file
+	// cannot be used (fetching, failed, pending approval, invalid URL) and
+	// on_failure is "baseline": it is unrestricted, as a device without MUD.
+	EnforcementUnenforced Enforcement = "unenforced"
+	// EnforcementBlocked: as unenforced, but on_failure is "block": it can
+	// do nothing but DHCP.
+	EnforcementBlocked Enforcement = "blocked"
+	// EnforcementQuarantined: an administrator quarantined it.
+	EnforcementQuarantined Enforcement = "quarantined"
+	// EnforcementNone: MUD does not apply — no MUD URL, or the lease ended
+	// and the rules were removed.
+	EnforcementNone Enforcement = "none"
+)
+
+// Valid reports whether e is a known status or empty.
+func (e Enforcement) Valid() bool {
+	switch e {
+	case "", EnforcementEnforced, EnforcementUnenforced, EnforcementBlocked, EnforcementQuarantined, EnforcementNone:
+		return true
+	}
+	return false
+}
+
 // URLSource says where a device's MUD URL came from.
 type URLSource string
 
@@ -72,13 +104,24 @@ type Device struct {
 	IPs       []netip.Addr `json:"ips,omitempty"` // IPv4 and IPv6
 	Hostname  string       `json:"hostname,omitempty"`
 	Interface string       `json:"interface,omitempty"`
+	// Port is the bridge port the device's frames last arrived on; empty
+	// when unknown.
+	Port string `json:"port,omitempty"`
 	// MUDURL is the URL the device emitted or the admin bound.
 	MUDURL    string    `json:"mud_url,omitempty"`
 	URLSource URLSource `json:"mud_url_source,omitempty"`
-	State     State     `json:"state"`
+	// InvalidMUDURL says why the MUD URL the device announced last could
+	// not be used, with the offending value (escaped); empty otherwise.
+	InvalidMUDURL string `json:"invalid_mud_url,omitempty"`
+	State         State  `json:"state"`
 	// Reason explains the state (e.g. why fetching failed).
 	Reason   string `json:"reason,omitempty"`
 	PolicyID string `json:"policy_id,omitempty"`
+	// Enforcement is what the device's traffic is held to now, and
+	// UnenforcedReason, when it is unenforced or blocked, why its MUD
+	// policy is not in force.
+	Enforcement      Enforcement `json:"enforcement,omitempty"`
+	UnenforcedReason string      `json:"unenforced_reason,omitempty"`
 	// Quarantine is set while the device is quarantined; it survives
 	// state changes so a release knows there was a quarantine to lift.
 	Quarantine  *Hold     `json:"quarantine,omitempty"`
@@ -95,6 +138,9 @@ func (d *Device) validate() error {
 	}
 	if !d.URLSource.Valid() {
 		return fmt.Errorf("unknown MUD URL source %q", d.URLSource)
+	}
+	if !d.Enforcement.Valid() {
+		return fmt.Errorf("unknown enforcement status %q", d.Enforcement)
 	}
 	return nil
 }

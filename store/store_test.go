@@ -90,11 +90,13 @@ func sampleDevice() Device {
 		IPs:         []netip.Addr{netip.MustParseAddr("192.0.2.10"), netip.MustParseAddr("2001:db8::10")},
 		Hostname:    "lamp",
 		Interface:   "br-lan",
+		Port:        "lan1",
 		MUDURL:      "https://mud.example.com/lamp.json",
 		URLSource:   SourceDHCPv6,
 		State:       StateEnforced,
 		Reason:      "verified",
 		PolicyID:    "p1a2b3",
+		Enforcement: EnforcementQuarantined,
 		Quarantine:  &Hold{By: "admin", At: t0, Reason: "scan"},
 		LeaseExpiry: t0.Add(time.Hour),
 		FirstSeen:   t0.Add(-time.Hour),
@@ -185,6 +187,9 @@ func TestPutRejects(t *testing.T) {
 		{"unknown state", func(tx *Tx) error { return tx.Devices().Put(Device{MAC: "02:00:00:00:00:01", State: "happy"}) }},
 		{"unknown URL source", func(tx *Tx) error {
 			return tx.Devices().Put(Device{MAC: "02:00:00:00:00:01", State: StateDiscovered, URLSource: "lldp"})
+		}},
+		{"unknown enforcement", func(tx *Tx) error {
+			return tx.Devices().Put(Device{MAC: "02:00:00:00:00:01", State: StateFailed, Enforcement: "lenient"})
 		}},
 		{"binding without URL", func(tx *Tx) error { return tx.Bindings().Put(Binding{MAC: "02:00:00:00:00:01"}) }},
 		{"MUD file without URL", func(tx *Tx) error { return tx.MUDFiles().Put(MUDFile{Body: []byte("{}")}) }},

@@ -52,8 +52,8 @@ func NewFake() *Fake {
 	f.devices[MACEnforced] = &api.Device{
 		Device: store.Device{
 			MAC: MACEnforced, IPs: []netip.Addr{netip.MustParseAddr("192.0.2.10"), netip.MustParseAddr("2001:db8::10")},
-			Hostname: "bulb", MUDURL: "https://lighting.example.com/lightbulb2000", URLSource: store.SourceDHCPv4,
-			State: store.StateEnforced, PolicyID: "p1", FirstSeen: t0, LastSeen: t0,
+			Hostname: "bulb", Port: "lan1", MUDURL: "https://lighting.example.com/lightbulb2000", URLSource: store.SourceDHCPv4,
+			State: store.StateEnforced, PolicyID: "p1", Enforcement: store.EnforcementEnforced, FirstSeen: t0, LastSeen: t0,
 		},
 		MUD: &api.MUDInfo{URL: "https://lighting.example.com/lightbulb2000", MfgName: "Example Lighting",
 			ModelName: "Bulb 2000", SystemInfo: "The BMS Example Light Bulb", IsSupported: &yes,
@@ -62,10 +62,15 @@ func NewFake() *Fake {
 	f.devices[MACPending] = &api.Device{
 		Device: store.Device{
 			MAC: MACPending, IPs: []netip.Addr{netip.MustParseAddr("192.0.2.11")}, Hostname: "cam",
-			MUDURL: "https://cam.example.net/cam.json", State: store.StatePendingApproval,
-			Reason: "signature invalid",
+			Port: "lan2", MUDURL: "https://cam.example.net/cam.json", State: store.StatePendingApproval,
+			Reason: "signature invalid", Enforcement: store.EnforcementUnenforced,
+			UnenforcedReason: "its MUD file awaits an administrator's approval: signature invalid",
 		},
 		PendingReasons: []string{"signature invalid"},
+		Fetch: &api.FetchStatus{URL: "https://cam.example.net/cam.json", Attempts: []api.FetchAttempt{
+			{At: t0, Seconds: 0.5, Port: "lan2", Error: "GET \"https://cam.example.net/cam.json\": fetch failed: connection refused"},
+			{At: t0.Add(5 * time.Second), Seconds: 0.25, Port: "lan2", OK: true},
+		}},
 	}
 	return f
 }
@@ -116,6 +121,9 @@ func (f *Fake) Status(ctx context.Context) (api.Status, error) {
 	for _, d := range f.devices {
 		st.Devices++
 		st.DevicesByState[d.State]++
+		if d.Enforcement == store.EnforcementUnenforced {
+			st.DevicesUnenforced++
+		}
 	}
 	return st, nil
 }
@@ -227,6 +235,7 @@ func (f *Fake) Approve(ctx context.Context, by api.Caller, mac string, req api.A
 			return fmt.Errorf("approve %s: %w: state is %s, not pending-approval", mac, api.ErrConflict, d.State)
 		}
 		d.State, d.PolicyID, d.PendingReasons = store.StateEnforced, "p2", nil
+		d.Enforcement, d.UnenforcedReason = store.EnforcementEnforced, ""
 		return nil
 	})
 }
@@ -247,7 +256,7 @@ func (f *Fake) Quarantine(ctx context.Context, by api.Caller, mac string, req ap
 			return fmt.Errorf("quarantine %s: %w: already quarantined", mac, api.ErrConflict)
 		}
 		d.Quarantine = &store.Hold{By: by.String(), At: time.Now().UTC(), Reason: req.Reason}
-		d.State = store.StateQuarantined
+		d.State, d.Enforcement, d.UnenforcedReason = store.StateQuarantined, store.EnforcementQuarantined, ""
 		return nil
 	})
 }
@@ -257,7 +266,7 @@ func (f *Fake) Release(ctx context.Context, by api.Caller, mac string, req api.A
 		if d.Quarantine == nil {
 			return fmt.Errorf("release %s: %w: not quarantined", mac, api.ErrConflict)
 		}
-		d.Quarantine, d.State = nil, store.StateEnforced
+		d.Quarantine, d.State, d.Enforcement = nil, store.StateEnforced, store.EnforcementEnforced
 		return nil
 	})
 }

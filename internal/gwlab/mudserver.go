@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"net/url"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -55,6 +56,7 @@ type MUDServer struct {
 	mu    sync.Mutex
 	files map[string]served
 	hits  []string
+	hang  map[string]time.Duration // path prefix → how long requests wait
 }
 
 type served struct {
@@ -68,7 +70,7 @@ func StartMUDServer(ns string, addr netip.Addr, cert tls.Certificate) (*MUDServe
 	if err != nil {
 		return nil, fmt.Errorf("opening the MUD server's port in %s: %w", ns, err)
 	}
-	s := &MUDServer{files: map[string]served{}}
+	s := &MUDServer{files: map[string]served{}, hang: map[string]time.Duration{}}
 	s.srv = &http.Server{
 		Handler:           http.HandlerFunc(s.serve),
 		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
@@ -82,7 +84,20 @@ func (s *MUDServer) serve(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	s.hits = append(s.hits, r.URL.Path)
 	f, ok := s.files[r.URL.Path]
+	var wait time.Duration
+	for prefix, d := range s.hang {
+		if strings.HasPrefix(r.URL.Path, prefix) {
+			wait = max(wait, d)
+		}
+	}
 	s.mu.Unlock()
+	if wait > 0 {
+		select {
+		case <-time.After(wait):
+		case <-r.Context().Done():
+			return
+		}
+	}
 	if !ok || r.Method != http.MethodGet {
 		http.NotFound(w, r)
 		return
@@ -102,6 +117,18 @@ func (s *MUDServer) Put(rawURL, mediaType string, body []byte) error {
 	defer s.mu.Unlock()
 	s.files[u.Path] = served{mediaType: mediaType, body: append([]byte(nil), body...)}
 	return nil
+}
+
+// Hang makes requests for paths that start with prefix wait d before they
+// are answered, as a slow or stuck MUD server would; 0 ends it.
+func (s *MUDServer) Hang(prefix string, d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if d <= 0 {
+		delete(s.hang, prefix)
+		return
+	}
+	s.hang[prefix] = d
 }
 
 // Requests lists the paths requested so far, in order.

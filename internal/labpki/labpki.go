@@ -85,10 +85,17 @@ func (ca *CA) Server(names []string, ips []net.IP) (*Leaf, error) {
 
 // Signer issues a MUD-signer certificate (digitalSignature, RFC 8520 §13.2).
 func (ca *CA) Signer(subject pkix.Name) (*Leaf, error) {
+	return ca.SignerUntil(subject, time.Time{})
+}
+
+// SignerUntil issues a MUD-signer certificate that expires at notAfter
+// (the zero time: a year from now).
+func (ca *CA) SignerUntil(subject pkix.Name, notAfter time.Time) (*Leaf, error) {
 	return ca.leaf(&x509.Certificate{
 		Subject:     subject,
 		KeyUsage:    x509.KeyUsageDigitalSignature,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageCodeSigning},
+		NotAfter:    notAfter,
 	})
 }
 

@@ -83,3 +83,26 @@ func TestServerCertificate(t *testing.T) {
 		t.Fatal("wrong host accepted")
 	}
 }
+
+// A signer issued until a time expires then; Signer's lasts a year.
+func TestSignerUntil(t *testing.T) {
+	ca, err := NewCA("Lab")
+	if err != nil {
+		t.Fatal(err)
+	}
+	until := time.Now().Add(time.Minute).Truncate(time.Second)
+	short, err := ca.SignerUntil(pkix.Name{CommonName: "short-lived"}, until)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !short.Cert.NotAfter.Equal(until) {
+		t.Errorf("NotAfter %s, want %s", short.Cert.NotAfter, until)
+	}
+	long, err := ca.Signer(pkix.Name{CommonName: "long-lived"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if long.Cert.NotAfter.Before(time.Now().Add(300 * 24 * time.Hour)) {
+		t.Errorf("Signer expires %s", long.Cert.NotAfter)
+	}
+}

@@ -81,11 +81,19 @@ func printStatus(w io.Writer, st api.Status) error {
 	return flushTable(t)
 }
 
+// printDevices lists the devices. ENFORCEMENT is in capitals when a
+// device's MUD file cannot be used and it is unrestricted for it
+// (UNENFORCED), and the reason ends the line.
 func printDevices(w io.Writer, ds []api.Device) error {
 	t := newTable(w)
-	fmt.Fprintln(t, "MAC\tIPS\tHOSTNAME\tSTATE\tMUD URL")
+	fmt.Fprintln(t, "MAC\tIPS\tHOSTNAME\tSTATE\tENFORCEMENT\tMUD URL\tREASON")
 	for _, d := range ds {
-		fmt.Fprintf(t, "%s\t%s\t%s\t%s\t%s\n", d.MAC, joinAddrs(d.IPs), dash(d.Hostname), d.State, dash(d.MUDURL))
+		enf := dash(string(d.Enforcement))
+		if d.Enforcement == store.EnforcementUnenforced {
+			enf = "UNENFORCED"
+		}
+		fmt.Fprintf(t, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.MAC, joinAddrs(d.IPs), dash(d.Hostname), d.State, enf,
+			dash(d.MUDURL), d.UnenforcedReason)
 	}
 	return flushTable(t)
 }
@@ -101,8 +109,17 @@ func printDevice(w io.Writer, d api.Device) error {
 	row("ips", joinAddrs(d.IPs))
 	row("hostname", dash(d.Hostname))
 	row("interface", d.Interface)
+	row("port", d.Port)
 	row("state", string(d.State))
 	row("reason", d.Reason)
+	switch d.Enforcement {
+	case store.EnforcementUnenforced:
+		row("enforcement", "UNENFORCED (unrestricted: policy.on_failure baseline)")
+	default:
+		row("enforcement", string(d.Enforcement))
+	}
+	row("unenforced because", d.UnenforcedReason)
+	row("invalid mud url", d.InvalidMUDURL)
 	for _, r := range d.PendingReasons {
 		row("pending because", r)
 	}
@@ -133,6 +150,24 @@ func printDevice(w io.Writer, d api.Device) error {
 		row("digest", m.Digest)
 		if !m.FetchedAt.IsZero() {
 			row("fetched", when(m.FetchedAt))
+		}
+	}
+	if f := d.Fetch; f != nil {
+		switch {
+		case f.InFlight:
+			row("fetch", "in flight")
+		case f.Queued:
+			row("fetch", "queued: "+f.Waiting)
+		}
+		if f.Failures > 0 {
+			row("fetch failures", fmt.Sprintf("%d; next attempt %s", f.Failures, when(f.NextAttempt)))
+		}
+		for _, a := range f.Attempts {
+			res := "fetched"
+			if !a.OK {
+				res = "failed: " + a.Error
+			}
+			row("fetch attempt", fmt.Sprintf("%s  %.2fs  %s  %s", when(a.At), a.Seconds, dash(a.Port), res))
 		}
 	}
 	if !d.LeaseExpiry.IsZero() {

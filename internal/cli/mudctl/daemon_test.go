@@ -51,10 +51,12 @@ func TestDaemonTables(t *testing.T) {
 		header string // the first line's fields
 		want   string
 	}{
-		{[]string{"devices"}, "MAC IPS HOSTNAME STATE MUD URL", "192.0.2.10,2001:db8::10"},
+		{[]string{"devices"}, "MAC IPS HOSTNAME STATE ENFORCEMENT MUD URL REASON", "UNENFORCED   https://cam.example.net/cam.json            its MUD file awaits an administrator's approval"},
 		{[]string{"status"}, "version test", "inet mud, bridge mud"},
 		{[]string{"device", "show", "02-00-00-00-00-01"}, "mac 02:00:00:00:00:01", "Bulb 2000"},
 		{[]string{"device", "show", apitest.MACPending}, "mac 02:00:00:00:00:02", "pending because"},
+		{[]string{"device", "show", apitest.MACPending}, "mac 02:00:00:00:00:02", "unenforced because  its MUD file awaits"},
+		{[]string{"device", "show", apitest.MACPending}, "mac 02:00:00:00:00:02", "lan2  failed: GET"},
 		{[]string{"policy", "show", apitest.MACEnforced, "--nft"}, "device 02:00:00:00:00:01 policy p1 https://lighting.example.com/lightbulb2000", "chain pol_p1_out"},
 		{[]string{"events"}, "SEQ TIME MAC KIND CHANGE MESSAGE", "seen"},
 		{[]string{"controllers", "list"}, "URI KIND PREFIXES SOURCE", ""},
