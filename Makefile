@@ -75,7 +75,7 @@ demo:
 # man pages and completions of `make docs`.
 HOSTARCH    := $(shell $(GO) env GOARCH)
 IPK_TARGETS ?= arm64:aarch64_cortex-a53 arm:arm_cortex-a7_neon-vfpv4 mipsle:mipsel_24kc
-MKPKG        = $(GO) -C packaging run ./mkpkg -root $(CURDIR) -version '$(VERSION)' -out $(CURDIR)/dist
+MKPKG        = SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) $(GO) -C packaging run ./mkpkg -root $(CURDIR) -version '$(VERSION)' -out $(CURDIR)/dist
 BUILD_FOR    = GOOS=linux GOARCH=$(1) GOARM=7 GOMIPS=softfloat $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/linux_$(1)/ ./cmd/mudd && ln -sfn mudd bin/linux_$(1)/mudctl
 
 package: docs
