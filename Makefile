@@ -9,13 +9,26 @@ LDFLAGS  := -s -w -X main.version=$(VERSION)
 FUZZTIME ?= 10s
 export CGO_ENABLED ?= 0
 
-.PHONY: all build test unit fuzz lint deps bench clean demo package dist openwrt-feed
+.PHONY: all build docs test unit fuzz lint deps bench clean demo package dist openwrt-feed
 
 all: build
 
+# build: bin/mudd, which is mudctl too when invoked under that name
+# (bin/mudctl is a symbolic link to it, as the packages install it), and
+# bin/mudlab, the demo.
 build:
 	mkdir -p bin
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ ./cmd/...
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ ./cmd/mudd ./cmd/mudlab
+	ln -sfn mudd bin/mudctl
+
+# docs: the man pages and mudctl's shell completions, generated from the
+# command trees into build/doc (man/man1, man/man8, completions/), dated
+# by the last commit so that the same commit gives the same pages.
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+
+docs:
+	rm -rf build/doc
+	SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) $(GO) run ./internal/gendocs -version '$(VERSION)' -out build/doc
 
 deps:
 	./scripts/install-deps.sh
@@ -45,28 +58,32 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
 clean:
-	rm -rf bin
+	rm -rf bin build dist
 
 # demo: the MUD enforcement demonstration in network namespaces (needs root;
 # it removes everything it creates, also on failure or Ctrl-C).
 demo:
 	./scripts/install-deps.sh
-	$(MAKE) build  # bin/mudd, bin/mudctl and bin/mudlab
-	./bin/mudlab --mudd bin/mudd --mudctl bin/mudctl
+	$(MAKE) build  # bin/mudd (and mudctl) and bin/mudlab
+	./bin/mudlab --mudd bin/mudd
 
 # package: .deb and .rpm for this machine's architecture, and OpenWrt .ipk
 # files for common targets (GOARCH:OpenWrt package architecture; override
-# IPK_TARGETS for yours), into dist/. Static binaries go to bin/linux_ARCH/.
+# IPK_TARGETS for yours), into dist/. The static binary goes to
+# bin/linux_ARCH/mudd (with mudctl linked to it), built here in mud's own
+# module; packaging/mkpkg (a module of its own) only packs it, with the
+# man pages and completions of `make docs`.
 HOSTARCH    := $(shell $(GO) env GOARCH)
 IPK_TARGETS ?= arm64:aarch64_cortex-a53 arm:arm_cortex-a7_neon-vfpv4 mipsle:mipsel_24kc
-MKPKG        = $(GO) -C packaging run ./mkpkg -root $(CURDIR) -version '$(VERSION)' -out $(CURDIR)/dist
+MKPKG        = SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) $(GO) -C packaging run ./mkpkg -root $(CURDIR) -version '$(VERSION)' -out $(CURDIR)/dist
+BUILD_FOR    = GOOS=linux GOARCH=$(1) GOARM=7 GOMIPS=softfloat $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/linux_$(1)/ ./cmd/mudd && ln -sfn mudd bin/linux_$(1)/mudctl
 
-package:
-	GOOS=linux GOARCH=$(HOSTARCH) $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/linux_$(HOSTARCH)/ ./cmd/mudd ./cmd/mudctl
-	$(MKPKG) -config nfpm.yaml -arch $(HOSTARCH) -bindir $(CURDIR)/bin/linux_$(HOSTARCH) -formats deb,rpm
+package: docs
+	$(call BUILD_FOR,$(HOSTARCH))
+	$(MKPKG) -config nfpm.yaml -arch $(HOSTARCH) -bindir $(CURDIR)/bin/linux_$(HOSTARCH) -docdir $(CURDIR)/build/doc -formats deb,rpm
 	set -e; for t in $(IPK_TARGETS); do \
 		arch=$${t%%:*}; \
-		GOOS=linux GOARCH=$$arch GOARM=7 GOMIPS=softfloat $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/linux_$$arch/ ./cmd/mudd ./cmd/mudctl; \
+		$(call BUILD_FOR,$$arch); \
 		$(MKPKG) -config openwrt/nfpm.yaml -arch $$arch -ipk-arch $${t#*:} -bindir $(CURDIR)/bin/linux_$$arch -formats ipk; \
 	done
 

@@ -1,6 +1,8 @@
 package packaging
 
 import (
+	"bytes"
+	"compress/gzip"
 	"errors"
 	"fmt"
 	"maps"
@@ -8,7 +10,9 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/goreleaser/nfpm/v2"
 	"github.com/goreleaser/nfpm/v2/deb"
@@ -28,9 +32,14 @@ type Options struct {
 	// Root is the directory the configuration's relative source paths
 	// are relative to: the repository root.
 	Root string
-	// BinDir holds the mudd and mudctl binaries built for Arch; it is the
+	// BinDir holds the mudd binary built for Arch; it is the
 	// configuration's ${BINDIR}.
 	BinDir string
+	// DocDir holds the man pages and completions internal/gendocs wrote
+	// (man/manN/*.N, completions/); Build packs a copy with the man pages
+	// compressed (*.N.gz), which is the configuration's ${DOCDIR}. Needed
+	// by the configurations that name ${DOCDIR}.
+	DocDir string
 	// Version is the version as `git describe` prints it; it becomes
 	// ${VERSION} through PackageVersion.
 	Version string
@@ -67,10 +76,27 @@ func Build(o Options) ([]string, error) {
 	}
 	vars := Project.vars()
 	vars["VERSION"], vars["ARCH"], vars["BINDIR"] = PackageVersion(o.Version), o.Arch, bin
+	// Files made for the package: the Debian changelog, and the
+	// documentation with its man pages compressed.
+	gen, err := os.MkdirTemp("", "mkpkg-")
+	if err != nil {
+		return nil, fmt.Errorf("packaging: %w", err)
+	}
+	defer os.RemoveAll(gen)
+	vars["CHANGELOG"] = filepath.Join(gen, "changelog.gz")
+	if err := os.WriteFile(vars["CHANGELOG"], debianChangelog(vars["VERSION"], sourceDate()), 0o644); err != nil {
+		return nil, fmt.Errorf("packaging: %w", err)
+	}
+	if o.DocDir != "" {
+		vars["DOCDIR"] = filepath.Join(gen, "doc")
+		if err := stageDocs(o.DocDir, vars["DOCDIR"]); err != nil {
+			return nil, fmt.Errorf("packaging: the documentation in %s: %w", o.DocDir, err)
+		}
+	}
 	var unknown []string
 	mapping := func(name string) string {
 		v, ok := vars[name]
-		if !ok && !strings.HasPrefix(name, "NFPM_") { // nfpm itself asks for signing passphrases
+		if !ok && !strings.HasPrefix(name, "NFPM_") && !slices.Contains(unknown, name) { // nfpm itself asks for signing passphrases
 			unknown = append(unknown, name)
 		}
 		return v
@@ -82,6 +108,9 @@ func Build(o Options) ([]string, error) {
 	// nfpm expands variables in the name, homepage, maintainer and vendor
 	// but not in the license.
 	cfg.License = os.Expand(cfg.License, mapping)
+	if slices.Contains(unknown, "DOCDIR") && o.DocDir == "" {
+		return nil, fmt.Errorf("packaging: %s packs the generated man pages and completions (${DOCDIR}): give their directory", o.Config)
+	}
 	if len(unknown) > 0 {
 		known := slices.Sorted(maps.Keys(vars))
 		return nil, fmt.Errorf("packaging: %s uses unknown variables %v (known: %s)", o.Config, unknown, strings.Join(known, ", "))
@@ -130,6 +159,65 @@ func buildOne(cfg *nfpm.Config, format, root string, o Options) (string, error) 
 	}
 	return path, nil
 }
+
+// stageDocs copies the documentation gendocs wrote in src to dst, with
+// each man page (man/manN/NAME.N) compressed as Debian and Fedora install
+// them, NAME.N.gz.
+func stageDocs(src, dst string) error {
+	found := false
+	err := copyTree(src, dst, func(rel string, data []byte) (string, []byte) {
+		if !manPage.MatchString(filepath.ToSlash(rel)) {
+			return rel, data
+		}
+		found = true
+		return rel + ".gz", gzipped(data)
+	})
+	if err == nil && !found {
+		err = errors.New("no man pages (man/manN/NAME.N)")
+	}
+	return err
+}
+
+// gzipped compresses data as gzip -9n does: the best compression, and no
+// file name or time stamp in the header, so the same data gives the same
+// bytes.
+func gzipped(data []byte) []byte {
+	var buf bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&buf, gzip.BestCompression) // a valid level
+	// Writing to a bytes.Buffer does not fail.
+	_, _ = zw.Write(data)
+	_ = zw.Close()
+	return buf.Bytes()
+}
+
+// debianChangelog is the changelog a Debian package must carry
+// (/usr/share/doc/PACKAGE/changelog.gz for a package of upstream's own, a
+// "native" one), gzipped: one entry, for version, pointing to the
+// project's history.
+func debianChangelog(version string, date time.Time) []byte {
+	entry := fmt.Sprintf(`%s (%s) unstable; urgency=medium
+
+  * Release %s of %s. Its changes are in the project's
+    history and release notes:
+    %s
+
+ -- %s  %s
+`, Project.Package, version, version, Project.Name, Project.Homepage, Project.Maintainer, date.Format(time.RFC1123Z))
+	return gzipped([]byte(entry))
+}
+
+// sourceDate is the date of the changelog entry: $SOURCE_DATE_EPOCH
+// (the reproducible-builds convention, which nfpm follows for the files'
+// times too) when set, else now.
+func sourceDate() time.Time {
+	if s, err := strconv.ParseInt(os.Getenv("SOURCE_DATE_EPOCH"), 10, 64); err == nil {
+		return time.Unix(s, 0).UTC()
+	}
+	return time.Now().UTC()
+}
+
+// manPage is the path of a man page below the documentation directory.
+var manPage = regexp.MustCompile(`^man/man([1-9])/[^/]+\.[1-9]$`)
 
 // resolvePaths makes the configuration's relative source and script paths
 // relative to root rather than to the working directory, as nfpm reads

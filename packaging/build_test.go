@@ -34,14 +34,27 @@ func TestBuildRefuses(t *testing.T) {
 	if err := os.WriteFile(cfg, []byte("name: x\nversion: ${VERSION}\narch: ${ARCH}\ndescription: ${DESCRIPTION}\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// Documentation as gendocs lays it out.
+	doc := filepath.Join(dir, "doc")
+	for _, f := range []string{"man/man1/mudctl.1", "man/man8/mudd.8", "completions/bash/mudctl", "completions/zsh/_mudctl", "completions/fish/mudctl.fish"} {
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(doc, f)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(doc, f), []byte("x\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 	for name, tc := range map[string]struct {
 		o    Options
 		want string
 	}{
-		"unknown format":   {Options{Config: "nfpm.yaml", Formats: []string{"msi"}}, `unknown package format "msi"`},
-		"no format":        {Options{Config: "nfpm.yaml"}, "no package format"},
-		"unknown variable": {Options{Config: cfg, Formats: []string{"deb"}, OutDir: dir}, "DESCRIPTION"},
-		"missing binaries": {Options{Config: "nfpm.yaml", Root: "..", BinDir: dir, Formats: []string{"deb"}, OutDir: dir}, "mudd"},
+		"unknown format":        {Options{Config: "nfpm.yaml", Formats: []string{"msi"}}, `unknown package format "msi"`},
+		"no format":             {Options{Config: "nfpm.yaml"}, "no package format"},
+		"unknown variable":      {Options{Config: cfg, Formats: []string{"deb"}, OutDir: dir}, "DESCRIPTION"},
+		"missing documentation": {Options{Config: "nfpm.yaml", Root: "..", BinDir: dir, Formats: []string{"deb"}, OutDir: dir}, "man pages"},
+		"documentation without man pages": {Options{Config: "nfpm.yaml", Root: "..", BinDir: dir, DocDir: filepath.Join(doc, "completions"),
+			Formats: []string{"deb"}, OutDir: dir}, "no man pages"},
+		"missing binaries": {Options{Config: "nfpm.yaml", Root: "..", BinDir: dir, DocDir: doc, Formats: []string{"deb"}, OutDir: dir}, "mudd"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := Build(tc.o)

@@ -6,8 +6,11 @@
 // its procd init script (openwrt/mudd/). [Project] is the packages'
 // metadata. README.md says how to install.
 //
-// [Build] packs built binaries into packages with the nfpm library, so
-// `make package` needs nothing but Go (packaging/mkpkg is its command).
+// [Build] packs the built mudd (mudctl is a link to it), the generated man
+// pages and completions, and a Debian changelog into packages with the nfpm
+// library, so `make package` needs nothing but Go (packaging/mkpkg is its
+// command). It builds nothing: the binary is built in mud's own module, so
+// that this module's dependency versions cannot change it.
 // [SourceTarball] writes a release's reproducible source tarball and
 // [OpenWrtFeed] the feed package that builds from it, stating its hash
 // (`make dist`, `make openwrt-feed`; packaging/mkdist).

@@ -255,6 +255,10 @@ func TestOpenWrtFeedMatchesIPK(t *testing.T) {
 		}
 		feed[m[2]] = src
 	}
+	// $(LN) ../sbin/mudd $(1)/usr/bin/mudctl
+	for _, m := range regexp.MustCompile(`\$\(LN\) (\S+) \$\(1\)(\S+)`).FindAllStringSubmatch(string(mk), -1) {
+		feed[m[2]] = "link to " + m[1]
+	}
 	data, err := os.ReadFile("openwrt/nfpm.yaml")
 	if err != nil {
 		t.Fatal(err)
@@ -275,7 +279,10 @@ func TestOpenWrtFeedMatchesIPK(t *testing.T) {
 			continue
 		}
 		src := c.Src
-		if strings.HasPrefix(src, "${BINDIR}/") {
+		switch {
+		case c.Type == "symlink":
+			src = "link to " + src
+		case strings.HasPrefix(src, "${BINDIR}/"):
 			src = "binary " + strings.TrimPrefix(src, "${BINDIR}/")
 		}
 		ipk[c.Dst] = src
@@ -284,7 +291,7 @@ func TestOpenWrtFeedMatchesIPK(t *testing.T) {
 		t.Errorf("the feed Makefile installs\n %v\nthe ipk\n %v", feed, ipk)
 	}
 	for _, src := range feed {
-		if !strings.HasPrefix(src, "binary ") {
+		if !strings.HasPrefix(src, "binary ") && !strings.HasPrefix(src, "link to ") {
 			if _, err := os.Stat(filepath.Join("..", src)); err != nil {
 				t.Errorf("installed file missing: %v", err)
 			}

@@ -5,6 +5,8 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,8 +16,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -27,50 +31,91 @@ import (
 // testVersion is what `git describe` would print two commits after v1.2.3.
 const testVersion = "v1.2.3-2-gabc1234"
 
-// TestPackages builds mudd (mudctl is a link to it), packs them as make package does, and
-// checks the packages the way a user meets them: dpkg-deb's view of the
-// .deb, the files it installs, the installed mudd running under the
-// systemd unit's privileges, and the OpenWrt .ipk and init script.
-func TestPackages(t *testing.T) {
-	netlab.RequireCommand(t, "go", "dpkg-deb")
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "bin")
-	if err := os.Mkdir(bin, 0o755); err != nil {
-		t.Fatal(err)
+// TestMain removes what the tests share.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if shared.dir != "" {
+		os.RemoveAll(shared.dir)
 	}
-	// One binary, mudd, that is mudctl when invoked under that name. The
-	// package configuration packs BINDIR/mudctl as a file, and nfpm would
-	// pack a symbolic link as a link, so here it is a hard link to mudd.
-	mudd, mudctl, err := multicall.Build(bin, multicall.Options{Version: testVersion, Strip: true})
+	os.Exit(code)
+}
+
+// shared holds mkpkg, built once for the tests that pack.
+var shared struct {
+	once  sync.Once
+	dir   string
+	mkpkg string
+	err   error
+}
+
+// mkpkg builds packaging/mkpkg once and returns its path. The tests run it
+// as `make package` does, outside the race detector, which would make
+// compressing the binaries take minutes.
+func mkpkg(t *testing.T) string {
+	t.Helper()
+	shared.once.Do(func() {
+		if shared.dir, shared.err = os.MkdirTemp("", "mkpkg-test-"); shared.err != nil {
+			return
+		}
+		shared.mkpkg = filepath.Join(shared.dir, "mkpkg")
+		if out, err := exec.Command("go", "build", "-o", shared.mkpkg, "./mkpkg").CombinedOutput(); err != nil {
+			shared.err = fmt.Errorf("go build mkpkg: %v\n%s", err, out)
+		}
+	})
+	if shared.err != nil {
+		t.Fatal(shared.err)
+	}
+	return shared.mkpkg
+}
+
+// pack runs mkpkg with the repository as its root and returns the paths
+// of the packages it wrote.
+func pack(t *testing.T, args ...string) []string {
+	t.Helper()
+	args = append([]string{"-root", "..", "-version", testVersion}, args...)
+	var stderr bytes.Buffer
+	cmd := exec.Command(mkpkg(t), args...)
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("mkpkg %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
+	}
+	return strings.Fields(string(out))
+}
+
+// genDocs writes the man pages and completions into dir as `make docs`
+// does: internal/gendocs, run in mud's own module.
+func genDocs(t *testing.T, dir string) {
+	t.Helper()
+	mod, err := multicall.ModuleDir()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Remove(mudctl); err != nil {
+	cmd := exec.Command("go", "run", "./internal/gendocs", "-version", testVersion, "-out", dir)
+	cmd.Dir = mod
+	cmd.Env = append(os.Environ(), "SOURCE_DATE_EPOCH=1700000000")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("gendocs: %v\n%s", err, out)
+	}
+}
+
+// TestPackages builds mudd (mudctl is a link to it) and its documentation,
+// packs them as make package does, and checks the packages the way a user
+// meets them: dpkg-deb's and rpm's view of the .deb and the .rpm, the files
+// the .deb installs, the installed mudd running under the systemd unit's
+// privileges, and the OpenWrt .ipk and init script.
+func TestPackages(t *testing.T) {
+	netlab.RequireCommand(t, "go", "dpkg-deb")
+	dir := t.TempDir()
+	bin, doc := filepath.Join(dir, "bin"), filepath.Join(dir, "doc")
+	if _, _, err := multicall.Build(bin, multicall.Options{Version: testVersion, Strip: true}); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Link(mudd, mudctl); err != nil {
-		t.Fatal(err)
-	}
-	// Packed by mkpkg, as `make package` does (and outside the race
-	// detector, which would make compressing 20 MB of binaries take minutes).
-	mkpkg := filepath.Join(dir, "mkpkg")
-	if out, err := exec.Command("go", "build", "-o", mkpkg, "./mkpkg").CombinedOutput(); err != nil {
-		t.Fatalf("go build mkpkg: %v\n%s", err, out)
-	}
+	genDocs(t, doc)
 	dist := filepath.Join(dir, "dist")
-	pack := func(args ...string) []string {
-		args = append([]string{"-root", "..", "-bindir", bin, "-version", testVersion, "-arch", runtime.GOARCH, "-out", dist}, args...)
-		var stderr bytes.Buffer
-		cmd := exec.Command(mkpkg, args...)
-		cmd.Stderr = &stderr
-		out, err := cmd.Output()
-		if err != nil {
-			t.Fatalf("mkpkg %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
-		}
-		return strings.Fields(string(out))
-	}
-	pkgs := pack("-config", "nfpm.yaml", "-formats", "deb,rpm")
-	ipks := pack("-config", "openwrt/nfpm.yaml", "-ipk-arch", "mipsel_24kc", "-formats", "ipk")
+	common := []string{"-bindir", bin, "-arch", runtime.GOARCH, "-out", dist}
+	pkgs := pack(t, append(common, "-config", "nfpm.yaml", "-docdir", doc, "-formats", "deb,rpm")...)
+	ipks := pack(t, append(common, "-config", "openwrt/nfpm.yaml", "-ipk-arch", "mipsel_24kc", "-formats", "ipk")...)
 	if len(pkgs) != 2 || len(ipks) != 1 {
 		t.Fatalf("mkpkg wrote %v and %v", pkgs, ipks)
 	}
@@ -84,22 +129,11 @@ func TestPackages(t *testing.T) {
 	}
 
 	t.Run("deb metadata", func(t *testing.T) { checkDebControl(t, debPath, dir) })
-	t.Run("deb files", func(t *testing.T) { checkDebFiles(t, debPath, root) })
+	t.Run("deb files", func(t *testing.T) { checkDebFiles(t, debPath, root, bin, doc) })
 	t.Run("installed mudd", func(t *testing.T) { checkInstalled(t, root) })
 	t.Run("sysusers", func(t *testing.T) { checkSysusers(t, root) })
 	t.Run("systemd-analyze verify", func(t *testing.T) { checkUnitVerifies(t, root) })
-	t.Run("rpm", func(t *testing.T) {
-		b, err := os.ReadFile(rpmPath)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !bytes.HasPrefix(b, []byte{0xed, 0xab, 0xee, 0xdb}) {
-			t.Errorf("%s is not an rpm (lead %x)", rpmPath, b[:min(4, len(b))])
-		}
-		if want := "mudd-1.2.3+2.gabc1234-1."; !strings.HasPrefix(filepath.Base(rpmPath), want) {
-			t.Errorf("rpm file %s, want %s*", filepath.Base(rpmPath), want)
-		}
-	})
+	t.Run("rpm", func(t *testing.T) { checkRPM(t, rpmPath, root, bin, doc) })
 	t.Run("ipk", func(t *testing.T) { checkIPK(t, ipkPath) })
 	t.Run("openwrt init script", func(t *testing.T) { checkInitScript(t, filepath.Join(root, "usr/sbin/mudd")) })
 	t.Run("runs as the unit says", func(t *testing.T) { checkRunsUnprivileged(t, root) })
@@ -115,8 +149,13 @@ func run(t *testing.T, name string, args ...string) string {
 }
 
 func checkDebControl(t *testing.T, deb, dir string) {
-	fields := run(t, "dpkg-deb", "--field", deb, "Package", "Version", "Architecture", "Depends")
-	for _, want := range []string{"Package: mudd\n", "Version: 1.2.3+2.gabc1234\n"} {
+	fields := run(t, "dpkg-deb", "--field", deb, "Package", "Version", "Architecture", "Depends", "Maintainer", "Homepage")
+	for _, want := range []string{
+		"Package: " + Project.Package + "\n",
+		"Version: 1.2.3+2.gabc1234\n",
+		"Maintainer: " + Project.Maintainer + "\n",
+		"Homepage: " + Project.Homepage + "\n",
+	} {
 		if !strings.Contains(fields, want) {
 			t.Errorf("control fields lack %q:\n%s", want, fields)
 		}
@@ -159,9 +198,96 @@ func checkDebControl(t *testing.T, deb, dir string) {
 	}
 }
 
-func checkDebFiles(t *testing.T, deb, root string) {
-	// dpkg-deb -c prints: mode owner/group size date time path
-	entries := map[string]string{}
+// pkgFile is what a package installs at a path.
+type pkgFile struct {
+	mode string // as ls prints it: -rw-r--r--, drwxr-xr-x; l for a symbolic link
+	link string // a link's target, resolved against the link's directory
+	src  string // the file whose bytes it holds (relative to packaging/)
+	gzip bool   // compressed as gzip -n does
+	// config is a configuration file the package manager keeps edits of.
+	config bool
+}
+
+// wantFiles is what the package of format (deb or rpm) installs: the
+// binary and the link to it, the unit and the configuration, the man pages
+// and completions generated into doc, and the license where the
+// distribution looks for it.
+func wantFiles(t *testing.T, format, bin, doc string) map[string]pkgFile {
+	t.Helper()
+	want := map[string]pkgFile{
+		"/usr/sbin/mudd":                       {mode: "-rwxr-xr-x", src: filepath.Join(bin, "mudd")},
+		"/usr/bin/mudctl":                      {mode: "l", link: "/usr/sbin/mudd"},
+		"/usr/lib/systemd/system/mudd.service": {mode: "-rw-r--r--", src: "systemd/mudd.service"},
+		"/usr/lib/sysusers.d/mudd.conf":        {mode: "-rw-r--r--", src: "systemd/mudd.sysusers"},
+		"/etc/mud/mudd.yaml":                   {mode: "-rw-r--r--", src: "mudd.yaml", config: true},
+		"/etc/mud/trust":                       {mode: "drwxr-xr-x"},
+		// mudctl's completions, where bash-completion and fish look.
+		"/usr/share/bash-completion/completions/mudctl":    {mode: "-rw-r--r--", src: filepath.Join(doc, "completions/bash/mudctl")},
+		"/usr/share/fish/vendor_completions.d/mudctl.fish": {mode: "-rw-r--r--", src: filepath.Join(doc, "completions/fish/mudctl.fish")},
+	}
+	zsh := filepath.Join(doc, "completions/zsh/_mudctl")
+	switch format {
+	case "deb":
+		want["/usr/share/zsh/vendor-completions/_mudctl"] = pkgFile{mode: "-rw-r--r--", src: zsh}
+		want["/usr/share/doc/mudd/copyright"] = pkgFile{mode: "-rw-r--r--", src: "debian/copyright"}
+		want["/usr/share/doc/mudd/changelog.gz"] = pkgFile{mode: "-rw-r--r--", gzip: true}
+		want["/usr/share/lintian/overrides/mudd"] = pkgFile{mode: "-rw-r--r--", src: "debian/lintian-overrides"}
+	case "rpm":
+		want["/usr/share/zsh/site-functions/_mudctl"] = pkgFile{mode: "-rw-r--r--", src: zsh}
+		want["/usr/share/licenses/mudd/LICENSE"] = pkgFile{mode: "-rw-r--r--", src: "../LICENSE"}
+	}
+	pages, err := filepath.Glob(filepath.Join(doc, "man", "man*", "*"))
+	if err != nil || len(pages) == 0 {
+		t.Fatalf("no man pages in %s (%v)", doc, err)
+	}
+	for _, p := range pages {
+		rel, _ := filepath.Rel(doc, p)
+		want["/usr/share/"+filepath.ToSlash(rel)+".gz"] = pkgFile{mode: "-rw-r--r--", src: p, gzip: true}
+	}
+	for _, page := range []string{"man1/mudctl.1", "man1/mudctl-lint.1", "man8/mudd.8", "man8/mudd-check-config.8"} {
+		if _, ok := want["/usr/share/man/"+page+".gz"]; !ok {
+			t.Errorf("gendocs wrote no %s", page)
+		}
+	}
+	return want
+}
+
+// checkFileList compares the files (not the directories the package only
+// creates on the way) a package lists with want: every one is wanted, with
+// its mode and link target. list maps a path to its mode and link target.
+func checkFileList(t *testing.T, list map[string][2]string, want map[string]pkgFile) {
+	t.Helper()
+	for path, w := range want {
+		got, ok := list[path]
+		switch {
+		case !ok:
+			t.Errorf("the package lacks %s", path)
+		case w.mode == "l":
+			if target := resolveLink(path, got[1]); got[0][0] != 'l' || target != w.link {
+				t.Errorf("%s has mode %s and links to %q, want a symbolic link to %s", path, got[0], got[1], w.link)
+			}
+		case got[0] != w.mode:
+			t.Errorf("%s has mode %s, want %s", path, got[0], w.mode)
+		}
+	}
+	for path, got := range list {
+		if _, ok := want[path]; !ok && got[0][0] != 'd' {
+			t.Errorf("the package installs %s (%s), which it should not", path, got[0])
+		}
+	}
+}
+
+// resolveLink is the path a symbolic link at path with target points to.
+func resolveLink(path, target string) string {
+	if target == "" || filepath.IsAbs(target) {
+		return target
+	}
+	return filepath.Join(filepath.Dir(path), target)
+}
+
+func checkDebFiles(t *testing.T, deb, root, bin, doc string) {
+	// dpkg-deb -c prints: mode owner/group size date time path [-> target]
+	list := map[string][2]string{}
 	for _, line := range strings.Split(strings.TrimSpace(run(t, "dpkg-deb", "--contents", deb)), "\n") {
 		f := strings.Fields(line)
 		if len(f) < 6 {
@@ -170,35 +296,131 @@ func checkDebFiles(t *testing.T, deb, root string) {
 		if f[1] != "root/root" {
 			t.Errorf("%s is owned by %s, want root/root", f[5], f[1])
 		}
-		entries[f[5]] = f[0]
-	}
-	for path, mode := range map[string]string{
-		"./usr/sbin/mudd":                       "-rwxr-xr-x",
-		"./usr/bin/mudctl":                      "-rwxr-xr-x",
-		"./usr/lib/systemd/system/mudd.service": "-rw-r--r--",
-		"./usr/lib/sysusers.d/mudd.conf":        "-rw-r--r--",
-		"./etc/mud/mudd.yaml":                   "-rw-r--r--",
-		"./etc/mud/trust/":                      "drwxr-xr-x",
-	} {
-		if got, ok := entries[path]; !ok {
-			t.Errorf("the package lacks %s", path)
-		} else if got != mode {
-			t.Errorf("%s has mode %s, want %s", path, got, mode)
+		path, target := strings.TrimSuffix(strings.TrimPrefix(f[5], "."), "/"), ""
+		if len(f) == 8 && f[6] == "->" {
+			target = f[7]
+		}
+		if path != "" {
+			list[path] = [2]string{f[0], target}
 		}
 	}
-	for installed, src := range map[string]string{
-		"usr/lib/systemd/system/mudd.service": "systemd/mudd.service",
-		"usr/lib/sysusers.d/mudd.conf":        "systemd/mudd.sysusers",
-		"etc/mud/mudd.yaml":                   "mudd.yaml",
-	} {
-		got, err := os.ReadFile(filepath.Join(root, installed))
+	want := wantFiles(t, "deb", bin, doc)
+	checkFileList(t, list, want)
+	for path, w := range want {
+		if w.mode[0] != '-' {
+			continue
+		}
+		got, err := os.ReadFile(filepath.Join(root, path))
 		if err != nil {
 			t.Error(err)
 			continue
 		}
-		if want, _ := os.ReadFile(src); !bytes.Equal(got, want) {
-			t.Errorf("installed %s differs from %s", installed, src)
+		if w.gzip {
+			if got = gunzip(t, path, got); got == nil {
+				continue
+			}
 		}
+		if w.src == "" {
+			continue
+		}
+		if want, err := os.ReadFile(w.src); err != nil || !bytes.Equal(got, want) {
+			t.Errorf("installed %s differs from %s (%v)", path, w.src, err)
+		}
+	}
+	// The changelog's one entry is of this version.
+	if b, err := os.ReadFile(filepath.Join(root, "usr/share/doc/mudd/changelog.gz")); err == nil {
+		if first, _, _ := strings.Cut(string(gunzip(t, "changelog.gz", b)), "\n"); first != "mudd (1.2.3+2.gabc1234) unstable; urgency=medium" {
+			t.Errorf("changelog entry %q, want one for mudd 1.2.3+2.gabc1234", first)
+		}
+	}
+	// The unit's Documentation= man pages are in the package.
+	for _, ref := range regexp.MustCompile(`man:([\w.-]+)\(([1-9])\)`).FindAllStringSubmatch(strings.Join(readUnit(t, "systemd/mudd.service")["Unit"]["Documentation"], " "), -1) {
+		if page := fmt.Sprintf("/usr/share/man/man%s/%s.%s.gz", ref[2], ref[1], ref[2]); list[page][0] == "" {
+			t.Errorf("the unit names %s, which the package lacks (%s)", ref[0], page)
+		}
+	}
+}
+
+// gunzip decompresses a file the package holds compressed, as gzip -n
+// compresses: no file name or time stamp, so that it is reproducible.
+func gunzip(t *testing.T, path string, b []byte) []byte {
+	t.Helper()
+	zr, err := gzip.NewReader(bytes.NewReader(b))
+	if err != nil {
+		t.Errorf("%s: %v", path, err)
+		return nil
+	}
+	if zr.Name != "" || !zr.ModTime.IsZero() {
+		t.Errorf("%s: gzip header has name %q and time %v, want neither (gzip -n)", path, zr.Name, zr.ModTime)
+	}
+	out, err := io.ReadAll(zr)
+	if err != nil {
+		t.Errorf("%s: %v", path, err)
+		return nil
+	}
+	return out
+}
+
+// checkRPM reads the .rpm with rpm itself: its name and header metadata,
+// and the files it installs with their modes, link targets, flags
+// (configuration, license) and SHA-256 digests, which must be those of the
+// same files in the .deb (unpacked in debRoot) or of their sources.
+func checkRPM(t *testing.T, rpmPath, debRoot, bin, doc string) {
+	netlab.RequireCommand(t, "rpm")
+	if want := "mudd-1.2.3+2.gabc1234-1."; !strings.HasPrefix(filepath.Base(rpmPath), want) {
+		t.Errorf("rpm file %s, want %s*", filepath.Base(rpmPath), want)
+	}
+	// A scratch database: querying a package file needs none, but rpm
+	// would otherwise create one under /var/lib/rpm.
+	db := "--dbpath=" + t.TempDir()
+	got := run(t, "rpm", db, "-qp", "--qf", "%{NAME}|%{LICENSE}|%{VENDOR}|%{URL}|%{PACKAGER}", rpmPath)
+	if want := strings.Join([]string{Project.Package, Project.License, Project.Vendor, Project.Homepage, Project.Maintainer}, "|"); got != want {
+		t.Errorf("rpm header: name|license|vendor|url|packager = %q, want %q", got, want)
+	}
+	const license = "/usr/share/licenses/mudd/LICENSE"
+	if got := strings.TrimSpace(run(t, "rpm", db, "-qp", "--licensefiles", rpmPath)); got != license {
+		t.Errorf("rpm %%license files: %q, want %s", got, license)
+	}
+	if algo := strings.TrimSpace(run(t, "rpm", db, "-qp", "--qf", "%{FILEDIGESTALGO}", rpmPath)); algo != "8" {
+		t.Fatalf("rpm file digest algorithm %s, want 8 (SHA-256)", algo)
+	}
+	out := run(t, "rpm", db, "-qp", "--qf", `[%{FILENAMES}\t%{FILEMODES:perms}\t%{FILEUSERNAME}:%{FILEGROUPNAME}\t%{FILELINKTOS}\t%{FILEFLAGS:fflags}\t%{FILEDIGESTS}\n]`, rpmPath)
+	list := map[string][2]string{}
+	flags, digests := map[string]string{}, map[string]string{}
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		f := strings.Split(line, "\t")
+		if len(f) != 6 {
+			t.Fatalf("cannot parse rpm's line %q", line)
+		}
+		if f[2] != "root:root" {
+			t.Errorf("%s is owned by %s, want root:root", f[0], f[2])
+		}
+		list[f[0]], flags[f[0]], digests[f[0]] = [2]string{f[1], f[3]}, f[4], f[5]
+	}
+	want := wantFiles(t, "rpm", bin, doc)
+	checkFileList(t, list, want)
+	for path, w := range want {
+		if _, ok := list[path]; !ok || w.mode[0] != '-' {
+			continue
+		}
+		src := w.src
+		if w.gzip {
+			src = filepath.Join(debRoot, path)
+		}
+		b, err := os.ReadFile(src)
+		if err != nil {
+			t.Error(err)
+			continue
+		}
+		if sum := sha256.Sum256(b); digests[path] != hex.EncodeToString(sum[:]) {
+			t.Errorf("%s in the .rpm differs from %s", path, src)
+		}
+		if strings.Contains(flags[path], "c") != w.config {
+			t.Errorf("%s has flags %q: configuration file %v, want %v", path, flags[path], !w.config, w.config)
+		}
+	}
+	if f := flags["/etc/mud/mudd.yaml"]; !strings.Contains(f, "n") {
+		t.Errorf("/etc/mud/mudd.yaml has flags %q: rpm would replace an edited configuration (want noreplace)", f)
 	}
 }
 
@@ -324,7 +546,11 @@ func checkIPK(t *testing.T, ipk string) {
 	control := readTarGz(t, bytes.NewReader(members["./control.tar.gz"].data))
 	data := readTarGz(t, bytes.NewReader(members["./data.tar.gz"].data))
 	fields := string(control["./control"].data)
-	for _, want := range []string{"Package: mudd\n", "Architecture: mipsel_24kc\n", "kmod-nft-core", "kmod-nft-bridge", "ca-bundle"} {
+	for _, want := range []string{
+		"Package: " + Project.Package + "\n", "Architecture: mipsel_24kc\n", "kmod-nft-core", "kmod-nft-bridge", "ca-bundle",
+		"Maintainer: " + Project.Maintainer + "\n", "License: " + Project.License + "\n",
+		"Homepage: " + Project.Homepage + "\n", "Vendor: " + Project.Vendor + "\n",
+	} {
 		if !strings.Contains(fields, want) {
 			t.Errorf("ipk control lacks %q:\n%s", want, fields)
 		}
@@ -337,9 +563,11 @@ func checkIPK(t *testing.T, ipk string) {
 			t.Errorf("ipk %s missing or not executable", s)
 		}
 	}
+	if m := data["./usr/bin/mudctl"]; m.typ != tar.TypeSymlink || resolveLink("/usr/bin/mudctl", m.link) != "/usr/sbin/mudd" {
+		t.Errorf("ipk /usr/bin/mudctl is of type %q linking to %q, want a symbolic link to /usr/sbin/mudd", m.typ, m.link)
+	}
 	for path, mode := range map[string]int64{
 		"./usr/sbin/mudd":           0o755,
-		"./usr/bin/mudctl":          0o755,
 		"./etc/init.d/mudd":         0o755,
 		"./etc/mud/mudd.yaml":       0o600,
 		"./etc/profile.d/mudctl.sh": 0o644,
@@ -357,6 +585,8 @@ func checkIPK(t *testing.T, ipk string) {
 
 type tarMember struct {
 	mode int64
+	typ  byte   // tar.TypeReg, tar.TypeSymlink, ...
+	link string // a link's target
 	data []byte
 }
 
@@ -376,11 +606,14 @@ func readTarGz(t *testing.T, r io.Reader) map[string]tarMember {
 		if err != nil {
 			t.Fatal(err)
 		}
+		if h.Typeflag == tar.TypeXGlobalHeader { // git archive's commit id
+			continue
+		}
 		b, err := io.ReadAll(tr)
 		if err != nil {
 			t.Fatal(err)
 		}
-		out[h.Name] = tarMember{mode: h.Mode & 0o7777, data: b}
+		out[h.Name] = tarMember{mode: h.Mode & 0o7777, typ: h.Typeflag, link: h.Linkname, data: b}
 	}
 }
 

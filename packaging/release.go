@@ -144,6 +144,13 @@ func sha256File(path string) (string, error) {
 // whatever their mode in the checkout (the feed Makefile installs each with
 // the mode it needs).
 func copyFiles(src, dst string) error {
+	return copyTree(src, dst, nil)
+}
+
+// copyTree copies the regular files under src to dst, each with mode 0644,
+// as convert (if not nil) turns the file at rel (its path below src) into
+// the file at the name it returns (a path below dst) and the data.
+func copyTree(src, dst string, convert func(rel string, data []byte) (string, []byte)) error {
 	return filepath.WalkDir(src, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -152,10 +159,9 @@ func copyFiles(src, dst string) error {
 		if err != nil {
 			return err
 		}
-		target := filepath.Join(dst, rel)
 		switch {
 		case d.IsDir():
-			return os.MkdirAll(target, 0o755)
+			return os.MkdirAll(filepath.Join(dst, rel), 0o755)
 		case !d.Type().IsRegular():
 			return fmt.Errorf("%s is not a regular file", path)
 		}
@@ -163,6 +169,10 @@ func copyFiles(src, dst string) error {
 		if err != nil {
 			return err
 		}
+		if convert != nil {
+			rel, data = convert(rel, data)
+		}
+		target := filepath.Join(dst, rel)
 		if err := os.WriteFile(target, data, 0o644); err != nil {
 			return err
 		}

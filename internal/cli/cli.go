@@ -21,6 +21,7 @@ import (
 	"io"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
 // Exit codes shared by mudd and mudctl.
@@ -115,9 +116,59 @@ func Run(ctx context.Context, root *cobra.Command, args []string, stdin io.Reade
 	root.SetIn(stdin)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
+	if versionAsked(root, args) {
+		if _, err := fmt.Fprintf(stdout, "%s %s\n", root.Name(), root.Version); err != nil {
+			return Code(root, IOError(err), stderr)
+		}
+		return ExitOK
+	}
 	cmd, err := root.ExecuteContextC(ctx)
 	return Code(cmd, err, stderr)
 }
+
+// versionAsked reports whether args ask for root's version, deciding as
+// cobra does: --version (or -v) given to the root command itself, without
+// --help. Run prints it as "NAME VERSION" rather than letting cobra print
+// it through a version template: a text/template that can run makes the
+// linker keep every exported method of every type in the binary (templates
+// call methods by name), which made mudd a third larger.
+func versionAsked(root *cobra.Command, args []string) bool {
+	if root.Version == "" {
+		return false
+	}
+	// As ExecuteC does before it looks for the command.
+	root.InitDefaultHelpCmd()
+	root.InitDefaultHelpFlag()
+	root.InitDefaultVersionFlag()
+	cmd, rest, err := root.Find(args)
+	if err != nil || cmd != root || root.Flags().Lookup("version") == nil {
+		return false
+	}
+	// The root's flags parsed into a copy: only help and version are kept,
+	// the others are parsed (so that a flag's argument is not taken for
+	// one) and dropped, and root's own flags stay unparsed for cobra.
+	fs := pflag.NewFlagSet(root.Name(), pflag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	var help, version bool
+	root.Flags().VisitAll(func(f *pflag.Flag) {
+		switch f.Name {
+		case "help":
+			fs.BoolVarP(&help, f.Name, f.Shorthand, false, "")
+		case "version":
+			fs.BoolVarP(&version, f.Name, f.Shorthand, false, "")
+		default:
+			fs.VarPF(ignored(f.Value.Type()), f.Name, f.Shorthand, "").NoOptDefVal = f.NoOptDefVal
+		}
+	})
+	return fs.Parse(rest) == nil && version && !help
+}
+
+// ignored is a flag value that accepts anything and keeps nothing.
+type ignored string
+
+func (ignored) Set(string) error { return nil }
+func (ignored) String() string   { return "" }
+func (t ignored) Type() string   { return string(t) }
 
 // Code maps the error of cmd (the command ExecuteC found, or nil) to an
 // exit code, printing its message after the program's name.

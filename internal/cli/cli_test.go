@@ -44,3 +44,38 @@ func TestExitCodes(t *testing.T) {
 		})
 	}
 }
+
+// --version is the root command's: it prints "NAME VERSION" whatever else
+// the root's flags say, yields to --help, and is no flag of a subcommand.
+func TestVersion(t *testing.T) {
+	newTree := func() *cobra.Command {
+		root := tree(nil)
+		root.Version = "v1.2.3"
+		root.PersistentFlags().String("config", "", "a flag with an argument")
+		root.PersistentFlags().Bool("quiet", false, "a flag without one")
+		return root
+	}
+	for _, tc := range []struct {
+		name    string
+		args    []string
+		code    int
+		version bool // printed
+	}{
+		{"long", []string{"--version"}, ExitOK, true},
+		{"short", []string{"-v"}, ExitOK, true},
+		{"after other flags", []string{"--config", "x.yaml", "--quiet", "--version"}, ExitOK, true},
+		{"as a flag's argument", []string{"--config", "--version"}, ExitOK, false},
+		{"false", []string{"--version=false"}, ExitOK, false},
+		{"with help", []string{"--version", "--help"}, ExitOK, false},
+		{"of a subcommand", []string{"do", "--version"}, ExitUsage, false},
+		{"unknown flag", []string{"--version", "--frobnicate"}, ExitUsage, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var out, errb bytes.Buffer
+			code := Run(context.Background(), newTree(), tc.args, strings.NewReader(""), &out, &errb)
+			if printed := out.String() == "prog v1.2.3\n"; code != tc.code || printed != tc.version {
+				t.Errorf("exit %d, stdout %q, stderr %q; want exit %d, version printed: %v", code, out.String(), errb.String(), tc.code, tc.version)
+			}
+		})
+	}
+}

@@ -86,8 +86,7 @@ command reads mudd's configuration.
 	}
 	root.PersistentFlags().StringP("output", "o", "table", "output `format`: table or json")
 	root.PersistentFlags().String("socket", "", socketHelp)
-	root.SetVersionTemplate("mudctl {{.Version}}\n")
-	root.InitDefaultVersionFlag()
+	root.InitDefaultVersionFlag() // cli.Run prints the version, without a template
 	root.AddGroup(
 		&cobra.Group{ID: groupOffline, Title: "Commands that need no daemon:"},
 		&cobra.Group{ID: groupDaemon, Title: "Commands that talk to mudd:"},

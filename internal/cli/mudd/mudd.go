@@ -66,8 +66,7 @@ func NewRoot(version string) *cobra.Command {
 		},
 	}
 	root.CompletionOptions.DisableDefaultCmd = true
-	root.SetVersionTemplate("mudd {{.Version}}\n")
-	root.InitDefaultVersionFlag()
+	root.InitDefaultVersionFlag() // cli.Run prints the version, without a template
 	root.PersistentFlags().StringVar(&path, "config", config.DefaultPath, "configuration `file`")
 	root.AddCommand(&cobra.Command{
 		Use:   "check-config",

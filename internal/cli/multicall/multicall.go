@@ -6,10 +6,12 @@
 package multicall
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 )
 
 // Package is the import path of the multicall binary.
@@ -22,13 +24,23 @@ type Options struct {
 	// Strip drops the symbol table and debug information (-s -w), as
 	// release builds do.
 	Strip bool
+	// Env is added to go build's environment: another target, as
+	// GOARCH=mipsle GOMIPS=softfloat.
+	Env []string
 }
 
 // Build compiles the binary as dir/mudd (static: CGO_ENABLED=0,
-// -trimpath) and links dir/mudctl to it. It needs the go command and runs
-// inside this module.
+// -trimpath) and links dir/mudctl to it. It needs the go command, and
+// builds in this module (ModuleDir) with the dependency versions of its
+// go.mod, also when called from a module that requires this one.
 func Build(dir string, o Options) (mudd, mudctl string, err error) {
-	mudd = filepath.Join(dir, "mudd")
+	mod, err := ModuleDir()
+	if err != nil {
+		return "", "", err
+	}
+	if mudd, err = filepath.Abs(filepath.Join(dir, "mudd")); err != nil {
+		return "", "", err
+	}
 	ldflags := ""
 	if o.Strip {
 		ldflags = "-s -w"
@@ -37,11 +49,12 @@ func Build(dir string, o Options) (mudd, mudctl string, err error) {
 		ldflags += " -X main.version=" + o.Version
 	}
 	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", ldflags, "-o", mudd, Package)
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	cmd.Dir = mod
+	cmd.Env = append(append(os.Environ(), "CGO_ENABLED=0"), o.Env...)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return "", "", fmt.Errorf("go build %s: %w\n%s", Package, err, out)
 	}
-	if mudctl, err = Link(mudd, dir); err != nil {
+	if mudctl, err = Link(mudd, filepath.Dir(mudd)); err != nil {
 		return "", "", err
 	}
 	return mudd, mudctl, nil
@@ -64,3 +77,24 @@ func Link(mudd, dir string) (string, error) {
 	}
 	return mudctl, nil
 }
+
+// ModuleDir returns the directory of this module, github.com/openmud/mud,
+// as the go command resolves it from the working directory: the main
+// module's, or where a module that requires it (packaging/go.mod) finds it.
+func ModuleDir() (string, error) {
+	var stderr bytes.Buffer
+	cmd := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", module)
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("locating module %s: %w\n%s", module, err, stderr.Bytes())
+	}
+	dir := strings.TrimSpace(string(out))
+	if dir == "" {
+		return "", fmt.Errorf("locating module %s: go list names no directory", module)
+	}
+	return dir, nil
+}
+
+// module is the path of the module Package is in.
+const module = "github.com/openmud/mud"
