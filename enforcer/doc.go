@@ -36,8 +36,11 @@
 // default deny goes to a shared rate-limited log-and-drop chain. groups.go
 // keeps the address → group → element layer incremental: a DNS answer
 // changes address elements, and acl elements only when a group appears or
-// vanishes. See README.md for hooks, priorities and coexistence with other
-// firewalls.
+// vanishes. Replies of permitted bridged flows pass like routed ones
+// (bridgeflows.go): with nf_conntrack_bridge by conntrack, with
+// br_netfilter by the inet forward chain, else by a timeout set of the
+// flows the bridge table accepted. See README.md for hooks, priorities and
+// coexistence with other firewalls.
 //
 // # API
 //

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"sort"
 	"strings"
 	"sync"
@@ -61,6 +62,12 @@ type Config struct {
 	// get. Adding a device then costs the kernel a walk of every device's
 	// jump elements (milliseconds at 10,000 devices).
 	DirectDispatch bool
+	// BridgeFlows bounds each flow set of the bridge table's reflexive mode
+	// (bridged replies without conntrack; README.md): 0 means
+	// DefaultBridgeFlows. When a set is full, the replies of further new
+	// flows are judged by the policies alone (statelessly), which fails
+	// closed.
+	BridgeFlows uint32
 }
 
 // Enforcer installs MUD policies into nftables. All methods are safe for
@@ -73,13 +80,15 @@ type Enforcer struct {
 	nsFd     int // -1: current namespace
 	ownNS    bool
 	bridgeCT bool
-	twoStage bool // dispatch through ids in meta secmark (else: direct)
+	twoStage bool        // dispatch through ids in meta secmark (else: direct)
+	nfFiles  [3]*os.File // br_netfilter's sysctls in the namespace (readBridgeNF)
 
 	mu       sync.Mutex
 	cap      *nftbatch.Capture
 	raw      *nftbatch.Conn
 	rd       *nftables.Conn
-	ct       *vnl.Handle
+	ct       *vnl.Handle // conntrack
+	rt       *vnl.Handle // links
 	setID    uint32
 	peerIDs  map[string]uint32
 	groupIDs map[string]uint32     // groups of several peers
@@ -89,6 +98,8 @@ type Enforcer struct {
 	objs     *objects              // its pieces (nil: nothing applied yet)
 	owner    map[netip.Addr]string // address → MAC of the device it is bound to
 	needFull bool                  // the kernel's state is unknown: next commit rebuilds
+	nf       bridgeNF              // br_netfilter's settings the layout was built for
+	nfStale  bool                  // they changed: the next commit replaces the fixed chains
 	repairs  int
 	closed   bool
 
@@ -123,6 +134,10 @@ func New(cfg Config) (*Enforcer, error) {
 	}
 	e.bridgeCT = e.probeBridgeConntrack()
 	e.twoStage = !cfg.DirectDispatch && e.probeSecmark()
+	if e.cfg.BridgeFlows == 0 {
+		e.cfg.BridgeFlows = DefaultBridgeFlows
+	}
+	e.nf = e.readBridgeNF()
 	return e, nil
 }
 
@@ -145,15 +160,21 @@ func (e *Enforcer) open() error {
 	if e.rd, err = nftables.New(opts...); err != nil {
 		return fmt.Errorf("opening nftables netlink connection: %w", err)
 	}
-	if e.nsFd >= 0 {
-		e.ct, err = vnl.NewHandleAt(netns.NsHandle(e.nsFd), unix.NETLINK_NETFILTER)
-	} else {
-		e.ct, err = vnl.NewHandle(unix.NETLINK_NETFILTER)
-	}
-	if err != nil {
+	if e.ct, err = e.netlinkHandle(unix.NETLINK_NETFILTER); err != nil {
 		return fmt.Errorf("opening conntrack netlink handle: %w", err)
 	}
+	if e.rt, err = e.netlinkHandle(unix.NETLINK_ROUTE); err != nil {
+		return fmt.Errorf("opening route netlink handle: %w", err)
+	}
 	return nil
+}
+
+// netlinkHandle opens a netlink handle of a protocol in the namespace.
+func (e *Enforcer) netlinkHandle(proto int) (*vnl.Handle, error) {
+	if e.nsFd >= 0 {
+		return vnl.NewHandleAt(netns.NsHandle(e.nsFd), proto)
+	}
+	return vnl.NewHandle(proto)
 }
 
 // Close releases the netlink connections; the installed ruleset stays
@@ -171,16 +192,28 @@ func (e *Enforcer) Close() error {
 	if e.ct != nil {
 		e.ct.Close()
 	}
+	if e.rt != nil {
+		e.rt.Close()
+	}
+	e.closeBridgeNF()
 	if e.ownNS {
 		unix.Close(e.nsFd)
 	}
 	return nil
 }
 
-// BridgeConntrack reports whether bridged traffic is tracked
-// (nf_conntrack_bridge); without it, direction-initiated is enforced
-// statelessly in the bridge table.
+// BridgeConntrack reports whether bridged traffic is tracked by
+// nf_conntrack_bridge. Without it, BridgeReplies says how replies of
+// bridged flows pass.
 func (e *Enforcer) BridgeConntrack() bool { return e.bridgeCT }
+
+// flowSize is the size of the flow sets (0: none, nf_conntrack_bridge).
+func (e *Enforcer) flowSize() uint32 {
+	if e.bridgeCT {
+		return 0
+	}
+	return e.cfg.BridgeFlows
+}
 
 // probeBridgeConntrack tries a ct expression in a bridge table inside a batch
 // that deletes it again: the kernel refuses it without nf_conntrack_bridge.
@@ -222,7 +255,7 @@ func (e *Enforcer) probeSecmark() bool {
 
 func (e *Enforcer) opts() buildOpts {
 	o := buildOpts{prio: -5, bridgePrio: -205, logGroup: e.cfg.LogGroup, log: !e.cfg.NoLog,
-		bridgeCT: e.bridgeCT, twoStage: e.twoStage, ruleCounters: e.cfg.RuleCounters, bridgeLAN: e.cfg.BridgeLAN,
+		bridgeCT: e.bridgeCT, bridgeNF: e.nf, flowSize: e.flowSize(), twoStage: e.twoStage, ruleCounters: e.cfg.RuleCounters, bridgeLAN: e.cfg.BridgeLAN,
 		peerID: e.peerID, groupID: e.groupID, dispatchID: e.dispatchID, now: time.Now()}
 	if e.cfg.Priority != nil {
 		o.prio = *e.cfg.Priority
@@ -513,7 +546,7 @@ func (e *Enforcer) commit(ctx context.Context, ch *change) error {
 	o := e.opts()
 	rebuild := ch.full || e.needFull || e.objs == nil
 	next := newObjects()
-	if e.objs != nil && !rebuild {
+	if e.objs != nil && !rebuild && !e.nfStale {
 		next.fixed = e.objs.fixed // depends on the configuration only
 	} else {
 		next.fixed = fixedPieces(o)
@@ -581,6 +614,9 @@ func (e *Enforcer) commit(ctx context.Context, ch *change) error {
 		}
 		for mac := range ch.devices {
 			oldP, newP = appendIf(oldP, e.objs.devices[mac]), appendIf(newP, next.devices[mac])
+		}
+		if next.fixed != e.objs.fixed {
+			oldP, newP = append(oldP, e.objs.fixed), append(newP, next.fixed)
 		}
 	}
 	tEmit := time.Now()
@@ -748,12 +784,13 @@ func (e *Enforcer) adopt(ch *change, next *objects, rebuilt bool, dd *derivedDel
 		e.derived = newDerivedState()
 		e.derived.apply(dd, e.model.policies)
 	} else {
+		e.objs.fixed = next.fixed
 		applyPieces(e.objs.policies, next.policies, ch.policies)
 		applyPieces(e.objs.devices, next.devices, ch.devices)
 		e.derived.apply(dd, ch.policies)
 		e.objs.derived.apply(dd)
 	}
-	e.needFull = false
+	e.needFull, e.nfStale = false, false
 	if len(cut) > 0 {
 		if err := e.deleteConntrack(cut); err != nil {
 			e.log.Warn("flushing conntrack entries of changed devices", "err", err)
@@ -798,7 +835,7 @@ var tables = map[tfam]*nftables.Table{
 const expiryMargin = 2 * time.Second
 
 func (e *Enforcer) setObj(f tfam, name string) *nftables.Set {
-	for _, d := range setDefs(f, e.twoStage, e.cfg.RuleCounters) {
+	for _, d := range setDefs(f, e.twoStage, e.cfg.RuleCounters, e.flowSize()) {
 		if d.name == name {
 			s := &nftables.Set{Table: tables[f], Name: name, KeyType: d.key, Concatenation: d.concat, Interval: d.ival}
 			if d.vmap {
@@ -811,6 +848,7 @@ func (e *Enforcer) setObj(f tfam, name string) *nftables.Set {
 			if d.timeout {
 				s.HasTimeout = true
 			}
+			s.Dynamic, s.Size = d.dynamic, d.size
 			s.Counter = d.counter
 			return s
 		}
@@ -850,7 +888,7 @@ func (e *Enforcer) emit(oldP, newP []*pieces, full bool, now time.Time) ([]netli
 			c.AddTable(t)
 			c.DelTable(t)
 			c.AddTable(t)
-			for _, d := range setDefs(f, e.twoStage, e.cfg.RuleCounters) {
+			for _, d := range setDefs(f, e.twoStage, e.cfg.RuleCounters, e.flowSize()) {
 				s := e.setObj(f, d.name)
 				// Our own set ids: google/nftables' counter is a package
 				// global, unsafe with more than one connection.
@@ -1117,16 +1155,27 @@ func (e *Enforcer) Repairs() int {
 func (e *Enforcer) checkAndRepair(ctx context.Context) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.closed || e.objs == nil {
+	if e.closed {
+		return nil
+	}
+	if nf := e.readBridgeNF(); nf != e.nf {
+		if before, now := replyModes(e.bridgeCT, e.nf), replyModes(e.bridgeCT, nf); before != now {
+			e.log.Info("br_netfilter settings changed: bridged replies pass differently", "before", before.String(), "now", now.String())
+		}
+		e.nf, e.nfStale = nf, true
+	}
+	if e.objs == nil {
 		return nil
 	}
 	ok, why := e.intact()
-	if ok && !e.needFull {
+	if ok && !e.needFull && !e.nfStale {
 		return nil
 	}
-	e.log.Warn("nftables tables of mud were changed from outside; restoring", "why", why)
-	e.repairs++
-	e.needFull = true
+	if !ok {
+		e.log.Warn("nftables tables of mud were changed from outside; restoring", "why", why)
+		e.repairs++
+		e.needFull = true
+	}
 	return e.commit(ctx, &change{})
 }
 
