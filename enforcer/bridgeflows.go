@@ -1,15 +1,18 @@
 package enforcer
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"strings"
 	"time"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
+	"github.com/mdlayher/netlink"
 	"github.com/openmud/mud/internal/netns"
 	vnl "github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -395,6 +398,88 @@ func toInetChain(o buildOpts) *chainSpec {
 		rules = append(rules, irRule{frags: []frag{f}, verdict: accept()})
 	}
 	return &chainSpec{id: chainID{famBridge, chainToInet}, rules: rules}
+}
+
+// flowsOfDevices lists the remembered flows of the given MACs (either end).
+func (e *Enforcer) flowsOfDevices(macs [][]byte) (map[string][][]byte, error) {
+	out := map[string][][]byte{}
+	for _, set := range []string{setFlows4, setFlows6} {
+		els, err := e.rd.GetSetElements(e.setObj(famBridge, set))
+		if err != nil {
+			return out, fmt.Errorf("reading %s: %w", set, err)
+		}
+		for _, el := range els {
+			if len(el.Key) < 14 {
+				continue
+			}
+			for _, m := range macs {
+				if bytes.Equal(el.Key[0:6], m) || bytes.Equal(el.Key[8:14], m) {
+					out[set] = append(out[set], el.Key)
+					break
+				}
+			}
+		}
+	}
+	return out, nil
+}
+
+// nftMsgDestroySetElem is NFT_MSG_DESTROYSETELEM (Linux 6.3): a delete that
+// does not fail when the element has just expired.
+const nftMsgDestroySetElem = 30
+
+// forgetFlows removes the remembered flows of devices (reflexive mode).
+// Removal races with a packet that found its flow just before and
+// refreshes (re-adds) it after; the removal is therefore repeated once
+// after such a packet has long finished.
+func (e *Enforcer) forgetFlows(macs []net.HardwareAddr) error {
+	if e.bridgeCT || len(macs) == 0 {
+		return nil
+	}
+	keys := make([][]byte, len(macs))
+	for i, m := range macs {
+		keys[i] = m
+	}
+	found, err := e.flowsOfDevices(keys)
+	if err != nil {
+		return err
+	}
+	if len(found) == 0 {
+		return nil
+	}
+	send := func(set string, keys [][]byte, typ int) error {
+		elems := make([]*elemSpec, len(keys))
+		for i, k := range keys {
+			elems[i] = &elemSpec{key: k}
+		}
+		msgs := elemMsgs(famBridge, set, elems, true, time.Time{})
+		for i := range msgs {
+			msgs[i].Header.Type = netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | typ)
+		}
+		batch := append([]netlink.Message{batchMsg(unix.NFNL_MSG_BATCH_BEGIN)}, msgs...)
+		return e.raw.Send(append(batch, batchMsg(unix.NFNL_MSG_BATCH_END)))
+	}
+	var errs []error
+	for i := 0; i < 2; i++ {
+		if i > 0 {
+			time.Sleep(2 * time.Millisecond)
+		}
+		for set, keys := range found {
+			if err := send(set, keys, nftMsgDestroySetElem); err != nil {
+				// A kernel before 6.3: deletes, one batch per element (one
+				// that expired meanwhile fails alone).
+				for _, k := range keys {
+					var be *BatchError
+					if err := send(set, [][]byte{k}, unix.NFT_MSG_DELSETELEM); err != nil && i == 0 && (!errors.As(err, &be) || !be.Has(unix.ENOENT)) {
+						errs = append(errs, err)
+					}
+				}
+			}
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("removing remembered flows: %w", errors.Join(errs...))
+	}
+	return nil
 }
 
 // flowSetDefs are the flow sets of the bridge table (reflexive mode).

@@ -52,7 +52,9 @@
 // Apply and repairs rebuild our tables from all pieces in one transaction.
 // The in-memory model changes only when the kernel accepted the batch, so a
 // rejected batch leaves both as they were (the error is a *BatchError).
-// Devices whose treatment tightened lose their conntrack entries. Run repairs
+// Devices whose treatment changed, including devices new to the model,
+// lose their open flows right after the commit (conntrack entries, and
+// the bridge table's remembered flows). Run repairs
 // our tables when someone else deleted or flushed them; Counters reads the
 // per-rule counters; Render prints what would be installed, in nft syntax.
 //

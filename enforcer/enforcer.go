@@ -619,6 +619,14 @@ func (e *Enforcer) commit(ctx context.Context, ch *change) error {
 			oldP, newP = append(oldP, e.objs.fixed), append(newP, next.fixed)
 		}
 	}
+	var before map[string]string
+	if e.objs == nil {
+		// The first commit of this process: the tables may hold what a
+		// previous mudd installed. A device the kernel already had with
+		// the same dispatch target keeps its flows (a restart changes
+		// nothing); any other is new to the kernel's rules.
+		before = e.kernelDevices()
+	}
 	tEmit := time.Now()
 	msgs, err := e.emit(oldP, newP, rebuild, o.now)
 	if err != nil {
@@ -642,8 +650,51 @@ func (e *Enforcer) commit(ctx context.Context, ch *change) error {
 		}
 		return fmt.Errorf("applying nftables changes: %w", err)
 	}
-	e.adopt(ch, next, rebuild, dd)
+	e.adopt(ch, next, rebuild, dd, before)
 	return nil
+}
+
+// kernelDevices reads the device bindings our inet table holds: MAC →
+// dispatch value (fromDevValue).
+func (e *Enforcer) kernelDevices() map[string]string {
+	out := map[string]string{}
+	els, err := e.rd.GetSetElements(e.setObj(famInet, setFromDev))
+	if err != nil {
+		return out // no table yet
+	}
+	for _, el := range els {
+		v := &elemSpec{data: el.Val, verdict: el.VerdictData}
+		if len(el.Val) == 0 {
+			v.data = nil
+		}
+		out[net.HardwareAddr(el.Key[:min(6, len(el.Key))]).String()] = dispatchValue(v)
+	}
+	return out
+}
+
+// dispatchValue is a device map element's value as text: a dispatch id or
+// the chain a verdict jumps to.
+func dispatchValue(e *elemSpec) string {
+	switch {
+	case e == nil:
+		return ""
+	case e.verdict != nil:
+		return "chain " + e.verdict.Chain
+	}
+	return fmt.Sprintf("id %x", e.data)
+}
+
+// fromDevValue is the value of a device's element in the inet table's
+// from_dev map.
+func fromDevValue(pc *pieces) string {
+	if pc != nil {
+		for _, x := range pc.elems {
+			if x.ref == (setRef{famInet, setFromDev}) {
+				return dispatchValue(x.elem)
+			}
+		}
+	}
+	return ""
 }
 
 func policyGone(p *policy.Policy) bool           { return p == nil }
@@ -698,12 +749,22 @@ func merge[T any](dst, cached map[string]*pieces, changed map[string]T) {
 }
 
 // adopt records a committed change in the model and the piece cache, and
-// flushes the conntrack entries of devices whose treatment changed, so flows
-// accepted under the old rules do not outlive them. The flush runs after the
-// commit: the next packets of those flows meet the new rules.
-func (e *Enforcer) adopt(ch *change, next *objects, rebuilt bool, dd *derivedDelta) {
+// ends the flows of devices whose treatment changed, so flows accepted
+// under the old rules do not outlive them: their conntrack entries (both
+// IP versions; routed, and bridged with br_netfilter or
+// nf_conntrack_bridge) and the flows the bridge table remembers
+// (reflexive mode). That includes a device new to the model, which was
+// unrestricted until now (fetching, pending, a device without MUD being
+// quarantined), and a device leaving it. The flush runs after the commit:
+// the next packets of those flows meet the new rules. A permitted TCP
+// connection is picked up again by its next packet (nf_conntrack_tcp_loose,
+// on by default), a permitted UDP flow by its next datagram. before is what
+// the kernel held at the first commit of this process (kernelDevices), nil
+// after.
+func (e *Enforcer) adopt(ch *change, next *objects, rebuilt bool, dd *derivedDelta, before map[string]string) {
 	prev := e.model
 	var cut []netip.Addr
+	var macs []net.HardwareAddr
 	changedPol := map[string]bool{}
 	if ch.full {
 		for id, p := range prev.policies {
@@ -722,9 +783,24 @@ func (e *Enforcer) adopt(ch *change, next *objects, rebuilt bool, dd *derivedDel
 		if nd == nil || od.Mode != nd.Mode || od.PolicyID != nd.PolicyID || !overridesEqual(od.Overrides, nd.Overrides) ||
 			(od.Mode == Enforce && changedPol[od.PolicyID]) {
 			cut = append(cut, devAddrs(od)...)
-		} else {
-			cut = append(cut, removedAddrs(od, nd)...)
+			if nd != nil {
+				cut = append(cut, removedAddrs(nd, od)...) // addresses it gained
+			}
+			macs = append(macs, od.MAC)
+		} else if gone := removedAddrs(od, nd); len(gone) > 0 {
+			cut = append(cut, gone...)
+			macs = append(macs, od.MAC)
 		}
+	}
+	// A device new to the model was unrestricted: everything it opened
+	// ends, unless the kernel already held it as now (the first commit
+	// after a restart).
+	arrived := func(mac string, nd *Device) {
+		if nd == nil || (before != nil && before[mac] != "" && before[mac] == fromDevValue(next.devices[mac])) {
+			return
+		}
+		cut = append(cut, devAddrs(nd)...)
+		macs = append(macs, nd.MAC)
 	}
 	if ch.full || len(changedPol) > 0 {
 		// Every device may be affected: walk them all.
@@ -735,6 +811,7 @@ func (e *Enforcer) adopt(ch *change, next *objects, rebuilt bool, dd *derivedDel
 				devChanged(od, nd)
 			case od.Mode == Enforce && changedPol[od.PolicyID]:
 				cut = append(cut, devAddrs(od)...)
+				macs = append(macs, od.MAC)
 			}
 		}
 	} else {
@@ -744,6 +821,11 @@ func (e *Enforcer) adopt(ch *change, next *objects, rebuilt bool, dd *derivedDel
 			if od := prev.devices[mac]; od != nil {
 				devChanged(od, nd)
 			}
+		}
+	}
+	for mac, nd := range ch.devices {
+		if prev.devices[mac] == nil {
+			arrived(mac, nd)
 		}
 	}
 	if ch.full {
@@ -795,6 +877,9 @@ func (e *Enforcer) adopt(ch *change, next *objects, rebuilt bool, dd *derivedDel
 		if err := e.deleteConntrack(cut); err != nil {
 			e.log.Warn("flushing conntrack entries of changed devices", "err", err)
 		}
+	}
+	if err := e.forgetFlows(macs); err != nil {
+		e.log.Warn("removing remembered bridged flows of changed devices", "err", err)
 	}
 }
 
