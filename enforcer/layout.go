@@ -38,6 +38,7 @@ const (
 	setDenyIn  = "denyc_in"
 	setResOut  = "res_out" // mark : verdict (id → goto the chain of an allow-only policy's rule-form ACEs)
 	setResIn   = "res_in"
+	setCaged   = "caged" // inet: ether_addr of the quarantined and blocked devices
 
 	chainForward   = "forward"
 	chainInput     = "input"
@@ -56,6 +57,7 @@ const (
 	chainACLIn     = "acl_in"
 	chainAllowOut  = "allow_out" // entry of every allow-only policy
 	chainAllowIn   = "allow_in"
+	chainCageIn    = "cage_in" // what a quarantined or blocked device may ask of the gateway
 	defaultDenyTag = "default-deny"
 	carrierBusyTag = "carrier-busy"
 )
@@ -106,7 +108,8 @@ func setDefs(f tfam, twoStage, ruleCounters bool, flows uint32) []setDef {
 	}
 	defs := []setDef{dev(setFromDev, nftables.TypeEtherAddr, "ether_addr")}
 	if f == famInet {
-		defs = append(defs, dev(setToDev4, nftables.TypeIPAddr, "ipv4_addr"), dev(setToDev6, nftables.TypeIP6Addr, "ipv6_addr"))
+		defs = append(defs, dev(setToDev4, nftables.TypeIPAddr, "ipv4_addr"), dev(setToDev6, nftables.TypeIP6Addr, "ipv6_addr"),
+			setDef{name: setCaged, key: nftables.TypeEtherAddr, decl: "type ether_addr"})
 	} else {
 		defs = append(defs, dev(setToDev, nftables.TypeEtherAddr, "ether_addr"))
 	}
@@ -394,7 +397,7 @@ func devicePieces(d *Device, o buildOpts) (*pieces, error) {
 	// One allocation for the device's elements (a full apply builds
 	// 100,000 of them).
 	naddr := len(d.IPv4s) + len(d.IPv6s)
-	specs := make([]elemSpec, 0, 3+2*naddr+naddr)
+	specs := make([]elemSpec, 0, 4+2*naddr+naddr)
 	pc := &pieces{elems: make([]elemAt, 0, cap(specs))}
 	spec := func(e elemSpec) *elemSpec {
 		specs = append(specs, e)
@@ -429,6 +432,9 @@ func devicePieces(d *Device, o buildOpts) (*pieces, error) {
 		g6[i] = append(append(append(make([]byte, 0, 24), mac...), 0, 0), v6[i]...)
 	}
 	from := outE(mac)
+	if d.Mode == Quarantine || d.Mode == Block {
+		pc.elem(famInet, setCaged, spec(elemSpec{key: mac}))
+	}
 	for _, f := range []tfam{famInet, famBridge} {
 		if overrides {
 			for _, dir := range []policy.Direction{policy.FromDevice, policy.ToDevice} {
@@ -652,6 +658,9 @@ func fixedChains(f tfam, o buildOpts) []*chainSpec {
 			hook:  &hookSpec{*nftables.ChainHookForward, o.prio, fmt.Sprintf("type filter hook forward priority %d; policy accept;", o.prio)},
 			rules: fwd})
 		in := append(append([]irRule{}, fast...), dhcpRules(true)...)
+		// A quarantined or blocked device asks the gateway for DNS and
+		// nothing else.
+		in = append(in, irRule{frags: []frag{fIIFEther(), fInMap(loadEther(true, reg1), "ether saddr", setCaged)}, verdict: jump(chainCageIn)})
 		// RFC 8520 App. A: the gateway's own DNS and NTP stay reachable.
 		in = append(in,
 			irRule{frags: []frag{fL4proto(17), fPort(17, true, portRange{first: 53, last: 53})}, verdict: accept()},
@@ -745,13 +754,18 @@ func fixedChains(f tfam, o buildOpts) []*chainSpec {
 		}
 	}
 
-	dns := []irRule{
-		{frags: []frag{fL4proto(17), fPort(17, true, portRange{first: 53, last: 53})}, counter: true, verdict: ret(), comment: "quarantine/dns"},
-		{frags: []frag{fL4proto(6), fPort(6, true, portRange{first: 53, last: 53})}, counter: true, verdict: ret(), comment: "quarantine/dns"},
+	// Quarantine and block: DHCP (the base chains) and, in the input hook,
+	// DNS to the gateway itself (cage_in); nothing through the gateway,
+	// nothing to another device. They differ in why the device is there.
+	if f == famInet {
+		cage := []irRule{{verdict: jump(chainGuard)},
+			{frags: []frag{fL4proto(17), fPort(17, true, portRange{first: 53, last: 53})}, counter: true, verdict: accept(), comment: "quarantine/gateway-dns"},
+			{frags: []frag{fL4proto(6), fPort(6, true, portRange{first: 53, last: 53})}, counter: true, verdict: accept(), comment: "quarantine/gateway-dns"},
+		}
+		cs = append(cs, &chainSpec{id: chainID{f, chainCageIn}, rules: append(cage, epilogue(policy.FromDevice, o)...)})
 	}
-	qout := append(append(prologue(f, policy.FromDevice, o), dns...), epilogue(policy.FromDevice, o)...)
 	cs = append(cs,
-		&chainSpec{id: chainID{f, chainQuarOut}, rules: qout},
+		&chainSpec{id: chainID{f, chainQuarOut}, rules: append(prologue(f, policy.FromDevice, o), epilogue(policy.FromDevice, o)...)},
 		&chainSpec{id: chainID{f, chainQuarIn}, rules: epilogue(policy.ToDevice, o)},
 		&chainSpec{id: chainID{f, chainBlockOut}, rules: append(prologue(f, policy.FromDevice, o), epilogue(policy.FromDevice, o)...)},
 		&chainSpec{id: chainID{f, chainBlockIn}, rules: epilogue(policy.ToDevice, o)},
