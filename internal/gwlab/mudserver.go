@@ -52,9 +52,10 @@ func NewPKI(dir string, hosts []string) (*PKI, error) {
 type MUDServer struct {
 	srv *http.Server
 
-	mu    sync.Mutex
-	files map[string]served
-	hits  []string
+	mu     sync.Mutex
+	files  map[string]served
+	delays map[string]time.Duration
+	hits   []string
 }
 
 type served struct {
@@ -68,7 +69,7 @@ func StartMUDServer(ns string, addr netip.Addr, cert tls.Certificate) (*MUDServe
 	if err != nil {
 		return nil, fmt.Errorf("opening the MUD server's port in %s: %w", ns, err)
 	}
-	s := &MUDServer{files: map[string]served{}}
+	s := &MUDServer{files: map[string]served{}, delays: map[string]time.Duration{}}
 	s.srv = &http.Server{
 		Handler:           http.HandlerFunc(s.serve),
 		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
@@ -82,7 +83,15 @@ func (s *MUDServer) serve(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	s.hits = append(s.hits, r.URL.Path)
 	f, ok := s.files[r.URL.Path]
+	delay := s.delays[r.URL.Path]
 	s.mu.Unlock()
+	if delay > 0 {
+		select {
+		case <-time.After(delay):
+		case <-r.Context().Done():
+			return
+		}
+	}
 	if !ok || r.Method != http.MethodGet {
 		http.NotFound(w, r)
 		return
@@ -101,6 +110,19 @@ func (s *MUDServer) Put(rawURL, mediaType string, body []byte) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.files[u.Path] = served{mediaType: mediaType, body: append([]byte(nil), body...)}
+	return nil
+}
+
+// Delay makes the server answer requests for the path of rawURL only after
+// d (a slow MUD server); 0 answers at once again.
+func (s *MUDServer) Delay(rawURL string, d time.Duration) error {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return fmt.Errorf("delaying %s: %w", rawURL, err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.delays[u.Path] = d
 	return nil
 }
 
