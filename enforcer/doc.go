@@ -26,8 +26,8 @@
 // (every MUD file without an explicit drop) is elements of acl_out / acl_in
 // keyed dispatch id . group . family . protocol . remote port, looked up by
 // the generic chains acl_out / acl_in with the packet's secmark; its ACEs
-// that are not such triples (ICMP types, local ports, port ranges, literal
-// prefixes) stay rules in pol_<id>_out / pol_<id>_in, which end in the acl
+// that are not such triples (ICMP types, header fields, local ports, port
+// ranges, literal prefixes) stay rules in pol_<id>_out / pol_<id>_in, which end in the acl
 // chain; its default deny is counted per policy by its element of
 // denyc_out / denyc_in. A policy with a drop is an ordered chain of rules
 // (pol_<id>_*), as are all policies with direct dispatch. Accept is a

@@ -944,6 +944,13 @@ func aceRule(f tfam, r policy.Rule, d policy.Direction, v int, o buildOpts) ([]i
 		}
 		fr = append(fr, fICMP(r.Protocol == policy.ProtoICMPv6, r.ICMP.Type, r.ICMP.Code))
 	}
+	for _, fm := range r.Fields {
+		ff, err := fField(v, r.Protocol, fm)
+		if err != nil {
+			return nil, err
+		}
+		fr = append(fr, ff)
+	}
 	remoteIsSrc := d == policy.ToDevice
 	peerMatch := [][]frag{nil}
 	switch r.Peer.Kind {

@@ -207,3 +207,20 @@ func tcpTo(f []byte, dport uint16) (byte, bool) {
 
 // settle waits for frames in flight to arrive.
 func settle() { time.Sleep(300 * time.Millisecond) }
+
+// bridgeMAC is the gateway's LAN bridge MAC now (a bridge takes a port's
+// address as ports join, so the lab's record of it can be stale).
+func bridgeMAC(t *testing.T, lab *netlab.Lab) net.HardwareAddr {
+	t.Helper()
+	var mac net.HardwareAddr
+	if err := netlab.Do(lab.GW.NS, func() error {
+		ifi, err := net.InterfaceByName(netlab.LANBridge)
+		if err == nil {
+			mac = ifi.HardwareAddr
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return mac
+}
