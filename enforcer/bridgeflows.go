@@ -1,7 +1,6 @@
 package enforcer
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -401,7 +400,11 @@ func toInetChain(o buildOpts) *chainSpec {
 }
 
 // flowsOfDevices lists the remembered flows of the given MACs (either end).
-func (e *Enforcer) flowsOfDevices(macs [][]byte) (map[string][][]byte, error) {
+func (e *Enforcer) flowsOfDevices(macs []net.HardwareAddr) (map[string][][]byte, error) {
+	want := make(map[string]bool, len(macs))
+	for _, m := range macs {
+		want[string(m)] = true
+	}
 	out := map[string][][]byte{}
 	for _, set := range []string{setFlows4, setFlows6} {
 		els, err := e.rd.GetSetElements(e.setObj(famBridge, set))
@@ -412,11 +415,8 @@ func (e *Enforcer) flowsOfDevices(macs [][]byte) (map[string][][]byte, error) {
 			if len(el.Key) < 14 {
 				continue
 			}
-			for _, m := range macs {
-				if bytes.Equal(el.Key[0:6], m) || bytes.Equal(el.Key[8:14], m) {
-					out[set] = append(out[set], el.Key)
-					break
-				}
+			if want[string(el.Key[0:6])] || want[string(el.Key[8:14])] {
+				out[set] = append(out[set], el.Key)
 			}
 		}
 	}
@@ -435,11 +435,7 @@ func (e *Enforcer) forgetFlows(macs []net.HardwareAddr) error {
 	if e.bridgeCT || len(macs) == 0 {
 		return nil
 	}
-	keys := make([][]byte, len(macs))
-	for i, m := range macs {
-		keys[i] = m
-	}
-	found, err := e.flowsOfDevices(keys)
+	found, err := e.flowsOfDevices(macs)
 	if err != nil {
 		return err
 	}

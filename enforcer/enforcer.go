@@ -1184,32 +1184,40 @@ func rulesEqual(a, b []policy.Rule) bool {
 }
 
 func (e *Enforcer) deleteConntrack(addrs []netip.Addr) error {
-	var f4, f6 []vnl.CustomConntrackFilter
+	f4, f6 := addrFilter{}, addrFilter{}
 	for _, a := range addrs {
-		for _, t := range []vnl.ConntrackFilterType{vnl.ConntrackOrigSrcIP, vnl.ConntrackOrigDstIP, vnl.ConntrackReplySrcIP} {
-			f := &vnl.ConntrackFilter{}
-			if err := f.AddIP(t, net.IP(a.AsSlice())); err != nil {
-				return fmt.Errorf("building conntrack filter for %s: %w", a, err)
-			}
-			if a.Is4() {
-				f4 = append(f4, f)
-			} else {
-				f6 = append(f6, f)
-			}
+		if a.Is4() {
+			f4[a] = true
+		} else {
+			f6[a] = true
 		}
 	}
 	var errs []error
 	if len(f4) > 0 {
-		if _, err := e.ct.ConntrackDeleteFilters(vnl.ConntrackTable, unix.AF_INET, f4...); err != nil {
+		if _, err := e.ct.ConntrackDeleteFilters(vnl.ConntrackTable, unix.AF_INET, f4); err != nil {
 			errs = append(errs, fmt.Errorf("deleting IPv4 conntrack entries: %w", err))
 		}
 	}
 	if len(f6) > 0 {
-		if _, err := e.ct.ConntrackDeleteFilters(vnl.ConntrackTable, unix.AF_INET6, f6...); err != nil {
+		if _, err := e.ct.ConntrackDeleteFilters(vnl.ConntrackTable, unix.AF_INET6, f6); err != nil {
 			errs = append(errs, fmt.Errorf("deleting IPv6 conntrack entries: %w", err))
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// addrFilter matches the conntrack entries from, to or answered by its
+// addresses: one look-up per entry, however many devices changed (a start
+// with 10,000 new devices).
+type addrFilter map[netip.Addr]bool
+
+func (f addrFilter) MatchConntrackFlow(flow *vnl.ConntrackFlow) bool {
+	for _, ip := range []net.IP{flow.Forward.SrcIP, flow.Forward.DstIP, flow.Reverse.SrcIP} {
+		if a, ok := netip.AddrFromSlice(ip); ok && f[a.Unmap()] {
+			return true
+		}
+	}
+	return false
 }
 
 // Run watches our tables until ctx ends and restores them when someone else
