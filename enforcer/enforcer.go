@@ -87,8 +87,7 @@ type Enforcer struct {
 	cap      *nftbatch.Capture
 	raw      *nftbatch.Conn
 	rd       *nftables.Conn
-	ct       *vnl.Handle // conntrack
-	rt       *vnl.Handle // links
+	rt       *vnl.Handle // links (VLAN filtering of bridges)
 	setID    uint32
 	peerIDs  map[string]uint32
 	groupIDs map[string]uint32     // groups of several peers
@@ -160,9 +159,6 @@ func (e *Enforcer) open() error {
 	if e.rd, err = nftables.New(opts...); err != nil {
 		return fmt.Errorf("opening nftables netlink connection: %w", err)
 	}
-	if e.ct, err = e.netlinkHandle(unix.NETLINK_NETFILTER); err != nil {
-		return fmt.Errorf("opening conntrack netlink handle: %w", err)
-	}
 	if e.rt, err = e.netlinkHandle(unix.NETLINK_ROUTE); err != nil {
 		return fmt.Errorf("opening route netlink handle: %w", err)
 	}
@@ -188,9 +184,6 @@ func (e *Enforcer) Close() error {
 	}
 	if e.rd != nil {
 		_ = e.rd.CloseLasting()
-	}
-	if e.ct != nil {
-		e.ct.Close()
 	}
 	if e.rt != nil {
 		e.rt.Close()
@@ -1181,43 +1174,6 @@ func policyRulesEqual(a, b *policy.Policy) bool {
 
 func rulesEqual(a, b []policy.Rule) bool {
 	return fmt.Sprintf("%+v", a) == fmt.Sprintf("%+v", b)
-}
-
-func (e *Enforcer) deleteConntrack(addrs []netip.Addr) error {
-	f4, f6 := addrFilter{}, addrFilter{}
-	for _, a := range addrs {
-		if a.Is4() {
-			f4[a] = true
-		} else {
-			f6[a] = true
-		}
-	}
-	var errs []error
-	if len(f4) > 0 {
-		if _, err := e.ct.ConntrackDeleteFilters(vnl.ConntrackTable, unix.AF_INET, f4); err != nil {
-			errs = append(errs, fmt.Errorf("deleting IPv4 conntrack entries: %w", err))
-		}
-	}
-	if len(f6) > 0 {
-		if _, err := e.ct.ConntrackDeleteFilters(vnl.ConntrackTable, unix.AF_INET6, f6); err != nil {
-			errs = append(errs, fmt.Errorf("deleting IPv6 conntrack entries: %w", err))
-		}
-	}
-	return errors.Join(errs...)
-}
-
-// addrFilter matches the conntrack entries from, to or answered by its
-// addresses: one look-up per entry, however many devices changed (a start
-// with 10,000 new devices).
-type addrFilter map[netip.Addr]bool
-
-func (f addrFilter) MatchConntrackFlow(flow *vnl.ConntrackFlow) bool {
-	for _, ip := range []net.IP{flow.Forward.SrcIP, flow.Forward.DstIP, flow.Reverse.SrcIP} {
-		if a, ok := netip.AddrFromSlice(ip); ok && f[a.Unmap()] {
-			return true
-		}
-	}
-	return false
 }
 
 // Run watches our tables until ctx ends and restores them when someone else
