@@ -45,16 +45,16 @@ func TestQuarantineIsACage(t *testing.T) {
 			if v6 {
 				g, s, peer = netlab.GatewayLAN6, env.srv1.IPv6, d2.IPv6
 			}
-			what := func(x string) string { return mode.String() + ": " + x + " " + g.String() }
-			netlab.MustPass(t, what("DNS over UDP to the gateway"), netlab.UDPEcho(d1.NS, ap(g, 53), pass))
-			netlab.MustPass(t, what("DNS over TCP to the gateway"), netlab.TCPEcho(d1.NS, ap(g, 53), pass))
-			netlab.MustDrop(t, what("NTP to the gateway"), netlab.UDPEcho(d1.NS, ap(g, 123), shut))
-			netlab.MustDrop(t, what("a TCP service of the gateway"), netlab.TCPEcho(d1.NS, ap(g, 9999), shut))
-			netlab.MustDrop(t, what("UDP 53 to an internet host"), netlab.UDPEcho(d1.NS, ap(s, 53), shut))
-			netlab.MustDrop(t, what("TCP 53 to an internet host"), netlab.TCPEcho(d1.NS, ap(s, 53), shut))
-			netlab.MustDrop(t, what("its cloud"), netlab.TCPEcho(d1.NS, ap(s, 8080), shut))
-			netlab.MustDrop(t, what("lateral, to a device its policy allows"), netlab.TCPEcho(d1.NS, ap(peer, 9090), shut))
-			netlab.MustDrop(t, what("ping the gateway"), netlab.Ping(d1.NS, g, shut))
+			what := func(x string) string { return mode.String() + ": " + x }
+			netlab.MustPass(t, what("DNS over UDP to the gateway "+g.String()), netlab.UDPEcho(d1.NS, ap(g, 53), pass))
+			netlab.MustPass(t, what("DNS over TCP to the gateway "+g.String()), netlab.TCPEcho(d1.NS, ap(g, 53), pass))
+			netlab.MustDrop(t, what("NTP to the gateway "+g.String()), netlab.UDPEcho(d1.NS, ap(g, 123), shut))
+			netlab.MustDrop(t, what("a TCP service of the gateway "+g.String()), netlab.TCPEcho(d1.NS, ap(g, 9999), shut))
+			netlab.MustDrop(t, what("UDP 53 to an internet host "+s.String()), netlab.UDPEcho(d1.NS, ap(s, 53), shut))
+			netlab.MustDrop(t, what("TCP 53 to an internet host "+s.String()), netlab.TCPEcho(d1.NS, ap(s, 53), shut))
+			netlab.MustDrop(t, what("its cloud "+s.String()), netlab.TCPEcho(d1.NS, ap(s, 8080), shut))
+			netlab.MustDrop(t, what("lateral, to a device its policy allows, "+peer.String()), netlab.TCPEcho(d1.NS, ap(peer, 9090), shut))
+			netlab.MustDrop(t, what("ping the gateway "+g.String()), netlab.Ping(d1.NS, g, shut))
 		}
 		// DNS from an address not bound to it: the source guard.
 		if _, err := env.lab.Run(ctx, d1.NS, "ip", "addr", "add", "192.0.2.97/24", "dev", "eth0"); err != nil {
