@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -543,6 +545,20 @@ func (e *Enforcer) commit(ctx context.Context, ch *change) error {
 		next.fixed = e.objs.fixed // depends on the configuration only
 	} else {
 		next.fixed = fixedPieces(o)
+	}
+	// Dispatch ids in a reproducible order (policy ids, then MACs), not in
+	// map order: a restarted mudd that installs the same state gives every
+	// device the id it had, so its flows are left alone (adopt) and the
+	// tables are identical.
+	for _, id := range slices.Sorted(maps.Keys(ch.policies)) {
+		if ch.policies[id] != nil {
+			e.dispatchID(polChain(id, policy.FromDevice))
+		}
+	}
+	for _, mac := range slices.Sorted(maps.Keys(ch.devices)) {
+		if d := ch.devices[mac]; d != nil && d.Mode == Enforce && !d.Overrides.empty() {
+			e.dispatchID(devChain(d.MAC, policy.FromDevice))
+		}
 	}
 	if err := piecesOf(ch.policies, next.policies, func(p *policy.Policy) (*pieces, error) { return policyPieces(p, o) }); err != nil {
 		return err
