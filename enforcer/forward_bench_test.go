@@ -26,20 +26,7 @@ func BenchmarkForwarding(b *testing.B) {
 	netlab.RequireCommand(b, "iperf3", "nft")
 	lab := netlab.New(b, netlab.Config{Devices: 1, Servers: 1, StaticDevices: true})
 	dev, srv := lab.Devices[0], lab.Servers[0]
-	h, err := netlab.NSHandle(lab.GW.NS)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer h.Close()
-	e, err := New(Config{NetNSFd: int(h)})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer e.Close()
-	if _, _, err := lab.Start(srv.NS, "iperf3", "-s", "-p", "5201"); err != nil {
-		b.Fatal(err)
-	}
-	time.Sleep(300 * time.Millisecond)
+	e := iperfLab(b, lab, srv)
 
 	// 10,000 devices over 100 policies; the lab device is one of them,
 	// with a policy that allows iperf3 to the server (TCP and UDP 5201).
@@ -78,6 +65,26 @@ func BenchmarkForwarding(b *testing.B) {
 		nft("delete", "table", "inet", "mud")
 		nft("delete", "table", "bridge", "mud")
 	})
+}
+
+// iperfLab starts an enforcer in the lab's gateway and an iperf3 server
+// on port 5201 of server; both end with the benchmark.
+func iperfLab(b *testing.B, lab *netlab.Lab, server *netlab.Host) *Enforcer {
+	h, err := netlab.NSHandle(lab.GW.NS)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { h.Close() })
+	e, err := New(Config{NetNSFd: int(h)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { e.Close() })
+	if _, _, err := lab.Start(server.NS, "iperf3", "-s", "-p", "5201"); err != nil {
+		b.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	return e
 }
 
 // compareForwarding runs iperf3 (TCP, then UDP with 64-byte datagrams) from
@@ -143,20 +150,7 @@ func BenchmarkBridgedForwarding(b *testing.B) {
 				b.Fatal(err)
 			}
 			d1, d2 := lab.Devices[0], lab.Devices[1]
-			h, err := netlab.NSHandle(lab.GW.NS)
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer h.Close()
-			e, err := New(Config{NetNSFd: int(h)})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer e.Close()
-			if _, _, err := lab.Start(d2.NS, "iperf3", "-s", "-p", "5201"); err != nil {
-				b.Fatal(err)
-			}
-			time.Sleep(300 * time.Millisecond)
+			e := iperfLab(b, lab, d2)
 			d := benchDesired(9998, 100)
 			mfg := policy.Peer{Kind: policy.Manufacturer, Value: "iperf.example"}
 			p := benchPolicy(0)
