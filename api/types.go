@@ -117,6 +117,10 @@ type EnforcerStatus struct {
 	Tables []string `json:"tables"`
 	// BridgeConntrack says whether nf_conntrack_bridge is available.
 	BridgeConntrack bool `json:"bridge_conntrack"`
+	// BridgeReplies says how replies of permitted bridged flows pass, per
+	// IP version: conntrack, inet-conntrack or reflexive (enforcer
+	// README.md), e.g. "ipv4 inet-conntrack, ipv6 inet-conntrack".
+	BridgeReplies string `json:"bridge_replies,omitempty"`
 	// Repairs counts tampering repaired since start.
 	Repairs int `json:"repairs,omitempty"`
 }

@@ -88,6 +88,9 @@ type env struct {
 type envConfig struct {
 	devices int
 	gw      gwlab.Config // Mudd, Mudctl, Dir and Names are filled in
+	// sysctls are set in the gateway namespace before mudd starts (e.g.
+	// "net.bridge.bridge-nf-call-iptables=1"; netlab sets it to 0).
+	sysctls []string
 }
 
 func newEnv(t testing.TB, cfg envConfig) *env {
@@ -97,6 +100,11 @@ func newEnv(t testing.TB, cfg envConfig) *env {
 	mudd, mudctl := buildBinaries(t)
 	lab := netlab.New(t, netlab.Config{Devices: cfg.devices, Servers: 3})
 	e := &env{t: t, ctx: t.Context(), lab: lab, mudSrv: lab.Servers[0], cloud: lab.Servers[1], other: lab.Servers[2]}
+	if len(cfg.sysctls) > 0 {
+		if err := lab.Sysctl(lab.GW.NS, cfg.sysctls...); err != nil {
+			t.Fatal(err)
+		}
+	}
 	c := cfg.gw
 	c.Mudd, c.Mudctl, c.Dir = mudd, mudctl, t.TempDir()
 	if c.Names == nil {

@@ -99,7 +99,7 @@ func TestLateralSameManufacturer(t *testing.T) {
 	plugURL := "https://" + mudHost + "/plug100.json"
 	camURL := "https://" + mudHost2 + "/cam7.json"
 	e.publish(bulb(bulbURL, "Example", "lightbulb2000"))
-	e.publish(bulb(plugURL, "Example", "plug100"))
+	e.publish(lateralFile(plugURL, "plug100", otherPort)) // names its port: replies pass only as replies of a permitted flow
 	e.publish(bulb(camURL, "Other", "cam7"))
 	b, p, c := e.lab.Devices[0], e.lab.Devices[1], e.lab.Devices[2]
 	for _, h := range []*netlab.Host{b, p, c} {

@@ -18,8 +18,8 @@ import (
 // up with its dispatch id (meta secmark). A policy then costs about one
 // element per ACE and table instead of ~two rules; 10,000 distinct policies
 // fit where their rules did not (BENCHMARKS.md). ACEs that are not such a
-// triple (ICMP types, local ports, port ranges, literal prefixes, any peer)
-// stay rules, in a short pol_<id>_* chain that ends in the acl chain.
+// triple (ICMP types, header fields, local ports, port ranges, literal
+// prefixes, any peer) stay rules, in a short pol_<id>_* chain that ends in the acl chain.
 // Policies with a drop ACE keep the ordered chain of rules.
 
 // aclRestricted marks, in an element's family field, an ACE that may only
@@ -130,7 +130,7 @@ func aclForms(p *policy.Policy, o buildOpts) *policyForms {
 
 // aceForm is the element form of an ACE, if it has one.
 func aceForm(r policy.Rule, d policy.Direction) (aclForm, bool) {
-	if r.Verdict != policy.Accept || r.ICMP != nil || r.Peer.Kind == policy.AnyPeer || r.Peer.Kind == policy.Prefix {
+	if r.Verdict != policy.Accept || r.ICMP != nil || len(r.Fields) > 0 || r.Peer.Kind == policy.AnyPeer || r.Peer.Kind == policy.Prefix {
 		return aclForm{}, false
 	}
 	local, remote := r.SrcPort, r.DstPort

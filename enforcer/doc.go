@@ -26,8 +26,8 @@
 // (every MUD file without an explicit drop) is elements of acl_out / acl_in
 // keyed dispatch id . group . family . protocol . remote port, looked up by
 // the generic chains acl_out / acl_in with the packet's secmark; its ACEs
-// that are not such triples (ICMP types, local ports, port ranges, literal
-// prefixes) stay rules in pol_<id>_out / pol_<id>_in, which end in the acl
+// that are not such triples (ICMP types, header fields, local ports, port
+// ranges, literal prefixes) stay rules in pol_<id>_out / pol_<id>_in, which end in the acl
 // chain; its default deny is counted per policy by its element of
 // denyc_out / denyc_in. A policy with a drop is an ordered chain of rules
 // (pol_<id>_*), as are all policies with direct dispatch. Accept is a
@@ -36,8 +36,11 @@
 // default deny goes to a shared rate-limited log-and-drop chain. groups.go
 // keeps the address → group → element layer incremental: a DNS answer
 // changes address elements, and acl elements only when a group appears or
-// vanishes. See README.md for hooks, priorities and coexistence with other
-// firewalls.
+// vanishes. Replies of permitted bridged flows pass like routed ones
+// (bridgeflows.go): with nf_conntrack_bridge by conntrack, with
+// br_netfilter by the inet forward chain, else by a timeout set of the
+// flows the bridge table accepted. See README.md for hooks, priorities and
+// coexistence with other firewalls.
 //
 // # API
 //
@@ -49,7 +52,9 @@
 // Apply and repairs rebuild our tables from all pieces in one transaction.
 // The in-memory model changes only when the kernel accepted the batch, so a
 // rejected batch leaves both as they were (the error is a *BatchError).
-// Devices whose treatment tightened lose their conntrack entries. Run repairs
+// Devices whose treatment changed, including devices new to the model,
+// lose their open flows right after the commit (conntrack entries, and
+// the bridge table's remembered flows). Run repairs
 // our tables when someone else deleted or flushed them; Counters reads the
 // per-rule counters; Render prints what would be installed, in nft syntax.
 //

@@ -6,8 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
+	"os"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -61,6 +64,12 @@ type Config struct {
 	// get. Adding a device then costs the kernel a walk of every device's
 	// jump elements (milliseconds at 10,000 devices).
 	DirectDispatch bool
+	// BridgeFlows bounds each flow set of the bridge table's reflexive mode
+	// (bridged replies without conntrack; README.md): 0 means
+	// DefaultBridgeFlows. When a set is full, the replies of further new
+	// flows are judged by the policies alone (statelessly), which fails
+	// closed.
+	BridgeFlows uint32
 }
 
 // Enforcer installs MUD policies into nftables. All methods are safe for
@@ -73,13 +82,14 @@ type Enforcer struct {
 	nsFd     int // -1: current namespace
 	ownNS    bool
 	bridgeCT bool
-	twoStage bool // dispatch through ids in meta secmark (else: direct)
+	twoStage bool        // dispatch through ids in meta secmark (else: direct)
+	nfFiles  [3]*os.File // br_netfilter's sysctls in the namespace (readBridgeNF)
 
 	mu       sync.Mutex
 	cap      *nftbatch.Capture
 	raw      *nftbatch.Conn
 	rd       *nftables.Conn
-	ct       *vnl.Handle
+	rt       *vnl.Handle // links (VLAN filtering of bridges)
 	setID    uint32
 	peerIDs  map[string]uint32
 	groupIDs map[string]uint32     // groups of several peers
@@ -89,6 +99,8 @@ type Enforcer struct {
 	objs     *objects              // its pieces (nil: nothing applied yet)
 	owner    map[netip.Addr]string // address → MAC of the device it is bound to
 	needFull bool                  // the kernel's state is unknown: next commit rebuilds
+	nf       bridgeNF              // br_netfilter's settings the layout was built for
+	nfStale  bool                  // they changed: the next commit replaces the fixed chains
 	repairs  int
 	closed   bool
 
@@ -123,6 +135,10 @@ func New(cfg Config) (*Enforcer, error) {
 	}
 	e.bridgeCT = e.probeBridgeConntrack()
 	e.twoStage = !cfg.DirectDispatch && e.probeSecmark()
+	if e.cfg.BridgeFlows == 0 {
+		e.cfg.BridgeFlows = DefaultBridgeFlows
+	}
+	e.nf = e.readBridgeNF()
 	return e, nil
 }
 
@@ -145,15 +161,18 @@ func (e *Enforcer) open() error {
 	if e.rd, err = nftables.New(opts...); err != nil {
 		return fmt.Errorf("opening nftables netlink connection: %w", err)
 	}
-	if e.nsFd >= 0 {
-		e.ct, err = vnl.NewHandleAt(netns.NsHandle(e.nsFd), unix.NETLINK_NETFILTER)
-	} else {
-		e.ct, err = vnl.NewHandle(unix.NETLINK_NETFILTER)
-	}
-	if err != nil {
-		return fmt.Errorf("opening conntrack netlink handle: %w", err)
+	if e.rt, err = e.netlinkHandle(unix.NETLINK_ROUTE); err != nil {
+		return fmt.Errorf("opening route netlink handle: %w", err)
 	}
 	return nil
+}
+
+// netlinkHandle opens a netlink handle of a protocol in the namespace.
+func (e *Enforcer) netlinkHandle(proto int) (*vnl.Handle, error) {
+	if e.nsFd >= 0 {
+		return vnl.NewHandleAt(netns.NsHandle(e.nsFd), proto)
+	}
+	return vnl.NewHandle(proto)
 }
 
 // Close releases the netlink connections; the installed ruleset stays
@@ -168,19 +187,28 @@ func (e *Enforcer) Close() error {
 	if e.rd != nil {
 		_ = e.rd.CloseLasting()
 	}
-	if e.ct != nil {
-		e.ct.Close()
+	if e.rt != nil {
+		e.rt.Close()
 	}
+	e.closeBridgeNF()
 	if e.ownNS {
 		unix.Close(e.nsFd)
 	}
 	return nil
 }
 
-// BridgeConntrack reports whether bridged traffic is tracked
-// (nf_conntrack_bridge); without it, direction-initiated is enforced
-// statelessly in the bridge table.
+// BridgeConntrack reports whether bridged traffic is tracked by
+// nf_conntrack_bridge. Without it, BridgeReplies says how replies of
+// bridged flows pass.
 func (e *Enforcer) BridgeConntrack() bool { return e.bridgeCT }
+
+// flowSize is the size of the flow sets (0: none, nf_conntrack_bridge).
+func (e *Enforcer) flowSize() uint32 {
+	if e.bridgeCT {
+		return 0
+	}
+	return e.cfg.BridgeFlows
+}
 
 // probeBridgeConntrack tries a ct expression in a bridge table inside a batch
 // that deletes it again: the kernel refuses it without nf_conntrack_bridge.
@@ -222,7 +250,7 @@ func (e *Enforcer) probeSecmark() bool {
 
 func (e *Enforcer) opts() buildOpts {
 	o := buildOpts{prio: -5, bridgePrio: -205, logGroup: e.cfg.LogGroup, log: !e.cfg.NoLog,
-		bridgeCT: e.bridgeCT, twoStage: e.twoStage, ruleCounters: e.cfg.RuleCounters, bridgeLAN: e.cfg.BridgeLAN,
+		bridgeCT: e.bridgeCT, bridgeNF: e.nf, flowSize: e.flowSize(), twoStage: e.twoStage, ruleCounters: e.cfg.RuleCounters, bridgeLAN: e.cfg.BridgeLAN,
 		peerID: e.peerID, groupID: e.groupID, dispatchID: e.dispatchID, now: time.Now()}
 	if e.cfg.Priority != nil {
 		o.prio = *e.cfg.Priority
@@ -513,10 +541,24 @@ func (e *Enforcer) commit(ctx context.Context, ch *change) error {
 	o := e.opts()
 	rebuild := ch.full || e.needFull || e.objs == nil
 	next := newObjects()
-	if e.objs != nil && !rebuild {
+	if e.objs != nil && !rebuild && !e.nfStale {
 		next.fixed = e.objs.fixed // depends on the configuration only
 	} else {
 		next.fixed = fixedPieces(o)
+	}
+	// Dispatch ids in a reproducible order (policy ids, then MACs), not in
+	// map order: a restarted mudd that installs the same state gives every
+	// device the id it had, so its flows are left alone (adopt) and the
+	// tables are identical.
+	for _, id := range slices.Sorted(maps.Keys(ch.policies)) {
+		if ch.policies[id] != nil {
+			e.dispatchID(polChain(id, policy.FromDevice))
+		}
+	}
+	for _, mac := range slices.Sorted(maps.Keys(ch.devices)) {
+		if d := ch.devices[mac]; d != nil && d.Mode == Enforce && !d.Overrides.empty() {
+			e.dispatchID(devChain(d.MAC, policy.FromDevice))
+		}
 	}
 	if err := piecesOf(ch.policies, next.policies, func(p *policy.Policy) (*pieces, error) { return policyPieces(p, o) }); err != nil {
 		return err
@@ -582,6 +624,17 @@ func (e *Enforcer) commit(ctx context.Context, ch *change) error {
 		for mac := range ch.devices {
 			oldP, newP = appendIf(oldP, e.objs.devices[mac]), appendIf(newP, next.devices[mac])
 		}
+		if next.fixed != e.objs.fixed {
+			oldP, newP = append(oldP, e.objs.fixed), append(newP, next.fixed)
+		}
+	}
+	var before map[string]string
+	if e.objs == nil {
+		// The first commit of this process: the tables may hold what a
+		// previous mudd installed. A device the kernel already had with
+		// the same dispatch target keeps its flows (a restart changes
+		// nothing); any other is new to the kernel's rules.
+		before = e.kernelDevices()
 	}
 	tEmit := time.Now()
 	msgs, err := e.emit(oldP, newP, rebuild, o.now)
@@ -606,8 +659,51 @@ func (e *Enforcer) commit(ctx context.Context, ch *change) error {
 		}
 		return fmt.Errorf("applying nftables changes: %w", err)
 	}
-	e.adopt(ch, next, rebuild, dd)
+	e.adopt(ch, next, rebuild, dd, before)
 	return nil
+}
+
+// kernelDevices reads the device bindings our inet table holds: MAC →
+// dispatch value (fromDevValue).
+func (e *Enforcer) kernelDevices() map[string]string {
+	out := map[string]string{}
+	els, err := e.rd.GetSetElements(e.setObj(famInet, setFromDev))
+	if err != nil {
+		return out // no table yet
+	}
+	for _, el := range els {
+		v := &elemSpec{data: el.Val, verdict: el.VerdictData}
+		if len(el.Val) == 0 {
+			v.data = nil
+		}
+		out[net.HardwareAddr(el.Key[:min(6, len(el.Key))]).String()] = dispatchValue(v)
+	}
+	return out
+}
+
+// dispatchValue is a device map element's value as text: a dispatch id or
+// the chain a verdict jumps to.
+func dispatchValue(e *elemSpec) string {
+	switch {
+	case e == nil:
+		return ""
+	case e.verdict != nil:
+		return "chain " + e.verdict.Chain
+	}
+	return fmt.Sprintf("id %x", e.data)
+}
+
+// fromDevValue is the value of a device's element in the inet table's
+// from_dev map.
+func fromDevValue(pc *pieces) string {
+	if pc != nil {
+		for _, x := range pc.elems {
+			if x.ref == (setRef{famInet, setFromDev}) {
+				return dispatchValue(x.elem)
+			}
+		}
+	}
+	return ""
 }
 
 func policyGone(p *policy.Policy) bool           { return p == nil }
@@ -662,12 +758,22 @@ func merge[T any](dst, cached map[string]*pieces, changed map[string]T) {
 }
 
 // adopt records a committed change in the model and the piece cache, and
-// flushes the conntrack entries of devices whose treatment changed, so flows
-// accepted under the old rules do not outlive them. The flush runs after the
-// commit: the next packets of those flows meet the new rules.
-func (e *Enforcer) adopt(ch *change, next *objects, rebuilt bool, dd *derivedDelta) {
+// ends the flows of devices whose treatment changed, so flows accepted
+// under the old rules do not outlive them: their conntrack entries (both
+// IP versions; routed, and bridged with br_netfilter or
+// nf_conntrack_bridge) and the flows the bridge table remembers
+// (reflexive mode). That includes a device new to the model, which was
+// unrestricted until now (fetching, pending, a device without MUD being
+// quarantined), and a device leaving it. The flush runs after the commit:
+// the next packets of those flows meet the new rules. A permitted TCP
+// connection is picked up again by its next packet (nf_conntrack_tcp_loose,
+// on by default), a permitted UDP flow by its next datagram. before is what
+// the kernel held at the first commit of this process (kernelDevices), nil
+// after.
+func (e *Enforcer) adopt(ch *change, next *objects, rebuilt bool, dd *derivedDelta, before map[string]string) {
 	prev := e.model
 	var cut []netip.Addr
+	var macs []net.HardwareAddr
 	changedPol := map[string]bool{}
 	if ch.full {
 		for id, p := range prev.policies {
@@ -686,9 +792,24 @@ func (e *Enforcer) adopt(ch *change, next *objects, rebuilt bool, dd *derivedDel
 		if nd == nil || od.Mode != nd.Mode || od.PolicyID != nd.PolicyID || !overridesEqual(od.Overrides, nd.Overrides) ||
 			(od.Mode == Enforce && changedPol[od.PolicyID]) {
 			cut = append(cut, devAddrs(od)...)
-		} else {
-			cut = append(cut, removedAddrs(od, nd)...)
+			if nd != nil {
+				cut = append(cut, removedAddrs(nd, od)...) // addresses it gained
+			}
+			macs = append(macs, od.MAC)
+		} else if gone := removedAddrs(od, nd); len(gone) > 0 {
+			cut = append(cut, gone...)
+			macs = append(macs, od.MAC)
 		}
+	}
+	// A device new to the model was unrestricted: everything it opened
+	// ends, unless the kernel already held it as now (the first commit
+	// after a restart).
+	arrived := func(mac string, nd *Device) {
+		if nd == nil || (before != nil && before[mac] != "" && before[mac] == fromDevValue(next.devices[mac])) {
+			return
+		}
+		cut = append(cut, devAddrs(nd)...)
+		macs = append(macs, nd.MAC)
 	}
 	if ch.full || len(changedPol) > 0 {
 		// Every device may be affected: walk them all.
@@ -699,6 +820,7 @@ func (e *Enforcer) adopt(ch *change, next *objects, rebuilt bool, dd *derivedDel
 				devChanged(od, nd)
 			case od.Mode == Enforce && changedPol[od.PolicyID]:
 				cut = append(cut, devAddrs(od)...)
+				macs = append(macs, od.MAC)
 			}
 		}
 	} else {
@@ -708,6 +830,11 @@ func (e *Enforcer) adopt(ch *change, next *objects, rebuilt bool, dd *derivedDel
 			if od := prev.devices[mac]; od != nil {
 				devChanged(od, nd)
 			}
+		}
+	}
+	for mac, nd := range ch.devices {
+		if prev.devices[mac] == nil {
+			arrived(mac, nd)
 		}
 	}
 	if ch.full {
@@ -748,16 +875,20 @@ func (e *Enforcer) adopt(ch *change, next *objects, rebuilt bool, dd *derivedDel
 		e.derived = newDerivedState()
 		e.derived.apply(dd, e.model.policies)
 	} else {
+		e.objs.fixed = next.fixed
 		applyPieces(e.objs.policies, next.policies, ch.policies)
 		applyPieces(e.objs.devices, next.devices, ch.devices)
 		e.derived.apply(dd, ch.policies)
 		e.objs.derived.apply(dd)
 	}
-	e.needFull = false
+	e.needFull, e.nfStale = false, false
 	if len(cut) > 0 {
 		if err := e.deleteConntrack(cut); err != nil {
 			e.log.Warn("flushing conntrack entries of changed devices", "err", err)
 		}
+	}
+	if err := e.forgetFlows(macs); err != nil {
+		e.log.Warn("removing remembered bridged flows of changed devices", "err", err)
 	}
 }
 
@@ -798,7 +929,7 @@ var tables = map[tfam]*nftables.Table{
 const expiryMargin = 2 * time.Second
 
 func (e *Enforcer) setObj(f tfam, name string) *nftables.Set {
-	for _, d := range setDefs(f, e.twoStage, e.cfg.RuleCounters) {
+	for _, d := range setDefs(f, e.twoStage, e.cfg.RuleCounters, e.flowSize()) {
 		if d.name == name {
 			s := &nftables.Set{Table: tables[f], Name: name, KeyType: d.key, Concatenation: d.concat, Interval: d.ival}
 			if d.vmap {
@@ -811,6 +942,7 @@ func (e *Enforcer) setObj(f tfam, name string) *nftables.Set {
 			if d.timeout {
 				s.HasTimeout = true
 			}
+			s.Dynamic, s.Size = d.dynamic, d.size
 			s.Counter = d.counter
 			return s
 		}
@@ -850,7 +982,7 @@ func (e *Enforcer) emit(oldP, newP []*pieces, full bool, now time.Time) ([]netli
 			c.AddTable(t)
 			c.DelTable(t)
 			c.AddTable(t)
-			for _, d := range setDefs(f, e.twoStage, e.cfg.RuleCounters) {
+			for _, d := range setDefs(f, e.twoStage, e.cfg.RuleCounters, e.flowSize()) {
 				s := e.setObj(f, d.name)
 				// Our own set ids: google/nftables' counter is a package
 				// global, unsafe with more than one connection.
@@ -1060,35 +1192,6 @@ func rulesEqual(a, b []policy.Rule) bool {
 	return fmt.Sprintf("%+v", a) == fmt.Sprintf("%+v", b)
 }
 
-func (e *Enforcer) deleteConntrack(addrs []netip.Addr) error {
-	var f4, f6 []vnl.CustomConntrackFilter
-	for _, a := range addrs {
-		for _, t := range []vnl.ConntrackFilterType{vnl.ConntrackOrigSrcIP, vnl.ConntrackOrigDstIP, vnl.ConntrackReplySrcIP} {
-			f := &vnl.ConntrackFilter{}
-			if err := f.AddIP(t, net.IP(a.AsSlice())); err != nil {
-				return fmt.Errorf("building conntrack filter for %s: %w", a, err)
-			}
-			if a.Is4() {
-				f4 = append(f4, f)
-			} else {
-				f6 = append(f6, f)
-			}
-		}
-	}
-	var errs []error
-	if len(f4) > 0 {
-		if _, err := e.ct.ConntrackDeleteFilters(vnl.ConntrackTable, unix.AF_INET, f4...); err != nil {
-			errs = append(errs, fmt.Errorf("deleting IPv4 conntrack entries: %w", err))
-		}
-	}
-	if len(f6) > 0 {
-		if _, err := e.ct.ConntrackDeleteFilters(vnl.ConntrackTable, unix.AF_INET6, f6...); err != nil {
-			errs = append(errs, fmt.Errorf("deleting IPv6 conntrack entries: %w", err))
-		}
-	}
-	return errors.Join(errs...)
-}
-
 // Run watches our tables until ctx ends and restores them when someone else
 // deleted or flushed them (a cheap poll: table presence and the rule counts
 // of the base chains). It returns ctx.Err().
@@ -1117,16 +1220,27 @@ func (e *Enforcer) Repairs() int {
 func (e *Enforcer) checkAndRepair(ctx context.Context) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.closed || e.objs == nil {
+	if e.closed {
+		return nil
+	}
+	if nf := e.readBridgeNF(); nf != e.nf {
+		if before, now := replyModes(e.bridgeCT, e.nf), replyModes(e.bridgeCT, nf); before != now {
+			e.log.Info("br_netfilter settings changed: bridged replies pass differently", "before", before.String(), "now", now.String())
+		}
+		e.nf, e.nfStale = nf, true
+	}
+	if e.objs == nil {
 		return nil
 	}
 	ok, why := e.intact()
-	if ok && !e.needFull {
+	if ok && !e.needFull && !e.nfStale {
 		return nil
 	}
-	e.log.Warn("nftables tables of mud were changed from outside; restoring", "why", why)
-	e.repairs++
-	e.needFull = true
+	if !ok {
+		e.log.Warn("nftables tables of mud were changed from outside; restoring", "why", why)
+		e.repairs++
+		e.needFull = true
+	}
 	return e.commit(ctx, &change{})
 }
 

@@ -417,3 +417,11 @@ func fInMap(load *expr.Payload, keyText, set string) frag {
 		&expr.Lookup{SourceRegister: reg1, SetName: set},
 	}}
 }
+
+// fNotInMap matches if the loaded key is not in a set or map.
+func fNotInMap(load *expr.Payload, keyText, set string) frag {
+	return frag{fmt.Sprintf("%s != @%s", keyText, set), []expr.Any{
+		load,
+		&expr.Lookup{SourceRegister: reg1, SetName: set, Invert: true},
+	}}
+}

@@ -88,21 +88,7 @@ func hostElems(h *netlab.Host) []Element {
 func newLabEnv(t *testing.T, opts ...func(*Config)) *labEnv {
 	t.Helper()
 	lab := netlab.New(t, netlab.Config{Devices: 3, Servers: 2, StaticDevices: true})
-	h, err := netlab.NSHandle(lab.GW.NS)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { h.Close() })
-	cfg := Config{NetNSFd: int(h), LogGroup: 5, RuleCounters: true}
-	for _, o := range opts {
-		o(&cfg)
-	}
-	e, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { e.Close() })
-	waitIPv6Ready(t, lab)
+	e := labEnforcer(t, lab, append([]func(*Config){func(c *Config) { c.RuleCounters = true }}, opts...)...)
 	env := &labEnv{lab: lab, e: e, dev1: lab.Devices[0], dev2: lab.Devices[1], dev3: lab.Devices[2], srv1: lab.Servers[0], srv2: lab.Servers[1]}
 	for _, h := range []*netlab.Host{env.srv1, env.srv2, env.dev1, env.dev2, env.dev3} {
 		for _, port := range []string{"[::]:8080", "[::]:8081", "[::]:8082", "[::]:9090", "[::]:9091", "[::]:9092", "[::]:9999"} {
@@ -114,7 +100,7 @@ func newLabEnv(t *testing.T, opts ...func(*Config)) *labEnv {
 		}
 	}
 	ctx := context.Background()
-	err = e.Apply(ctx, Desired{
+	err := e.Apply(ctx, Desired{
 		Policies: []policy.Policy{policyA(), policyB()},
 		Devices:  []Device{hostDevice(env.dev1, "cam1"), hostDevice(env.dev2, "hub1")},
 		Peers: map[string][]Element{
@@ -127,6 +113,28 @@ func newLabEnv(t *testing.T, opts ...func(*Config)) *labEnv {
 		t.Fatalf("Apply: %v", err)
 	}
 	return env
+}
+
+// labEnforcer starts an enforcer in the lab's gateway (log group 5) and
+// waits until the lab's IPv6 addresses are usable.
+func labEnforcer(t *testing.T, lab *netlab.Lab, opts ...func(*Config)) *Enforcer {
+	t.Helper()
+	h, err := netlab.NSHandle(lab.GW.NS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	cfg := Config{NetNSFd: int(h), LogGroup: 5}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	e, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	waitIPv6Ready(t, lab)
+	return e
 }
 
 func ap(a netip.Addr, port int) netip.AddrPort { return netlab.HostPort(a, port) }

@@ -38,6 +38,7 @@ const (
 	setDenyIn  = "denyc_in"
 	setResOut  = "res_out" // mark : verdict (id → goto the chain of an allow-only policy's rule-form ACEs)
 	setResIn   = "res_in"
+	setCaged   = "caged" // inet: ether_addr of the quarantined and blocked devices
 
 	chainForward   = "forward"
 	chainInput     = "input"
@@ -56,6 +57,7 @@ const (
 	chainACLIn     = "acl_in"
 	chainAllowOut  = "allow_out" // entry of every allow-only policy
 	chainAllowIn   = "allow_in"
+	chainCageIn    = "cage_in" // what a quarantined or blocked device may ask of the gateway
 	defaultDenyTag = "default-deny"
 	carrierBusyTag = "carrier-busy"
 )
@@ -77,6 +79,8 @@ type setDef struct {
 	ival    bool
 	timeout bool
 	counter bool
+	dynamic bool   // updated from the packet path
+	size    uint32 // maximum number of elements (0: unbounded)
 	decl    string // nft syntax, for Render
 }
 
@@ -93,7 +97,9 @@ var (
 // the device maps hold dispatch ids (data, so adding a device makes the
 // kernel validate nothing) and out_chain/in_chain map ids to chains; in
 // direct mode the device maps are verdict maps jumping to the chains.
-func setDefs(f tfam, twoStage, ruleCounters bool) []setDef {
+// flows is the size of the flow sets of the bridge table's reflexive mode
+// (0: none, the kernel tracks bridged traffic).
+func setDefs(f tfam, twoStage, ruleCounters bool, flows uint32) []setDef {
 	dev := func(name string, key nftables.SetDatatype, keyText string) setDef {
 		if twoStage {
 			return setDef{name: name, key: key, dmap: true, decl: "type " + keyText + " : mark"}
@@ -102,7 +108,8 @@ func setDefs(f tfam, twoStage, ruleCounters bool) []setDef {
 	}
 	defs := []setDef{dev(setFromDev, nftables.TypeEtherAddr, "ether_addr")}
 	if f == famInet {
-		defs = append(defs, dev(setToDev4, nftables.TypeIPAddr, "ipv4_addr"), dev(setToDev6, nftables.TypeIP6Addr, "ipv6_addr"))
+		defs = append(defs, dev(setToDev4, nftables.TypeIPAddr, "ipv4_addr"), dev(setToDev6, nftables.TypeIP6Addr, "ipv6_addr"),
+			setDef{name: setCaged, key: nftables.TypeEtherAddr, decl: "type ether_addr"})
 	} else {
 		defs = append(defs, dev(setToDev, nftables.TypeEtherAddr, "ether_addr"))
 	}
@@ -132,6 +139,9 @@ func setDefs(f tfam, twoStage, ruleCounters bool) []setDef {
 			setDef{name: setDenyIn, key: nftables.TypeMark, counter: true, decl: "type mark; counter"},
 			setDef{name: setResOut, key: nftables.TypeMark, vmap: true, decl: "type mark : verdict"},
 			setDef{name: setResIn, key: nftables.TypeMark, vmap: true, decl: "type mark : verdict"})
+	}
+	if f == famBridge && flows > 0 {
+		defs = append(defs, flowSetDefs(flows)...)
 	}
 	return defs
 }
@@ -177,9 +187,11 @@ type buildOpts struct {
 	prio, bridgePrio int32
 	logGroup         uint16
 	log              bool
-	bridgeCT         bool // the kernel tracks bridged traffic (nf_conntrack_bridge)
-	twoStage         bool // dispatch through ids in meta secmark (see fixedChains)
-	ruleCounters     bool // acl elements carry counters
+	bridgeCT         bool     // the kernel tracks bridged traffic (nf_conntrack_bridge)
+	bridgeNF         bridgeNF // what br_netfilter passes to the inet hooks
+	flowSize         uint32   // bound of the flow sets (reflexive mode; 0 with bridgeCT)
+	twoStage         bool     // dispatch through ids in meta secmark (see fixedChains)
+	ruleCounters     bool     // acl elements carry counters
 	bridgeLAN        []netip.Prefix
 	peerID           func(key string) uint32
 	groupID          func(sig string) uint32      // a group of several peers
@@ -347,7 +359,7 @@ func policyPieces(p *policy.Policy, o buildOpts) (*pieces, error) {
 				return nil, fmt.Errorf("rendering policy %q %s: %w", p.ID, d, err)
 			}
 			pc.chain(&chainSpec{id: chainID{f, polChain(p.ID, d)},
-				rules: append(prologue(d, o), append(rules, epilogue(d, o)...)...)})
+				rules: append(prologue(f, d, o), append(rules, epilogue(d, o)...)...)})
 		}
 	}
 	if o.twoStage {
@@ -385,7 +397,7 @@ func devicePieces(d *Device, o buildOpts) (*pieces, error) {
 	// One allocation for the device's elements (a full apply builds
 	// 100,000 of them).
 	naddr := len(d.IPv4s) + len(d.IPv6s)
-	specs := make([]elemSpec, 0, 3+2*naddr+naddr)
+	specs := make([]elemSpec, 0, 4+2*naddr+naddr)
 	pc := &pieces{elems: make([]elemAt, 0, cap(specs))}
 	spec := func(e elemSpec) *elemSpec {
 		specs = append(specs, e)
@@ -420,6 +432,9 @@ func devicePieces(d *Device, o buildOpts) (*pieces, error) {
 		g6[i] = append(append(append(make([]byte, 0, 24), mac...), 0, 0), v6[i]...)
 	}
 	from := outE(mac)
+	if d.Mode == Quarantine || d.Mode == Block {
+		pc.elem(famInet, setCaged, spec(elemSpec{key: mac}))
+	}
 	for _, f := range []tfam{famInet, famBridge} {
 		if overrides {
 			for _, dir := range []policy.Direction{policy.FromDevice, policy.ToDevice} {
@@ -431,7 +446,7 @@ func devicePieces(d *Device, o buildOpts) (*pieces, error) {
 				if err != nil {
 					return nil, fmt.Errorf("rendering overrides of device %s: %w", d.MAC, err)
 				}
-				rules = append(prologue(dir, o), rules...)
+				rules = append(prologue(f, dir, o), rules...)
 				if o.isElement != nil && o.isElement(d.PolicyID) {
 					// Continue with the policy under its own id: its
 					// elements are keyed by it.
@@ -643,6 +658,9 @@ func fixedChains(f tfam, o buildOpts) []*chainSpec {
 			hook:  &hookSpec{*nftables.ChainHookForward, o.prio, fmt.Sprintf("type filter hook forward priority %d; policy accept;", o.prio)},
 			rules: fwd})
 		in := append(append([]irRule{}, fast...), dhcpRules(true)...)
+		// A quarantined or blocked device asks the gateway for DNS and
+		// nothing else.
+		in = append(in, irRule{frags: []frag{fIIFEther(), fInMap(loadEther(true, reg1), "ether saddr", setCaged)}, verdict: jump(chainCageIn)})
 		// RFC 8520 App. A: the gateway's own DNS and NTP stay reachable.
 		in = append(in,
 			irRule{frags: []frag{fL4proto(17), fPort(17, true, portRange{first: 53, last: 53})}, verdict: accept()},
@@ -658,17 +676,42 @@ func fixedChains(f tfam, o buildOpts) []*chainSpec {
 			fwd = append(append(fwd, guardFirst), fast...)
 		}
 		fwd = append(fwd, irRule{frags: []frag{fNotIP()}, verdict: accept()})
+		if !o.bridgeCT && (o.bridgeNF.toInet(0) || o.bridgeNF.toInet(1)) {
+			fwd = append(fwd, irRule{verdict: jump(chainToInet)})
+			cs = append(cs, toInetChain(o))
+		}
 		fwd = append(fwd, dhcpRules(false)...)
 		if !o.bridgeCT {
 			fwd = append(fwd, ndRule())
 		}
-		fwd = append(fwd, fwdDispatch...)
+		if !o.bridgeCT && !o.twoStage {
+			// Reflexive mode, direct dispatch: the source guard, then the
+			// flows remembered, before the policies; what they accepted is
+			// remembered after them (two-stage dispatch does both in
+			// dispatch_fwd, where the sender's id is at hand).
+			from := fInMap(loadEther(true, reg1), "ether saddr", setFromDev)
+			notFrom := fNotInMap(loadEther(true, reg1), "ether saddr", setFromDev)
+			to := fInMap(loadEther(false, reg1), "ether daddr", setToDev)
+			fwd = append(fwd,
+				irRule{frags: []frag{from}, verdict: jump(chainGuard)},
+				irRule{frags: []frag{from}, verdict: jump(chainFlowFast)},
+				irRule{frags: []frag{notFrom, to}, verdict: jump(chainFlowFast)})
+			fwd = append(fwd, fwdDispatch...)
+			fwd = append(fwd,
+				irRule{frags: []frag{from}, verdict: jump(chainFlowRecord)},
+				irRule{frags: []frag{notFrom, to}, verdict: jump(chainFlowRecord)})
+		} else {
+			fwd = append(fwd, fwdDispatch...)
+		}
+		if !o.bridgeCT {
+			cs = append(cs, flowChains(o)...)
+		}
 		cs = append(cs, &chainSpec{id: chainID{f, chainForward},
 			hook:  &hookSpec{*nftables.ChainHookForward, o.bridgePrio, fmt.Sprintf("type filter hook forward priority %d; policy accept;", o.bridgePrio)},
 			rules: fwd})
 	}
 	if o.twoStage {
-		cs = append(cs, dispatchChains(f)...)
+		cs = append(cs, dispatchChains(f, !o.bridgeCT)...)
 		cs = append(cs, aclChains(f, o)...)
 	}
 	// The IP source guard: a MUD device may only send from the addresses
@@ -711,15 +754,20 @@ func fixedChains(f tfam, o buildOpts) []*chainSpec {
 		}
 	}
 
-	dns := []irRule{
-		{frags: []frag{fL4proto(17), fPort(17, true, portRange{first: 53, last: 53})}, counter: true, verdict: ret(), comment: "quarantine/dns"},
-		{frags: []frag{fL4proto(6), fPort(6, true, portRange{first: 53, last: 53})}, counter: true, verdict: ret(), comment: "quarantine/dns"},
+	// Quarantine and block: DHCP (the base chains) and, in the input hook,
+	// DNS to the gateway itself (cage_in); nothing through the gateway,
+	// nothing to another device. They differ in why the device is there.
+	if f == famInet {
+		cage := []irRule{{verdict: jump(chainGuard)},
+			{frags: []frag{fL4proto(17), fPort(17, true, portRange{first: 53, last: 53})}, counter: true, verdict: accept(), comment: "quarantine/gateway-dns"},
+			{frags: []frag{fL4proto(6), fPort(6, true, portRange{first: 53, last: 53})}, counter: true, verdict: accept(), comment: "quarantine/gateway-dns"},
+		}
+		cs = append(cs, &chainSpec{id: chainID{f, chainCageIn}, rules: append(cage, epilogue(policy.FromDevice, o)...)})
 	}
-	qout := append(append(prologue(policy.FromDevice, o), dns...), epilogue(policy.FromDevice, o)...)
 	cs = append(cs,
-		&chainSpec{id: chainID{f, chainQuarOut}, rules: qout},
+		&chainSpec{id: chainID{f, chainQuarOut}, rules: append(prologue(f, policy.FromDevice, o), epilogue(policy.FromDevice, o)...)},
 		&chainSpec{id: chainID{f, chainQuarIn}, rules: epilogue(policy.ToDevice, o)},
-		&chainSpec{id: chainID{f, chainBlockOut}, rules: append(prologue(policy.FromDevice, o), epilogue(policy.FromDevice, o)...)},
+		&chainSpec{id: chainID{f, chainBlockOut}, rules: append(prologue(f, policy.FromDevice, o), epilogue(policy.FromDevice, o)...)},
 		&chainSpec{id: chainID{f, chainBlockIn}, rules: epilogue(policy.ToDevice, o)},
 	)
 	return cs
@@ -740,7 +788,11 @@ func fixedChains(f tfam, o buildOpts) []*chainSpec {
 // label. Such systems use Config.DirectDispatch. (Moving the label aside
 // for the dispatch would need a second path through the verdict maps,
 // which doubles the kernel's validation of every policy change.)
-func dispatchChains(f tfam) []*chainSpec {
+//
+// In the bridge table's reflexive mode (flows), dispatch_fwd also runs the
+// flow fast path between the source guard and the policies, for packets
+// from or to a MUD device, and remembers what the policies accepted.
+func dispatchChains(f tfam, flows bool) []*chainSpec {
 	srcMAC := func() []frag {
 		if f == famInet {
 			return []frag{fIIFEther()}
@@ -771,16 +823,28 @@ func dispatchChains(f tfam) []*chainSpec {
 		}
 	}
 	to := irRule{frags: []frag{fSecmarkFromMap(loadEther(false, reg1), "ether daddr", setToDev), fSecmarkVmap(setInVmap)}}
+	disp := []irRule{fromDev, outVmap, to, reset}
+	if flows {
+		disp = []irRule{fromDev,
+			{frags: []frag{fSecmarkIs(false)}, verdict: jump(chainFlowFast)},
+			{frags: []frag{fSecmarkIs(true), fInMap(loadEther(false, reg1), "ether daddr", setToDev)}, verdict: jump(chainFlowFast)},
+			outVmap, to,
+			// the secmark is the sender's or the receiver's id: one of
+			// them is a MUD device
+			{frags: []frag{fSecmarkIs(false)}, verdict: jump(chainFlowRecord)},
+			reset}
+	}
 	return []*chainSpec{
-		{id: chainID{f, chainDispFwd}, rules: []irRule{fromDev, outVmap, to, reset}},
+		{id: chainID{f, chainDispFwd}, rules: disp},
 		busy(chainBusyFwd, fromMember, []frag{fInMap(loadEther(false, reg1), "ether daddr", setToDev)}),
 	}
 }
 
 // prologue: in direct mode, a policy's from-device chain starts with the
-// source guard (two-stage dispatch runs it before the policy).
-func prologue(d policy.Direction, o buildOpts) []irRule {
-	if d == policy.FromDevice && !o.twoStage {
+// source guard (two-stage dispatch runs it before the policy, as does the
+// bridge table's base chain in reflexive mode).
+func prologue(f tfam, d policy.Direction, o buildOpts) []irRule {
+	if d == policy.FromDevice && !o.twoStage && (f == famInet || o.bridgeCT) {
 		return []irRule{{verdict: jump(chainGuard)}}
 	}
 	return nil
@@ -879,6 +943,13 @@ func aceRule(f tfam, r policy.Rule, d policy.Direction, v int, o buildOpts) ([]i
 			return nil, fmt.Errorf("icmp match needs protocol 1 or 58 (protocol %d)", r.Protocol)
 		}
 		fr = append(fr, fICMP(r.Protocol == policy.ProtoICMPv6, r.ICMP.Type, r.ICMP.Code))
+	}
+	for _, fm := range r.Fields {
+		ff, err := fField(v, r.Protocol, fm)
+		if err != nil {
+			return nil, err
+		}
+		fr = append(fr, ff)
 	}
 	remoteIsSrc := d == policy.ToDevice
 	peerMatch := [][]frag{nil}

@@ -13,12 +13,17 @@ import (
 )
 
 // RenderOptions tune Render; the zero value renders what New's defaults
-// install (priorities -5 and -205, log group 0, bridge without conntrack).
+// install (priorities -5 and -205, log group 0, bridge without conntrack,
+// bridged replies reflexive).
 type RenderOptions struct {
 	Priority, BridgePriority *int32
 	LogGroup                 uint16
 	NoLog                    bool
 	BridgeConntrack          bool
+	// BridgeReplies renders the layout of these modes (Enforcer.BridgeReplies);
+	// an IP version whose mode is ReplyInetConntrack is left to the inet
+	// table in the bridge table. BridgeConntrack wins over it.
+	BridgeReplies ReplyModes
 	// DirectDispatch renders the direct verdict-map dispatch
 	// (Enforcer.SecmarkDispatch() false) instead of the two-stage one.
 	DirectDispatch bool
@@ -93,12 +98,16 @@ func Render(p policy.Policy, dev Device, ro RenderOptions) (string, error) {
 		return gids[sig]
 	}
 	o := buildOpts{prio: -5, bridgePrio: -205, logGroup: ro.LogGroup, log: !ro.NoLog, bridgeCT: ro.BridgeConntrack,
+		bridgeNF: bridgeNF{inet: [2]bool{ro.BridgeReplies.IPv4 == ReplyInetConntrack, ro.BridgeReplies.IPv6 == ReplyInetConntrack}},
 		twoStage: !ro.DirectDispatch, ruleCounters: ro.RuleCounters, peerID: peerID, groupID: groupID, dispatchID: dispatchID, now: now}
 	if ro.Priority != nil {
 		o.prio = *ro.Priority
 	}
 	if ro.BridgePriority != nil {
 		o.bridgePrio = *ro.BridgePriority
+	}
+	if !o.bridgeCT {
+		o.flowSize = DefaultBridgeFlows
 	}
 	l, err := build(m, o)
 	if err != nil {
@@ -123,7 +132,7 @@ func Render(p policy.Policy, dev Device, ro RenderOptions) (string, error) {
 	}
 	for _, f := range []tfam{famInet, famBridge} {
 		fmt.Fprintf(&b, "table %s %s {\n", familyName(f), tableName)
-		for _, sd := range setDefs(f, o.twoStage, o.ruleCounters) {
+		for _, sd := range setDefs(f, o.twoStage, o.ruleCounters, o.flowSize) {
 			kind := "set"
 			if sd.vmap || sd.dmap {
 				kind = "map"

@@ -15,11 +15,12 @@ type Mode uint8
 const (
 	// Enforce applies the device's policy (and its overrides, if any).
 	Enforce Mode = iota
-	// Quarantine allows only DHCP and DNS (an admin or a violation put the
-	// device aside).
+	// Quarantine allows only DHCP, and DNS to the gateway itself (an
+	// admin or a violation put the device aside): not DNS to other hosts,
+	// not NTP, no other service of the gateway, nothing lateral.
 	Quarantine
-	// Block allows only DHCP: the device waits for an administrator's
-	// approval and the configured on_failure is "block".
+	// Block allows what Quarantine allows: the device waits for an
+	// administrator's approval and the configured on_failure is "block".
 	Block
 )
 

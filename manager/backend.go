@@ -74,6 +74,9 @@ func (m *Manager) Status(ctx context.Context) (api.Status, error) {
 		if m.cfg.EnforcerInfo != nil {
 			es.Tables, es.BridgeConntrack, es.Repairs = m.cfg.EnforcerInfo()
 		}
+		if m.cfg.BridgeReplies != nil {
+			es.BridgeReplies = m.cfg.BridgeReplies()
+		}
 		st.Enforcer = es
 		return nil
 	})

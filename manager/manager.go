@@ -93,6 +93,9 @@ type Config struct {
 	Render enforcer.RenderOptions
 	// EnforcerInfo, if set, reports the enforcer's health for Status.
 	EnforcerInfo func() (tables []string, bridgeConntrack bool, repairs int)
+	// BridgeReplies, if set, says how replies of bridged flows pass
+	// (enforcer.Enforcer.BridgeReplies) for Status.
+	BridgeReplies func() string
 
 	Version string
 	Now     func() time.Time

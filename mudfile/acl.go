@@ -1,8 +1,10 @@
 package mudfile
 
 import (
+	"encoding/base64"
 	"fmt"
 	"net/netip"
+	"sort"
 	"strconv"
 	"strings"
 	"unicode"
@@ -424,9 +426,7 @@ func (p *parser) parseIP(path string, v any, m *Matches, family int) *IPMatch {
 		case modDNS + ":dst-dnsname":
 			ip.DstDNSName, _ = p.hostLeaf(kp, v)
 		case "dscp", "ecn", "length", "ttl", "ihl", "flags", "offset", "identification", "flow-label":
-			if p.ipHeaderField(kp, k, v, family) {
-				p.unsupported(m, kp, fam+"/"+k, fmt.Sprintf("matching on the IP header field %q is not part of MUD (RFC 8520 §2)", k))
-			}
+			p.ipHeaderField(kp, k, v, family, ip, m)
 		default:
 			if preRFCKeys[k] {
 				p.preRFC(kp, k)
@@ -444,25 +444,129 @@ func (p *parser) parseIP(path string, v any, m *Matches, family int) *IPMatch {
 	return ip
 }
 
-// ipHeaderField validates the IP header leaves MUD does not use, so that a
-// file is not called valid with values its YANG type excludes.
-func (p *parser) ipHeaderField(path, k string, v any, family int) bool {
-	ranges := map[string][2]uint64{
-		"dscp": {0, 63}, "ecn": {0, 3}, "length": {0, 65535}, "ttl": {0, 255},
-		"ihl": {5, 60}, "offset": {20, 65535}, "identification": {0, 65535}, "flow-label": {0, 1048575},
-	}
+// ipHeaderField reads the IP header leaves other than addresses and
+// protocol. A gateway matches most of them as they are on the wire; those
+// it cannot match as the file means them are recorded as unsupported
+// (with the reason), the others are enforced.
+func (p *parser) ipHeaderField(path, k string, v any, family int, ip *IPMatch, m *Matches) {
 	v4only := map[string]bool{"ihl": true, "flags": true, "offset": true, "identification": true}
 	if (family == 6 && v4only[k]) || (family == 4 && k == "flow-label") {
 		p.errf(path, "unknown-match", "%q is not a field of ipv%d matches", k, family)
-		return false
+		return
+	}
+	fam := "ipv" + strconv.Itoa(family)
+	refuse := func(format string, args ...any) {
+		p.unsupported(m, path, fam+"/"+k, fam+" "+k+": "+fmt.Sprintf(format, args...))
 	}
 	if k == "flags" {
-		_, ok := p.stringLeaf(path, v)
-		return ok
+		bits, ok := p.bitsLeaf(path, v, ipv4FlagBits)
+		if !ok {
+			return
+		}
+		ip.Flags = &bits
+		if bits&IPv4DontFragment == 0 || bits&IPv4MoreFragments != 0 {
+			refuse(`without "fragment" (do not fragment), or with "more", the flags describe fragments, which the gateway's routed path sees reassembled (conntrack) and its bridged path sees as they are`)
+		}
+		return
 	}
-	r := ranges[k]
-	_, ok := p.uintLeaf(path, v, r[0], r[1])
-	return ok
+	never := func(why string) func(uint64) string { return func(uint64) string { return why } }
+	f := map[string]numField{
+		"dscp": {0, 63, func(n uint64) { ip.DSCP = ptr8(n) }, nil},
+		"ecn":  {0, 3, func(n uint64) { ip.ECN = ptr8(n) }, nil},
+		"length": {0, 65535, func(n uint64) { ip.Length = ptr16(n) },
+			never("the length the gateway's filter sees is not always the one on the wire: fragments are reassembled, and received segments coalesced (GRO), before it")},
+		"ttl": {0, 255, func(n uint64) { ip.TTL = ptr8(n) },
+			never("the gateway decrements the TTL (hop limit) of a routed packet before its filter sees it, but not that of a bridged one or of one to the gateway itself, so no one value means what the file says")},
+		"ihl": {5, 60, func(n uint64) { ip.IHL = ptr8(n) }, func(n uint64) string {
+			if n > 15 {
+				return fmt.Sprintf("%d is more than a 4-bit header length in 32-bit words can be (RFC 8519's range 5..60 leaves open whether it counts bytes)", n)
+			}
+			return ""
+		}},
+		"offset": {20, 65535, func(n uint64) { ip.Offset = ptr16(n) },
+			never("the gateway's routed path sees fragments reassembled (conntrack), so it cannot match a fragment offset")},
+		"identification": {0, 65535, func(n uint64) { ip.Identification = ptr16(n) }, nil},
+		"flow-label":     {0, 1048575, func(n uint64) { v := uint32(n); ip.FlowLabel = &v }, nil},
+	}[k]
+	p.numField(path, v, f, refuse)
+}
+
+// numField is a numeric header leaf: its range, where it goes, and why a
+// value cannot be enforced ("": it can; nil: every value can).
+type numField struct {
+	lo, hi uint64
+	set    func(n uint64)
+	refuse func(n uint64) string
+}
+
+func (p *parser) numField(path string, v any, f numField, refuse func(format string, args ...any)) {
+	n, ok := p.uintLeaf(path, v, f.lo, f.hi)
+	if !ok {
+		return
+	}
+	f.set(n)
+	if f.refuse != nil {
+		if why := f.refuse(n); why != "" {
+			refuse("%s", why)
+		}
+	}
+}
+
+func ptr8(n uint64) *uint8   { v := uint8(n); return &v }
+func ptr16(n uint64) *uint16 { v := uint16(n); return &v }
+func ptr32(n uint64) *uint32 { v := uint32(n); return &v }
+
+// Bit names of the bits-typed leaves, with their bits in the header.
+var (
+	ipv4FlagBits = map[string]uint8{"reserved": IPv4Reserved, "fragment": IPv4DontFragment, "more": IPv4MoreFragments}
+	tcpFlagBits  = map[string]uint8{"cwr": TCPCwr, "ece": TCPEce, "urg": TCPUrg, "ack": TCPAck, "psh": TCPPsh, "rst": TCPRst, "syn": TCPSyn, "fin": TCPFin}
+)
+
+// bitsLeaf reads a YANG bits leaf (RFC 7951: the names of the bits that
+// are set, separated by spaces; "" for none).
+func (p *parser) bitsLeaf(path string, v any, names map[string]uint8) (uint8, bool) {
+	s, ok := p.stringLeaf(path, v)
+	if !ok {
+		return 0, false
+	}
+	var bits uint8
+	for _, name := range strings.Fields(s) {
+		b, known := names[name]
+		switch {
+		case !known:
+			known := make([]string, 0, len(names))
+			for n := range names {
+				known = append(known, n)
+			}
+			sort.Strings(known)
+			p.errf(path, "bits", "unknown bit %q (%s)", name, strings.Join(known, ", "))
+			return 0, false
+		case bits&b != 0:
+			p.errf(path, "bits", "bit %q is named twice", name)
+			return 0, false
+		}
+		bits |= b
+	}
+	return bits, true
+}
+
+// binaryLeaf reads a YANG binary leaf (RFC 7951: base64) of lo..hi bytes
+// (hi 0: unbounded).
+func (p *parser) binaryLeaf(path string, v any, lo, hi int) ([]byte, bool) {
+	s, ok := p.stringLeaf(path, v)
+	if !ok {
+		return nil, false
+	}
+	b, err := base64.StdEncoding.DecodeString(s)
+	if err != nil {
+		p.errf(path, "binary", "%q is not base64 (RFC 7951 binary): %v", s, err)
+		return nil, false
+	}
+	if len(b) < lo || (hi > 0 && len(b) > hi) {
+		p.errf(path, "range", "%d bytes; the length must be %d..%d", len(b), lo, hi)
+		return nil, false
+	}
+	return b, true
 }
 
 // prefix reads an inet:ipv4-prefix or ipv6-prefix. Host bits set after the
@@ -582,7 +686,7 @@ func (p *parser) parseTCP(path string, v any, m *Matches) *TCPMatch {
 				p.errf(kp, "direction-initiated", "direction-initiated is %q; it must be from-device or to-device", s)
 			}
 		case "sequence-number", "acknowledgement-number", "data-offset", "reserved", "flags", "window-size", "urgent-pointer", "options":
-			p.unsupported(m, kp, "tcp/"+k, fmt.Sprintf("matching on the TCP header field %q is not part of MUD (RFC 8520 §2)", k))
+			p.tcpHeaderField(kp, k, v, t, m)
 		default:
 			p.unknownMatch(kp, "tcp", k)
 		}
@@ -590,6 +694,44 @@ func (p *parser) parseTCP(path string, v any, m *Matches) *TCPMatch {
 		return nil
 	}
 	return t
+}
+
+// tcpHeaderField reads the TCP header leaves other than the ports.
+func (p *parser) tcpHeaderField(path, k string, v any, t *TCPMatch, m *Matches) {
+	refuse := func(format string, args ...any) {
+		p.unsupported(m, path, "tcp/"+k, "tcp "+k+": "+fmt.Sprintf(format, args...))
+	}
+	switch k {
+	case "flags":
+		if bits, ok := p.bitsLeaf(path, v, tcpFlagBits); ok {
+			t.Flags = &bits
+		}
+		return
+	case "options":
+		b, ok := p.binaryLeaf(path, v, 1, 40)
+		if !ok {
+			return
+		}
+		t.Options = b
+		if len(b)%4 != 0 {
+			refuse("%d bytes cannot be a segment's whole options, whose length is a multiple of 4 (padded)", len(b))
+		}
+		return
+	}
+	f := map[string]numField{
+		"sequence-number":        {0, 1<<32 - 1, func(n uint64) { t.Seq = ptr32(n) }, nil},
+		"acknowledgement-number": {0, 1<<32 - 1, func(n uint64) { t.Ack = ptr32(n) }, nil},
+		"data-offset":            {5, 15, func(n uint64) { t.DataOffset = ptr8(n) }, nil},
+		"reserved": {0, 255, func(n uint64) { t.Reserved = ptr8(n) }, func(n uint64) string {
+			if n > 15 {
+				return fmt.Sprintf("the TCP header has 4 reserved bits (RFC 9293); %d does not fit in them", n)
+			}
+			return ""
+		}},
+		"window-size":    {0, 65535, func(n uint64) { t.Window = ptr16(n) }, nil},
+		"urgent-pointer": {0, 65535, func(n uint64) { t.Urgent = ptr16(n) }, nil},
+	}[k]
+	p.numField(path, v, f, refuse)
 }
 
 func (p *parser) parseUDP(path string, v any, m *Matches) *UDPMatch {
@@ -601,8 +743,10 @@ func (p *parser) parseUDP(path string, v any, m *Matches) *UDPMatch {
 		case "destination-port":
 			u.DstPort = p.parsePort(kp, v)
 		case "length":
-			if _, ok := p.uintLeaf(kp, v, 0, 65535); ok {
-				p.unsupported(m, kp, "udp/length", "matching on the UDP length is not part of MUD (RFC 8520 §2)")
+			if n, ok := p.uintLeaf(kp, v, 0, 65535); ok {
+				l := uint16(n)
+				u.Length = &l
+				p.unsupported(m, kp, "udp/length", "udp length: received datagrams can be coalesced (UDP GRO) before the gateway's filter sees them, so the length it sees is not always the one on the wire")
 			}
 		case modMUD + ":direction-initiated":
 			p.errf(kp, "direction-initiated-udp", "direction-initiated applies to TCP only (RFC 8520 §4.8); UDP has no connection to initiate")
@@ -624,7 +768,10 @@ func (p *parser) parseICMP(path string, v any, m *Matches) *ICMPMatch {
 		case "code":
 			ic.Code, _ = p.uint8Leaf(kp, v, 0, 255)
 		case "rest-of-header":
-			p.unsupported(m, kp, "icmp/rest-of-header", "matching on the ICMP rest-of-header is not part of MUD (RFC 8520 §2)")
+			if b, ok := p.binaryLeaf(kp, v, 0, 0); ok {
+				ic.RestOfHeader = b
+				p.unsupported(m, kp, "icmp/rest-of-header", "icmp rest-of-header: RFC 8519 does not say how many bytes of the message it covers, so what it matches is not defined")
+			}
 		default:
 			p.unknownMatch(kp, "icmp", k)
 		}

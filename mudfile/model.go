@@ -105,9 +105,10 @@ type Matches struct {
 	ICMP *ICMPMatch `json:"icmp,omitempty"`
 	MUD  *MUDMatch  `json:"mud,omitempty"`
 	// Unsupported names the match leaves that are valid YANG but that a
-	// MUD manager does not enforce (eth, dscp, tcp flags, interfaces, TLS
-	// profiles...), as paths relative to matches. An ACE with any of them
-	// cannot be rendered exactly (RFC 8520 §2).
+	// MUD manager does not enforce exactly (eth, ttl, lengths, fragments,
+	// interfaces, TLS profiles...), as paths relative to matches (e.g.
+	// "ipv4/ttl"). An ACE with any of them cannot be rendered exactly
+	// (RFC 8520 §2).
 	Unsupported []string `json:"unsupported,omitempty"`
 }
 
@@ -129,7 +130,43 @@ type IPMatch struct {
 	// without trailing dot.
 	SrcDNSName string `json:"src_dnsname,omitempty"`
 	DstDNSName string `json:"dst_dnsname,omitempty"`
+
+	// The other header fields of RFC 8519 (ietf-packet-fields); nil when
+	// absent. Those a gateway cannot match as the file means them are
+	// also listed in Matches.Unsupported.
+	DSCP   *uint8  `json:"dscp,omitempty"`
+	ECN    *uint8  `json:"ecn,omitempty"`
+	Length *uint16 `json:"length,omitempty"`
+	TTL    *uint8  `json:"ttl,omitempty"`
+	// IPv4 only.
+	IHL            *uint8  `json:"ihl,omitempty"`
+	Flags          *uint8  `json:"flags,omitempty"` // IPv4Reserved | IPv4DontFragment | IPv4More
+	Offset         *uint16 `json:"offset,omitempty"`
+	Identification *uint16 `json:"identification,omitempty"`
+	// IPv6 only.
+	FlowLabel *uint32 `json:"flow_label,omitempty"`
 }
+
+// The bits of the IPv4 flags leaf (RFC 8519: reserved, fragment, more), as
+// they are in the header's flags field (the top bits of byte 6).
+const (
+	IPv4Reserved      uint8 = 0x80
+	IPv4DontFragment  uint8 = 0x40 // "fragment": 1 means do not fragment
+	IPv4MoreFragments uint8 = 0x20 // "more"
+)
+
+// The bits of the TCP flags leaf (RFC 8519: cwr … fin), as they are in the
+// header's flags byte (byte 13).
+const (
+	TCPFin uint8 = 1 << iota
+	TCPSyn
+	TCPRst
+	TCPPsh
+	TCPAck
+	TCPUrg
+	TCPEce
+	TCPCwr
+)
 
 // PortOp is a port comparison.
 type PortOp string
@@ -181,18 +218,30 @@ type TCPMatch struct {
 	SrcPort            *PortMatch `json:"source_port,omitempty"`
 	DstPort            *PortMatch `json:"destination_port,omitempty"`
 	DirectionInitiated Initiation `json:"direction_initiated,omitempty"`
+
+	// The other header fields (nil when absent).
+	Seq        *uint32 `json:"sequence_number,omitempty"`
+	Ack        *uint32 `json:"acknowledgement_number,omitempty"`
+	DataOffset *uint8  `json:"data_offset,omitempty"`
+	Reserved   *uint8  `json:"reserved,omitempty"`
+	Flags      *uint8  `json:"flags,omitempty"` // TCPFin … TCPCwr; the match is on all eight
+	Window     *uint16 `json:"window_size,omitempty"`
+	Urgent     *uint16 `json:"urgent_pointer,omitempty"`
+	Options    []byte  `json:"options,omitempty"`
 }
 
 // UDPMatch is the udp container.
 type UDPMatch struct {
 	SrcPort *PortMatch `json:"source_port,omitempty"`
 	DstPort *PortMatch `json:"destination_port,omitempty"`
+	Length  *uint16    `json:"length,omitempty"`
 }
 
 // ICMPMatch is the icmp container (ICMP in IPv4 ACEs, ICMPv6 in IPv6 ones).
 type ICMPMatch struct {
-	Type *uint8 `json:"type,omitempty"`
-	Code *uint8 `json:"code,omitempty"`
+	Type         *uint8 `json:"type,omitempty"`
+	Code         *uint8 `json:"code,omitempty"`
+	RestOfHeader []byte `json:"rest_of_header,omitempty"`
 }
 
 // MUDMatch is the "ietf-mud:mud" augment of matches (RFC 8520 §4).

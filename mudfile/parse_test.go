@@ -181,7 +181,7 @@ func TestRules(t *testing.T) {
 		{"protocol contradicts tcp", func(d doc) { d.ip(0)["protocol"] = 17 }, "protocol-mismatch", false},
 		{"protocol 256", func(d doc) { d.ip(0)["protocol"] = 256 }, "range", false},
 		{"protocol 0", func(d doc) { delete(d.matches(0), "tcp"); d.ip(0)["protocol"] = 0 }, "not-renderable", true},
-		{"dscp is not enforced", func(d doc) { d.ip(0)["dscp"] = 10 }, "not-renderable", true},
+		{"dscp is enforced", func(d doc) { d.ip(0)["dscp"] = 10 }, "", true},
 		{"dscp out of range", func(d doc) { d.ip(0)["dscp"] = 64 }, "range", false},
 		{"ihl in ipv6", func(d doc) { d.ip(0)["ihl"] = 5 }, "unknown-match", false},
 		{"eth match", func(d doc) { d.matches(0)["eth"] = map[string]any{"ethertype": 34525} }, "not-renderable", true},

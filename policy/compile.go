@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strings"
 
 	"github.com/openmud/mud/mudfile"
@@ -211,6 +212,8 @@ func (c *compiler) ace(d Direction, acl *mudfile.ACL, ace mudfile.ACE) []Rule {
 		}
 	}
 
+	r.Fields = headerFields(m, ip)
+
 	if len(inexact) > 0 {
 		if r.Verdict == Accept {
 			c.note("%s: not installed: it matches on %s, which cannot be enforced exactly, and installing it without would allow more than the file says", name, strings.Join(inexact, ", "))
@@ -225,6 +228,60 @@ func (c *compiler) ace(d Direction, acl *mudfile.ACL, ace mudfile.ACE) []Rule {
 		return []Rule{v4, v6}
 	}
 	return []Rule{r}
+}
+
+// headerFields lists the header fields of an ACE's match that are
+// enforced (mudfile lists the others in Unsupported, with the reason).
+func headerFields(m mudfile.Matches, ip *mudfile.IPMatch) []FieldMatch {
+	var out []FieldMatch
+	add := func(rel string, f Field, v *uint32, b []byte) {
+		if (v == nil && b == nil) || slices.Contains(m.Unsupported, rel) {
+			return
+		}
+		fm := FieldMatch{Field: f, Bytes: b}
+		if v != nil {
+			fm.Value = *v
+		}
+		out = append(out, fm)
+	}
+	u8 := func(p *uint8) *uint32 {
+		if p == nil {
+			return nil
+		}
+		v := uint32(*p)
+		return &v
+	}
+	u16 := func(p *uint16) *uint32 {
+		if p == nil {
+			return nil
+		}
+		v := uint32(*p)
+		return &v
+	}
+	if ip != nil {
+		fam := "ipv4"
+		if ip == m.IPv6 {
+			fam = "ipv6"
+		}
+		add(fam+"/dscp", FieldDSCP, u8(ip.DSCP), nil)
+		add(fam+"/ecn", FieldECN, u8(ip.ECN), nil)
+		add(fam+"/ihl", FieldIHL, u8(ip.IHL), nil)
+		add(fam+"/flags", FieldIPv4Flags, u8(ip.Flags), nil)
+		add(fam+"/identification", FieldIdentification, u16(ip.Identification), nil)
+		add(fam+"/flow-label", FieldFlowLabel, ip.FlowLabel, nil)
+		// ttl, length and offset are never enforced (mudfile says why).
+	}
+	if t := m.TCP; t != nil {
+		add("tcp/sequence-number", FieldTCPSeq, t.Seq, nil)
+		add("tcp/acknowledgement-number", FieldTCPAck, t.Ack, nil)
+		add("tcp/data-offset", FieldTCPDataOffset, u8(t.DataOffset), nil)
+		add("tcp/reserved", FieldTCPReserved, u8(t.Reserved), nil)
+		add("tcp/flags", FieldTCPFlags, u8(t.Flags), nil)
+		add("tcp/window-size", FieldTCPWindow, u16(t.Window), nil)
+		add("tcp/urgent-pointer", FieldTCPUrgent, u16(t.Urgent), nil)
+		add("tcp/options", FieldTCPOptions, nil, t.Options)
+	}
+	return out
 }
 
 func (c *compiler) prefixPeer(p netip.Prefix) Peer {

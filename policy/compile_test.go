@@ -144,6 +144,17 @@ func TestACEs(t *testing.T) {
 			[]Rule{{Name: "fr/a", Family: IPv4, Protocol: ProtoUDP, Verdict: Drop}}, true},
 		{"two peers accept not installed", `{"name":"a","matches":{"ietf-mud:mud":{"local-networks":[null]},"ipv4":{"destination-ipv4-network":"224.0.0.22/32"}},"actions":{"forwarding":"accept"}}`, nil, true},
 		{"device-side address accept not installed", `{"name":"a","matches":{"ipv4":{"source-ipv4-network":"10.0.0.5/32"}},"actions":{"forwarding":"accept"}}`, nil, true},
+		// Header fields (RFC 8519 ietf-packet-fields): enforced exactly, or
+		// refused like any unrenderable match.
+		{"tcp flags syn", `{"name":"a","matches":{"ipv4":{"protocol":6,"dscp":46,"flags":"fragment"},"tcp":{"flags":"syn","destination-port":{"port":8080},"window-size":1024}},"actions":{"forwarding":"accept"}}`,
+			[]Rule{{Name: "fr/a", Family: IPv4, Protocol: ProtoTCP, DstPort: u16(8080), Verdict: Accept, Fields: []FieldMatch{
+				{Field: FieldDSCP, Value: 46}, {Field: FieldIPv4Flags, Value: uint32(mudfile.IPv4DontFragment)},
+				{Field: FieldTCPFlags, Value: uint32(mudfile.TCPSyn)}, {Field: FieldTCPWindow, Value: 1024}}}}, false},
+		{"tcp options", `{"name":"a","matches":{"tcp":{"options":"AgQFtA=="}},"actions":{"forwarding":"accept"}}`,
+			[]Rule{{Name: "fr/a", Family: IPv4, Protocol: ProtoTCP, Verdict: Accept, Fields: []FieldMatch{{Field: FieldTCPOptions, Bytes: []byte{2, 4, 5, 0xb4}}}}}, false},
+		{"ttl accept not installed", `{"name":"a","matches":{"ipv4":{"protocol":6,"ttl":64},"tcp":{"flags":"syn"}},"actions":{"forwarding":"accept"}}`, nil, true},
+		{"ttl drop installed broader", `{"name":"a","matches":{"ipv4":{"protocol":6,"ttl":64},"tcp":{"flags":"syn"}},"actions":{"forwarding":"drop"}}`,
+			[]Rule{{Name: "fr/a", Family: IPv4, Protocol: ProtoTCP, Verdict: Drop, Fields: []FieldMatch{{Field: FieldTCPFlags, Value: uint32(mudfile.TCPSyn)}}}}, true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -119,10 +119,54 @@ func Describe(d Direction, r Rule) string {
 	if localPort != nil {
 		fmt.Fprintf(&b, ", on its own %s", portPhrase(localPort))
 	}
+	if len(r.Fields) > 0 {
+		var fs []string
+		for _, f := range r.Fields {
+			fs = append(fs, FieldPhrase(f))
+		}
+		b.WriteString(", with " + strings.Join(fs, ", "))
+	}
 	if r.Family != AnyFamily {
 		fmt.Fprintf(&b, " (%s only)", map[Family]string{IPv4: "IPv4", IPv6: "IPv6"}[r.Family])
 	}
 	return b.String()
+}
+
+var fieldFormats = map[Field]string{
+	FieldDSCP: "DSCP %d", FieldECN: "ECN %d", FieldIHL: "an IPv4 header of %d words",
+	FieldIdentification: "IPv4 identification %d", FieldFlowLabel: "flow label %d",
+	FieldTCPSeq: "TCP sequence number %d", FieldTCPAck: "TCP acknowledgement number %d",
+	FieldTCPDataOffset: "a TCP header of %d words", FieldTCPReserved: "TCP reserved bits %d",
+	FieldTCPWindow: "TCP window %d", FieldTCPUrgent: "TCP urgent pointer %d",
+}
+
+// FieldPhrase says what a header field match requires, e.g. "TCP flags
+// exactly syn".
+func FieldPhrase(f FieldMatch) string {
+	bits := func(names []string) string {
+		var set []string
+		for i, n := range names {
+			if f.Value&(1<<(len(names)-1-i)) != 0 {
+				set = append(set, n)
+			}
+		}
+		if len(set) == 0 {
+			return "none"
+		}
+		return strings.Join(set, " ")
+	}
+	switch f.Field {
+	case FieldIPv4Flags:
+		return "IPv4 flags exactly " + bits([]string{"reserved", "fragment", "more", "", "", "", "", ""})
+	case FieldTCPFlags:
+		return "TCP flags exactly " + bits([]string{"cwr", "ece", "urg", "ack", "psh", "rst", "syn", "fin"})
+	case FieldTCPOptions:
+		return fmt.Sprintf("TCP options %x", f.Bytes)
+	}
+	if format, ok := fieldFormats[f.Field]; ok {
+		return fmt.Sprintf(format, f.Value)
+	}
+	return fmt.Sprintf("%s %d", f.Field, f.Value)
 }
 
 // Explain gives the whole policy in plain words, with what the file says

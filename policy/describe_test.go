@@ -25,6 +25,9 @@ func TestDescribe(t *testing.T) {
 			"may receive ICMP type 8 from devices of manufacturer a.example"},
 		{FromDevice, Rule{Protocol: ProtoTCP, DstPort: &PortRange{First: 23, Last: 23, Negate: true}, Verdict: Accept},
 			"may send TCP to any port but 23 of any host"},
+		{FromDevice, Rule{Protocol: ProtoTCP, DstPort: u16(80), Family: IPv4, Verdict: Accept, Fields: []FieldMatch{
+			{Field: FieldTCPFlags, Value: 0x12}, {Field: FieldIPv4Flags, Value: 0x40}, {Field: FieldDSCP, Value: 46}}},
+			"may send TCP to port 80 of any host, with TCP flags exactly ack syn, IPv4 flags exactly fragment, DSCP 46 (IPv4 only)"},
 	}
 	for _, tc := range cases {
 		if got := Describe(tc.d, tc.r); got != tc.want {

@@ -143,12 +143,44 @@ type Rule struct {
 	SrcPort  *PortRange `json:"src_port,omitempty"`
 	DstPort  *PortRange `json:"dst_port,omitempty"`
 	ICMP     *ICMPMatch `json:"icmp,omitempty"`
+	// Fields are exact matches on other header fields, in a fixed order.
+	Fields []FieldMatch `json:"fields,omitempty"`
 	// Initiated applies to TCP only.
 	Initiated Initiator `json:"initiated,omitempty"`
 	Verdict   Verdict   `json:"verdict"`
 	// Default marks the RFC 8520 App. A DNS/NTP rules appended after the
 	// file's own rules.
 	Default bool `json:"default,omitempty"`
+}
+
+// Field names a header field of RFC 8519 (ietf-packet-fields) that a rule
+// matches exactly, beyond protocol, ports and ICMP type and code. Fields of
+// the IP header need the rule's Family; TCP fields protocol 6.
+type Field string
+
+// The header fields rules match.
+const (
+	FieldDSCP           Field = "dscp" // IPv4 and IPv6
+	FieldECN            Field = "ecn"  // IPv4 and IPv6
+	FieldIHL            Field = "ipv4-ihl"
+	FieldIPv4Flags      Field = "ipv4-flags" // the three flag bits, as mudfile.IPv4DontFragment etc.
+	FieldIdentification Field = "ipv4-identification"
+	FieldFlowLabel      Field = "ipv6-flow-label"
+	FieldTCPSeq         Field = "tcp-sequence-number"
+	FieldTCPAck         Field = "tcp-acknowledgement-number"
+	FieldTCPDataOffset  Field = "tcp-data-offset"
+	FieldTCPReserved    Field = "tcp-reserved" // the 4 bits before the flags
+	FieldTCPFlags       Field = "tcp-flags"    // all eight (cwr … fin), as mudfile.TCPSyn etc.
+	FieldTCPWindow      Field = "tcp-window-size"
+	FieldTCPUrgent      Field = "tcp-urgent-pointer"
+	FieldTCPOptions     Field = "tcp-options" // Bytes: the whole options area
+)
+
+// FieldMatch is one header field and the value it must have.
+type FieldMatch struct {
+	Field Field  `json:"field"`
+	Value uint32 `json:"value"`
+	Bytes []byte `json:"bytes,omitempty"`
 }
 
 // PeerKind says what a Peer stands for.

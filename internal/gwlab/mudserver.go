@@ -131,6 +131,17 @@ func (s *MUDServer) Hang(prefix string, d time.Duration) {
 	s.hang[prefix] = d
 }
 
+// Delay makes the server answer requests for the path of rawURL (and its
+// signature) only after d, as a slow MUD server would; 0 answers at once.
+func (s *MUDServer) Delay(rawURL string, d time.Duration) error {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return fmt.Errorf("delaying %s: %w", rawURL, err)
+	}
+	s.Hang(u.Path, d)
+	return nil
+}
+
 // Requests lists the paths requested so far, in order.
 func (s *MUDServer) Requests() []string {
 	s.mu.Lock()

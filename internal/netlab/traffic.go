@@ -9,6 +9,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -20,9 +21,26 @@ import (
 // Echo is a TCP and UDP echo server inside a namespace, for reachability
 // tests. Close stops it; the lab does not need to.
 type Echo struct {
-	tcp net.Listener
-	udp net.PacketConn
-	wg  sync.WaitGroup
+	tcp      net.Listener
+	udp      net.PacketConn
+	wg       sync.WaitGroup
+	received atomic.Int64
+}
+
+// Received is the number of bytes the server has received so far (TCP and
+// UDP).
+func (e *Echo) Received() int64 { return e.received.Load() }
+
+// countingReader counts what passes through it.
+type countingReader struct {
+	r io.Reader
+	n *atomic.Int64
+}
+
+func (c countingReader) Read(b []byte) (int, error) {
+	n, err := c.r.Read(b)
+	c.n.Add(int64(n))
+	return n, err
 }
 
 // ServeEcho starts TCP and UDP echo servers on addr ("[::]:8080" listens on
@@ -49,7 +67,7 @@ func ServeEcho(ns, addr string) (*Echo, error) {
 			go func() {
 				defer e.wg.Done()
 				defer c.Close()
-				_, _ = io.Copy(c, c)
+				_, _ = io.Copy(c, countingReader{c, &e.received})
 			}()
 		}
 	}()
@@ -61,6 +79,7 @@ func ServeEcho(ns, addr string) (*Echo, error) {
 			if err != nil {
 				return
 			}
+			e.received.Add(int64(n))
 			_, _ = e.udp.WriteTo(buf[:n], from)
 		}
 	}()

@@ -78,6 +78,7 @@ func printStatus(w io.Writer, st api.Status) error {
 	}
 	fmt.Fprintf(t, "tables\t%s\n", dash(strings.Join(st.Enforcer.Tables, ", ")))
 	fmt.Fprintf(t, "bridge conntrack\t%t\n", st.Enforcer.BridgeConntrack)
+	fmt.Fprintf(t, "bridge replies\t%s\n", dash(st.Enforcer.BridgeReplies))
 	return flushTable(t)
 }
 

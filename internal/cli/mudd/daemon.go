@@ -189,12 +189,13 @@ func build(cfg config.Config, version string, log *slog.Logger) (p *parts, err e
 		Store: p.st, Enforcer: p.enf, Fetcher: p.fetch, Resolver: p.res, Anchors: anchors,
 		Settings: manager.SettingsFrom(cfg, p.localNets), RemovalGrace: cfg.Policy.RemovalGrace,
 		Leases: p.snoop.Events(), DNS: p.res.Updates(),
-		Render: enforcer.RenderOptions{Priority: &prio, LogGroup: cfg.NFT.LogGroup, BridgeConntrack: enf.BridgeConntrack(),
+		Render: enforcer.RenderOptions{Priority: &prio, LogGroup: cfg.NFT.LogGroup, BridgeConntrack: enf.BridgeConntrack(), BridgeReplies: enf.BridgeReplies(),
 			DirectDispatch: !enf.SecmarkDispatch(), RuleCounters: cfg.NFT.RuleCounters},
 		// The enforcer cannot list the tables it finds in the kernel yet, so
 		// Tables stays empty rather than claim what was not checked.
-		EnforcerInfo: func() ([]string, bool, int) { return nil, enf.BridgeConntrack(), enf.Repairs() },
-		Version:      version, Logger: log.With("component", "manager"),
+		EnforcerInfo:  func() ([]string, bool, int) { return nil, enf.BridgeConntrack(), enf.Repairs() },
+		BridgeReplies: func() string { return enf.BridgeReplies().String() },
+		Version:       version, Logger: log.With("component", "manager"),
 	})
 	if err != nil {
 		return nil, err
