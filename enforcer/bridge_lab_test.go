@@ -79,6 +79,7 @@ func newLateralEnv(t *testing.T, nfCall bool, opts ...func(*Config)) *lateralEnv
 	if err != nil {
 		t.Fatalf("Apply: %v", err)
 	}
+	waitFlowsEnded(t, e)
 	return env
 }
 
@@ -184,7 +185,7 @@ func TestBridgedVLANFrames(t *testing.T) {
 	sport := uint16(40000)
 	probe := func(what string, want ReplyMode) {
 		t.Helper()
-		if err := env.e.checkAndRepair(ctx); err != nil {
+		if err := env.e.checkAndRepair(ctx, false); err != nil {
 			t.Fatal(err)
 		}
 		wantModes(t, env.e, want)

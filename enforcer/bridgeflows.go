@@ -427,20 +427,16 @@ func (e *Enforcer) flowsOfDevices(macs []net.HardwareAddr) (map[string][][]byte,
 // does not fail when the element has just expired.
 const nftMsgDestroySetElem = 30
 
-// forgetFlows removes the remembered flows of devices (reflexive mode).
-// Removal races with a packet that found its flow just before and
-// refreshes (re-adds) it after; the removal is therefore repeated once
-// after such a packet has long finished.
-func (e *Enforcer) forgetFlows(macs []net.HardwareAddr) error {
-	if e.bridgeCT || len(macs) == 0 {
+// forgetFlows removes the remembered flows of devices (reflexive mode);
+// first tells whether errors are worth reporting (a repeated removal finds
+// what the first one removed already gone). e.mu is held.
+func (e *Enforcer) forgetFlows(macs []net.HardwareAddr, first bool) error {
+	if e.bridgeCT || len(macs) == 0 || e.objs == nil {
 		return nil
 	}
 	found, err := e.flowsOfDevices(macs)
 	if err != nil {
 		return err
-	}
-	if len(found) == 0 {
-		return nil
 	}
 	send := func(set string, keys [][]byte, typ int) error {
 		elems := make([]*elemSpec, len(keys))
@@ -455,19 +451,14 @@ func (e *Enforcer) forgetFlows(macs []net.HardwareAddr) error {
 		return e.raw.Send(append(batch, batchMsg(unix.NFNL_MSG_BATCH_END)))
 	}
 	var errs []error
-	for i := 0; i < 2; i++ {
-		if i > 0 {
-			time.Sleep(2 * time.Millisecond)
-		}
-		for set, keys := range found {
-			if err := send(set, keys, nftMsgDestroySetElem); err != nil {
-				// A kernel before 6.3: deletes, one batch per element (one
-				// that expired meanwhile fails alone).
-				for _, k := range keys {
-					var be *BatchError
-					if err := send(set, [][]byte{k}, unix.NFT_MSG_DELSETELEM); err != nil && i == 0 && (!errors.As(err, &be) || !be.Has(unix.ENOENT)) {
-						errs = append(errs, err)
-					}
+	for set, keys := range found {
+		if err := send(set, keys, nftMsgDestroySetElem); err != nil {
+			// A kernel before 6.3: deletes, one batch per element (one
+			// that expired meanwhile fails alone).
+			for _, k := range keys {
+				var be *BatchError
+				if err := send(set, [][]byte{k}, unix.NFT_MSG_DELSETELEM); err != nil && first && (!errors.As(err, &be) || !be.Has(unix.ENOENT)) {
+					errs = append(errs, err)
 				}
 			}
 		}

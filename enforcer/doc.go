@@ -54,8 +54,11 @@
 // rejected batch leaves both as they were (the error is a *BatchError).
 // Devices whose treatment changed, including devices new to the model,
 // lose their open flows right after the commit (conntrack entries, and
-// the bridge table's remembered flows). Run repairs
-// our tables when someone else deleted or flushed them; Counters reads the
+// the bridge table's remembered flows), in a goroutine of the Enforcer's
+// that coalesces bursts (FlowsEnded waits for it). Run follows nftables
+// notifications and undoes, within a second, any change someone else makes
+// to our tables (Config.OnTamper hears of it), with a periodic comparison
+// of kernel and plan as a backstop; Counters reads the
 // per-rule counters; Render prints what would be installed, in nft syntax.
 //
 // All methods are safe for concurrent use: one mutex serialises them, so

@@ -21,6 +21,7 @@ import (
 	"github.com/google/nftables/userdata"
 	"github.com/mdlayher/netlink"
 	"github.com/openmud/mud/internal/nftbatch"
+	"github.com/openmud/mud/internal/nftmon"
 	"github.com/openmud/mud/policy"
 	vnl "github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -43,9 +44,17 @@ type Config struct {
 	// NoLog turns logging off.
 	LogGroup uint16
 	NoLog    bool
-	// RepairInterval is how often Run checks that our tables are intact
-	// (default 500 ms: tampering is repaired well within 2 s).
+	// RepairInterval is how often Run re-reads br_netfilter's settings and
+	// retries a rebuild that failed; without nftables notifications it
+	// also polls our base chains then (default 500 ms).
 	RepairInterval time.Duration
+	// VerifyInterval is how often Run compares the kernel's tables with
+	// the plan, a backstop to the notifications (default
+	// DefaultVerifyInterval).
+	VerifyInterval time.Duration
+	// OnTamper, if set, is told of every change to our tables someone else
+	// made, after Run undid it (from Run's goroutine).
+	OnTamper func(Tamper)
 	// Logger receives repair and conntrack messages (default slog.Default()).
 	Logger *slog.Logger
 	// RuleCounters gives the elements of allow-only policies counters, so
@@ -104,6 +113,10 @@ type Enforcer struct {
 	repairs  int
 	closed   bool
 
+	ender    *ender          // ends flows after the commits that tightened treatment
+	mon      *nftmon.Monitor // while Run watches notifications
+	ownPorts []uint32        // netlink ports of our batch sockets (newest first)
+
 	fault func(*nftables.Conn) // test hook, see emit
 }
 
@@ -118,6 +131,9 @@ func New(cfg Config) (*Enforcer, error) {
 	}
 	if e.cfg.RepairInterval <= 0 {
 		e.cfg.RepairInterval = 500 * time.Millisecond
+	}
+	if e.cfg.VerifyInterval <= 0 {
+		e.cfg.VerifyInterval = DefaultVerifyInterval
 	}
 	switch {
 	case cfg.NetNSFd != 0:
@@ -139,6 +155,7 @@ func New(cfg Config) (*Enforcer, error) {
 		e.cfg.BridgeFlows = DefaultBridgeFlows
 	}
 	e.nf = e.readBridgeNF()
+	e.startEnder()
 	return e, nil
 }
 
@@ -178,6 +195,7 @@ func (e *Enforcer) netlinkHandle(proto int) (*vnl.Handle, error) {
 // Close releases the netlink connections; the installed ruleset stays
 // (enforcement must survive a daemon restart; the next Apply reconciles).
 func (e *Enforcer) Close() error {
+	e.stopEnder()
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.closed = true
@@ -655,6 +673,7 @@ func (e *Enforcer) commit(ctx context.Context, ch *change) error {
 			e.raw.Close()
 			if r, oerr := nftbatch.Open(e.nsFd); oerr == nil {
 				e.raw = r
+				e.reopened()
 			}
 		}
 		return fmt.Errorf("applying nftables changes: %w", err)
@@ -764,8 +783,9 @@ func merge[T any](dst, cached map[string]*pieces, changed map[string]T) {
 // nf_conntrack_bridge) and the flows the bridge table remembers
 // (reflexive mode). That includes a device new to the model, which was
 // unrestricted until now (fetching, pending, a device without MUD being
-// quarantined), and a device leaving it. The flush runs after the commit:
-// the next packets of those flows meet the new rules. A permitted TCP
+// quarantined), and a device leaving it. The flush runs after the commit
+// (in the ender's goroutine, within milliseconds): the next packets of
+// those flows meet the new rules. A permitted TCP
 // connection is picked up again by its next packet (nf_conntrack_tcp_loose,
 // on by default), a permitted UDP flow by its next datagram. before is what
 // the kernel held at the first commit of this process (kernelDevices), nil
@@ -882,14 +902,10 @@ func (e *Enforcer) adopt(ch *change, next *objects, rebuilt bool, dd *derivedDel
 		e.objs.derived.apply(dd)
 	}
 	e.needFull, e.nfStale = false, false
-	if len(cut) > 0 {
-		if err := e.deleteConntrack(cut); err != nil {
-			e.log.Warn("flushing conntrack entries of changed devices", "err", err)
-		}
+	if e.flowSize() == 0 {
+		macs = nil // no remembered bridged flows
 	}
-	if err := e.forgetFlows(macs); err != nil {
-		e.log.Warn("removing remembered bridged flows of changed devices", "err", err)
-	}
+	e.ender.add(cut, macs)
 }
 
 func applyMap[T any](dst, src map[string]*T) {
@@ -1192,24 +1208,6 @@ func rulesEqual(a, b []policy.Rule) bool {
 	return fmt.Sprintf("%+v", a) == fmt.Sprintf("%+v", b)
 }
 
-// Run watches our tables until ctx ends and restores them when someone else
-// deleted or flushed them (a cheap poll: table presence and the rule counts
-// of the base chains). It returns ctx.Err().
-func (e *Enforcer) Run(ctx context.Context) error {
-	t := time.NewTicker(e.cfg.RepairInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
-		}
-		if err := e.checkAndRepair(ctx); err != nil {
-			e.log.Error("repairing nftables tables", "err", err)
-		}
-	}
-}
-
 // Repairs returns how many times tampering was detected and repaired.
 func (e *Enforcer) Repairs() int {
 	e.mu.Lock()
@@ -1217,7 +1215,9 @@ func (e *Enforcer) Repairs() int {
 	return e.repairs
 }
 
-func (e *Enforcer) checkAndRepair(ctx context.Context) error {
+// checkAndRepair follows br_netfilter's settings, retries a rebuild that
+// failed and, with poll (no notifications), checks the base chains.
+func (e *Enforcer) checkAndRepair(ctx context.Context, poll bool) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.closed {
@@ -1232,7 +1232,10 @@ func (e *Enforcer) checkAndRepair(ctx context.Context) error {
 	if e.objs == nil {
 		return nil
 	}
-	ok, why := e.intact()
+	ok, why := true, ""
+	if poll {
+		ok, why = e.intact()
+	}
 	if ok && !e.needFull && !e.nfStale {
 		return nil
 	}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/openmud/mud/internal/netlab"
 	"github.com/openmud/mud/policy"
@@ -52,6 +53,18 @@ func flowsEnded(t *testing.T, what string, cs []net.Conn) {
 	}
 }
 
+// waitFlowsEnded waits until the flows of the devices the last commit
+// tightened have been ended (the enforcer ends them right after the commit,
+// in a goroutine of its own).
+func waitFlowsEnded(t *testing.T, e *Enforcer) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := e.FlowsEnded(ctx); err != nil {
+		t.Fatalf("waiting for flows to end: %v", err)
+	}
+}
+
 // flowsWork checks that every flow still echoes.
 func flowsWork(t *testing.T, what string, cs []net.Conn) {
 	t.Helper()
@@ -74,6 +87,7 @@ func TestFlowsOfNewDeviceEnd(t *testing.T) {
 	if err := env.e.UpsertDevice(context.Background(), d); err != nil {
 		t.Fatal(err)
 	}
+	waitFlowsEnded(t, env.e)
 	flowsEnded(t, "quarantined device without MUD", cs)
 }
 
@@ -91,6 +105,7 @@ func TestLateralFlowsEndOnQuarantine(t *testing.T) {
 			if err := env.e.UpsertDevice(context.Background(), d); err != nil {
 				t.Fatal(err)
 			}
+			waitFlowsEnded(t, env.e)
 			flowsEnded(t, "lateral flows of a quarantined device", cs)
 			if out := nftList(t, env.lab.GW.NS, "list", "set", "bridge", "mud", setFlows4); strings.Contains(out, "elements") {
 				t.Errorf("flows of the quarantined device still remembered:\n%s", out)
@@ -126,6 +141,7 @@ func TestTightenedPolicyKeepsPermittedConnections(t *testing.T) {
 	if err := env.e.SetPolicy(context.Background(), p); err != nil {
 		t.Fatal(err)
 	}
+	waitFlowsEnded(t, env.e)
 	flowsWork(t, "TCP 8080, still permitted", tcp)
 	flowsEnded(t, "UDP 8081, no longer permitted", udp)
 }
@@ -154,6 +170,7 @@ func TestRestartEndsOnlyNewDevicesFlows(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	waitFlowsEnded(t, e2)
 	// Counted before any packet could make new entries.
 	if ctEntries(t, env.lab, env.dev1.IPv4) == 0 {
 		t.Error("the conntrack entry of a device installed as before is gone")

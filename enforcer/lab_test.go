@@ -112,6 +112,7 @@ func newLabEnv(t *testing.T, opts ...func(*Config)) *labEnv {
 	if err != nil {
 		t.Fatalf("Apply: %v", err)
 	}
+	waitFlowsEnded(t, e)
 	return env
 }
 
@@ -375,6 +376,7 @@ func TestQuarantineCutsEstablishedConnection(t *testing.T) {
 	if err := env.e.UpsertDevice(ctx, d); err != nil {
 		t.Fatal(err)
 	}
+	waitFlowsEnded(t, env.e)
 	if err := roundTrip(c, shut); err == nil {
 		t.Fatal("established connection still echoes after quarantine")
 	}

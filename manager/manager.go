@@ -314,6 +314,16 @@ func (m *Manager) HandleDNS(ctx context.Context, u resolver.Update) error {
 	return m.do(ctx, func() error { m.onDNS(u); return nil })
 }
 
+// HandleTamper records that someone else changed the enforcer's tables and
+// the enforcer restored them (an event "nftables-tampered" naming what was
+// changed).
+func (m *Manager) HandleTamper(ctx context.Context, what string) error {
+	return m.do(ctx, func() error {
+		m.event("", "nftables-tampered", "", "", "restored after a change by someone else: "+what)
+		return nil
+	})
+}
+
 // settingsDefaults fills in the settings left zero.
 func settingsDefaults(s Settings) Settings {
 	if s.OnFailure == "" {

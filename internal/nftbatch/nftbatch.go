@@ -14,6 +14,7 @@ import (
 	"github.com/google/nftables"
 	"github.com/mdlayher/netlink"
 	"github.com/openmud/mud/internal/netns"
+	"github.com/openmud/mud/internal/nftmon"
 	"golang.org/x/sys/unix"
 )
 
@@ -280,3 +281,8 @@ func describe(m netlink.Message) string {
 	}
 	return name
 }
+
+// PortID is the socket's netlink port id: the nlmsg_pid of the
+// notifications the kernel sends about the batches sent on it, so that a
+// watcher of nftables changes can tell them from anyone else's.
+func (rc *Conn) PortID() (uint32, error) { return nftmon.FDPortID(rc.fd) }

@@ -159,7 +159,16 @@ func build(cfg config.Config, version string, log *slog.Logger) (p *parts, err e
 	prio := int32(cfg.NFT.Priority)
 	p.localNets = interfacePrefixes(cfg.Interfaces, log)
 	ec := enforcer.Config{Priority: &prio, LogGroup: cfg.NFT.LogGroup, DirectDispatch: cfg.NFT.DirectDispatch,
-		RuleCounters: cfg.NFT.RuleCounters, Logger: log.With("component", "enforcer")}
+		RuleCounters: cfg.NFT.RuleCounters, Logger: log.With("component", "enforcer"),
+		// Tampering the enforcer undid becomes an event (mudctl events).
+		// p.mgr exists before the enforcer's Run starts.
+		OnTamper: func(x enforcer.Tamper) {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := p.mgr.HandleTamper(ctx, x.What); err != nil {
+				log.Warn("recording an nftables tamper event", "err", err)
+			}
+		}}
 	if !cfg.NFT.BridgeAllAddresses {
 		ec.BridgeLAN = p.localNets // empty (no LAN address yet): every address
 	}
