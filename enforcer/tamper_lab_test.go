@@ -86,7 +86,7 @@ func (te *tamperEnv) expectReport(t *testing.T, want *regexp.Regexp) Tamper {
 func mapValue(t *testing.T, ns, fam, set, key string) string {
 	t.Helper()
 	out := nftList(t, ns, "list", "map", fam, "mud", set)
-	m := regexp.MustCompile(regexp.QuoteMeta(key) + ` : (0x[0-9a-f]+)`).FindStringSubmatch(out)
+	m := regexp.MustCompile(regexp.QuoteMeta(key) + `[^,}]* : (0x[0-9a-f]+)`).FindStringSubmatch(out)
 	if m == nil {
 		t.Fatalf("%s not in map %s %s:\n%s", key, fam, set, out)
 	}

@@ -27,6 +27,9 @@ type Rule struct {
 	// Initiated is the TCP direction-initiated ("from-device",
 	// "to-device"), or empty.
 	Initiated string
+	// TCPFlags is the RFC 8519 tcp flags leaf (bits, e.g. "syn"), or
+	// empty.
+	TCPFlags string
 }
 
 // File describes a lab MUD file: metadata plus the from-device and
@@ -89,6 +92,9 @@ func (f File) JSON() []byte {
 			}
 			if r.Initiated != "" {
 				l4["ietf-mud:direction-initiated"] = r.Initiated
+			}
+			if r.TCPFlags != "" {
+				l4["flags"] = r.TCPFlags
 			}
 			if len(l4) > 0 {
 				if proto == 17 {
