@@ -59,3 +59,40 @@ func TestConformanceCitesExistingTests(t *testing.T) {
 		t.Error("conformance.md refers to an outside checklist (spec §)")
 	}
 }
+
+// The README's threat model cites end-to-end tests by bare name (package
+// e2e) and others as package.Test.
+func TestThreatModelCitesExistingTests(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(readme)
+	start, end := strings.Index(s, "## Threat model"), strings.Index(s, "## Configuration")
+	if start < 0 || end < start {
+		t.Fatal("README.md has no threat model section before Configuration")
+	}
+	e2e := map[string]bool{}
+	files, _ := filepath.Glob("../e2e/*_test.go")
+	for _, f := range files {
+		file, err := parser.ParseFile(token.NewFileSet(), f, nil, parser.SkipObjectResolution)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range file.Decls {
+			if fn, ok := d.(*ast.FuncDecl); ok {
+				e2e[fn.Name.Name] = true
+			}
+		}
+	}
+	n := 0
+	for _, m := range regexp.MustCompile("`(Test[A-Za-z0-9_]+)`").FindAllStringSubmatch(s[start:end], -1) {
+		n++
+		if !e2e[m[1]] {
+			t.Errorf("the threat model cites e2e.%s, which does not exist", m[1])
+		}
+	}
+	if n < 10 {
+		t.Errorf("the threat model cites %d end-to-end tests; its table seems to have lost its test column", n)
+	}
+}
