@@ -213,7 +213,7 @@ func checkALabel(p []byte) error {
 			}
 			p = p[1:]
 			if digit > (1<<31-1-i)/w {
-				return errors.New("Punycode overflow")
+				return errors.New("overflow decoding Punycode")
 			}
 			i += digit * w
 			t := pcThreshold(k, bias)
@@ -221,7 +221,7 @@ func checkALabel(p []byte) error {
 				break
 			}
 			if w > (1<<31-1)/(pcBase-t) {
-				return errors.New("Punycode overflow")
+				return errors.New("overflow decoding Punycode")
 			}
 			w *= pcBase - t
 		}
