@@ -266,23 +266,21 @@ func (ip *IP) decode4(p []byte, off int) error {
 		return err
 	}
 	ff := binary.BigEndian.Uint16(p[6:8])
-	*ip = IP{
-		Version:  4,
-		Header:   p[:ihl:ihl],
-		Src:      netip.AddrFrom4([4]byte(p[12:16])),
-		Dst:      netip.AddrFrom4([4]byte(p[16:20])),
-		TTL:      p[8],
-		Protocol: p[9],
-		Options:  p[20:ihl:ihl],
-		Frag: Fragment{
-			Offset: int(ff&0x1fff) * 8,
-			More:   ff&0x2000 != 0,
-			ID:     uint32(binary.BigEndian.Uint16(p[4:6])),
-		},
-		Payload:       p[ihl:total:total],
-		PayloadOffset: off + ihl,
-	}
+	// Field by field: Decode zeroed ip, and a composite literal would
+	// build and copy the whole struct.
+	ip.Version = 4
+	ip.Header = p[:ihl:ihl]
+	ip.Src = netip.AddrFrom4([4]byte(p[12:16]))
+	ip.Dst = netip.AddrFrom4([4]byte(p[16:20]))
+	ip.TTL = p[8]
+	ip.Protocol = p[9]
+	ip.Options = p[20:ihl:ihl]
+	ip.Frag.Offset = int(ff&0x1fff) * 8
+	ip.Frag.More = ff&0x2000 != 0
+	ip.Frag.ID = uint32(binary.BigEndian.Uint16(p[4:6]))
 	ip.Frag.Present = ip.Frag.More || ip.Frag.Offset != 0
+	ip.Payload = p[ihl:total:total]
+	ip.PayloadOffset = off + ihl
 	return nil
 }
 
@@ -324,8 +322,9 @@ func (ip *IP) decode6(p []byte, off int) error {
 	}
 	next, rest := p[6], p[40:40+plen:40+plen]
 	hoff := off + 40
-	var frag Fragment
-	var ext [MaxExtHeaders]ExtHeader
+	// Decode zeroed ip; the extension headers go straight into it, and the
+	// fixed header's fields are set once the chain is known to be good.
+	frag := &ip.Frag
 	n := 0
 walk:
 	for {
@@ -352,31 +351,26 @@ walk:
 				return errf(elayer, hoff, "header %d is %d octets long, %d left", next, size, len(rest))
 			}
 		}
-		ext[n] = ExtHeader{Type: next, Data: rest[:size:size]}
+		ip.Ext[n] = ExtHeader{Type: next, Data: rest[:size:size]}
 		n++
 		if next == ProtoFragment {
 			fo := binary.BigEndian.Uint16(rest[2:4])
-			frag = Fragment{Present: true, Offset: int(fo &^ 7), More: fo&1 != 0, ID: binary.BigEndian.Uint32(rest[4:8])}
+			*frag = Fragment{Present: true, Offset: int(fo &^ 7), More: fo&1 != 0, ID: binary.BigEndian.Uint32(rest[4:8])}
 		}
 		next, rest, hoff = rest[0], rest[size:], hoff+size
 		if frag.Offset != 0 {
 			break // a later fragment: what follows is data, not headers
 		}
 	}
-	*ip = IP{
-		Version:  6,
-		Header:   p[:40:40],
-		Src:      netip.AddrFrom16([16]byte(p[8:24])),
-		Dst:      netip.AddrFrom16([16]byte(p[24:40])),
-		TTL:      p[7],
-		Protocol: next,
-		Ext:      ext,
-		NumExt:   n,
-		Frag:     frag,
-		Payload:  rest,
-
-		PayloadOffset: hoff,
-	}
+	ip.Version = 6
+	ip.Header = p[:40:40]
+	ip.Src = netip.AddrFrom16([16]byte(p[8:24]))
+	ip.Dst = netip.AddrFrom16([16]byte(p[24:40]))
+	ip.TTL = p[7]
+	ip.Protocol = next
+	ip.NumExt = n
+	ip.Payload = rest
+	ip.PayloadOffset = hoff
 	return nil
 }
 
