@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/openmud/mud/internal/dnsname"
 	"github.com/openmud/mud/policy"
 	"github.com/openmud/mud/store"
 )
@@ -376,9 +377,9 @@ func (r OverrideRequest) Rule() (store.OverrideRule, error) {
 			o.Rule.Family = policy.IPv6
 		}
 	case r.DNSName != "":
-		name := strings.TrimSuffix(strings.ToLower(r.DNSName), ".")
-		if !validDNSName(name) {
-			return bad("%q is not a DNS name", r.DNSName)
+		name, err := dnsname.Normalize(r.DNSName)
+		if err != nil {
+			return bad("%v", err)
 		}
 		o.Rule.Peer = policy.Peer{Kind: policy.DNSName, Value: name}
 	}
@@ -446,23 +447,4 @@ func parsePortRange(s string) (*policy.PortRange, error) {
 		return nil, fmt.Errorf("port %q: want N or N-M with 1 <= N <= M <= 65535", s)
 	}
 	return &policy.PortRange{First: uint16(f), Last: uint16(l)}, nil
-}
-
-// validDNSName is a loose hostname check: labels of letters, digits, '-'
-// and '_', 1-63 bytes, at most 253 in all.
-func validDNSName(s string) bool {
-	if s == "" || len(s) > 253 {
-		return false
-	}
-	for label := range strings.SplitSeq(s, ".") {
-		if label == "" || len(label) > 63 {
-			return false
-		}
-		for _, c := range label {
-			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-				return false
-			}
-		}
-	}
-	return true
 }

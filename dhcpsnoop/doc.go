@@ -13,14 +13,15 @@
 //
 // The package has three layers, each usable alone:
 //
-//   - [ParseFrame] decodes one Ethernet frame into a [Message] (pure, no state);
+//   - [ParseFrame] decodes one Ethernet frame into a [Message] (pure, no state;
+//     the Ethernet, IP and UDP headers with internal/packet);
 //     [ParseMUDURL] applies the RFC 8520 rules to a raw option value and
 //     returns the URL in one normal form (a fragment is refused).
 //   - [Tracker] is the lease state machine: it takes frames or messages with
 //     an explicit time and returns [Event]s. It owns all per-device memory and
 //     its bounds; tests, fuzzing and benchmarks drive it without sockets.
-//   - [Snooper] captures with AF_PACKET sockets and a kernel BPF filter that
-//     only lets DHCP through, feeds one Tracker from a single goroutine, sweeps
+//   - [Snooper] captures with AF_PACKET sockets (internal/packet/capture) and a
+//     kernel BPF filter that only lets DHCP through, feeds one Tracker from a single goroutine, sweeps
 //     expired leases, learns SLAAC addresses from the kernel's neighbour table,
 //     names the bridge port each event's device is on (from the bridge's
 //     forwarding database, so that the manager can be fair between ports),

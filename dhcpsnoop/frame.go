@@ -11,6 +11,8 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv6"
 	"github.com/insomniacslk/dhcp/iana"
+
+	"github.com/openmud/mud/internal/packet"
 )
 
 // DHCP's UDP ports.
@@ -19,10 +21,8 @@ const (
 	portBOOTPC  = 68
 	portDHCP6C  = 546
 	portDHCP6S  = 547
-	etherTypeV4 = 0x0800
-	etherTypeV6 = 0x86dd
-	etherVLAN   = 0x8100
-	etherQinQ   = 0x88a8
+	etherTypeV4 = packet.EtherTypeIPv4
+	etherTypeV6 = packet.EtherTypeIPv6
 )
 
 // optMUDURLv4 is DHCPv4 option 161 (RFC 8520 §10); insomniacslk has no
@@ -90,54 +90,34 @@ const Infinite = time.Duration(1<<63 - 1)
 
 // ParseFrame decodes an Ethernet frame (optionally 802.1Q/802.1ad tagged)
 // carrying DHCPv4 (UDP 67/68) or DHCPv6 (UDP 546/547). Frames that are not
-// DHCP give ErrNotDHCP; malformed DHCP gives a wrapped parse error. It never
+// DHCP, or whose Ethernet, IP or UDP headers are malformed (the error says
+// what internal/packet found wrong), give ErrNotDHCP; fragments give
+// ErrFragmented; malformed DHCP gives a wrapped parse error. It never
 // panics on any input (FuzzHandleFrame checks that).
 func ParseFrame(frame []byte) (*Message, error) {
-	if len(frame) < 14 {
-		return nil, fmt.Errorf("%w: %d-octet frame", ErrNotDHCP, len(frame))
+	var f packet.Frame
+	if err := packet.Decode(frame, &f); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrNotDHCP, err)
 	}
-	dst, src := frame[0:6], frame[6:12]
-	etype := binary.BigEndian.Uint16(frame[12:14])
-	p := frame[14:]
-	for tags := 0; (etype == etherVLAN || etype == etherQinQ) && tags < 2; tags++ {
-		if len(p) < 4 {
-			return nil, fmt.Errorf("%w: truncated VLAN tag", ErrNotDHCP)
-		}
-		etype = binary.BigEndian.Uint16(p[2:4])
-		p = p[4:]
-	}
-	var (
-		srcIP, dstIP netip.Addr
-		udp          []byte
-		err          error
-	)
-	switch etype {
-	case etherTypeV4:
-		srcIP, dstIP, udp, err = ipv4Payload(p)
-	case etherTypeV6:
-		srcIP, dstIP, udp, err = ipv6Payload(p)
-	default:
+	etype := f.EtherType
+	switch {
+	case f.IP.Version == 0:
 		return nil, fmt.Errorf("%w: ethertype 0x%04x", ErrNotDHCP, etype)
+	case f.IP.Protocol != packet.ProtoUDP:
+		return nil, fmt.Errorf("%w: IP protocol %d", ErrNotDHCP, f.IP.Protocol)
+	case f.IP.Fragmented():
+		// DHCP is not reassembled here (clients and servers keep messages
+		// within one MTU, RFC 2131 §2).
+		return nil, ErrFragmented
 	}
-	if err != nil {
-		return nil, err
-	}
-	if len(udp) < 8 {
-		return nil, fmt.Errorf("%w: truncated UDP header", ErrNotDHCP)
-	}
-	sport, dport := binary.BigEndian.Uint16(udp[0:2]), binary.BigEndian.Uint16(udp[2:4])
-	ulen := int(binary.BigEndian.Uint16(udp[4:6]))
-	payload := udp[8:]
-	// Trust the UDP length only when it is consistent: Ethernet pads short
-	// frames, and the padding must not be read as DHCP options.
-	if ulen >= 8 && ulen-8 <= len(payload) {
-		payload = payload[:ulen-8]
-	}
+	sport, dport := f.UDP.SrcPort, f.UDP.DstPort
+	payload := f.UDP.Payload // cut to the UDP length: Ethernet padding is not DHCP
 	m := &Message{
-		SrcMAC: cloneHW(src), DstMAC: cloneHW(dst),
-		SrcIP: srcIP, DstIP: dstIP,
+		SrcMAC: cloneHW(f.Src), DstMAC: cloneHW(f.Dst),
+		SrcIP: f.IP.Src, DstIP: f.IP.Dst,
 	}
 	isPort := func(a, b uint16) bool { return sport == a || sport == b || dport == a || dport == b }
+	var err error
 	switch {
 	case etype == etherTypeV4 && isPort(portBOOTPS, portBOOTPC):
 		m.Family = 4
@@ -152,63 +132,6 @@ func ParseFrame(frame []byte) (*Message, error) {
 		return nil, err
 	}
 	return m, nil
-}
-
-func ipv4Payload(p []byte) (src, dst netip.Addr, udp []byte, err error) {
-	if len(p) < 20 || p[0]>>4 != 4 {
-		return src, dst, nil, fmt.Errorf("%w: bad IPv4 header", ErrNotDHCP)
-	}
-	ihl := int(p[0]&0x0f) * 4
-	total := int(binary.BigEndian.Uint16(p[2:4]))
-	if ihl < 20 || total < ihl || total > len(p) {
-		return src, dst, nil, fmt.Errorf("%w: bad IPv4 lengths", ErrNotDHCP)
-	}
-	if p[9] != 17 {
-		return src, dst, nil, fmt.Errorf("%w: IP protocol %d", ErrNotDHCP, p[9])
-	}
-	// More-fragments or an offset: DHCP is not reassembled here (clients
-	// and servers keep messages within one MTU, RFC 2131 §2).
-	if binary.BigEndian.Uint16(p[6:8])&0x3fff != 0 {
-		return src, dst, nil, ErrFragmented
-	}
-	src = netip.AddrFrom4([4]byte(p[12:16]))
-	dst = netip.AddrFrom4([4]byte(p[16:20]))
-	return src, dst, p[ihl:total], nil
-}
-
-func ipv6Payload(p []byte) (src, dst netip.Addr, udp []byte, err error) {
-	if len(p) < 40 || p[0]>>4 != 6 {
-		return src, dst, nil, fmt.Errorf("%w: bad IPv6 header", ErrNotDHCP)
-	}
-	plen := int(binary.BigEndian.Uint16(p[4:6]))
-	if 40+plen > len(p) {
-		return src, dst, nil, fmt.Errorf("%w: bad IPv6 payload length", ErrNotDHCP)
-	}
-	src = netip.AddrFrom16([16]byte(p[8:24]))
-	dst = netip.AddrFrom16([16]byte(p[24:40]))
-	next, rest := p[6], p[40:40+plen]
-	// Walk hop-by-hop, routing and destination options headers; at most a
-	// few, so a crafted chain costs little.
-	for i := 0; i < 4; i++ {
-		switch next {
-		case 17:
-			return src, dst, rest, nil
-		case 0, 43, 60:
-			if len(rest) < 8 {
-				return src, dst, nil, fmt.Errorf("%w: truncated IPv6 extension header", ErrNotDHCP)
-			}
-			n := (int(rest[1]) + 1) * 8
-			if n > len(rest) {
-				return src, dst, nil, fmt.Errorf("%w: truncated IPv6 extension header", ErrNotDHCP)
-			}
-			next, rest = rest[0], rest[n:]
-		case 44:
-			return src, dst, nil, ErrFragmented
-		default:
-			return src, dst, nil, fmt.Errorf("%w: IPv6 next header %d", ErrNotDHCP, next)
-		}
-	}
-	return src, dst, nil, fmt.Errorf("%w: too many IPv6 extension headers", ErrNotDHCP)
 }
 
 func (m *Message) parseV4(b []byte) error {

@@ -13,6 +13,8 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv6"
 	"golang.org/x/net/bpf"
+
+	"github.com/openmud/mud/internal/packet/capture"
 )
 
 // Real frames captured in the lab (testdata/frames/README.md).
@@ -178,11 +180,10 @@ func TestDHCPFilter(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ins := make([]bpf.Instruction, len(prog))
-	for i, r := range prog {
-		ins[i] = r.Disassemble()
+	if _, err := (capture.Filter{Program: prog}).Assemble(); err != nil {
+		t.Fatal(err)
 	}
-	vm, err := bpf.NewVM(ins)
+	vm, err := bpf.NewVM(prog)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,10 +19,9 @@ import (
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
-	"github.com/mdlayher/packet"
-	"golang.org/x/sys/unix"
 
 	"github.com/openmud/mud/internal/netlab"
+	"github.com/openmud/mud/internal/packet/capture"
 )
 
 // testClock is real time plus an offset the test can move forward, so that
@@ -401,32 +400,25 @@ func saveFrames(t *testing.T, lab *netlab.Lab) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var c *packet.Conn
-	if err := netlab.Do(lab.GW.NS, func() error {
-		ifi, err := net.InterfaceByName(netlab.LANBridge)
-		if err != nil {
-			return err
-		}
-		c, err = packet.Listen(ifi, packet.Raw, unix.ETH_P_ALL, &packet.Config{Filter: filter})
-		return err
-	}); err != nil {
+	c, err := capture.Open(netlab.LANBridge, capture.Config{NetNS: lab.GW.NS, Filter: capture.Filter{Program: filter}})
+	if err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan struct{})
 	t.Cleanup(func() { c.Close(); <-done })
 	go func() {
 		defer close(done)
-		buf := make([]byte, captureLen)
+		buf := make([]byte, captureLen+4)
 		for i := 0; ; i++ {
-			n, _, err := c.ReadFrom(buf)
+			f, _, err := c.ReadFrame(buf)
 			if err != nil {
 				return
 			}
 			name := fmt.Sprintf("frame-%03d.bin", i)
-			if m, err := ParseFrame(buf[:n]); err == nil {
+			if m, err := ParseFrame(f); err == nil {
 				name = fmt.Sprintf("frame-%03d-v%d-%s.bin", i, m.Family, strings.ToLower(m.Type))
 			}
-			_ = os.WriteFile(filepath.Join(dir, name), buf[:n], 0o644)
+			_ = os.WriteFile(filepath.Join(dir, name), f, 0o644)
 		}
 	}()
 }
@@ -468,7 +460,7 @@ func TestLabFlood(t *testing.T) {
 			}
 			for j := range 100 {
 				f := frames[(i*100+j)%len(frames)]
-				if _, err := c.WriteTo(f, &packet.Addr{HardwareAddr: macBcast}); err == nil {
+				if err := c.Send(f); err == nil {
 					n++
 				}
 			}
@@ -524,7 +516,7 @@ func TestLabPorts(t *testing.T) {
 	spoofed := net.HardwareAddr{0x02, 0xf1, 0, 0, 0, 0x01}
 	c := rawSocket(t, other)
 	frame := v4Client(t, other.MAC, v4Msg(t, dhcpv4.MessageTypeDiscover, spoofed, 7, withMUD(urlB)))
-	if _, err := c.WriteTo(frame, &packet.Addr{HardwareAddr: macBcast}); err != nil {
+	if err := c.Send(frame); err != nil {
 		t.Fatal(err)
 	}
 	if ev := h.wait(t, spoofed, KindAnnounced, nil, labWait); ev.Port != other.Port {
@@ -562,7 +554,7 @@ func TestLabPorts(t *testing.T) {
 
 // rawSocket opens a packet socket on h's interface, to send frames as the
 // host (or as whatever the frame claims); the test closes it.
-func rawSocket(t *testing.T, h *netlab.Host) *packet.Conn {
+func rawSocket(t *testing.T, h *netlab.Host) *capture.Conn {
 	t.Helper()
 	c, err := netlab.RawConn(h)
 	if err != nil {

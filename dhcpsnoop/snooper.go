@@ -11,8 +11,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/mdlayher/packet"
 	"github.com/openmud/mud/internal/netns"
+	"github.com/openmud/mud/internal/packet/capture"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
@@ -55,7 +55,7 @@ type Config struct {
 type Snooper struct {
 	cfg     Config
 	log     *slog.Logger
-	filter  []bpf.RawInstruction
+	filter  []bpf.Instruction
 	events  chan Event
 	frames  chan frame
 	confirm chan frame // server confirmations (ACK, Reply): admitted apart
@@ -141,7 +141,7 @@ func (s *Snooper) Run(ctx context.Context) error {
 		return errors.New("dhcpsnoop: Run called more than once")
 	}
 	defer close(s.events)
-	conns := make([]*packet.Conn, len(s.cfg.Interfaces))
+	conns := make([]*capture.Conn, len(s.cfg.Interfaces))
 	for i, name := range s.cfg.Interfaces {
 		c, err := s.open(name)
 		if err != nil {
@@ -276,35 +276,22 @@ func (s *Snooper) emit(ctx context.Context, evs []Event) {
 
 // open opens a packet socket on iface, inside the configured namespace,
 // with the DHCP filter attached before bind so nothing else is ever queued.
-func (s *Snooper) open(name string) (*packet.Conn, error) {
-	var c *packet.Conn
-	err := netns.Do(s.cfg.NetNS, func() error {
-		ifi, err := net.InterfaceByName(name)
-		if err != nil {
-			return err
-		}
-		c, err = packet.Listen(ifi, packet.Raw, unix.ETH_P_ALL, &packet.Config{Filter: s.filter})
-		if err != nil {
-			return err
-		}
-		if s.cfg.Promiscuous {
-			if err := c.SetPromiscuous(true); err != nil {
-				c.Close()
-				return err
-			}
-		}
-		return nil
+func (s *Snooper) open(name string) (*capture.Conn, error) {
+	c, err := capture.Open(name, capture.Config{
+		NetNS:       s.cfg.NetNS,
+		Filter:      capture.Filter{Program: s.filter},
+		Promiscuous: s.cfg.Promiscuous,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("dhcpsnoop: opening capture on %s: %w", name, err)
+		return nil, fmt.Errorf("dhcpsnoop: %w", err)
 	}
 	return c, nil
 }
 
 // capture reads frames from one interface into the shared queue. It owns
 // conn (and any replacement) and closes it before returning.
-func (s *Snooper) capture(ctx context.Context, iface string, conn *packet.Conn) {
-	buf := make([]byte, captureLen)
+func (s *Snooper) capture(ctx context.Context, iface string, conn *capture.Conn) {
+	buf := make([]byte, captureLen+4) // room for a VLAN tag the kernel held apart
 	backoff := time.Second
 	for {
 		stop := context.AfterFunc(ctx, func() { _ = conn.SetReadDeadline(time.Unix(1, 0)) })
@@ -334,9 +321,9 @@ func (s *Snooper) capture(ctx context.Context, iface string, conn *packet.Conn) 
 	}
 }
 
-func (s *Snooper) readLoop(ctx context.Context, iface string, conn *packet.Conn, buf []byte) error {
+func (s *Snooper) readLoop(ctx context.Context, iface string, conn *capture.Conn, buf []byte) error {
 	for {
-		n, _, err := conn.ReadFrom(buf)
+		f, _, err := conn.ReadFrame(buf)
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
@@ -348,11 +335,11 @@ func (s *Snooper) readLoop(ctx context.Context, iface string, conn *packet.Conn,
 			return err
 		}
 		q := s.frames
-		if isConfirmation(buf[:n]) {
+		if isConfirmation(f) {
 			q = s.confirm
 		}
 		select {
-		case q <- frame{iface: iface, data: append([]byte(nil), buf[:n]...), seq: s.seq.Add(1)}:
+		case q <- frame{iface: iface, data: append([]byte(nil), f...), seq: s.seq.Add(1)}:
 		default:
 			s.c.queueDrops.Add(1)
 		}

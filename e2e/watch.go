@@ -11,8 +11,10 @@
 // This file holds the outside observers the tests and the arrival benchmark
 // share: a capture of the DHCPACKs the gateway sends and a netlink monitor
 // of nftables changes, both in the gateway namespace and timestamped with
-// one clock in one process, so that the time from a device's ACK to its
-// policy being active in the kernel is measured from outside mudd.
+// one clock (the wall clock: the kernel stamps each captured frame, this
+// process each notification it reads), so that the time from a device's
+// ACK to its policy being active in the kernel is measured from outside
+// mudd.
 package e2e
 
 import (
@@ -27,15 +29,15 @@ import (
 	"time"
 
 	"github.com/mdlayher/netlink"
-	"github.com/mdlayher/packet"
 	"golang.org/x/sys/unix"
 
 	"github.com/openmud/mud/dhcpsnoop"
 	"github.com/openmud/mud/internal/netlab"
+	"github.com/openmud/mud/internal/packet/capture"
 )
 
 // ack is a DHCPACK the gateway sent (or a DHCPDISCOVER it received), when
-// this process read it.
+// the kernel passed it to the capture (its receive timestamp).
 type ack struct {
 	mac net.HardwareAddr
 	ip  netip.Addr
@@ -66,7 +68,7 @@ type Arrivals struct {
 	errs      []error
 	wake      chan struct{} // closed and replaced whenever something is recorded
 
-	pc     *packet.Conn
+	pc     *capture.Conn
 	nl     *netlink.Conn
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -80,23 +82,18 @@ func WatchArrivals(ns, iface string) (*Arrivals, error) {
 	if err != nil {
 		return nil, fmt.Errorf("assembling the DHCP filter: %w", err)
 	}
-	err = netlab.Do(ns, func() error {
-		ifi, err := net.InterfaceByName(iface)
-		if err != nil {
-			return err
-		}
-		if a.pc, err = packet.Listen(ifi, packet.Raw, unix.ETH_P_ALL, &packet.Config{Filter: filter}); err != nil {
-			return fmt.Errorf("opening a packet socket on %s: %w", iface, err)
-		}
-		// Netlink sockets belong to the namespace they are created in.
-		if a.nl, err = netlink.Dial(unix.NETLINK_NETFILTER, nil); err != nil {
-			a.pc.Close()
-			return fmt.Errorf("opening netlink: %w", err)
-		}
-		return nil
-	})
+	a.pc, err = capture.Open(iface, capture.Config{NetNS: ns, Filter: capture.Filter{Program: filter}, Timestamps: true})
 	if err != nil {
 		return nil, err
+	}
+	// Netlink sockets belong to the namespace they are created in.
+	err = netlab.Do(ns, func() (err error) {
+		a.nl, err = netlink.Dial(unix.NETLINK_NETFILTER, nil)
+		return err
+	})
+	if err != nil {
+		a.pc.Close()
+		return nil, fmt.Errorf("opening netlink: %w", err)
 	}
 	// A full reconcile notifies thousands of elements at once.
 	_ = a.nl.SetReadBuffer(8 << 20)
@@ -125,17 +122,20 @@ func (a *Arrivals) Close() {
 
 func (a *Arrivals) readACKs(ctx context.Context) {
 	defer a.wg.Done()
-	buf := make([]byte, 2048)
+	buf := make([]byte, 2048+4)
 	for {
-		n, _, err := a.pc.ReadFrom(buf)
-		at := time.Now()
+		f, info, err := a.pc.ReadFrame(buf)
 		if err != nil {
 			if ctx.Err() == nil {
 				a.fail(fmt.Errorf("capturing DHCP: %w", err))
 			}
 			return
 		}
-		m, err := dhcpsnoop.ParseFrame(buf[:n])
+		at := info.Time
+		if at.IsZero() {
+			at = time.Now()
+		}
+		m, err := dhcpsnoop.ParseFrame(f)
 		if err != nil || m.Family != 4 {
 			continue
 		}

@@ -66,6 +66,28 @@ func TestBaseIsClean(t *testing.T) {
 	}
 }
 
+// ietf-acldns names come out in the canonical form the resolver and the
+// enforcer's set keys use; service labels and A-labels are names too.
+func TestDNSNamesNormalised(t *testing.T) {
+	for in, want := range map[string]string{
+		"Test.Example.COM.":     "test.example.com",
+		"_ntp._udp.example.com": "_ntp._udp.example.com",
+		"xn--bcher-kva.example": "xn--bcher-kva.example",
+		"192.0.2.7":             "192.0.2.7", // an address, compiled to a prefix by policy
+	} {
+		d := loadBase(t)
+		d.ip(1)["ietf-acldns:dst-dnsname"] = in
+		res := Parse(d.bytes(t))
+		if res.HasCode("host") {
+			t.Errorf("%q refused: %v", in, res.Findings)
+			continue
+		}
+		if got := res.File.ACL("mud-76100-v6fr").ACEs[0].Matches.IPv6.DstDNSName; got != want {
+			t.Errorf("dst-dnsname %q read as %q, want %q", in, got, want)
+		}
+	}
+}
+
 // TestRules checks every validation rule on a mutation of the RFC 8520 §9
 // example: each case names the finding code it must raise and whether the
 // file stays valid.
@@ -240,6 +262,12 @@ func TestRules(t *testing.T) {
 		}, "dst-dnsname-to-device", false},
 		{"bad dns name", func(d doc) { d.ip(toDev)["ietf-acldns:src-dnsname"] = "a..example" }, "host", false},
 		{"dns name is an IP", func(d doc) { d.ip(toDev)["ietf-acldns:src-dnsname"] = "2001:db8::1" }, "ip-literal", true},
+		// Names follow internal/dnsname, as the resolver and the control API do.
+		{"dns name reads as an IPv4 address", func(d doc) { d.ip(toDev)["ietf-acldns:src-dnsname"] = "10.0.1" }, "host", false},
+		{"dns name with an all-numeric top-level label", func(d doc) { d.ip(toDev)["ietf-acldns:src-dnsname"] = "a.example.123" }, "host", false},
+		{"dns name with an underscore inside a label", func(d doc) { d.ip(toDev)["ietf-acldns:src-dnsname"] = "my_host.example" }, "host", false},
+		{"dns name as a U-label", func(d doc) { d.ip(toDev)["ietf-acldns:src-dnsname"] = "bücher.example" }, "host", false},
+		{"dns name is a wildcard", func(d doc) { d.ip(toDev)["ietf-acldns:src-dnsname"] = "*.example.com" }, "host", false},
 		// IP literals (RFC 8520 §2)
 		{"ipv6 literal", func(d doc) {
 			delete(d.ip(fromDev), "ietf-acldns:dst-dnsname")

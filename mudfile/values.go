@@ -2,13 +2,15 @@ package mudfile
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
+
+	"github.com/openmud/mud/internal/dnsname"
 )
 
 // describe names a JSON value's kind for messages.
@@ -168,8 +170,10 @@ func (p *parser) parseDateTime(path string, v any) (time.Time, bool) {
 	return time.Time{}, false
 }
 
-// hostLeaf reads an inet:host (a domain name or an IP address), returning
-// it lower-cased without a trailing dot.
+// hostLeaf reads an inet:host: an IP address, kept as given (policy
+// compiles it to a prefix), or a domain name, which must be a host name by
+// internal/dnsname's rules (the resolver's and the control API's) and is
+// returned lower-cased without a trailing dot.
 func (p *parser) hostLeaf(path string, v any) (string, bool) {
 	s, ok := p.stringLeaf(path, v)
 	if !ok {
@@ -178,32 +182,17 @@ func (p *parser) hostLeaf(path string, v any) (string, bool) {
 	if _, err := netip.ParseAddr(s); err == nil {
 		return s, true
 	}
-	if !validDomainName(s) {
-		p.errf(path, "host", "%q is not a valid host name", s)
+	name, err := dnsname.Normalize(s)
+	if err != nil {
+		var e *dnsname.Error
+		reason := err.Error()
+		if errors.As(err, &e) {
+			reason = e.Reason
+		}
+		p.errf(path, "host", "%q is not a valid host name: %s", s, reason)
 		return "", false
 	}
-	return strings.ToLower(strings.TrimSuffix(s, ".")), true
-}
-
-// validDomainName follows inet:domain-name: 1..253 octets, labels of 1..63
-// letters, digits, '-' or '_' (the YANG pattern admits '_' for SRV names).
-func validDomainName(s string) bool {
-	s = strings.TrimSuffix(s, ".")
-	if s == "" || len(s) > 253 || !utf8.ValidString(s) {
-		return false
-	}
-	for _, label := range strings.Split(s, ".") {
-		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
-			return false
-		}
-		for _, c := range label {
-			ok := c == '-' || c == '_' || (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
-			if !ok {
-				return false
-			}
-		}
-	}
-	return true
+	return name, true
 }
 
 // splitPrefix returns a member name's module prefix and local name.

@@ -109,7 +109,7 @@ func FuzzHandleFrame(f *testing.F) {
 		in := slices.Clone(frame)
 		ups := r.HandleFrame(frame, now)
 		if len(ups) > 0 {
-			if src, _, _, ok := transportPayload(frame); !ok || !r.trust.trusted(src) {
+			if src, _, _, ok := dnsPayload(frame); !ok || !r.trust.trusted(src) {
 				t.Fatalf("updates from an answer whose source %v is not trusted", src)
 			}
 		}
@@ -132,21 +132,6 @@ func FuzzHandleFrame(f *testing.F) {
 		held := r.heldFrame(frame, false, now)
 		if held && (len(frame) < 14 || frame[12] != 0x08 && frame[12] != 0x86) {
 			t.Fatalf("held a frame that is neither IPv4 nor IPv6")
-		}
-		// Releasing rewrites at most the UDP checksum, in place.
-		out := slices.Clone(frame)
-		completeUDPChecksum(out)
-		if len(out) != len(frame) {
-			t.Fatal("completeUDPChecksum changed the frame's length")
-		}
-		diff := 0
-		for i := range out {
-			if out[i] != frame[i] {
-				diff++
-			}
-		}
-		if diff > 2 {
-			t.Fatalf("completeUDPChecksum changed %d bytes", diff)
 		}
 	})
 }

@@ -47,6 +47,7 @@ import (
 	"github.com/mdlayher/netlink"
 	"github.com/openmud/mud/internal/netns"
 	"github.com/openmud/mud/internal/nftbatch"
+	"github.com/openmud/mud/internal/packet"
 	vnl "github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -287,112 +288,22 @@ func newOwnerTable() netlink.Message {
 }
 
 // heldFrame reports whether the hold chain dropped this captured frame,
-// mirroring its rule: untagged (vlan: the capture reported an accelerated
-// tag), to a held device, IPv4 or IPv6 without extension headers, UDP from
-// port 53, not a later fragment. The capture filter already skipped frames
-// with the hold mark.
-func (r *Resolver) heldFrame(frame []byte, vlan bool, now time.Time) bool {
-	if vlan || len(frame) < 14 || !r.hold.held([6]byte(frame[0:6]), now) {
+// mirroring its rule: untagged (neither a tag in the bytes nor one the
+// kernel held apart, tagged), to a held device, IPv4 or IPv6 without
+// extension headers, UDP from port 53, not a later fragment. The capture
+// filter already skipped frames with the hold mark.
+func (r *Resolver) heldFrame(frame []byte, tagged bool, now time.Time) bool {
+	if tagged || len(frame) < 14 || !r.hold.held([6]byte(frame[0:6]), now) {
 		return false
 	}
-	b := frame[14:]
-	switch binary.BigEndian.Uint16(frame[12:14]) {
-	case 0x0800:
-		// The kernel's checks before it knows the transport header.
-		if len(b) < 20 || b[0]>>4 != 4 {
-			return false
-		}
-		ihl := int(b[0]&0x0f) * 4
-		total := int(binary.BigEndian.Uint16(b[2:4]))
-		if ihl < 20 || total < ihl || total > len(b) || b[9] != unix.IPPROTO_UDP ||
-			binary.BigEndian.Uint16(b[6:8])&0x1fff != 0 || len(b) < ihl+2 {
-			return false
-		}
-		return binary.BigEndian.Uint16(b[ihl:]) == 53
-	case 0x86dd:
-		if len(b) < 42 || b[0]>>4 != 6 || 40+int(binary.BigEndian.Uint16(b[4:6])) > len(b) || b[6] != unix.IPPROTO_UDP {
-			return false
-		}
-		return binary.BigEndian.Uint16(b[40:]) == 53
+	var f packet.Frame
+	_ = packet.Decode(frame, &f) // the layers before an error stay decoded
+	if f.NumTags != 0 || f.Transport != packet.ProtoUDP || f.UDP.SrcPort != 53 {
+		return false
 	}
-	return false
-}
-
-// completeUDPChecksum fills in the UDP checksum of a held frame whose
-// checksum the kernel left to the (virtual) NIC: a frame captured on its
-// way out carries only the pseudo-header sum, and re-injected through a
-// packet socket it would reach the device with a bad checksum. Frames that
-// are not whole UDP datagrams are left alone (fragments are checksummed
-// before fragmentation).
-func completeUDPChecksum(frame []byte) {
-	if len(frame) < 14 {
-		return
-	}
-	b := frame[14:]
-	var pseudo [40]byte
-	var udp []byte
-	var n int
-	switch binary.BigEndian.Uint16(frame[12:14]) {
-	case 0x0800:
-		if len(b) < 20 {
-			return
-		}
-		ihl := int(b[0]&0x0f) * 4
-		total := int(binary.BigEndian.Uint16(b[2:4]))
-		if ihl < 20 || total < ihl+8 || total > len(b) || b[9] != unix.IPPROTO_UDP || binary.BigEndian.Uint16(b[6:8])&0x3fff != 0 {
-			return
-		}
-		udp = b[ihl:total]
-		n = copy(pseudo[:], b[12:20])
-		pseudo[n+1] = unix.IPPROTO_UDP
-		n += 2
-	case 0x86dd:
-		if len(b) < 48 || b[6] != unix.IPPROTO_UDP {
-			return
-		}
-		plen := int(binary.BigEndian.Uint16(b[4:6]))
-		if plen < 8 || 40+plen > len(b) {
-			return
-		}
-		udp = b[40 : 40+plen]
-		n = copy(pseudo[:], b[8:40])
-		pseudo[n+1] = unix.IPPROTO_UDP
-		n += 2
-	default:
-		return
-	}
-	if int(binary.BigEndian.Uint16(udp[4:6])) != len(udp) {
-		return
-	}
-	binary.BigEndian.PutUint16(pseudo[n:], uint16(len(udp)))
-	n += 2
-	udp[6], udp[7] = 0, 0
-	s := sum16(sum16(0, pseudo[:n]), udp)
-	c := ^fold(s)
-	if c == 0 {
-		c = 0xffff // 0 means "no checksum" in IPv4 and is invalid in IPv6
-	}
-	binary.BigEndian.PutUint16(udp[6:8], c)
-}
-
-// sum16 adds b to the one's-complement sum s (RFC 1071); b starts on an
-// even offset of the checksummed data.
-func sum16(s uint32, b []byte) uint32 {
-	for len(b) >= 2 {
-		s += uint32(binary.BigEndian.Uint16(b))
-		b = b[2:]
-	}
-	if len(b) == 1 {
-		s += uint32(b[0]) << 8
-	}
-	return s
-}
-
-func fold(s uint32) uint16 {
-	for s > 0xffff {
-		s = s>>16 + s&0xffff
-	}
-	return uint16(s)
+	// A first IPv4 fragment is held: the rule sees its UDP header. An
+	// IPv6 one has a fragment header, which the rule's nexthdr test refuses.
+	return f.IP.Version == 4 || f.IP.NumExt == 0
 }
 
 // applyBatch marshals what build adds (after the extra messages, which go

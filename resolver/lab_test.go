@@ -173,15 +173,15 @@ func TestLabSnoopThroughDNSMasq(t *testing.T) {
 // fuzz seeds.
 func saveLabFrames(t *testing.T, r *Resolver, c *Capture, name string) {
 	t.Helper()
-	buf := make([]byte, snapLen)
+	buf := make([]byte, snapLen+4)
 	for i := 0; i < 10; i++ {
 		_ = c.conn.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
-		n, _, err := c.conn.ReadFrom(buf)
+		f, _, err := c.conn.ReadFrame(buf)
 		if err != nil {
 			t.Fatalf("reading raw capture: %v", err)
 		}
-		if len(r.HandleFrame(buf[:n], time.Now())) > 0 {
-			if err := os.WriteFile(filepath.Join(framesDir, name+".bin"), buf[:n], 0o644); err != nil {
+		if len(r.HandleFrame(f, time.Now())) > 0 {
+			if err := os.WriteFile(filepath.Join(framesDir, name+".bin"), f, 0o644); err != nil {
 				t.Fatal(err)
 			}
 			return

@@ -426,7 +426,7 @@ func (r *Resolver) Run(ctx context.Context) error {
 	if len(captures) > 0 {
 		ifaces := map[int]string{}
 		for _, c := range captures {
-			ifaces[c.index] = c.ifname
+			ifaces[c.conn.Index()] = c.Interface()
 		}
 		var err error
 		if addrs, err = r.watchAddrs(ifaces); err != nil {

@@ -9,6 +9,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/openmud/mud/internal/packet"
 )
 
 // snoopState holds the per-device name lists.
@@ -97,7 +99,7 @@ func (r *Resolver) HandleFrame(frame []byte, now time.Time) []Update {
 	if dev == nil {
 		return nil
 	}
-	src, payload, tcp, ok := transportPayload(frame)
+	src, payload, tcp, ok := dnsPayload(frame)
 	if !ok {
 		return nil
 	}
@@ -168,80 +170,19 @@ func (r *Resolver) handleMessage(dev *deviceNames, msg []byte, now time.Time, ou
 	return out
 }
 
-// transportPayload finds the UDP or TCP payload of a frame sent from port
-// 53. It returns the IP source address.
-func transportPayload(frame []byte) (src netip.Addr, payload []byte, tcp, ok bool) {
-	et := binary.BigEndian.Uint16(frame[12:14])
-	b := frame[14:]
-	for i := 0; i < 2 && (et == 0x8100 || et == 0x88a8); i++ { // VLAN tags
-		if len(b) < 4 {
-			return src, nil, false, false
-		}
-		et = binary.BigEndian.Uint16(b[2:4])
-		b = b[4:]
-	}
-	var proto uint8
-	switch et {
-	case 0x0800:
-		if len(b) < 20 || b[0]>>4 != 4 {
-			return src, nil, false, false
-		}
-		ihl := int(b[0]&0x0f) * 4
-		total := int(binary.BigEndian.Uint16(b[2:4]))
-		if ihl < 20 || total < ihl || len(b) < total {
-			return src, nil, false, false
-		}
-		if binary.BigEndian.Uint16(b[6:8])&0x3fff != 0 { // MF or offset: a fragment
-			return src, nil, false, false
-		}
-		proto = b[9]
-		src = netip.AddrFrom4([4]byte(b[12:16]))
-		b = b[ihl:total]
-	case 0x86dd:
-		if len(b) < 40 || b[0]>>4 != 6 {
-			return src, nil, false, false
-		}
-		plen := int(binary.BigEndian.Uint16(b[4:6]))
-		if len(b) < 40+plen {
-			return src, nil, false, false
-		}
-		proto = b[6]
-		src = netip.AddrFrom16([16]byte(b[8:24]))
-		b = b[40 : 40+plen]
-		// Skip the usual extension headers (hop-by-hop, routing,
-		// destination options); a fragment header ends the search.
-		for i := 0; i < 4 && (proto == 0 || proto == 43 || proto == 60); i++ {
-			if len(b) < 8 {
-				return src, nil, false, false
-			}
-			n := 8 + int(b[1])*8
-			if len(b) < n {
-				return src, nil, false, false
-			}
-			proto, b = b[0], b[n:]
-		}
-	default:
+// dnsPayload finds the DNS data of a frame sent from port 53, the UDP
+// payload or the TCP segment's data, and the IP source address. Fragments
+// and malformed frames have none.
+func dnsPayload(frame []byte) (src netip.Addr, payload []byte, tcp, ok bool) {
+	var f packet.Frame
+	if packet.Decode(frame, &f) != nil || f.IP.Fragmented() {
 		return src, nil, false, false
 	}
-	switch proto {
-	case 17:
-		if len(b) < 8 || binary.BigEndian.Uint16(b[0:2]) != 53 {
-			return src, nil, false, false
-		}
-		ulen := int(binary.BigEndian.Uint16(b[4:6]))
-		if ulen < 8 || ulen > len(b) {
-			return src, nil, false, false
-		}
-		return src, b[8:ulen], false, true
-	case 6:
-		if len(b) < 20 || binary.BigEndian.Uint16(b[0:2]) != 53 {
-			return src, nil, false, false
-		}
-		off := int(b[12]>>4) * 4
-		if off < 20 || off > len(b) {
-			return src, nil, false, false
-		}
-		return src, b[off:], true, true
+	switch {
+	case f.Transport == packet.ProtoUDP && f.UDP.SrcPort == 53:
+		return f.IP.Src, f.UDP.Payload, false, true
+	case f.Transport == packet.ProtoTCP && f.TCP.SrcPort == 53:
+		return f.IP.Src, f.TCP.Payload, true, true
 	}
 	return src, nil, false, false
 }

@@ -11,6 +11,8 @@ import (
 
 	"github.com/miekg/dns"
 	"golang.org/x/net/bpf"
+
+	"github.com/openmud/mud/internal/packet/capture"
 )
 
 // snooper is a Resolver for HandleFrame that knows devices 1 and 2, and
@@ -158,16 +160,25 @@ func TestHandleFrameClampsAndSources(t *testing.T) {
 	}
 }
 
-// TestSnoopFilter runs the capture's BPF program (without the
-// packet-direction test, which the x/net/bpf VM cannot evaluate) on frames.
+// TestSnoopFilter runs the capture's BPF program (without the direction
+// and mark tests the socket adds, which the x/net/bpf VM cannot evaluate)
+// on frames.
 func TestSnoopFilter(t *testing.T) {
-	vm, err := bpf.NewVM(snoopFilter(false, 0))
+	prog, err := snoopFilter()
+	if err != nil {
+		t.Fatal(err)
+	}
+	vm, err := bpf.NewVM(prog)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, mark := range []uint32{0, DefaultHoldMark} {
-		if _, err := bpf.Assemble(snoopFilter(true, mark)); err != nil {
+		f, err := captureFilter(mark)
+		if err != nil {
 			t.Fatal(err)
+		}
+		if _, err := f.Assemble(); err != nil || f.Direction != capture.Outgoing || f.SkipMark != mark {
+			t.Fatalf("filter %+v: %v", f, err)
 		}
 	}
 	msg := cdnResponse()
