@@ -25,6 +25,14 @@ const (
 	DefaultMaxImport = 4 << 20 // a 1 MiB MUD file and its signature, base64
 )
 
+// Maximum field lengths the server accepts.
+const (
+	maxURLLen    = 2048
+	maxTextLen   = 1024 // reasons, comments
+	maxAddrs     = 256
+	maxImportLen = 1 << 20
+)
+
 // errTooLarge marks a body over the limit (413).
 var errTooLarge = errors.New("request body too large")
 
@@ -441,12 +449,12 @@ func (s *Server) addOverride(w http.ResponseWriter, r *http.Request) {
 	}
 	var req OverrideRequest
 	err := decodeBody(w, r, s.opts.MaxBody, false, &req)
-	var o store.Overrides
 	if err == nil {
-		var rule store.OverrideRule
-		if rule, err = req.Rule(); err == nil {
-			o, err = s.b.AddOverride(r.Context(), callerFrom(r.Context()), mac, rule)
-		}
+		err = req.Validate()
+	}
+	var o Overrides
+	if err == nil {
+		o, err = s.b.AddOverride(r.Context(), callerFrom(r.Context()), mac, req)
 	}
 	s.audit(r, "override", mac, err, "verdict", req.Verdict, "direction", req.Direction,
 		"peer", req.Peer, "dns_name", req.DNSName, "protocol", req.Protocol, "port", req.Port)

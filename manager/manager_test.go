@@ -3,18 +3,14 @@ package manager
 import (
 	"context"
 	"crypto/x509/pkix"
-	"encoding/json"
-	"errors"
 	"net/http/httptest"
 	"net/netip"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/openmud/mud/api"
 	"github.com/openmud/mud/config"
 	"github.com/openmud/mud/dhcpsnoop"
 	"github.com/openmud/mud/enforcer"
@@ -28,7 +24,7 @@ var (
 	ip2 = netip.MustParseAddr("192.0.2.12")
 	ip3 = netip.MustParseAddr("192.0.2.13")
 	bg  = context.Background()
-	adm = api.Caller{Known: true, UID: 0, User: "root"}
+	adm = "root" // who the administrative commands are by
 )
 
 func unitHarness(t *testing.T, srv *mudServer, s Settings) (*harness, *fakeEnforcer) {
@@ -146,10 +142,10 @@ func TestPendingApproval(t *testing.T) {
 			if got := fe.peer("manufacturer:mud.example:" + srv.port); len(got) != 0 {
 				t.Errorf("pending device in manufacturer peer: %v", got)
 			}
-			if _, err := h.m.Release(bg, adm, mac(1).String(), api.ActionRequest{}); err == nil {
+			if _, err := h.m.Release(bg, adm, mac(1).String(), Action{}); err == nil {
 				t.Error("release of a device that is not quarantined succeeded")
 			}
-			dv, err := h.m.Approve(bg, adm, mac(1).String(), api.ActionRequest{Reason: "checked"})
+			dv, err := h.m.Approve(bg, adm, mac(1).String(), Action{Reason: "checked"})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -159,7 +155,7 @@ func TestPendingApproval(t *testing.T) {
 			if ed, ok := fe.device(mac(1)); !ok || ed.Mode != enforcer.Enforce {
 				t.Errorf("after approve: enforcer device %+v", ed)
 			}
-			if _, err := h.m.Approve(bg, adm, mac(1).String(), api.ActionRequest{}); err == nil {
+			if _, err := h.m.Approve(bg, adm, mac(1).String(), Action{}); err == nil {
 				t.Error("second approve succeeded")
 			}
 		})
@@ -171,7 +167,7 @@ func TestRejectKeepsFallback(t *testing.T) {
 	h, fe := unitHarness(t, srv, Settings{})
 	h.lease(dhcpsnoop.KindBound, mac(1), ip1, u)
 	h.waitState(mac(1), store.StatePendingApproval)
-	dv, err := h.m.Reject(bg, adm, mac(1).String(), api.ActionRequest{})
+	dv, err := h.m.Reject(bg, adm, mac(1).String(), Action{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -185,7 +181,7 @@ func TestRejectKeepsFallback(t *testing.T) {
 
 func TestQuarantineRelease(t *testing.T) {
 	_, u, h, fe, d := enforcedCam(t, Settings{})
-	dv, err := h.m.Quarantine(bg, adm, mac(1).String(), api.ActionRequest{Reason: "scanning"})
+	dv, err := h.m.Quarantine(bg, adm, mac(1).String(), Action{Reason: "scanning"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,7 +194,7 @@ func TestQuarantineRelease(t *testing.T) {
 	// A renewal does not lift the quarantine.
 	h.lease(dhcpsnoop.KindRenewed, mac(1), ip1, u)
 	h.waitState(mac(1), store.StateQuarantined)
-	dv, err = h.m.Release(bg, adm, mac(1).String(), api.ActionRequest{})
+	dv, err = h.m.Release(bg, adm, mac(1).String(), Action{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -407,11 +403,11 @@ func TestControllersAndLocalNetworks(t *testing.T) {
 		t.Errorf("unmapped controller = %v", got)
 	}
 	before := srv.hitCount("/x")
-	if _, err := h.m.SetController(bg, adm, api.Controller{URI: "https://controller.example/x", Kind: api.KindController,
+	if _, err := h.m.SetController(bg, adm, Controller{URI: "https://controller.example/x",
 		Prefixes: []netip.Prefix{netip.MustParsePrefix("198.51.100.7/32")}}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := h.m.SetController(bg, adm, api.Controller{URI: u, Kind: api.KindMyController,
+	if _, err := h.m.SetController(bg, adm, Controller{URI: u, My: true,
 		Prefixes: []netip.Prefix{netip.MustParsePrefix("192.0.2.5/32")}}); err != nil {
 		t.Fatal(err)
 	}
@@ -483,7 +479,7 @@ func TestStrongWeakNotMixed(t *testing.T) {
 	h.lease(dhcpsnoop.KindBound, mac(1), ip1, u)
 	h.waitState(mac(1), store.StateEnforced)
 	h.lease(dhcpsnoop.KindBound, mac(2), ip2, "")
-	if _, err := h.m.Bind(bg, adm, mac(2).String(), api.BindRequest{MUDURL: u}); err != nil {
+	if _, err := h.m.Bind(bg, adm, mac(2).String(), u, ""); err != nil {
 		t.Fatal(err)
 	}
 	d := h.waitState(mac(2), store.StateEnforced)
@@ -539,57 +535,6 @@ func TestCacheValidity(t *testing.T) {
 	}
 }
 
-// The control API end to end over its unix socket: what mudctl devices
-// -o json shows.
-func TestAPIOverSocket(t *testing.T) {
-	_, _, h, _, _ := enforcedCam(t, Settings{})
-	sock := filepath.Join(t.TempDir(), "mudd.sock")
-	ln, err := api.Listen(sock, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(bg)
-	done := make(chan error, 1)
-	go func() { done <- api.NewServer(h.m, api.ServerOptions{}).Serve(ctx, ln) }()
-	defer func() { cancel(); <-done }()
-	c := api.NewClient(sock)
-	defer c.Close()
-	devs, err := c.Devices(bg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := json.Marshal(devs)
-	var raw []map[string]any
-	if err := json.Unmarshal(b, &raw); err != nil || len(raw) != 1 {
-		t.Fatalf("devices: %s (%v)", b, err)
-	}
-	for _, k := range []string{"mac", "ips", "mud_url", "state"} {
-		if _, ok := raw[0][k]; !ok {
-			t.Errorf("devices JSON lacks %q: %s", k, b)
-		}
-	}
-	if raw[0]["state"] != "enforced" {
-		t.Errorf("state %v", raw[0]["state"])
-	}
-	pv, err := c.Policy(bg, mac(1).String(), true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(pv.FromDevice.Rules) == 0 || !strings.Contains(pv.NFT, "jump allow_out") || pv.FromDevice.Dropped.Packets != 3 {
-		t.Errorf("policy view: %+v", pv)
-	}
-	if _, err := c.Approve(bg, mac(1).String(), api.ActionRequest{}); !errors.Is(err, api.ErrConflict) {
-		t.Errorf("approve of an enforced device: %v, want ErrConflict", err)
-	}
-	if _, err := c.Device(bg, "02:00:00:00:09:09"); !errors.Is(err, api.ErrNotFound) {
-		t.Errorf("unknown device: %v, want ErrNotFound", err)
-	}
-	st, err := c.Status(bg)
-	if err != nil || st.DevicesByState[store.StateEnforced] != 1 || st.PoliciesInstalled != 1 {
-		t.Errorf("status %+v %v", st, err)
-	}
-}
-
 // RFC 8520 §1.6: a file imported out of band is verified like a fetched
 // one; a device bound to its URL is enforced without any fetch succeeding.
 func TestImport(t *testing.T) {
@@ -608,16 +553,16 @@ func TestImport(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bad, err := h.m.Import(bg, adm, api.ImportRequest{File: body, Signature: sig[:len(sig)-1]})
-	if err != nil || bad.Signature == store.VerdictValid {
+	bad, err := h.m.Import(bg, adm, body, sig[:len(sig)-1])
+	if err != nil || bad.Verdict == store.VerdictValid {
 		t.Fatalf("import with a broken signature: %+v %v", bad, err)
 	}
 	h.waitState(mac(1), store.StatePendingApproval)
-	res, err := h.m.Import(bg, adm, api.ImportRequest{File: body, Signature: sig})
+	res, err := h.m.Import(bg, adm, body, sig)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Signature != store.VerdictValid || res.MUDURL != u || res.DevicesUpdated != 1 {
+	if res.Verdict != store.VerdictValid || res.URL != u || res.DevicesUpdated != 1 {
 		t.Errorf("import result %+v", res)
 	}
 	h.waitState(mac(1), store.StateEnforced)
@@ -685,7 +630,7 @@ func TestUpdateNeedsApproval(t *testing.T) {
 			if ed, _ := fe.device(mac(1)); ed.PolicyID != d.PolicyID {
 				t.Errorf("enforcer moved to %s before approval", ed.PolicyID)
 			}
-			dv, err = h.m.Approve(bg, adm, mac(1).String(), api.ActionRequest{})
+			dv, err = h.m.Approve(bg, adm, mac(1).String(), Action{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -739,7 +684,7 @@ func TestQuarantineRemovedDevice(t *testing.T) {
 	_, u, h, fe, _ := enforcedCam(t, Settings{})
 	h.lease(dhcpsnoop.KindReleased, mac(1), netip.Addr{}, "")
 	h.waitState(mac(1), store.StateRemoved)
-	if _, err := h.m.Quarantine(bg, adm, mac(1).String(), api.ActionRequest{Reason: "stolen"}); err != nil {
+	if _, err := h.m.Quarantine(bg, adm, mac(1).String(), Action{Reason: "stolen"}); err != nil {
 		t.Fatal(err)
 	}
 	h.waitState(mac(1), store.StateRemoved)

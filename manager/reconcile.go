@@ -268,14 +268,22 @@ func overridePeers(o enforcer.Overrides) []policy.Peer {
 	return out
 }
 
+// OverridePolicyRule is the rule an administrator's override entry
+// becomes, and the direction it applies to. The rule is named "override".
+func OverridePolicyRule(o store.OverrideRule) (policy.Direction, policy.Rule) {
+	r := o.Rule
+	r.Name = "override"
+	return o.Direction, r
+}
+
 // overridesOf turns the store's override entries into the enforcer's,
 // numbered in evaluation order.
 func (m *Manager) overridesOf(mac string) enforcer.Overrides {
 	var o enforcer.Overrides
 	for i, r := range m.st.overrides[mac].Rules {
-		rule := r.Rule
+		dir, rule := OverridePolicyRule(r)
 		rule.Name = fmt.Sprintf("override/%d", i+1)
-		if r.Direction == policy.ToDevice {
+		if dir == policy.ToDevice {
 			o.ToDevice = append(o.ToDevice, rule)
 		} else {
 			o.FromDevice = append(o.FromDevice, rule)
