@@ -40,13 +40,6 @@ func signatureFrom(v store.Verdict) SignatureVerdict {
 	return SignatureVerdict(v)
 }
 
-func directionFrom(d policy.Direction) Direction {
-	if d == policy.ToDevice {
-		return ToDevice
-	}
-	return FromDevice
-}
-
 func familyFrom(f policy.Family) Family {
 	switch f {
 	case policy.IPv4:
@@ -173,18 +166,15 @@ func fetchFrom(f *manager.FetchView) *FetchStatus {
 // added it.
 func overrideFrom(o store.OverrideRule) Override {
 	dir, r := manager.OverridePolicyRule(o)
-	out := Override{Direction: directionFrom(dir), Verdict: Deny, Protocol: protocolName(r.Protocol),
+	out := Override{Direction: FromDevice, Verdict: Deny, Peer: o.Prefix, DNSName: o.DNSName, Protocol: protocolName(o.Protocol),
 		Text: policy.Describe(dir, r), Comment: o.Comment, By: o.By, CreatedAt: o.CreatedAt}
-	if r.Verdict == policy.Accept {
+	if o.Direction == store.OverrideToDevice {
+		out.Direction = ToDevice
+	}
+	if o.Verdict == store.OverrideAllow {
 		out.Verdict = Allow
 	}
-	switch r.Peer.Kind {
-	case policy.Prefix:
-		out.Peer = r.Peer.Prefix
-	case policy.DNSName:
-		out.DNSName = r.Peer.Value
-	}
-	if p := r.DstPort; p != nil {
+	if p := o.DstPort; p != nil {
 		out.Port = strconv.Itoa(int(p.First))
 		if p.Last != p.First {
 			out.Port += "-" + strconv.Itoa(int(p.Last))
@@ -226,21 +216,20 @@ func overrideRecord(r OverrideRequest) (store.OverrideRule, error) {
 	}
 	switch r.Verdict {
 	case Allow:
-		o.Rule.Verdict = policy.Accept
+		o.Verdict = store.OverrideAllow
 	case Deny:
-		o.Rule.Verdict = policy.Drop
+		o.Verdict = store.OverrideDeny
 	default:
 		return bad("verdict %q: want allow or deny", r.Verdict)
 	}
 	switch r.Direction {
 	case "", FromDevice:
-		o.Direction = policy.FromDevice
+		o.Direction = store.OverrideFromDevice
 	case ToDevice:
-		o.Direction = policy.ToDevice
+		o.Direction = store.OverrideToDevice
 	default:
 		return bad("direction %q: want from-device or to-device", r.Direction)
 	}
-	o.Rule.Name = "override"
 	switch {
 	case r.Peer != "" && r.DNSName != "":
 		return bad("give a peer address or a DNS name, not both")
@@ -249,32 +238,28 @@ func overrideRecord(r OverrideRequest) (store.OverrideRule, error) {
 		if err != nil {
 			return bad("%v", err)
 		}
-		o.Rule.Peer = policy.Peer{Kind: policy.Prefix, Prefix: p}
-		o.Rule.Family = policy.IPv4
-		if p.Addr().Is6() {
-			o.Rule.Family = policy.IPv6
-		}
+		o.Prefix = p
 	case r.DNSName != "":
 		name := strings.TrimSuffix(strings.ToLower(r.DNSName), ".")
 		if !validDNSName(name) {
 			return bad("%q is not a DNS name", r.DNSName)
 		}
-		o.Rule.Peer = policy.Peer{Kind: policy.DNSName, Value: name}
+		o.DNSName = name
 	}
 	proto, err := parseProtocol(r.Protocol)
 	if err != nil {
 		return bad("%v", err)
 	}
-	o.Rule.Protocol = proto
+	o.Protocol = proto
 	if r.Port != "" {
-		if proto != policy.ProtoTCP && proto != policy.ProtoUDP {
+		if proto != store.ProtoTCP && proto != store.ProtoUDP {
 			return bad("a port needs protocol tcp or udp")
 		}
 		first, last, err := parsePortRange(r.Port)
 		if err != nil {
 			return bad("%v", err)
 		}
-		o.Rule.DstPort = &policy.PortRange{First: first, Last: last}
+		o.DstPort = &store.PortRange{First: first, Last: last}
 	}
 	if len(r.Comment) > maxTextLen {
 		return bad("comment longer than %d bytes", maxTextLen)

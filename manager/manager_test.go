@@ -5,6 +5,7 @@ import (
 	"crypto/x509/pkix"
 	"net/http/httptest"
 	"net/netip"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -15,6 +16,7 @@ import (
 	"github.com/openmud/mud/dhcpsnoop"
 	"github.com/openmud/mud/enforcer"
 	"github.com/openmud/mud/internal/labpki"
+	"github.com/openmud/mud/policy"
 	"github.com/openmud/mud/resolver"
 	"github.com/openmud/mud/store"
 )
@@ -724,5 +726,51 @@ func TestEnforcerFailureRecovers(t *testing.T) {
 	st, err := h.m.Status(bg)
 	if err != nil || !st.Enforcer.Healthy {
 		t.Errorf("status after recovery: %+v %v", st.Enforcer, err)
+	}
+}
+
+// An administrator's override entries reach the enforcer as rules before
+// the device's policy, numbered in order, and are persisted: after a
+// restart the enforcer gets the same rules.
+func TestOverridesReachEnforcerAcrossRestart(t *testing.T) {
+	srv, u := camServer(t, "", false)
+	dir := t.TempDir()
+	fe := newFakeEnforcer()
+	h := startManager(t, harnessOpts{dir: dir, enf: fe, fetcher: srv.fetcher(t, srv.ca.Pool()), anchors: srv.ca.Pool()})
+	h.lease(dhcpsnoop.KindBound, mac(1), ip1, u)
+	h.waitState(mac(1), store.StateEnforced)
+	entries := []store.OverrideRule{
+		{Direction: store.OverrideFromDevice, Verdict: store.OverrideAllow, Prefix: netip.MustParsePrefix("198.51.100.7/32"),
+			Protocol: store.ProtoTCP, DstPort: &store.PortRange{First: 443, Last: 443}, Comment: "cloud"},
+		{Direction: store.OverrideToDevice, Verdict: store.OverrideDeny, Prefix: netip.MustParsePrefix("2001:db8::/32")},
+	}
+	for _, o := range entries {
+		if _, err := h.m.AddOverride(bg, adm, mac(1).String(), o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := enforcer.Overrides{
+		FromDevice: []policy.Rule{{Name: "override/1", Family: policy.IPv4, Protocol: policy.ProtoTCP, Verdict: policy.Accept,
+			Peer: policy.Peer{Kind: policy.Prefix, Prefix: netip.MustParsePrefix("198.51.100.7/32")}, DstPort: &policy.PortRange{First: 443, Last: 443}}},
+		ToDevice: []policy.Rule{{Name: "override/2", Family: policy.IPv6, Verdict: policy.Drop,
+			Peer: policy.Peer{Kind: policy.Prefix, Prefix: netip.MustParsePrefix("2001:db8::/32")}}},
+	}
+	if ed, ok := fe.device(mac(1)); !ok || !reflect.DeepEqual(ed.Overrides, want) {
+		t.Fatalf("enforcer overrides:\n got %+v\nwant %+v", ed.Overrides, want)
+	}
+	if evs := h.eventsOf("override-added", mac(1)); len(evs) != 2 || !strings.Contains(evs[0].Message, "198.51.100.7") {
+		t.Errorf("override events: %+v", evs)
+	}
+	h.stop()
+
+	fe2 := newFakeEnforcer()
+	h2 := startManager(t, harnessOpts{dir: dir, enf: fe2, fetcher: srv.fetcher(t, srv.ca.Pool()), anchors: srv.ca.Pool()})
+	h2.waitState(mac(1), store.StateEnforced)
+	if ed, ok := fe2.device(mac(1)); !ok || !reflect.DeepEqual(ed.Overrides, want) {
+		t.Fatalf("enforcer overrides after a restart:\n got %+v\nwant %+v", ed.Overrides, want)
+	}
+	d, err := h2.m.Device(bg, mac(1).String())
+	if err != nil || len(d.Overrides) != 2 || d.Overrides[0].Comment != "cloud" || d.Overrides[0].By != adm {
+		t.Errorf("device overrides after a restart: %+v %v", d.Overrides, err)
 	}
 }
