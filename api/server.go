@@ -184,15 +184,15 @@ func (t *tracker) closeAndWait() {
 	<-zero
 }
 
-// routes registers every route, and for each path a method-less fallback
-// that answers 405 in JSON (a pattern with a method is more specific, so
-// it wins when the method matches).
-func (s *Server) routes() {
-	type route struct {
-		method, path string
-		h            http.HandlerFunc
-	}
-	rs := []route{
+// route is one endpoint: a method, a path pattern and its handler.
+type route struct {
+	method, path string
+	h            http.HandlerFunc
+}
+
+// routeTable lists every endpoint the server answers.
+func (s *Server) routeTable() []route {
+	return []route{
 		{"GET", "/v1/status", s.status},
 		{"GET", "/v1/devices", s.devices},
 		{"GET", "/v1/devices/{mac}", s.device},
@@ -211,6 +211,13 @@ func (s *Server) routes() {
 		{"POST", "/v1/controllers", s.setController},
 		{"POST", "/v1/import", s.importFile},
 	}
+}
+
+// routes registers every route, and for each path a method-less fallback
+// that answers 405 in JSON (a pattern with a method is more specific, so
+// it wins when the method matches).
+func (s *Server) routes() {
+	rs := s.routeTable()
 	allow := map[string][]string{}
 	for _, r := range rs {
 		s.mux.HandleFunc(r.method+" "+r.path, r.h)

@@ -455,14 +455,15 @@ type Controller struct {
 }
 
 // Caller is who sent a request, from the socket's peer credentials
-// (SO_PEERCRED). Known is false when they could not be read.
+// (SO_PEERCRED); the server hands it to the Backend, it is not sent on
+// the wire. Known is false when they could not be read.
 type Caller struct {
-	Known bool   `json:"known"`
-	UID   uint32 `json:"uid"`
-	GID   uint32 `json:"gid"`
-	PID   int32  `json:"pid"`
+	Known bool
+	UID   uint32
+	GID   uint32
+	PID   int32
 	// User is the user name of UID, when it resolves.
-	User string `json:"user,omitempty"`
+	User string
 }
 
 // String is what records of admin actions keep as "by": the user name, or
