@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 
+	"github.com/openmud/mud/manager"
 	"github.com/openmud/mud/store"
 )
 
@@ -22,11 +23,12 @@ var (
 	ErrUnavailable = errors.New("mudd unavailable")
 )
 
-// Backend is what the control API needs from the daemon: the narrow seam
-// the manager implements. Methods must be safe for concurrent use and
-// honour ctx. Errors wrap ErrNotFound, ErrInvalid or ErrConflict to say
-// which kind of no they are (store.ErrNotFound and store.ErrInvalid are
-// understood too); anything else is a 500.
+// Backend is what the control API serves, in wire types: the daemon's
+// manager through NewManagerBackend, or a fake in tests (api/apitest).
+// Methods must be safe for concurrent use and honour ctx. Errors wrap
+// ErrNotFound, ErrInvalid or ErrConflict to say which kind of no they are
+// (the manager's and the store's sentinels are understood too); anything
+// else is a 500.
 //
 // MACs passed in are normalised (store.NormalizeMAC). Mutating methods get
 // the Caller (from SO_PEERCRED) to record who did it (RFC 8520 §16).
@@ -41,7 +43,7 @@ type Backend interface {
 	// withNFT adds the device's ruleset in nft syntax.
 	Policy(ctx context.Context, mac string, withNFT bool) (PolicyView, error)
 	// Events returns up to limit events with Seq > since, oldest first
-	// (limit <= 0: all), as store.Tx.Events.
+	// (limit <= 0: all).
 	Events(ctx context.Context, since uint64, limit int) ([]Event, error)
 	// SubscribeEvents delivers every event appended from now on, until ctx
 	// is done; the backend then closes the channel. A backend may also
@@ -63,10 +65,9 @@ type Backend interface {
 	// Bind assigns an admin MUD URL to a device; an empty URL removes the
 	// binding. The URL has been checked to be an https URL.
 	Bind(ctx context.Context, by Caller, mac string, req BindRequest) (Device, error)
-	// AddOverride appends an admin allow/deny entry (validated by
-	// OverrideRequest.Rule, By and CreatedAt not yet set) and returns the
-	// device's overrides.
-	AddOverride(ctx context.Context, by Caller, mac string, rule store.OverrideRule) (store.Overrides, error)
+	// AddOverride appends an admin allow/deny entry (the request passed
+	// OverrideRequest.Validate) and returns the device's overrides.
+	AddOverride(ctx context.Context, by Caller, mac string, req OverrideRequest) (Overrides, error)
 	// ClearOverrides removes all the device's admin entries.
 	ClearOverrides(ctx context.Context, by Caller, mac string) error
 	// Controllers lists the controller and my-controller mappings.
@@ -85,12 +86,131 @@ type Backend interface {
 // statusOf maps a Backend error to an HTTP status.
 func statusOf(err error) int {
 	switch {
-	case errors.Is(err, ErrNotFound), errors.Is(err, store.ErrNotFound):
+	case errors.Is(err, ErrNotFound), errors.Is(err, manager.ErrNotFound), errors.Is(err, store.ErrNotFound):
 		return 404
-	case errors.Is(err, ErrInvalid), errors.Is(err, store.ErrInvalid):
+	case errors.Is(err, ErrInvalid), errors.Is(err, manager.ErrInvalid), errors.Is(err, store.ErrInvalid):
 		return 400
-	case errors.Is(err, ErrConflict):
+	case errors.Is(err, ErrConflict), errors.Is(err, manager.ErrConflict):
 		return 409
 	}
 	return 500
+}
+
+// NewManagerBackend returns the Backend that serves m: each call is the
+// manager's query or command, its answer converted to wire types
+// (convert.go).
+func NewManagerBackend(m *manager.Manager) Backend { return managerBackend{m} }
+
+type managerBackend struct{ m *manager.Manager }
+
+// The methods convert the manager's answer whether or not it comes with an
+// error: the server does not send a value with an error.
+
+func (b managerBackend) Status(ctx context.Context) (Status, error) {
+	s, err := b.m.Status(ctx)
+	return statusFrom(s), err
+}
+
+func (b managerBackend) Devices(ctx context.Context) ([]Device, error) {
+	ds, err := b.m.Devices(ctx)
+	return mapAll(ds, deviceFrom), err
+}
+
+func (b managerBackend) Device(ctx context.Context, mac string) (Device, error) {
+	d, err := b.m.Device(ctx, mac)
+	return deviceFrom(d), err
+}
+
+func (b managerBackend) Policy(ctx context.Context, mac string, withNFT bool) (PolicyView, error) {
+	p, err := b.m.Policy(ctx, mac, withNFT)
+	return policyViewFrom(p), err
+}
+
+func (b managerBackend) Events(ctx context.Context, since uint64, limit int) ([]Event, error) {
+	es, err := b.m.Events(ctx, since, limit)
+	return mapAll(es, eventFrom), err
+}
+
+// SubscribeEvents relays the manager's events, converted, until ctx is
+// done or the manager closes its channel (the subscriber fell behind, or
+// the manager stopped); then it closes its own.
+func (b managerBackend) SubscribeEvents(ctx context.Context) (<-chan Event, error) {
+	in, err := b.m.SubscribeEvents(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make(chan Event)
+	go func() {
+		defer close(out)
+		for e := range in {
+			select {
+			case out <- eventFrom(e):
+			case <-ctx.Done():
+				return // the manager closes in when it sees ctx done
+			}
+		}
+	}()
+	return out, nil
+}
+
+// managerAction is one of the manager's decisions about a device.
+type managerAction func(ctx context.Context, by, mac string, a manager.Action) (manager.DeviceView, error)
+
+func act(ctx context.Context, fn managerAction, by Caller, mac string, req ActionRequest) (Device, error) {
+	d, err := fn(ctx, by.String(), mac, actionTo(req))
+	return deviceFrom(d), err
+}
+
+func (b managerBackend) Approve(ctx context.Context, by Caller, mac string, req ActionRequest) (Device, error) {
+	return act(ctx, b.m.Approve, by, mac, req)
+}
+
+func (b managerBackend) Reject(ctx context.Context, by Caller, mac string, req ActionRequest) (Device, error) {
+	return act(ctx, b.m.Reject, by, mac, req)
+}
+
+func (b managerBackend) Quarantine(ctx context.Context, by Caller, mac string, req ActionRequest) (Device, error) {
+	return act(ctx, b.m.Quarantine, by, mac, req)
+}
+
+func (b managerBackend) Release(ctx context.Context, by Caller, mac string, req ActionRequest) (Device, error) {
+	return act(ctx, b.m.Release, by, mac, req)
+}
+
+func (b managerBackend) Bind(ctx context.Context, by Caller, mac string, req BindRequest) (Device, error) {
+	d, err := b.m.Bind(ctx, by.String(), mac, req.MUDURL, req.Reason)
+	return deviceFrom(d), err
+}
+
+func (b managerBackend) AddOverride(ctx context.Context, by Caller, mac string, req OverrideRequest) (Overrides, error) {
+	rec, err := overrideRecord(req)
+	if err != nil {
+		return Overrides{}, err
+	}
+	o, err := b.m.AddOverride(ctx, by.String(), mac, rec)
+	return overridesFrom(o), err
+}
+
+func (b managerBackend) ClearOverrides(ctx context.Context, by Caller, mac string) error {
+	return b.m.ClearOverrides(ctx, by.String(), mac)
+}
+
+func (b managerBackend) Controllers(ctx context.Context) ([]Controller, error) {
+	cs, err := b.m.Controllers(ctx)
+	return mapAll(cs, controllerFrom), err
+}
+
+func (b managerBackend) SetController(ctx context.Context, by Caller, c Controller) (Controller, error) {
+	got, err := b.m.SetController(ctx, by.String(), controllerTo(c))
+	return controllerFrom(got), err
+}
+
+func (b managerBackend) Refresh(ctx context.Context, by Caller, mac string) (RefreshResult, error) {
+	r, err := b.m.Refresh(ctx, by.String(), mac)
+	return RefreshResult{Devices: r.Devices, URLs: r.URLs}, err
+}
+
+func (b managerBackend) Import(ctx context.Context, by Caller, req ImportRequest) (ImportResult, error) {
+	o, err := b.m.Import(ctx, by.String(), req.File, req.Signature)
+	return importResultFrom(o), err
 }

@@ -15,8 +15,6 @@ import (
 	"os/user"
 	"strconv"
 	"syscall"
-
-	"github.com/openmud/mud/store"
 )
 
 // Client talks to mudd's control API over its unix socket. Its methods
@@ -274,8 +272,8 @@ func (c *Client) Bind(ctx context.Context, mac string, req BindRequest) (Device,
 
 // AddOverride appends an admin allow/deny entry and returns the device's
 // overrides.
-func (c *Client) AddOverride(ctx context.Context, mac string, req OverrideRequest) (store.Overrides, error) {
-	var o store.Overrides
+func (c *Client) AddOverride(ctx context.Context, mac string, req OverrideRequest) (Overrides, error) {
+	var o Overrides
 	return o, c.do(ctx, "POST", devicePath(mac, "/overrides"), req, &o)
 }
 

@@ -11,7 +11,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/openmud/mud/policy"
 	"github.com/openmud/mud/store"
 )
 
@@ -21,7 +20,7 @@ func TestClientRoundTrip(t *testing.T) {
 	c, ctx := ts.client, context.Background()
 
 	st, err := c.Status(ctx)
-	if err != nil || st.Version != "test" || st.Devices != 2 || st.DevicesByState[store.StatePendingApproval] != 1 ||
+	if err != nil || st.Version != "test" || st.Devices != 2 || st.DevicesByState[api.StatePendingApproval] != 1 ||
 		!st.Enforcer.Healthy || len(st.Enforcer.Tables) != 2 {
 		t.Fatalf("Status: %+v %v", st, err)
 	}
@@ -42,25 +41,25 @@ func TestClientRoundTrip(t *testing.T) {
 		t.Fatalf("Policy without nft: %+v %v", p, err)
 	}
 
-	if d, err = c.Approve(ctx, apitest.MACPending, api.ActionRequest{Reason: "ok", AllWithURL: true}); err != nil || d.State != store.StateEnforced {
+	if d, err = c.Approve(ctx, apitest.MACPending, api.ActionRequest{Reason: "ok", AllWithURL: true}); err != nil || d.State != api.StateEnforced {
 		t.Fatalf("Approve: %+v %v", d, err)
 	}
 	if _, err = c.Reject(ctx, apitest.MACPending, api.ActionRequest{}); !errors.Is(err, api.ErrConflict) {
 		t.Fatalf("Reject of an approved device: %v", err)
 	}
 	if d, err = c.Quarantine(ctx, apitest.MACEnforced, api.ActionRequest{Reason: "port scan"}); err != nil ||
-		d.State != store.StateQuarantined || d.Quarantine == nil || d.Quarantine.Reason != "port scan" {
+		d.State != api.StateQuarantined || d.Quarantine == nil || d.Quarantine.Reason != "port scan" {
 		t.Fatalf("Quarantine: %+v %v", d, err)
 	}
 	if d, err = c.Release(ctx, apitest.MACEnforced, api.ActionRequest{}); err != nil || d.Quarantine != nil {
 		t.Fatalf("Release: %+v %v", d, err)
 	}
-	if d, err = c.Bind(ctx, apitest.MACPending, api.BindRequest{MUDURL: "https://cam.example.net/v2.json"}); err != nil || d.URLSource != store.SourceAdminBind {
+	if d, err = c.Bind(ctx, apitest.MACPending, api.BindRequest{MUDURL: "https://cam.example.net/v2.json"}); err != nil || d.URLSource != api.SourceAdminBind {
 		t.Fatalf("Bind: %+v %v", d, err)
 	}
 	o, err := c.AddOverride(ctx, apitest.MACEnforced, api.OverrideRequest{Verdict: "deny", Peer: "2001:db8::/32", Protocol: "udp", Port: "5000-5100"})
-	if err != nil || len(o.Rules) != 1 || o.Rules[0].Rule.Verdict != policy.Drop || o.Rules[0].Rule.Family != policy.IPv6 ||
-		*o.Rules[0].Rule.DstPort != (policy.PortRange{First: 5000, Last: 5100}) || o.Rules[0].By == "" {
+	if err != nil || len(o.Rules) != 1 || o.Rules[0].Verdict != api.Deny || o.Rules[0].Peer != netip.MustParsePrefix("2001:db8::/32") ||
+		o.Rules[0].Port != "5000-5100" || o.Rules[0].Protocol != "udp" || o.Rules[0].By == "" || o.Rules[0].Text == "" {
 		t.Fatalf("AddOverride: %+v %v", o, err)
 	}
 	if p, err = c.Policy(ctx, apitest.MACEnforced, false); err != nil || len(p.FromDevice.Rules) != 2 || !p.FromDevice.Rules[0].Override {
@@ -88,7 +87,7 @@ func TestClientRoundTrip(t *testing.T) {
 	}
 	file := []byte(`{"ietf-mud:mud":{"mud-url":"https://x.example/m.json"}}`)
 	res, err := c.Import(ctx, api.ImportRequest{File: file, Signature: []byte{1, 2, 3}})
-	if err != nil || res.MUDURL != "https://x.example/m.json" || res.Digest != store.Digest(file) || res.Signature != store.VerdictValid {
+	if err != nil || res.MUDURL != "https://x.example/m.json" || res.Digest != store.Digest(file) || res.Signature != api.SignatureValid {
 		t.Fatalf("Import: %+v %v", res, err)
 	}
 	es, err := c.Events(ctx, api.EventsQuery{})
@@ -153,7 +152,7 @@ func TestClientUnavailable(t *testing.T) {
 	}
 }
 
-func TestOverrideRequestRule(t *testing.T) {
+func TestOverrideRequestValidate(t *testing.T) {
 	good := []api.OverrideRequest{
 		{Verdict: "allow"},
 		{Verdict: "allow", Peer: "::ffff:192.0.2.1", Protocol: "ICMP"},
@@ -161,16 +160,20 @@ func TestOverrideRequestRule(t *testing.T) {
 		{Verdict: "allow", DNSName: "time.example.org", Protocol: "udp", Port: "123-124"},
 	}
 	for _, r := range good {
-		if _, err := r.Rule(); err != nil {
+		if err := r.Validate(); err != nil {
 			t.Errorf("%+v: %v", r, err)
 		}
 	}
-	o, _ := good[1].Rule()
-	if o.Rule.Family != policy.IPv4 || o.Rule.Peer.Prefix != netip.MustParsePrefix("192.0.2.1/32") {
-		t.Errorf("mapped v4 not unmapped: %+v", o.Rule)
+	o, _ := good[1].Override()
+	if o.Peer != netip.MustParsePrefix("192.0.2.1/32") || o.Protocol != "icmp" || o.Direction != api.FromDevice {
+		t.Errorf("mapped v4 not unmapped, or names not canonical: %+v", o)
+	}
+	if o, _ := good[2].Override(); o.Protocol != "tcp" || o.Port != "22" || o.Direction != api.ToDevice || o.Verdict != api.Deny {
+		t.Errorf("protocol number not named: %+v", o)
 	}
 	bad := []api.OverrideRequest{
 		{},
+		{Verdict: "accept"},
 		{Verdict: "allow", Direction: "sideways"},
 		{Verdict: "allow", Peer: "192.0.2.1", DNSName: "x.example"},
 		{Verdict: "allow", DNSName: "bad name"},
@@ -178,11 +181,12 @@ func TestOverrideRequestRule(t *testing.T) {
 		{Verdict: "allow", Protocol: "tcp", Port: "0"},
 		{Verdict: "allow", Protocol: "tcp", Port: "9-8"},
 		{Verdict: "allow", Protocol: "tcp", Port: "65536"},
+		{Verdict: "allow", Protocol: "icmp", Port: "80"},
 		{Verdict: "allow", Peer: "fe80::1%eth0"},
 		{Verdict: "allow", Comment: strings.Repeat("c", 1025)},
 	}
 	for _, r := range bad {
-		if _, err := r.Rule(); !errors.Is(err, api.ErrInvalid) {
+		if err := r.Validate(); !errors.Is(err, api.ErrInvalid) {
 			t.Errorf("%+v: %v, want api.ErrInvalid", r, err)
 		}
 	}

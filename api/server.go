@@ -25,6 +25,14 @@ const (
 	DefaultMaxImport = 4 << 20 // a 1 MiB MUD file and its signature, base64
 )
 
+// Maximum field lengths the server accepts.
+const (
+	maxURLLen    = 2048
+	maxTextLen   = 1024 // reasons, comments
+	maxAddrs     = 256
+	maxImportLen = 1 << 20
+)
+
 // errTooLarge marks a body over the limit (413).
 var errTooLarge = errors.New("request body too large")
 
@@ -176,15 +184,15 @@ func (t *tracker) closeAndWait() {
 	<-zero
 }
 
-// routes registers every route, and for each path a method-less fallback
-// that answers 405 in JSON (a pattern with a method is more specific, so
-// it wins when the method matches).
-func (s *Server) routes() {
-	type route struct {
-		method, path string
-		h            http.HandlerFunc
-	}
-	rs := []route{
+// route is one endpoint: a method, a path pattern and its handler.
+type route struct {
+	method, path string
+	h            http.HandlerFunc
+}
+
+// routeTable lists every endpoint the server answers.
+func (s *Server) routeTable() []route {
+	return []route{
 		{"GET", "/v1/status", s.status},
 		{"GET", "/v1/devices", s.devices},
 		{"GET", "/v1/devices/{mac}", s.device},
@@ -203,6 +211,13 @@ func (s *Server) routes() {
 		{"POST", "/v1/controllers", s.setController},
 		{"POST", "/v1/import", s.importFile},
 	}
+}
+
+// routes registers every route, and for each path a method-less fallback
+// that answers 405 in JSON (a pattern with a method is more specific, so
+// it wins when the method matches).
+func (s *Server) routes() {
+	rs := s.routeTable()
 	allow := map[string][]string{}
 	for _, r := range rs {
 		s.mux.HandleFunc(r.method+" "+r.path, r.h)
@@ -441,12 +456,12 @@ func (s *Server) addOverride(w http.ResponseWriter, r *http.Request) {
 	}
 	var req OverrideRequest
 	err := decodeBody(w, r, s.opts.MaxBody, false, &req)
-	var o store.Overrides
 	if err == nil {
-		var rule store.OverrideRule
-		if rule, err = req.Rule(); err == nil {
-			o, err = s.b.AddOverride(r.Context(), callerFrom(r.Context()), mac, rule)
-		}
+		err = req.Validate()
+	}
+	var o Overrides
+	if err == nil {
+		o, err = s.b.AddOverride(r.Context(), callerFrom(r.Context()), mac, req)
 	}
 	s.audit(r, "override", mac, err, "verdict", req.Verdict, "direction", req.Direction,
 		"peer", req.Peer, "dns_name", req.DNSName, "protocol", req.Protocol, "port", req.Port)

@@ -1,33 +1,186 @@
 package api
 
 import (
-	"fmt"
 	"net/netip"
 	"strconv"
-	"strings"
 	"time"
-
-	"github.com/openmud/mud/internal/dnsname"
-	"github.com/openmud/mud/policy"
-	"github.com/openmud/mud/store"
 )
 
-// Device is one LAN device as the admin sees it: the persisted record
-// (its JSON fields, flattened: mac, ips, hostname, port, mud_url, state,
-// reason, enforcement, unenforced_reason, quarantine, ...) plus what the
-// manager knows about its MUD file and fetching it.
+// The wire types: what the control API sends and receives as JSON, and
+// what mudctl prints with -o json. They are the API's own, with string
+// enums, so the daemon's internal types can change without changing the
+// protocol; convert.go maps those to these. docs/api.md documents every
+// field, and testdata/*.json holds each type's encoding, checked by the
+// contract tests: rename a JSON field only on purpose.
+
+// DeviceState is a device's lifecycle state.
+type DeviceState string
+
+// Device states.
+const (
+	StateDiscovered      DeviceState = "discovered"       // seen in DHCP, no MUD URL (yet)
+	StateFetching        DeviceState = "fetching"         // its MUD file is being fetched
+	StateEnforced        DeviceState = "enforced"         // its MUD policy is in force
+	StatePendingApproval DeviceState = "pending-approval" // its file awaits an administrator
+	StateFailed          DeviceState = "failed"           // its file cannot be used
+	StateQuarantined     DeviceState = "quarantined"      // an administrator cut it off
+	StateRemoved         DeviceState = "removed"          // its lease ended; rules removed
+)
+
+// Enforcement says what a device's traffic is held to now.
+type Enforcement string
+
+// Enforcement statuses; a device not evaluated yet has none (the field is
+// omitted).
+const (
+	// EnforcementEnforced: the device's MUD policy is in force.
+	EnforcementEnforced Enforcement = "enforced"
+	// EnforcementUnenforced: the device announced a MUD URL but its file
+	// cannot be used, and policy.on_failure is "baseline": it is as
+	// unrestricted as a device without MUD.
+	EnforcementUnenforced Enforcement = "unenforced"
+	// EnforcementBlocked: as unenforced, but on_failure is "block": it can
+	// do nothing but DHCP.
+	EnforcementBlocked Enforcement = "blocked"
+	// EnforcementQuarantined: an administrator quarantined it.
+	EnforcementQuarantined Enforcement = "quarantined"
+	// EnforcementNone: MUD does not apply (no MUD URL, or its lease ended).
+	EnforcementNone Enforcement = "none"
+)
+
+// URLSource says where a device's MUD URL came from.
+type URLSource string
+
+// MUD URL sources; a device without a MUD URL has none (omitted).
+const (
+	SourceDHCPv4    URLSource = "dhcpv4"     // DHCPv4 option 161
+	SourceDHCPv6    URLSource = "dhcpv6"     // DHCPv6 option 112
+	SourceAdminBind URLSource = "admin-bind" // mudctl bind
+)
+
+// SignatureVerdict is how a MUD file's signature was judged.
+type SignatureVerdict string
+
+// Signature verdicts.
+const (
+	SignatureUnverified SignatureVerdict = "unverified" // not checked (yet)
+	SignatureValid      SignatureVerdict = "valid"      // verifies and chains to a trust anchor
+	SignatureUnsigned   SignatureVerdict = "unsigned"   // no signature available
+	SignatureInvalid    SignatureVerdict = "invalid"    // does not verify
+	SignatureUntrusted  SignatureVerdict = "untrusted"  // verifies, but no trust anchor
+)
+
+// Direction is the side of the device a rule applies to.
+type Direction string
+
+// Directions.
+const (
+	FromDevice Direction = "from-device" // packets the device sends
+	ToDevice   Direction = "to-device"   // packets sent to the device
+)
+
+// Family restricts a rule to one IP version.
+type Family string
+
+// Families.
+const (
+	FamilyAny  Family = "any"
+	FamilyIPv4 Family = "ipv4"
+	FamilyIPv6 Family = "ipv6"
+)
+
+// Verdict is what a rule does with the packets it matches.
+type Verdict string
+
+// Verdicts (RFC 8520 §2: reject is treated as drop).
+const (
+	Accept Verdict = "accept"
+	Drop   Verdict = "drop"
+)
+
+// Initiator restricts which side may open a TCP connection (RFC 8520 §4.8,
+// direction-initiated); a rule without one (the field omitted) is
+// stateless.
+type Initiator string
+
+// Initiators.
+const (
+	InitiatedFromDevice Initiator = "from-device"
+	InitiatedToDevice   Initiator = "to-device"
+)
+
+// PeerKind says what the remote side of a rule stands for.
+type PeerKind string
+
+// Peer kinds (RFC 8520 §4 for the abstractions).
+const (
+	PeerAny           PeerKind = "any"            // every remote address
+	PeerDNSName       PeerKind = "dns-name"       // a DNS name (Value); its addresses are resolved
+	PeerManufacturer  PeerKind = "manufacturer"   // devices whose MUD URL has the authority Value (§4.1, §4.2)
+	PeerModel         PeerKind = "model"          // devices announcing the MUD URL Value (§4.4)
+	PeerController    PeerKind = "controller"     // the controller class URI Value (§4.6)
+	PeerMyController  PeerKind = "my-controller"  // the administrator's my-controller for MUD URL Value (§4.7)
+	PeerLocalNetworks PeerKind = "local-networks" // the gateway's local networks (§4.5)
+	PeerPrefix        PeerKind = "prefix"         // a literal address or prefix (Prefix)
+)
+
+// OverrideVerdict is what an administrator's override does.
+type OverrideVerdict string
+
+// Override verdicts.
+const (
+	Allow OverrideVerdict = "allow"
+	Deny  OverrideVerdict = "deny"
+)
+
+// ControllerKind says which table a controller mapping belongs to.
+type ControllerKind string
+
+// Controller kinds (RFC 8520 §4.6, §4.7).
+const (
+	// KindController maps a controller class URI to addresses.
+	KindController ControllerKind = "controller"
+	// KindMyController maps a MUD URL's my-controller to addresses.
+	KindMyController ControllerKind = "my-controller"
+)
+
+// Device is one LAN device as the admin sees it (mudctl devices, device
+// show).
 //
 // Enforcement is the field to watch: "unenforced" means the device
 // announced a MUD URL but its file cannot be used, and with the default
 // policy.on_failure "baseline" it is as unrestricted as a device without
 // MUD; UnenforcedReason says why ("MUD server unreachable: …").
 type Device struct {
-	store.Device
+	MAC string `json:"mac"` // lower case, colon-separated
+	// IPs are its current IPv4 and IPv6 addresses.
+	IPs       []netip.Addr `json:"ips,omitempty"`
+	Hostname  string       `json:"hostname,omitempty"`
+	Interface string       `json:"interface,omitempty"`
+	// Port is the bridge port its frames last arrived on.
+	Port      string    `json:"port,omitempty"`
+	MUDURL    string    `json:"mud_url,omitempty"`
+	URLSource URLSource `json:"mud_url_source,omitempty"`
+	// InvalidMUDURL says why the MUD URL it announced last could not be
+	// used, with the offending value (escaped).
+	InvalidMUDURL string      `json:"invalid_mud_url,omitempty"`
+	State         DeviceState `json:"state"`
+	// Reason explains the state (e.g. why fetching failed).
+	Reason           string      `json:"reason,omitempty"`
+	PolicyID         string      `json:"policy_id,omitempty"`
+	Enforcement      Enforcement `json:"enforcement,omitempty"`
+	UnenforcedReason string      `json:"unenforced_reason,omitempty"`
+	// Quarantine is set while the device is quarantined.
+	Quarantine  *Hold     `json:"quarantine,omitempty"`
+	LeaseExpiry time.Time `json:"lease_expiry,omitzero"`
+	FirstSeen   time.Time `json:"first_seen,omitzero"`
+	LastSeen    time.Time `json:"last_seen,omitzero"`
+	UpdatedAt   time.Time `json:"updated_at,omitzero"`
 	// MUD describes the device's MUD file when one has been fetched.
 	MUD *MUDInfo `json:"mud,omitempty"`
 	// Fetch is how getting the device's MUD file goes (attempts, the next
-	// one, why it waits); nil when no fetch of its URL was needed since
-	// mudd started.
+	// one, why it waits); absent when no fetch of its URL was needed
+	// since mudd started.
 	Fetch *FetchStatus `json:"fetch,omitempty"`
 	// PendingReasons lists why the device awaits an admin's approval
 	// (state pending-approval): signature missing or invalid, signer
@@ -35,7 +188,14 @@ type Device struct {
 	PendingReasons []string `json:"pending_reasons,omitempty"`
 	// Overrides are the admin's allow/deny entries for the device, in
 	// evaluation order.
-	Overrides []store.OverrideRule `json:"overrides,omitempty"`
+	Overrides []Override `json:"overrides,omitempty"`
+}
+
+// Hold is an administrative action: who, when, why.
+type Hold struct {
+	By     string    `json:"by,omitempty"`
+	At     time.Time `json:"at"`
+	Reason string    `json:"reason,omitempty"`
 }
 
 // MUDInfo is what the admin needs to know about a device's MUD file: its
@@ -51,13 +211,16 @@ type MUDInfo struct {
 	IsSupported   *bool     `json:"is_supported,omitempty"`
 	LastUpdate    time.Time `json:"last_update,omitzero"`
 	// CacheValidityHours is the file's cache-validity (RFC 8520 §3.5).
-	CacheValidityHours int           `json:"cache_validity_hours,omitempty"`
-	Digest             string        `json:"digest,omitempty"` // store.Digest of the body
-	Signature          store.Verdict `json:"signature,omitempty"`
-	SignatureReason    string        `json:"signature_reason,omitempty"`
-	Signer             string        `json:"signer,omitempty"`
-	FetchedAt          time.Time     `json:"fetched_at,omitzero"`
-	VerifiedAt         time.Time     `json:"verified_at,omitzero"`
+	CacheValidityHours int `json:"cache_validity_hours,omitempty"`
+	// Digest is "sha256:" and the hex SHA-256 of the file's bytes: what
+	// an approval covers.
+	Digest          string           `json:"digest,omitempty"`
+	Signature       SignatureVerdict `json:"signature"`
+	SignatureReason string           `json:"signature_reason,omitempty"`
+	// Signer is the signing certificate's subject.
+	Signer     string    `json:"signer,omitempty"`
+	FetchedAt  time.Time `json:"fetched_at,omitzero"`
+	VerifiedAt time.Time `json:"verified_at,omitzero"`
 }
 
 // FetchStatus is the state of fetching one MUD URL.
@@ -89,6 +252,34 @@ type FetchAttempt struct {
 	Error string `json:"error,omitempty"`
 }
 
+// Override is one admin allow/deny entry of a device (mudctl override),
+// in the words of the OverrideRequest that added it, with who added it.
+type Override struct {
+	Direction Direction       `json:"direction"`
+	Verdict   OverrideVerdict `json:"verdict"`
+	// Peer is the remote address or prefix (an address as a full-length
+	// prefix), or DNSName the remote's DNS name; neither: any remote.
+	Peer    netip.Prefix `json:"peer,omitzero"`
+	DNSName string       `json:"dns_name,omitempty"`
+	// Protocol is tcp, udp, icmp, icmpv6 or another IP protocol number;
+	// absent: any.
+	Protocol string `json:"protocol,omitempty"`
+	// Port is the destination port, "N" or "N-M".
+	Port string `json:"port,omitempty"`
+	// Text says in plain words what the entry does.
+	Text      string    `json:"text"`
+	Comment   string    `json:"comment,omitempty"`
+	By        string    `json:"by,omitempty"`
+	CreatedAt time.Time `json:"created_at,omitzero"`
+}
+
+// Overrides are a device's admin entries, in evaluation order (the answer
+// to adding one).
+type Overrides struct {
+	MAC   string     `json:"mac"`
+	Rules []Override `json:"rules"`
+}
+
 // Status is the daemon's health at a glance (mudctl status).
 type Status struct {
 	Version       string    `json:"version"`
@@ -96,7 +287,7 @@ type Status struct {
 	UptimeSeconds float64   `json:"uptime_seconds"`
 	// Devices counts every known device; DevicesByState splits them.
 	Devices        int                 `json:"devices"`
-	DevicesByState map[store.State]int `json:"devices_by_state"`
+	DevicesByState map[DeviceState]int `json:"devices_by_state"`
 	// DevicesUnenforced counts the devices whose MUD file cannot be used
 	// and that are unrestricted for it (enforcement "unenforced").
 	DevicesUnenforced int `json:"devices_unenforced"`
@@ -108,8 +299,10 @@ type Status struct {
 
 // EnforcerStatus says whether the kernel matches the desired state.
 type EnforcerStatus struct {
-	Healthy          bool      `json:"healthy"`
-	LastApply        time.Time `json:"last_apply,omitzero"`
+	Healthy   bool      `json:"healthy"`
+	LastApply time.Time `json:"last_apply,omitzero"`
+	// LastApplyLatency is how long the last change took to reach the
+	// kernel, in milliseconds.
 	LastApplyLatency float64   `json:"last_apply_latency_ms"`
 	LastError        string    `json:"last_error,omitempty"`
 	LastErrorAt      time.Time `json:"last_error_at,omitzero"`
@@ -118,12 +311,96 @@ type EnforcerStatus struct {
 	Tables []string `json:"tables"`
 	// BridgeConntrack says whether nf_conntrack_bridge is available.
 	BridgeConntrack bool `json:"bridge_conntrack"`
-	// BridgeReplies says how replies of permitted bridged flows pass, per
-	// IP version: conntrack, inet-conntrack or reflexive (enforcer
-	// README.md), e.g. "ipv4 inet-conntrack, ipv6 inet-conntrack".
-	BridgeReplies string `json:"bridge_replies,omitempty"`
 	// Repairs counts tampering repaired since start.
 	Repairs int `json:"repairs,omitempty"`
+	// BridgeReplies says how replies of permitted bridged flows pass, per
+	// IP version: "conntrack" (nf_conntrack_bridge), "inet-conntrack"
+	// (br_netfilter passes bridged IP to the inet table) or "reflexive"
+	// (the bridge table's own flow sets), e.g. "ipv4 inet-conntrack, ipv6
+	// reflexive".
+	BridgeReplies string `json:"bridge_replies,omitempty"`
+}
+
+// Rule is one rule of a compiled policy: all set fields must match (a
+// missing field matches anything), and the first rule that matches
+// decides.
+type Rule struct {
+	// Name is "<acl>/<ace>" from the MUD file, "default/<what>" for the
+	// RFC 8520 App. A DNS/NTP defaults, "override/N" for an admin's entry.
+	Name   string `json:"name"`
+	Family Family `json:"family"`
+	Peer   Peer   `json:"peer"`
+	// Protocol is tcp, udp, icmp, icmpv6 or another IP protocol number in
+	// decimal; absent: any.
+	Protocol string     `json:"protocol,omitempty"`
+	SrcPort  *PortRange `json:"src_port,omitempty"`
+	DstPort  *PortRange `json:"dst_port,omitempty"`
+	ICMP     *ICMPMatch `json:"icmp,omitempty"`
+	// Initiated applies to TCP only.
+	Initiated Initiator `json:"initiated,omitempty"`
+	Verdict   Verdict   `json:"verdict"`
+	// Default marks the RFC 8520 App. A rules appended after the file's.
+	Default bool `json:"default,omitempty"`
+}
+
+// Peer is the remote side of a rule.
+type Peer struct {
+	Kind PeerKind `json:"kind"`
+	// Value is the DNS name, authority, MUD URL or URI the kind needs.
+	Value string `json:"value,omitempty"`
+	// Prefix is the address or prefix of kind "prefix".
+	Prefix netip.Prefix `json:"prefix,omitzero"`
+}
+
+// PortRange is an inclusive range of ports; one port has First == Last.
+// Negate inverts it (RFC 8519 "neq").
+type PortRange struct {
+	First  uint16 `json:"first"`
+	Last   uint16 `json:"last"`
+	Negate bool   `json:"negate,omitempty"`
+}
+
+// ICMPMatch restricts ICMP or ICMPv6 by type and, optionally, code.
+type ICMPMatch struct {
+	Type uint8  `json:"type"`
+	Code *uint8 `json:"code,omitempty"`
+}
+
+// RuleView is one rule with what it does in plain words.
+type RuleView struct {
+	Name    string  `json:"name"`
+	Verdict Verdict `json:"verdict"`
+	// Text says in plain words what the rule does.
+	Text     string `json:"text"`
+	Default  bool   `json:"default,omitempty"`
+	Override bool   `json:"override,omitempty"`
+	Rule     Rule   `json:"rule"`
+}
+
+// Counters are packet and byte counts.
+type Counters struct {
+	Packets uint64 `json:"packets"`
+	Bytes   uint64 `json:"bytes"`
+}
+
+// CountedRule is a rule of the policy in force with the kernel's counters.
+type CountedRule struct {
+	RuleView
+	Counters
+}
+
+// CompiledPolicy is what a MUD file compiles to, before any device: the
+// rules of each direction in evaluation order (mudctl compile -o json).
+type CompiledPolicy struct {
+	ID         string     `json:"id"`
+	MUDURL     string     `json:"mud_url"`
+	FromDevice []RuleView `json:"from_device"`
+	ToDevice   []RuleView `json:"to_device"`
+	// NeedsApproval lists why the policy must not be enforced without an
+	// administrator's approval; Notes where it is stricter than the file
+	// because an ACE could not be rendered exactly.
+	NeedsApproval []string `json:"needs_approval,omitempty"`
+	Notes         []string `json:"notes,omitempty"`
 }
 
 // PolicyView is the policy in force for one device, rule by rule, with the
@@ -132,121 +409,67 @@ type PolicyView struct {
 	MAC      string      `json:"mac"`
 	PolicyID string      `json:"policy_id,omitempty"`
 	MUDURL   string      `json:"mud_url,omitempty"`
-	State    store.State `json:"state,omitempty"`
+	State    DeviceState `json:"state,omitempty"`
 	// FromDevice and ToDevice hold the rules in evaluation order
 	// (overrides first, then the file's rules, then the defaults).
 	FromDevice DirectionView `json:"from_device"`
 	ToDevice   DirectionView `json:"to_device"`
-	// CountersAt is when the counters were read; zero means the counters
-	// could not be read (and are all zero).
+	// CountersAt is when the counters were read; absent means the
+	// counters could not be read (and are all zero).
 	CountersAt    time.Time `json:"counters_at,omitzero"`
 	NeedsApproval []string  `json:"needs_approval,omitempty"`
 	Notes         []string  `json:"notes,omitempty"`
 	// NFT is the device's part of the ruleset in nft syntax, when asked
-	// for (--nft).
+	// for (nft=true).
 	NFT string `json:"nft,omitempty"`
 }
 
 // DirectionView is one direction's rules and its final drop.
 type DirectionView struct {
-	Rules []RuleView `json:"rules"`
+	Rules []CountedRule `json:"rules"`
 	// Dropped counts what no rule accepted (the final drop).
 	Dropped Counters `json:"dropped"`
 }
 
-// Counters are packet and byte counts of a rule.
-type Counters struct {
-	Packets uint64 `json:"packets"`
-	Bytes   uint64 `json:"bytes"`
+// Event is an event-log entry (mudctl events): usually a device's state
+// transition or an admin's action.
+type Event struct {
+	// Seq numbers events 1, 2, 3, ... for the life of the database,
+	// never reused.
+	Seq  uint64    `json:"seq"`
+	Time time.Time `json:"time"`
+	// MAC is the device concerned; absent for gateway-wide events.
+	MAC string `json:"mac,omitempty"`
+	// Kind is what happened: "state", "approved", "override-added",
+	// "fetch-failed", "unenforced", ... (docs/api.md lists them).
+	Kind string `json:"kind"`
+	// From and To are the states of a transition.
+	From    DeviceState `json:"from,omitempty"`
+	To      DeviceState `json:"to,omitempty"`
+	Message string      `json:"message,omitempty"`
 }
-
-// RuleView is one rule with a human text and its counters.
-type RuleView struct {
-	Name    string `json:"name"`
-	Verdict string `json:"verdict"` // "accept" or "drop"
-	// Text says in plain words what the rule does (policy.Describe).
-	Text     string `json:"text"`
-	Default  bool   `json:"default,omitempty"`
-	Override bool   `json:"override,omitempty"`
-	Counters
-	Rule policy.Rule `json:"rule"`
-}
-
-// NewRuleView fills a RuleView's name, verdict and text from r; the caller
-// adds the counters.
-func NewRuleView(d policy.Direction, r policy.Rule) RuleView {
-	return RuleView{
-		Name:    r.Name,
-		Verdict: r.Verdict.String(),
-		Text:    policy.Describe(d, r),
-		Default: r.Default,
-		Rule:    r,
-	}
-}
-
-// NewPolicyView builds the view of p for the device mac, with the device's
-// overrides first (as the enforcer evaluates them) and zero counters.
-func NewPolicyView(mac string, p *policy.Policy, overrides []store.OverrideRule) PolicyView {
-	v := PolicyView{MAC: mac}
-	if p != nil {
-		v.PolicyID, v.MUDURL = p.ID, p.MUDURL
-		v.NeedsApproval, v.Notes = p.NeedsApproval, p.Notes
-	}
-	for _, dir := range []policy.Direction{policy.FromDevice, policy.ToDevice} {
-		dv := &v.FromDevice
-		if dir == policy.ToDevice {
-			dv = &v.ToDevice
-		}
-		dv.Rules = []RuleView{}
-		for _, o := range overrides {
-			if o.Direction == dir {
-				rv := NewRuleView(dir, o.Rule)
-				rv.Override = true
-				dv.Rules = append(dv.Rules, rv)
-			}
-		}
-		if p != nil {
-			for _, r := range p.Rules(dir) {
-				dv.Rules = append(dv.Rules, NewRuleView(dir, r))
-			}
-		}
-	}
-	return v
-}
-
-// Event is an event-log entry, as the store keeps it.
-type Event = store.Event
-
-// ControllerKind says which table a controller mapping belongs to.
-type ControllerKind string
-
-// Controller kinds (RFC 8520 §4.6, §4.7).
-const (
-	// KindController maps a controller class URI to addresses.
-	KindController ControllerKind = "controller"
-	// KindMyController maps a MUD URL's my-controller to addresses.
-	KindMyController ControllerKind = "my-controller"
-)
 
 // Controller is one controller mapping: URI (or, for my-controller, MUD
 // URL) → prefixes.
 type Controller struct {
-	URI       string         `json:"uri"`
-	Kind      ControllerKind `json:"kind"`
-	Prefixes  []netip.Prefix `json:"prefixes"`
-	Source    string         `json:"source,omitempty"` // "config", "mudctl"
-	UpdatedAt time.Time      `json:"updated_at,omitzero"`
+	URI      string         `json:"uri"`
+	Kind     ControllerKind `json:"kind"`
+	Prefixes []netip.Prefix `json:"prefixes"`
+	// Source is "config" (mudd.yaml) or "mudctl".
+	Source    string    `json:"source,omitempty"`
+	UpdatedAt time.Time `json:"updated_at,omitzero"`
 }
 
 // Caller is who sent a request, from the socket's peer credentials
-// (SO_PEERCRED). Known is false when they could not be read.
+// (SO_PEERCRED); the server hands it to the Backend, it is not sent on
+// the wire. Known is false when they could not be read.
 type Caller struct {
-	Known bool   `json:"known"`
-	UID   uint32 `json:"uid"`
-	GID   uint32 `json:"gid"`
-	PID   int32  `json:"pid"`
+	Known bool
+	UID   uint32
+	GID   uint32
+	PID   int32
 	// User is the user name of UID, when it resolves.
-	User string `json:"user,omitempty"`
+	User string
 }
 
 // String is what records of admin actions keep as "by": the user name, or
@@ -264,9 +487,8 @@ func (c Caller) String() string {
 // ActionRequest is the body of approve, reject, quarantine and release.
 type ActionRequest struct {
 	Reason string `json:"reason,omitempty"`
-	// AllWithURL, for approve and reject, applies the decision to every
-	// device announcing the same MUD URL (and future ones), not only
-	// this MAC.
+	// AllWithURL, for approve, applies the decision to every device
+	// announcing the same MUD URL (and future ones), not only this MAC.
 	AllWithURL bool `json:"all_with_url,omitempty"`
 }
 
@@ -278,12 +500,11 @@ type BindRequest struct {
 }
 
 // OverrideRequest is one admin allow/deny entry as typed on the command
-// line (mudctl override MAC allow|deny ...). Rule turns it into the
-// store's form.
+// line (mudctl override MAC allow|deny ...).
 type OverrideRequest struct {
-	Verdict string `json:"verdict"` // "allow" or "deny"
+	Verdict OverrideVerdict `json:"verdict"`
 	// Direction is "from-device" (default) or "to-device".
-	Direction string `json:"direction,omitempty"`
+	Direction Direction `json:"direction,omitempty"`
 	// Peer is the remote address or prefix; empty (and no DNSName)
 	// means any.
 	Peer    string `json:"peer,omitempty"`
@@ -323,128 +544,10 @@ type ImportRequest struct {
 
 // ImportResult says what the daemon made of an imported file.
 type ImportResult struct {
-	MUDURL         string        `json:"mud_url"`
-	Digest         string        `json:"digest"`
-	Signature      store.Verdict `json:"signature"`
-	Signer         string        `json:"signer,omitempty"`
-	Reason         string        `json:"reason,omitempty"`
-	DevicesUpdated int           `json:"devices_updated"`
-}
-
-// Maximum field lengths the server accepts.
-const (
-	maxURLLen    = 2048
-	maxTextLen   = 1024 // reasons, comments
-	maxAddrs     = 256
-	maxImportLen = 1 << 20
-)
-
-// Rule validates r and returns the store's form of it, with the name
-// "override" (the manager numbers them). Errors wrap ErrInvalid.
-func (r OverrideRequest) Rule() (store.OverrideRule, error) {
-	var o store.OverrideRule
-	bad := func(format string, a ...any) (store.OverrideRule, error) {
-		return store.OverrideRule{}, fmt.Errorf("%w: override: %s", ErrInvalid, fmt.Sprintf(format, a...))
-	}
-	switch r.Verdict {
-	case "allow":
-		o.Rule.Verdict = policy.Accept
-	case "deny":
-		o.Rule.Verdict = policy.Drop
-	default:
-		return bad("verdict %q: want allow or deny", r.Verdict)
-	}
-	switch r.Direction {
-	case "", "from-device":
-		o.Direction = policy.FromDevice
-	case "to-device":
-		o.Direction = policy.ToDevice
-	default:
-		return bad("direction %q: want from-device or to-device", r.Direction)
-	}
-	o.Rule.Name = "override"
-	switch {
-	case r.Peer != "" && r.DNSName != "":
-		return bad("give a peer address or a DNS name, not both")
-	case r.Peer != "":
-		p, err := parsePrefix(r.Peer)
-		if err != nil {
-			return bad("%v", err)
-		}
-		o.Rule.Peer = policy.Peer{Kind: policy.Prefix, Prefix: p}
-		o.Rule.Family = policy.IPv4
-		if p.Addr().Is6() {
-			o.Rule.Family = policy.IPv6
-		}
-	case r.DNSName != "":
-		name, err := dnsname.Normalize(r.DNSName)
-		if err != nil {
-			return bad("%v", err)
-		}
-		o.Rule.Peer = policy.Peer{Kind: policy.DNSName, Value: name}
-	}
-	switch p := strings.ToLower(r.Protocol); p {
-	case "":
-	case "tcp":
-		o.Rule.Protocol = policy.ProtoTCP
-	case "udp":
-		o.Rule.Protocol = policy.ProtoUDP
-	case "icmp":
-		o.Rule.Protocol = policy.ProtoICMP
-	case "icmpv6":
-		o.Rule.Protocol = policy.ProtoICMPv6
-	default:
-		n, err := strconv.ParseUint(p, 10, 8)
-		if err != nil {
-			return bad("protocol %q: want tcp, udp, icmp, icmpv6 or a number 0-255", r.Protocol)
-		}
-		o.Rule.Protocol = uint8(n)
-	}
-	if r.Port != "" {
-		if o.Rule.Protocol != policy.ProtoTCP && o.Rule.Protocol != policy.ProtoUDP {
-			return bad("a port needs protocol tcp or udp")
-		}
-		pr, err := parsePortRange(r.Port)
-		if err != nil {
-			return bad("%v", err)
-		}
-		o.Rule.DstPort = pr
-	}
-	if len(r.Comment) > maxTextLen {
-		return bad("comment longer than %d bytes", maxTextLen)
-	}
-	o.Comment = r.Comment
-	return o, nil
-}
-
-// parsePrefix accepts an address ("192.0.2.1", "2001:db8::1") or a
-// prefix ("192.0.2.0/24") and returns it as a masked prefix.
-func parsePrefix(s string) (netip.Prefix, error) {
-	if strings.Contains(s, "/") {
-		p, err := netip.ParsePrefix(s)
-		if err != nil {
-			return netip.Prefix{}, fmt.Errorf("%q is not an address or prefix", s)
-		}
-		return p.Masked(), nil
-	}
-	a, err := netip.ParseAddr(s)
-	if err != nil || a.Zone() != "" {
-		return netip.Prefix{}, fmt.Errorf("%q is not an address or prefix", s)
-	}
-	a = a.Unmap()
-	return netip.PrefixFrom(a, a.BitLen()), nil
-}
-
-func parsePortRange(s string) (*policy.PortRange, error) {
-	first, last, isRange := strings.Cut(s, "-")
-	f, err1 := strconv.ParseUint(first, 10, 16)
-	l := f
-	var err2 error
-	if isRange {
-		l, err2 = strconv.ParseUint(last, 10, 16)
-	}
-	if err1 != nil || err2 != nil || f == 0 || l < f {
-		return nil, fmt.Errorf("port %q: want N or N-M with 1 <= N <= M <= 65535", s)
-	}
-	return &policy.PortRange{First: uint16(f), Last: uint16(l)}, nil
+	MUDURL         string           `json:"mud_url"`
+	Digest         string           `json:"digest"`
+	Signature      SignatureVerdict `json:"signature"`
+	Signer         string           `json:"signer,omitempty"`
+	Reason         string           `json:"reason,omitempty"`
+	DevicesUpdated int              `json:"devices_updated"`
 }

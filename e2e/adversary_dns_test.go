@@ -17,9 +17,9 @@ import (
 
 	"github.com/mdlayher/packet"
 	"github.com/miekg/dns"
+	"github.com/openmud/mud/api"
 	"github.com/openmud/mud/internal/gwlab"
 	"github.com/openmud/mud/internal/netlab"
-	"github.com/openmud/mud/store"
 )
 
 // refusedLog is what mudd logs for an answer that may not grant.
@@ -128,7 +128,7 @@ func TestDNSAnswerFromPermittedInternetServerGrantsNothing(t *testing.T) {
 	e.lyingDNS(e.other, cloudHost, e.other.IPv4)
 	h := e.lab.Devices[0]
 	e.join(0, gwlab.Udhcpc, "dnsbulb", u)
-	e.waitState(h, store.StateEnforced)
+	e.waitState(h, api.StateEnforced)
 	e.pass("device → cloud:443 (permitted)", h.NS, e.resolve(h, cloudHost), permitted)
 	e.refuse("device → other:443 before any answer", h.NS, e.other.IPv4, permitted)
 
@@ -174,7 +174,7 @@ func TestForgedDNSAnswerFromLANHostGrantsNothing(t *testing.T) {
 	e.publish(f)
 	h, attacker := e.lab.Devices[0], e.lab.Devices[1]
 	_, ip := e.join(0, gwlab.Udhcpc, "lanbulb", u)
-	e.waitState(h, store.StateEnforced)
+	e.waitState(h, api.StateEnforced)
 	e.refuse("device → other:443 before any answer", h.NS, e.other.IPv4, permitted)
 
 	const port = 40053

@@ -11,12 +11,11 @@ import (
 	"github.com/openmud/mud/api"
 	"github.com/openmud/mud/internal/gwlab"
 	"github.com/openmud/mud/internal/netlab"
-	"github.com/openmud/mud/store"
 )
 
 // waitEnforcement waits until mudctl lists the device (with an address)
 // as held to enforcement.
-func (e *env) waitEnforcement(h *netlab.Host, want store.Enforcement, timeout time.Duration) api.Device {
+func (e *env) waitEnforcement(h *netlab.Host, want api.Enforcement, timeout time.Duration) api.Device {
 	e.t.Helper()
 	d, err := e.gw.WaitDevice(e.ctx, h.MAC.String(), timeout, func(d api.Device) bool {
 		return d.Enforcement == want && len(d.IPs) > 0
@@ -64,8 +63,8 @@ func TestAdversaryMUDServerDownUnenforcedThenBlocked(t *testing.T) {
 	e.gw.MUD.Close()
 	h := e.lab.Devices[0]
 	dev, _ := e.join(0, gwlab.Udhcpc, "bulb", bulbURL)
-	d := e.waitEnforcement(h, store.EnforcementUnenforced, joinWait)
-	if !strings.Contains(d.UnenforcedReason, "MUD server unreachable") || d.State != store.StateFailed {
+	d := e.waitEnforcement(h, api.EnforcementUnenforced, joinWait)
+	if !strings.Contains(d.UnenforcedReason, "MUD server unreachable") || d.State != api.StateFailed {
 		t.Errorf("mudctl devices -o json: state %s, unenforced_reason %q", d.State, d.UnenforcedReason)
 	}
 	var table string
@@ -92,7 +91,7 @@ func TestAdversaryMUDServerDownUnenforcedThenBlocked(t *testing.T) {
 	if err := e.gw.ReloadPolicy(e.ctx, "  on_failure: block\n"); err != nil {
 		t.Fatal(err)
 	}
-	d = e.waitEnforcement(h, store.EnforcementBlocked, joinWait)
+	d = e.waitEnforcement(h, api.EnforcementBlocked, joinWait)
 	if !strings.Contains(d.UnenforcedReason, "MUD server unreachable") {
 		t.Errorf("blocked device: unenforced_reason %q", d.UnenforcedReason)
 	}
@@ -123,7 +122,7 @@ func TestAdversaryMUDServerComesBackRetried(t *testing.T) {
 	h := e.lab.Devices[0]
 	arrived := time.Now()
 	e.join(0, gwlab.Udhcpc, "bulb", bulbURL)
-	e.waitEnforcement(h, store.EnforcementUnenforced, joinWait)
+	e.waitEnforcement(h, api.EnforcementUnenforced, joinWait)
 	time.Sleep(time.Until(arrived.Add(10 * time.Second)))
 	srv, err := gwlab.StartMUDServer(e.mudSrv.NS, e.gw.MUDAddr, e.gw.PKI.Server)
 	if err != nil {
@@ -131,12 +130,12 @@ func TestAdversaryMUDServerComesBackRetried(t *testing.T) {
 	}
 	e.gw.MUD = srv // the gateway's Close stops it
 	e.publish(bulb(bulbURL, "Example", "lightbulb2000"))
-	d, err := e.gw.WaitState(e.ctx, h.MAC.String(), store.StateEnforced, 30*time.Second-time.Since(arrived))
+	d, err := e.gw.WaitState(e.ctx, h.MAC.String(), api.StateEnforced, 30*time.Second-time.Since(arrived))
 	if err != nil {
 		t.Fatalf("not enforced within 30 s of arriving: %v", err)
 	}
 	t.Logf("enforced %.1f s after arriving (the MUD server came up after 10 s)", time.Since(arrived).Seconds())
-	if d.Enforcement != store.EnforcementEnforced || d.Fetch == nil || len(d.Fetch.Attempts) < 2 ||
+	if d.Enforcement != api.EnforcementEnforced || d.Fetch == nil || len(d.Fetch.Attempts) < 2 ||
 		d.Fetch.Attempts[0].OK || !d.Fetch.Attempts[len(d.Fetch.Attempts)-1].OK {
 		t.Errorf("enforced device: enforcement %q, fetch %+v", d.Enforcement, d.Fetch)
 	}
@@ -169,7 +168,7 @@ func TestAdversaryRestartWithExpiredSignerStaysBlocked(t *testing.T) {
 	}
 	h := e.lab.Devices[0]
 	e.join(0, gwlab.Udhcpc, "bulb", bulbURL)
-	e.waitEnforcement(h, store.EnforcementEnforced, joinWait)
+	e.waitEnforcement(h, api.EnforcementEnforced, joinWait)
 	cloud, other := e.resolve(h, cloudHost), e.resolve(h, otherHost)
 	e.pass("enforced: bulb → cloud:443", h.NS, cloud, permitted)
 
@@ -180,8 +179,8 @@ func TestAdversaryRestartWithExpiredSignerStaysBlocked(t *testing.T) {
 	if err := e.gw.StartMudd(e.ctx); err != nil {
 		t.Fatal(err)
 	}
-	d := e.waitEnforcement(h, store.EnforcementBlocked, joinWait)
-	if d.State != store.StatePendingApproval || !strings.Contains(d.UnenforcedReason, "expired") {
+	d := e.waitEnforcement(h, api.EnforcementBlocked, joinWait)
+	if d.State != api.StatePendingApproval || !strings.Contains(d.UnenforcedReason, "expired") {
 		t.Errorf("after the restart: state %s, unenforced_reason %q", d.State, d.UnenforcedReason)
 	}
 	e.refuse("signer expired, block: bulb → cloud:443", h.NS, cloud, permitted)

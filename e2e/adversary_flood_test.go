@@ -16,7 +16,6 @@ import (
 	"github.com/openmud/mud/api"
 	"github.com/openmud/mud/internal/gwlab"
 	"github.com/openmud/mud/internal/netlab"
-	"github.com/openmud/mud/store"
 )
 
 // Sizes of the flood: made-up MACs announcing distinct URLs, of which the
@@ -93,12 +92,12 @@ func TestAdversaryDHCPFloodOnOnePort(t *testing.T) {
 	// A real device joins on the other port, while the flood goes on.
 	joined := time.Now()
 	e.join(1, gwlab.Udhcpc, "bulb", bulbURL)
-	d, err := e.gw.WaitState(e.ctx, dev.MAC.String(), store.StateEnforced, 15*time.Second)
+	d, err := e.gw.WaitState(e.ctx, dev.MAC.String(), api.StateEnforced, 15*time.Second)
 	if err != nil {
 		t.Fatalf("the device on %s is not enforced within 15 s of joining: %v", dev.Port, err)
 	}
 	t.Logf("device on %s enforced %.1f s after it joined, during the flood on %s", dev.Port, time.Since(joined).Seconds(), flooder.Port)
-	if d.Port != dev.Port || d.Enforcement != store.EnforcementEnforced {
+	if d.Port != dev.Port || d.Enforcement != api.EnforcementEnforced {
 		t.Errorf("the device: port %q, enforcement %q", d.Port, d.Enforcement)
 	}
 	e.refuse("enforced during the flood: bulb → other:8080", dev.NS, e.other.IPv4, otherPort)

@@ -3,6 +3,7 @@ package e2e
 import (
 	"errors"
 	"fmt"
+	"github.com/openmud/mud/api"
 	"io"
 	"net"
 	"net/netip"
@@ -13,7 +14,6 @@ import (
 
 	"github.com/openmud/mud/internal/gwlab"
 	"github.com/openmud/mud/internal/netlab"
-	"github.com/openmud/mud/store"
 )
 
 // Flows opened before a device's treatment tightens must not outlive the
@@ -157,13 +157,13 @@ func TestAdversaryFlowsUnrestrictedToEnforced(t *testing.T) {
 	far := newFarEnd(t, e.other, streamPort)
 	h := e.lab.Devices[0]
 	_, _ = e.join(0, gwlab.Udhcpc, "bulb", bulbURL)
-	if d, _, err := e.gw.Device(e.ctx, h.MAC.String()); err != nil || d.State == store.StateEnforced {
+	if d, _, err := e.gw.Device(e.ctx, h.MAC.String()); err != nil || d.State == api.StateEnforced {
 		t.Fatalf("the device is %s before its file arrived (%v)", d.State, err)
 	}
 	s := openStream(t, "bulb → other (forbidden by its file), opened while fetching", h.NS, e.other.IPv4, far)
 	defer s.close()
 	s.flowing(t)
-	e.waitState(h, store.StateEnforced)
+	e.waitState(h, api.StateEnforced)
 	s.stopped(t)
 }
 
@@ -179,7 +179,7 @@ func TestAdversaryFlowsQuarantine(t *testing.T) {
 	lap, dev := e.lab.Devices[0], e.lab.Devices[1]
 	e.join(0, gwlab.Udhcpc, "laptop", "")
 	e.join(1, gwlab.Udhcpc, "streamer", u)
-	e.waitState(dev, store.StateEnforced)
+	e.waitState(dev, api.StateEnforced)
 	far, farCloud := newFarEnd(t, e.other, streamPort), newFarEnd(t, e.cloud, streamPort)
 	ls := openStream(t, "laptop (no MUD) → other", lap.NS, e.other.IPv4, far)
 	defer ls.close()
@@ -211,8 +211,8 @@ func TestAdversaryFlowsLateralQuarantine(t *testing.T) {
 			a, b := e.lab.Devices[0], e.lab.Devices[1]
 			e.join(0, gwlab.Udhcpc, "a", u)
 			_, bIP := e.join(1, gwlab.Udhcpc, "b", u)
-			e.waitState(a, store.StateEnforced)
-			e.waitState(b, store.StateEnforced)
+			e.waitState(a, api.StateEnforced)
+			e.waitState(b, api.StateEnforced)
 			far := newFarEnd(t, b, streamPort)
 			s := openStream(t, "a → b (lateral, same manufacturer)", a.NS, bIP, far)
 			defer s.close()

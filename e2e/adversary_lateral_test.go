@@ -8,7 +8,6 @@ import (
 	"github.com/openmud/mud/api"
 	"github.com/openmud/mud/internal/gwlab"
 	"github.com/openmud/mud/internal/netlab"
-	"github.com/openmud/mud/store"
 )
 
 // Lateral traffic between devices of one manufacturer (RFC 8520 §4.1,
@@ -88,7 +87,7 @@ func lateralShapes(t *testing.T, sysctls []string, modes string) {
 	}
 	for i, d := range devs {
 		if d.url != "" {
-			e.waitState(e.lab.Devices[i], store.StateEnforced)
+			e.waitState(e.lab.Devices[i], api.StateEnforced)
 		}
 	}
 	var st api.Status

@@ -2,12 +2,12 @@ package e2e
 
 import (
 	"fmt"
+	"github.com/openmud/mud/api"
 	"strings"
 	"testing"
 
 	"github.com/openmud/mud/internal/gwlab"
 	"github.com/openmud/mud/internal/netlab"
-	"github.com/openmud/mud/store"
 )
 
 // A quarantined device is caged: it renews its lease and asks the
@@ -31,8 +31,8 @@ func TestAdversaryQuarantineCage(t *testing.T) {
 	e.echo(b, otherPort)
 	dev, bIP := e.join(0, gwlab.Udhcpc, "bulb", bulbURL)
 	_, peerIP := e.join(1, gwlab.Udhcpc, "bulb-2", bulbURL)
-	e.waitState(b, store.StateEnforced)
-	e.waitState(peer, store.StateEnforced)
+	e.waitState(b, api.StateEnforced)
+	e.waitState(peer, api.StateEnforced)
 	other := e.resolve(b, otherHost)
 	gw4 := netlab.GatewayLAN4
 
@@ -42,7 +42,7 @@ func TestAdversaryQuarantineCage(t *testing.T) {
 	e.pass("enforced: lateral to its manufacturer's device", b.NS, peerIP, otherPort)
 
 	e.mudctl("quarantine", b.MAC.String())
-	e.waitState(b, store.StateQuarantined)
+	e.waitState(b, api.StateQuarantined)
 
 	obtained := strings.Count(dev.Log.String(), "obtained")
 	if err := dev.Renew(); err != nil {

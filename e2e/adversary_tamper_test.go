@@ -2,12 +2,12 @@ package e2e
 
 import (
 	"fmt"
+	"github.com/openmud/mud/api"
 	"regexp"
 	"testing"
 	"time"
 
 	"github.com/openmud/mud/internal/gwlab"
-	"github.com/openmud/mud/store"
 )
 
 // An element someone else adds to mudd's tables to grant a device access
@@ -19,7 +19,7 @@ func TestAdversaryTamperElementGrantingAccess(t *testing.T) {
 	e := bulbEnv(t, 1, gwlab.Config{})
 	h := e.lab.Devices[0]
 	e.join(0, gwlab.Udhcpc, "bulb", bulbURL)
-	e.waitState(h, store.StateEnforced)
+	e.waitState(h, api.StateEnforced)
 	cloud, other := e.resolve(h, cloudHost), e.resolve(h, otherHost)
 	e.pass("bulb → cloud:443", h.NS, cloud, permitted)
 	e.refuse("bulb → other:443, before", h.NS, other, permitted)

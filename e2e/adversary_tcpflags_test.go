@@ -1,10 +1,10 @@
 package e2e
 
 import (
+	"github.com/openmud/mud/api"
 	"testing"
 
 	"github.com/openmud/mud/internal/gwlab"
-	"github.com/openmud/mud/store"
 )
 
 // RFC 8519 §4.1 tcp flags are enforced, exactly: an ACE for a bare SYN
@@ -26,8 +26,8 @@ func TestAdversaryTCPFlags(t *testing.T) {
 	})
 	h := e.lab.Devices[0]
 	e.join(0, gwlab.Udhcpc, "flags", u)
-	d := e.waitState(h, store.StateEnforced)
-	if d.Enforcement != store.EnforcementEnforced {
+	d := e.waitState(h, api.StateEnforced)
+	if d.Enforcement != api.EnforcementEnforced {
 		t.Fatalf("enforcement = %q (%s), want enforced", d.Enforcement, d.UnenforcedReason)
 	}
 	other := e.resolve(h, otherHost)

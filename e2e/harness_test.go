@@ -17,7 +17,6 @@ import (
 	"github.com/openmud/mud/internal/cli/multicall"
 	"github.com/openmud/mud/internal/gwlab"
 	"github.com/openmud/mud/internal/netlab"
-	"github.com/openmud/mud/store"
 )
 
 // Names and ports of the labs' internet (documentation ranges only).
@@ -182,7 +181,7 @@ func (e *env) join(i int, client gwlab.Client, name, mudURL string) (*gwlab.Devi
 }
 
 // waitState waits for mudctl to list the device in state, with an address.
-func (e *env) waitState(h *netlab.Host, state store.State) api.Device {
+func (e *env) waitState(h *netlab.Host, state api.DeviceState) api.Device {
 	e.t.Helper()
 	d, err := e.gw.WaitState(e.ctx, h.MAC.String(), state, joinWait)
 	if err != nil {

@@ -12,7 +12,6 @@ import (
 	"github.com/openmud/mud/api"
 	"github.com/openmud/mud/internal/gwlab"
 	"github.com/openmud/mud/internal/netlab"
-	"github.com/openmud/mud/store"
 )
 
 // TestLeaseReleaseExpiryAndRenewal takes the longest (dnsmasq's shortest
@@ -55,7 +54,7 @@ func TestLeaseReleaseExpiryAndRenewal(t *testing.T) {
 		t.Fatalf("the reserved address: got %s, want %s", ip, oldIP)
 	}
 	for _, h := range e.lab.Devices {
-		e.waitState(h, store.StateEnforced)
+		e.waitState(h, api.StateEnforced)
 	}
 	cloud, other := e.resolve(exp, cloudHost), e.resolve(exp, otherHost)
 	e.refuse("enforced: sensor-exp → other:8080", exp.NS, other, otherPort)
@@ -93,7 +92,7 @@ func TestLeaseReleaseExpiryAndRenewal(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := e.gw.WaitDevice(e.ctx, mov.MAC.String(), joinWait, func(d api.Device) bool {
-		return d.State == store.StateEnforced && slices.Equal(d.IPs, []netip.Addr{newIP})
+		return d.State == api.StateEnforced && slices.Equal(d.IPs, []netip.Addr{newIP})
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -118,7 +117,7 @@ func TestLeaseReleaseExpiryAndRenewal(t *testing.T) {
 	// The released device: rules gone after the grace period.
 	removed := func(h *netlab.Host, since time.Time, within time.Duration) {
 		t.Helper()
-		d, err := e.gw.WaitDevice(e.ctx, h.MAC.String(), within, func(d api.Device) bool { return d.State == store.StateRemoved })
+		d, err := e.gw.WaitDevice(e.ctx, h.MAC.String(), within, func(d api.Device) bool { return d.State == api.StateRemoved })
 		if err != nil {
 			t.Fatalf("%s: %v", h.MAC, err)
 		}

@@ -19,7 +19,6 @@ import (
 	"github.com/openmud/mud/api"
 	"github.com/openmud/mud/internal/gwlab"
 	"github.com/openmud/mud/internal/netlab"
-	"github.com/openmud/mud/store"
 )
 
 // bulb is the RFC 8520 §9 light bulb made IPv4, plus lateral traffic with
@@ -71,9 +70,9 @@ func TestPermittedHostAndPort(t *testing.T) {
 		t.Errorf("ACK for %s, but the device configured %s", lat.IP, ip)
 	}
 
-	d := e.waitState(h, store.StateEnforced)
-	if d.MUDURL != bulbURL || d.Hostname != "bulb-1" || !slices.Contains(d.IPs, ip) || d.MUD == nil || d.MUD.Signature != store.VerdictValid {
-		t.Errorf("mudctl devices: %+v (mud %+v)", d.Device, d.MUD)
+	d := e.waitState(h, api.StateEnforced)
+	if d.MUDURL != bulbURL || d.Hostname != "bulb-1" || !slices.Contains(d.IPs, ip) || d.MUD == nil || d.MUD.Signature != api.SignatureValid {
+		t.Errorf("mudctl devices: %+v (mud %+v)", d, d.MUD)
 	}
 	cloud, other := e.resolve(h, cloudHost), e.resolve(h, otherHost)
 	e.pass("bulb → cloud:443 (permitted)", h.NS, cloud, permitted)
@@ -110,7 +109,7 @@ func TestLateralSameManufacturer(t *testing.T) {
 	_, pIP := e.join(1, gwlab.Udhcpc, "plug", plugURL)
 	_, cIP := e.join(2, gwlab.Udhcpc, "cam", camURL)
 	for _, h := range []*netlab.Host{b, p, c} {
-		e.waitState(h, store.StateEnforced)
+		e.waitState(h, api.StateEnforced)
 	}
 	e.pass("bulb → plug (same manufacturer)", b.NS, pIP, otherPort)
 	e.pass("plug → bulb (same manufacturer)", p.NS, bIP, otherPort)
@@ -157,7 +156,7 @@ func TestControllersAndLocalNetworks(t *testing.T) {
 	th := e.lab.Devices[0]
 	e.join(0, gwlab.Udhcpc, "thermostat", u)
 	_, peerIP := e.join(1, gwlab.Udhcpc, "laptop", "")
-	e.waitState(th, store.StateEnforced)
+	e.waitState(th, api.StateEnforced)
 
 	e.pass("thermostat → controller (config) :8081", th.NS, cloudIP, ctlPort)
 	e.refuse("thermostat → non-controller :8081", th.NS, otherIP, ctlPort)
@@ -196,7 +195,7 @@ func TestDirectionInitiatedRefusesInbound(t *testing.T) {
 	h := e.lab.Devices[0]
 	e.echo(h, permitted)
 	_, ip := e.join(0, gwlab.Udhcpc, "bulb", bulbURL)
-	e.waitState(h, store.StateEnforced)
+	e.waitState(h, api.StateEnforced)
 	cloud := e.resolve(h, cloudHost)
 	e.pass("bulb → cloud:443 (from-device initiated)", h.NS, cloud, permitted)
 	e.refuse("cloud → bulb:443 (initiated towards the device)", e.cloud.NS, ip, permitted)
@@ -213,13 +212,13 @@ func TestDeviceWithoutMUDURLUntouched(t *testing.T) {
 	e.echo(lap, otherPort)
 	_, lapIP := e.join(0, gwlab.Udhcpc, "laptop", "")
 	e.join(1, gwlab.Udhcpc, "bulb", bulbURL)
-	e.waitState(b, store.StateEnforced)
+	e.waitState(b, api.StateEnforced)
 	d, err := e.gw.WaitDevice(e.ctx, lap.MAC.String(), joinWait, func(d api.Device) bool { return len(d.IPs) > 0 })
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d.MUDURL != "" || d.State == store.StateEnforced || d.State == store.StateQuarantined || d.Hostname != "laptop" || d.PolicyID != "" {
-		t.Errorf("mudctl devices lists the laptop as %+v", d.Device)
+	if d.MUDURL != "" || d.State == api.StateEnforced || d.State == api.StateQuarantined || d.Hostname != "laptop" || d.PolicyID != "" {
+		t.Errorf("mudctl devices lists the laptop as %+v", d)
 	}
 	other := e.resolve(lap, otherHost)
 	e.pass("laptop → other:8080", lap.NS, other, otherPort)
@@ -243,12 +242,12 @@ func TestMUDServerDownKeepsCachedFile(t *testing.T) {
 	e := bulbEnv(t, 1, gwlab.Config{})
 	h := e.lab.Devices[0]
 	dev, _ := e.join(0, gwlab.Udhcpc, "bulb", bulbURL)
-	e.waitState(h, store.StateEnforced)
+	e.waitState(h, api.StateEnforced)
 	cloud, other := e.resolve(h, cloudHost), e.resolve(h, otherHost)
 	check := func(when string) {
 		t.Helper()
-		d := e.waitState(h, store.StateEnforced)
-		if d.MUD == nil || d.MUD.Signature != store.VerdictValid {
+		d := e.waitState(h, api.StateEnforced)
+		if d.MUD == nil || d.MUD.Signature != api.SignatureValid {
 			t.Errorf("%s: MUD file %+v", when, d.MUD)
 		}
 		e.pass(when+": bulb → cloud:443", h.NS, cloud, permitted)
@@ -305,8 +304,8 @@ func TestBadSignaturePendingApproval(t *testing.T) {
 	}
 	h := e.lab.Devices[0]
 	e.join(0, gwlab.Udhcpc, "bulb", bulbURL)
-	d := e.waitState(h, store.StatePendingApproval)
-	if len(d.PendingReasons) == 0 || d.MUD == nil || d.MUD.Signature != store.VerdictInvalid {
+	d := e.waitState(h, api.StatePendingApproval)
+	if len(d.PendingReasons) == 0 || d.MUD == nil || d.MUD.Signature != api.SignatureInvalid {
 		t.Errorf("pending device: reasons %q, MUD %+v", d.PendingReasons, d.MUD)
 	}
 	// DNS still works under "block" (the resolution is the device's own).
@@ -318,10 +317,10 @@ func TestBadSignaturePendingApproval(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.pass("pending, baseline: bulb → other:8080 (no-MUD treatment)", h.NS, other, otherPort)
-	e.waitState(h, store.StatePendingApproval)
+	e.waitState(h, api.StatePendingApproval)
 
 	e.mudctl("approve", h.MAC.String())
-	e.waitState(h, store.StateEnforced)
+	e.waitState(h, api.StateEnforced)
 	e.pass("approved: bulb → cloud:443", h.NS, cloud, permitted)
 	e.refuse("approved: bulb → other:8080", h.NS, other, otherPort)
 }
@@ -334,7 +333,7 @@ func TestQuarantineCutsEstablished(t *testing.T) {
 	e := bulbEnv(t, 1, gwlab.Config{})
 	h := e.lab.Devices[0]
 	e.join(0, gwlab.Udhcpc, "bulb", bulbURL)
-	e.waitState(h, store.StateEnforced)
+	e.waitState(h, api.StateEnforced)
 	cloud := e.resolve(h, cloudHost)
 	e.pass("bulb → cloud:443", h.NS, cloud, permitted)
 
@@ -347,7 +346,7 @@ func TestQuarantineCutsEstablished(t *testing.T) {
 		t.Fatalf("the established connection does not work before the quarantine: %v", err)
 	}
 	e.mudctl("quarantine", h.MAC.String())
-	if d, _, _ := e.gw.Device(e.ctx, h.MAC.String()); d.State != store.StateQuarantined {
+	if d, _, _ := e.gw.Device(e.ctx, h.MAC.String()); d.State != api.StateQuarantined {
 		t.Errorf("after mudctl quarantine the device is %s", d.State)
 	}
 	if err := roundTrip(conn, 1500*time.Millisecond); err == nil {
@@ -356,7 +355,7 @@ func TestQuarantineCutsEstablished(t *testing.T) {
 	e.refuse("quarantined: new connection bulb → cloud:443", h.NS, cloud, permitted)
 
 	e.mudctl("release", h.MAC.String())
-	e.waitState(h, store.StateEnforced)
+	e.waitState(h, api.StateEnforced)
 	e.pass("released: bulb → cloud:443", h.NS, cloud, permitted)
 }
 
@@ -381,7 +380,7 @@ func TestKillAndRestartKeepsTables(t *testing.T) {
 	b, lap := e.lab.Devices[0], e.lab.Devices[1]
 	e.join(0, gwlab.Udhcpc, "bulb", bulbURL)
 	e.join(1, gwlab.Udhcpc, "laptop", "")
-	e.waitState(b, store.StateEnforced)
+	e.waitState(b, api.StateEnforced)
 	cloud := e.resolve(b, cloudHost)
 	e.pass("bulb → cloud:443", b.NS, cloud, permitted)
 	before := normalizeRuleset(e.nftTables())
@@ -463,7 +462,7 @@ func TestKillAndRestartKeepsTables(t *testing.T) {
 	} else {
 		t.Logf("tables identical to before the kill %.0f ms after mudd answered again", float64(time.Since(restarted).Microseconds())/1000)
 	}
-	e.waitState(b, store.StateEnforced)
+	e.waitState(b, api.StateEnforced)
 	e.pass("after restart: bulb → cloud:443", b.NS, cloud, permitted)
 }
 
@@ -527,7 +526,7 @@ func TestDeletedTablesRestored(t *testing.T) {
 	e := bulbEnv(t, 1, gwlab.Config{})
 	h := e.lab.Devices[0]
 	e.join(0, gwlab.Udhcpc, "bulb", bulbURL)
-	e.waitState(h, store.StateEnforced)
+	e.waitState(h, api.StateEnforced)
 	cloud, other := e.resolve(h, cloudHost), e.resolve(h, otherHost)
 	e.pass("bulb → cloud:443", h.NS, cloud, permitted)
 	for _, fam := range []string{"inet", "bridge"} {

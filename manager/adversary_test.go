@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/openmud/mud/api"
 	"github.com/openmud/mud/config"
 	"github.com/openmud/mud/dhcpsnoop"
 	"github.com/openmud/mud/enforcer"
@@ -102,8 +101,8 @@ func (h *harness) tick() {
 	}
 }
 
-// device is the device's view, as the API answers it.
-func (h *harness) device(mac net.HardwareAddr) api.Device {
+// device is the device's view, as the manager answers it.
+func (h *harness) device(mac net.HardwareAddr) DeviceView {
 	h.t.Helper()
 	d, err := h.m.Device(bg, mac.String())
 	if err != nil {
@@ -126,13 +125,13 @@ func (h *harness) leaseOn(mac net.HardwareAddr, ip netip.Addr, mudURL, port stri
 }
 
 // eventsOf lists the events of a kind (all devices when mac is nil).
-func (h *harness) eventsOf(kind string, mac net.HardwareAddr) []api.Event {
+func (h *harness) eventsOf(kind string, mac net.HardwareAddr) []store.Event {
 	h.t.Helper()
 	evs, err := h.m.Events(bg, 0, 0)
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	var out []api.Event
+	var out []store.Event
 	for _, e := range evs {
 		if e.Kind == kind && (mac == nil || e.MAC == mac.String()) {
 			out = append(out, e)

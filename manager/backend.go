@@ -10,19 +10,193 @@ import (
 	"strings"
 	"time"
 
-	"github.com/openmud/mud/api"
 	"github.com/openmud/mud/enforcer"
+	"github.com/openmud/mud/mudfile"
 	"github.com/openmud/mud/policy"
 	"github.com/openmud/mud/store"
 )
 
-// This file implements api.Backend: every request is answered by the Run
-// goroutine (reads see one consistent state; writes are persisted and the
-// enforcer driven before the answer).
+// This file is the manager's administrative surface: queries that describe
+// the desired state and commands that change it, in the manager's own
+// terms (store records, policies, the views below). Package api adapts
+// them to its wire types; the manager knows nothing of the control API.
+// Every request is answered by the Run goroutine (reads see one
+// consistent state; writes are persisted and the enforcer driven before
+// the answer).
+
+// Sentinel errors of the queries and commands, wrapped with what was being
+// done; match them with errors.Is.
+var (
+	// ErrNotFound: no such device, policy or mapping.
+	ErrNotFound = errors.New("not found")
+	// ErrInvalid: the request is malformed or not acceptable.
+	ErrInvalid = errors.New("invalid request")
+	// ErrConflict: the request does not fit the current state, e.g.
+	// approving a device that is not pending approval.
+	ErrConflict = errors.New("conflict")
+)
+
+// StatusView is the daemon's health at a glance.
+type StatusView struct {
+	Version   string
+	StartedAt time.Time
+	Uptime    time.Duration
+	// Devices counts every known device, DevicesByState splits them, and
+	// DevicesUnenforced counts those whose MUD file cannot be used and
+	// that are unrestricted for it.
+	Devices           int
+	DevicesByState    map[store.State]int
+	DevicesUnenforced int
+	// PoliciesInstalled is the number of distinct compiled policies
+	// handed to the enforcer.
+	PoliciesInstalled int
+	Enforcer          EnforcerView
+}
+
+// EnforcerView says whether the kernel matches the desired state.
+type EnforcerView struct {
+	Healthy          bool
+	LastApply        time.Time
+	LastApplyLatency time.Duration
+	LastError        string
+	LastErrorAt      time.Time
+	// Tables, BridgeConntrack and Repairs come from Config.EnforcerInfo.
+	Tables          []string
+	BridgeConntrack bool
+	Repairs         int
+	// BridgeReplies says how replies of bridged flows pass, per IP
+	// version (Config.BridgeReplies).
+	BridgeReplies string
+}
+
+// DeviceView is one device as the manager knows it: the persisted record
+// and what goes with it.
+type DeviceView struct {
+	store.Device
+	// File describes the device's MUD file when one is cached; nil
+	// otherwise.
+	File *FileView
+	// Fetch is how fetching the device's MUD URL goes; nil when no fetch
+	// of it was needed since mudd started.
+	Fetch *FetchView
+	// PendingReasons lists why the device awaits an administrator's
+	// approval.
+	PendingReasons []string
+	// Overrides are the administrator's entries for the device, in
+	// evaluation order.
+	Overrides []store.OverrideRule
+}
+
+// FileView is a cached MUD file: how it was obtained and judged, and its
+// metadata once it parsed.
+type FileView struct {
+	URL           string
+	Digest        string
+	Verdict       store.Verdict
+	VerdictReason string
+	Signer        string
+	FetchedAt     time.Time
+	VerifiedAt    time.Time
+	CacheValidity time.Duration
+	// MUD is the file's ietf-mud container (RFC 8520 §2.1); nil when the
+	// file did not parse.
+	MUD *mudfile.MUD
+}
+
+// FetchView is the state of fetching one MUD URL.
+type FetchView struct {
+	URL string
+	// InFlight says a fetch is running; Queued that one waits to start,
+	// and Waiting for what (a free fetch slot, a fetch budget).
+	InFlight bool
+	Queued   bool
+	Waiting  string
+	// Failures counts the failed attempts since the last success;
+	// NextAttempt is when the next one is due.
+	Failures    int
+	NextAttempt time.Time
+	// Attempts are the latest attempts, oldest first.
+	Attempts []FetchAttempt
+}
+
+// FetchAttempt is one fetch of a MUD URL.
+type FetchAttempt struct {
+	At   time.Time
+	Took time.Duration
+	// Port is the bridge port whose fetch budget the attempt used.
+	Port string
+	// OK says a file was obtained (verified or not); Error says why not.
+	OK    bool
+	Error string
+}
+
+// PolicyView is the policy in force for one device, with the kernel's
+// counters.
+type PolicyView struct {
+	MAC    string
+	MUDURL string
+	State  store.State
+	Policy *policy.Policy
+	// Overrides are the device's entries as the enforcer evaluates them,
+	// before the policy's rules, named "override/N".
+	Overrides enforcer.Overrides
+	// Counts are the kernel's counters of the policy's rules, by
+	// direction and rule name, and Dropped those of each direction's
+	// final drop. CountersAt is when they were read; zero when they could
+	// not be.
+	Counts     map[policy.Direction]map[string]Count
+	Dropped    map[policy.Direction]Count
+	CountersAt time.Time
+	// NFT is the device's part of the ruleset in nft syntax, when asked
+	// for.
+	NFT string
+}
+
+// Count is what a rule matched.
+type Count struct {
+	Packets, Bytes uint64
+}
+
+func (c *Count) add(packets, bytes uint64) { c.Packets += packets; c.Bytes += bytes }
+
+// Action is an administrator's decision about a device (approve, reject,
+// quarantine, release).
+type Action struct {
+	Reason string
+	// AllWithURL, for approve, covers every device announcing the same
+	// MUD URL (and future ones), not only this one.
+	AllWithURL bool
+}
+
+// Controller is one mapping of a controller class URI (RFC 8520 §4.6)
+// or, when My, of a MUD URL's my-controller (§4.7) to prefixes.
+type Controller struct {
+	URI      string
+	My       bool
+	Prefixes []netip.Prefix
+	// Source is "config" or "mudctl".
+	Source    string
+	UpdatedAt time.Time
+}
+
+// RefreshCount says what a refresh queued.
+type RefreshCount struct {
+	Devices, URLs int
+}
+
+// ImportOutcome says what the manager made of an imported file.
+type ImportOutcome struct {
+	URL            string
+	Digest         string
+	Verdict        store.Verdict
+	Signer         string
+	Reason         string
+	DevicesUpdated int
+}
 
 type subscriber struct {
 	ctx context.Context
-	ch  chan api.Event
+	ch  chan store.Event
 }
 
 func (m *Manager) publish(e store.Event) {
@@ -54,11 +228,11 @@ func (m *Manager) pruneSubscribers() {
 	m.subscribers = keep
 }
 
-// Status implements api.Backend.
-func (m *Manager) Status(ctx context.Context) (api.Status, error) {
-	var st api.Status
+// Status reports the daemon's health.
+func (m *Manager) Status(ctx context.Context) (StatusView, error) {
+	var st StatusView
 	err := m.do(ctx, func() error {
-		st = api.Status{Version: m.cfg.Version, StartedAt: m.started, UptimeSeconds: m.now().Sub(m.started).Seconds(),
+		st = StatusView{Version: m.cfg.Version, StartedAt: m.started, Uptime: m.now().Sub(m.started),
 			Devices: len(m.st.devices), DevicesByState: map[store.State]int{}, PoliciesInstalled: len(m.pushed.policies)}
 		for _, d := range m.st.devices {
 			st.DevicesByState[d.State]++
@@ -66,8 +240,7 @@ func (m *Manager) Status(ctx context.Context) (api.Status, error) {
 				st.DevicesUnenforced++
 			}
 		}
-		es := api.EnforcerStatus{Healthy: !m.needFull && m.lastErr == nil, LastApply: m.lastApply,
-			LastApplyLatency: float64(m.lastLatency.Microseconds()) / 1000}
+		es := EnforcerView{Healthy: !m.needFull && m.lastErr == nil, LastApply: m.lastApply, LastApplyLatency: m.lastLatency}
 		if m.lastErr != nil {
 			es.LastError, es.LastErrorAt = m.lastErr.Error(), m.lastErrAt
 		}
@@ -83,35 +256,32 @@ func (m *Manager) Status(ctx context.Context) (api.Status, error) {
 	return st, err
 }
 
-func (m *Manager) deviceView(d *store.Device) api.Device {
-	v := api.Device{Device: *d, PendingReasons: m.st.pending[d.MAC], Overrides: m.st.overrides[d.MAC].Rules}
+func (m *Manager) deviceView(d *store.Device) DeviceView {
+	v := DeviceView{Device: *d, PendingReasons: m.st.pending[d.MAC], Overrides: m.st.overrides[d.MAC].Rules}
 	if c := m.st.candidate[d.MUDURL]; c != nil && d.MUDURL != "" {
 		v.PendingReasons = append(slices.Clone(v.PendingReasons), "an updated MUD file awaits approval: "+strings.Join(c.reasons, "; "))
 	}
 	if f := m.st.files[d.MUDURL]; f != nil && d.MUDURL != "" {
-		info := &api.MUDInfo{URL: f.URL, Digest: f.Digest(), Signature: f.Verdict, SignatureReason: f.VerdictReason,
-			Signer: f.Signer, FetchedAt: f.FetchedAt, VerifiedAt: f.VerifiedAt, CacheValidityHours: int(f.CacheValidity / time.Hour)}
+		fv := &FileView{URL: f.URL, Digest: f.Digest(), Verdict: f.Verdict, VerdictReason: f.VerdictReason,
+			Signer: f.Signer, FetchedAt: f.FetchedAt, VerifiedAt: f.VerifiedAt, CacheValidity: f.CacheValidity}
 		if md := m.st.models[d.MUDURL]; md != nil && md.file != nil {
 			mf := md.file.MUD
-			info.SystemInfo, info.MfgName, info.ModelName = mf.SystemInfo, mf.MfgName, mf.ModelName
-			info.FirmwareRev, info.SoftwareRev, info.Documentation = mf.FirmwareRev, mf.SoftwareRev, mf.Documentation
-			sup := mf.IsSupported
-			info.IsSupported, info.LastUpdate = &sup, mf.LastUpdate
+			fv.MUD = &mf
 		}
-		v.MUD = info
+		v.File = fv
 	}
 	v.Fetch = m.fetchView(d.MUDURL)
 	return v
 }
 
 // fetchView is the state of fetching u, nil when nothing is known.
-func (m *Manager) fetchView(u string) *api.FetchStatus {
+func (m *Manager) fetchView(u string) *FetchView {
 	s := m.st
 	fi, j := s.fetch[u], s.jobs[u]
 	if u == "" || (fi == nil && j == nil && !s.fetching[u]) {
 		return nil
 	}
-	v := &api.FetchStatus{URL: u, InFlight: s.fetching[u], Queued: j != nil}
+	v := &FetchView{URL: u, InFlight: s.fetching[u], Queued: j != nil}
 	if j != nil {
 		v.Waiting = m.waiting(j)
 	}
@@ -122,9 +292,9 @@ func (m *Manager) fetchView(u string) *api.FetchStatus {
 	return v
 }
 
-// Devices implements api.Backend.
-func (m *Manager) Devices(ctx context.Context) ([]api.Device, error) {
-	var out []api.Device
+// Devices lists every known device, by MAC.
+func (m *Manager) Devices(ctx context.Context) ([]DeviceView, error) {
+	var out []DeviceView
 	err := m.do(ctx, func() error {
 		for _, mac := range m.macs() {
 			out = append(out, m.deviceView(m.st.devices[mac]))
@@ -137,19 +307,19 @@ func (m *Manager) Devices(ctx context.Context) ([]api.Device, error) {
 func (m *Manager) lookup(mac string) (*store.Device, error) {
 	n, err := store.NormalizeMAC(mac)
 	if err != nil {
-		return nil, errorf(errInvalid, "MAC %q: %v", mac, err)
+		return nil, errorf(ErrInvalid, "MAC %q: %v", mac, err)
 	}
 	d := m.st.devices[n]
 	if d == nil {
-		return nil, errorf(errNotFound, "device %s", n)
+		return nil, errorf(ErrNotFound, "device %s", n)
 	}
 	return d, nil
 }
 
 // onDevice runs fn for a known device in the Run goroutine and returns the
 // device's view afterwards.
-func (m *Manager) onDevice(ctx context.Context, mac string, fn func(d *store.Device) error) (api.Device, error) {
-	var out api.Device
+func (m *Manager) onDevice(ctx context.Context, mac string, fn func(d *store.Device) error) (DeviceView, error) {
+	var out DeviceView
 	err := m.do(ctx, func() error {
 		d, err := m.lookup(mac)
 		if err != nil {
@@ -164,9 +334,9 @@ func (m *Manager) onDevice(ctx context.Context, mac string, fn func(d *store.Dev
 	return out, err
 }
 
-// Device implements api.Backend.
-func (m *Manager) Device(ctx context.Context, mac string) (api.Device, error) {
-	var out api.Device
+// Device returns one device.
+func (m *Manager) Device(ctx context.Context, mac string) (DeviceView, error) {
+	var out DeviceView
 	err := m.do(ctx, func() error {
 		d, err := m.lookup(mac)
 		if err != nil {
@@ -178,13 +348,12 @@ func (m *Manager) Device(ctx context.Context, mac string) (api.Device, error) {
 	return out, err
 }
 
-// Policy implements api.Backend: the device's policy with the kernel's
+// Policy returns the policy in force for a device with the kernel's
 // per-rule counters (read outside the loop: the enforcer is safe for
-// concurrent use).
-func (m *Manager) Policy(ctx context.Context, mac string, withNFT bool) (api.PolicyView, error) {
+// concurrent use); withNFT adds the device's ruleset in nft syntax.
+func (m *Manager) Policy(ctx context.Context, mac string, withNFT bool) (PolicyView, error) {
 	var (
-		view api.PolicyView
-		pol  *policy.Policy
+		view PolicyView
 		ed   enforcer.Device
 	)
 	err := m.do(ctx, func() error {
@@ -194,13 +363,11 @@ func (m *Manager) Policy(ctx context.Context, mac string, withNFT bool) (api.Pol
 		}
 		md := m.st.models[d.MUDURL]
 		if md == nil || md.pol == nil {
-			return errorf(errNotFound, "device %s has no compiled policy", d.MAC)
+			return errorf(ErrNotFound, "device %s has no compiled policy", d.MAC)
 		}
-		pol = md.pol
-		view = api.NewPolicyView(d.MAC, pol, m.st.overrides[d.MAC].Rules)
-		view.State, view.MUDURL = d.State, d.MUDURL
+		view = PolicyView{MAC: d.MAC, MUDURL: d.MUDURL, State: d.State, Policy: md.pol, Overrides: m.overridesOf(d.MAC)}
 		hw, _ := net.ParseMAC(d.MAC)
-		ed = enforcer.Device{MAC: hw, PolicyID: pol.ID, Overrides: m.overridesOf(d.MAC)}
+		ed = enforcer.Device{MAC: hw, PolicyID: md.pol.ID, Overrides: view.Overrides}
 		for _, a := range d.IPs {
 			if a.Unmap().Is4() {
 				ed.IPv4s = append(ed.IPv4s, a.Unmap())
@@ -213,28 +380,25 @@ func (m *Manager) Policy(ctx context.Context, mac string, withNFT bool) (api.Pol
 	if err != nil {
 		return view, err
 	}
+	pol := view.Policy
 	if cs, err := m.cfg.Enforcer.Counters(ctx); err == nil {
 		view.CountersAt = m.now()
-		fill := func(dv *api.DirectionView, dir policy.Direction) {
-			for _, c := range cs {
-				if c.PolicyID != pol.ID || c.Direction != dir {
-					continue
-				}
-				if c.Rule == "default-deny" {
-					dv.Dropped.Packets += c.Packets
-					dv.Dropped.Bytes += c.Bytes
-					continue
-				}
-				for i := range dv.Rules {
-					if dv.Rules[i].Name == c.Rule && !dv.Rules[i].Override {
-						dv.Rules[i].Packets += c.Packets
-						dv.Rules[i].Bytes += c.Bytes
-					}
-				}
+		view.Counts = map[policy.Direction]map[string]Count{policy.FromDevice: {}, policy.ToDevice: {}}
+		view.Dropped = map[policy.Direction]Count{}
+		for _, c := range cs {
+			if c.PolicyID != pol.ID || view.Counts[c.Direction] == nil {
+				continue
 			}
+			if c.Rule == "default-deny" {
+				n := view.Dropped[c.Direction]
+				n.add(c.Packets, c.Bytes)
+				view.Dropped[c.Direction] = n
+				continue
+			}
+			n := view.Counts[c.Direction][c.Rule]
+			n.add(c.Packets, c.Bytes)
+			view.Counts[c.Direction][c.Rule] = n
 		}
-		fill(&view.FromDevice, policy.FromDevice)
-		fill(&view.ToDevice, policy.ToDevice)
 	}
 	if withNFT {
 		txt, err := enforcer.Render(*pol, ed, m.cfg.Render)
@@ -246,19 +410,20 @@ func (m *Manager) Policy(ctx context.Context, mac string, withNFT bool) (api.Pol
 	return view, nil
 }
 
-// Events implements api.Backend.
-func (m *Manager) Events(ctx context.Context, since uint64, limit int) ([]api.Event, error) {
+// Events returns up to limit events with Seq > since, oldest first (limit
+// <= 0: all).
+func (m *Manager) Events(ctx context.Context, since uint64, limit int) ([]store.Event, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	return m.cfg.Store.Events(since, limit)
 }
 
-// SubscribeEvents implements api.Backend. The channel is closed when ctx
-// ends (within one Tick), when the subscriber falls behind, or when Run
-// returns.
-func (m *Manager) SubscribeEvents(ctx context.Context) (<-chan api.Event, error) {
-	s := &subscriber{ctx: ctx, ch: make(chan api.Event, 256)}
+// SubscribeEvents delivers every event appended from now on. The channel
+// is closed when ctx ends (within one Tick), when the subscriber falls
+// behind (it resumes through Events), or when Run returns.
+func (m *Manager) SubscribeEvents(ctx context.Context) (<-chan store.Event, error) {
+	s := &subscriber{ctx: ctx, ch: make(chan store.Event, 256)}
 	err := m.do(ctx, func() error { m.subscribers = append(m.subscribers, s); return nil })
 	if err != nil {
 		return nil, err
@@ -266,24 +431,25 @@ func (m *Manager) SubscribeEvents(ctx context.Context) (<-chan api.Event, error)
 	return s.ch, nil
 }
 
-// Approve implements api.Backend (RFC 8520 §13.2: processing continues
-// once an administrator has given approval). The approval covers exactly
-// the current file's digest.
-func (m *Manager) Approve(ctx context.Context, by api.Caller, mac string, req api.ActionRequest) (api.Device, error) {
+// Approve enforces a pending device's MUD file (RFC 8520 §13.2: processing
+// continues once an administrator has given approval); by is who decided.
+// The approval covers exactly the current file's digest. ErrConflict if
+// the device is not pending approval.
+func (m *Manager) Approve(ctx context.Context, by string, mac string, req Action) (DeviceView, error) {
 	return m.onDevice(ctx, mac, func(d *store.Device) error {
 		if c := m.st.candidate[d.MUDURL]; c != nil && d.State != store.StatePendingApproval {
 			// An update of the file in force waits: approving it is for
 			// every device of the URL.
-			return m.adoptCandidate(d.MUDURL, by.String(), req.Reason)
+			return m.adoptCandidate(d.MUDURL, by, req.Reason)
 		}
 		if d.State != store.StatePendingApproval && !(d.State == store.StateFailed && m.st.rejected[d.MAC] != "") {
-			return errorf(errConflict, "device %s is %s, not pending approval", d.MAC, d.State)
+			return errorf(ErrConflict, "device %s is %s, not pending approval", d.MAC, d.State)
 		}
 		md := m.modelFor(d.MUDURL)
 		if md == nil || md.pol == nil {
-			return errorf(errConflict, "device %s has no usable MUD file to approve", d.MAC)
+			return errorf(ErrConflict, "device %s has no usable MUD file to approve", d.MAC)
 		}
-		a := store.Approval{MAC: d.MAC, MUDURL: d.MUDURL, Digest: md.digest, By: by.String(), At: m.now(), Reason: req.Reason}
+		a := store.Approval{MAC: d.MAC, MUDURL: d.MUDURL, Digest: md.digest, By: by, At: m.now(), Reason: req.Reason}
 		err := m.cfg.Store.Update(func(tx *store.Tx) error {
 			if req.AllWithURL {
 				a.MAC = ""
@@ -301,7 +467,7 @@ func (m *Manager) Approve(ctx context.Context, by api.Caller, mac string, req ap
 		}
 		delete(m.st.rejected, d.MAC)
 		delete(m.st.flags, d.MAC)
-		msg := "approved by " + by.String()
+		msg := "approved by " + by
 		if req.AllWithURL {
 			for _, o := range m.macs() {
 				if od := m.st.devices[o]; od.MUDURL == d.MUDURL && od.State == store.StatePendingApproval && o != d.MAC {
@@ -313,16 +479,17 @@ func (m *Manager) Approve(ctx context.Context, by api.Caller, mac string, req ap
 	})
 }
 
-// Reject implements api.Backend: the device keeps the fallback treatment
-// (state failed) until its file changes or an administrator approves.
-func (m *Manager) Reject(ctx context.Context, by api.Caller, mac string, req api.ActionRequest) (api.Device, error) {
+// Reject refuses a pending device's MUD file: the device keeps the fallback
+// treatment (state failed) until its file changes or an administrator
+// approves.
+func (m *Manager) Reject(ctx context.Context, by string, mac string, req Action) (DeviceView, error) {
 	return m.onDevice(ctx, mac, func(d *store.Device) error {
 		if d.State != store.StatePendingApproval {
-			return errorf(errConflict, "device %s is %s, not pending approval", d.MAC, d.State)
+			return errorf(ErrConflict, "device %s is %s, not pending approval", d.MAC, d.State)
 		}
 		md := m.modelFor(d.MUDURL)
 		if md == nil {
-			return errorf(errConflict, "device %s has no MUD file to reject", d.MAC)
+			return errorf(ErrConflict, "device %s has no MUD file to reject", d.MAC)
 		}
 		err := m.cfg.Store.Update(func(tx *store.Tx) error {
 			if err := tx.ApprovalsByMAC().Delete(d.MAC); err != nil && !errors.Is(err, store.ErrNotFound) {
@@ -335,39 +502,41 @@ func (m *Manager) Reject(ctx context.Context, by api.Caller, mac string, req api
 		}
 		delete(m.st.approvalsByMAC, d.MAC)
 		m.st.rejected[d.MAC] = md.digest
-		return m.settle(*d, "rejected", joinMsg("rejected by "+by.String(), req.Reason))
+		return m.settle(*d, "rejected", joinMsg("rejected by "+by, req.Reason))
 	})
 }
 
-// Quarantine implements api.Backend.
-func (m *Manager) Quarantine(ctx context.Context, by api.Caller, mac string, req api.ActionRequest) (api.Device, error) {
+// Quarantine cuts a device to the quarantine policy (and flushes its
+// conntrack entries).
+func (m *Manager) Quarantine(ctx context.Context, by string, mac string, req Action) (DeviceView, error) {
 	return m.onDevice(ctx, mac, func(d *store.Device) error {
 		// A removed device keeps the hold: it comes back quarantined.
 		nd := *d
-		nd.Quarantine = &store.Hold{By: by.String(), At: m.now(), Reason: req.Reason}
+		nd.Quarantine = &store.Hold{By: by, At: m.now(), Reason: req.Reason}
 		return m.settle(nd, "quarantined", req.Reason)
 	})
 }
 
-// Release implements api.Backend.
-func (m *Manager) Release(ctx context.Context, by api.Caller, mac string, req api.ActionRequest) (api.Device, error) {
+// Release lifts a quarantine (ErrConflict if there is none).
+func (m *Manager) Release(ctx context.Context, by string, mac string, req Action) (DeviceView, error) {
 	return m.onDevice(ctx, mac, func(d *store.Device) error {
 		if d.Quarantine == nil {
-			return errorf(errConflict, "device %s is not quarantined", d.MAC)
+			return errorf(ErrConflict, "device %s is not quarantined", d.MAC)
 		}
 		nd := *d
 		nd.Quarantine = nil
-		return m.settle(nd, "released", joinMsg("released by "+by.String(), req.Reason))
+		return m.settle(nd, "released", joinMsg("released by "+by, req.Reason))
 	})
 }
 
-// Bind implements api.Backend.
-func (m *Manager) Bind(ctx context.Context, by api.Caller, mac string, req api.BindRequest) (api.Device, error) {
-	var out api.Device
+// Bind assigns an administrator's MUD URL (an absolute https URL) to a
+// device that emits none; an empty mudURL removes the binding.
+func (m *Manager) Bind(ctx context.Context, by string, mac, mudURL, reason string) (DeviceView, error) {
+	var out DeviceView
 	err := m.do(ctx, func() error {
 		n, err := store.NormalizeMAC(mac)
 		if err != nil {
-			return errorf(errInvalid, "MAC %q: %v", mac, err)
+			return errorf(ErrInvalid, "MAC %q: %v", mac, err)
 		}
 		var d store.Device
 		if old := m.st.devices[n]; old != nil {
@@ -375,9 +544,9 @@ func (m *Manager) Bind(ctx context.Context, by api.Caller, mac string, req api.B
 		} else {
 			d = store.Device{MAC: n, State: store.StateDiscovered, FirstSeen: m.now()}
 		}
-		b := store.Binding{MAC: n, MUDURL: req.MUDURL, By: by.String(), CreatedAt: m.now()}
+		b := store.Binding{MAC: n, MUDURL: mudURL, By: by, CreatedAt: m.now()}
 		err = m.cfg.Store.Update(func(tx *store.Tx) error {
-			if req.MUDURL == "" {
+			if mudURL == "" {
 				if err := tx.Bindings().Delete(n); err != nil && !errors.Is(err, store.ErrNotFound) {
 					return err
 				}
@@ -388,16 +557,16 @@ func (m *Manager) Bind(ctx context.Context, by api.Caller, mac string, req api.B
 		if err != nil {
 			return fmt.Errorf("binding %s: %w", n, err)
 		}
-		if req.MUDURL == "" {
+		if mudURL == "" {
 			delete(m.st.bindings, n)
 			if d.URLSource == store.SourceAdminBind {
 				d.MUDURL, d.URLSource = "", ""
 			}
 		} else {
 			m.st.bindings[n] = b
-			d.MUDURL, d.URLSource = req.MUDURL, store.SourceAdminBind
+			d.MUDURL, d.URLSource = mudURL, store.SourceAdminBind
 		}
-		if err := m.settle(d, "bound-by-admin", joinMsg(req.MUDURL, req.Reason)); err != nil {
+		if err := m.settle(d, "bound-by-admin", joinMsg(mudURL, reason)); err != nil {
 			return err
 		}
 		out = m.deviceView(m.st.devices[n])
@@ -406,8 +575,9 @@ func (m *Manager) Bind(ctx context.Context, by api.Caller, mac string, req api.B
 	return out, err
 }
 
-// AddOverride implements api.Backend.
-func (m *Manager) AddOverride(ctx context.Context, by api.Caller, mac string, rule store.OverrideRule) (store.Overrides, error) {
+// AddOverride appends an administrator's allow/deny entry to a device's
+// (its By and CreatedAt are set here) and returns them all.
+func (m *Manager) AddOverride(ctx context.Context, by string, mac string, rule store.OverrideRule) (store.Overrides, error) {
 	var out store.Overrides
 	err := m.do(ctx, func() error {
 		d, err := m.lookup(mac)
@@ -416,21 +586,22 @@ func (m *Manager) AddOverride(ctx context.Context, by api.Caller, mac string, ru
 		}
 		o := m.st.overrides[d.MAC]
 		o.MAC = d.MAC
-		rule.By, rule.CreatedAt = by.String(), m.now()
+		rule.By, rule.CreatedAt = by, m.now()
 		o.Rules = append(slices.Clone(o.Rules), rule)
 		if err := m.cfg.Store.Update(func(tx *store.Tx) error { return tx.Overrides().Put(o) }); err != nil {
 			return fmt.Errorf("adding an override for %s: %w", d.MAC, err)
 		}
 		m.st.overrides[d.MAC] = o
-		m.event(d.MAC, "override-added", "", "", policy.Describe(rule.Direction, rule.Rule))
+		dir, r := OverridePolicyRule(rule)
+		m.event(d.MAC, "override-added", "", "", policy.Describe(dir, r))
 		out = o
 		return nil
 	})
 	return out, err
 }
 
-// ClearOverrides implements api.Backend.
-func (m *Manager) ClearOverrides(ctx context.Context, by api.Caller, mac string) error {
+// ClearOverrides removes all the device's entries.
+func (m *Manager) ClearOverrides(ctx context.Context, by string, mac string) error {
 	return m.do(ctx, func() error {
 		d, err := m.lookup(mac)
 		if err != nil {
@@ -446,43 +617,44 @@ func (m *Manager) ClearOverrides(ctx context.Context, by api.Caller, mac string)
 			return fmt.Errorf("clearing the overrides of %s: %w", d.MAC, err)
 		}
 		delete(m.st.overrides, d.MAC)
-		m.event(d.MAC, "overrides-cleared", "", "", "by "+by.String())
+		m.event(d.MAC, "overrides-cleared", "", "", "by "+by)
 		return nil
 	})
 }
 
-// Controllers implements api.Backend: the store's mappings and the
-// configuration's (which a store mapping of the same URI replaces).
-func (m *Manager) Controllers(ctx context.Context) ([]api.Controller, error) {
-	var out []api.Controller
+// Controllers lists the controller and my-controller mappings: the
+// store's and the configuration's (which a store mapping of the same URI
+// replaces), controllers first, each kind by URI.
+func (m *Manager) Controllers(ctx context.Context) ([]Controller, error) {
+	var out []Controller
 	err := m.do(ctx, func() error {
-		add := func(kind api.ControllerKind, st map[string]store.ControllerMapping, cf map[string][]netip.Prefix) {
+		add := func(my bool, st map[string]store.ControllerMapping, cf map[string][]netip.Prefix) {
 			for _, k := range sortedKeys(st) {
 				c := st[k]
-				out = append(out, api.Controller{URI: k, Kind: kind, Prefixes: c.Prefixes, Source: c.Source, UpdatedAt: c.UpdatedAt})
+				out = append(out, Controller{URI: k, My: my, Prefixes: c.Prefixes, Source: c.Source, UpdatedAt: c.UpdatedAt})
 			}
 			for _, k := range sortedKeys(cf) {
 				if _, ok := st[k]; !ok {
-					out = append(out, api.Controller{URI: k, Kind: kind, Prefixes: cf[k], Source: "config"})
+					out = append(out, Controller{URI: k, My: my, Prefixes: cf[k], Source: "config"})
 				}
 			}
 		}
-		add(api.KindController, m.st.controllers, m.cfg.Settings.Controllers)
-		add(api.KindMyController, m.st.myControllers, m.cfg.Settings.MyControllers)
+		add(false, m.st.controllers, m.cfg.Settings.Controllers)
+		add(true, m.st.myControllers, m.cfg.Settings.MyControllers)
 		return nil
 	})
 	return out, err
 }
 
-// SetController implements api.Backend: the administrator's mapping of a
-// controller class or my-controller (RFC 8520 §4.6, §4.7).
-func (m *Manager) SetController(ctx context.Context, by api.Caller, c api.Controller) (api.Controller, error) {
+// SetController replaces the prefixes of an administrator's mapping of a
+// controller class or my-controller (RFC 8520 §4.6, §4.7); no prefixes
+// removes it. It returns the mapping as stored.
+func (m *Manager) SetController(ctx context.Context, by string, c Controller) (Controller, error) {
 	err := m.do(ctx, func() error {
-		my := c.Kind == api.KindMyController
 		cm := store.ControllerMapping{Name: c.URI, Prefixes: c.Prefixes, Source: "mudctl", UpdatedAt: m.now()}
 		err := m.cfg.Store.Update(func(tx *store.Tx) error {
 			t := tx.Controllers()
-			if my {
+			if c.My {
 				t = tx.MyControllers()
 			}
 			if len(c.Prefixes) == 0 {
@@ -496,9 +668,9 @@ func (m *Manager) SetController(ctx context.Context, by api.Caller, c api.Contro
 		if err != nil {
 			return fmt.Errorf("setting controller %s: %w", c.URI, err)
 		}
-		tbl := m.st.controllers
-		if my {
-			tbl = m.st.myControllers
+		tbl, kind := m.st.controllers, "controller"
+		if c.My {
+			tbl, kind = m.st.myControllers, "my-controller"
 		}
 		if len(c.Prefixes) == 0 {
 			delete(tbl, c.URI)
@@ -506,16 +678,17 @@ func (m *Manager) SetController(ctx context.Context, by api.Caller, c api.Contro
 			tbl[c.URI] = cm
 		}
 		c.Source, c.UpdatedAt = cm.Source, cm.UpdatedAt
-		m.event("", "controller-set", "", "", fmt.Sprintf("%s %s: %v by %s", c.Kind, c.URI, c.Prefixes, by.String()))
+		m.event("", "controller-set", "", "", fmt.Sprintf("%s %s: %v by %s", kind, c.URI, c.Prefixes, by))
 		return nil
 	})
 	return c, err
 }
 
-// Refresh implements api.Backend: fetch again now (conditionally, with
-// the cached validators), whatever the cache-validity says.
-func (m *Manager) Refresh(ctx context.Context, by api.Caller, mac string) (api.RefreshResult, error) {
-	var out api.RefreshResult
+// Refresh fetches MUD files again now (conditionally, with the cached
+// validators), whatever their cache-validity says: one device's, or all
+// when mac is "".
+func (m *Manager) Refresh(ctx context.Context, by string, mac string) (RefreshCount, error) {
+	var out RefreshCount
 	err := m.do(ctx, func() error {
 		urls := map[string]*store.Device{}
 		for _, k := range m.macs() {
@@ -550,20 +723,21 @@ func (m *Manager) Refresh(ctx context.Context, by api.Caller, mac string) (api.R
 	return out, err
 }
 
-// Import implements api.Backend: a file obtained out of band, taken only if
-// its signature verifies (RFC 8520 §1.6).
-func (m *Manager) Import(ctx context.Context, by api.Caller, req api.ImportRequest) (api.ImportResult, error) {
-	var out api.ImportResult
+// Import takes a MUD file obtained out of band with its detached
+// signature, verified like a fetched one and used only if it verifies
+// (RFC 8520 §1.6).
+func (m *Manager) Import(ctx context.Context, by string, file, signature []byte) (ImportOutcome, error) {
+	var out ImportOutcome
 	err := m.do(ctx, func() error {
-		if len(req.File) == 0 {
-			return errorf(errInvalid, "no file")
+		if len(file) == 0 {
+			return errorf(ErrInvalid, "no file")
 		}
-		f, n, err := m.importFile(req.File, req.Signature)
+		f, n, err := m.importFile(file, signature)
 		if f != nil {
-			out = api.ImportResult{MUDURL: f.URL, Digest: f.Digest(), Signature: f.Verdict, Signer: f.Signer, Reason: f.VerdictReason, DevicesUpdated: n}
+			out = ImportOutcome{URL: f.URL, Digest: f.Digest(), Verdict: f.Verdict, Signer: f.Signer, Reason: f.VerdictReason, DevicesUpdated: n}
 		}
 		if err == nil {
-			m.event("", "imported", "", "", fmt.Sprintf("%s (%s) by %s", f.URL, f.Verdict, by.String()))
+			m.event("", "imported", "", "", fmt.Sprintf("%s (%s) by %s", f.URL, f.Verdict, by))
 		}
 		return err
 	})

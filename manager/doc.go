@@ -76,7 +76,7 @@
 // (5 min), less up to a quarter at random so that devices that failed
 // together do not retry together. Every attempt is recorded: the URL's
 // latest attempts, failures and next attempt in the device view
-// (api.FetchStatus), and a "fetch-failed" event per failed attempt.
+// (FetchView), and a "fetch-failed" event per failed attempt.
 //
 // Fetches are queued per bridge port (dhcpsnoop names the port from the
 // bridge's forwarding database; unknown ports share one bucket) and started

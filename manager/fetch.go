@@ -8,7 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/openmud/mud/api"
 	"github.com/openmud/mud/mudfetch"
 	"github.com/openmud/mud/store"
 )
@@ -29,13 +28,13 @@ type urlFetch struct {
 	failures int
 	why      string
 	next     time.Time
-	attempts []api.FetchAttempt
+	attempts []FetchAttempt
 }
 
 // maxAttempts is how many attempts per URL a device view lists.
 const maxAttempts = 8
 
-func (f *urlFetch) record(a api.FetchAttempt) {
+func (f *urlFetch) record(a FetchAttempt) {
 	f.attempts = append(f.attempts, a)
 	if n := len(f.attempts); n > maxAttempts {
 		f.attempts = slices.Delete(f.attempts, 0, n-maxAttempts)
@@ -183,7 +182,7 @@ func (m *Manager) onFetch(o fetchOutcome) {
 	m.metrics.fetchSeconds.observe(o.took.Seconds())
 	now := m.now()
 	fi := m.fetchOf(u)
-	att := api.FetchAttempt{At: o.at, Seconds: o.took.Seconds(), Port: o.job.port, OK: o.res != nil}
+	att := FetchAttempt{At: o.at, Took: o.took, Port: o.job.port, OK: o.res != nil}
 	if o.res == nil {
 		att.Error = errString(o.err)
 		fi.record(att)
@@ -315,10 +314,10 @@ func fileFromResult(r *mudfetch.Result, v store.Verdict, reason string) *store.M
 func (m *Manager) importFile(body, sig []byte) (*store.MUDFile, int, error) {
 	h, err := mudfetch.DecodeHeader(body)
 	if err != nil {
-		return nil, 0, errorf(errInvalid, "reading the imported file: %v", err)
+		return nil, 0, errorf(ErrInvalid, "reading the imported file: %v", err)
 	}
 	if h.MUDURL == "" {
-		return nil, 0, errorf(errInvalid, "the imported file has no mud-url")
+		return nil, 0, errorf(ErrInvalid, "the imported file has no mud-url")
 	}
 	now := m.now()
 	v := mudfetch.Verify(body, sig, m.cfg.Anchors, now, mudfetch.VerifyOptions{})
@@ -335,7 +334,7 @@ func (m *Manager) importFile(body, sig []byte) (*store.MUDFile, int, error) {
 		f.VerifiedAt = now
 	}
 	if old := m.st.files[h.MUDURL]; old != nil && old.Verdict == store.VerdictValid && verdict != store.VerdictValid {
-		return f, 0, errorf(errConflict, "the imported file is not verified (%s) and would replace a verified one", verdict)
+		return f, 0, errorf(ErrConflict, "the imported file is not verified (%s) and would replace a verified one", verdict)
 	}
 	m.putFile(f, true)
 	if fi := m.st.fetch[h.MUDURL]; fi != nil {
@@ -344,9 +343,3 @@ func (m *Manager) importFile(body, sig []byte) (*store.MUDFile, int, error) {
 	n := m.reevaluateURL(h.MUDURL, "imported", string(verdict))
 	return f, n, nil
 }
-
-var (
-	errInvalid  = api.ErrInvalid
-	errConflict = api.ErrConflict
-	errNotFound = api.ErrNotFound
-)

@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/openmud/mud/api"
 	"github.com/openmud/mud/dhcpsnoop"
 	"github.com/openmud/mud/enforcer"
 	"github.com/openmud/mud/internal/netlab"
@@ -126,11 +125,11 @@ func TestLabEnforced(t *testing.T) {
 	netlab.MustPass(t, "dev1 → dev2:9090 (same manufacturer)", netlab.TCPEcho(dev1.NS, netlab.HostPort(dev2.IPv4, 9090), pass))
 	netlab.MustDrop(t, "dev3 → dev2:9090 (not of the manufacturer)", netlab.TCPEcho(dev3.NS, netlab.HostPort(dev2.IPv4, 9090), shut))
 
-	if _, err := h.m.Quarantine(bg, adm, dev1.MAC.String(), api.ActionRequest{}); err != nil {
+	if _, err := h.m.Quarantine(bg, adm, dev1.MAC.String(), Action{}); err != nil {
 		t.Fatal(err)
 	}
 	netlab.MustDrop(t, "quarantined dev1 → cloud:8080", netlab.TCPEcho(dev1.NS, netlab.HostPort(cloud.IPv4, 8080), shut))
-	if _, err := h.m.Release(bg, adm, dev1.MAC.String(), api.ActionRequest{}); err != nil {
+	if _, err := h.m.Release(bg, adm, dev1.MAC.String(), Action{}); err != nil {
 		t.Fatal(err)
 	}
 	netlab.MustPass(t, "released dev1 → cloud:8080", netlab.TCPEcho(dev1.NS, netlab.HostPort(cloud.IPv4, 8080), pass))
@@ -162,7 +161,7 @@ func TestLabPendingApprove(t *testing.T) {
 	l.cloud(t, h)
 	// baseline: the no-MUD treatment.
 	netlab.MustPass(t, "pending dev1 (baseline) → other:8080", netlab.TCPEcho(dev1.NS, netlab.HostPort(other.IPv4, 8080), pass))
-	if _, err := h.m.Approve(bg, adm, dev1.MAC.String(), api.ActionRequest{}); err != nil {
+	if _, err := h.m.Approve(bg, adm, dev1.MAC.String(), Action{}); err != nil {
 		t.Fatal(err)
 	}
 	netlab.MustPass(t, "approved dev1 → cloud:8080", netlab.TCPEcho(dev1.NS, netlab.HostPort(cloud.IPv4, 8080), pass))
@@ -181,7 +180,7 @@ func TestLabRestart(t *testing.T) {
 	l.bound(t, h, 1, u)
 	h.waitState(l.Devices[0].MAC, store.StateEnforced)
 	h.waitState(l.Devices[1].MAC, store.StateEnforced)
-	if _, err := h.m.Quarantine(bg, adm, l.Devices[1].MAC.String(), api.ActionRequest{}); err != nil {
+	if _, err := h.m.Quarantine(bg, adm, l.Devices[1].MAC.String(), Action{}); err != nil {
 		t.Fatal(err)
 	}
 	l.cloud(t, h)

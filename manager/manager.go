@@ -12,7 +12,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/openmud/mud/api"
 	"github.com/openmud/mud/config"
 	"github.com/openmud/mud/dhcpsnoop"
 	"github.com/openmud/mud/enforcer"
@@ -138,7 +137,8 @@ func SettingsFrom(c config.Config, localNets []netip.Prefix) Settings {
 var ErrStopped = errors.New("manager is not running")
 
 // Manager is the reconciler. Create it with New, start Run, and use its
-// methods (the api.Backend among them) from any goroutine.
+// methods (the administrative queries and commands among them, which
+// package api serves) from any goroutine.
 type Manager struct {
 	cfg     Config
 	log     *slog.Logger
@@ -378,9 +378,7 @@ func (m *Manager) onTick() {
 	m.pruneSubscribers()
 }
 
-// errorf wraps an api sentinel with what was being done.
+// errorf wraps a sentinel (ErrNotFound, ...) with what was being done.
 func errorf(sentinel error, format string, args ...any) error {
 	return fmt.Errorf("%w: %s", sentinel, fmt.Sprintf(format, args...))
 }
-
-var _ api.Backend = (*Manager)(nil)

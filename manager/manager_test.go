@@ -3,22 +3,20 @@ package manager
 import (
 	"context"
 	"crypto/x509/pkix"
-	"encoding/json"
-	"errors"
 	"net/http/httptest"
 	"net/netip"
-	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/openmud/mud/api"
 	"github.com/openmud/mud/config"
 	"github.com/openmud/mud/dhcpsnoop"
 	"github.com/openmud/mud/enforcer"
 	"github.com/openmud/mud/internal/labpki"
+	"github.com/openmud/mud/policy"
 	"github.com/openmud/mud/resolver"
 	"github.com/openmud/mud/store"
 )
@@ -28,7 +26,7 @@ var (
 	ip2 = netip.MustParseAddr("192.0.2.12")
 	ip3 = netip.MustParseAddr("192.0.2.13")
 	bg  = context.Background()
-	adm = api.Caller{Known: true, UID: 0, User: "root"}
+	adm = "root" // who the administrative commands are by
 )
 
 func unitHarness(t *testing.T, srv *mudServer, s Settings) (*harness, *fakeEnforcer) {
@@ -146,10 +144,10 @@ func TestPendingApproval(t *testing.T) {
 			if got := fe.peer("manufacturer:mud.example:" + srv.port); len(got) != 0 {
 				t.Errorf("pending device in manufacturer peer: %v", got)
 			}
-			if _, err := h.m.Release(bg, adm, mac(1).String(), api.ActionRequest{}); err == nil {
+			if _, err := h.m.Release(bg, adm, mac(1).String(), Action{}); err == nil {
 				t.Error("release of a device that is not quarantined succeeded")
 			}
-			dv, err := h.m.Approve(bg, adm, mac(1).String(), api.ActionRequest{Reason: "checked"})
+			dv, err := h.m.Approve(bg, adm, mac(1).String(), Action{Reason: "checked"})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -159,7 +157,7 @@ func TestPendingApproval(t *testing.T) {
 			if ed, ok := fe.device(mac(1)); !ok || ed.Mode != enforcer.Enforce {
 				t.Errorf("after approve: enforcer device %+v", ed)
 			}
-			if _, err := h.m.Approve(bg, adm, mac(1).String(), api.ActionRequest{}); err == nil {
+			if _, err := h.m.Approve(bg, adm, mac(1).String(), Action{}); err == nil {
 				t.Error("second approve succeeded")
 			}
 		})
@@ -171,7 +169,7 @@ func TestRejectKeepsFallback(t *testing.T) {
 	h, fe := unitHarness(t, srv, Settings{})
 	h.lease(dhcpsnoop.KindBound, mac(1), ip1, u)
 	h.waitState(mac(1), store.StatePendingApproval)
-	dv, err := h.m.Reject(bg, adm, mac(1).String(), api.ActionRequest{})
+	dv, err := h.m.Reject(bg, adm, mac(1).String(), Action{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -185,7 +183,7 @@ func TestRejectKeepsFallback(t *testing.T) {
 
 func TestQuarantineRelease(t *testing.T) {
 	_, u, h, fe, d := enforcedCam(t, Settings{})
-	dv, err := h.m.Quarantine(bg, adm, mac(1).String(), api.ActionRequest{Reason: "scanning"})
+	dv, err := h.m.Quarantine(bg, adm, mac(1).String(), Action{Reason: "scanning"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,7 +196,7 @@ func TestQuarantineRelease(t *testing.T) {
 	// A renewal does not lift the quarantine.
 	h.lease(dhcpsnoop.KindRenewed, mac(1), ip1, u)
 	h.waitState(mac(1), store.StateQuarantined)
-	dv, err = h.m.Release(bg, adm, mac(1).String(), api.ActionRequest{})
+	dv, err = h.m.Release(bg, adm, mac(1).String(), Action{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -407,11 +405,11 @@ func TestControllersAndLocalNetworks(t *testing.T) {
 		t.Errorf("unmapped controller = %v", got)
 	}
 	before := srv.hitCount("/x")
-	if _, err := h.m.SetController(bg, adm, api.Controller{URI: "https://controller.example/x", Kind: api.KindController,
+	if _, err := h.m.SetController(bg, adm, Controller{URI: "https://controller.example/x",
 		Prefixes: []netip.Prefix{netip.MustParsePrefix("198.51.100.7/32")}}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := h.m.SetController(bg, adm, api.Controller{URI: u, Kind: api.KindMyController,
+	if _, err := h.m.SetController(bg, adm, Controller{URI: u, My: true,
 		Prefixes: []netip.Prefix{netip.MustParsePrefix("192.0.2.5/32")}}); err != nil {
 		t.Fatal(err)
 	}
@@ -483,7 +481,7 @@ func TestStrongWeakNotMixed(t *testing.T) {
 	h.lease(dhcpsnoop.KindBound, mac(1), ip1, u)
 	h.waitState(mac(1), store.StateEnforced)
 	h.lease(dhcpsnoop.KindBound, mac(2), ip2, "")
-	if _, err := h.m.Bind(bg, adm, mac(2).String(), api.BindRequest{MUDURL: u}); err != nil {
+	if _, err := h.m.Bind(bg, adm, mac(2).String(), u, ""); err != nil {
 		t.Fatal(err)
 	}
 	d := h.waitState(mac(2), store.StateEnforced)
@@ -539,57 +537,6 @@ func TestCacheValidity(t *testing.T) {
 	}
 }
 
-// The control API end to end over its unix socket: what mudctl devices
-// -o json shows.
-func TestAPIOverSocket(t *testing.T) {
-	_, _, h, _, _ := enforcedCam(t, Settings{})
-	sock := filepath.Join(t.TempDir(), "mudd.sock")
-	ln, err := api.Listen(sock, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(bg)
-	done := make(chan error, 1)
-	go func() { done <- api.NewServer(h.m, api.ServerOptions{}).Serve(ctx, ln) }()
-	defer func() { cancel(); <-done }()
-	c := api.NewClient(sock)
-	defer c.Close()
-	devs, err := c.Devices(bg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := json.Marshal(devs)
-	var raw []map[string]any
-	if err := json.Unmarshal(b, &raw); err != nil || len(raw) != 1 {
-		t.Fatalf("devices: %s (%v)", b, err)
-	}
-	for _, k := range []string{"mac", "ips", "mud_url", "state"} {
-		if _, ok := raw[0][k]; !ok {
-			t.Errorf("devices JSON lacks %q: %s", k, b)
-		}
-	}
-	if raw[0]["state"] != "enforced" {
-		t.Errorf("state %v", raw[0]["state"])
-	}
-	pv, err := c.Policy(bg, mac(1).String(), true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(pv.FromDevice.Rules) == 0 || !strings.Contains(pv.NFT, "jump allow_out") || pv.FromDevice.Dropped.Packets != 3 {
-		t.Errorf("policy view: %+v", pv)
-	}
-	if _, err := c.Approve(bg, mac(1).String(), api.ActionRequest{}); !errors.Is(err, api.ErrConflict) {
-		t.Errorf("approve of an enforced device: %v, want ErrConflict", err)
-	}
-	if _, err := c.Device(bg, "02:00:00:00:09:09"); !errors.Is(err, api.ErrNotFound) {
-		t.Errorf("unknown device: %v, want ErrNotFound", err)
-	}
-	st, err := c.Status(bg)
-	if err != nil || st.DevicesByState[store.StateEnforced] != 1 || st.PoliciesInstalled != 1 {
-		t.Errorf("status %+v %v", st, err)
-	}
-}
-
 // RFC 8520 §1.6: a file imported out of band is verified like a fetched
 // one; a device bound to its URL is enforced without any fetch succeeding.
 func TestImport(t *testing.T) {
@@ -608,16 +555,16 @@ func TestImport(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bad, err := h.m.Import(bg, adm, api.ImportRequest{File: body, Signature: sig[:len(sig)-1]})
-	if err != nil || bad.Signature == store.VerdictValid {
+	bad, err := h.m.Import(bg, adm, body, sig[:len(sig)-1])
+	if err != nil || bad.Verdict == store.VerdictValid {
 		t.Fatalf("import with a broken signature: %+v %v", bad, err)
 	}
 	h.waitState(mac(1), store.StatePendingApproval)
-	res, err := h.m.Import(bg, adm, api.ImportRequest{File: body, Signature: sig})
+	res, err := h.m.Import(bg, adm, body, sig)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Signature != store.VerdictValid || res.MUDURL != u || res.DevicesUpdated != 1 {
+	if res.Verdict != store.VerdictValid || res.URL != u || res.DevicesUpdated != 1 {
 		t.Errorf("import result %+v", res)
 	}
 	h.waitState(mac(1), store.StateEnforced)
@@ -685,7 +632,7 @@ func TestUpdateNeedsApproval(t *testing.T) {
 			if ed, _ := fe.device(mac(1)); ed.PolicyID != d.PolicyID {
 				t.Errorf("enforcer moved to %s before approval", ed.PolicyID)
 			}
-			dv, err = h.m.Approve(bg, adm, mac(1).String(), api.ActionRequest{})
+			dv, err = h.m.Approve(bg, adm, mac(1).String(), Action{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -739,7 +686,7 @@ func TestQuarantineRemovedDevice(t *testing.T) {
 	_, u, h, fe, _ := enforcedCam(t, Settings{})
 	h.lease(dhcpsnoop.KindReleased, mac(1), netip.Addr{}, "")
 	h.waitState(mac(1), store.StateRemoved)
-	if _, err := h.m.Quarantine(bg, adm, mac(1).String(), api.ActionRequest{Reason: "stolen"}); err != nil {
+	if _, err := h.m.Quarantine(bg, adm, mac(1).String(), Action{Reason: "stolen"}); err != nil {
 		t.Fatal(err)
 	}
 	h.waitState(mac(1), store.StateRemoved)
@@ -779,5 +726,51 @@ func TestEnforcerFailureRecovers(t *testing.T) {
 	st, err := h.m.Status(bg)
 	if err != nil || !st.Enforcer.Healthy {
 		t.Errorf("status after recovery: %+v %v", st.Enforcer, err)
+	}
+}
+
+// An administrator's override entries reach the enforcer as rules before
+// the device's policy, numbered in order, and are persisted: after a
+// restart the enforcer gets the same rules.
+func TestOverridesReachEnforcerAcrossRestart(t *testing.T) {
+	srv, u := camServer(t, "", false)
+	dir := t.TempDir()
+	fe := newFakeEnforcer()
+	h := startManager(t, harnessOpts{dir: dir, enf: fe, fetcher: srv.fetcher(t, srv.ca.Pool()), anchors: srv.ca.Pool()})
+	h.lease(dhcpsnoop.KindBound, mac(1), ip1, u)
+	h.waitState(mac(1), store.StateEnforced)
+	entries := []store.OverrideRule{
+		{Direction: store.OverrideFromDevice, Verdict: store.OverrideAllow, Prefix: netip.MustParsePrefix("198.51.100.7/32"),
+			Protocol: store.ProtoTCP, DstPort: &store.PortRange{First: 443, Last: 443}, Comment: "cloud"},
+		{Direction: store.OverrideToDevice, Verdict: store.OverrideDeny, Prefix: netip.MustParsePrefix("2001:db8::/32")},
+	}
+	for _, o := range entries {
+		if _, err := h.m.AddOverride(bg, adm, mac(1).String(), o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := enforcer.Overrides{
+		FromDevice: []policy.Rule{{Name: "override/1", Family: policy.IPv4, Protocol: policy.ProtoTCP, Verdict: policy.Accept,
+			Peer: policy.Peer{Kind: policy.Prefix, Prefix: netip.MustParsePrefix("198.51.100.7/32")}, DstPort: &policy.PortRange{First: 443, Last: 443}}},
+		ToDevice: []policy.Rule{{Name: "override/2", Family: policy.IPv6, Verdict: policy.Drop,
+			Peer: policy.Peer{Kind: policy.Prefix, Prefix: netip.MustParsePrefix("2001:db8::/32")}}},
+	}
+	if ed, ok := fe.device(mac(1)); !ok || !reflect.DeepEqual(ed.Overrides, want) {
+		t.Fatalf("enforcer overrides:\n got %+v\nwant %+v", ed.Overrides, want)
+	}
+	if evs := h.eventsOf("override-added", mac(1)); len(evs) != 2 || !strings.Contains(evs[0].Message, "198.51.100.7") {
+		t.Errorf("override events: %+v", evs)
+	}
+	h.stop()
+
+	fe2 := newFakeEnforcer()
+	h2 := startManager(t, harnessOpts{dir: dir, enf: fe2, fetcher: srv.fetcher(t, srv.ca.Pool()), anchors: srv.ca.Pool()})
+	h2.waitState(mac(1), store.StateEnforced)
+	if ed, ok := fe2.device(mac(1)); !ok || !reflect.DeepEqual(ed.Overrides, want) {
+		t.Fatalf("enforcer overrides after a restart:\n got %+v\nwant %+v", ed.Overrides, want)
+	}
+	d, err := h2.m.Device(bg, mac(1).String())
+	if err != nil || len(d.Overrides) != 2 || d.Overrides[0].Comment != "cloud" || d.Overrides[0].By != adm {
+		t.Errorf("device overrides after a restart: %+v %v", d.Overrides, err)
 	}
 }

@@ -268,14 +268,42 @@ func overridePeers(o enforcer.Overrides) []policy.Peer {
 	return out
 }
 
+// OverridePolicyRule is the rule an administrator's override entry
+// becomes, and the direction it applies to. The rule is named "override";
+// a prefix limits it to the prefix's IP version.
+func OverridePolicyRule(o store.OverrideRule) (policy.Direction, policy.Rule) {
+	dir := policy.FromDevice
+	if o.Direction == store.OverrideToDevice {
+		dir = policy.ToDevice
+	}
+	r := policy.Rule{Name: "override", Protocol: o.Protocol, Verdict: policy.Drop}
+	if o.Verdict == store.OverrideAllow {
+		r.Verdict = policy.Accept
+	}
+	switch {
+	case o.Prefix.IsValid():
+		r.Peer = policy.Peer{Kind: policy.Prefix, Prefix: o.Prefix}
+		r.Family = policy.IPv4
+		if o.Prefix.Addr().Is6() {
+			r.Family = policy.IPv6
+		}
+	case o.DNSName != "":
+		r.Peer = policy.Peer{Kind: policy.DNSName, Value: o.DNSName}
+	}
+	if p := o.DstPort; p != nil {
+		r.DstPort = &policy.PortRange{First: p.First, Last: p.Last}
+	}
+	return dir, r
+}
+
 // overridesOf turns the store's override entries into the enforcer's,
 // numbered in evaluation order.
 func (m *Manager) overridesOf(mac string) enforcer.Overrides {
 	var o enforcer.Overrides
 	for i, r := range m.st.overrides[mac].Rules {
-		rule := r.Rule
+		dir, rule := OverridePolicyRule(r)
 		rule.Name = fmt.Sprintf("override/%d", i+1)
-		if r.Direction == policy.ToDevice {
+		if dir == policy.ToDevice {
 			o.ToDevice = append(o.ToDevice, rule)
 		} else {
 			o.FromDevice = append(o.FromDevice, rule)

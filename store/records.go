@@ -3,12 +3,11 @@ package store
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"time"
-
-	"github.com/openmud/mud/policy"
 )
 
 // The record types below are the store's own: they are what is persisted,
@@ -229,15 +228,92 @@ type Approval struct {
 	Reason string    `json:"reason,omitempty"`
 }
 
-// OverrideRule is one admin allow/deny entry. Rule uses the policy
-// package's types, so the manager can splice it into a compiled Policy
-// as is; Rule.Verdict says allow (Accept) or deny (Drop).
+// OverrideDirection is the traffic an override applies to.
+type OverrideDirection string
+
+// Override directions.
+const (
+	// OverrideFromDevice: packets the device sends; the remote side is
+	// their destination.
+	OverrideFromDevice OverrideDirection = "from-device"
+	// OverrideToDevice: packets sent to the device; the remote side is
+	// their source.
+	OverrideToDevice OverrideDirection = "to-device"
+)
+
+// OverrideVerdict is what an override does with the packets it matches.
+type OverrideVerdict string
+
+// Override verdicts.
+const (
+	OverrideAllow OverrideVerdict = "allow"
+	OverrideDeny  OverrideVerdict = "deny"
+)
+
+// IP protocol numbers (IANA) an override's port needs.
+const (
+	ProtoTCP uint8 = 6
+	ProtoUDP uint8 = 17
+)
+
+// PortRange is an inclusive range of ports, First <= Last; one port has
+// First == Last.
+type PortRange struct {
+	First uint16 `json:"first"`
+	Last  uint16 `json:"last"`
+}
+
+// OverrideRule is one admin allow/deny entry (mudctl override): the store's
+// own record, independent of how the manager compiles it. Every field that
+// is unset matches anything; the set ones must all match.
+//
+// Encoded, e.g.:
+//
+//	{"direction":"from-device","verdict":"allow","prefix":"198.51.100.7/32",
+//	 "protocol":6,"dst_port":{"first":443,"last":443},"by":"root",
+//	 "created_at":"2026-02-01T09:30:00Z"}
 type OverrideRule struct {
-	Direction policy.Direction `json:"direction"`
-	Rule      policy.Rule      `json:"rule"`
-	Comment   string           `json:"comment,omitempty"`
-	By        string           `json:"by,omitempty"`
-	CreatedAt time.Time        `json:"created_at,omitzero"`
+	// Direction is "from-device" or "to-device".
+	Direction OverrideDirection `json:"direction"`
+	// Verdict is "allow" or "deny".
+	Verdict OverrideVerdict `json:"verdict"`
+	// Prefix is the remote side's address or prefix (an address is a
+	// full-length prefix), which also limits the entry to its IP version.
+	// DNSName is the remote side's DNS name instead (lower case, no final
+	// dot). Neither set: any remote, either IP version.
+	Prefix  netip.Prefix `json:"prefix,omitzero"`
+	DNSName string       `json:"dns_name,omitempty"`
+	// Protocol is the IP protocol number (IANA: 1 icmp, 6 tcp, 17 udp,
+	// 58 icmpv6, ...); 0 is any.
+	Protocol uint8 `json:"protocol,omitempty"`
+	// DstPort is the packets' destination port range: the remote's port
+	// from the device, the device's port to it. Only with tcp or udp; nil
+	// is any.
+	DstPort *PortRange `json:"dst_port,omitempty"`
+	// Comment is the admin's note; By and CreatedAt say who added the
+	// entry and when.
+	Comment   string    `json:"comment,omitempty"`
+	By        string    `json:"by,omitempty"`
+	CreatedAt time.Time `json:"created_at,omitzero"`
+}
+
+// validate reports why r is not a record the store accepts.
+func (r *OverrideRule) validate() error {
+	switch {
+	case r.Direction != OverrideFromDevice && r.Direction != OverrideToDevice:
+		return fmt.Errorf("direction %q: want from-device or to-device", r.Direction)
+	case r.Verdict != OverrideAllow && r.Verdict != OverrideDeny:
+		return fmt.Errorf("verdict %q: want allow or deny", r.Verdict)
+	case r.Prefix.IsValid() && r.DNSName != "":
+		return errors.New("both a prefix and a DNS name")
+	case r.Prefix.IsValid() && r.Prefix != r.Prefix.Masked():
+		return fmt.Errorf("prefix %s has host bits set", r.Prefix)
+	case r.DstPort != nil && r.Protocol != ProtoTCP && r.Protocol != ProtoUDP:
+		return fmt.Errorf("a destination port with protocol %d: ports need tcp or udp", r.Protocol)
+	case r.DstPort != nil && (r.DstPort.First == 0 || r.DstPort.Last < r.DstPort.First):
+		return fmt.Errorf("destination ports %d-%d: want 1 <= first <= last", r.DstPort.First, r.DstPort.Last)
+	}
+	return nil
 }
 
 // Overrides are a device's admin entries, in evaluation order, keyed by
@@ -248,12 +324,9 @@ type Overrides struct {
 }
 
 func (o *Overrides) validate() error {
-	for i, r := range o.Rules {
-		if r.Direction != policy.FromDevice && r.Direction != policy.ToDevice {
-			return fmt.Errorf("override %d: bad direction %d", i, r.Direction)
-		}
-		if r.Rule.Verdict != policy.Accept && r.Rule.Verdict != policy.Drop {
-			return fmt.Errorf("override %d: bad verdict %d", i, r.Rule.Verdict)
+	for i := range o.Rules {
+		if err := o.Rules[i].validate(); err != nil {
+			return fmt.Errorf("override %d: %w", i+1, err)
 		}
 	}
 	return nil

@@ -13,7 +13,7 @@ import (
 
 // SchemaVersion is the layout this code reads and writes. Bump it only
 // together with a migration from the previous version.
-const SchemaVersion = 2
+const SchemaVersion = 3
 
 // Bucket names (the current layout). They are constants, not []byte
 // variables, so no package state can be changed by accident.
@@ -57,6 +57,7 @@ type migration struct {
 func migrations() []migration {
 	return []migration{
 		{from: 1, to: 2, fn: migrateV1ToV2},
+		{from: 2, to: 3, fn: migrateV2ToV3},
 	}
 }
 
@@ -252,4 +253,148 @@ func migrateV1ToV2(btx *bolt.Tx) error {
 		}
 	}
 	return nil
+}
+
+// Schema v2 differed from v3 only in the overrides bucket: each entry was
+// {"direction": N, "rule": <policy.Rule of that version>, "comment", "by",
+// "created_at"}, with the policy package's enums as numbers. The numbers
+// are pinned here, as that version wrote them.
+const (
+	v2FromDevice = 1 // policy.Direction
+	v2ToDevice   = 2
+	v2Accept     = 1 // policy.Verdict
+	v2Drop       = 2
+	v2AnyFamily  = 0 // policy.Family
+	v2IPv4       = 1
+	v2IPv6       = 2
+	v2AnyPeer    = 0 // policy.PeerKind
+	v2DNSName    = 1
+	v2Prefix     = 7
+)
+
+type v2PortRange struct {
+	First  uint16 `json:"first"`
+	Last   uint16 `json:"last"`
+	Negate bool   `json:"negate"`
+}
+
+type v2OverrideRule struct {
+	Direction int `json:"direction"`
+	Rule      struct {
+		Family int `json:"family"`
+		Peer   struct {
+			Kind   int          `json:"kind"`
+			Value  string       `json:"value"`
+			Prefix netip.Prefix `json:"prefix"`
+		} `json:"peer"`
+		Protocol  uint8           `json:"protocol"`
+		SrcPort   *v2PortRange    `json:"src_port"`
+		DstPort   *v2PortRange    `json:"dst_port"`
+		ICMP      json.RawMessage `json:"icmp"`
+		Initiated int             `json:"initiated"`
+		Verdict   int             `json:"verdict"`
+		Default   bool            `json:"default"`
+	} `json:"rule"`
+	Comment   string    `json:"comment"`
+	By        string    `json:"by"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// migrateV2ToV3 rewrites every override into the store's own record. An
+// entry that record cannot express (source ports, ICMP types, a peer
+// other than an address, a prefix or a DNS name, ...) fails the
+// migration: mudctl override never wrote one, and dropping or widening an
+// administrator's entry silently would change what the device may do.
+func migrateV2ToV3(btx *bolt.Tx) error {
+	b := btx.Bucket([]byte(bucketOverrides))
+	if b == nil {
+		return nil // created empty by prepare
+	}
+	out := map[string][]byte{}
+	err := b.ForEach(func(k, raw []byte) error {
+		var old struct {
+			MAC   string           `json:"mac"`
+			Rules []v2OverrideRule `json:"rules"`
+		}
+		if err := json.Unmarshal(raw, &old); err != nil {
+			return fmt.Errorf("overrides %s: %w", k, err)
+		}
+		o := Overrides{MAC: old.MAC, Rules: make([]OverrideRule, 0, len(old.Rules))}
+		for i, r := range old.Rules {
+			nr, err := overrideFromV2(r)
+			if err != nil {
+				return fmt.Errorf("overrides %s: entry %d: %w", k, i+1, err)
+			}
+			o.Rules = append(o.Rules, nr)
+		}
+		if err := o.validate(); err != nil {
+			return fmt.Errorf("overrides %s: %w", k, err)
+		}
+		nraw, err := json.Marshal(&o)
+		if err != nil {
+			return fmt.Errorf("overrides %s: %w", k, err)
+		}
+		out[string(k)] = nraw
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for k, raw := range out {
+		if err := b.Put([]byte(k), raw); err != nil {
+			return fmt.Errorf("overrides %s: %w", k, err)
+		}
+	}
+	return nil
+}
+
+func overrideFromV2(r v2OverrideRule) (OverrideRule, error) {
+	o := OverrideRule{Protocol: r.Rule.Protocol, Comment: r.Comment, By: r.By, CreatedAt: r.CreatedAt}
+	switch r.Direction {
+	case v2FromDevice:
+		o.Direction = OverrideFromDevice
+	case v2ToDevice:
+		o.Direction = OverrideToDevice
+	default:
+		return o, fmt.Errorf("direction %d unknown", r.Direction)
+	}
+	switch r.Rule.Verdict {
+	case v2Accept:
+		o.Verdict = OverrideAllow
+	case v2Drop:
+		o.Verdict = OverrideDeny
+	default:
+		return o, fmt.Errorf("verdict %d unknown", r.Rule.Verdict)
+	}
+	switch p := r.Rule.Peer; p.Kind {
+	case v2AnyPeer:
+		if r.Rule.Family != v2AnyFamily {
+			return o, fmt.Errorf("family %d without an address", r.Rule.Family)
+		}
+	case v2DNSName:
+		if p.Value == "" || r.Rule.Family != v2AnyFamily {
+			return o, fmt.Errorf("DNS name %q with family %d", p.Value, r.Rule.Family)
+		}
+		o.DNSName = p.Value
+	case v2Prefix:
+		want := v2IPv4
+		if p.Prefix.Addr().Is6() {
+			want = v2IPv6
+		}
+		if !p.Prefix.IsValid() || r.Rule.Family != want {
+			return o, fmt.Errorf("prefix %s with family %d", p.Prefix, r.Rule.Family)
+		}
+		o.Prefix = p.Prefix.Masked()
+	default:
+		return o, fmt.Errorf("peer kind %d is not an address, a prefix or a DNS name", p.Kind)
+	}
+	switch {
+	case r.Rule.SrcPort != nil, len(r.Rule.ICMP) > 0 && string(r.Rule.ICMP) != "null", r.Rule.Initiated != 0, r.Rule.Default:
+		return o, errors.New("source ports, ICMP types, connection direction or a default marker: not an override mudctl writes")
+	case r.Rule.DstPort != nil && r.Rule.DstPort.Negate:
+		return o, errors.New("a negated port range")
+	case r.Rule.DstPort != nil:
+		o.DstPort = &PortRange{First: r.Rule.DstPort.First, Last: r.Rule.DstPort.Last}
+	}
+	return o, nil
 }

@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/openmud/mud/policy"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -105,17 +104,10 @@ func sampleDevice() Device {
 }
 
 func sampleOverrides() Overrides {
-	code := uint8(0)
 	return Overrides{MAC: "02:00:00:00:00:01", Rules: []OverrideRule{
-		{Direction: policy.FromDevice, Comment: "NAS", By: "admin", CreatedAt: t0, Rule: policy.Rule{
-			Name: "override/0", Family: policy.IPv4, Protocol: policy.ProtoTCP,
-			Peer:    policy.Peer{Kind: policy.Prefix, Prefix: netip.MustParsePrefix("192.168.1.0/24")},
-			DstPort: &policy.PortRange{First: 445, Last: 445}, Verdict: policy.Accept,
-		}},
-		{Direction: policy.ToDevice, Rule: policy.Rule{
-			Name: "override/1", Protocol: policy.ProtoICMP, ICMP: &policy.ICMPMatch{Type: 8, Code: &code},
-			Verdict: policy.Drop,
-		}},
+		{Direction: OverrideFromDevice, Verdict: OverrideAllow, Prefix: netip.MustParsePrefix("192.168.1.0/24"),
+			Protocol: ProtoTCP, DstPort: &PortRange{First: 445, Last: 445}, Comment: "NAS", By: "admin", CreatedAt: t0},
+		{Direction: OverrideToDevice, Verdict: OverrideDeny, DNSName: "scanner.example.com", Protocol: 1},
 	}}
 }
 
@@ -161,14 +153,14 @@ func TestRoundTrip(t *testing.T) {
 	}
 }
 
-// The JSON of an override is the file format; policy's numeric constants
-// being renumbered would silently change stored rules.
+// The JSON of an override is the file format: names, not numbers, so a
+// change elsewhere cannot silently change what a stored entry means.
 func TestOverrideEncodingStable(t *testing.T) {
 	raw, err := json.Marshal(sampleOverrides().Rules[0])
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := `{"direction":1,"rule":{"name":"override/0","family":1,"peer":{"kind":7,"prefix":"192.168.1.0/24"},"protocol":6,"dst_port":{"first":445,"last":445},"verdict":1},"comment":"NAS","by":"admin","created_at":"2026-03-01T12:00:00Z"}`
+	want := `{"direction":"from-device","verdict":"allow","prefix":"192.168.1.0/24","protocol":6,"dst_port":{"first":445,"last":445},"comment":"NAS","by":"admin","created_at":"2026-03-01T12:00:00Z"}`
 	if string(raw) != want {
 		t.Fatalf("override encoding changed:\n got %s\nwant %s", raw, want)
 	}
@@ -194,7 +186,15 @@ func TestPutRejects(t *testing.T) {
 		{"binding without URL", func(tx *Tx) error { return tx.Bindings().Put(Binding{MAC: "02:00:00:00:00:01"}) }},
 		{"MUD file without URL", func(tx *Tx) error { return tx.MUDFiles().Put(MUDFile{Body: []byte("{}")}) }},
 		{"override without verdict", func(tx *Tx) error {
-			return tx.Overrides().Put(Overrides{MAC: "02:00:00:00:00:01", Rules: []OverrideRule{{Direction: policy.FromDevice}}})
+			return tx.Overrides().Put(Overrides{MAC: "02:00:00:00:00:01", Rules: []OverrideRule{{Direction: OverrideFromDevice}}})
+		}},
+		{"override with a port but no tcp or udp", func(tx *Tx) error {
+			return tx.Overrides().Put(Overrides{MAC: "02:00:00:00:00:01", Rules: []OverrideRule{
+				{Direction: OverrideToDevice, Verdict: OverrideAllow, DstPort: &PortRange{First: 22, Last: 22}}}})
+		}},
+		{"override with a prefix and a DNS name", func(tx *Tx) error {
+			return tx.Overrides().Put(Overrides{MAC: "02:00:00:00:00:01", Rules: []OverrideRule{
+				{Direction: OverrideToDevice, Verdict: OverrideAllow, DNSName: "a.example", Prefix: netip.MustParsePrefix("192.0.2.0/24")}}})
 		}},
 		{"event without kind", func(tx *Tx) error { _, err := tx.AppendEvent(Event{}); return err }},
 		{"event with bad MAC", func(tx *Tx) error { _, err := tx.AppendEvent(Event{Kind: "x", MAC: "nope"}); return err }},
@@ -514,7 +514,7 @@ func TestOpenRefuses(t *testing.T) {
 		is     error
 		substr string
 	}{
-		{"newer schema", map[string]string{"schema": "3"}, ErrSchemaTooNew, "schema version 3, this build understands up to 2"},
+		{"newer schema", map[string]string{"schema": "4"}, ErrSchemaTooNew, "schema version 4, this build understands up to 3"},
 		{"unreadable schema", map[string]string{"schema": "two"}, nil, `schema version "two"`},
 		{"foreign bbolt file", nil, nil, "not a mud database"},
 	}

@@ -50,23 +50,19 @@ func NewFake() *Fake {
 		subs:        map[chan api.Event]struct{}{},
 	}
 	f.devices[MACEnforced] = &api.Device{
-		Device: store.Device{
-			MAC: MACEnforced, IPs: []netip.Addr{netip.MustParseAddr("192.0.2.10"), netip.MustParseAddr("2001:db8::10")},
-			Hostname: "bulb", Port: "lan1", MUDURL: "https://lighting.example.com/lightbulb2000", URLSource: store.SourceDHCPv4,
-			State: store.StateEnforced, PolicyID: "p1", Enforcement: store.EnforcementEnforced, FirstSeen: t0, LastSeen: t0,
-		},
+		MAC: MACEnforced, IPs: []netip.Addr{netip.MustParseAddr("192.0.2.10"), netip.MustParseAddr("2001:db8::10")},
+		Hostname: "bulb", Port: "lan1", MUDURL: "https://lighting.example.com/lightbulb2000", URLSource: api.SourceDHCPv4,
+		State: api.StateEnforced, PolicyID: "p1", Enforcement: api.EnforcementEnforced, FirstSeen: t0, LastSeen: t0,
 		MUD: &api.MUDInfo{URL: "https://lighting.example.com/lightbulb2000", MfgName: "Example Lighting",
 			ModelName: "Bulb 2000", SystemInfo: "The BMS Example Light Bulb", IsSupported: &yes,
-			Signature: store.VerdictValid},
+			Signature: api.SignatureValid},
 	}
 	f.devices[MACPending] = &api.Device{
-		Device: store.Device{
-			MAC: MACPending, IPs: []netip.Addr{netip.MustParseAddr("192.0.2.11")}, Hostname: "cam",
-			Port: "lan2", MUDURL: "https://cam.example.net/cam.json", State: store.StatePendingApproval,
-			Reason: "signature invalid", Enforcement: store.EnforcementUnenforced,
-			UnenforcedReason: "its MUD file awaits an administrator's approval: signature invalid",
-		},
-		PendingReasons: []string{"signature invalid"},
+		MAC: MACPending, IPs: []netip.Addr{netip.MustParseAddr("192.0.2.11")}, Hostname: "cam",
+		Port: "lan2", MUDURL: "https://cam.example.net/cam.json", State: api.StatePendingApproval,
+		Reason: "signature invalid", Enforcement: api.EnforcementUnenforced,
+		UnenforcedReason: "its MUD file awaits an administrator's approval: signature invalid",
+		PendingReasons:   []string{"signature invalid"},
 		Fetch: &api.FetchStatus{URL: "https://cam.example.net/cam.json", Attempts: []api.FetchAttempt{
 			{At: t0, Seconds: 0.5, Port: "lan2", Error: "GET \"https://cam.example.net/cam.json\": fetch failed: connection refused"},
 			{At: t0.Add(5 * time.Second), Seconds: 0.25, Port: "lan2", OK: true},
@@ -116,12 +112,12 @@ func (f *Fake) Status(ctx context.Context) (api.Status, error) {
 	if f.failStatus != nil {
 		return api.Status{}, f.failStatus
 	}
-	st := api.Status{Version: "test", UptimeSeconds: 12.5, DevicesByState: map[store.State]int{},
+	st := api.Status{Version: "test", UptimeSeconds: 12.5, DevicesByState: map[api.DeviceState]int{},
 		PoliciesInstalled: 1, Enforcer: api.EnforcerStatus{Healthy: true, Tables: []string{"inet mud", "bridge mud"}, LastApplyLatency: 1.25}}
 	for _, d := range f.devices {
 		st.Devices++
 		st.DevicesByState[d.State]++
-		if d.Enforcement == store.EnforcementUnenforced {
+		if d.Enforcement == api.EnforcementUnenforced {
 			st.DevicesUnenforced++
 		}
 	}
@@ -167,15 +163,31 @@ func (f *Fake) Policy(ctx context.Context, mac string, withNFT bool) (api.Policy
 	if d.PolicyID == "" {
 		return api.PolicyView{}, fmt.Errorf("policy of %s: %w: no policy installed", mac, api.ErrNotFound)
 	}
-	p := &policy.Policy{ID: d.PolicyID, MUDURL: d.MUDURL,
+	p := api.NewCompiledPolicy(&policy.Policy{ID: d.PolicyID, MUDURL: d.MUDURL,
 		FromDevice: []policy.Rule{{Name: "acl/ace1", Family: policy.IPv4, Protocol: policy.ProtoTCP,
 			Peer:    policy.Peer{Kind: policy.DNSName, Value: "service.example.com"},
 			DstPort: &policy.PortRange{First: 443, Last: 443}, Verdict: policy.Accept}},
+	})
+	v := api.PolicyView{MAC: mac, PolicyID: p.ID, MUDURL: p.MUDURL, State: d.State,
+		FromDevice: api.DirectionView{Rules: []api.CountedRule{}, Dropped: api.Counters{Packets: 3, Bytes: 180}},
+		ToDevice:   api.DirectionView{Rules: []api.CountedRule{}}}
+	// Overrides come first. Their rules here are only named and given a
+	// verdict: the manager's are the compiled entries.
+	for i, o := range d.Overrides {
+		name := fmt.Sprintf("override/%d", i+1)
+		verdict := api.Accept
+		if o.Verdict == api.Deny {
+			verdict = api.Drop
+		}
+		rv := api.RuleView{Name: name, Verdict: verdict, Text: o.Text, Override: true,
+			Rule: api.Rule{Name: name, Family: api.FamilyAny, Peer: api.Peer{Kind: api.PeerAny}, Verdict: verdict}}
+		dv := &v.FromDevice
+		if o.Direction == api.ToDevice {
+			dv = &v.ToDevice
+		}
+		dv.Rules = append(dv.Rules, api.CountedRule{RuleView: rv})
 	}
-	v := api.NewPolicyView(mac, p, d.Overrides)
-	v.State = d.State
-	v.FromDevice.Rules[len(v.FromDevice.Rules)-1].Counters = api.Counters{Packets: 7, Bytes: 700}
-	v.FromDevice.Dropped = api.Counters{Packets: 3, Bytes: 180}
+	v.FromDevice.Rules = append(v.FromDevice.Rules, api.CountedRule{RuleView: p.FromDevice[0], Counters: api.Counters{Packets: 7, Bytes: 700}})
 	v.CountersAt = time.Now()
 	if withNFT {
 		v.NFT = "chain pol_p1_out {\n}\n"
@@ -231,18 +243,18 @@ func (f *Fake) change(by api.Caller, mac string, fn func(d *api.Device) error) (
 
 func (f *Fake) Approve(ctx context.Context, by api.Caller, mac string, req api.ActionRequest) (api.Device, error) {
 	return f.change(by, mac, func(d *api.Device) error {
-		if d.State != store.StatePendingApproval {
+		if d.State != api.StatePendingApproval {
 			return fmt.Errorf("approve %s: %w: state is %s, not pending-approval", mac, api.ErrConflict, d.State)
 		}
-		d.State, d.PolicyID, d.PendingReasons = store.StateEnforced, "p2", nil
-		d.Enforcement, d.UnenforcedReason = store.EnforcementEnforced, ""
+		d.State, d.PolicyID, d.PendingReasons = api.StateEnforced, "p2", nil
+		d.Enforcement, d.UnenforcedReason = api.EnforcementEnforced, ""
 		return nil
 	})
 }
 
 func (f *Fake) Reject(ctx context.Context, by api.Caller, mac string, req api.ActionRequest) (api.Device, error) {
 	return f.change(by, mac, func(d *api.Device) error {
-		if d.State != store.StatePendingApproval {
+		if d.State != api.StatePendingApproval {
 			return fmt.Errorf("reject %s: %w: not pending approval", mac, api.ErrConflict)
 		}
 		d.Reason = "rejected: " + req.Reason
@@ -255,8 +267,8 @@ func (f *Fake) Quarantine(ctx context.Context, by api.Caller, mac string, req ap
 		if d.Quarantine != nil {
 			return fmt.Errorf("quarantine %s: %w: already quarantined", mac, api.ErrConflict)
 		}
-		d.Quarantine = &store.Hold{By: by.String(), At: time.Now().UTC(), Reason: req.Reason}
-		d.State, d.Enforcement, d.UnenforcedReason = store.StateQuarantined, store.EnforcementQuarantined, ""
+		d.Quarantine = &api.Hold{By: by.String(), At: time.Now().UTC(), Reason: req.Reason}
+		d.State, d.Enforcement, d.UnenforcedReason = api.StateQuarantined, api.EnforcementQuarantined, ""
 		return nil
 	})
 }
@@ -266,14 +278,14 @@ func (f *Fake) Release(ctx context.Context, by api.Caller, mac string, req api.A
 		if d.Quarantine == nil {
 			return fmt.Errorf("release %s: %w: not quarantined", mac, api.ErrConflict)
 		}
-		d.Quarantine, d.State, d.Enforcement = nil, store.StateEnforced, store.EnforcementEnforced
+		d.Quarantine, d.State, d.Enforcement = nil, api.StateEnforced, api.EnforcementEnforced
 		return nil
 	})
 }
 
 func (f *Fake) Bind(ctx context.Context, by api.Caller, mac string, req api.BindRequest) (api.Device, error) {
 	return f.change(by, mac, func(d *api.Device) error {
-		d.MUDURL, d.URLSource = req.MUDURL, store.SourceAdminBind
+		d.MUDURL, d.URLSource = req.MUDURL, api.SourceAdminBind
 		if req.MUDURL == "" {
 			d.URLSource = ""
 		}
@@ -281,14 +293,17 @@ func (f *Fake) Bind(ctx context.Context, by api.Caller, mac string, req api.Bind
 	})
 }
 
-func (f *Fake) AddOverride(ctx context.Context, by api.Caller, mac string, rule store.OverrideRule) (store.Overrides, error) {
+func (f *Fake) AddOverride(ctx context.Context, by api.Caller, mac string, req api.OverrideRequest) (api.Overrides, error) {
 	d, err := f.change(by, mac, func(d *api.Device) error {
-		rule.By = by.String()
-		rule.Rule.Name = fmt.Sprintf("override/%d", len(d.Overrides)+1)
-		d.Overrides = append(d.Overrides, rule)
+		o, err := req.Override()
+		if err != nil {
+			return err
+		}
+		o.By, o.CreatedAt = by.String(), time.Now().UTC()
+		d.Overrides = append(d.Overrides, o)
 		return nil
 	})
-	return store.Overrides{MAC: mac, Rules: d.Overrides}, err
+	return api.Overrides{MAC: mac, Rules: d.Overrides}, err
 }
 
 func (f *Fake) ClearOverrides(ctx context.Context, by api.Caller, mac string) error {
@@ -351,9 +366,9 @@ func (f *Fake) Import(ctx context.Context, by api.Caller, req api.ImportRequest)
 	if err := json.Unmarshal(req.File, &doc); err != nil || doc.MUD.URL == "" {
 		return api.ImportResult{}, fmt.Errorf("import: %w: not a MUD file", api.ErrInvalid)
 	}
-	res := api.ImportResult{MUDURL: doc.MUD.URL, Digest: store.Digest(req.File), Signature: store.VerdictUnsigned}
+	res := api.ImportResult{MUDURL: doc.MUD.URL, Digest: store.Digest(req.File), Signature: api.SignatureUnsigned}
 	if len(req.Signature) > 0 {
-		res.Signature, res.Signer = store.VerdictValid, "CN=lab signer"
+		res.Signature, res.Signer = api.SignatureValid, "CN=lab signer"
 	}
 	return res, nil
 }

@@ -20,9 +20,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/openmud/mud/api"
 	"github.com/openmud/mud/internal/gwlab"
 	"github.com/openmud/mud/internal/netlab"
-	"github.com/openmud/mud/store"
 )
 
 // Options configures Run.
@@ -164,7 +164,7 @@ func (r *run) setUp(ctx context.Context) (err error) {
 		if d.mudURL == "" {
 			continue
 		}
-		if _, err := r.gw.WaitState(ctx, d.host.MAC.String(), store.StateEnforced, 20*time.Second); err != nil {
+		if _, err := r.gw.WaitState(ctx, d.host.MAC.String(), api.StateEnforced, 20*time.Second); err != nil {
 			return fmt.Errorf("waiting for %s to be enforced: %w", d.name, err)
 		}
 	}

@@ -31,7 +31,6 @@ import (
 	"github.com/openmud/mud/api"
 	"github.com/openmud/mud/internal/cli/multicall"
 	"github.com/openmud/mud/internal/netlab"
-	"github.com/openmud/mud/store"
 )
 
 // Config describes the gateway to build.
@@ -427,7 +426,7 @@ func (g *Gateway) WaitDevice(ctx context.Context, mac string, timeout time.Durat
 }
 
 // WaitState waits until the device is in state with at least one address.
-func (g *Gateway) WaitState(ctx context.Context, mac string, state store.State, timeout time.Duration) (api.Device, error) {
+func (g *Gateway) WaitState(ctx context.Context, mac string, state api.DeviceState, timeout time.Duration) (api.Device, error) {
 	return g.WaitDevice(ctx, mac, timeout, func(d api.Device) bool { return d.State == state && len(d.IPs) > 0 })
 }
 

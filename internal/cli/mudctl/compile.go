@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/openmud/mud/api"
 	"github.com/openmud/mud/enforcer"
 	"github.com/openmud/mud/internal/cli"
 	"github.com/openmud/mud/policy"
@@ -34,7 +35,7 @@ func newCompileCmd() *cobra.Command {
 					return cli.Failure(fmt.Errorf("%s: %w", args[0], err))
 				}
 			} else if format == "json" {
-				return writeJSON(cmd.OutOrStdout(), p)
+				return writeJSON(cmd.OutOrStdout(), api.NewCompiledPolicy(p))
 			}
 			if _, err := io.WriteString(cmd.OutOrStdout(), text); err != nil {
 				return cli.IOError(fmt.Errorf("write: %w", err))

@@ -321,13 +321,13 @@ port: the remote's for --to, the device's for --from.`,
 			default:
 				return cli.Usage("override: %q: want allow, deny, clear or list", verb)
 			}
-			get := func(c *api.Client, ctx context.Context, mac string) (store.Overrides, error) {
+			get := func(c *api.Client, ctx context.Context, mac string) (api.Overrides, error) {
 				switch verb {
 				case "clear":
-					return store.Overrides{MAC: mac, Rules: []store.OverrideRule{}}, c.ClearOverrides(ctx, mac)
+					return api.Overrides{MAC: mac, Rules: []api.Override{}}, c.ClearOverrides(ctx, mac)
 				case "list":
 					d, err := c.Device(ctx, mac)
-					return store.Overrides{MAC: mac, Rules: orNone(d.Overrides)}, err
+					return api.Overrides{MAC: mac, Rules: orNone(d.Overrides)}, err
 				}
 				return c.AddOverride(ctx, mac, req)
 			}
@@ -346,14 +346,14 @@ port: the remote's for --to, the device's for --from.`,
 
 // overrideRequest builds and checks an allow/deny entry from the flags.
 func overrideRequest(verb, to, from, proto, port, comment string, inbound bool) (api.OverrideRequest, error) {
-	req := api.OverrideRequest{Protocol: proto, Port: port, Comment: comment, Direction: "from-device"}
-	req.Verdict = map[string]string{"allow": "allow", "deny": "deny"}[verb]
+	req := api.OverrideRequest{Protocol: proto, Port: port, Comment: comment, Direction: api.FromDevice}
+	req.Verdict = map[string]api.OverrideVerdict{"allow": api.Allow, "deny": api.Deny}[verb]
 	peer := to
 	switch {
 	case to != "" && (from != "" || inbound):
 		return req, cli.Usage("--to is for traffic from the device; --from and --inbound for traffic to it")
 	case from != "" || inbound:
-		req.Direction, peer = "to-device", from
+		req.Direction, peer = api.ToDevice, from
 	}
 	if peer != "" {
 		if _, err := netip.ParsePrefix(peer); err == nil {
@@ -364,7 +364,7 @@ func overrideRequest(verb, to, from, proto, port, comment string, inbound bool) 
 			req.DNSName = peer
 		}
 	}
-	if _, err := req.Rule(); err != nil {
+	if err := req.Validate(); err != nil {
 		return req, cli.Usage("%v", err)
 	}
 	return req, nil

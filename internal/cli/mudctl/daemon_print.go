@@ -13,8 +13,6 @@ import (
 
 	"github.com/openmud/mud/api"
 	"github.com/openmud/mud/internal/cli"
-	"github.com/openmud/mud/policy"
-	"github.com/openmud/mud/store"
 )
 
 func newTable(w io.Writer) *tabwriter.Writer { return tabwriter.NewWriter(w, 0, 0, 2, ' ', 0) }
@@ -90,7 +88,7 @@ func printDevices(w io.Writer, ds []api.Device) error {
 	fmt.Fprintln(t, "MAC\tIPS\tHOSTNAME\tSTATE\tENFORCEMENT\tMUD URL\tREASON")
 	for _, d := range ds {
 		enf := dash(string(d.Enforcement))
-		if d.Enforcement == store.EnforcementUnenforced {
+		if d.Enforcement == api.EnforcementUnenforced {
 			enf = "UNENFORCED"
 		}
 		fmt.Fprintf(t, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.MAC, joinAddrs(d.IPs), dash(d.Hostname), d.State, enf,
@@ -114,7 +112,7 @@ func printDevice(w io.Writer, d api.Device) error {
 	row("state", string(d.State))
 	row("reason", d.Reason)
 	switch d.Enforcement {
-	case store.EnforcementUnenforced:
+	case api.EnforcementUnenforced:
 		row("enforcement", "UNENFORCED (unrestricted: policy.on_failure baseline)")
 	default:
 		row("enforcement", string(d.Enforcement))
@@ -182,8 +180,8 @@ func printDevice(w io.Writer, d api.Device) error {
 	return flushTable(t)
 }
 
-func overrideText(o store.OverrideRule) string {
-	s := o.Direction.String() + ": " + policy.Describe(o.Direction, o.Rule)
+func overrideText(o api.Override) string {
+	s := string(o.Direction) + ": " + o.Text
 	if o.Comment != "" {
 		s += "  # " + o.Comment
 	}
@@ -198,7 +196,7 @@ func orNone[T any](s []T) []T {
 	return s
 }
 
-func printOverrides(w io.Writer, o store.Overrides) error {
+func printOverrides(w io.Writer, o api.Overrides) error {
 	if len(o.Rules) == 0 {
 		_, err := fmt.Fprintf(w, "%s has no overrides\n", o.MAC)
 		return err
@@ -206,7 +204,7 @@ func printOverrides(w io.Writer, o store.Overrides) error {
 	t := newTable(w)
 	fmt.Fprintln(t, "#\tDIRECTION\tVERDICT\tRULE\tBY")
 	for i, o := range o.Rules {
-		fmt.Fprintf(t, "%d\t%s\t%s\t%s\t%s\n", i+1, o.Direction, o.Rule.Verdict, policy.Describe(o.Direction, o.Rule), dash(o.By))
+		fmt.Fprintf(t, "%d\t%s\t%s\t%s\t%s\n", i+1, o.Direction, o.Verdict, o.Text, dash(o.By))
 	}
 	return flushTable(t)
 }

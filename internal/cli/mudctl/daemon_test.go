@@ -230,3 +230,74 @@ func TestDaemonEventsFollow(t *testing.T) {
 		t.Errorf("lines: %q", lines)
 	}
 }
+
+// Every -o json output names its enums: a state, verdict, direction,
+// family, kind, enforcement or signature is a string such as "enforced",
+// "accept", "from-device", "ipv4" or "dns-name", never a number.
+func TestJSONEnumsAreNames(t *testing.T) {
+	fake := apitest.NewFake()
+	fake.Publish(apitest.MACEnforced, "state", "seen")
+	sock := apitest.Serve(t, fake, api.ServerOptions{})
+	file := writeTemp(t, "bulb.json", rfcExample(t))
+	sig := writeTemp(t, "bulb.p7s", "\x30\x82")
+	mac := apitest.MACEnforced
+	daemon := [][]string{
+		{"override", mac, "deny", "--to", "198.51.100.7", "--proto", "tcp", "--port", "443"},
+		{"devices"}, {"device", "show", mac}, {"status"}, {"policy", "show", mac}, {"events"},
+		{"controllers", "set", "urn:ietf:params:mud:ntp", "192.0.2.123"}, {"controllers", "list"},
+		{"override", mac, "list"}, {"refresh"}, {"import", file, "--signature", sig},
+		{"approve", apitest.MACPending},
+	}
+	offline := [][]string{{"compile", file}, {"explain", file}, {"lint", file}}
+	enumKeys := map[string]bool{"state": true, "from": true, "to": true, "verdict": true, "direction": true, "family": true,
+		"kind": true, "enforcement": true, "signature": true, "initiated": true, "protocol": true, "mud_url_source": true}
+	found := 0 // enum fields seen, all commands together
+	check := func(args []string, out string) {
+		var walk func(key string, v any)
+		walk = func(key string, v any) {
+			switch v := v.(type) {
+			case map[string]any:
+				for k, x := range v {
+					walk(k, x)
+				}
+			case []any:
+				for _, x := range v {
+					walk(key, x)
+				}
+			case string:
+				if enumKeys[key] {
+					found++
+				}
+			default:
+				if enumKeys[key] {
+					t.Errorf("%v -o json: %q is %v, not a name:\n%s", args, key, v, out)
+				}
+			}
+		}
+		dec := json.NewDecoder(strings.NewReader(out))
+		for dec.More() {
+			var v any
+			if err := dec.Decode(&v); err != nil {
+				t.Fatalf("%v -o json: %v\n%s", args, err, out)
+			}
+			walk("", v)
+		}
+	}
+	for _, args := range daemon {
+		code, out, errOut := daemonCtl(t, sock, append(args, "-o", "json")...)
+		if code != 0 {
+			t.Fatalf("%v: exit %d: %s", args, code, errOut)
+		}
+		check(args, out)
+	}
+	for _, args := range offline {
+		code, out, errOut := mudctl(t, append(args, "-o", "json")...)
+		if code != 0 {
+			t.Fatalf("%v: exit %d: %s", args, code, errOut)
+		}
+		check(args, out)
+	}
+	if found < 50 {
+		t.Errorf("only %d enum fields in all the outputs: the walk misses them", found)
+	}
+}

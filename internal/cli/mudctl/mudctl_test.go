@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/openmud/mud/policy"
+	"github.com/openmud/mud/api"
 )
 
 const corpus = "../../../mudfile/testdata/corpus/"
@@ -192,13 +192,25 @@ func TestCompile(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "peer=dns:test.example.com proto=tcp dport=443 initiated=from-device") {
 		t.Errorf("compile text: exit %d\n%s%s", code, out, errOut)
 	}
+	// -o json: the API's rule views, every enum by its name.
 	code, out, _ = mudctl(t, "compile", "-o", "json", f)
-	var p policy.Policy
+	var p api.CompiledPolicy
 	if err := json.Unmarshal([]byte(out), &p); code != 0 || err != nil {
 		t.Fatalf("compile -o json: exit %d, %v", code, err)
 	}
-	if p.MUDURL != "https://lighting.example.com/lightbulb2000" || len(p.FromDevice) != 5 || p.FromDevice[0].Peer.Value != "test.example.com" {
+	if p.MUDURL != "https://lighting.example.com/lightbulb2000" || len(p.FromDevice) != 5 || p.FromDevice[0].Rule.Peer.Value != "test.example.com" ||
+		!strings.Contains(p.FromDevice[0].Text, "test.example.com") {
 		t.Errorf("compile json: %+v", p)
+	}
+	for _, want := range []string{`"family": "ipv4"`, `"kind": "dns-name"`, `"protocol": "tcp"`, `"verdict": "accept"`, `"initiated": "from-device"`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("compile -o json lacks %s:\n%s", want, out)
+		}
+	}
+	for _, number := range []string{`"family": 1`, `"kind": 1`, `"verdict": 1`, `"protocol": 6`, `"initiated": 1`} {
+		if strings.Contains(out, number) {
+			t.Errorf("compile -o json has a number for an enum, %s:\n%s", number, out)
+		}
 	}
 	// --nft: the ruleset for a sample device, from the enforcer's own
 	// renderer: an allow-only policy as acl elements (listed by ACE, the DNS

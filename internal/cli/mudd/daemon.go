@@ -375,7 +375,7 @@ func serveAPI(ctx context.Context, cfg config.Config, m *manager.Manager, log *s
 	if err != nil {
 		return fmt.Errorf("socket: %w", err)
 	}
-	return api.NewServer(m, api.ServerOptions{Logger: log.With("component", "api")}).Serve(ctx, ln)
+	return api.NewServer(api.NewManagerBackend(m), api.ServerOptions{Logger: log.With("component", "api")}).Serve(ctx, ln)
 }
 
 // watchdog sends WATCHDOG=1 while the manager's loop answers, at half the
