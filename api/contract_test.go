@@ -108,7 +108,7 @@ func fixedPolicyView() manager.PolicyView {
 
 func fixedStatus() manager.StatusView {
 	return manager.StatusView{Version: "1.0.0", StartedAt: at, Uptime: 90 * time.Second, Devices: 3,
-		DevicesByState: map[store.State]int{store.StateEnforced: 2, store.StateFailed: 1}, DevicesUnenforced: 1, PoliciesInstalled: 2,
+		DevicesByState: map[store.State]int{store.StateEnforced: 2, store.StateFailed: 1}, DevicesUnenforced: 1, PoliciesInstalled: 2, DNSAnswersRefused: 3,
 		Enforcer: manager.EnforcerView{Healthy: true, LastApply: later, LastApplyLatency: 1250 * time.Microsecond,
 			LastError: "netlink: device or resource busy", LastErrorAt: at, Tables: []string{"inet mud", "bridge mud"},
 			BridgeConntrack: true, Repairs: 1, BridgeReplies: "ipv4 inet-conntrack, ipv6 reflexive"}}

@@ -395,7 +395,8 @@ func policyViewFrom(v manager.PolicyView) PolicyView {
 
 func statusFrom(s manager.StatusView) Status {
 	out := Status{Version: s.Version, StartedAt: s.StartedAt, UptimeSeconds: s.Uptime.Seconds(), Devices: s.Devices,
-		DevicesByState: map[DeviceState]int{}, DevicesUnenforced: s.DevicesUnenforced, PoliciesInstalled: s.PoliciesInstalled}
+		DevicesByState: map[DeviceState]int{}, DevicesUnenforced: s.DevicesUnenforced, PoliciesInstalled: s.PoliciesInstalled,
+		DNSAnswersRefused: s.DNSAnswersRefused}
 	for st, n := range s.DevicesByState {
 		out.DevicesByState[stateFrom(st)] = n
 	}

@@ -291,6 +291,10 @@ type Status struct {
 	// DevicesUnenforced counts the devices whose MUD file cannot be used
 	// and that are unrestricted for it (enforcement "unenforced").
 	DevicesUnenforced int `json:"devices_unenforced"`
+	// DNSAnswersRefused counts snooped DNS answers that would have added
+	// addresses to a device's allow-list but came from a source that is
+	// not trusted (dns.trusted_sources), since mudd started.
+	DNSAnswersRefused uint64 `json:"dns_answers_refused"`
 	// PoliciesInstalled is the number of distinct compiled policies in
 	// the kernel (one per MUD URL, shared by devices of a model).
 	PoliciesInstalled int            `json:"policies_installed"`

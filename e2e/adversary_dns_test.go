@@ -8,6 +8,7 @@ package e2e
 
 import (
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/netip"
@@ -157,6 +158,13 @@ func TestDNSAnswerFromPermittedInternetServerGrantsNothing(t *testing.T) {
 	mac := "device=" + h.MAC.String()
 	e.waitLogged("the refused UDP answer", refusedLog, "source="+e.other.IPv4.String(), mac, "names=["+cloudHost+"]", "refused_total=1")
 	e.waitLogged("the refused TCP answer", refusedLog, "source="+e.other.IPv4.String(), mac, "refused_total=2")
+	var st api.Status
+	if err := json.Unmarshal([]byte(e.mudctl("status", "-o", "json")), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.DNSAnswersRefused != 2 {
+		t.Errorf("mudctl status: dns_answers_refused = %d, want 2", st.DNSAnswersRefused)
+	}
 }
 
 // Another host on the LAN sends a device forged DNS answers claiming its

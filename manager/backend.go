@@ -50,6 +50,9 @@ type StatusView struct {
 	// PoliciesInstalled is the number of distinct compiled policies
 	// handed to the enforcer.
 	PoliciesInstalled int
+	// DNSAnswersRefused counts snooped DNS answers that granted nothing
+	// because their source is not trusted (Config.DNSAnswersRefused).
+	DNSAnswersRefused uint64
 	Enforcer          EnforcerView
 }
 
@@ -250,6 +253,9 @@ func (m *Manager) Status(ctx context.Context) (StatusView, error) {
 		if m.cfg.BridgeReplies != nil {
 			es.BridgeReplies = m.cfg.BridgeReplies()
 		}
+		if m.cfg.DNSAnswersRefused != nil {
+			st.DNSAnswersRefused = m.cfg.DNSAnswersRefused()
+		}
 		st.Enforcer = es
 		return nil
 	})
@@ -331,7 +337,24 @@ func (m *Manager) onDevice(ctx context.Context, mac string, fn func(d *store.Dev
 		out = m.deviceView(m.st.devices[d.MAC])
 		return nil
 	})
+	if err == nil {
+		err = m.flowsEnded(ctx)
+	}
 	return out, err
+}
+
+// flowsEnded waits until the enforcer has ended the flows of the devices
+// the last reconcile tightened, so that an administrator's command (say,
+// quarantine) returns with the device's open connections already cut. The
+// enforcer ends them right after its commit, in a goroutine of its own;
+// the manager's loop never waits for it.
+func (m *Manager) flowsEnded(ctx context.Context) error {
+	if f, ok := m.cfg.Enforcer.(interface{ FlowsEnded(context.Context) error }); ok {
+		if err := f.FlowsEnded(ctx); err != nil {
+			return fmt.Errorf("waiting for the device's open flows to end: %w", err)
+		}
+	}
+	return nil
 }
 
 // Device returns one device.
@@ -597,12 +620,15 @@ func (m *Manager) AddOverride(ctx context.Context, by string, mac string, rule s
 		out = o
 		return nil
 	})
+	if err == nil {
+		err = m.flowsEnded(ctx)
+	}
 	return out, err
 }
 
 // ClearOverrides removes all the device's entries.
 func (m *Manager) ClearOverrides(ctx context.Context, by string, mac string) error {
-	return m.do(ctx, func() error {
+	err := m.do(ctx, func() error {
 		d, err := m.lookup(mac)
 		if err != nil {
 			return err
@@ -620,6 +646,10 @@ func (m *Manager) ClearOverrides(ctx context.Context, by string, mac string) err
 		m.event(d.MAC, "overrides-cleared", "", "", "by "+by)
 		return nil
 	})
+	if err != nil {
+		return err
+	}
+	return m.flowsEnded(ctx)
 }
 
 // Controllers lists the controller and my-controller mappings: the

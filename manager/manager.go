@@ -92,6 +92,10 @@ type Config struct {
 	Render enforcer.RenderOptions
 	// EnforcerInfo, if set, reports the enforcer's health for Status.
 	EnforcerInfo func() (tables []string, bridgeConntrack bool, repairs int)
+	// DNSAnswersRefused, if set, counts the snooped DNS answers that would
+	// have granted addresses but came from a source that is not trusted
+	// (resolver.Stats.RefusedAnswers), for Status and the metrics.
+	DNSAnswersRefused func() uint64
 	// BridgeReplies, if set, says how replies of bridged flows pass
 	// (enforcer.Enforcer.BridgeReplies) for Status.
 	BridgeReplies func() string

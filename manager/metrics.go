@@ -124,6 +124,13 @@ func (m *Manager) writeMetrics(ctx context.Context, w io.Writer) {
 	counter("mud_verification_failures_total", "MUD files whose signature did not verify.", mt.verifyFailures.Load())
 	counter("mud_enforcer_applies_total", "Changes sent to the enforcer.", mt.applies.Load())
 	counter("mud_enforcer_apply_errors_total", "Changes the enforcer refused or failed.", mt.applyErrors.Load())
+	if m.cfg.DNSAnswersRefused != nil {
+		counter("mud_dns_answers_refused_total", "Snooped DNS answers that granted nothing because their source is not in dns.trusted_sources.", m.cfg.DNSAnswersRefused())
+	}
+	if m.cfg.EnforcerInfo != nil {
+		_, _, repairs := m.cfg.EnforcerInfo()
+		counter("mud_enforcer_repairs_total", "Changes someone else made to mud's nftables tables, undone (nftables-tampered events).", uint64(repairs))
+	}
 	counter("mud_fetch_floods_total", "Times a bridge port asked for more MUD file fetches than it may start (fetch-flood events).", mt.floods.Load())
 	mt.fetchSeconds.write(w, "mud_fetch_duration_seconds", "Time to fetch and verify a MUD file.")
 	mt.applySeconds.write(w, "mud_apply_duration_seconds", "Time to bring the kernel to the desired state after a change.")

@@ -68,7 +68,13 @@ func printStatus(w io.Writer, st api.Status) error {
 	fmt.Fprintf(t, "version\t%s\n", st.Version)
 	fmt.Fprintf(t, "uptime\t%s\n", (time.Duration(st.UptimeSeconds) * time.Second).String())
 	fmt.Fprintf(t, "devices\t%d\t%s\n", st.Devices, strings.Join(states, ", "))
+	unenforced := "0"
+	if st.DevicesUnenforced > 0 {
+		unenforced = fmt.Sprintf("%d UNENFORCED (mudctl devices says why)", st.DevicesUnenforced)
+	}
+	fmt.Fprintf(t, "devices unenforced\t%s\n", unenforced)
 	fmt.Fprintf(t, "policies installed\t%d\n", st.PoliciesInstalled)
+	fmt.Fprintf(t, "dns answers refused\t%d\n", st.DNSAnswersRefused)
 	fmt.Fprintf(t, "enforcer\t%s\n", health)
 	fmt.Fprintf(t, "last apply\t%s\t%.2f ms\n", when(st.Enforcer.LastApply), st.Enforcer.LastApplyLatency)
 	if st.Enforcer.LastError != "" {
@@ -77,6 +83,7 @@ func printStatus(w io.Writer, st api.Status) error {
 	fmt.Fprintf(t, "tables\t%s\n", dash(strings.Join(st.Enforcer.Tables, ", ")))
 	fmt.Fprintf(t, "bridge conntrack\t%t\n", st.Enforcer.BridgeConntrack)
 	fmt.Fprintf(t, "bridge replies\t%s\n", dash(st.Enforcer.BridgeReplies))
+	fmt.Fprintf(t, "tables repaired\t%d\n", st.Enforcer.Repairs)
 	return flushTable(t)
 }
 
