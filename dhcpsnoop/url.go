@@ -87,6 +87,14 @@ func ParseMUDURL(raw []byte) (string, error) {
 			return fail(ErrURLSyntax, fmt.Sprintf("byte 0x%02x is not allowed in a URL", c))
 		}
 	}
+	// Every "%" starts a percent-encoding of two hex digits (RFC 3986
+	// §2.1); url.Parse does not check the query, and a stray "%" would let
+	// the normal form decode into another URL.
+	for i := 0; i < len(s); i++ {
+		if s[i] == '%' && (i+2 >= len(s) || unhex(s[i+1]) < 0 || unhex(s[i+2]) < 0) {
+			return fail(ErrURLSyntax, "a \"%\" that does not start a percent-encoding")
+		}
+	}
 	u, err := url.Parse(string(s))
 	if err != nil {
 		return fail(ErrURLSyntax, "does not parse as a URL")
@@ -99,6 +107,14 @@ func ParseMUDURL(raw []byte) (string, error) {
 	}
 	if u.Opaque != "" || u.Host == "" || u.Hostname() == "" {
 		return fail(ErrURLSyntax, "no host")
+	}
+	// A host is a name or an address literal: url.Parse decodes percent-
+	// encodings in it (and takes "%" as an IPv6 zone), which would let
+	// bytes into the host that the URL itself could not carry.
+	for _, c := range []byte(u.Host) {
+		if c <= 0x20 || c >= 0x7f || c == '%' {
+			return fail(ErrURLSyntax, "percent-encoding and zones are not allowed in the host")
+		}
 	}
 	// Credentials in a URL a device broadcasts can only be a trick to make a
 	// URL look like it belongs to another authority (https://vendor@evil/).
@@ -116,8 +132,7 @@ func ParseMUDURL(raw []byte) (string, error) {
 func normalURL(u *url.URL) string {
 	host := strings.ToLower(u.Hostname())
 	if strings.Contains(host, ":") {
-		// An IPv6 literal; a zone's "%" is escaped again (RFC 6874).
-		host = "[" + strings.Replace(host, "%", "%25", 1) + "]"
+		host = "[" + host + "]" // an IPv6 literal
 	}
 	if p := u.Port(); p != "" && p != "443" {
 		host += ":" + p

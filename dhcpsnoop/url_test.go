@@ -34,6 +34,13 @@ func TestParseMUDURL(t *testing.T) {
 		// RFC 8520 §10: a fragment names nothing a MUD manager fetches.
 		{"fragment", "https://a.example/x.json#1", "", ErrURLSyntax},
 		{"empty fragment", "https://a.example/x.json#", "", ErrURLSyntax},
+		// The host is a name or a literal; url.Parse would decode these.
+		{"percent-encoded host", "https://%80/x.json", "", ErrURLSyntax},
+		{"IPv6 zone", "https://[fe80::1%25eth0]/x.json", "", ErrURLSyntax},
+		// RFC 3986 §2.1: "%" starts two hex digits, or the normal form
+		// would decode into another URL.
+		{"stray percent in the query", "https://a.example/x.json?%7%30", "", ErrURLSyntax},
+		{"short percent at the end", "https://a.example/x.json%4", "", ErrURLSyntax},
 		{"ipv6 literal host", "https://[2001:db8::1]/x", "https://[2001:db8::1]/x", nil},
 		{"exactly 255 octets", long, long, nil},
 		// RFC 8520 §1.5: only https.
