@@ -196,7 +196,7 @@ func switchFindings(ports []PortFacts) []Finding {
 				open = append(open, p.Name)
 			}
 		}
-		which := "their hardware switch (switch id " + id + ")"
+		which := "their switch (switch id " + id + ")"
 		if id == "" {
 			which = "their DSA switch (the kernel gives no switch id, so one switch is assumed)"
 		}
@@ -208,8 +208,9 @@ func switchFindings(ports []PortFacts) []Finding {
 		}
 		out = append(out, Finding{Severity: Error,
 			Text: fmt.Sprintf("lateral traffic between %s is not enforced: %s forwards it in hardware without the bridge", list(names), which),
-			Fix: fmt.Sprintf("isolate %s (bridge link set dev PORT isolated on; OpenWrt: option isolate '1' in the port's device section) "+
-				"so that the switch drops that traffic instead; devices that may talk to each other under MUD rules need ports on different switches", list(open))})
+			Fix: fmt.Sprintf("isolate %s so that the switch drops that traffic instead: bridge link set dev PORT isolated on, "+
+				"OpenWrt option isolate '1' in each port's device section; devices that may talk to each other under MUD rules "+
+				"need ports on different switches", list(open))})
 	}
 	return out
 }
@@ -248,11 +249,11 @@ func portFindings(p PortFacts, isolated []string) []Finding {
 		add(Info, "", "%s does not learn addresses: the bridge floods frames to it, and which devices are behind it is unknown", n)
 	}
 	if p.XDP {
-		add(Warning, fmt.Sprintf("check it (ip -d link show dev %s; bpftool net show dev %s), or detach it", n, n),
+		add(Warning, fmt.Sprintf("check it with ip -d link show dev %s or bpftool net show dev %s, or detach it", n, n),
 			"an XDP program is attached to %s: it can forward or drop frames before the bridge and mudd's rules see them", n)
 	}
 	if p.TCIngress > 0 {
-		add(Warning, fmt.Sprintf("check them (tc filter show dev %s ingress)", n),
+		add(Warning, fmt.Sprintf("check them with tc filter show dev %s ingress", n),
 			"%s has tc ingress filters: they can redirect frames past the bridge and mudd's rules (OpenWrt's bridger offload does)", n)
 	}
 	if p.MACs > 1 && kind != KindWiFiAP {
@@ -265,9 +266,9 @@ func portFindings(p PortFacts, isolated []string) []Finding {
 
 func apFindings(p PortFacts) []Finding {
 	n := p.Name
-	isolation := "enable client isolation (hostapd: ap_isolate=1; OpenWrt: option isolate '1' in the wifi-iface)"
-	hairpin := fmt.Sprintf("hairpin on the bridge port (bridge link set dev %s hairpin on)", n)
-	fix := isolation + ", and " + hairpin
+	isolation := "enable client isolation: hostapd ap_isolate=1, OpenWrt option isolate '1' in the wifi-iface"
+	hairpin := fmt.Sprintf("hairpin on the bridge port: bridge link set dev %s hairpin on", n)
+	fix := isolation + "; and " + hairpin
 	if p.Hairpin {
 		fix = isolation
 	}

@@ -68,8 +68,8 @@ func TestAccessPointWithoutClientIsolationIsNotEnforced(t *testing.T) {
 		t.Fatalf("findings = %+v, want one error", p.Findings)
 	}
 	want := "lateral traffic between clients of wlan0 is not enforced: the access point forwards it itself " +
-		"(enable client isolation (hostapd: ap_isolate=1; OpenWrt: option isolate '1' in the wifi-iface), " +
-		"and hairpin on the bridge port (bridge link set dev wlan0 hairpin on))"
+		"(enable client isolation: hostapd ap_isolate=1, OpenWrt option isolate '1' in the wifi-iface; " +
+		"and hairpin on the bridge port: bridge link set dev wlan0 hairpin on)"
 	if got := (Report{LANs: []LAN{l}}).Summary(); !slices.Equal(got, []string{want}) {
 		t.Errorf("summary:\n got %q\nwant %q", got, want)
 	}
@@ -162,7 +162,7 @@ func TestPortsOfOneSwitchForwardInHardware(t *testing.T) {
 
 func TestIsolatedSwitchPortsDropLateralTraffic(t *testing.T) {
 	l := Decide(bridge(dsa("lan1", "00000000", true), dsa("lan2", "00000000", true)))
-	if !slices.Equal(severities(l.Findings), []Severity{Info}) || !strings.Contains(l.Findings[0].Text, "is dropped by their hardware switch") {
+	if !slices.Equal(severities(l.Findings), []Severity{Info}) || !strings.Contains(l.Findings[0].Text, "is dropped by their switch") {
 		t.Fatalf("LAN findings = %+v, want one info saying the switch drops it", l.Findings)
 	}
 }

@@ -74,15 +74,25 @@
 // cannot reach each other at all unless hairpin is set again afterwards —
 // which the report shows.
 //
-// Hardware switches: isolate the switch's ports from each other (`bridge
-// link set dev lan1 isolated on` on each; OpenWrt: a config device section
-// with option name 'lan1' and option isolate '1'). DSA drivers that cannot
-// isolate in hardware refuse the flag. Isolated ports reach the gateway and
-// the non-isolated ports, not each other: that traffic is dropped, not
-// filtered by MUD rules. Devices whose MUD files allow them to talk to each
-// other (same-manufacturer, model, local-networks) need ports on different
-// switches, or the gateway's own network cards, to be enforced rather than
-// separated.
+// Hardware switches: Linux has no setting that keeps a DSA or switchdev
+// port in a bridge but makes the switch hand every frame to the CPU. Two
+// settings keep lateral traffic from passing unfiltered:
+//
+//   - Isolate the switch's ports from each other (`bridge link set dev lan1
+//     isolated on` on each; OpenWrt: a config device section with option
+//     name 'lan1' and option isolate '1'). DSA drivers that cannot isolate
+//     in hardware refuse the flag. Isolated ports reach the gateway and the
+//     non-isolated ports, not each other: that traffic is dropped, not
+//     filtered by MUD rules, so devices whose MUD files allow them to talk
+//     to each other (same-manufacturer, model, local-networks) cannot.
+//   - Put MUD devices' ports in VLANs of their own (OpenWrt: bridge-vlan
+//     sections of br-lan, one per VLAN, each with its own interface and
+//     subnet, all of them in mudd.yaml's interfaces): the switch forwards
+//     only within a VLAN, so traffic between VLANs is routed by the gateway,
+//     where `table inet mud` filters it.
+//
+// Devices that must talk to each other under MUD rules in one subnet need
+// ports on different switches, or the gateway's own network cards.
 //
 // A switch or access point beyond a gateway port forwards between the
 // devices behind it without the gateway: give MUD devices ports of their
