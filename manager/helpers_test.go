@@ -30,7 +30,7 @@ import (
 // mudServer is an HTTPS MUD server on 127.0.0.1 with a lab CA's
 // certificate, reached as mud.example and other.example.
 type mudServer struct {
-	t      *testing.T
+	t      testing.TB
 	ca     *labpki.CA
 	signer *labpki.Leaf
 	srv    *httptest.Server
@@ -42,7 +42,7 @@ type mudServer struct {
 	hits  map[string]int
 }
 
-func newMUDServer(t *testing.T) *mudServer {
+func newMUDServer(t testing.TB) *mudServer {
 	t.Helper()
 	ca, err := labpki.NewCA("Lab MUD CA")
 	if err != nil {
@@ -119,7 +119,7 @@ func (s *mudServer) publishSigned(path string, body, signed []byte, signer *labp
 	s.mu.Unlock()
 }
 
-func (s *mudServer) fetcher(t *testing.T, anchors *x509.CertPool) *mudfetch.Fetcher {
+func (s *mudServer) fetcher(t testing.TB, anchors *x509.CertPool) *mudfetch.Fetcher {
 	t.Helper()
 	f, err := mudfetch.New(mudfetch.Config{
 		ServerCAs: []*x509.Certificate{s.ca.Root}, NoSystemRoots: true, Anchors: anchors,
@@ -350,7 +350,7 @@ func (r *fakeResolver) isWatched(name string) bool {
 
 // harness is a running manager over a real store and a real fetcher.
 type harness struct {
-	t      *testing.T
+	t      testing.TB
 	m      *Manager
 	st     *store.Store
 	enf    Enforcer
@@ -372,7 +372,7 @@ type harnessOpts struct {
 	rand func() float64
 }
 
-func startManager(t *testing.T, o harnessOpts) *harness {
+func startManager(t testing.TB, o harnessOpts) *harness {
 	t.Helper()
 	if o.dir == "" {
 		o.dir = t.TempDir()
