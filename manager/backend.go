@@ -492,8 +492,8 @@ func (m *Manager) Approve(ctx context.Context, by string, mac string, req Action
 		delete(m.st.flags, d.MAC)
 		msg := "approved by " + by
 		if req.AllWithURL {
-			for _, o := range m.macs() {
-				if od := m.st.devices[o]; od.MUDURL == d.MUDURL && od.State == store.StatePendingApproval && o != d.MAC {
+			for _, o := range m.macsOf(d.MUDURL) {
+				if od := m.st.devices[o]; od.State == store.StatePendingApproval && o != d.MAC {
 					_ = m.settle(*od, "approved", msg)
 				}
 			}
@@ -615,6 +615,7 @@ func (m *Manager) AddOverride(ctx context.Context, by string, mac string, rule s
 			return fmt.Errorf("adding an override for %s: %w", d.MAC, err)
 		}
 		m.st.overrides[d.MAC] = o
+		m.markMAC(markOverrides, d.MAC)
 		dir, r := OverridePolicyRule(rule)
 		m.event(d.MAC, "override-added", "", "", policy.Describe(dir, r))
 		out = o
@@ -643,6 +644,7 @@ func (m *Manager) ClearOverrides(ctx context.Context, by string, mac string) err
 			return fmt.Errorf("clearing the overrides of %s: %w", d.MAC, err)
 		}
 		delete(m.st.overrides, d.MAC)
+		m.markMAC(markOverrides, d.MAC)
 		m.event(d.MAC, "overrides-cleared", "", "", "by "+by)
 		return nil
 	})
@@ -707,6 +709,7 @@ func (m *Manager) SetController(ctx context.Context, by string, c Controller) (C
 		} else {
 			tbl[c.URI] = cm
 		}
+		m.markAll()
 		c.Source, c.UpdatedAt = cm.Source, cm.UpdatedAt
 		m.event("", "controller-set", "", "", fmt.Sprintf("%s %s: %v by %s", kind, c.URI, c.Prefixes, by))
 		return nil

@@ -12,6 +12,32 @@
 // in the logic; fetches run in goroutines the manager starts, schedules
 // fairly between bridge ports, bounds and waits for.
 //
+// # Reconciling: one transaction, what changed only
+//
+// Every place that changes what the enforcer or the resolver should hold
+// marks it dirty: a device record, a device's overrides, a URL's compiled
+// file, a DNS name's addresses; a reload of the settings or a change of a
+// controller mapping marks everything. A reconcile recomputes the entries
+// of the marked devices only, and the peers their change can affect: a
+// device joining or leaving a model or manufacturer class (or changing
+// its addresses in it) marks the class, which is recomputed from its
+// members. A policy is installed while an enforced device uses it, a peer
+// while an installed policy or an enforced device's overrides name it
+// (reference counts). Everything a reconcile changes goes to the enforcer
+// in one transaction (enforcer.Update): the cost of an event follows what
+// it changed, not how many devices there are. A transaction the enforcer
+// refuses makes the next reconcile a full Apply of the whole desired
+// state, derived from scratch.
+//
+// Inputs that wait while the loop is busy are handled together and
+// reconciled once (up to DefaultBatchMax of them, for DefaultBatchTime at
+// most), so a burst of DHCP arrivals becomes a few transactions; an
+// administrator's command is answered once the reconcile that applied it
+// is done. Snooped DNS answers (HandleDNS: the DNS hold releases an
+// answer once its addresses are allowed) go before every other input,
+// and their addresses to the enforcer at once — alone, if a batch is
+// under way.
+//
 // # Device lifecycle
 //
 //	discovered ──▶ fetching ──▶ enforced | pending-approval | failed ──▶ removed

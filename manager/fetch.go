@@ -295,6 +295,7 @@ func (m *Manager) putFile(f *store.MUDFile, changed bool) {
 	if changed {
 		delete(m.st.models, f.URL)
 		delete(m.st.candidate, f.URL)
+		m.markURL(f.URL)
 	}
 }
 

@@ -62,7 +62,7 @@ func (m *Manager) forget(now time.Time) {
 		return
 	}
 	for _, mac := range gone {
-		delete(s.devices, mac)
+		m.dropDevice(mac)
 		delete(s.pending, mac)
 		delete(s.flags, mac)
 		delete(s.rejected, mac)

@@ -30,7 +30,7 @@ import (
 // mudServer is an HTTPS MUD server on 127.0.0.1 with a lab CA's
 // certificate, reached as mud.example and other.example.
 type mudServer struct {
-	t      *testing.T
+	t      testing.TB
 	ca     *labpki.CA
 	signer *labpki.Leaf
 	srv    *httptest.Server
@@ -42,7 +42,7 @@ type mudServer struct {
 	hits  map[string]int
 }
 
-func newMUDServer(t *testing.T) *mudServer {
+func newMUDServer(t testing.TB) *mudServer {
 	t.Helper()
 	ca, err := labpki.NewCA("Lab MUD CA")
 	if err != nil {
@@ -119,7 +119,7 @@ func (s *mudServer) publishSigned(path string, body, signed []byte, signer *labp
 	s.mu.Unlock()
 }
 
-func (s *mudServer) fetcher(t *testing.T, anchors *x509.CertPool) *mudfetch.Fetcher {
+func (s *mudServer) fetcher(t testing.TB, anchors *x509.CertPool) *mudfetch.Fetcher {
 	t.Helper()
 	f, err := mudfetch.New(mudfetch.Config{
 		ServerCAs: []*x509.Certificate{s.ca.Root}, NoSystemRoots: true, Anchors: anchors,
@@ -185,27 +185,33 @@ const literalACE = `,
       {"name": "lit", "matches": {"ipv4": {"destination-ipv4-network": "198.51.100.0/24", "protocol": 17}},
        "actions": {"forwarding": "accept"}}`
 
-// fakeEnforcer records what the manager asks, like the real one would hold.
+// fakeEnforcer records what the manager asks, like the real one would hold:
+// an Update is one transaction, refused whole when an enforced device would
+// be left without its policy.
 type fakeEnforcer struct {
 	mu       sync.Mutex
 	policies map[string]policy.Policy
 	devices  map[string]enforcer.Device
 	peers    map[string][]enforcer.Element
+	peerAt   map[string]time.Time // key → when its elements were set (their timeouts run from then)
 	applies  int
-	calls    int
-	// failUpserts makes the next UpsertDevice calls fail.
-	failUpserts int
+	updates  int
+	// failUpdates makes the next Update calls fail.
+	failUpdates int
+	// now is the clock of peerAt (default time.Now).
+	now func() time.Time
 }
 
 func newFakeEnforcer() *fakeEnforcer {
-	return &fakeEnforcer{policies: map[string]policy.Policy{}, devices: map[string]enforcer.Device{}, peers: map[string][]enforcer.Element{}}
+	return &fakeEnforcer{policies: map[string]policy.Policy{}, devices: map[string]enforcer.Device{},
+		peers: map[string][]enforcer.Element{}, peerAt: map[string]time.Time{}, now: time.Now}
 }
 
 func (f *fakeEnforcer) Apply(_ context.Context, d enforcer.Desired) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.applies++
-	f.policies, f.devices, f.peers = map[string]policy.Policy{}, map[string]enforcer.Device{}, map[string][]enforcer.Element{}
+	f.policies, f.devices, f.peers, f.peerAt = map[string]policy.Policy{}, map[string]enforcer.Device{}, map[string][]enforcer.Element{}, map[string]time.Time{}
 	for _, p := range d.Policies {
 		f.policies[p.ID] = p
 	}
@@ -213,65 +219,78 @@ func (f *fakeEnforcer) Apply(_ context.Context, d enforcer.Desired) error {
 		f.devices[dv.MAC.String()] = dv
 	}
 	for k, v := range d.Peers {
-		f.peers[k] = v
+		f.setPeer(k, v)
 	}
 	return nil
 }
 
-func (f *fakeEnforcer) SetPolicy(_ context.Context, p policy.Policy) error {
+func (f *fakeEnforcer) Update(_ context.Context, u enforcer.Update) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.calls++
-	f.policies[p.ID] = p
-	return nil
-}
-
-func (f *fakeEnforcer) RemovePolicy(_ context.Context, id string) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.calls++
-	for _, d := range f.devices {
-		if d.Mode == enforcer.Enforce && d.PolicyID == id {
-			return fmt.Errorf("policy %s still used by %s", id, d.MAC)
-		}
-	}
-	delete(f.policies, id)
-	return nil
-}
-
-func (f *fakeEnforcer) UpsertDevice(_ context.Context, d enforcer.Device) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.calls++
-	if f.failUpserts > 0 {
-		f.failUpserts--
+	f.updates++
+	if f.failUpdates > 0 {
+		f.failUpdates--
 		return errors.New("netlink: injected failure")
 	}
-	if _, ok := f.policies[d.PolicyID]; d.Mode == enforcer.Enforce && !ok {
-		return fmt.Errorf("device %s: unknown policy %s", d.MAC, d.PolicyID)
+	// Check the state after the transaction before changing anything.
+	setPol, gonePol, setDev, goneDev := map[string]bool{}, map[string]bool{}, map[string]enforcer.Device{}, map[string]bool{}
+	for _, p := range u.SetPolicies {
+		setPol[p.ID] = true
 	}
-	f.devices[d.MAC.String()] = d
+	for _, id := range u.RemovePolicies {
+		gonePol[id], setPol[id] = true, false
+	}
+	for _, d := range u.UpsertDevices {
+		setDev[d.MAC.String()] = d
+	}
+	for _, mac := range u.RemoveDevices {
+		goneDev[mac.String()] = true
+		delete(setDev, mac.String())
+	}
+	installed := func(id string) bool {
+		if in, ok := setPol[id]; ok {
+			return in
+		}
+		_, ok := f.policies[id]
+		return ok
+	}
+	for mac, d := range setDev {
+		if d.Mode == enforcer.Enforce && !installed(d.PolicyID) {
+			return fmt.Errorf("device %s: policy %s is not installed", mac, d.PolicyID)
+		}
+	}
+	if len(gonePol) > 0 {
+		for mac, d := range f.devices {
+			if _, ok := setDev[mac]; !ok && !goneDev[mac] && d.Mode == enforcer.Enforce && gonePol[d.PolicyID] {
+				return fmt.Errorf("removing policy %s: device %s still uses it", d.PolicyID, mac)
+			}
+		}
+	}
+	for _, p := range u.SetPolicies {
+		f.policies[p.ID] = p
+	}
+	for id := range gonePol {
+		delete(f.policies, id)
+	}
+	for mac, d := range setDev {
+		f.devices[mac] = d
+	}
+	for mac := range goneDev {
+		delete(f.devices, mac)
+	}
+	for k, v := range u.SetPeers {
+		f.setPeer(k, v)
+	}
 	return nil
 }
 
-func (f *fakeEnforcer) RemoveDevice(_ context.Context, mac net.HardwareAddr) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.calls++
-	delete(f.devices, mac.String())
-	return nil
-}
-
-func (f *fakeEnforcer) SetPeer(_ context.Context, key string, elems []enforcer.Element) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.calls++
+func (f *fakeEnforcer) setPeer(key string, elems []enforcer.Element) {
 	if len(elems) == 0 {
 		delete(f.peers, key)
-	} else {
-		f.peers[key] = elems
+		delete(f.peerAt, key)
+		return
 	}
-	return nil
+	f.peers[key], f.peerAt[key] = elems, f.now()
 }
 
 func (f *fakeEnforcer) Counters(context.Context) ([]enforcer.RuleCounter, error) {
@@ -350,7 +369,7 @@ func (r *fakeResolver) isWatched(name string) bool {
 
 // harness is a running manager over a real store and a real fetcher.
 type harness struct {
-	t      *testing.T
+	t      testing.TB
 	m      *Manager
 	st     *store.Store
 	enf    Enforcer
@@ -370,9 +389,11 @@ type harnessOpts struct {
 	tweak func(*Config)
 	// rand, if set, replaces the retry jitter.
 	rand func() float64
+	// setup, if set, changes the manager before Run.
+	setup func(*Manager)
 }
 
-func startManager(t *testing.T, o harnessOpts) *harness {
+func startManager(t testing.TB, o harnessOpts) *harness {
 	t.Helper()
 	if o.dir == "" {
 		o.dir = t.TempDir()
@@ -398,6 +419,9 @@ func startManager(t *testing.T, o harnessOpts) *harness {
 	}
 	if o.rand != nil {
 		m.rand = o.rand
+	}
+	if o.setup != nil {
+		o.setup(m)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	h := &harness{t: t, m: m, st: st, enf: o.enf, res: res, cancel: cancel, done: make(chan error, 1)}

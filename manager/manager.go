@@ -16,20 +16,16 @@ import (
 	"github.com/openmud/mud/dhcpsnoop"
 	"github.com/openmud/mud/enforcer"
 	"github.com/openmud/mud/mudfetch"
-	"github.com/openmud/mud/policy"
 	"github.com/openmud/mud/resolver"
 	"github.com/openmud/mud/store"
 )
 
 // Enforcer is what the manager needs of package enforcer (*enforcer.Enforcer
-// implements it).
+// implements it): Apply installs the whole desired state (start-up,
+// recovery), Update applies one reconcile's changes in one transaction.
 type Enforcer interface {
 	Apply(ctx context.Context, d enforcer.Desired) error
-	SetPolicy(ctx context.Context, p policy.Policy) error
-	RemovePolicy(ctx context.Context, id string) error
-	UpsertDevice(ctx context.Context, d enforcer.Device) error
-	RemoveDevice(ctx context.Context, mac net.HardwareAddr) error
-	SetPeer(ctx context.Context, key string, elems []enforcer.Element) error
+	Update(ctx context.Context, u enforcer.Update) error
 	Counters(ctx context.Context) ([]enforcer.RuleCounter, error)
 }
 
@@ -148,6 +144,7 @@ type Manager struct {
 	log     *slog.Logger
 	now     func() time.Time
 	inbox   chan request
+	snooped chan request // HandleDNS: handled before anything else
 	results chan fetchOutcome
 	ready   chan struct{}
 	stopped chan struct{}
@@ -167,12 +164,35 @@ type Manager struct {
 	lastErrAt     time.Time
 	needFull      bool
 	pushed        *desired
+	dirty         dirtySet
 	latencyTarget map[string]time.Time // MAC → when its lease was bound
+
+	// batchMax and batchTime bound how many waiting inputs, and for how
+	// long, are handled before one reconcile (DefaultBatchMax,
+	// DefaultBatchTime).
+	batchMax  int
+	batchTime time.Duration
+	// skipMarks switches marking of some kinds of change off (tests only:
+	// the reconcile then misses them).
+	skipMarks markKind
 }
+
+// Coalescing: when inputs arrive faster than the enforcer's transactions,
+// the ones already waiting are handled first and reconciled together.
+const (
+	// DefaultBatchMax is how many inputs one reconcile covers at most.
+	DefaultBatchMax = 256
+	// DefaultBatchTime is how long the loop goes on handling waiting
+	// inputs before it reconciles.
+	DefaultBatchTime = 5 * time.Millisecond
+)
 
 type request struct {
 	fn   func() error
 	done chan error
+	// peer, for a snooped DNS answer, is the key whose elements it
+	// changes.
+	peer string
 }
 
 // New checks cfg and returns a Manager; nothing runs until Run.
@@ -212,6 +232,7 @@ func New(cfg Config) (*Manager, error) {
 	m := &Manager{
 		cfg: cfg, log: cfg.Logger, now: cfg.Now,
 		inbox:         make(chan request),
+		snooped:       make(chan request),
 		results:       make(chan fetchOutcome, cfg.MaxFetches),
 		ready:         make(chan struct{}),
 		stopped:       make(chan struct{}),
@@ -219,6 +240,9 @@ func New(cfg Config) (*Manager, error) {
 		rand:          rand.Float64,
 		sched:         newScheduler(),
 		latencyTarget: map[string]time.Time{},
+		dirty:         newDirtySet(),
+		batchMax:      DefaultBatchMax,
+		batchTime:     DefaultBatchTime,
 	}
 	return m, nil
 }
@@ -255,46 +279,124 @@ func (m *Manager) Run(ctx context.Context) error {
 
 	tick := time.NewTicker(m.cfg.Tick)
 	defer tick.Stop()
-	leases, dns := m.cfg.Leases, m.cfg.DNS
+	in := inputs{leases: m.cfg.Leases, dns: m.cfg.DNS, tick: tick.C}
+	var answers []answer
 	for {
-		var reqErr error
-		var req *request
-		select {
-		case <-ctx.Done():
+		if !m.next(ctx, &in, &answers, true) {
 			return nil
-		case r := <-m.inbox:
-			req = &r
-			reqErr = r.fn()
-		case o := <-m.results:
-			m.onFetch(o)
-		case ev, ok := <-leases:
-			if !ok {
-				leases = nil
-				continue
+		}
+		// More inputs waiting: handle them first, and reconcile once.
+		start := time.Now()
+		for n := 1; n < m.batchMax && time.Since(start) < m.batchTime; n++ {
+			if !m.next(ctx, &in, &answers, false) {
+				break
 			}
-			m.onLease(ev)
-		case u, ok := <-dns:
-			if !ok {
-				dns = nil
-				continue
-			}
-			m.onDNS(u)
-		case <-tick.C:
-			m.onTick()
 		}
 		m.reconcile(ctx)
-		if req != nil {
-			req.done <- reqErr
+		for _, a := range answers {
+			a.done <- a.err
 		}
+		answers = answers[:0]
 	}
 }
 
-// do runs fn in the Run goroutine, followed by a reconcile, and returns its
-// error once the enforcer was driven.
-func (m *Manager) do(ctx context.Context, fn func() error) error {
-	r := request{fn: fn, done: make(chan error, 1)}
+// inputs are the channels Run reads besides its own.
+type inputs struct {
+	leases <-chan dhcpsnoop.Event
+	dns    <-chan resolver.Update
+	tick   <-chan time.Time
+}
+
+// answer is a request's result, given once the reconcile after it is done.
+type answer struct {
+	done chan error
+	err  error
+}
+
+// next handles one input: one that is waiting, or, when wait is set, the
+// next to come. It reports false when none was waiting or ctx ended. A
+// snooped DNS answer goes first, and its addresses to the enforcer at
+// once: the device's answer is held until they are there.
+func (m *Manager) next(ctx context.Context, in *inputs, answers *[]answer, wait bool) bool {
 	select {
-	case m.inbox <- r:
+	case r := <-m.snooped:
+		m.onSnooped(ctx, r)
+		return true
+	default:
+	}
+	if !wait {
+		select {
+		case r := <-m.inbox:
+			*answers = append(*answers, answer{done: r.done, err: r.fn()})
+		case o := <-m.results:
+			m.onFetch(o)
+		case ev, ok := <-in.leases:
+			in.lease(m, ev, ok)
+		case u, ok := <-in.dns:
+			in.update(m, u, ok)
+		case <-in.tick:
+			m.onTick()
+		default:
+			return false
+		}
+		return true
+	}
+	select {
+	case <-ctx.Done():
+		return false
+	case r := <-m.snooped:
+		m.onSnooped(ctx, r)
+	case r := <-m.inbox:
+		*answers = append(*answers, answer{done: r.done, err: r.fn()})
+	case o := <-m.results:
+		m.onFetch(o)
+	case ev, ok := <-in.leases:
+		in.lease(m, ev, ok)
+	case u, ok := <-in.dns:
+		in.update(m, u, ok)
+	case <-in.tick:
+		m.onTick()
+	}
+	return true
+}
+
+func (in *inputs) lease(m *Manager, ev dhcpsnoop.Event, ok bool) {
+	if !ok {
+		in.leases = nil // closed: no longer read
+		return
+	}
+	m.onLease(ev)
+}
+
+func (in *inputs) update(m *Manager, u resolver.Update, ok bool) {
+	if !ok {
+		in.dns = nil
+		return
+	}
+	m.onDNS(u)
+}
+
+// onSnooped handles a snooped DNS answer and pushes its addresses at once:
+// with the rest when nothing else waits for a reconcile, alone otherwise.
+func (m *Manager) onSnooped(ctx context.Context, r request) {
+	err := r.fn()
+	if m.dirty.onlyPeers() {
+		m.reconcile(ctx)
+	} else {
+		m.pushPeer(ctx, r.peer)
+	}
+	r.done <- err
+}
+
+// do runs fn in the Run goroutine and returns its error once the
+// reconcile after it drove the enforcer.
+func (m *Manager) do(ctx context.Context, fn func() error) error {
+	return m.submit(ctx, m.inbox, request{fn: fn, done: make(chan error, 1)})
+}
+
+func (m *Manager) submit(ctx context.Context, ch chan<- request, r request) error {
+	select {
+	case ch <- r:
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-m.stopped:
@@ -313,9 +415,16 @@ func (m *Manager) HandleLease(ctx context.Context, ev dhcpsnoop.Event) error {
 	return m.do(ctx, func() error { m.onLease(ev); return nil })
 }
 
-// HandleDNS feeds one resolver update (as Config.DNS would).
+// HandleDNS feeds one resolver update (as Config.DNS would), and returns
+// once its addresses are in the enforcer: the DNS hold releases a snooped
+// answer then. It goes before every other input and does not wait for
+// the reconcile of a batch.
 func (m *Manager) HandleDNS(ctx context.Context, u resolver.Update) error {
-	return m.do(ctx, func() error { m.onDNS(u); return nil })
+	return m.submit(ctx, m.snooped, snoopedRequest(m, u))
+}
+
+func snoopedRequest(m *Manager, u resolver.Update) request {
+	return request{fn: func() error { m.onDNS(u); return nil }, done: make(chan error, 1), peer: dnsKey(u.Name)}
 }
 
 // HandleTamper records that someone else changed the enforcer's tables and
@@ -354,6 +463,7 @@ func (m *Manager) Reload(ctx context.Context, s Settings) error {
 		s.RetryInitial, s.RetryMax = m.cfg.Settings.RetryInitial, m.cfg.Settings.RetryMax
 		m.cfg.Settings = settingsDefaults(s)
 		m.event("", "config-reloaded", "", "", "on_failure, local networks, controller mappings and forget_after reloaded")
+		m.markAll()
 		for _, mac := range m.macs() {
 			if d := m.st.devices[mac]; d.State != store.StateRemoved {
 				_ = m.settle(*d, "", "")

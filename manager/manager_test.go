@@ -703,7 +703,7 @@ func TestEnforcerFailureRecovers(t *testing.T) {
 	srv, u := camServer(t, "", false)
 	h, fe := unitHarness(t, srv, Settings{})
 	fe.mu.Lock()
-	fe.failUpserts = 1
+	fe.failUpdates = 1
 	fe.mu.Unlock()
 	h.lease(dhcpsnoop.KindBound, mac(1), ip1, u)
 	h.waitState(mac(1), store.StateEnforced)

@@ -1,13 +1,14 @@
 package manager
 
 import (
+	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
+	"reflect"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/openmud/mud/config"
@@ -18,15 +19,48 @@ import (
 )
 
 // desired is what the enforcer and the resolver should hold, derived from
-// the state; pushed is the last one they accepted.
+// the state; pushed is the last one they accepted. Besides the entries it
+// keeps the reference counts that decide what is installed: a policy while
+// an enforced device uses it, a peer while an installed policy or an
+// enforced device's overrides name it.
 type desired struct {
-	policies map[string]*policy.Policy
-	devices  map[string]enforcer.Device
-	devFP    map[string]string
-	peers    map[string][]peerElem
-	peerFP   map[string]string
-	names    map[string][]string // policy ID → its DNS names (resolver watches)
-	devNames map[string][]string // MAC → DNS names (resolver snooping)
+	devices  map[string]*devEntry      // MAC → entry, for the devices in the enforcer's maps
+	policies map[string]*policy.Policy // installed policies by ID
+	polRefs  map[string]int            // policy ID → enforced devices using it
+	peers    map[string][]peerElem     // key → elements (sorted), for the peers that have some
+	peerRefs map[string]int            // key → installed policies and enforced devices' overrides naming it
+	peerOf   map[string]policy.Peer    // key → the peer, while named
+	names    map[string][]string       // policy ID → its DNS names (resolver watches)
+}
+
+// devEntry is what the enforcer and the resolver hold for one device.
+type devEntry struct {
+	dev enforcer.Device
+	// Set for enforced devices only: the policy; the MUD URL and
+	// authority of its model and manufacturer classes, and whether an
+	// administrator bound that URL (RFC 8520 §16); the addresses other
+	// hosts reach it by (its class elements); the DNS names that matter
+	// for it (snooping); the peers its overrides name.
+	pol     *policy.Policy
+	url     string
+	auth    string
+	strong  bool
+	hosts   []netip.Prefix
+	names   []string
+	ovPeers []policy.Peer
+}
+
+// member says whether the device belongs to its model and manufacturer
+// classes: enforced devices only (a device pending approval is not
+// trusted into a group, RFC 8520 §16).
+func (e *devEntry) member() bool { return e.dev.Mode == enforcer.Enforce }
+
+// snoopNames are the DNS names given to snooping for the device.
+func (e *devEntry) snoopNames() []string {
+	if e == nil {
+		return nil
+	}
+	return e.names
 }
 
 type peerElem struct {
@@ -35,8 +69,9 @@ type peerElem struct {
 }
 
 func emptyDesired() *desired {
-	return &desired{policies: map[string]*policy.Policy{}, devices: map[string]enforcer.Device{}, devFP: map[string]string{},
-		peers: map[string][]peerElem{}, peerFP: map[string]string{}, names: map[string][]string{}, devNames: map[string][]string{}}
+	return &desired{devices: map[string]*devEntry{}, policies: map[string]*policy.Policy{}, polRefs: map[string]int{},
+		peers: map[string][]peerElem{}, peerRefs: map[string]int{}, peerOf: map[string]policy.Peer{},
+		names: map[string][]string{}}
 }
 
 func hostPrefix(a netip.Addr) netip.Prefix {
@@ -44,108 +79,154 @@ func hostPrefix(a netip.Addr) netip.Prefix {
 	return netip.PrefixFrom(a, a.BitLen())
 }
 
-// computeDesired derives the enforcer's and resolver's state.
-func (m *Manager) computeDesired() *desired {
-	now := m.now()
-	ds := emptyDesired()
-	s := m.st
-	// Members of the live abstractions: enforced devices only (a device
-	// pending approval is not trusted into a group, RFC 8520 §16).
-	models := map[string]*members{}
-	mfrs := map[string]*members{}
-	for mac, d := range s.devices {
-		mode, ok := modeOf(d)
-		if !ok {
-			continue
-		}
-		hw, err := net.ParseMAC(mac)
-		if err != nil {
-			continue
-		}
-		ed := enforcer.Device{MAC: hw, Mode: mode}
-		for _, a := range d.IPs {
-			if a.Unmap().Is4() {
-				ed.IPv4s = append(ed.IPv4s, a.Unmap())
-			} else {
-				ed.IPv6s = append(ed.IPv6s, a)
-			}
-		}
-		var pol *policy.Policy
-		if md := s.models[d.MUDURL]; md != nil && md.pol != nil {
-			pol = md.pol
-		}
-		if mode == enforcer.Enforce && (pol == nil || pol.ID != d.PolicyID) {
-			m.log.Error("enforced device without its compiled policy (bug)", "mac", mac)
-			if m.cfg.Settings.OnFailure != config.Block {
-				continue
-			}
-			ed.Mode = enforcer.Block // never more than on_failure allows
-		}
-		if ed.Mode == enforcer.Enforce {
-			ed.PolicyID = pol.ID
-			ed.Overrides = m.overridesOf(mac)
-			ds.policies[pol.ID] = pol
-			strong := d.URLSource == store.SourceAdminBind
-			for _, a := range d.IPs {
-				if a.IsLinkLocalUnicast() {
-					continue // not an address other hosts reach it by
-				}
-				addMember(models, d.MUDURL, strong, hostPrefix(a))
-				addMember(mfrs, authority(d.MUDURL), strong, hostPrefix(a))
-			}
-			names := dnsNames(pol.Peers())
-			names = append(names, dnsNames(overridePeers(ed.Overrides))...)
-			if len(names) > 0 {
-				ds.devNames[mac] = names
-			}
-		}
-		ds.devices[mac] = ed
-		ds.devFP[mac] = deviceFP(ed)
+// entryOf derives a device's entry from its record; nil when the device
+// is in no map of the enforcer (unenforced, or no MUD at all).
+func (m *Manager) entryOf(mac string, d *store.Device) *devEntry {
+	mode, ok := modeOf(d)
+	if !ok {
+		return nil
 	}
-	want := map[string]policy.Peer{}
-	for id, p := range ds.policies {
-		for _, pr := range p.Peers() {
-			want[pr.Key()] = pr
+	hw, err := net.ParseMAC(mac)
+	if err != nil {
+		return nil
+	}
+	e := &devEntry{dev: enforcer.Device{MAC: hw, Mode: mode}}
+	for _, a := range d.IPs {
+		if a.Unmap().Is4() {
+			e.dev.IPv4s = append(e.dev.IPv4s, a.Unmap())
+		} else {
+			e.dev.IPv6s = append(e.dev.IPv6s, a)
 		}
-		if n := dnsNames(p.Peers()); len(n) > 0 {
+	}
+	var pol *policy.Policy
+	if md := m.st.models[d.MUDURL]; md != nil && md.pol != nil {
+		pol = md.pol
+	}
+	if mode == enforcer.Enforce && (pol == nil || pol.ID != d.PolicyID) {
+		m.log.Error("enforced device without its compiled policy (bug)", "mac", mac)
+		if m.cfg.Settings.OnFailure != config.Block {
+			return nil
+		}
+		e.dev.Mode = enforcer.Block // never more than on_failure allows
+	}
+	if e.dev.Mode != enforcer.Enforce {
+		return e
+	}
+	e.dev.PolicyID = pol.ID
+	e.dev.Overrides = m.overridesOf(mac)
+	e.pol, e.url, e.auth, e.strong = pol, d.MUDURL, authority(d.MUDURL), d.URLSource == store.SourceAdminBind
+	for _, a := range d.IPs {
+		if !a.IsLinkLocalUnicast() { // not an address other hosts reach it by
+			e.hosts = append(e.hosts, hostPrefix(a))
+		}
+	}
+	ov := overridePeers(e.dev.Overrides)
+	e.names = append(dnsNames(pol.Peers()), dnsNames(ov)...)
+	e.ovPeers = setPeers(ov)
+	return e
+}
+
+// setPeers are the distinct peers, by key, that have an address set of
+// their own (not literal prefixes, which are inline in the rules).
+func setPeers(ps []policy.Peer) []policy.Peer {
+	var out []policy.Peer
+	for _, p := range ps {
+		switch p.Kind {
+		case policy.DNSName, policy.Model, policy.Manufacturer, policy.Controller, policy.MyController, policy.LocalNetworks:
+			if !slices.ContainsFunc(out, func(q policy.Peer) bool { return q.Key() == p.Key() }) {
+				out = append(out, p)
+			}
+		}
+	}
+	return out
+}
+
+// add records an entry and what it uses (computeDesired).
+func (ds *desired) add(mac string, e *devEntry) {
+	ds.devices[mac] = e
+	if !e.member() {
+		return
+	}
+	id := e.pol.ID
+	if ds.polRefs[id] == 0 {
+		ds.policies[id] = e.pol
+		if n := dnsNames(e.pol.Peers()); len(n) > 0 {
 			ds.names[id] = n
 		}
-	}
-	for _, ed := range ds.devices {
-		for _, pr := range overridePeers(ed.Overrides) {
-			want[pr.Key()] = pr
+		for _, pr := range setPeers(e.pol.Peers()) {
+			ds.ref(pr)
 		}
 	}
-	for key, pr := range want {
-		var els []peerElem
-		switch pr.Kind {
-		case policy.DNSName:
-			for a, exp := range s.dns[pr.Value] {
-				if exp.After(now) {
-					els = append(els, peerElem{prefix: hostPrefix(a), exp: exp})
-				}
-			}
-		case policy.Model:
-			els = models[pr.Value].elems()
-		case policy.Manufacturer:
-			els = mfrs[pr.Value].elems()
-		case policy.Controller:
-			els = prefixElems(m.controllerPrefixes(pr.Value, false))
-		case policy.MyController:
-			els = prefixElems(m.controllerPrefixes(pr.Value, true))
-		case policy.LocalNetworks:
-			els = prefixElems(m.cfg.Settings.LocalNetworks)
-		default:
-			continue // literal prefixes are inline in the rules
-		}
-		if len(els) == 0 {
+	ds.polRefs[id]++
+	for _, pr := range e.ovPeers {
+		ds.ref(pr)
+	}
+}
+
+func (ds *desired) ref(pr policy.Peer) {
+	ds.peerRefs[pr.Key()]++
+	ds.peerOf[pr.Key()] = pr
+}
+
+// computeDesired derives the enforcer's and resolver's state from scratch,
+// going through every device (start-up and recovery; the incremental
+// reconcile must always arrive at the same).
+func (m *Manager) computeDesired() *desired {
+	ds := emptyDesired()
+	models := map[string]*members{}
+	mfrs := map[string]*members{}
+	for mac, d := range m.st.devices {
+		e := m.entryOf(mac, d)
+		if e == nil {
 			continue
 		}
-		els = dedupElems(els)
-		ds.peers[key] = els
-		ds.peerFP[key] = elemsFP(els)
+		ds.add(mac, e)
+		if e.member() {
+			for _, h := range e.hosts {
+				addMember(models, e.url, e.strong, h)
+				addMember(mfrs, e.auth, e.strong, h)
+			}
+		}
+	}
+	class := func(k policy.PeerKind, v string) []peerElem {
+		if k == policy.Model {
+			return models[v].elems()
+		}
+		return mfrs[v].elems()
+	}
+	for key, pr := range ds.peerOf {
+		if els := m.peerElems(pr, class); len(els) > 0 {
+			ds.peers[key] = els
+		}
 	}
 	return ds
+}
+
+// peerElems are a peer's elements now, sorted; class gives the members
+// of a model or manufacturer class.
+func (m *Manager) peerElems(pr policy.Peer, class func(policy.PeerKind, string) []peerElem) []peerElem {
+	var els []peerElem
+	switch pr.Kind {
+	case policy.DNSName:
+		now := m.now()
+		for a, exp := range m.st.dns[pr.Value] {
+			if exp.After(now) {
+				els = append(els, peerElem{prefix: hostPrefix(a), exp: exp})
+			}
+		}
+	case policy.Model, policy.Manufacturer:
+		els = class(pr.Kind, pr.Value)
+	case policy.Controller:
+		els = prefixElems(m.controllerPrefixes(pr.Value, false))
+	case policy.MyController:
+		els = prefixElems(m.controllerPrefixes(pr.Value, true))
+	case policy.LocalNetworks:
+		els = prefixElems(m.cfg.Settings.LocalNetworks)
+	}
+	if len(els) == 0 {
+		return nil
+	}
+	return dedupElems(els)
 }
 
 // members are the addresses of a manufacturer or model class, by how
@@ -159,6 +240,10 @@ func addMember(mp map[string]*members, key string, strong bool, p netip.Prefix) 
 		c = &members{}
 		mp[key] = c
 	}
+	c.add(strong, p)
+}
+
+func (c *members) add(strong bool, p netip.Prefix) {
 	if strong {
 		c.strong = append(c.strong, peerElem{prefix: p})
 	} else {
@@ -206,45 +291,62 @@ func prefixElems(ps []netip.Prefix) []peerElem {
 	return out
 }
 
+// dedupElems sorts the elements by prefix and keeps one per prefix: a
+// permanent one, else the one that expires last.
 func dedupElems(els []peerElem) []peerElem {
-	best := map[netip.Prefix]time.Time{}
-	perm := map[netip.Prefix]bool{}
-	for _, e := range els {
-		if e.exp.IsZero() {
-			perm[e.prefix] = true
+	out := slices.Clone(els)
+	slices.SortFunc(out, func(a, b peerElem) int {
+		if c := a.prefix.Addr().Compare(b.prefix.Addr()); c != 0 {
+			return c
 		}
-		if e.exp.After(best[e.prefix]) {
-			best[e.prefix] = e.exp
-		} else if _, ok := best[e.prefix]; !ok {
-			best[e.prefix] = e.exp
+		if c := a.prefix.Bits() - b.prefix.Bits(); c != 0 {
+			return c
 		}
-	}
-	out := make([]peerElem, 0, len(best))
-	for p, exp := range best {
-		if perm[p] {
-			exp = time.Time{}
+		// A permanent element first, then the one that expires last.
+		switch az, bz := a.exp.IsZero(), b.exp.IsZero(); {
+		case az && bz:
+			return 0
+		case az:
+			return -1
+		case bz:
+			return 1
 		}
-		out = append(out, peerElem{prefix: p, exp: exp})
-	}
-	slices.SortFunc(out, func(a, b peerElem) int { return strings.Compare(a.prefix.String(), b.prefix.String()) })
-	return out
+		return b.exp.Compare(a.exp)
+	})
+	return slices.CompactFunc(out, func(a, b peerElem) bool { return a.prefix == b.prefix })
 }
 
-func elemsFP(els []peerElem) string {
-	var b strings.Builder
-	for _, e := range els {
-		b.WriteString(e.prefix.String())
-		if !e.exp.IsZero() {
-			fmt.Fprintf(&b, "@%d", e.exp.Unix())
-		}
-		b.WriteByte(' ')
-	}
-	return b.String()
+// sameElems says whether two sorted element lists are equal.
+func sameElems(a, b []peerElem) bool {
+	return slices.EqualFunc(a, b, func(x, y peerElem) bool { return x.prefix == y.prefix && x.exp.Equal(y.exp) })
 }
 
-func deviceFP(d enforcer.Device) string {
-	b, _ := json.Marshal(d)
-	return string(b)
+// sameDeviceEntry says whether the enforcer holds a as b, field by field.
+// Overrides are compared deeply: few devices have any, and the comparison
+// follows the rule type as it grows.
+func sameDeviceEntry(a, b enforcer.Device) bool {
+	return bytes.Equal(a.MAC, b.MAC) && a.Mode == b.Mode && a.PolicyID == b.PolicyID &&
+		slices.Equal(a.IPv4s, b.IPv4s) && slices.Equal(a.IPv6s, b.IPv6s) &&
+		(len(a.Overrides.FromDevice)+len(a.Overrides.ToDevice)+len(b.Overrides.FromDevice)+len(b.Overrides.ToDevice) == 0 ||
+			reflect.DeepEqual(a.Overrides, b.Overrides))
+}
+
+// sameEntry says whether nothing the enforcer, the resolver or a class
+// holds of a device changed.
+func sameEntry(a, b *devEntry) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return sameDeviceEntry(a.dev, b.dev) && sameClass(a, b) && slices.Equal(a.names, b.names)
+}
+
+// sameClass says whether the device's part in its classes is unchanged.
+func sameClass(a, b *devEntry) bool {
+	am, bm := a != nil && a.member(), b != nil && b.member()
+	if !am || !bm {
+		return am == bm
+	}
+	return a.url == b.url && a.strong == b.strong && slices.Equal(a.hosts, b.hosts)
 }
 
 func dnsNames(ps []policy.Peer) []string {
@@ -329,16 +431,16 @@ func (m *Manager) toElements(els []peerElem) []enforcer.Element {
 }
 
 // fullApply reconciles the kernel to the whole desired state in one
-// transaction (start-up, and recovery after a failed incremental change).
+// transaction (start-up, and recovery after a failed change).
 func (m *Manager) fullApply(ctx context.Context) error {
+	m.dirty.reset()
 	ds := m.computeDesired()
 	d := enforcer.Desired{Peers: map[string][]enforcer.Element{}}
-	for _, p := range ds.policies {
-		d.Policies = append(d.Policies, *p)
+	for _, id := range sortedKeys(ds.policies) {
+		d.Policies = append(d.Policies, *ds.policies[id])
 	}
-	slices.SortFunc(d.Policies, func(a, b policy.Policy) int { return strings.Compare(a.ID, b.ID) })
 	for _, mac := range sortedKeys(ds.devices) {
-		d.Devices = append(d.Devices, ds.devices[mac])
+		d.Devices = append(d.Devices, ds.devices[mac].dev)
 	}
 	for k, els := range ds.peers {
 		d.Peers[k] = m.toElements(els)
@@ -379,9 +481,9 @@ func (m *Manager) noteApply(took time.Duration, err error) {
 }
 
 // reconcile drives the enforcer and the resolver from what was pushed last
-// to the desired state, with incremental changes in a safe order (policies
-// and peers before the devices that use them; devices leave before their
-// policies). A failure makes the next reconcile a full Apply.
+// to the desired state: it recomputes what the dirty set says may have
+// changed and hands the enforcer all of it in one transaction. A failure
+// makes the next reconcile a full Apply.
 func (m *Manager) reconcile(ctx context.Context) {
 	if m.pushed == nil {
 		return
@@ -392,90 +494,297 @@ func (m *Manager) reconcile(ctx context.Context) {
 		}
 		return
 	}
-	ds := m.computeDesired()
-	p := m.pushed
-	e := m.cfg.Enforcer
-	start := time.Now()
-	calls := 0
-	fail := func(err error) {
-		m.noteApply(time.Since(start), err)
-		m.needFull = true
-	}
-	for _, id := range sortedKeys(ds.policies) {
-		if _, ok := p.policies[id]; !ok {
-			calls++
-			if err := e.SetPolicy(ctx, *ds.policies[id]); err != nil {
-				fail(fmt.Errorf("installing policy %s: %w", id, err))
-				return
-			}
-			p.policies[id] = ds.policies[id]
+	if !m.dirty.empty() {
+		c := m.plan()
+		m.dirty.reset()
+		if !m.send(ctx, c) {
+			return
 		}
 	}
-	for _, k := range sortedKeys(ds.peers) {
-		if p.peerFP[k] != ds.peerFP[k] {
-			calls++
-			if err := e.SetPeer(ctx, k, m.toElements(ds.peers[k])); err != nil {
-				fail(fmt.Errorf("setting peer %s: %w", k, err))
-				return
-			}
-			p.peers[k], p.peerFP[k] = ds.peers[k], ds.peerFP[k]
-		}
-	}
-	for _, mac := range sortedKeys(ds.devices) {
-		if p.devFP[mac] != ds.devFP[mac] {
-			calls++
-			if err := e.UpsertDevice(ctx, ds.devices[mac]); err != nil {
-				fail(fmt.Errorf("updating device %s: %w", mac, err))
-				return
-			}
-			p.devices[mac], p.devFP[mac] = ds.devices[mac], ds.devFP[mac]
-		}
-	}
-	for _, mac := range sortedKeys(p.devices) {
-		if _, ok := ds.devices[mac]; !ok {
-			calls++
-			if err := e.RemoveDevice(ctx, p.devices[mac].MAC); err != nil {
-				fail(fmt.Errorf("removing device %s: %w", mac, err))
-				return
-			}
-			delete(p.devices, mac)
-			delete(p.devFP, mac)
-		}
-	}
-	for _, id := range sortedKeys(p.policies) {
-		if _, ok := ds.policies[id]; !ok {
-			calls++
-			if err := e.RemovePolicy(ctx, id); err != nil {
-				fail(fmt.Errorf("removing policy %s: %w", id, err))
-				return
-			}
-			delete(p.policies, id)
-		}
-	}
-	for _, k := range sortedKeys(p.peers) {
-		if _, ok := ds.peers[k]; !ok {
-			calls++
-			if err := e.SetPeer(ctx, k, nil); err != nil {
-				fail(fmt.Errorf("removing peer %s: %w", k, err))
-				return
-			}
-			delete(p.peers, k)
-			delete(p.peerFP, k)
-		}
-	}
-	if calls > 0 {
-		m.noteApply(time.Since(start), nil)
-	}
-	m.syncResolver(ds)
-	m.pushed.names, m.pushed.devNames = ds.names, ds.devNames
 	m.observe()
 }
 
+// change is what one reconcile changes, staged over pushed until the
+// enforcer has taken it.
+type change struct {
+	pushed   *desired
+	devs     map[string]*devEntry      // MAC → new entry; nil: out of the maps
+	polRefs  map[string]int            // policy ID → new count
+	pols     map[string]*policy.Policy // policy ID → the policy, when used anew
+	peerRefs map[string]int            // key → new count
+	peerOf   map[string]policy.Peer    // key → the peer, when named anew
+	peers    map[string][]peerElem     // key → new elements; nil: none
+	upd      enforcer.Update
+}
+
+func newChange(pu *desired) *change {
+	return &change{pushed: pu, devs: map[string]*devEntry{}, polRefs: map[string]int{}, pols: map[string]*policy.Policy{},
+		peerRefs: map[string]int{}, peerOf: map[string]policy.Peer{}, peers: map[string][]peerElem{}}
+}
+
+// dev is a device's entry after the change.
+func (c *change) dev(mac string) *devEntry {
+	if e, ok := c.devs[mac]; ok {
+		return e
+	}
+	return c.pushed.devices[mac]
+}
+
+func (c *change) peerRefsOf(k string) int {
+	if n, ok := c.peerRefs[k]; ok {
+		return n
+	}
+	return c.pushed.peerRefs[k]
+}
+
+func (c *change) peerOfKey(k string) policy.Peer {
+	if pr, ok := c.peerOf[k]; ok {
+		return pr
+	}
+	return c.pushed.peerOf[k]
+}
+
+func (c *change) peerRef(pr policy.Peer, n int) {
+	k := pr.Key()
+	c.peerRefs[k] = c.peerRefsOf(k) + n
+	if n > 0 {
+		c.peerOf[k] = pr
+	}
+}
+
+// use counts (n = 1) or uncounts (n = -1) what an entry uses.
+func (c *change) use(e *devEntry, n int) {
+	if e == nil || !e.member() {
+		return
+	}
+	id := e.pol.ID
+	cur, ok := c.polRefs[id]
+	if !ok {
+		cur = c.pushed.polRefs[id]
+	}
+	c.polRefs[id] = cur + n
+	if n > 0 {
+		c.pols[id] = e.pol
+	}
+	for _, pr := range e.ovPeers {
+		c.peerRef(pr, n)
+	}
+}
+
+func (c *change) empty() bool {
+	u := &c.upd
+	return len(u.SetPolicies)+len(u.RemovePolicies)+len(u.UpsertDevices)+len(u.RemoveDevices)+len(u.SetPeers) == 0
+}
+
+// plan stages what the dirty set changes: the marked devices' entries,
+// the policies whose use starts or ends, and the peers whose elements
+// can have changed.
+func (m *Manager) plan() *change {
+	pu, d := m.pushed, &m.dirty
+	c := newChange(pu)
+	if d.all {
+		for mac := range m.st.devices {
+			d.macs[mac] = struct{}{}
+		}
+		for mac := range pu.devices {
+			d.macs[mac] = struct{}{}
+		}
+		for k := range pu.peerRefs {
+			d.peers[k] = struct{}{}
+		}
+		for k := range pu.peers {
+			d.peers[k] = struct{}{}
+		}
+	}
+	for u := range d.urls {
+		for mac := range m.st.byURL[u] {
+			d.macs[mac] = struct{}{}
+		}
+	}
+	for _, mac := range sortedKeys(d.macs) {
+		old := pu.devices[mac]
+		var ne *devEntry
+		if sd := m.st.devices[mac]; sd != nil {
+			ne = m.entryOf(mac, sd)
+		}
+		if sameEntry(old, ne) {
+			continue
+		}
+		c.devs[mac] = ne
+		c.use(old, -1)
+		c.use(ne, 1)
+		if !sameClass(old, ne) {
+			for _, k := range append(classKeys(old), classKeys(ne)...) {
+				d.peers[k] = struct{}{}
+			}
+		}
+		switch {
+		case ne == nil:
+			c.upd.RemoveDevices = append(c.upd.RemoveDevices, old.dev.MAC)
+		case old == nil || !sameDeviceEntry(old.dev, ne.dev):
+			c.upd.UpsertDevices = append(c.upd.UpsertDevices, ne.dev)
+		}
+	}
+	for _, id := range sortedKeys(c.polRefs) {
+		was, n := pu.polRefs[id], c.polRefs[id]
+		switch {
+		case n < 0:
+			m.log.Error("policy reference count below zero (bug)", "policy", id)
+		case was == 0 && n > 0:
+			p := c.pols[id]
+			c.upd.SetPolicies = append(c.upd.SetPolicies, *p)
+			for _, pr := range setPeers(p.Peers()) {
+				c.peerRef(pr, 1)
+			}
+		case was > 0 && n == 0:
+			c.upd.RemovePolicies = append(c.upd.RemovePolicies, id)
+			for _, pr := range setPeers(pu.policies[id].Peers()) {
+				c.peerRef(pr, -1)
+			}
+		}
+	}
+	for k := range c.peerRefs {
+		d.peers[k] = struct{}{}
+	}
+	for _, k := range sortedKeys(d.peers) {
+		m.stagePeer(c, k)
+	}
+	return c
+}
+
+// stagePeer recomputes a peer's elements (none when nothing names it) and
+// stages them when they changed. A class is recomputed from its members.
+func (m *Manager) stagePeer(c *change, k string) {
+	var els []peerElem
+	if n := c.peerRefsOf(k); n > 0 {
+		els = m.peerElems(c.peerOfKey(k), func(kind policy.PeerKind, v string) []peerElem {
+			idx := m.st.byURL
+			if kind == policy.Manufacturer {
+				idx = m.st.byAuth
+			}
+			var cl members
+			for mac := range idx[v] {
+				e := c.dev(mac)
+				if e == nil || !e.member() || (kind == policy.Model && e.url != v) || (kind == policy.Manufacturer && e.auth != v) {
+					continue
+				}
+				for _, h := range e.hosts {
+					cl.add(e.strong, h)
+				}
+			}
+			return cl.elems()
+		})
+	} else if n < 0 {
+		m.log.Error("peer reference count below zero (bug)", "peer", k)
+	}
+	if sameElems(els, c.pushed.peers[k]) {
+		return
+	}
+	c.peers[k] = els
+	if c.upd.SetPeers == nil {
+		c.upd.SetPeers = map[string][]enforcer.Element{}
+	}
+	c.upd.SetPeers[k] = m.toElements(els)
+}
+
+// send hands a staged change to the enforcer in one transaction and, once
+// it took it, records it as pushed and tells the resolver. It reports
+// whether the enforcer took it; if not, the next reconcile is a full Apply.
+func (m *Manager) send(ctx context.Context, c *change) bool {
+	if !c.empty() {
+		start := time.Now()
+		err := m.cfg.Enforcer.Update(ctx, c.upd)
+		if err != nil {
+			u := &c.upd
+			err = fmt.Errorf("updating the enforcer (%d policies set, %d removed, %d devices set, %d removed, %d peers set): %w",
+				len(u.SetPolicies), len(u.RemovePolicies), len(u.UpsertDevices), len(u.RemoveDevices), len(u.SetPeers), err)
+		}
+		m.noteApply(time.Since(start), err)
+		if err != nil {
+			m.needFull = true
+			return false
+		}
+	}
+	m.commit(c)
+	return true
+}
+
+// commit records a change the enforcer took as pushed, and tells the
+// resolver the names to watch and to snoop that changed with it.
+func (m *Manager) commit(c *change) {
+	pu := m.pushed
+	for mac, e := range c.devs {
+		old := pu.devices[mac]
+		if e == nil {
+			delete(pu.devices, mac)
+		} else {
+			pu.devices[mac] = e
+		}
+		if m.cfg.Resolver != nil && !slices.Equal(old.snoopNames(), e.snoopNames()) {
+			m.setDeviceNames(mac, e.snoopNames())
+		}
+	}
+	for id, n := range c.polRefs {
+		was := pu.polRefs[id]
+		if n > 0 {
+			pu.polRefs[id] = n
+		} else {
+			delete(pu.polRefs, id)
+		}
+		switch {
+		case was == 0 && n > 0:
+			p := c.pols[id]
+			pu.policies[id] = p
+			if names := dnsNames(p.Peers()); len(names) > 0 {
+				pu.names[id] = names
+				m.watch(id, names)
+			}
+		case was > 0 && n <= 0:
+			m.unwatch(id, pu.names[id])
+			delete(pu.policies, id)
+			delete(pu.names, id)
+		}
+	}
+	for k, n := range c.peerRefs {
+		if n > 0 {
+			pu.peerRefs[k] = n
+			if pr, ok := c.peerOf[k]; ok {
+				pu.peerOf[k] = pr
+			}
+		} else {
+			delete(pu.peerRefs, k)
+			delete(pu.peerOf, k)
+		}
+	}
+	for k, els := range c.peers {
+		if len(els) == 0 {
+			delete(pu.peers, k)
+		} else {
+			pu.peers[k] = els
+		}
+	}
+}
+
+// pushPeer hands the enforcer a dirty peer's new elements at once, alone,
+// if the kernel holds that peer: what a snooped DNS answer needs before
+// it is released to the device, without waiting for the other changes of
+// the batch. A peer the kernel does not hold yet is left to the batch's
+// reconcile.
+func (m *Manager) pushPeer(ctx context.Context, key string) {
+	if _, ok := m.dirty.peers[key]; !ok || m.pushed == nil || m.needFull || m.pushed.peerRefs[key] == 0 {
+		return
+	}
+	delete(m.dirty.peers, key)
+	c := newChange(m.pushed)
+	m.stagePeer(c, key)
+	m.send(ctx, c)
+}
+
 // syncResolver tells the resolver which names to watch (owner: the policy
-// ID) and which names matter for which device (snooping).
+// ID) and which names matter for which device (snooping), from what was
+// pushed to ds.
 func (m *Manager) syncResolver(ds *desired) {
-	r := m.cfg.Resolver
-	if r == nil {
+	if m.cfg.Resolver == nil {
 		return
 	}
 	old := m.pushed
@@ -483,30 +792,52 @@ func (m *Manager) syncResolver(ds *desired) {
 		old = emptyDesired()
 	}
 	for id, names := range ds.names {
+		var add []string
 		for _, n := range names {
 			if !slices.Contains(old.names[id], n) {
-				if _, err := r.Watch(n, id); err != nil {
-					m.log.Warn("watching a DNS name", "name", n, "policy", id, "err", err)
-				}
+				add = append(add, n)
 			}
 		}
+		m.watch(id, add)
 	}
 	for id, names := range old.names {
+		var gone []string
 		for _, n := range names {
 			if !slices.Contains(ds.names[id], n) {
-				r.Unwatch(n, id)
+				gone = append(gone, n)
 			}
 		}
+		m.unwatch(id, gone)
 	}
-	for mac, names := range ds.devNames {
-		if !slices.Equal(old.devNames[mac], names) {
-			m.setDeviceNames(mac, names)
+	for mac, e := range ds.devices {
+		if !slices.Equal(old.devices[mac].snoopNames(), e.names) {
+			m.setDeviceNames(mac, e.names)
 		}
 	}
-	for mac := range old.devNames {
-		if _, ok := ds.devNames[mac]; !ok {
+	for mac, e := range old.devices {
+		if len(e.names) > 0 && len(ds.devices[mac].snoopNames()) == 0 {
 			m.setDeviceNames(mac, nil)
 		}
+	}
+}
+
+func (m *Manager) watch(id string, names []string) {
+	if m.cfg.Resolver == nil {
+		return
+	}
+	for _, n := range names {
+		if _, err := m.cfg.Resolver.Watch(n, id); err != nil {
+			m.log.Warn("watching a DNS name", "name", n, "policy", id, "err", err)
+		}
+	}
+}
+
+func (m *Manager) unwatch(id string, names []string) {
+	if m.cfg.Resolver == nil {
+		return
+	}
+	for _, n := range names {
+		m.cfg.Resolver.Unwatch(n, id)
 	}
 }
 
@@ -522,6 +853,10 @@ func (m *Manager) setDeviceNames(mac string, names []string) {
 
 // onDNS records a resolver update: every address is allowed until the
 // update's expiry; addresses are never withdrawn early, they expire.
+// Expiries are kept in whole seconds, rounded up (the resolution at which
+// a change reaches the enforcer): the kernel never drops an address before
+// its answer expires, and an answer repeated within the same second
+// changes nothing.
 func (m *Manager) onDNS(u resolver.Update) {
 	if len(u.Addrs) == 0 {
 		if u.Err != nil {
@@ -540,12 +875,19 @@ func (m *Manager) onDNS(u resolver.Update) {
 			delete(set, a)
 		}
 	}
+	exp := u.Expires.Truncate(time.Second)
+	if exp.Before(u.Expires) {
+		exp = exp.Add(time.Second)
+	}
 	for _, a := range u.Addrs {
-		if u.Expires.After(set[a]) {
-			set[a] = u.Expires
+		if exp.After(set[a]) {
+			set[a] = exp
 		}
 	}
+	m.markPeer(markDNS, dnsKey(u.Name))
 }
+
+func dnsKey(name string) string { return policy.Peer{Kind: policy.DNSName, Value: name}.Key() }
 
 // observe logs the bound-to-enforced latency of devices that just got
 // their policy into the kernel, and refreshes the state gauges.
@@ -571,13 +913,5 @@ func (m *Manager) observe() {
 			delete(m.latencyTarget, mac)
 		}
 	}
-	counts := map[store.State]int{}
-	unenforced := 0
-	for _, d := range m.st.devices {
-		counts[d.State]++
-		if d.Enforcement == store.EnforcementUnenforced {
-			unenforced++
-		}
-	}
-	m.metrics.setStates(counts, len(m.pushed.policies), unenforced, len(m.st.jobs))
+	m.metrics.setStates(maps.Clone(m.st.counts), len(m.pushed.policies), m.st.unenforced, len(m.st.jobs))
 }

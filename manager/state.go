@@ -43,6 +43,8 @@ type state struct {
 	dns       map[string]map[netip.Addr]time.Time // name → address → expiry
 	candidate map[string]*candidate               // URL → a refreshed file awaiting approval
 	notified  map[string]bool                     // MAC → an "unenforced" event is open
+
+	stateIndex
 }
 
 // model is a parsed and compiled MUD file.
@@ -151,11 +153,7 @@ func (m *Manager) evaluateFile(d *store.Device) evaluation {
 		}
 		return evaluation{state: store.StateFetching, reason: "fetching " + u}
 	}
-	md := s.models[u]
-	if md == nil {
-		md = compileModel(u, f)
-		s.models[u] = md
-	}
+	md := m.modelFor(u)
 	if md.err != "" {
 		return evaluation{state: store.StateFailed, reason: md.err}
 	}
@@ -340,7 +338,7 @@ func (m *Manager) persist(d store.Device, evs []*store.Event, extra func(*store.
 		return fmt.Errorf("persisting device %s: %w", d.MAC, err)
 	}
 	nd := d
-	m.st.devices[d.MAC] = &nd
+	m.putDevice(&nd)
 	for _, e := range stored {
 		m.publish(e)
 		m.log.Info("device", "mac", d.MAC, "kind", e.Kind, "from", e.From, "to", e.To, "message", e.Message)
@@ -374,9 +372,9 @@ func (m *Manager) event(mac, kind string, from, to store.State, msg string) {
 // reevaluateURL settles every live device announcing u.
 func (m *Manager) reevaluateURL(u, kind, msg string) int {
 	n := 0
-	for _, mac := range m.macs() {
+	for _, mac := range m.macsOf(u) {
 		d := m.st.devices[mac]
-		if d.MUDURL == u && d.State != store.StateRemoved {
+		if d.State != store.StateRemoved {
 			_ = m.settle(*d, kind, msg)
 			n++
 		}
@@ -542,7 +540,8 @@ func (m *Manager) load(ctx context.Context) error {
 		return fmt.Errorf("loading the store: %w", err)
 	}
 	s := &state{
-		devices: map[string]*store.Device{}, bindings: snap.Bindings, files: map[string]*store.MUDFile{},
+		stateIndex: newStateIndex(),
+		devices:    map[string]*store.Device{}, bindings: snap.Bindings, files: map[string]*store.MUDFile{},
 		models: map[string]*model{}, pinsByURL: snap.PinsByURL, pinsByMAC: snap.PinsByMAC,
 		approvalsByMAC: snap.ApprovalsByMAC, approvalsByURL: snap.ApprovalsByURL, overrides: snap.Overrides,
 		controllers: snap.Controllers, myControllers: snap.MyControllers,
@@ -551,13 +550,14 @@ func (m *Manager) load(ctx context.Context) error {
 		removeAt: map[string]time.Time{}, dns: map[string]map[netip.Addr]time.Time{}, candidate: map[string]*candidate{},
 		notified: map[string]bool{},
 	}
-	for k, d := range snap.Devices {
-		s.devices[k] = &d
+	m.st = s
+	for _, d := range snap.Devices {
+		m.putDevice(&d)
 	}
 	for k, f := range snap.MUDFiles {
 		s.files[k] = &f
 	}
-	m.st = s
+	m.markAll()
 	now := m.now()
 	for _, u := range sortedKeys(s.files) {
 		f := s.files[u]
@@ -613,6 +613,7 @@ func (m *Manager) modelFor(u string) *model {
 	if md == nil {
 		md = compileModel(u, f)
 		m.st.models[u] = md
+		m.markURL(u)
 	}
 	return md
 }
