@@ -1,4 +1,4 @@
-package enforcer
+package plan
 
 import (
 	"fmt"
@@ -189,7 +189,7 @@ func TestRenderRejectsPortsWithoutProtocol(t *testing.T) {
 func TestNormalizePeerMergesContainedPrefixes(t *testing.T) {
 	got, err := normalizePeer([]Element{
 		{Prefix: mustPrefix("10.1.0.0/16")}, {Prefix: mustPrefix("10.0.0.0/8")}, {Prefix: mustPrefix("2001:db8::1/128")},
-	}, timeNow())
+	}, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
