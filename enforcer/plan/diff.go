@@ -17,12 +17,13 @@ import (
 const ExpiryMargin = 2 * time.Second
 
 // keepDeletedIn, set only by a test, names a set whose element deletions
-// the diff drops: the property test must notice the stale elements.
+// the diff drops, or the start of the names of chains it does not delete:
+// the property test must notice what stays behind.
 var keepDeletedIn string
 
 // diff plans the change from the installed pieces of the objects a delta
 // touches to their new pieces.
-func (pl *Planner) diff(delta *owners, now time.Time) *Plan {
+func (pl *Planner) diff(delta *owners, now time.Time) (*Plan, []elemAt, []elemAt) {
 	old, nw := newLayout(), newLayout()
 	delta.pairs(pl.inst, func(o, n *pieces) {
 		old.add(o)
@@ -30,6 +31,7 @@ func (pl *Planner) diff(delta *owners, now time.Time) *Plan {
 	})
 	p := &Plan{Now: now}
 	dels, destroys, adds := map[SetRef][]*Elem{}, map[SetRef][]*Elem{}, map[SetRef][]*Elem{}
+	var linger []elemAt
 	for r, om := range old.elems {
 		nm := nw.elems[r]
 		for k, oe := range om {
@@ -39,30 +41,43 @@ func (pl *Planner) diff(delta *owners, now time.Time) *Plan {
 			}
 			switch {
 			case r.Name == keepDeletedIn:
-			case !oe.Expires.IsZero() && !oe.Expires.After(now):
-				// expired: the kernel no longer has it
-			case !oe.Expires.IsZero() && !oe.Expires.After(now.Add(ExpiryMargin)):
-				// Due to expire: deleted if still there, where the kernel
-				// can; else left to expire unless it is replaced (an add
-				// with another value or timeout would clash with it).
-				if pl.cfg.Destroy {
-					destroys[r] = append(destroys[r], oe)
-				} else if replaced {
-					dels[r] = append(dels[r], oe)
-				}
-			default:
+			case oe.Expires.IsZero() || oe.Expires.After(now.Add(ExpiryMargin)):
 				dels[r] = append(dels[r], oe)
+			case !oe.Expires.After(now.Add(-ExpiryMargin)):
+				// expired long ago: the kernel no longer has it
+			case pl.cfg.Destroy:
+				// due to expire, or just expired (the kernel's clock for
+				// it started when it was added): deleted if still there
+				destroys[r] = append(destroys[r], oe)
+			case !oe.Expires.After(now):
+				// expired
+			case replaced || isInterval(oe):
+				// another value or timeout would clash with it (a range
+				// with any new range it overlaps)
+				dels[r] = append(dels[r], oe)
+			default:
+				// Left to expire: a delete would fail the batch if the
+				// kernel removed it first. Remembered, in case its key
+				// comes back before.
+				linger = append(linger, elemAt{r, oe})
 			}
 		}
 	}
+	var unlinger []elemAt
 	for r, nm := range nw.elems {
 		om := old.elems[r]
 		for k, ne := range nm {
 			if oe, ok := om[k]; ok && oe.Same(ne) {
 				continue
 			}
-			if live(ne, now) {
-				adds[r] = append(adds[r], ne)
+			if !live(ne, now) {
+				continue
+			}
+			adds[r] = append(adds[r], ne)
+			if le := pl.lingering[r][k]; le != nil && le.Expires.After(now) {
+				// an element left to expire is in the way
+				dels[r] = append(dels[r], le)
+				unlinger = append(unlinger, elemAt{r, le})
 			}
 		}
 	}
@@ -78,7 +93,7 @@ func (pl *Planner) diff(delta *owners, now time.Time) *Plan {
 		}
 	}
 	for id := range old.chains {
-		if _, ok := nw.chains[id]; !ok {
+		if _, ok := nw.chains[id]; !ok && (keepDeletedIn == "" || !strings.HasPrefix(id.Name, keepDeletedIn)) {
 			p.DelChains = append(p.DelChains, id)
 		}
 	}
@@ -89,7 +104,12 @@ func (pl *Planner) diff(delta *owners, now time.Time) *Plan {
 	slices.SortFunc(p.DelChains, func(a, b ChainRef) int {
 		return cmp.Or(cmp.Compare(chainRank(a.Name), chainRank(b.Name)), cmp.Compare(a.Family, b.Family))
 	})
-	return p
+	return p, linger, unlinger
+}
+
+func isInterval(e *Elem) bool {
+	_, ok := e.Key.(NetKey)
+	return ok
 }
 
 // live tells whether an element is worth adding: permanent, or expiring

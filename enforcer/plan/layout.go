@@ -446,9 +446,14 @@ func build(m *model, o buildOpts) (*layout, error) {
 // buildOwners computes the pieces of every object of a model, from
 // scratch.
 func buildOwners(m *model, o buildOpts) (*owners, error) {
+	return buildOwnersWith(m, o, fixedPieces(o))
+}
+
+// buildOwnersWith is buildOwners with the fixed pieces of o at hand.
+func buildOwnersWith(m *model, o buildOpts, fixed *pieces) (*owners, error) {
 	out := newOwners()
 	o.isElement = func(id string) bool { p := m.policies[id]; return p != nil && elementPolicy(p, o) }
-	out.fixed = fixedPieces(o)
+	out.fixed = fixed
 	for _, id := range slices.Sorted(maps.Keys(m.policies)) {
 		pc, err := policyPieces(m.policies[id], o)
 		if err != nil {

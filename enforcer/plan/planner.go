@@ -71,6 +71,9 @@ type Planner struct {
 	// inherited is what a previous process left in the from_dev map of
 	// table inet mud, by MAC, before this planner's first commit.
 	inherited map[MACKey]Elem
+	// lingering are elements due to expire that a plan left in the kernel
+	// instead of deleting them (kernels without NFT_MSG_DESTROYSETELEM).
+	lingering map[SetRef]map[Key]*Elem
 	gen       uint64 // generation of the latest plan
 }
 
@@ -384,6 +387,9 @@ type pending struct {
 	delta   *owners // the new pieces (all of them on a rebuild)
 	dd      *derivedDelta
 	rebuild bool
+	// linger: elements the plan leaves to expire; unlinger: those it
+	// deletes after all
+	linger, unlinger []elemAt
 }
 
 // plan computes the transaction of a change. Only the objects the change
@@ -394,8 +400,11 @@ func (pl *Planner) plan(ch *change, now time.Time) (*Plan, error) {
 	o := pl.opts(now)
 	rebuild := ch.full || !pl.known || pl.inst == nil
 	delta := newOwners()
-	if rebuild || pl.stale {
+	switch {
+	case pl.stale || pl.inst == nil:
 		delta.fixed = fixedPieces(o)
+	case rebuild:
+		delta.fixed = pl.inst.fixed // the configuration's: unchanged
 	}
 	// Dispatch ids in a reproducible order (policy ids, then MACs), not in
 	// map order: a restarted mudd that installs the same state gives every
@@ -467,14 +476,15 @@ func (pl *Planner) plan(ch *change, now time.Time) (*Plan, error) {
 			func() map[string]map[netip.Prefix]time.Time { return overlay(pl.m.peers, ch.peers) })
 	}
 	var p *Plan
+	var linger, unlinger []elemAt
 	if rebuild {
 		p = pl.rebuildPlan(delta, o)
 	} else {
-		p = pl.diff(delta, now)
+		p, linger, unlinger = pl.diff(delta, now)
 	}
 	p.EndFlows = pl.endFlows(ch, delta)
 	pl.gen++
-	p.pending = &pending{gen: pl.gen, ch: ch, delta: delta, dd: dd, rebuild: rebuild}
+	p.pending = &pending{gen: pl.gen, ch: ch, delta: delta, dd: dd, rebuild: rebuild, linger: linger, unlinger: unlinger}
 	return p, nil
 }
 
@@ -585,12 +595,41 @@ func (pl *Planner) Commit(p *Plan) error {
 		pl.inst = pd.delta
 		pl.groups = newDerivedState()
 		pl.groups.apply(pd.dd, pl.m.policies)
+		pl.lingering = nil
 	} else {
 		pl.inst.apply(pd.delta)
 		pl.groups.apply(pd.dd, ch.policies)
+		pl.linger(pd.linger, pd.unlinger, p.Now)
 	}
 	pl.known, pl.stale, pl.inherited = true, false, nil
 	return nil
+}
+
+// linger records the elements a committed plan left to expire, and
+// forgets those it deleted and those expired by now.
+func (pl *Planner) linger(add, del []elemAt, now time.Time) {
+	for _, x := range del {
+		delete(pl.lingering[x.ref], x.elem.Key)
+	}
+	for r, m := range pl.lingering {
+		for k, e := range m {
+			if !e.Expires.After(now) {
+				delete(m, k)
+			}
+		}
+		if len(m) == 0 {
+			delete(pl.lingering, r)
+		}
+	}
+	for _, x := range add {
+		if pl.lingering == nil {
+			pl.lingering = map[SetRef]map[Key]*Elem{}
+		}
+		if pl.lingering[x.ref] == nil {
+			pl.lingering[x.ref] = map[Key]*Elem{}
+		}
+		pl.lingering[x.ref][x.elem.Key] = x.elem
+	}
 }
 
 func orEmpty(p *pieces) *pieces {

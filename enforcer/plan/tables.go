@@ -170,6 +170,11 @@ func (ts *Tables) apply(p *Plan) error {
 				}
 				have.Rules = append(have.Rules, r)
 			}
+			if c.sig != "" {
+				have.sig = c.sig // the rules are c's
+			} else {
+				have.sign()
+			}
 		}
 	}
 	for _, se := range p.AddElems {
@@ -297,18 +302,22 @@ func (ts *Tables) checkElem(r SetRef, s *SetState, e *Elem, now time.Time) error
 // Tables is the layout the planner has installed, as the kernel should
 // hold it.
 func (pl *Planner) Tables() *Tables {
-	ts := NewTables()
 	if pl.inst == nil {
-		return ts
+		return NewTables()
 	}
-	o := pl.opts(time.Time{})
+	return tablesOf(pl.inst, pl.opts(time.Time{}))
+}
+
+// tablesOf is the tables a complete set of objects makes up.
+func tablesOf(all *owners, o buildOpts) *Tables {
+	ts := NewTables()
 	for _, f := range Families {
 		t := ts.PutTable(f)
 		for _, s := range setDefs(f, o.twoStage, o.ruleCounters, o.flowSize) {
 			t.PutSet(s)
 		}
 	}
-	pl.inst.all(func(pc *pieces) {
+	all.all(func(pc *pieces) {
 		for _, c := range pc.chains {
 			ts.t[c.ID.Family].PutChain(c)
 		}
@@ -341,11 +350,7 @@ func Verify(want, got *Tables, now time.Time, limit int) []string {
 
 func compareTables(want, got *Tables, now time.Time, exact bool, limit int) []string {
 	var diffs []string
-	add := func(format string, args ...any) {
-		if limit == 0 || len(diffs) < limit {
-			diffs = append(diffs, fmt.Sprintf(format, args...))
-		}
-	}
+	add := func(format string, args ...any) { diffs = append(diffs, fmt.Sprintf(format, args...)) }
 	due := func(e *Elem) bool { return !e.Expires.IsZero() && !e.Expires.After(now.Add(ExpiryMargin+time.Second)) }
 	for _, f := range Families {
 		w, g := want.t[f], got.t[f]
@@ -368,7 +373,7 @@ func compareTables(want, got *Tables, now time.Time, exact bool, limit int) []st
 				add("chain %s of table %s %s has %d rules, want %d", name, f, tableName, len(gc.Rules), len(wc.Rules))
 			case exact && (gc.Hook == nil) != (wc.Hook == nil), exact && gc.Hook != nil && *gc.Hook != *wc.Hook:
 				add("chain %s of table %s %s has another hook", name, f, tableName)
-			case exact:
+			case exact && (gc.sig == "" || gc.sig != wc.sig):
 				for i := range wc.Rules {
 					if a, b := gc.Rules[i].Text(), wc.Rules[i].Text(); a != b {
 						add("rule %d of chain %s of table %s %s is %q, want %q", i+1, name, f, tableName, a, b)
@@ -394,8 +399,8 @@ func compareTables(want, got *Tables, now time.Time, exact bool, limit int) []st
 			if gs.Set.Dynamic || ws.Set.Dynamic {
 				continue
 			}
-			for _, k := range sortedKeys(gs.Elems) {
-				ge, we := gs.Elems[k], ws.Elems[k]
+			for k, ge := range gs.Elems {
+				we := ws.Elems[k]
 				switch {
 				case we == nil:
 					if !exact || !due(ge) {
@@ -409,8 +414,8 @@ func compareTables(want, got *Tables, now time.Time, exact bool, limit int) []st
 					add("element %s of set %s of table %s %s expires at another time", k, name, f, tableName)
 				}
 			}
-			for _, k := range sortedKeys(ws.Elems) {
-				if _, ok := gs.Elems[k]; !ok && !due(ws.Elems[k]) {
+			for k, we := range ws.Elems {
+				if _, ok := gs.Elems[k]; !ok && !due(we) {
 					add("element %s missing from set %s of table %s %s", k, name, f, tableName)
 				}
 			}
@@ -422,6 +427,10 @@ func compareTables(want, got *Tables, now time.Time, exact bool, limit int) []st
 				}
 			}
 		}
+	}
+	slices.Sort(diffs)
+	if limit > 0 && len(diffs) > limit {
+		diffs = diffs[:limit]
 	}
 	return diffs
 }
