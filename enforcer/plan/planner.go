@@ -410,14 +410,17 @@ func (pl *Planner) plan(ch *change, now time.Time) (*Plan, error) {
 	// map order: a restarted mudd that installs the same state gives every
 	// device the id it had, so its flows are left alone and the tables
 	// are identical.
+	// So are peer ids, in the policies' and overrides' rule order.
 	for _, id := range slices.Sorted(maps.Keys(ch.policies)) {
-		if ch.policies[id] != nil {
+		if p := ch.policies[id]; p != nil {
 			o.dispatchID(polChain(id, policy.FromDevice))
+			peerIDs(o, p.FromDevice, p.ToDevice)
 		}
 	}
 	for _, mac := range slices.Sorted(maps.Keys(ch.devices)) {
 		if d := ch.devices[mac]; d != nil && d.Mode == Enforce && !d.Overrides.empty() {
 			o.dispatchID(devChain(d.MAC, policy.FromDevice))
+			peerIDs(o, d.Overrides.FromDevice, d.Overrides.ToDevice)
 		}
 	}
 	if err := piecesOf(ch.policies, delta.policies, func(p *policy.Policy) (*pieces, error) { return policyPieces(p, o) }); err != nil {
@@ -486,6 +489,17 @@ func (pl *Planner) plan(ch *change, now time.Time) (*Plan, error) {
 	pl.gen++
 	p.pending = &pending{gen: pl.gen, ch: ch, delta: delta, dd: dd, rebuild: rebuild, linger: linger, unlinger: unlinger}
 	return p, nil
+}
+
+// peerIDs allocates the ids of the peers rules name, in order.
+func peerIDs(o buildOpts, lists ...[]policy.Rule) {
+	for _, l := range lists {
+		for _, r := range l {
+			if r.Peer.Kind != policy.AnyPeer && r.Peer.Kind != policy.Prefix {
+				o.peerID(r.Peer.Key())
+			}
+		}
+	}
 }
 
 // overlay is base with a change's values, as a new map (a change holds nil

@@ -92,8 +92,21 @@ func Render(p policy.Policy, dev Device, ro RenderOptions) (string, error) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# MUD policy %q (%s) for device %s\n", p.ID, p.MUDURL, d.MAC)
 	b.WriteString("# ids are illustrative: a running mudd allocates its own peer, group and dispatch ids\n")
-	writeRendering(&b, &p, l, o, x)
+	writeRendering(&b, &p, peerKeys(p.FromDevice, p.ToDevice), l, o, x)
 	return b.String(), nil
+}
+
+// peerKeys are the keys of the peers rules name, in order, once each.
+func peerKeys(lists ...[]policy.Rule) []string {
+	var out []string
+	for _, l := range lists {
+		for _, r := range l {
+			if k := r.Peer.Key(); r.Peer.Kind != policy.AnyPeer && r.Peer.Kind != policy.Prefix && !slices.Contains(out, k) {
+				out = append(out, k)
+			}
+		}
+	}
+	return out
 }
 
 // RenderDevice returns, in nft syntax, what our tables hold for one
@@ -112,16 +125,18 @@ func (pl *Planner) RenderDevice(mac net.HardwareAddr) (string, error) {
 	l.add(pl.inst.fixed)
 	l.add(pl.inst.devices[d.MAC.String()])
 	var p *policy.Policy
-	named := map[string]bool{}
-	for _, r := range append(slices.Clone(d.Overrides.FromDevice), d.Overrides.ToDevice...) {
-		named[r.Peer.Key()] = true
-	}
+	var lists [][]policy.Rule
 	if d.Mode == Enforce {
 		p = pl.m.policies[d.PolicyID]
 		l.add(pl.inst.policies[d.PolicyID])
-		for _, pr := range p.Peers() {
-			named[pr.Key()] = true
-		}
+		lists = append(lists, p.FromDevice, p.ToDevice)
+	}
+	keys := peerKeys(append(lists, d.Overrides.FromDevice, d.Overrides.ToDevice)...)
+	named := map[string]bool{}
+	for _, k := range keys {
+		named[k] = true
+	}
+	if d.Mode == Enforce {
 		for k, pc := range pl.inst.binds {
 			if k.policy == d.PolicyID {
 				l.add(pc)
@@ -168,24 +183,21 @@ func (pl *Planner) RenderDevice(mac net.HardwareAddr) (string, error) {
 		fmt.Fprintf(&b, "# overrides: chains %s, %s (dispatch id 0x%08x)\n", devChain(d.MAC, policy.FromDevice), devChain(d.MAC, policy.ToDevice),
 			pl.ids.disp[devChain(d.MAC, policy.FromDevice)])
 	}
-	writeRendering(&b, p, l, o, pl.ids)
+	writeRendering(&b, p, keys, l, o, pl.ids)
 	return b.String(), nil
 }
 
-// writeRendering prints the peers' ids, an allow-only policy's element
-// forms and the layout's tables.
-func writeRendering(b *strings.Builder, p *policy.Policy, l *layout, o buildOpts, x ids) {
+// writeRendering prints the ids of the peers keys names, an allow-only
+// policy's element forms and the layout's tables.
+func writeRendering(b *strings.Builder, p *policy.Policy, keys []string, l *layout, o buildOpts, x ids) {
 	names := map[uint32]string{}
-	if p != nil {
-		seen := map[string]bool{}
-		for _, pr := range p.Peers() {
-			k := pr.Key()
-			if id, ok := x.peers[k]; ok && !seen[k] {
-				seen[k] = true
-				names[id] = k
-				fmt.Fprintf(b, "# peer 0x%08x = %s\n", id, k)
-			}
+	for _, k := range keys {
+		if id, ok := x.peers[k]; ok {
+			names[id] = k
+			fmt.Fprintf(b, "# peer 0x%08x = %s\n", id, k)
 		}
+	}
+	if p != nil {
 		if pf := aclForms(p, o); pf != nil {
 			b.WriteString("# allow-only: these ACEs are elements of acl_out / acl_in (dispatch id . group . family . protocol . remote port),\n" +
 				"# one per group holding the peer's addresses (a peer's own group id is its peer id); port 0: any\n")
