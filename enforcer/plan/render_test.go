@@ -38,6 +38,8 @@ func TestRenderLightBulb(t *testing.T) {
 	t.Log("\n" + out)
 	for _, want := range []string{
 		"table inet mud {", "table bridge mud {",
+		// offline, the ids are not those a running mudd has
+		"# ids are illustrative: a running mudd allocates its own peer, group and dispatch ids\n",
 		"type filter hook forward priority -5; policy accept;",
 		"type filter hook forward priority -205; policy accept;",
 		// the source guard before the fast path (a MUD device must not answer

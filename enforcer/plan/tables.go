@@ -14,8 +14,9 @@ import (
 // Tables is an in-memory model of our two tables as the kernel holds
 // them. Apply applies a plan as the kernel would: all of it or nothing,
 // refusing what the kernel refuses (a missing set, chain or element, a
-// chain still referred to, an element clashing with one of another
-// value). Tests check sequences of plans against it; the enforcer reads
+// chain still referred to, an element clashing with one of another value
+// or a range it overlaps) and, stricter than the kernel, a chain created
+// twice. Tests check sequences of plans against it; the enforcer reads
 // the kernel's tables back into one and compares them with the
 // planner's (Verify).
 type Tables struct {
