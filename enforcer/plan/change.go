@@ -57,41 +57,32 @@ func samePeer(a, b map[netip.Prefix]time.Time) bool {
 	return true
 }
 
-// reduce turns a full change into the incremental one that makes the
-// model equal to it.
-func (pl *Planner) reduce(full *change) *change {
-	ch := newChange(false)
-	for id, p := range full.policies {
-		if op := pl.m.policies[id]; op == nil || !samePolicy(op, p) {
-			ch.policies[id] = p
+// samePeerElements tells whether a peer's new elements (at now) are its
+// addresses m, with expiries less than a second apart.
+func samePeerElements(m map[netip.Prefix]time.Time, els []Element, now time.Time) bool {
+	if len(els) == len(m) {
+		// the usual case: the same list again, normalised already
+		same := true
+		for i, e := range els {
+			exp, ok := m[e.Prefix]
+			for _, prev := range els[:i] {
+				ok = ok && prev.Prefix != e.Prefix // each of m's once
+			}
+			if !ok || (e.Timeout > 0) == exp.IsZero() {
+				same = false
+				break
+			}
+			if d := now.Add(e.Timeout).Sub(exp); e.Timeout > 0 && (d >= time.Second || d <= -time.Second) {
+				same = false
+				break
+			}
+		}
+		if same {
+			return true
 		}
 	}
-	for id := range pl.m.policies {
-		if _, ok := full.policies[id]; !ok {
-			ch.policies[id] = nil
-		}
-	}
-	for mac, d := range full.devices {
-		if od := pl.m.devices[mac]; od == nil || !sameDevice(od, d) {
-			ch.devices[mac] = d
-		}
-	}
-	for mac := range pl.m.devices {
-		if _, ok := full.devices[mac]; !ok {
-			ch.devices[mac] = nil
-		}
-	}
-	for k, p := range full.peers {
-		if op, ok := pl.m.peers[k]; !ok || !samePeer(op, p) {
-			ch.peers[k] = p
-		}
-	}
-	for k := range pl.m.peers {
-		if _, ok := full.peers[k]; !ok {
-			ch.peers[k] = nil
-		}
-	}
-	return ch
+	n, err := normalizePeer(els, now)
+	return err == nil && samePeer(m, n)
 }
 
 // endFlows lists the devices whose treatment a change tightens, so that

@@ -18,12 +18,8 @@ type Key interface {
 // MarkKey is a 32-bit id (a dispatch id), key type mark.
 type MarkKey uint32
 
-func (k MarkKey) String() string      { return fmt.Sprintf("0x%08x", uint32(k)) }
-func (MarkKey) Fits(t KeyType) bool   { return t == KeyMark }
-func (k MACKey) String() string       { return net.HardwareAddr(k[:]).String() }
-func (MACKey) Fits(t KeyType) bool    { return t == KeyMAC }
-func (k AddrKey) String() string      { return netip.Addr(k).String() }
-func (k AddrKey) Fits(t KeyType) bool { return t == addrKeyType(netip.Addr(k), KeyIPv4, KeyIPv6) }
+func (k MarkKey) String() string    { return fmt.Sprintf("0x%08x", uint32(k)) }
+func (MarkKey) Fits(t KeyType) bool { return t == KeyMark }
 
 // MACKey is an Ethernet address, key type ether_addr.
 type MACKey [6]byte
@@ -35,8 +31,14 @@ func MACOf(hw net.HardwareAddr) MACKey {
 	return k
 }
 
+func (k MACKey) String() string    { return net.HardwareAddr(k[:]).String() }
+func (MACKey) Fits(t KeyType) bool { return t == KeyMAC }
+
 // AddrKey is an IPv4 or IPv6 address, key type ipv4_addr or ipv6_addr.
 type AddrKey netip.Addr
+
+func (k AddrKey) String() string      { return netip.Addr(k).String() }
+func (k AddrKey) Fits(t KeyType) bool { return t == addrKeyType(netip.Addr(k), KeyIPv4, KeyIPv6) }
 
 func addrKeyType(a netip.Addr, v4, v6 KeyType) KeyType {
 	switch {

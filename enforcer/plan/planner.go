@@ -83,9 +83,6 @@ func New(cfg Config) *Planner {
 	return &Planner{cfg: cfg, ids: newIDs(), m: newModel(), owner: map[netip.Addr]string{}, groups: newDerivedState()}
 }
 
-// Config returns the configuration.
-func (pl *Planner) Config() Config { return pl.cfg }
-
 // SetBridgeNF follows a change of br_netfilter's settings: the next plan
 // replaces the fixed chains.
 func (pl *Planner) SetBridgeNF(nf BridgeNF) {
@@ -225,19 +222,53 @@ func (pl *Planner) Replace(d Desired, now time.Time) (*Plan, error) {
 
 // Sync plans the change from the model to the whole desired state d: the
 // objects d holds that differ from the model's, and the removal of those it
-// lacks. Unchanged objects cost nothing; a peer whose addresses are the
-// same and whose expiries moved by less than a second is unchanged. Before
-// the first commit, or when the kernel's state is unknown, the plan
+// lacks. Unchanged objects cost a comparison; a peer whose addresses are
+// the same and whose expiries moved by less than a second is unchanged.
+// Before the first commit, or when the kernel's state is unknown, the plan
 // rebuilds our tables.
 func (pl *Planner) Sync(d Desired, now time.Time) (*Plan, error) {
-	full, err := pl.prepare(Update{SetPolicies: d.Policies, UpsertDevices: d.Devices, SetPeers: d.Peers}, true, now)
-	if err != nil {
-		return nil, err
+	if !pl.known || pl.inst == nil {
+		return pl.Replace(d, now)
 	}
-	if !pl.known {
-		return pl.plan(full, now)
+	u := Update{SetPeers: map[string][]Element{}}
+	seen := make(map[string]bool, max(len(d.Policies), len(d.Devices)))
+	for i := range d.Policies {
+		p := &d.Policies[i]
+		seen[p.ID] = true
+		if op := pl.m.policies[p.ID]; op == nil || !samePolicy(op, p) {
+			u.SetPolicies = append(u.SetPolicies, *p)
+		}
 	}
-	return pl.plan(pl.reduce(full), now)
+	for id := range pl.m.policies {
+		if !seen[id] {
+			u.RemovePolicies = append(u.RemovePolicies, id)
+		}
+	}
+	clear(seen)
+	for i := range d.Devices {
+		dev := &d.Devices[i]
+		mac := dev.MAC.String()
+		seen[mac] = true
+		if od := pl.m.devices[mac]; od == nil || !sameDevice(od, dev) {
+			u.UpsertDevices = append(u.UpsertDevices, *dev)
+		}
+	}
+	for mac, od := range pl.m.devices {
+		if !seen[mac] {
+			u.RemoveDevices = append(u.RemoveDevices, od.MAC)
+		}
+	}
+	for k, els := range d.Peers {
+		if op, ok := pl.m.peers[k]; !ok || !samePeerElements(op, els, now) {
+			u.SetPeers[k] = els
+		}
+	}
+	for k := range pl.m.peers {
+		if _, ok := d.Peers[k]; !ok {
+			u.SetPeers[k] = nil
+		}
+	}
+	return pl.Update(u, now)
 }
 
 // Rebuild plans the model as it is in one transaction that rebuilds our
