@@ -11,10 +11,10 @@ import (
 // compares the pieces the kernel holds with the new pieces of the objects
 // a change touches, element by element and chain by chain.
 
-// ExpiryMargin is how close to its expiry an element with a timeout may be
+// expiryMargin is how close to its expiry an element with a timeout may be
 // deleted by a plain delete: the kernel may remove it any moment, and a
 // delete of an element it no longer has fails the whole batch.
-const ExpiryMargin = 2 * time.Second
+const expiryMargin = 2 * time.Second
 
 // keepDeletedIn, set only by a test, names a set whose element deletions
 // the diff drops, or the start of the names of chains it does not delete:
@@ -41,9 +41,9 @@ func (pl *Planner) diff(delta *owners, now time.Time) (*Plan, []elemAt, []elemAt
 			}
 			switch {
 			case r.Name == keepDeletedIn:
-			case oe.Expires.IsZero() || oe.Expires.After(now.Add(ExpiryMargin)):
+			case oe.Expires.IsZero() || oe.Expires.After(now.Add(expiryMargin)):
 				dels[r] = append(dels[r], oe)
-			case !oe.Expires.After(now.Add(-ExpiryMargin)):
+			case !oe.Expires.After(now.Add(-expiryMargin)):
 				// expired long ago: the kernel no longer has it
 			case pl.cfg.Destroy:
 				// due to expire, or just expired (the kernel's clock for

@@ -333,8 +333,8 @@ func tablesOf(all *owners, o buildOpts) *Tables {
 
 // Diff lists how got differs from ts, exactly: tables, sets, chains with
 // their hooks and rules, elements with their values and expiries. Elements
-// expiring within ExpiryMargin of now (either may still hold them) and
-// those of dynamic sets are not compared.
+// due within three seconds of now, or expired (either may still hold
+// them), and those of dynamic sets are not compared.
 func (ts *Tables) Diff(got *Tables, now time.Time) []string {
 	return compareTables(ts, got, now, true, 0)
 }
@@ -352,7 +352,7 @@ func Verify(want, got *Tables, now time.Time, limit int) []string {
 func compareTables(want, got *Tables, now time.Time, exact bool, limit int) []string {
 	var diffs []string
 	add := func(format string, args ...any) { diffs = append(diffs, fmt.Sprintf(format, args...)) }
-	due := func(e *Elem) bool { return !e.Expires.IsZero() && !e.Expires.After(now.Add(ExpiryMargin+time.Second)) }
+	due := func(e *Elem) bool { return !e.Expires.IsZero() && !e.Expires.After(now.Add(expiryMargin+time.Second)) }
 	for _, f := range Families {
 		w, g := want.t[f], got.t[f]
 		switch {
