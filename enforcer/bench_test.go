@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/openmud/mud/enforcer/plan"
 	"github.com/openmud/mud/internal/netlab"
 	"github.com/openmud/mud/policy"
 )
@@ -159,9 +160,10 @@ func BenchmarkFullApply(b *testing.B) {
 			b.StopTimer()
 			reportCPU(b, cpu)
 			rules := 0
-			for _, pc := range e.objs.all() {
-				for _, c := range pc.chains {
-					rules += len(c.rules)
+			ts := e.pl.Tables()
+			for _, f := range plan.Families {
+				for _, c := range ts.Table(f).Chains {
+					rules += len(c.Rules)
 				}
 			}
 			b.ReportMetric(float64(rules), "rules")

@@ -149,7 +149,7 @@ func TestBridgedRepliesReflexive(t *testing.T) {
 	env := newLateralEnv(t, false)
 	wantModes(t, env.e, ReplyReflexive)
 	env.checkLateral(t)
-	out := nftList(t, env.lab.GW.NS, "list", "set", "bridge", "mud", setFlows4)
+	out := nftList(t, env.lab.GW.NS, "list", "set", "bridge", "mud", "flows4")
 	if !strings.Contains(out, "flags dynamic,timeout") || !strings.Contains(out, "elements") {
 		t.Errorf("no remembered IPv4 flows after the lateral traffic:\n%s", out)
 	}
@@ -163,7 +163,7 @@ func TestBridgedRepliesInetConntrack(t *testing.T) {
 	env := newLateralEnv(t, true)
 	wantModes(t, env.e, ReplyInetConntrack)
 	env.checkLateral(t)
-	if out := nftList(t, env.lab.GW.NS, "list", "chain", "bridge", "mud", chainToInet); !strings.Contains(out, "ether type ip accept") || !strings.Contains(out, "ether type ip6 accept") {
+	if out := nftList(t, env.lab.GW.NS, "list", "chain", "bridge", "mud", "to_inet"); !strings.Contains(out, "ether type ip accept") || !strings.Contains(out, "ether type ip6 accept") {
 		t.Errorf("the bridge table does not leave bridged IP to the inet table:\n%s", out)
 	}
 	nftList(t, env.lab.GW.NS, "delete", "table", "bridge", "mud")
@@ -215,41 +215,8 @@ func TestBridgedVLANFrames(t *testing.T) {
 		t.Fatal(err)
 	}
 	probe("bridge-nf-filter-vlan-tagged 1 (inet table judges)", ReplyInetConntrack)
-	if out := nftList(t, env.lab.GW.NS, "list", "chain", "bridge", "mud", chainToInet); !strings.Contains(out, "meta protocol ip accept") {
+	if out := nftList(t, env.lab.GW.NS, "list", "chain", "bridge", "mud", "to_inet"); !strings.Contains(out, "meta protocol ip accept") {
 		t.Errorf("tagged frames not left to the inet table:\n%s", out)
-	}
-}
-
-// A VLAN-filtering bridge can take a frame's tag off after br_netfilter
-// looked at it (tagged in, untagged out: not passed up, but untagged at
-// the forward hook). Without bridge-nf-filter-vlan-tagged the bridge table
-// then judges everything. (The lab kernel has no VLAN filtering, so this
-// is checked on the layout.)
-func TestVLANFilteringBridgeKeepsBridgeJudging(t *testing.T) {
-	for _, tc := range []struct {
-		nf   bridgeNF
-		want ReplyModes
-		rule string
-	}{
-		{bridgeNF{inet: [2]bool{true, true}}, ReplyModes{ReplyInetConntrack, ReplyInetConntrack}, "ether type ip6 accept"},
-		{bridgeNF{inet: [2]bool{true, false}, vlan: true}, ReplyModes{ReplyInetConntrack, ReplyReflexive}, "meta protocol ip accept"},
-		{bridgeNF{inet: [2]bool{true, true}, vlanBridge: true}, ReplyModes{ReplyReflexive, ReplyReflexive}, ""},
-		{bridgeNF{inet: [2]bool{true, true}, vlan: true, vlanBridge: true}, ReplyModes{ReplyInetConntrack, ReplyInetConntrack}, "meta protocol ip6 accept"},
-	} {
-		if got := replyModes(false, tc.nf); got != tc.want {
-			t.Errorf("%+v: modes %v, want %v", tc.nf, got, tc.want)
-		}
-		var rules []string
-		for _, c := range fixedChains(famBridge, buildOpts{twoStage: true, bridgeNF: tc.nf, flowSize: 8}) {
-			if c.id.name == chainToInet {
-				for _, r := range c.rules {
-					rules = append(rules, r.text())
-				}
-			}
-		}
-		if got := strings.Join(rules, "\n"); (tc.rule == "") != (got == "") || !strings.Contains(got, tc.rule) {
-			t.Errorf("%+v: to_inet is %q, want it to have %q", tc.nf, got, tc.rule)
-		}
 	}
 }
 
@@ -314,7 +281,7 @@ func TestBridgeFlowSetFullFailsClosed(t *testing.T) {
 			t.Errorf("remembered connection %d stopped: %v", i, err)
 		}
 	}
-	if out := nftList(t, env.lab.GW.NS, "list", "set", "bridge", "mud", setFlows4); !strings.Contains(out, "size 2") {
+	if out := nftList(t, env.lab.GW.NS, "list", "set", "bridge", "mud", "flows4"); !strings.Contains(out, "size 2") {
 		t.Errorf("flow set not bounded:\n%s", out)
 	}
 }

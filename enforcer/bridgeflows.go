@@ -9,92 +9,20 @@ import (
 	"strings"
 	"time"
 
-	"github.com/google/nftables"
-	"github.com/google/nftables/expr"
-	"github.com/mdlayher/netlink"
+	"github.com/openmud/mud/enforcer/nftwire"
+	"github.com/openmud/mud/enforcer/plan"
 	"github.com/openmud/mud/internal/netns"
 	vnl "github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
-
-// Replies of bridged flows. Routed traffic meets conntrack in table inet
-// mud: a flow's first packet is judged by the policies, its later packets
-// and its replies pass the established fast path. Bridged traffic (device
-// to device across the LAN bridge) must pass the same way, or a permitted
-// connection times out because its replies are judged as new packets. How
-// depends on the kernel, per IP version (README.md, "Bridged replies"):
-//
-//   - conntrack: nf_conntrack_bridge tracks bridged traffic; table bridge
-//     mud has the fast path of table inet mud.
-//   - inet-conntrack: br_netfilter passes bridged IP of this version to the
-//     inet hooks (bridge-nf-call-iptables / -ip6tables is 1), so the forward
-//     chain of table inet mud, which has conntrack, judges it; table bridge
-//     mud lets the frames br_netfilter passes up go (it would judge them a
-//     second time, statelessly) and judges the others (VLAN-tagged frames
-//     unless bridge-nf-filter-vlan-tagged is 1).
-//   - reflexive: table bridge mud remembers the flows it accepted in a
-//     timeout set (flows4, flows6), and lets a packet of a remembered flow,
-//     or a reply to one, pass after the source guard.
-//
-// The sysctls can change while mudd runs; Run re-reads them on every
-// repair tick and changes the layout when they do.
-
-// ReplyMode says how replies of permitted bridged flows pass, for one IP
-// version.
-type ReplyMode string
-
-// The reply modes.
-const (
-	ReplyConntrack     ReplyMode = "conntrack"
-	ReplyInetConntrack ReplyMode = "inet-conntrack"
-	ReplyReflexive     ReplyMode = "reflexive"
-)
-
-// ReplyModes are the modes of both IP versions.
-type ReplyModes struct {
-	IPv4 ReplyMode `json:"ipv4"`
-	IPv6 ReplyMode `json:"ipv6"`
-}
-
-func (m ReplyModes) String() string { return fmt.Sprintf("ipv4 %s, ipv6 %s", m.IPv4, m.IPv6) }
 
 // BridgeReplies reports how replies of permitted bridged flows pass, per
 // IP version, as the installed layout has it.
 func (e *Enforcer) BridgeReplies() ReplyModes {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return replyModes(e.bridgeCT, e.nf)
+	return plan.ReplyModesOf(e.bridgeCT, e.nf)
 }
-
-func replyModes(bridgeCT bool, nf bridgeNF) ReplyModes {
-	mode := func(i int) ReplyMode {
-		switch {
-		case bridgeCT:
-			return ReplyConntrack
-		case nf.toInet(i):
-			return ReplyInetConntrack
-		}
-		return ReplyReflexive
-	}
-	return ReplyModes{IPv4: mode(0), IPv6: mode(1)}
-}
-
-// bridgeNF is what br_netfilter does in the enforcer's namespace.
-type bridgeNF struct {
-	inet       [2]bool // bridged IPv4 / IPv6 go through the inet hooks
-	vlan       bool    // VLAN-tagged ones too
-	vlanBridge bool    // a bridge of the namespace filters VLANs (or the links could not be read)
-}
-
-// toInet tells whether the bridge table leaves bridged IP of version
-// index i (0: IPv4) to the inet table. br_netfilter decides at the bridge
-// forward hook whether to pass a frame up, but only frames it saw at the
-// bridge's input as IP: untagged ones, or tagged ones with
-// bridge-nf-filter-vlan-tagged. A VLAN-filtering bridge can take the tag
-// off a frame between the two, so there, without
-// bridge-nf-filter-vlan-tagged, a frame untagged at the forward hook may
-// not have been passed up, and the bridge table judges everything.
-func (nf bridgeNF) toInet(i int) bool { return nf.inet[i] && (nf.vlan || !nf.vlanBridge) }
 
 var bridgeNFPaths = [3]string{
 	"/proc/sys/net/bridge/bridge-nf-call-iptables",
@@ -106,7 +34,7 @@ var bridgeNFPaths = [3]string{
 // The files are opened inside the namespace once (a /proc/sys/net file
 // stays bound to the namespace it was opened in) and re-read each time;
 // missing ones (br_netfilter not loaded) are looked for again.
-func (e *Enforcer) readBridgeNF() bridgeNF {
+func (e *Enforcer) readBridgeNF() plan.BridgeNF {
 	missing := false
 	for _, f := range e.nfFiles {
 		missing = missing || f == nil
@@ -138,14 +66,14 @@ func (e *Enforcer) readBridgeNF() bridgeNF {
 		v := strings.TrimSpace(string(buf[:n]))
 		on[i] = v != "" && v != "0"
 	}
-	nf := bridgeNF{inet: [2]bool{on[0], on[1]}, vlan: on[2]}
+	nf := plan.BridgeNF{Inet: [2]bool{on[0], on[1]}, VLAN: on[2]}
 	if (on[0] || on[1]) && !on[2] {
-		nf.vlanBridge = true
+		nf.VLANBridge = true
 		if links, err := e.rt.LinkList(); err == nil {
-			nf.vlanBridge = false
+			nf.VLANBridge = false
 			for _, l := range links {
 				if b, ok := l.(*vnl.Bridge); ok && b.VlanFiltering != nil && *b.VlanFiltering {
-					nf.vlanBridge = true
+					nf.VLANBridge = true
 				}
 			}
 		}
@@ -162,304 +90,65 @@ func (e *Enforcer) closeBridgeNF() {
 	}
 }
 
-// Flow memory of the reflexive mode.
-const (
-	setFlows4       = "flows4" // ether saddr . ether daddr . ip saddr . ip daddr . l4proto . a . b
-	setFlows6       = "flows6"
-	chainFlowFast   = "flows_fast" // packets of remembered flows and replies to them
-	chainFlowRecord = "flows_rec"  // remembers what the policies accepted
-	chainToInet     = "to_inet"    // lets go what br_netfilter passes to table inet mud
-
-	// DefaultBridgeFlows bounds the flow sets when Config.BridgeFlows is 0.
-	DefaultBridgeFlows = 65536
-
-	// Timeouts, refreshed by every packet of the flow in either direction.
-	flowTCP   = 2 * time.Hour    // TCP's default keepalive interval
-	flowClose = 30 * time.Second // after a FIN or RST
-	flowUDP   = time.Minute
-	flowICMP  = 30 * time.Second
-)
-
-// Flow keys: the two MACs, the two addresses, the protocol and two 16-bit
-// fields (TCP/UDP: the ports; ICMP echo: the identifier and the request
-// type), each in 32-bit registers as a concatenation holds them: 36 bytes
-// for IPv4, 60 for IPv6.
-func flowKeyLen(v int) uint32 {
-	if v == 6 {
-		return 60
+// flowsOfDevices lists the remembered flows of the given MACs (either end),
+// by set.
+func (e *Enforcer) flowsOfDevices(macs []net.HardwareAddr) (map[plan.SetRef][]*plan.Elem, error) {
+	want := make(map[plan.MACKey]bool, len(macs))
+	for _, m := range macs {
+		want[plan.MACOf(m)] = true
 	}
-	return 36
-}
-
-type flowL4 uint8
-
-const (
-	flowPorts   flowL4 = iota // th sport . th dport
-	flowEcho                  // icmp id . icmp type (an echo request)
-	flowEchoRev               // icmp id . echo request type (from a reply)
-)
-
-func echoTypes(v int) (request, reply uint8) {
-	if v == 6 {
-		return 128, 129
-	}
-	return 8, 0
-}
-
-// flowKey loads the key of a packet's flow into the registers from reg32;
-// rev loads the key of the reverse direction (source and destination
-// swapped), under which the flow a reply answers is remembered.
-func flowKey(v int, rev bool, l4 flowL4) ([]expr.Any, string) {
-	src, dst := true, false
-	if rev {
-		src, dst = false, true
-	}
-	// registers from reg32: MACs 0-1 and 2-3, addresses from 4, protocol,
-	// then the two 16-bit fields
-	a2, proto := uint32(5), uint32(6)
-	if v == 6 {
-		a2, proto = 8, 12
-	}
-	ex := []expr.Any{
-		loadEther(src, reg32), loadEther(dst, reg32+2),
-		loadAddr(v, src, reg32+4), loadAddr(v, dst, reg32+a2),
-		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg32 + proto},
-	}
-	eth := func(s bool) string {
-		if s {
-			return "ether saddr"
-		}
-		return "ether daddr"
-	}
-	text := fmt.Sprintf("%s . %s . %s . %s . meta l4proto", eth(src), eth(dst), addrText(v, src), addrText(v, dst))
-	th := func(off, l, r uint32) *expr.Payload {
-		return &expr.Payload{DestRegister: r, Base: expr.PayloadBaseTransportHeader, Offset: off, Len: l}
-	}
-	icmp := "icmp"
-	if v == 6 {
-		icmp = "icmpv6"
-	}
-	switch l4 {
-	case flowPorts:
-		a, b := uint32(0), uint32(2)
-		if rev {
-			a, b = 2, 0
-		}
-		ex = append(ex, th(a, 2, reg32+proto+1), th(b, 2, reg32+proto+2))
-		text += map[bool]string{false: " . th sport . th dport", true: " . th dport . th sport"}[rev]
-	case flowEcho:
-		ex = append(ex, th(4, 2, reg32+proto+1), th(0, 1, reg32+proto+2))
-		text += fmt.Sprintf(" . %s id . %s type", icmp, icmp)
-	case flowEchoRev:
-		req, _ := echoTypes(v)
-		ex = append(ex, th(4, 2, reg32+proto+1), &expr.Immediate{Register: reg32 + proto + 2, Data: []byte{req, 0, 0, 0}})
-		text += fmt.Sprintf(" . %s id . %d", icmp, req)
-	}
-	return ex, text
-}
-
-func flowSet(v int) string {
-	if v == 6 {
-		return setFlows6
-	}
-	return setFlows4
-}
-
-// nft's way of writing a timeout.
-func durText(d time.Duration) string {
-	switch {
-	case d%time.Hour == 0:
-		return fmt.Sprintf("%dh", d/time.Hour)
-	case d%time.Minute == 0:
-		return fmt.Sprintf("%dm", d/time.Minute)
-	}
-	return fmt.Sprintf("%ds", d/time.Second)
-}
-
-const dynsetUpdate = 1 // NFT_DYNSET_OP_UPDATE: add, or refresh the timeout
-
-// fFlowHit matches a packet whose flow key (rev: reverse key) is in the
-// flow set, and refreshes that element's timeout.
-func fFlowHit(v int, rev bool, l4 flowL4, timeout time.Duration) frag {
-	set := flowSet(v)
-	ex, key := flowKey(v, rev, l4)
-	ex = append(ex,
-		&expr.Lookup{SourceRegister: reg32, SetName: set},
-		&expr.Dynset{SrcRegKey: reg32, SetName: set, Operation: dynsetUpdate, Timeout: timeout})
-	return frag{fmt.Sprintf("%s @%s update @%s { %s timeout %s }", key, set, set, key, durText(timeout)), ex}
-}
-
-// fFlowRecord remembers the packet's flow (or refreshes it).
-func fFlowRecord(v int, l4 flowL4, timeout time.Duration) frag {
-	set := flowSet(v)
-	ex, key := flowKey(v, false, l4)
-	ex = append(ex, &expr.Dynset{SrcRegKey: reg32, SetName: set, Operation: dynsetUpdate, Timeout: timeout})
-	return frag{fmt.Sprintf("update @%s { %s timeout %s }", set, key, durText(timeout)), ex}
-}
-
-// fTCPFlagsMask matches TCP segments whose flags & mask == val.
-func fTCPFlagsMask(mask, val byte, text string) frag {
-	return frag{text, []expr.Any{
-		&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseTransportHeader, Offset: 13, Len: 1},
-		&expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: 1, Mask: []byte{mask}, Xor: []byte{0}},
-		cmpEq(reg1, []byte{val}),
-	}}
-}
-
-const tcpFIN, tcpSYN, tcpRST, tcpACK = 0x01, 0x02, 0x04, 0x10
-
-func fTCPOpen() frag { return fTCPFlagsMask(tcpFIN|tcpRST, 0, "tcp flags & (fin | rst) == 0x0") }
-
-func fICMPType(v int, t uint8) frag {
-	name := "icmp"
-	if v == 6 {
-		name = "icmpv6"
-	}
-	return frag{fmt.Sprintf("%s type %d", name, t), []expr.Any{
-		&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 1},
-		cmpEq(reg1, []byte{t}),
-	}}
-}
-
-func icmpProto(v int) uint8 {
-	if v == 6 {
-		return 58
-	}
-	return 1
-}
-
-// flowChains are the fast path and the recording of the reflexive mode
-// (bridge table without nf_conntrack_bridge).
-func flowChains(o buildOpts) []*chainSpec {
-	var fast, rec []irRule
-	done := accept()
-	for _, v := range []int{4, 6} {
-		ip := fNfproto(famBridge, v)
-		req, reply := echoTypes(v)
-		hit := func(fr ...frag) irRule {
-			if o.twoStage {
-				// the dispatch id of the sender is in the secmark: put
-				// the packet's back
-				fr = append(fr, fSetSecmark0())
-			}
-			return irRule{frags: append([]frag{ip}, fr...), verdict: done}
-		}
-		fast = append(fast,
-			hit(fL4proto(6), fTCPOpen(), fFlowHit(v, true, flowPorts, flowTCP)),
-			hit(fL4proto(6), fTCPOpen(), fFlowHit(v, false, flowPorts, flowTCP)),
-			hit(fL4proto(6), fFlowHit(v, true, flowPorts, flowClose)),
-			hit(fL4proto(6), fFlowHit(v, false, flowPorts, flowClose)),
-			hit(fL4proto(17), fFlowHit(v, true, flowPorts, flowUDP)),
-			hit(fL4proto(17), fFlowHit(v, false, flowPorts, flowUDP)),
-			hit(fL4proto(icmpProto(v)), fICMPType(v, reply), fFlowHit(v, true, flowEchoRev, flowICMP)),
-			hit(fL4proto(icmpProto(v)), fICMPType(v, req), fFlowHit(v, false, flowEcho, flowICMP)),
-		)
-		rec = append(rec,
-			irRule{frags: []frag{ip, fL4proto(6), fTCPOpen(), fFlowRecord(v, flowPorts, flowTCP)}},
-			irRule{frags: []frag{ip, fL4proto(17), fFlowRecord(v, flowPorts, flowUDP)}},
-			irRule{frags: []frag{ip, fL4proto(icmpProto(v)), fICMPType(v, req), fFlowRecord(v, flowEcho, flowICMP)}},
-		)
-	}
-	return []*chainSpec{
-		{id: chainID{famBridge, chainFlowFast}, rules: fast},
-		{id: chainID{famBridge, chainFlowRecord}, rules: rec},
-	}
-}
-
-// fEtherType matches the frame's own ethertype: a VLAN-tagged frame has
-// the tag's (nft reads the tag back even when the NIC took it off).
-func fEtherType(v int) frag {
-	et, name := uint16(unix.ETH_P_IP), "ip"
-	if v == 6 {
-		et, name = unix.ETH_P_IPV6, "ip6"
-	}
-	return frag{"ether type " + name, []expr.Any{
-		&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseLLHeader, Offset: 12, Len: 2},
-		cmpEq(reg1, []byte{byte(et >> 8), byte(et)}),
-	}}
-}
-
-// toInetChain lets go the bridged IP frames br_netfilter passes to the
-// inet forward hook, where table inet mud judges them with conntrack (see
-// bridgeNF.toInet): those of an IP version left to the inet table,
-// untagged at the forward hook (tagged or not with
-// bridge-nf-filter-vlan-tagged).
-func toInetChain(o buildOpts) *chainSpec {
-	var rules []irRule
-	for i, v := range []int{4, 6} {
-		if !o.bridgeNF.toInet(i) {
+	out := map[plan.SetRef][]*plan.Elem{}
+	for _, name := range []string{plan.SetFlows4, plan.SetFlows6} {
+		spec, ok := e.pl.Set(plan.Bridge, name)
+		if !ok {
 			continue
 		}
-		f := fEtherType(v)
-		if o.bridgeNF.vlan {
-			f = fNfproto(famBridge, v)
-		}
-		rules = append(rules, irRule{frags: []frag{f}, verdict: accept()})
-	}
-	return &chainSpec{id: chainID{famBridge, chainToInet}, rules: rules}
-}
-
-// flowsOfDevices lists the remembered flows of the given MACs (either end).
-func (e *Enforcer) flowsOfDevices(macs []net.HardwareAddr) (map[string][][]byte, error) {
-	want := make(map[string]bool, len(macs))
-	for _, m := range macs {
-		want[string(m)] = true
-	}
-	out := map[string][][]byte{}
-	for _, set := range []string{setFlows4, setFlows6} {
-		els, err := e.rd.GetSetElements(e.setObj(famBridge, set))
+		ref := plan.SetRef{Family: plan.Bridge, Name: name}
+		els, err := e.rd.GetSetElements(nftwire.SetObject(plan.Bridge, spec))
 		if err != nil {
-			return out, fmt.Errorf("reading %s: %w", set, err)
+			return out, fmt.Errorf("reading %s: %w", name, err)
 		}
 		for _, el := range els {
-			if len(el.Key) < 14 {
-				continue
+			k, err := nftwire.DecodeKey(spec.Key, el.Key, nil)
+			if err != nil {
+				return out, fmt.Errorf("reading %s: %w", name, err)
 			}
-			if want[string(el.Key[0:6])] || want[string(el.Key[8:14])] {
-				out[set] = append(out[set], el.Key)
+			if fk := k.(plan.FlowKey); want[fk.SrcMAC] || want[fk.DstMAC] {
+				out[ref] = append(out[ref], &plan.Elem{Key: fk})
 			}
 		}
 	}
 	return out, nil
 }
 
-// nftMsgDestroySetElem is NFT_MSG_DESTROYSETELEM (Linux 6.3): a delete that
-// does not fail when the element has just expired.
-const nftMsgDestroySetElem = 30
-
 // forgetFlows removes the remembered flows of devices (reflexive mode);
 // first tells whether errors are worth reporting (a repeated removal finds
 // what the first one removed already gone). e.mu is held.
 func (e *Enforcer) forgetFlows(macs []net.HardwareAddr, first bool) error {
-	if e.bridgeCT || len(macs) == 0 || e.objs == nil {
+	if e.bridgeCT || len(macs) == 0 || !e.pl.Installed() {
 		return nil
 	}
 	found, err := e.flowsOfDevices(macs)
 	if err != nil {
 		return err
 	}
-	send := func(set string, keys [][]byte, typ int) error {
-		elems := make([]*elemSpec, len(keys))
-		for i, k := range keys {
-			elems[i] = &elemSpec{key: k}
-		}
-		msgs := elemMsgs(famBridge, set, elems, true, time.Time{})
-		for i := range msgs {
-			msgs[i].Header.Type = netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | typ)
-		}
-		batch := append([]netlink.Message{batchMsg(unix.NFNL_MSG_BATCH_BEGIN)}, msgs...)
-		return e.raw.Send(append(batch, batchMsg(unix.NFNL_MSG_BATCH_END)))
+	send := func(set plan.SetRef, elems []*plan.Elem, op nftwire.ElemOp) error {
+		return e.raw.Send(nftwire.Batch(nftwire.ElemMsgs(set, elems, op, time.Time{})...))
 	}
 	var errs []error
-	for set, keys := range found {
-		if err := send(set, keys, nftMsgDestroySetElem); err != nil {
-			// A kernel before 6.3: deletes, one batch per element (one
-			// that expired meanwhile fails alone).
-			for _, k := range keys {
-				var be *BatchError
-				if err := send(set, [][]byte{k}, unix.NFT_MSG_DELSETELEM); err != nil && first && (!errors.As(err, &be) || !be.Has(unix.ENOENT)) {
-					errs = append(errs, err)
-				}
+	for set, elems := range found {
+		if e.destroy {
+			if err := send(set, elems, nftwire.ElemDestroy); err != nil && first {
+				errs = append(errs, err)
+			}
+			continue
+		}
+		// A kernel before 6.3: deletes, one batch per element (one that
+		// expired meanwhile fails alone).
+		for _, el := range elems {
+			var be *BatchError
+			if err := send(set, []*plan.Elem{el}, nftwire.ElemDelete); err != nil && first && (!errors.As(err, &be) || !be.Has(unix.ENOENT)) {
+				errs = append(errs, err)
 			}
 		}
 	}
@@ -467,19 +156,4 @@ func (e *Enforcer) forgetFlows(macs []net.HardwareAddr, first bool) error {
 		return fmt.Errorf("removing remembered flows: %w", errors.Join(errs...))
 	}
 	return nil
-}
-
-// flowSetDefs are the flow sets of the bridge table (reflexive mode).
-func flowSetDefs(size uint32) []setDef {
-	var defs []setDef
-	for _, v := range []int{4, 6} {
-		ip := "ipv4_addr"
-		if v == 6 {
-			ip = "ipv6_addr"
-		}
-		defs = append(defs, setDef{name: flowSet(v), key: nftables.SetDatatype{Name: "flow", Bytes: flowKeyLen(v)},
-			dynamic: true, timeout: true, size: size,
-			decl: fmt.Sprintf("type ether_addr . ether_addr . %s . %s . inet_proto . inet_service . inet_service /* listed as raw bytes */; size %d; flags dynamic, timeout", ip, ip, size)})
-	}
-	return defs
 }

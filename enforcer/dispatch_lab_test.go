@@ -2,6 +2,7 @@ package enforcer
 
 import (
 	"context"
+	"encoding/binary"
 	"net"
 	"net/netip"
 	"regexp"
@@ -12,7 +13,6 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
-	"github.com/mdlayher/netlink"
 	"github.com/openmud/mud/internal/netlab"
 	"github.com/openmud/mud/internal/nftbatch"
 	"github.com/openmud/mud/policy"
@@ -58,7 +58,10 @@ func TestDispatchKeepsAdminMarks(t *testing.T) {
 	withRaw(t, ns, func(cp *nftbatch.Capture) {
 		tb := &nftables.Table{Family: nftables.TableFamilyINet, Name: "admin"}
 		ch := &nftables.Chain{Table: tb, Name: "later2"}
-		exprs := irRule{frags: []frag{fIIFEther(), {exprs: []expr.Any{loadEther(true, reg1), cmpEq(reg1, d1.MAC)}}, fSecmarkIs(false)}, counter: true}.exprs()
+		exprs := append(fromMAC(d1.MAC),
+			&expr.Meta{Key: expr.MetaKeySECMARK, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: make([]byte, 4)},
+			&expr.Counter{})
 		cp.Conn.AddRule(&nftables.Rule{Table: tb, Chain: ch, Exprs: exprs, UserData: userdata.AppendString(nil, userdata.TypeComment, "secmark left")})
 	})
 	for _, a := range []netip.Addr{env.srv1.IPv4, env.srv1.IPv6} {
@@ -96,12 +99,21 @@ func addSecmarkRule(t *testing.T, ns string, macs ...net.HardwareAddr) {
 		ch := cp.Conn.AddChain(&nftables.Chain{Table: tb, Name: "pre", Type: nftables.ChainTypeFilter,
 			Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityRef(-300)})
 		for _, mac := range macs {
-			exprs := irRule{frags: []frag{fIIFEther(), {exprs: []expr.Any{loadEther(true, reg1), cmpEq(reg1, mac)}}}}.exprs()
-			exprs = append(exprs, &expr.Immediate{Register: reg1, Data: nativeEndian.AppendUint32(nil, 7)},
-				&expr.Meta{Key: expr.MetaKeySECMARK, SourceRegister: true, Register: reg1})
+			exprs := append(fromMAC(mac), &expr.Immediate{Register: 1, Data: binary.NativeEndian.AppendUint32(nil, 7)},
+				&expr.Meta{Key: expr.MetaKeySECMARK, SourceRegister: true, Register: 1})
 			cp.Conn.AddRule(&nftables.Rule{Table: tb, Chain: ch, Exprs: exprs})
 		}
 	})
+}
+
+// fromMAC matches Ethernet frames from mac.
+func fromMAC(mac net.HardwareAddr) []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyIIFTYPE, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binary.NativeEndian.AppendUint16(nil, unix.ARPHRD_ETHER)},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseLLHeader, Offset: 6, Len: 6},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: mac},
+	}
 }
 
 // withRaw sends, in namespace ns, the batch fn queues.
@@ -126,7 +138,7 @@ func withRaw(t *testing.T, ns string, fn func(*nftbatch.Capture)) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := raw.Send(append(append([]netlink.Message{batchMsg(unix.NFNL_MSG_BATCH_BEGIN)}, inner(msgs)...), batchMsg(unix.NFNL_MSG_BATCH_END))); err != nil {
+	if err := raw.Send(msgs); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -139,7 +151,7 @@ func TestDispatchSecmarkBusyFailsClosed(t *testing.T) {
 	ns := env.lab.GW.NS
 	addSecmarkRule(t, ns, env.dev1.MAC, env.dev3.MAC)
 	netlab.MustDrop(t, "labelled dev1 → cloud (allowed by its policy)", netlab.TCPEcho(env.dev1.NS, ap(env.srv1.IPv4, 8080), shut))
-	if n := nftCounter(t, ns, "inet", "mud", chainBusyFwd, carrierBusyTag); n == 0 {
+	if n := nftCounter(t, ns, "inet", "mud", "secmark_fwd", "carrier-busy"); n == 0 {
 		t.Error("carrier-busy counter did not count the labelled packet")
 	}
 	netlab.MustPass(t, "labelled non-MUD dev3 → anywhere", netlab.TCPEcho(env.dev3.NS, ap(env.srv2.IPv4, 8082), pass))
@@ -164,7 +176,7 @@ func TestDirectDispatch(t *testing.T) {
 	netlab.MustDrop(t, "cloud → dev1 tcp 8080", netlab.TCPEcho(s1.NS, ap(d1.IPv4, 8080), shut))
 	netlab.MustPass(t, "cam → hub 9090", netlab.TCPEcho(d1.NS, ap(d2.IPv4, 9090), pass))
 	netlab.MustDrop(t, "cam → hub 9092", netlab.TCPEcho(d1.NS, ap(d2.IPv4, 9092), shut))
-	if n := counter(t, env.e, "cam1", policy.FromDevice, defaultDenyTag); n == 0 {
+	if n := counter(t, env.e, "cam1", policy.FromDevice, "default-deny"); n == 0 {
 		t.Error("default-deny not counted")
 	}
 	d := hostDevice(d1, "cam1")

@@ -107,7 +107,7 @@ func TestLateralFlowsEndOnQuarantine(t *testing.T) {
 			}
 			waitFlowsEnded(t, env.e)
 			flowsEnded(t, "lateral flows of a quarantined device", cs)
-			if out := nftList(t, env.lab.GW.NS, "list", "set", "bridge", "mud", setFlows4); strings.Contains(out, "elements") {
+			if out := nftList(t, env.lab.GW.NS, "list", "set", "bridge", "mud", "flows4"); strings.Contains(out, "elements") {
 				t.Errorf("flows of the quarantined device still remembered:\n%s", out)
 			}
 		})

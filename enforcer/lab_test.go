@@ -13,6 +13,9 @@ import (
 	"time"
 
 	"github.com/google/nftables"
+	"github.com/mdlayher/netlink"
+	"github.com/openmud/mud/enforcer/nftwire"
+	"github.com/openmud/mud/enforcer/plan"
 	"github.com/openmud/mud/internal/netlab"
 	"github.com/openmud/mud/policy"
 )
@@ -194,10 +197,10 @@ func TestRoutedTraffic(t *testing.T) {
 	if n := counter(t, env.e, "cam1", policy.FromDevice, "fr/cloud-tcp"); n < 2 {
 		t.Errorf("fr/cloud-tcp counter = %d, want ≥ 2 (one SYN per family)", n)
 	}
-	if n := counter(t, env.e, "cam1", policy.FromDevice, defaultDenyTag); n < 6 {
+	if n := counter(t, env.e, "cam1", policy.FromDevice, "default-deny"); n < 6 {
 		t.Errorf("from-device default-deny counter = %d, want ≥ 6", n)
 	}
-	if n := counter(t, env.e, "cam1", policy.ToDevice, defaultDenyTag); n < 4 {
+	if n := counter(t, env.e, "cam1", policy.ToDevice, "default-deny"); n < 4 {
 		t.Errorf("to-device default-deny counter = %d, want ≥ 4", n)
 	}
 	// The gateway's own services: DNS is reachable (App. A), others not.
@@ -232,20 +235,17 @@ func ruleHandles(t *testing.T, e *Enforcer) []string {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	var out []string
-	var ids []chainID
-	for _, pc := range e.objs.all() {
-		for _, c := range pc.chains {
-			ids = append(ids, c.id)
-		}
-	}
-	for _, id := range ids {
-		tb := tables[id.fam]
-		rules, err := e.rd.GetRules(tb, &nftables.Chain{Name: id.name, Table: tb})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, r := range rules {
-			out = append(out, fmt.Sprintf("%s/%s/%d", familyName(id.fam), id.name, r.Handle))
+	ts := e.pl.Tables()
+	for _, f := range plan.Families {
+		tb := nftwire.Table(f)
+		for name := range ts.Table(f).Chains {
+			rules, err := e.rd.GetRules(tb, &nftables.Chain{Name: name, Table: tb})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range rules {
+				out = append(out, fmt.Sprintf("%s/%s/%d", f, name, r.Handle))
+			}
 		}
 	}
 	sort.Strings(out)
@@ -331,7 +331,7 @@ func TestSharedAddressGroups(t *testing.T) {
 	// What the increments left equals what a rebuild installs.
 	inc := nftList(t, env.lab.GW.NS, "list", "ruleset")
 	env.e.mu.Lock()
-	env.e.needFull = true
+	env.e.pl.Invalidate()
 	env.e.mu.Unlock()
 	if err := env.e.SetPeer(ctx, cdn, nil); err != nil {
 		t.Fatal(err)
@@ -461,10 +461,11 @@ func TestFailedBatchLeavesStateIntact(t *testing.T) {
 	ctx := context.Background()
 	ns := env.lab.GW.NS
 	before := nftList(t, ns, "-s", "list", "ruleset")
-	// The kernel rejects an element with a key of the wrong length; it is
+	// The kernel rejects an element of a set that does not exist; it is
 	// queued after the new chains' rules and before the new elements.
-	env.e.fault = func(c *nftables.Conn) {
-		_ = c.SetAddElements(env.e.setObj(famInet, setGuard4), []nftables.SetElement{{Key: []byte{1, 2, 3}}})
+	env.e.fault = func(msgs []netlink.Message) []netlink.Message {
+		return append(msgs, nftwire.ElemMsgs(plan.SetRef{Family: plan.Inet, Name: "no_such_set"},
+			[]*plan.Elem{{Key: plan.MarkKey(1)}}, nftwire.ElemAdd, time.Now())...)
 	}
 	pB := policyB()
 	pB.ID = "hub2"
@@ -479,11 +480,11 @@ func TestFailedBatchLeavesStateIntact(t *testing.T) {
 	if after := nftList(t, ns, "-s", "list", "ruleset"); after != before {
 		t.Fatalf("ruleset changed by a rejected batch:\nbefore:\n%s\nafter:\n%s", before, after)
 	}
-	if _, ok := env.e.model.devices[env.dev3.MAC.String()]; ok {
-		t.Fatal("model adopted a device the kernel rejected")
+	if _, ok := env.e.pl.Device(env.dev3.MAC); ok {
+		t.Fatal("the planner adopted a device the kernel rejected")
 	}
-	if _, ok := env.e.model.policies["hub2"]; ok {
-		t.Fatal("model adopted a policy the kernel rejected")
+	if _, ok := env.e.pl.Policy("hub2"); ok {
+		t.Fatal("the planner adopted a policy the kernel rejected")
 	}
 	netlab.MustPass(t, "dev3 still untouched", netlab.TCPEcho(env.dev3.NS, ap(env.srv2.IPv4, 8080), pass))
 	// Without the fault the same changes apply incrementally.

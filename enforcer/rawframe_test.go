@@ -17,6 +17,9 @@ import (
 // with chosen flags, a VLAN tag), sent as Ethernet frames from a lab host
 // and counted where they arrive.
 
+// TCP flags.
+const tcpSYN, tcpACK = 0x02, 0x10
+
 type tcpProbe struct {
 	srcMAC, dstMAC net.HardwareAddr
 	vlan           uint16 // 802.1Q VLAN id; 0: untagged

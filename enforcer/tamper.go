@@ -1,9 +1,7 @@
 package enforcer
 
 import (
-	"bytes"
 	"context"
-	"encoding/binary"
 	"fmt"
 	"slices"
 	"strings"
@@ -11,8 +9,9 @@ import (
 	"time"
 
 	"github.com/google/nftables"
-	"github.com/google/nftables/expr"
 	"github.com/mdlayher/netlink"
+	"github.com/openmud/mud/enforcer/nftwire"
+	"github.com/openmud/mud/enforcer/plan"
 	"github.com/openmud/mud/internal/nftmon"
 	"golang.org/x/sys/unix"
 )
@@ -40,10 +39,12 @@ const (
 
 // watchedTables are the tables whose notifications Run follows.
 func watchedTables() []nftmon.Table {
-	return []nftmon.Table{
-		{Family: tables[famInet].Family, Name: tables[famInet].Name},
-		{Family: tables[famBridge].Family, Name: tables[famBridge].Name},
+	var out []nftmon.Table
+	for _, f := range plan.Families {
+		t := nftwire.Table(f)
+		out = append(out, nftmon.Table{Family: t.Family, Name: t.Name})
 	}
+	return out
 }
 
 // openMonitor subscribes to nftables notifications in our namespace and
@@ -202,7 +203,7 @@ func (e *Enforcer) foreign(ev nftmon.Event) bool {
 		return false
 	}
 	for _, c := range ev.Changes {
-		if ev.PortID == 0 && c.Kind == nftmon.KindElement && (c.Name == setFlows4 || c.Name == setFlows6) {
+		if ev.PortID == 0 && c.Kind == nftmon.KindElement && (c.Name == plan.SetFlows4 || c.Name == plan.SetFlows6) {
 			continue
 		}
 		return true
@@ -214,14 +215,13 @@ func (e *Enforcer) foreign(ev nftmon.Event) bool {
 // what was changed.
 func (e *Enforcer) repair(ctx context.Context, what string) error {
 	e.mu.Lock()
-	if e.closed || e.objs == nil {
+	if e.closed || !e.pl.Installed() {
 		e.mu.Unlock()
 		return nil
 	}
 	e.log.Warn("nftables tables of mud were changed from outside; restoring", "what", what)
 	e.repairs++
-	e.needFull = true
-	err := e.commit(ctx, &change{})
+	err := e.commit(ctx, e.pl.Rebuild)
 	e.mu.Unlock()
 	if e.cfg.OnTamper != nil {
 		e.cfg.OnTamper(Tamper{At: time.Now(), What: what})
@@ -233,7 +233,7 @@ func (e *Enforcer) repair(ctx context.Context, what string) error {
 // differs.
 func (e *Enforcer) verify(ctx context.Context) error {
 	e.mu.Lock()
-	if e.closed || e.objs == nil || e.needFull {
+	if e.closed || !e.pl.Installed() || !e.pl.Known() {
 		e.mu.Unlock()
 		return nil
 	}
@@ -246,99 +246,60 @@ func (e *Enforcer) verify(ctx context.Context) error {
 }
 
 // compare lists how the kernel's tables differ from the plan (e.mu held):
-// chains missing or unexpected, rule counts, set elements missing,
-// unexpected or with another value. An element with a timeout that is
-// due within a few seconds may be gone; the flow sets of the bridge
-// table, which the packet path fills, are not compared.
+// chains missing or unexpected, rule counts, sets unexpected, set elements
+// missing, unexpected or with another value. An element with a timeout
+// that is due within a few seconds may be gone; the flow sets of the
+// bridge table, which the packet path fills, are not compared.
 func (e *Enforcer) compare(now time.Time) (string, error) {
-	wantRules := map[chainID]int{}
-	wantElems := map[setRef]map[string]*elemSpec{}
-	for _, pc := range e.objs.all() {
-		if pc == nil {
-			continue
-		}
-		for _, c := range pc.chains {
-			wantRules[c.id] = len(c.rules)
-		}
-		for _, x := range pc.elems {
-			m := wantElems[x.ref]
-			if m == nil {
-				m = map[string]*elemSpec{}
-				wantElems[x.ref] = m
-			}
-			m[string(x.elem.key)] = x.elem
-		}
-	}
+	got := plan.NewTables()
 	var diffs []string
-	add := func(format string, args ...any) {
-		if len(diffs) < 8 {
-			diffs = append(diffs, fmt.Sprintf(format, args...))
-		}
-	}
-	for _, f := range []tfam{famInet, famBridge} {
-		t := tables[f]
-		got, err := e.ruleCounts(t)
+	for _, f := range plan.Families {
+		t := nftwire.Table(f)
+		counts, err := e.ruleCounts(t)
 		if err != nil {
 			return "", err
 		}
-		if got == nil {
-			add("table %s %s missing", familyName(f), t.Name)
-			continue
+		if counts == nil {
+			continue // no such table
 		}
-		for id, n := range wantRules {
-			if id.fam != f {
-				continue
-			}
-			switch have, ok := got[id.name]; {
-			case !ok:
-				add("chain %s missing from table %s %s", id.name, familyName(f), t.Name)
-			case have != n:
-				add("chain %s of table %s %s has %d rules, want %d", id.name, familyName(f), t.Name, have, n)
-			}
-		}
-		for name := range got {
-			if _, ok := wantRules[chainID{f, name}]; !ok {
-				add("unexpected chain %s in table %s %s", name, familyName(f), t.Name)
-			}
+		tb := got.PutTable(f)
+		for name, n := range counts {
+			// the rules' number, not what they are
+			tb.PutChain(&plan.Chain{ID: plan.ChainRef{Family: f, Name: name}, Rules: make([]plan.Rule, n)})
 		}
 		sets, err := e.rd.GetSets(t)
 		if err != nil {
-			return "", fmt.Errorf("listing the sets of table %s %s: %w", familyName(f), t.Name, err)
+			return "", fmt.Errorf("listing the sets of table %s %s: %w", f, t.Name, err)
 		}
 		for _, s := range sets {
-			if s.Dynamic {
+			spec, ok := e.pl.Set(f, s.Name)
+			if !ok {
+				tb.PutSet(plan.Set{Name: s.Name})
+				continue
+			}
+			st := tb.PutSet(spec)
+			if spec.Dynamic {
 				continue
 			}
 			els, err := e.rd.GetSetElements(s)
 			if err != nil {
-				return "", fmt.Errorf("listing set %s of table %s %s: %w", s.Name, familyName(f), t.Name, err)
+				return "", fmt.Errorf("listing set %s of table %s %s: %w", s.Name, f, t.Name, err)
 			}
-			want := wantElems[setRef{f, s.Name}]
-			seen := make(map[string]bool, len(els))
 			for _, el := range els {
 				if el.IntervalEnd {
 					continue
 				}
-				k := string(el.Key)
-				seen[k] = true
-				w, ok := want[k]
-				switch {
-				case !ok:
-					add("unexpected element in set %s of table %s %s", s.Name, familyName(f), t.Name)
-				case w.verdict != nil && !sameVerdict(el.Val, w.verdict):
-					add("an element of map %s of table %s %s has another verdict", s.Name, familyName(f), t.Name)
-				case w.data != nil && !bytes.Equal(el.Val, w.data):
-					add("an element of map %s of table %s %s has another value", s.Name, familyName(f), t.Name)
+				pe, err := nftwire.DecodeElem(spec, el)
+				if err != nil {
+					diffs = append(diffs, fmt.Sprintf("an element of set %s of table %s %s is not of its type", s.Name, f, t.Name))
+					continue
 				}
-			}
-			for k, w := range want {
-				if !seen[k] && (w.expires.IsZero() || w.expires.After(now.Add(3*time.Second))) {
-					add("element missing from set %s of table %s %s", s.Name, familyName(f), t.Name)
-				}
+				st.Elems[pe.Key] = pe
 			}
 		}
 	}
-	return strings.Join(diffs, "; "), nil
+	diffs = append(diffs, plan.Verify(e.pl.Tables(), got, now, 8)...)
+	return strings.Join(diffs[:min(len(diffs), 8)], "; "), nil
 }
 
 // ruleCounts dumps the rules of a table and counts them per chain (one
@@ -396,25 +357,4 @@ func (e *Enforcer) ruleCounts(t *nftables.Table) (map[string]int, error) {
 		}
 	}
 	return counts, nil
-}
-
-// sameVerdict tells whether a dumped verdict map element's data (google/
-// nftables leaves the nested NFTA_VERDICT_* attributes in Val) is v.
-func sameVerdict(data []byte, v *expr.Verdict) bool {
-	ad, err := netlink.NewAttributeDecoder(data)
-	if err != nil {
-		return false
-	}
-	ad.ByteOrder = binary.BigEndian
-	var code int32
-	var chain string
-	for ad.Next() {
-		switch ad.Type() {
-		case unix.NFTA_VERDICT_CODE:
-			code = int32(ad.Uint32())
-		case unix.NFTA_VERDICT_CHAIN:
-			chain = ad.String()
-		}
-	}
-	return ad.Err() == nil && code == int32(v.Kind) && chain == v.Chain
 }

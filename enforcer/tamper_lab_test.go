@@ -198,7 +198,10 @@ func TestPeriodicComparisonRepairs(t *testing.T) {
 	if len(reports) != 1 {
 		t.Fatalf("reports = %v, want one", reports)
 	}
-	for _, want := range []string{"element missing from set guard4 of table bridge mud", "unexpected element in set addr4 of table inet mud", "chain src_guard of table inet mud has 0 rules"} {
+	for _, want := range []string{
+		fmt.Sprintf("element %s . %s missing from set guard4 of table bridge mud", env.dev1.MAC, env.dev1.IPv4),
+		fmt.Sprintf("unexpected element %s in set addr4 of table inet mud", env.srv2.IPv4),
+		"chain src_guard of table inet mud has 0 rules"} {
 		if !strings.Contains(reports[0].What, want) {
 			t.Errorf("report %q does not say %q", reports[0].What, want)
 		}

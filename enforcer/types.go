@@ -1,100 +1,52 @@
 package enforcer
 
-import (
-	"fmt"
-	"net"
-	"net/netip"
-	"time"
+import "github.com/openmud/mud/enforcer/plan"
 
-	"github.com/openmud/mud/policy"
+// The enforcer's input and output types are the planner's (package plan);
+// these aliases keep their names in this package.
+type (
+	// Mode is how a device is treated.
+	Mode = plan.Mode
+	// Device is one MUD device as the enforcer sees it: a MAC, the
+	// addresses bound to it, the policy it gets and how.
+	Device = plan.Device
+	// Overrides are per-device rules by direction.
+	Overrides = plan.Overrides
+	// Element is one address range of a peer, with an optional lifetime
+	// (the DNS TTL).
+	Element = plan.Element
+	// Desired is the complete state the enforcer should install.
+	Desired = plan.Desired
+	// Update is a set of changes applied in one transaction.
+	Update = plan.Update
+	// RuleCounter is the traffic one rule of a policy matched.
+	RuleCounter = plan.RuleCounter
+	// ReplyMode says how replies of permitted bridged flows pass, for one
+	// IP version.
+	ReplyMode = plan.ReplyMode
+	// ReplyModes are the modes of both IP versions.
+	ReplyModes = plan.ReplyModes
+	// RenderOptions tune Render.
+	RenderOptions = plan.RenderOptions
 )
 
-// Mode is how a device is treated.
-type Mode uint8
-
+// The modes.
 const (
 	// Enforce applies the device's policy (and its overrides, if any).
-	Enforce Mode = iota
-	// Quarantine allows only DHCP, and DNS to the gateway itself (an
-	// admin or a violation put the device aside): not DNS to other hosts,
-	// not NTP, no other service of the gateway, nothing lateral.
-	Quarantine
+	Enforce = plan.Enforce
+	// Quarantine allows only DHCP, and DNS to the gateway itself.
+	Quarantine = plan.Quarantine
 	// Block allows what Quarantine allows: the device waits for an
-	// administrator's approval and the configured on_failure is "block".
-	Block
+	// administrator's approval.
+	Block = plan.Block
 )
 
-func (m Mode) String() string {
-	switch m {
-	case Enforce:
-		return "enforce"
-	case Quarantine:
-		return "quarantine"
-	case Block:
-		return "block"
-	}
-	return fmt.Sprintf("mode(%d)", uint8(m))
-}
+// The reply modes.
+const (
+	ReplyConntrack     = plan.ReplyConntrack
+	ReplyInetConntrack = plan.ReplyInetConntrack
+	ReplyReflexive     = plan.ReplyReflexive
+)
 
-// Device is one MUD device as the enforcer sees it: a MAC, the addresses
-// bound to it (the IP source guard; also the keys of the to-device maps),
-// the policy it gets and how.
-type Device struct {
-	MAC      net.HardwareAddr
-	IPv4s    []netip.Addr
-	IPv6s    []netip.Addr // global/ULA addresses; link-local ones always pass the guard
-	PolicyID string       // required in Enforce mode
-	Mode     Mode
-	// Overrides are the administrator's per-device rules, evaluated before
-	// the policy (first match wins; accept still goes through the policy
-	// of the peer device for lateral traffic).
-	Overrides Overrides
-}
-
-// Overrides are per-device rules by direction.
-type Overrides struct {
-	FromDevice []policy.Rule
-	ToDevice   []policy.Rule
-}
-
-func (o Overrides) empty() bool { return len(o.FromDevice) == 0 && len(o.ToDevice) == 0 }
-
-// Element is one address range of a peer, with an optional lifetime (the
-// DNS TTL). Zero Timeout means permanent.
-type Element struct {
-	Prefix  netip.Prefix
-	Timeout time.Duration
-}
-
-// Desired is the complete state the enforcer should install.
-type Desired struct {
-	Policies []policy.Policy
-	Devices  []Device
-	Peers    map[string][]Element // by policy.Peer.Key()
-}
-
-// model is the enforcer's in-memory state: what the kernel holds. It is
-// changed (in place) only after the kernel accepted a batch.
-type model struct {
-	policies map[string]*policy.Policy
-	devices  map[string]*Device // by MAC string
-	peers    map[string]map[netip.Prefix]time.Time
-}
-
-func newModel() *model {
-	return &model{
-		policies: map[string]*policy.Policy{},
-		devices:  map[string]*Device{},
-		peers:    map[string]map[netip.Prefix]time.Time{},
-	}
-}
-
-// RuleCounter is the traffic one rule of a policy matched, summed over the
-// nftables rules it became (IPv4 and IPv6, routed and bridged).
-type RuleCounter struct {
-	PolicyID  string
-	Direction policy.Direction
-	Rule      string // policy.Rule.Name, or "default-deny"
-	Packets   uint64
-	Bytes     uint64
-}
+// DefaultBridgeFlows bounds the flow sets when Config.BridgeFlows is 0.
+const DefaultBridgeFlows = plan.DefaultBridgeFlows

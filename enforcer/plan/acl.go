@@ -1,4 +1,4 @@
-package enforcer
+package plan
 
 import (
 	"fmt"
@@ -41,7 +41,7 @@ type aclForm struct {
 type policyForms struct {
 	forms    [2][2][]aclForm
 	residual [2][]policy.Rule
-	pid      []byte // dispatch id (set when first bound)
+	pid      uint32 // dispatch id (set when first bound; 0: not yet)
 }
 
 // peers lists the peers the policy's elements name.
@@ -109,9 +109,9 @@ func aclForms(p *policy.Policy, o buildOpts) *policyForms {
 				pf.residual[di] = append(pf.residual[di], r)
 				continue
 			}
-			for _, f := range []tfam{famInet, famBridge} {
+			for _, f := range Families {
 				if restricts(r, d) {
-					if f == famInet || o.bridgeCT {
+					if f == Inet || o.bridgeCT {
 						// Only packets of existing connections: the fast
 						// path has accepted them before any policy.
 						continue
@@ -169,14 +169,9 @@ func aceForm(r policy.Rule, d policy.Direction) (aclForm, bool) {
 	return fm, true
 }
 
-// aclKey is an element of acl_out / acl_in: dispatch id . group id .
-// family . protocol . remote port, each field in a 32-bit register as the
-// lookup's concatenation holds it.
-func aclKey(pid, gid []byte, fm aclForm) []byte {
-	k := make([]byte, 0, 20)
-	k = append(k, pid...)
-	k = append(k, gid...)
-	return append(k, fm.fam, 0, 0, 0, fm.proto, 0, 0, 0, byte(fm.port>>8), byte(fm.port), 0, 0)
+// aclKey is an element of acl_out / acl_in.
+func aclKey(pid, gid uint32, fm aclForm) ACLKey {
+	return ACLKey{Dispatch: pid, Group: gid, Family: fm.fam, Proto: fm.proto, Port: fm.port}
 }
 
 // Lookup shapes of the acl chains: the packet's port, any port of its
@@ -268,15 +263,15 @@ func fACL(v int, remoteIsSrc, net bool, fam byte, shape int, set string) frag {
 }
 
 // aclChains are the generic chains of the element-rendered policies.
-func aclChains(f tfam, o buildOpts) []*chainSpec {
-	var cs []*chainSpec
+func aclChains(f Family, o buildOpts) []*Chain {
+	var cs []*Chain
 	for _, d := range []policy.Direction{policy.FromDevice, policy.ToDevice} {
 		name, set, deny := chainACLOut, setACLOut, setDenyOut
 		if d == policy.ToDevice {
 			name, set, deny = chainACLIn, setACLIn, setDenyIn
 		}
 		remoteIsSrc := d == policy.ToDevice
-		var rules []irRule
+		var rules []Rule
 		for _, v := range []int{4, 6} {
 			nfp := byte(unix.NFPROTO_IPV4)
 			if v == 6 {
@@ -285,11 +280,11 @@ func aclChains(f tfam, o buildOpts) []*chainSpec {
 			for _, net := range []bool{false, true} {
 				for _, fam := range []byte{nfp, 0} {
 					for _, shape := range []int{shapePort, shapeProto, shapeAny} {
-						rules = append(rules, irRule{frags: []frag{fNfproto(f, v), fACL(v, remoteIsSrc, net, fam, shape, set)}, verdict: ret()})
+						rules = append(rules, Rule{frags: []frag{fNfproto(f, v), fACL(v, remoteIsSrc, net, fam, shape, set)}, verdict: ret()})
 					}
-					if f == famBridge && !o.bridgeCT {
+					if f == Bridge && !o.bridgeCT {
 						for _, shape := range []int{shapePort, shapeProto} {
-							rules = append(rules, irRule{frags: []frag{fNfproto(f, v), fL4proto(policy.ProtoTCP), fNotBareSYN(),
+							rules = append(rules, Rule{frags: []frag{fNfproto(f, v), fL4proto(policy.ProtoTCP), fNotBareSYN(),
 								fACL(v, remoteIsSrc, net, fam|aclRestricted, shape, set)}, verdict: ret()})
 						}
 					}
@@ -298,9 +293,9 @@ func aclChains(f tfam, o buildOpts) []*chainSpec {
 		}
 		// The default deny, counted per policy by its element in denyc_*.
 		tail := epilogue(d, o)[0]
-		rules = append(rules, irRule{frags: []frag{fSecmarkIn(deny)}, verdict: tail.verdict})
+		rules = append(rules, Rule{frags: []frag{fSecmarkIn(deny)}, verdict: tail.verdict})
 		rules = append(rules, tail)
-		cs = append(cs, &chainSpec{id: chainID{f, name}, rules: rules})
+		cs = append(cs, &Chain{ID: ChainRef{f, name}, Rules: rules})
 		// The entry: a policy with ACEs in rule form goes to its chain
 		// first, which ends in the acl chain (goto: an accept there returns
 		// to the dispatch).
@@ -308,7 +303,7 @@ func aclChains(f tfam, o buildOpts) []*chainSpec {
 		if d == policy.ToDevice {
 			entry, res = chainAllowIn, setResIn
 		}
-		cs = append(cs, &chainSpec{id: chainID{f, entry}, rules: []irRule{
+		cs = append(cs, &Chain{ID: ChainRef{f, entry}, Rules: []Rule{
 			{frags: []frag{fSecmarkVmap(res)}}, {verdict: gotoChain(name)}}})
 	}
 	return cs
@@ -325,7 +320,7 @@ func fSecmarkIn(set string) frag {
 // fSetSecmark sets the secmark to a dispatch id.
 func fSetSecmark(id uint32) frag {
 	return frag{fmt.Sprintf("meta secmark set 0x%08x", id), []expr.Any{
-		&expr.Immediate{Register: reg1, Data: dispatchKey(id)},
+		&expr.Immediate{Register: reg1, Data: markBytes(id)},
 		&expr.Meta{Key: expr.MetaKeySECMARK, SourceRegister: true, Register: reg1},
 	}}
 }
@@ -334,12 +329,12 @@ func fSetSecmark(id uint32) frag {
 // (fPeerOnly), or a shared group listing the peer (fPeerShared).
 func fPeerOnly(v int, remoteIsSrc bool, id uint32, key string) frag {
 	ex, text := fAddrGroup(v, remoteIsSrc, !exactPeer(key), reg1)
-	ex = append(ex, cmpEq(reg1, dispatchKey(id)))
+	ex = append(ex, cmpEq(reg1, markBytes(id)))
 	return frag{fmt.Sprintf("%s 0x%08x /* %s */", text, id, key), ex}
 }
 
 func fPeerShared(v int, remoteIsSrc, secmark bool, id uint32, key string) frag {
-	ex := []expr.Any{&expr.Immediate{Register: reg32, Data: dispatchKey(id)}}
+	ex := []expr.Any{&expr.Immediate{Register: reg32, Data: markBytes(id)}}
 	var ag []expr.Any
 	ag, text := fGroupIntoConcat(v, remoteIsSrc, !exactPeer(key), secmark, reg32+1)
 	ex = append(ag, ex...)
@@ -348,8 +343,8 @@ func fPeerShared(v int, remoteIsSrc, secmark bool, id uint32, key string) frag {
 }
 
 // inTable tells whether a peer address goes into a table's address maps.
-func (o buildOpts) inTable(f tfam, a netip.Addr, info addrInfo) bool {
-	if f != famBridge || len(o.bridgeLAN) == 0 {
+func (o buildOpts) inTable(f Family, a netip.Addr, info addrInfo) bool {
+	if f != Bridge || len(o.bridgeLAN) == 0 {
 		return true
 	}
 	for k := range info {

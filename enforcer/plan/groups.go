@@ -1,4 +1,4 @@
-package enforcer
+package plan
 
 import (
 	"net/netip"
@@ -63,19 +63,6 @@ func latest(exps map[string]time.Time) time.Time {
 	return out
 }
 
-// tsig is a group in one table.
-type tsig struct {
-	fam tfam
-	sig string
-}
-
-// bindKey is one policy's acl elements for one group in one table.
-type bindKey struct {
-	fam    tfam
-	policy string
-	sig    string
-}
-
 // derivedState is what the kernel holds of the address → group → acl layer.
 type derivedState struct {
 	addrPeers map[netip.Addr]addrInfo
@@ -96,56 +83,46 @@ func newDerivedState() *derivedState {
 	return d
 }
 
-// derivedObjects are the cached pieces of the layer.
-type derivedObjects struct {
-	addrs    map[netip.Addr]*pieces
-	nets     *pieces
-	groups   map[tsig]*pieces
-	binds    map[bindKey]*pieces
-	byPolicy map[string]map[bindKey]bool
-	bySig    map[tsig]map[bindKey]bool
-}
-
-func newDerivedObjects() *derivedObjects {
-	return &derivedObjects{addrs: map[netip.Addr]*pieces{}, nets: &pieces{}, groups: map[tsig]*pieces{},
-		binds: map[bindKey]*pieces{}, byPolicy: map[string]map[bindKey]bool{}, bySig: map[tsig]map[bindKey]bool{}}
-}
-
-func (do *derivedObjects) all(out []*pieces) []*pieces {
-	out = append(out, do.nets)
-	for _, p := range do.addrs {
-		out = append(out, p)
-	}
-	for _, p := range do.groups {
-		out = append(out, p)
-	}
-	for _, p := range do.binds {
-		out = append(out, p)
-	}
-	return out
-}
-
-// derivedDelta is a computed change of the layer: new values (nil: removed).
+// derivedDelta is a computed change of the layer's index; the new pieces
+// of the objects it touches (addresses, segments, groups, binds) go to out.
 type derivedDelta struct {
 	addrPeers   map[netip.Addr]addrInfo
 	refDelta    [2]map[string]int
 	netRefs     *[2]map[string]int // non-nil: the segments were recomputed
 	appear      [2]map[string]bool
 	vanish      [2]map[string]bool
-	addrs       map[netip.Addr]*pieces
-	nets        *pieces
-	groups      map[tsig]*pieces
-	binds       map[bindKey]*pieces
 	policyPeers map[string][]string // changed policies: peers their elements name (nil: none)
+	out         *owners
 }
 
-func newDerivedDelta() *derivedDelta {
-	d := &derivedDelta{addrPeers: map[netip.Addr]addrInfo{}, addrs: map[netip.Addr]*pieces{},
-		groups: map[tsig]*pieces{}, binds: map[bindKey]*pieces{}, policyPeers: map[string][]string{}}
+func newDerivedDelta(out *owners) *derivedDelta {
+	d := &derivedDelta{addrPeers: map[netip.Addr]addrInfo{}, policyPeers: map[string][]string{}, out: out}
 	for f := range d.refDelta {
 		d.refDelta[f], d.appear[f], d.vanish[f] = map[string]int{}, map[string]bool{}, map[string]bool{}
 	}
 	return d
+}
+
+// bindsOfPolicy calls fn for every bind a policy may have (before the
+// change): its peers' groups.
+func (st *derivedState) bindsOfPolicy(id string, fn func(bindKey)) {
+	for _, p := range st.policyPeers[id] {
+		for _, f := range Families {
+			for s := range st.peerSigs[f][p] {
+				fn(bindKey{f, id, s})
+			}
+		}
+	}
+}
+
+// bindsOfGroup calls fn for every bind a group may have (before the
+// change): the policies naming its peers.
+func (st *derivedState) bindsOfGroup(f Family, s string, fn func(bindKey)) {
+	for _, p := range sigPeers(s) {
+		for id := range st.peerPolicies[p] {
+			fn(bindKey{f, id, s})
+		}
+	}
 }
 
 // groupView answers what the layer looks like after a change.
@@ -184,13 +161,13 @@ func (v *groupView) addrPieces(a netip.Addr, info addrInfo, sig string) *pieces 
 	if len(info) == 0 {
 		return nil
 	}
-	el := &elemSpec{key: a.AsSlice(), data: dispatchKey(groupID(sig, v.o)), expires: latest(info)}
+	el := &Elem{Key: AddrKey(a), Mark: groupID(sig, v.o), Expires: latest(info)}
 	set := setAddr4
 	if a.Is6() {
 		set = setAddr6
 	}
 	pc := &pieces{}
-	for _, f := range []tfam{famInet, famBridge} {
+	for _, f := range Families {
 		if v.o.inTable(f, a, info) {
 			pc.elem(f, set, el)
 		}
@@ -198,15 +175,15 @@ func (v *groupView) addrPieces(a netip.Addr, info addrInfo, sig string) *pieces 
 	return pc
 }
 
-func (v *groupView) groupPieces(f tfam, sig string) *pieces {
+func (v *groupView) groupPieces(f Family, sig string) *pieces {
 	peers := sigPeers(sig)
 	if len(peers) < 2 {
 		return nil // a single peer's group id is its peer id: no membership element
 	}
-	gid := dispatchKey(groupID(sig, v.o))
+	gid := groupID(sig, v.o)
 	pc := &pieces{}
 	for _, p := range peers {
-		pc.elem(f, setPeerGrp, &elemSpec{key: append(dispatchKey(v.o.peerID(p)), gid...)})
+		pc.elem(f, setPeerGrp, &Elem{Key: PeerGroupKey{Peer: v.o.peerID(p), Group: gid}})
 	}
 	return pc
 }
@@ -225,11 +202,15 @@ func (v *groupView) bindPieces(k bindKey) *pieces {
 		}
 		return false
 	}
-	if pf.pid == nil {
-		pf.pid = dispatchKey(v.o.dispatchID(polChain(k.policy, policy.FromDevice)))
+	if pf.pid == 0 {
+		pf.pid = v.o.dispatchID(polChain(k.policy, policy.FromDevice))
 	}
-	gid := dispatchKey(groupID(k.sig, v.o))
-	var seen map[string]bool
+	gid := groupID(k.sig, v.o)
+	type setKey struct {
+		set string
+		key ACLKey
+	}
+	var seen map[setKey]bool
 	pc := &pieces{}
 	for di, list := range pf.forms[k.fam] {
 		set := setACLOut
@@ -245,19 +226,19 @@ func (v *groupView) bindPieces(k bindKey) *pieces {
 				// the same element from two ACEs (e.g. one name, two rules
 				// differing only in what the element leaves out)
 				if seen == nil {
-					seen = map[string]bool{}
+					seen = map[setKey]bool{}
 					for _, x := range pc.elems {
-						seen[x.ref.name+string(x.elem.key)] = true
+						seen[setKey{x.ref.Name, x.elem.Key.(ACLKey)}] = true
 					}
 				}
-				if seen[set+string(key)] {
+				if seen[setKey{set, key}] {
 					continue
 				}
 			}
 			if seen != nil {
-				seen[set+string(key)] = true
+				seen[setKey{set, key}] = true
 			}
-			pc.elem(k.fam, set, &elemSpec{key: key})
+			pc.elem(k.fam, set, &Elem{Key: key})
 		}
 	}
 	if len(pc.elems) == 0 {
@@ -267,7 +248,7 @@ func (v *groupView) bindPieces(k bindKey) *pieces {
 }
 
 // liveSigs are the groups containing peer p in table f after the change.
-func (v *groupView) liveSigs(f tfam, p string) []string {
+func (v *groupView) liveSigs(f Family, p string) []string {
 	var out []string
 	for s := range v.st.peerSigs[f][p] {
 		if !v.dd.vanish[f][s] {
@@ -292,12 +273,12 @@ func (v *groupView) policiesNaming(p string) []string {
 // deriveChange computes the layer's change for changed policies and peers.
 // all: recompute everything from the state after the change (st is then
 // empty and peersAfter lists every peer).
-func deriveChange(o buildOpts, st *derivedState, objs *derivedObjects, all bool,
+func deriveChange(o buildOpts, st *derivedState, out *owners, all bool,
 	changedPolicies map[string]*policy.Policy, policyAfter func(string) *policy.Policy,
 	changedPeers map[string]map[netip.Prefix]time.Time, peersBefore func(string) map[netip.Prefix]time.Time,
 	allPeersAfter func() map[string]map[netip.Prefix]time.Time) *derivedDelta {
 
-	dd := newDerivedDelta()
+	dd := newDerivedDelta(out)
 	v := &groupView{o: o, st: st, dd: dd, policy: policyAfter, changedP: changedPolicies, forms: map[string]*policyForms{},
 		naming: map[string][]string{}}
 	for id, p := range changedPolicies {
@@ -362,7 +343,7 @@ func deriveChange(o buildOpts, st *derivedState, objs *derivedObjects, all bool,
 		if len(info) > 0 {
 			newSig = sigOf(info)
 		}
-		for _, f := range []tfam{famInet, famBridge} {
+		for _, f := range Families {
 			if len(old) > 0 && o.inTable(f, a, old) {
 				dd.refDelta[f][oldSig]--
 			}
@@ -370,24 +351,23 @@ func deriveChange(o buildOpts, st *derivedState, objs *derivedObjects, all bool,
 				dd.refDelta[f][newSig]++
 			}
 		}
-		dd.addrs[a] = v.addrPieces(a, info, newSig)
+		out.addrs[a] = v.addrPieces(a, info, newSig)
 	}
 
 	// 2. segments of the classes (few, configured: recomputed as a whole)
 	if netChanged {
 		var nr [2]map[string]int
-		nr[famInet], nr[famBridge] = map[string]int{}, map[string]int{}
-		dd.nets = &pieces{}
+		nr[Inet], nr[Bridge] = map[string]int{}, map[string]int{}
+		out.nets = &pieces{}
 		segs := netSegments(allPeersAfter())
 		for _, s := range segs {
-			el := &elemSpec{key: append(make([]byte, 4), s.first.AsSlice()...), keyEnd: append(make([]byte, 4), s.last.AsSlice()...),
-				data: dispatchKey(groupID(s.sig, o)), expires: s.expires}
+			el := &Elem{Key: NetKey{First: s.first, Last: s.last}, Mark: groupID(s.sig, o), Expires: s.expires}
 			set := setNet4
 			if s.first.Is6() {
 				set = setNet6
 			}
-			for _, f := range []tfam{famInet, famBridge} {
-				dd.nets.elem(f, set, el)
+			for _, f := range Families {
+				out.nets.elem(f, set, el)
 				nr[f][s.sig]++
 			}
 		}
@@ -403,7 +383,7 @@ func deriveChange(o buildOpts, st *derivedState, objs *derivedObjects, all bool,
 	}
 
 	// 3. groups appearing and vanishing
-	for _, f := range []tfam{famInet, famBridge} {
+	for _, f := range Families {
 		for s, d := range dd.refDelta[f] {
 			if d == 0 {
 				continue
@@ -412,18 +392,16 @@ func deriveChange(o buildOpts, st *derivedState, objs *derivedObjects, all bool,
 			switch {
 			case old == 0 && old+d > 0:
 				dd.appear[f][s] = true
-				dd.groups[tsig{f, s}] = v.groupPieces(f, s)
+				out.groups[tsig{f, s}] = v.groupPieces(f, s)
 			case old > 0 && old+d <= 0:
 				dd.vanish[f][s] = true
-				dd.groups[tsig{f, s}] = nil
-				for k := range objs.bySig[tsig{f, s}] {
-					dd.binds[k] = nil
-				}
+				out.groups[tsig{f, s}] = nil
+				st.bindsOfGroup(f, s, func(k bindKey) { out.binds[k] = nil })
 			}
 		}
 	}
 
-	for _, f := range []tfam{famInet, famBridge} {
+	for _, f := range Families {
 		v.appearBy[f] = map[string][]string{}
 		for s := range dd.appear[f] {
 			for _, p := range sigPeers(s) {
@@ -435,26 +413,24 @@ func deriveChange(o buildOpts, st *derivedState, objs *derivedObjects, all bool,
 	// 4. changed policies: their old elements go, new ones are bound to
 	// every live group of the peers they name
 	for id := range changedPolicies {
-		for k := range objs.byPolicy[id] {
-			dd.binds[k] = nil
-		}
+		st.bindsOfPolicy(id, func(k bindKey) { out.binds[k] = nil })
 		for _, p := range dd.policyPeers[id] {
-			for _, f := range []tfam{famInet, famBridge} {
+			for _, f := range Families {
 				for _, s := range v.liveSigs(f, p) {
 					k := bindKey{f, id, s}
-					dd.binds[k] = v.bindPieces(k)
+					out.binds[k] = v.bindPieces(k)
 				}
 			}
 		}
 	}
 	// 5. new groups: bound to every policy naming one of their peers
-	for _, f := range []tfam{famInet, famBridge} {
+	for _, f := range Families {
 		for s := range dd.appear[f] {
 			for _, p := range sigPeers(s) {
 				for _, id := range v.policiesNaming(p) {
 					k := bindKey{f, id, s}
-					if _, done := dd.binds[k]; !done {
-						dd.binds[k] = v.bindPieces(k)
+					if _, done := out.binds[k]; !done {
+						out.binds[k] = v.bindPieces(k)
 					}
 				}
 			}
@@ -522,68 +498,6 @@ func (st *derivedState) apply(dd *derivedDelta, changedPolicies map[string]*poli
 			m[id] = true
 		}
 	}
-}
-
-// apply records a committed delta's pieces.
-func (do *derivedObjects) apply(dd *derivedDelta) {
-	for a, p := range dd.addrs {
-		if p == nil {
-			delete(do.addrs, a)
-		} else {
-			do.addrs[a] = p
-		}
-	}
-	if dd.nets != nil {
-		do.nets = dd.nets
-	}
-	for k, p := range dd.groups {
-		if p == nil {
-			delete(do.groups, k)
-		} else {
-			do.groups[k] = p
-		}
-	}
-	for k, p := range dd.binds {
-		ts := tsig{k.fam, k.sig}
-		if p == nil {
-			delete(do.binds, k)
-			delete(do.byPolicy[k.policy], k)
-			if len(do.byPolicy[k.policy]) == 0 {
-				delete(do.byPolicy, k.policy)
-			}
-			delete(do.bySig[ts], k)
-			if len(do.bySig[ts]) == 0 {
-				delete(do.bySig, ts)
-			}
-			continue
-		}
-		do.binds[k] = p
-		if do.byPolicy[k.policy] == nil {
-			do.byPolicy[k.policy] = map[bindKey]bool{}
-		}
-		do.byPolicy[k.policy][k] = true
-		if do.bySig[ts] == nil {
-			do.bySig[ts] = map[bindKey]bool{}
-		}
-		do.bySig[ts][k] = true
-	}
-}
-
-// pieces lists the delta's new pieces and the cached ones they replace.
-func (dd *derivedDelta) diff(do *derivedObjects) (oldP, newP []*pieces) {
-	for a, p := range dd.addrs {
-		oldP, newP = appendIf(oldP, do.addrs[a]), appendIf(newP, p)
-	}
-	if dd.nets != nil {
-		oldP, newP = appendIf(oldP, do.nets), append(newP, dd.nets)
-	}
-	for k, p := range dd.groups {
-		oldP, newP = appendIf(oldP, do.groups[k]), appendIf(newP, p)
-	}
-	for k, p := range dd.binds {
-		oldP, newP = appendIf(oldP, do.binds[k]), appendIf(newP, p)
-	}
-	return oldP, newP
 }
 
 // segment is a range of addresses the same configured classes cover.

@@ -1,4 +1,4 @@
-package enforcer
+package plan
 
 import (
 	"encoding/binary"
@@ -29,15 +29,19 @@ type frag struct {
 	exprs []expr.Any
 }
 
-// irRule is one rule: matches ANDed, an optional counter, a verdict.
-type irRule struct {
+// Rule is one rule: matches ANDed, an optional counter, a verdict, a
+// comment. Its expressions are github.com/google/nftables/expr values
+// (data, which the wire layer marshals); its text is what Render and plans
+// print, and equal texts mean equal rules.
+type Rule struct {
 	frags   []frag
 	counter bool
-	verdict *expr.Verdict // nil: no verdict (e.g. a log rule that falls through)
-	comment string        // stored as the rule's comment; counters are read back by it
+	verdict Verdict // Kind VerdictNone: none (e.g. a log rule that falls through)
+	comment string  // stored as the rule's comment; counters are read back by it
 }
 
-func (r irRule) exprs() []expr.Any {
+// Exprs are the rule's expressions, in order.
+func (r Rule) Exprs() []expr.Any {
 	var out []expr.Any
 	for _, f := range r.frags {
 		out = append(out, f.exprs...)
@@ -45,14 +49,20 @@ func (r irRule) exprs() []expr.Any {
 	if r.counter {
 		out = append(out, &expr.Counter{})
 	}
-	if r.verdict != nil {
-		v := *r.verdict
-		out = append(out, &v)
+	if r.verdict.Kind != VerdictNone {
+		out = append(out, exprVerdict(r.verdict))
 	}
 	return out
 }
 
-func (r irRule) text() string {
+// Comment is the rule's comment (the ACE's name for counted rules).
+func (r Rule) Comment() string { return r.comment }
+
+// Verdict is the rule's verdict.
+func (r Rule) Verdict() Verdict { return r.verdict }
+
+// Text is the rule in nft syntax.
+func (r Rule) Text() string {
 	var parts []string
 	for _, f := range r.frags {
 		if f.text != "" {
@@ -62,8 +72,8 @@ func (r irRule) text() string {
 	if r.counter {
 		parts = append(parts, "counter")
 	}
-	if r.verdict != nil {
-		parts = append(parts, verdictText(*r.verdict))
+	if r.verdict.Kind != VerdictNone {
+		parts = append(parts, r.verdict.String())
 	}
 	if r.comment != "" {
 		parts = append(parts, fmt.Sprintf("comment %q", r.comment))
@@ -71,50 +81,44 @@ func (r irRule) text() string {
 	return strings.Join(parts, " ")
 }
 
-func verdictText(v expr.Verdict) string {
+// exprVerdict is a verdict as an expression.
+func exprVerdict(v Verdict) *expr.Verdict {
+	var k expr.VerdictKind
 	switch v.Kind {
-	case expr.VerdictAccept:
-		return "accept"
-	case expr.VerdictDrop:
-		return "drop"
-	case expr.VerdictReturn:
-		return "return"
-	case expr.VerdictJump:
-		return "jump " + v.Chain
-	case expr.VerdictGoto:
-		return "goto " + v.Chain
+	case VerdictAccept:
+		k = expr.VerdictAccept
+	case VerdictDrop:
+		k = expr.VerdictDrop
+	case VerdictReturn:
+		k = expr.VerdictReturn
+	case VerdictJump:
+		k = expr.VerdictJump
+	case VerdictGoto:
+		k = expr.VerdictGoto
 	}
-	return fmt.Sprintf("verdict(%d)", v.Kind)
+	return &expr.Verdict{Kind: k, Chain: v.Chain}
 }
 
-func accept() *expr.Verdict { return &expr.Verdict{Kind: expr.VerdictAccept} }
-func drop() *expr.Verdict   { return &expr.Verdict{Kind: expr.VerdictDrop} }
-func ret() *expr.Verdict    { return &expr.Verdict{Kind: expr.VerdictReturn} }
-func jump(c string) *expr.Verdict {
-	return &expr.Verdict{Kind: expr.VerdictJump, Chain: c}
-}
-func gotoChain(c string) *expr.Verdict {
-	return &expr.Verdict{Kind: expr.VerdictGoto, Chain: c}
-}
+func accept() Verdict            { return Verdict{Kind: VerdictAccept} }
+func drop() Verdict              { return Verdict{Kind: VerdictDrop} }
+func ret() Verdict               { return Verdict{Kind: VerdictReturn} }
+func jump(c string) Verdict      { return Verdict{Kind: VerdictJump, Chain: c} }
+func gotoChain(c string) Verdict { return Verdict{Kind: VerdictGoto, Chain: c} }
+
+// markBytes is a 32-bit id as meta mark, meta secmark and a mark map's
+// value hold it: host byte order.
+func markBytes(id uint32) []byte { return nativeEndian.AppendUint32(nil, id) }
 
 func cmpEq(reg uint32, data []byte) *expr.Cmp {
 	return &expr.Cmp{Op: expr.CmpOpEq, Register: reg, Data: data}
 }
 
-// Families of our tables.
-type tfam uint8
-
-const (
-	famInet tfam = iota
-	famBridge
-)
-
 // ipVer is 4 or 6.
 
 // fNfproto restricts to one IP version: `meta nfproto` in inet, `meta
 // protocol` (the ethertype) in bridge, as nft's implicit dependencies do.
-func fNfproto(f tfam, v int) frag {
-	if f == famBridge {
+func fNfproto(f Family, v int) frag {
+	if f == Bridge {
 		et, name := uint16(unix.ETH_P_IP), "ip"
 		if v == 6 {
 			et, name = unix.ETH_P_IPV6, "ip6"

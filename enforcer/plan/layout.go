@@ -1,17 +1,17 @@
-package enforcer
+package plan
 
 import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"maps"
 	"net"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 	"time"
 
-	"github.com/google/nftables"
-	"github.com/google/nftables/expr"
 	"github.com/openmud/mud/policy"
 )
 
@@ -70,62 +70,39 @@ const (
 	firstDispatchID uint32 = 16
 )
 
-type setDef struct {
-	name    string
-	key     nftables.SetDatatype
-	vmap    bool // a verdict map
-	dmap    bool // a data map (mark values: dispatch ids)
-	concat  bool
-	ival    bool
-	timeout bool
-	counter bool
-	dynamic bool   // updated from the packet path
-	size    uint32 // maximum number of elements (0: unbounded)
-	decl    string // nft syntax, for Render
-}
-
-var (
-	typeEtherIP4 = nftables.MustConcatSetType(nftables.TypeEtherAddr, nftables.TypeIPAddr)
-	typeEtherIP6 = nftables.MustConcatSetType(nftables.TypeEtherAddr, nftables.TypeIP6Addr)
-	typeMarkIP4  = nftables.MustConcatSetType(nftables.TypeMark, nftables.TypeIPAddr)
-	typeMarkIP6  = nftables.MustConcatSetType(nftables.TypeMark, nftables.TypeIP6Addr)
-	typeMarkMark = nftables.MustConcatSetType(nftables.TypeMark, nftables.TypeMark)
-	typeACL      = nftables.MustConcatSetType(nftables.TypeMark, nftables.TypeMark, nftables.TypeMark, nftables.TypeInetProto, nftables.TypeInetService)
-)
-
 // setDefs lists the sets of a table. With two-stage dispatch (the default),
 // the device maps hold dispatch ids (data, so adding a device makes the
 // kernel validate nothing) and out_chain/in_chain map ids to chains; in
 // direct mode the device maps are verdict maps jumping to the chains.
 // flows is the size of the flow sets of the bridge table's reflexive mode
 // (0: none, the kernel tracks bridged traffic).
-func setDefs(f tfam, twoStage, ruleCounters bool, flows uint32) []setDef {
-	dev := func(name string, key nftables.SetDatatype, keyText string) setDef {
+func setDefs(f Family, twoStage, ruleCounters bool, flows uint32) []Set {
+	dev := func(name string, key KeyType, keyText string) Set {
 		if twoStage {
-			return setDef{name: name, key: key, dmap: true, decl: "type " + keyText + " : mark"}
+			return Set{Name: name, Key: key, Value: ValueMark, decl: "type " + keyText + " : mark"}
 		}
-		return setDef{name: name, key: key, vmap: true, decl: "type " + keyText + " : verdict"}
+		return Set{Name: name, Key: key, Value: ValueVerdict, decl: "type " + keyText + " : verdict"}
 	}
-	defs := []setDef{dev(setFromDev, nftables.TypeEtherAddr, "ether_addr")}
-	if f == famInet {
-		defs = append(defs, dev(setToDev4, nftables.TypeIPAddr, "ipv4_addr"), dev(setToDev6, nftables.TypeIP6Addr, "ipv6_addr"),
-			setDef{name: setCaged, key: nftables.TypeEtherAddr, decl: "type ether_addr"})
+	defs := []Set{dev(setFromDev, KeyMAC, "ether_addr")}
+	if f == Inet {
+		defs = append(defs, dev(setToDev4, KeyIPv4, "ipv4_addr"), dev(setToDev6, KeyIPv6, "ipv6_addr"),
+			Set{Name: setCaged, Key: KeyMAC, decl: "type ether_addr"})
 	} else {
-		defs = append(defs, dev(setToDev, nftables.TypeEtherAddr, "ether_addr"))
+		defs = append(defs, dev(setToDev, KeyMAC, "ether_addr"))
 	}
 	if twoStage {
 		defs = append(defs,
-			setDef{name: setOutVmap, key: nftables.TypeMark, vmap: true, decl: "type mark : verdict"},
-			setDef{name: setInVmap, key: nftables.TypeMark, vmap: true, decl: "type mark : verdict"})
+			Set{Name: setOutVmap, Key: KeyMark, Value: ValueVerdict, decl: "type mark : verdict"},
+			Set{Name: setInVmap, Key: KeyMark, Value: ValueVerdict, decl: "type mark : verdict"})
 	}
 	defs = append(defs,
-		setDef{name: setGuard4, key: typeEtherIP4, concat: true, decl: "type ether_addr . ipv4_addr"},
-		setDef{name: setGuard6, key: typeEtherIP6, concat: true, decl: "type ether_addr . ipv6_addr"},
-		setDef{name: setAddr4, key: nftables.TypeIPAddr, dmap: true, timeout: true, decl: "type ipv4_addr : mark; flags timeout"},
-		setDef{name: setAddr6, key: nftables.TypeIP6Addr, dmap: true, timeout: true, decl: "type ipv6_addr : mark; flags timeout"},
-		setDef{name: setNet4, key: typeMarkIP4, dmap: true, concat: true, ival: true, timeout: true, decl: "type mark . ipv4_addr : mark; flags interval, timeout"},
-		setDef{name: setNet6, key: typeMarkIP6, dmap: true, concat: true, ival: true, timeout: true, decl: "type mark . ipv6_addr : mark; flags interval, timeout"},
-		setDef{name: setPeerGrp, key: typeMarkMark, concat: true, decl: "type mark . mark"},
+		Set{Name: setGuard4, Key: KeyMACIPv4, decl: "type ether_addr . ipv4_addr"},
+		Set{Name: setGuard6, Key: KeyMACIPv6, decl: "type ether_addr . ipv6_addr"},
+		Set{Name: setAddr4, Key: KeyIPv4, Value: ValueMark, Timeout: true, decl: "type ipv4_addr : mark; flags timeout"},
+		Set{Name: setAddr6, Key: KeyIPv6, Value: ValueMark, Timeout: true, decl: "type ipv6_addr : mark; flags timeout"},
+		Set{Name: setNet4, Key: KeyMarkIPv4, Value: ValueMark, Interval: true, Timeout: true, decl: "type mark . ipv4_addr : mark; flags interval, timeout"},
+		Set{Name: setNet6, Key: KeyMarkIPv6, Value: ValueMark, Interval: true, Timeout: true, decl: "type mark . ipv6_addr : mark; flags interval, timeout"},
+		Set{Name: setPeerGrp, Key: KeyMarkMark, decl: "type mark . mark"},
 	)
 	if twoStage {
 		acl := "type mark . mark . mark . inet_proto . inet_service"
@@ -133,53 +110,27 @@ func setDefs(f tfam, twoStage, ruleCounters bool, flows uint32) []setDef {
 			acl += "; counter"
 		}
 		defs = append(defs,
-			setDef{name: setACLOut, key: typeACL, concat: true, counter: ruleCounters, decl: acl},
-			setDef{name: setACLIn, key: typeACL, concat: true, counter: ruleCounters, decl: acl},
-			setDef{name: setDenyOut, key: nftables.TypeMark, counter: true, decl: "type mark; counter"},
-			setDef{name: setDenyIn, key: nftables.TypeMark, counter: true, decl: "type mark; counter"},
-			setDef{name: setResOut, key: nftables.TypeMark, vmap: true, decl: "type mark : verdict"},
-			setDef{name: setResIn, key: nftables.TypeMark, vmap: true, decl: "type mark : verdict"})
+			Set{Name: setACLOut, Key: KeyACL, Counter: ruleCounters, decl: acl},
+			Set{Name: setACLIn, Key: KeyACL, Counter: ruleCounters, decl: acl},
+			Set{Name: setDenyOut, Key: KeyMark, Counter: true, decl: "type mark; counter"},
+			Set{Name: setDenyIn, Key: KeyMark, Counter: true, decl: "type mark; counter"},
+			Set{Name: setResOut, Key: KeyMark, Value: ValueVerdict, decl: "type mark : verdict"},
+			Set{Name: setResIn, Key: KeyMark, Value: ValueVerdict, decl: "type mark : verdict"})
 	}
-	if f == famBridge && flows > 0 {
+	if f == Bridge && flows > 0 {
 		defs = append(defs, flowSetDefs(flows)...)
 	}
 	return defs
 }
 
-type chainID struct {
-	fam  tfam
-	name string
-}
-
-type hookSpec struct {
-	hook nftables.ChainHook
-	prio int32
-	text string
-}
-
-type chainSpec struct {
-	id    chainID
-	hook  *hookSpec
-	rules []irRule
-	sig   string // the rules' text: equal signatures mean equal chains
-}
-
-type elemSpec struct {
-	key, keyEnd []byte
-	data        []byte // data maps: the value (a dispatch id)
-	verdict     *expr.Verdict
-	expires     time.Time // zero: permanent
-}
-
-type setRef struct {
-	fam  tfam
-	name string
-}
-
 // layout is everything our two tables hold for one model.
 type layout struct {
-	chains map[chainID]*chainSpec
-	elems  map[setRef]map[string]*elemSpec
+	chains map[ChainRef]*Chain
+	elems  map[SetRef]map[Key]*Elem
+}
+
+func newLayout() *layout {
+	return &layout{chains: map[ChainRef]*Chain{}, elems: map[SetRef]map[Key]*Elem{}}
 }
 
 // buildOpts carries what the layout depends on besides the model.
@@ -188,7 +139,7 @@ type buildOpts struct {
 	logGroup         uint16
 	log              bool
 	bridgeCT         bool     // the kernel tracks bridged traffic (nf_conntrack_bridge)
-	bridgeNF         bridgeNF // what br_netfilter passes to the inet hooks
+	bridgeNF         BridgeNF // what br_netfilter passes to the inet hooks
 	flowSize         uint32   // bound of the flow sets (reflexive mode; 0 with bridgeCT)
 	twoStage         bool     // dispatch through ids in meta secmark (see fixedChains)
 	ruleCounters     bool     // acl elements carry counters
@@ -253,56 +204,48 @@ func deviceChains(d *Device) (out, in string) {
 	return polChain(d.PolicyID, policy.FromDevice), polChain(d.PolicyID, policy.ToDevice)
 }
 
-// pieces are the chains and set elements one object of the model (the fixed
-// skeleton, a policy, a device, a peer) contributes. Changes are diffed per
-// object, so a change costs work in proportion to what changed, not to the
-// size of the ruleset.
-type pieces struct {
-	chains []*chainSpec
-	elems  []elemAt
-}
-
-type elemAt struct {
-	ref  setRef
-	elem *elemSpec
-}
-
-func (pc *pieces) chain(c *chainSpec) {
-	var sig strings.Builder
-	if c.hook != nil {
-		sig.WriteString(c.hook.text + "\n")
-	}
-	for _, r := range c.rules {
-		sig.WriteString(r.text())
-		sig.WriteByte('\n')
-	}
-	c.sig = sig.String()
+func (pc *pieces) chain(c *Chain) {
+	c.sign()
 	pc.chains = append(pc.chains, c)
 }
 
-func (pc *pieces) elem(f tfam, set string, e *elemSpec) {
-	pc.elems = append(pc.elems, elemAt{setRef{f, set}, e})
+// sign computes the chain's signature.
+func (c *Chain) sign() {
+	var sig strings.Builder
+	if c.Hook != nil {
+		sig.WriteString(c.Hook.Text() + "\n")
+	}
+	for _, r := range c.Rules {
+		sig.WriteString(r.Text())
+		sig.WriteByte('\n')
+	}
+	c.sig = sig.String()
 }
 
-func (e *elemSpec) id() string { return string(e.key) + "|" + string(e.keyEnd) }
+func (pc *pieces) elem(f Family, set string, e *Elem) {
+	pc.elems = append(pc.elems, elemAt{SetRef{f, set}, e})
+}
 
 func (l *layout) add(pc *pieces) {
+	if pc == nil {
+		return
+	}
 	for _, c := range pc.chains {
-		l.chains[c.id] = c
+		l.chains[c.ID] = c
 	}
 	for _, x := range pc.elems {
 		m := l.elems[x.ref]
 		if m == nil {
-			m = map[string]*elemSpec{}
+			m = map[Key]*Elem{}
 			l.elems[x.ref] = m
 		}
-		m[x.elem.id()] = x.elem
+		m[x.elem.Key] = x.elem
 	}
 }
 
 func fixedPieces(o buildOpts) *pieces {
 	pc := &pieces{}
-	for _, f := range []tfam{famInet, famBridge} {
+	for _, f := range Families {
 		for _, c := range fixedChains(f, o) {
 			pc.chain(c)
 		}
@@ -329,15 +272,15 @@ func policyPieces(p *policy.Policy, o buildOpts) (*pieces, error) {
 		// Allow-only: elements (bound per group, see groups.go), a chain
 		// only for the ACEs that are not triples, the per-policy deny
 		// counter.
-		k := dispatchKey(o.dispatchID(polChain(p.ID, policy.FromDevice)))
+		k := MarkKey(o.dispatchID(polChain(p.ID, policy.FromDevice)))
 		for di, d := range []policy.Direction{policy.FromDevice, policy.ToDevice} {
 			vm, res, deny, allow, acl := setOutVmap, setResOut, setDenyOut, chainAllowOut, chainACLOut
 			if di == 1 {
 				vm, res, deny, allow, acl = setInVmap, setResIn, setDenyIn, chainAllowIn, chainACLIn
 			}
-			for _, f := range []tfam{famInet, famBridge} {
-				pc.elem(f, vm, &elemSpec{key: k, verdict: jump(allow)})
-				pc.elem(f, deny, &elemSpec{key: k})
+			for _, f := range Families {
+				pc.elem(f, vm, &Elem{Key: k, Verdict: jump(allow)})
+				pc.elem(f, deny, &Elem{Key: k})
 				if len(pf.residual[di]) == 0 {
 					continue
 				}
@@ -346,20 +289,20 @@ func policyPieces(p *policy.Policy, o buildOpts) (*pieces, error) {
 					return nil, fmt.Errorf("rendering policy %q %s: %w", p.ID, d, err)
 				}
 				name := polChain(p.ID, d)
-				pc.chain(&chainSpec{id: chainID{f, name}, rules: append(rules, irRule{verdict: gotoChain(acl)})})
-				pc.elem(f, res, &elemSpec{key: k, verdict: gotoChain(name)})
+				pc.chain(&Chain{ID: ChainRef{f, name}, Rules: append(rules, Rule{verdict: gotoChain(acl)})})
+				pc.elem(f, res, &Elem{Key: k, Verdict: gotoChain(name)})
 			}
 		}
 		return pc, nil
 	}
-	for _, f := range []tfam{famInet, famBridge} {
+	for _, f := range Families {
 		for _, d := range []policy.Direction{policy.FromDevice, policy.ToDevice} {
 			rules, err := policyRules(f, p.Rules(d), d, o)
 			if err != nil {
 				return nil, fmt.Errorf("rendering policy %q %s: %w", p.ID, d, err)
 			}
-			pc.chain(&chainSpec{id: chainID{f, polChain(p.ID, d)},
-				rules: append(prologue(f, d, o), append(rules, epilogue(d, o)...)...)})
+			pc.chain(&Chain{ID: ChainRef{f, polChain(p.ID, d)},
+				Rules: append(prologue(f, d, o), append(rules, epilogue(d, o)...)...)})
 		}
 	}
 	if o.twoStage {
@@ -371,15 +314,12 @@ func policyPieces(p *policy.Policy, o buildOpts) (*pieces, error) {
 
 // dispatchElems maps a dispatch id to its chains (two-stage dispatch).
 func dispatchElems(pc *pieces, id uint32, out, in string) {
-	k := dispatchKey(id)
-	for _, f := range []tfam{famInet, famBridge} {
-		pc.elem(f, setOutVmap, &elemSpec{key: k, verdict: jump(out)})
-		pc.elem(f, setInVmap, &elemSpec{key: k, verdict: jump(in)})
+	k := MarkKey(id)
+	for _, f := range Families {
+		pc.elem(f, setOutVmap, &Elem{Key: k, Verdict: jump(out)})
+		pc.elem(f, setInVmap, &Elem{Key: k, Verdict: jump(in)})
 	}
 }
-
-// dispatchKey is an id as meta secmark holds it: host byte order.
-func dispatchKey(id uint32) []byte { return nativeEndian.AppendUint32(nil, id) }
 
 // fixedDispatchID gives the ids of the fixed treatments.
 func fixedDispatchID(outChain string) (uint32, bool) {
@@ -397,45 +337,44 @@ func devicePieces(d *Device, o buildOpts) (*pieces, error) {
 	// One allocation for the device's elements (a full apply builds
 	// 100,000 of them).
 	naddr := len(d.IPv4s) + len(d.IPv6s)
-	specs := make([]elemSpec, 0, 4+2*naddr+naddr)
+	specs := make([]Elem, 0, 4+2*naddr+naddr)
 	pc := &pieces{elems: make([]elemAt, 0, cap(specs))}
-	spec := func(e elemSpec) *elemSpec {
+	spec := func(e Elem) *Elem {
 		specs = append(specs, e)
 		return &specs[len(specs)-1]
 	}
 	// The device maps' values: a dispatch id (two-stage) or a jump.
-	var outE, inE func(key []byte) *elemSpec
+	var outE, inE func(key Key) *Elem
 	if o.twoStage {
-		id := dispatchKey(o.dispatchID(outC))
-		outE = func(key []byte) *elemSpec { return spec(elemSpec{key: key, data: id}) }
+		id := o.dispatchID(outC)
+		outE = func(key Key) *Elem { return spec(Elem{Key: key, Mark: id}) }
 		inE = outE
 	} else {
-		outE = func(key []byte) *elemSpec { return spec(elemSpec{key: key, verdict: jump(outC)}) }
-		inE = func(key []byte) *elemSpec { return spec(elemSpec{key: key, verdict: jump(inC)}) }
+		outE = func(key Key) *Elem { return spec(Elem{Key: key, Verdict: jump(outC)}) }
+		inE = func(key Key) *Elem { return spec(Elem{Key: key, Verdict: jump(inC)}) }
 	}
-	mac := []byte(d.MAC)
+	macK := MACOf(d.MAC)
+	var mac Key = macK
 	overrides := d.Mode == Enforce && !d.Overrides.empty()
 	if overrides && o.twoStage {
 		dispatchElems(pc, o.dispatchID(outC), outC, inC)
 	}
-	// Keys are shared by both tables' elements (read-only).
-	v4 := make([][]byte, len(d.IPv4s))
-	g4 := make([][]byte, len(d.IPv4s))
+	// Keys are shared by both tables' elements.
+	v4 := make([]Key, len(d.IPv4s))
+	g4 := make([]Key, len(d.IPv4s))
 	for i, a := range d.IPv4s {
-		v4[i] = a.AsSlice()
-		g4[i] = append(append(append(make([]byte, 0, 12), mac...), 0, 0), v4[i]...)
+		v4[i], g4[i] = AddrKey(a), GuardKey{macK, a}
 	}
-	v6 := make([][]byte, len(d.IPv6s))
-	g6 := make([][]byte, len(d.IPv6s))
+	v6 := make([]Key, len(d.IPv6s))
+	g6 := make([]Key, len(d.IPv6s))
 	for i, a := range d.IPv6s {
-		v6[i] = a.AsSlice()
-		g6[i] = append(append(append(make([]byte, 0, 24), mac...), 0, 0), v6[i]...)
+		v6[i], g6[i] = AddrKey(a), GuardKey{macK, a}
 	}
 	from := outE(mac)
 	if d.Mode == Quarantine || d.Mode == Block {
-		pc.elem(famInet, setCaged, spec(elemSpec{key: mac}))
+		pc.elem(Inet, setCaged, spec(Elem{Key: mac}))
 	}
-	for _, f := range []tfam{famInet, famBridge} {
+	for _, f := range Families {
 		if overrides {
 			for _, dir := range []policy.Direction{policy.FromDevice, policy.ToDevice} {
 				list := d.Overrides.FromDevice
@@ -454,28 +393,28 @@ func devicePieces(d *Device, o buildOpts) (*pieces, error) {
 					if dir == policy.ToDevice {
 						allow = chainAllowIn
 					}
-					rules = append(rules, irRule{frags: []frag{fSetSecmark(o.dispatchID(polChain(d.PolicyID, policy.FromDevice)))}, verdict: gotoChain(allow)})
+					rules = append(rules, Rule{frags: []frag{fSetSecmark(o.dispatchID(polChain(d.PolicyID, policy.FromDevice)))}, verdict: gotoChain(allow)})
 				} else {
-					rules = append(rules, irRule{verdict: gotoChain(polChain(d.PolicyID, dir))})
+					rules = append(rules, Rule{verdict: gotoChain(polChain(d.PolicyID, dir))})
 				}
-				pc.chain(&chainSpec{id: chainID{f, devChain(d.MAC, dir)}, rules: rules})
+				pc.chain(&Chain{ID: ChainRef{f, devChain(d.MAC, dir)}, Rules: rules})
 			}
 		}
 		pc.elem(f, setFromDev, from)
-		if f == famBridge {
+		if f == Bridge {
 			pc.elem(f, setToDev, inE(mac))
 		}
 		for i := range v4 {
-			if f == famInet {
+			if f == Inet {
 				pc.elem(f, setToDev4, inE(v4[i]))
 			}
-			pc.elem(f, setGuard4, spec(elemSpec{key: g4[i]}))
+			pc.elem(f, setGuard4, spec(Elem{Key: g4[i]}))
 		}
 		for i := range v6 {
-			if f == famInet {
+			if f == Inet {
 				pc.elem(f, setToDev6, inE(v6[i]))
 			}
-			pc.elem(f, setGuard6, spec(elemSpec{key: g6[i]}))
+			pc.elem(f, setGuard6, spec(Elem{Key: g6[i]}))
 		}
 	}
 	return pc, nil
@@ -495,20 +434,35 @@ func exactPeer(key string) bool {
 	return false
 }
 
-// build computes the whole layout of a model (Render and tests; the
-// enforcer works per object).
+// build computes the whole layout of a model (Render).
 func build(m *model, o buildOpts) (*layout, error) {
-	l := &layout{chains: map[chainID]*chainSpec{}, elems: map[setRef]map[string]*elemSpec{}}
+	all, err := buildOwners(m, o)
+	if err != nil {
+		return nil, err
+	}
+	return all.layout(), nil
+}
+
+// buildOwners computes the pieces of every object of a model, from
+// scratch.
+func buildOwners(m *model, o buildOpts) (*owners, error) {
+	return buildOwnersWith(m, o, fixedPieces(o))
+}
+
+// buildOwnersWith is buildOwners with the fixed pieces of o at hand.
+func buildOwnersWith(m *model, o buildOpts, fixed *pieces) (*owners, error) {
+	out := newOwners()
 	o.isElement = func(id string) bool { p := m.policies[id]; return p != nil && elementPolicy(p, o) }
-	l.add(fixedPieces(o))
-	for _, p := range m.policies {
-		pc, err := policyPieces(p, o)
+	out.fixed = fixed
+	for _, id := range slices.Sorted(maps.Keys(m.policies)) {
+		pc, err := policyPieces(m.policies[id], o)
 		if err != nil {
 			return nil, err
 		}
-		l.add(pc)
+		out.policies[id] = pc
 	}
-	for _, d := range m.devices {
+	for _, mac := range slices.Sorted(maps.Keys(m.devices)) {
+		d := m.devices[mac]
 		if d.Mode == Enforce && m.policies[d.PolicyID] == nil {
 			return nil, fmt.Errorf("device %s: policy %q is not installed", d.MAC, d.PolicyID)
 		}
@@ -516,17 +470,12 @@ func build(m *model, o buildOpts) (*layout, error) {
 		if err != nil {
 			return nil, err
 		}
-		l.add(pc)
+		out.devices[mac] = pc
 	}
-	policyAfter := func(id string) *policy.Policy { return m.policies[id] }
-	dd := deriveChange(o, newDerivedState(), newDerivedObjects(), true, m.policies, policyAfter,
+	deriveChange(o, newDerivedState(), out, true, m.policies, func(id string) *policy.Policy { return m.policies[id] },
 		m.peers, func(string) map[netip.Prefix]time.Time { return nil },
 		func() map[string]map[netip.Prefix]time.Time { return m.peers })
-	_, np := dd.diff(newDerivedObjects())
-	for _, pc := range np {
-		l.add(pc)
-	}
-	return l, nil
+	return out, nil
 }
 
 func prefixRange(p netip.Prefix) (netip.Addr, netip.Addr) {
@@ -591,53 +540,53 @@ func normalizePeer(elems []Element, now time.Time) (map[netip.Prefix]time.Time, 
 
 // Always-allowed traffic: DHCP (RFC 8520 devices must renew leases). ndRule
 // is the ICMPv6 neighbour discovery IPv6 cannot work without.
-func dhcpRules(clientToServerOnly bool) []irRule {
+func dhcpRules(clientToServerOnly bool) []Rule {
 	pairs := [][2]uint16{{68, 67}, {546, 547}}
 	if !clientToServerOnly {
 		pairs = append(pairs, [2]uint16{67, 68}, [2]uint16{547, 546})
 	}
-	var out []irRule
+	var out []Rule
 	for _, p := range pairs {
-		out = append(out, irRule{frags: fUDPPorts(p[0], p[1]), verdict: accept()})
+		out = append(out, Rule{frags: fUDPPorts(p[0], p[1]), verdict: accept()})
 	}
 	return out
 }
 
-func ndRule() irRule {
-	return irRule{frags: []frag{fL4proto(58), fICMPv6Types(133, 137)}, verdict: accept()}
+func ndRule() Rule {
+	return Rule{frags: []frag{fL4proto(58), fICMPv6Types(133, 137)}, verdict: accept()}
 }
 
-func fixedChains(f tfam, o buildOpts) []*chainSpec {
-	var cs []*chainSpec
+func fixedChains(f Family, o buildOpts) []*Chain {
+	var cs []*Chain
 	// Neighbour discovery goes between the two fast-path rules: conntrack
 	// classifies NS/NA as invalid, and IPv6 must keep resolving neighbours.
-	fast := []irRule{
+	fast := []Rule{
 		{frags: []frag{ctEstRel}, verdict: accept()},
 		ndRule(),
 		{frags: []frag{ctInvalid}, counter: true, verdict: drop()},
 	}
 	// dispatch is what follows the always-allowed traffic in a base chain.
-	var fwdDispatch, inDispatch []irRule
+	var fwdDispatch, inDispatch []Rule
 	if o.twoStage {
-		fwdDispatch = []irRule{
+		fwdDispatch = []Rule{
 			{frags: []frag{fSecmarkIs(true)}, verdict: jump(chainDispFwd)},
 			{frags: []frag{fSecmarkIs(false)}, verdict: jump(chainBusyFwd)},
 		}
-		inDispatch = []irRule{
+		inDispatch = []Rule{
 			{frags: []frag{fSecmarkIs(true)}, verdict: jump(chainDispIn)},
 			{frags: []frag{fSecmarkIs(false)}, verdict: jump(chainBusyIn)},
 		}
 	} else {
 		etherSrc := []frag{fVmapEther(true, setFromDev)}
-		if f == famInet {
+		if f == Inet {
 			etherSrc = append([]frag{fIIFEther()}, etherSrc...)
-			fwdDispatch = []irRule{
+			fwdDispatch = []Rule{
 				{frags: etherSrc},
 				{frags: []frag{fNfproto(f, 4), fVmapAddr(4, false, setToDev4)}},
 				{frags: []frag{fNfproto(f, 6), fVmapAddr(6, false, setToDev6)}}}
-			inDispatch = []irRule{{frags: etherSrc}}
+			inDispatch = []Rule{{frags: etherSrc}}
 		} else {
-			fwdDispatch = []irRule{{frags: etherSrc}, {frags: []frag{fVmapEther(false, setToDev)}}}
+			fwdDispatch = []Rule{{frags: etherSrc}, {frags: []frag{fVmapEther(false, setToDev)}}}
 		}
 	}
 	// Replies of MUD devices pass the source guard before the established
@@ -646,38 +595,38 @@ func fixedChains(f tfam, o buildOpts) []*chainSpec {
 	// inbound packet is nobody's, and the device's replies are
 	// "established"). The original direction needs no check after the
 	// first packet, which dispatch guards: a flow's source never changes.
-	guardFirst := irRule{frags: []frag{fCtReply(), fInMap(loadEther(true, reg1), "ether saddr", setFromDev)}, verdict: jump(chainGuard)}
-	if f == famInet {
+	guardFirst := Rule{frags: []frag{fCtReply(), fInMap(loadEther(true, reg1), "ether saddr", setFromDev)}, verdict: jump(chainGuard)}
+	if f == Inet {
 		guardFirst.frags = []frag{fCtReply(), fIIFEther(), fInMap(loadEther(true, reg1), "ether saddr", setFromDev)}
-		fast = append([]irRule{guardFirst}, fast...)
+		fast = append([]Rule{guardFirst}, fast...)
 	}
-	if f == famInet {
-		fwd := append(append([]irRule{}, fast...), dhcpRules(false)...)
+	if f == Inet {
+		fwd := append(append([]Rule{}, fast...), dhcpRules(false)...)
 		fwd = append(fwd, fwdDispatch...)
-		cs = append(cs, &chainSpec{id: chainID{f, chainForward},
-			hook:  &hookSpec{*nftables.ChainHookForward, o.prio, fmt.Sprintf("type filter hook forward priority %d; policy accept;", o.prio)},
-			rules: fwd})
-		in := append(append([]irRule{}, fast...), dhcpRules(true)...)
+		cs = append(cs, &Chain{ID: ChainRef{f, chainForward},
+			Hook:  &Hook{HookForward, o.prio},
+			Rules: fwd})
+		in := append(append([]Rule{}, fast...), dhcpRules(true)...)
 		// A quarantined or blocked device asks the gateway for DNS and
 		// nothing else.
-		in = append(in, irRule{frags: []frag{fIIFEther(), fInMap(loadEther(true, reg1), "ether saddr", setCaged)}, verdict: jump(chainCageIn)})
+		in = append(in, Rule{frags: []frag{fIIFEther(), fInMap(loadEther(true, reg1), "ether saddr", setCaged)}, verdict: jump(chainCageIn)})
 		// RFC 8520 App. A: the gateway's own DNS and NTP stay reachable.
 		in = append(in,
-			irRule{frags: []frag{fL4proto(17), fPort(17, true, portRange{first: 53, last: 53})}, verdict: accept()},
-			irRule{frags: []frag{fL4proto(6), fPort(6, true, portRange{first: 53, last: 53})}, verdict: accept()},
-			irRule{frags: []frag{fL4proto(17), fPort(17, true, portRange{first: 123, last: 123})}, verdict: accept()})
+			Rule{frags: []frag{fL4proto(17), fPort(17, true, portRange{first: 53, last: 53})}, verdict: accept()},
+			Rule{frags: []frag{fL4proto(6), fPort(6, true, portRange{first: 53, last: 53})}, verdict: accept()},
+			Rule{frags: []frag{fL4proto(17), fPort(17, true, portRange{first: 123, last: 123})}, verdict: accept()})
 		in = append(in, inDispatch...)
-		cs = append(cs, &chainSpec{id: chainID{f, chainInput},
-			hook:  &hookSpec{*nftables.ChainHookInput, o.prio, fmt.Sprintf("type filter hook input priority %d; policy accept;", o.prio)},
-			rules: in})
+		cs = append(cs, &Chain{ID: ChainRef{f, chainInput},
+			Hook:  &Hook{HookInput, o.prio},
+			Rules: in})
 	} else {
-		var fwd []irRule
+		var fwd []Rule
 		if o.bridgeCT {
 			fwd = append(append(fwd, guardFirst), fast...)
 		}
-		fwd = append(fwd, irRule{frags: []frag{fNotIP()}, verdict: accept()})
+		fwd = append(fwd, Rule{frags: []frag{fNotIP()}, verdict: accept()})
 		if !o.bridgeCT && (o.bridgeNF.toInet(0) || o.bridgeNF.toInet(1)) {
-			fwd = append(fwd, irRule{verdict: jump(chainToInet)})
+			fwd = append(fwd, Rule{verdict: jump(chainToInet)})
 			cs = append(cs, toInetChain(o))
 		}
 		fwd = append(fwd, dhcpRules(false)...)
@@ -693,22 +642,22 @@ func fixedChains(f tfam, o buildOpts) []*chainSpec {
 			notFrom := fNotInMap(loadEther(true, reg1), "ether saddr", setFromDev)
 			to := fInMap(loadEther(false, reg1), "ether daddr", setToDev)
 			fwd = append(fwd,
-				irRule{frags: []frag{from}, verdict: jump(chainGuard)},
-				irRule{frags: []frag{from}, verdict: jump(chainFlowFast)},
-				irRule{frags: []frag{notFrom, to}, verdict: jump(chainFlowFast)})
+				Rule{frags: []frag{from}, verdict: jump(chainGuard)},
+				Rule{frags: []frag{from}, verdict: jump(chainFlowFast)},
+				Rule{frags: []frag{notFrom, to}, verdict: jump(chainFlowFast)})
 			fwd = append(fwd, fwdDispatch...)
 			fwd = append(fwd,
-				irRule{frags: []frag{from}, verdict: jump(chainFlowRecord)},
-				irRule{frags: []frag{notFrom, to}, verdict: jump(chainFlowRecord)})
+				Rule{frags: []frag{from}, verdict: jump(chainFlowRecord)},
+				Rule{frags: []frag{notFrom, to}, verdict: jump(chainFlowRecord)})
 		} else {
 			fwd = append(fwd, fwdDispatch...)
 		}
 		if !o.bridgeCT {
 			cs = append(cs, flowChains(o)...)
 		}
-		cs = append(cs, &chainSpec{id: chainID{f, chainForward},
-			hook:  &hookSpec{*nftables.ChainHookForward, o.bridgePrio, fmt.Sprintf("type filter hook forward priority %d; policy accept;", o.bridgePrio)},
-			rules: fwd})
+		cs = append(cs, &Chain{ID: ChainRef{f, chainForward},
+			Hook:  &Hook{HookForward, o.bridgePrio},
+			Rules: fwd})
 	}
 	if o.twoStage {
 		cs = append(cs, dispatchChains(f, !o.bridgeCT)...)
@@ -716,19 +665,19 @@ func fixedChains(f tfam, o buildOpts) []*chainSpec {
 	}
 	// The IP source guard: a MUD device may only send from the addresses
 	// bound to its MAC (plus IPv6 link-local, which ND needs).
-	var guard []irRule
+	var guard []Rule
 	for _, v := range []int{4, 6} {
 		set := setGuard4
 		if v == 6 {
 			set = setGuard6
 		}
 		fr := []frag{fNfproto(f, v)}
-		if f == famInet {
+		if f == Inet {
 			fr = append(fr, fIIFEther())
 		}
-		guard = append(guard, irRule{frags: append(fr, fGuard(v, set)), verdict: ret()})
+		guard = append(guard, Rule{frags: append(fr, fGuard(v, set)), verdict: ret()})
 	}
-	guard = append(guard, irRule{frags: []frag{fNfproto(f, 6), fPrefix(true, netip.MustParsePrefix("fe80::/10"))}, verdict: ret()})
+	guard = append(guard, Rule{frags: []frag{fNfproto(f, 6), fPrefix(true, netip.MustParsePrefix("fe80::/10"))}, verdict: ret()})
 	// A DHCPv4 client has no bound address yet (DHCPv6 uses link-local);
 	// neighbour discovery comes from addresses not yet learned (and DAD
 	// from ::), and the gateway learns SLAAC addresses from it.
@@ -736,11 +685,11 @@ func fixedChains(f tfam, o buildOpts) []*chainSpec {
 	nd.frags = append([]frag{fNfproto(f, 6)}, nd.frags...)
 	nd.verdict = ret()
 	guard = append(guard,
-		irRule{frags: append([]frag{fNfproto(f, 4)}, fUDPPorts(68, 67)...), verdict: ret()},
+		Rule{frags: append([]frag{fNfproto(f, 4)}, fUDPPorts(68, 67)...), verdict: ret()},
 		nd)
 	guard = append(guard, logRule("guard", o)...)
-	guard = append(guard, irRule{counter: true, verdict: drop(), comment: "source-guard"})
-	cs = append(cs, &chainSpec{id: chainID{f, chainGuard}, rules: guard})
+	guard = append(guard, Rule{counter: true, verdict: drop(), comment: "source-guard"})
+	cs = append(cs, &Chain{ID: ChainRef{f, chainGuard}, Rules: guard})
 
 	// The default deny's rate-limited log is shared: each policy chain ends
 	// in one counted goto to it (its counter is the policy's default-deny).
@@ -750,25 +699,25 @@ func fixedChains(f tfam, o buildOpts) []*chainSpec {
 			if d == policy.ToDevice {
 				name, dir = chainDenyIn, "in"
 			}
-			cs = append(cs, &chainSpec{id: chainID{f, name}, rules: append(logRule("deny "+dir, o), irRule{verdict: drop()})})
+			cs = append(cs, &Chain{ID: ChainRef{f, name}, Rules: append(logRule("deny "+dir, o), Rule{verdict: drop()})})
 		}
 	}
 
 	// Quarantine and block: DHCP (the base chains) and, in the input hook,
 	// DNS to the gateway itself (cage_in); nothing through the gateway,
 	// nothing to another device. They differ in why the device is there.
-	if f == famInet {
-		cage := []irRule{{verdict: jump(chainGuard)},
+	if f == Inet {
+		cage := []Rule{{verdict: jump(chainGuard)},
 			{frags: []frag{fL4proto(17), fPort(17, true, portRange{first: 53, last: 53})}, counter: true, verdict: accept(), comment: "quarantine/gateway-dns"},
 			{frags: []frag{fL4proto(6), fPort(6, true, portRange{first: 53, last: 53})}, counter: true, verdict: accept(), comment: "quarantine/gateway-dns"},
 		}
-		cs = append(cs, &chainSpec{id: chainID{f, chainCageIn}, rules: append(cage, epilogue(policy.FromDevice, o)...)})
+		cs = append(cs, &Chain{ID: ChainRef{f, chainCageIn}, Rules: append(cage, epilogue(policy.FromDevice, o)...)})
 	}
 	cs = append(cs,
-		&chainSpec{id: chainID{f, chainQuarOut}, rules: append(prologue(f, policy.FromDevice, o), epilogue(policy.FromDevice, o)...)},
-		&chainSpec{id: chainID{f, chainQuarIn}, rules: epilogue(policy.ToDevice, o)},
-		&chainSpec{id: chainID{f, chainBlockOut}, rules: append(prologue(f, policy.FromDevice, o), epilogue(policy.FromDevice, o)...)},
-		&chainSpec{id: chainID{f, chainBlockIn}, rules: epilogue(policy.ToDevice, o)},
+		&Chain{ID: ChainRef{f, chainQuarOut}, Rules: append(prologue(f, policy.FromDevice, o), epilogue(policy.FromDevice, o)...)},
+		&Chain{ID: ChainRef{f, chainQuarIn}, Rules: epilogue(policy.ToDevice, o)},
+		&Chain{ID: ChainRef{f, chainBlockOut}, Rules: append(prologue(f, policy.FromDevice, o), epilogue(policy.FromDevice, o)...)},
+		&Chain{ID: ChainRef{f, chainBlockIn}, Rules: epilogue(policy.ToDevice, o)},
 	)
 	return cs
 }
@@ -792,40 +741,40 @@ func fixedChains(f tfam, o buildOpts) []*chainSpec {
 // In the bridge table's reflexive mode (flows), dispatch_fwd also runs the
 // flow fast path between the source guard and the policies, for packets
 // from or to a MUD device, and remembers what the policies accepted.
-func dispatchChains(f tfam, flows bool) []*chainSpec {
+func dispatchChains(f Family, flows bool) []*Chain {
 	srcMAC := func() []frag {
-		if f == famInet {
+		if f == Inet {
 			return []frag{fIIFEther()}
 		}
 		return nil
 	}
-	fromDev := irRule{frags: append(srcMAC(), fSecmarkFromMap(loadEther(true, reg1), "ether saddr", setFromDev)), verdict: jump(chainGuard)}
-	outVmap := irRule{frags: []frag{fSecmarkVmap(setOutVmap)}}
-	reset := irRule{frags: []frag{fSetSecmark0()}}
-	busy := func(name string, members ...[]frag) *chainSpec {
-		var rules []irRule
+	fromDev := Rule{frags: append(srcMAC(), fSecmarkFromMap(loadEther(true, reg1), "ether saddr", setFromDev)), verdict: jump(chainGuard)}
+	outVmap := Rule{frags: []frag{fSecmarkVmap(setOutVmap)}}
+	reset := Rule{frags: []frag{fSetSecmark0()}}
+	busy := func(name string, members ...[]frag) *Chain {
+		var rules []Rule
 		for _, m := range members {
-			rules = append(rules, irRule{frags: m, counter: true, verdict: drop(), comment: carrierBusyTag})
+			rules = append(rules, Rule{frags: m, counter: true, verdict: drop(), comment: carrierBusyTag})
 		}
-		return &chainSpec{id: chainID{f, name}, rules: rules}
+		return &Chain{ID: ChainRef{f, name}, Rules: rules}
 	}
 	fromMember := append(srcMAC(), fInMap(loadEther(true, reg1), "ether saddr", setFromDev))
-	if f == famInet {
-		to4 := irRule{frags: []frag{fNfproto(f, 4), fSecmarkFromMap(loadAddr(4, false, reg1), "ip daddr", setToDev4), fSecmarkVmap(setInVmap)}}
-		to6 := irRule{frags: []frag{fNfproto(f, 6), fSecmarkFromMap(loadAddr(6, false, reg1), "ip6 daddr", setToDev6), fSecmarkVmap(setInVmap)}}
-		return []*chainSpec{
-			{id: chainID{f, chainDispFwd}, rules: []irRule{fromDev, outVmap, to4, to6, reset}},
-			{id: chainID{f, chainDispIn}, rules: []irRule{fromDev, outVmap, reset}},
+	if f == Inet {
+		to4 := Rule{frags: []frag{fNfproto(f, 4), fSecmarkFromMap(loadAddr(4, false, reg1), "ip daddr", setToDev4), fSecmarkVmap(setInVmap)}}
+		to6 := Rule{frags: []frag{fNfproto(f, 6), fSecmarkFromMap(loadAddr(6, false, reg1), "ip6 daddr", setToDev6), fSecmarkVmap(setInVmap)}}
+		return []*Chain{
+			{ID: ChainRef{f, chainDispFwd}, Rules: []Rule{fromDev, outVmap, to4, to6, reset}},
+			{ID: ChainRef{f, chainDispIn}, Rules: []Rule{fromDev, outVmap, reset}},
 			busy(chainBusyFwd, fromMember,
 				[]frag{fNfproto(f, 4), fInMap(loadAddr(4, false, reg1), "ip daddr", setToDev4)},
 				[]frag{fNfproto(f, 6), fInMap(loadAddr(6, false, reg1), "ip6 daddr", setToDev6)}),
 			busy(chainBusyIn, fromMember),
 		}
 	}
-	to := irRule{frags: []frag{fSecmarkFromMap(loadEther(false, reg1), "ether daddr", setToDev), fSecmarkVmap(setInVmap)}}
-	disp := []irRule{fromDev, outVmap, to, reset}
+	to := Rule{frags: []frag{fSecmarkFromMap(loadEther(false, reg1), "ether daddr", setToDev), fSecmarkVmap(setInVmap)}}
+	disp := []Rule{fromDev, outVmap, to, reset}
 	if flows {
-		disp = []irRule{fromDev,
+		disp = []Rule{fromDev,
 			{frags: []frag{fSecmarkIs(false)}, verdict: jump(chainFlowFast)},
 			{frags: []frag{fSecmarkIs(true), fInMap(loadEther(false, reg1), "ether daddr", setToDev)}, verdict: jump(chainFlowFast)},
 			outVmap, to,
@@ -834,8 +783,8 @@ func dispatchChains(f tfam, flows bool) []*chainSpec {
 			{frags: []frag{fSecmarkIs(false)}, verdict: jump(chainFlowRecord)},
 			reset}
 	}
-	return []*chainSpec{
-		{id: chainID{f, chainDispFwd}, rules: disp},
+	return []*Chain{
+		{ID: ChainRef{f, chainDispFwd}, Rules: disp},
 		busy(chainBusyFwd, fromMember, []frag{fInMap(loadEther(false, reg1), "ether daddr", setToDev)}),
 	}
 }
@@ -843,14 +792,14 @@ func dispatchChains(f tfam, flows bool) []*chainSpec {
 // prologue: in direct mode, a policy's from-device chain starts with the
 // source guard (two-stage dispatch runs it before the policy, as does the
 // bridge table's base chain in reflexive mode).
-func prologue(f tfam, d policy.Direction, o buildOpts) []irRule {
-	if d == policy.FromDevice && !o.twoStage && (f == famInet || o.bridgeCT) {
-		return []irRule{{verdict: jump(chainGuard)}}
+func prologue(f Family, d policy.Direction, o buildOpts) []Rule {
+	if d == policy.FromDevice && !o.twoStage && (f == Inet || o.bridgeCT) {
+		return []Rule{{verdict: jump(chainGuard)}}
 	}
 	return nil
 }
 
-func logRule(what string, o buildOpts) []irRule {
+func logRule(what string, o buildOpts) []Rule {
 	if !o.log {
 		return nil
 	}
@@ -858,20 +807,20 @@ func logRule(what string, o buildOpts) []irRule {
 	if len(prefix) > 120 {
 		prefix = prefix[:120]
 	}
-	return []irRule{{frags: fLogLimited(o.logGroup, prefix)}}
+	return []Rule{{frags: fLogLimited(o.logGroup, prefix)}}
 }
 
 // epilogue is the default deny (RFC 8520 §5): counted per
 // chain, then the shared rate-limited NFLOG and drop.
-func epilogue(d policy.Direction, o buildOpts) []irRule {
+func epilogue(d policy.Direction, o buildOpts) []Rule {
 	if !o.log {
-		return []irRule{{counter: true, verdict: drop(), comment: defaultDenyTag}}
+		return []Rule{{counter: true, verdict: drop(), comment: defaultDenyTag}}
 	}
 	tail := chainDenyOut
 	if d == policy.ToDevice {
 		tail = chainDenyIn
 	}
-	return []irRule{{counter: true, verdict: gotoChain(tail), comment: defaultDenyTag}}
+	return []Rule{{counter: true, verdict: gotoChain(tail), comment: defaultDenyTag}}
 }
 
 var errSkip = errors.New("rule cannot match this family")
@@ -879,8 +828,8 @@ var errSkip = errors.New("rule cannot match this family")
 // policyRules renders an ordered ACE list. Accept becomes `return`, so that
 // the packet goes back to the base chain where the other device's to-device
 // policy (lateral traffic) is still checked; drop is final.
-func policyRules(f tfam, rules []policy.Rule, d policy.Direction, o buildOpts) ([]irRule, error) {
-	var out []irRule
+func policyRules(f Family, rules []policy.Rule, d policy.Direction, o buildOpts) ([]Rule, error) {
+	var out []Rule
 	for _, r := range rules {
 		var versions []int
 		switch {
@@ -918,7 +867,7 @@ func policyRules(f tfam, rules []policy.Rule, d policy.Direction, o buildOpts) (
 // aceRule renders one ACE for one IP version (0: any). A peer match takes
 // two rules: the address's group is the peer's own, or a shared group
 // listing it.
-func aceRule(f tfam, r policy.Rule, d policy.Direction, v int, o buildOpts) ([]irRule, error) {
+func aceRule(f Family, r policy.Rule, d policy.Direction, v int, o buildOpts) ([]Rule, error) {
 	if (r.Family == policy.IPv4 && v == 6) || (r.Family == policy.IPv6 && v == 4) {
 		return nil, errSkip
 	}
@@ -968,7 +917,7 @@ func aceRule(f tfam, r policy.Rule, d policy.Direction, v int, o buildOpts) ([]i
 	// open connections is restricted to packets of existing ones.
 	var tail []frag
 	if restricts(r, d) {
-		if f == famInet || o.bridgeCT {
+		if f == Inet || o.bridgeCT {
 			tail = append(tail, ctEstRel)
 		} else {
 			// No conntrack for bridged traffic: only a segment that opens
@@ -982,10 +931,10 @@ func aceRule(f tfam, r policy.Rule, d policy.Direction, v int, o buildOpts) ([]i
 	} else if r.Verdict != policy.Accept {
 		return nil, fmt.Errorf("unknown verdict %v", r.Verdict)
 	}
-	var out []irRule
+	var out []Rule
 	for _, pm := range peerMatch {
 		frags := append(append(append([]frag{}, fr...), pm...), tail...)
-		out = append(out, irRule{frags: frags, counter: true, verdict: vd, comment: r.Name})
+		out = append(out, Rule{frags: frags, counter: true, verdict: vd, comment: r.Name})
 	}
 	return out, nil
 }

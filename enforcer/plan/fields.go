@@ -1,4 +1,4 @@
-package enforcer
+package plan
 
 import (
 	"encoding/binary"

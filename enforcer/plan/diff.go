@@ -1,0 +1,181 @@
+package plan
+
+import (
+	"cmp"
+	"slices"
+	"strings"
+	"time"
+)
+
+// The diff: the one place that decides what the kernel must change. It
+// compares the pieces the kernel holds with the new pieces of the objects
+// a change touches, element by element and chain by chain.
+
+// expiryMargin is how close to its expiry an element with a timeout may be
+// deleted by a plain delete: the kernel may remove it any moment, and a
+// delete of an element it no longer has fails the whole batch.
+const expiryMargin = 2 * time.Second
+
+// keepDeletedIn, set only by a test, names a set whose element deletions
+// the diff drops, or the start of the names of chains it does not delete:
+// the property test must notice what stays behind.
+var keepDeletedIn string
+
+// diff plans the change from the installed pieces of the objects a delta
+// touches to their new pieces.
+func (pl *Planner) diff(delta *owners, now time.Time) (*Plan, []elemAt, []elemAt) {
+	old, nw := newLayout(), newLayout()
+	delta.pairs(pl.inst, func(o, n *pieces) {
+		old.add(o)
+		nw.add(n)
+	})
+	p := &Plan{Now: now}
+	dels, destroys, adds := map[SetRef][]*Elem{}, map[SetRef][]*Elem{}, map[SetRef][]*Elem{}
+	var linger []elemAt
+	for r, om := range old.elems {
+		nm := nw.elems[r]
+		for k, oe := range om {
+			ne, replaced := nm[k]
+			if replaced && oe.Same(ne) {
+				continue
+			}
+			switch {
+			case r.Name == keepDeletedIn:
+			case oe.Expires.IsZero() || oe.Expires.After(now.Add(expiryMargin)):
+				dels[r] = append(dels[r], oe)
+			case !oe.Expires.After(now.Add(-expiryMargin)):
+				// expired long ago: the kernel no longer has it
+			case pl.cfg.Destroy:
+				// due to expire, or just expired (the kernel's clock for
+				// it started when it was added): deleted if still there
+				destroys[r] = append(destroys[r], oe)
+			case !oe.Expires.After(now):
+				// expired
+			case replaced || isInterval(oe):
+				// another value or timeout would clash with it (a range
+				// with any new range it overlaps)
+				dels[r] = append(dels[r], oe)
+			default:
+				// Left to expire: a delete would fail the batch if the
+				// kernel removed it first. Remembered, in case its key
+				// comes back before.
+				linger = append(linger, elemAt{r, oe})
+			}
+		}
+	}
+	var unlinger []elemAt
+	for r, nm := range nw.elems {
+		om := old.elems[r]
+		for k, ne := range nm {
+			if oe, ok := om[k]; ok && oe.Same(ne) {
+				continue
+			}
+			if !live(ne, now) {
+				continue
+			}
+			adds[r] = append(adds[r], ne)
+			if le := pl.lingering[r][k]; le != nil && le.Expires.After(now) {
+				// an element left to expire is in the way
+				dels[r] = append(dels[r], le)
+				unlinger = append(unlinger, elemAt{r, le})
+			}
+		}
+	}
+	p.DelElems = append(setElems(dels, false), setElems(destroys, true)...)
+	p.AddElems = setElems(adds, false)
+	for id, n := range nw.chains {
+		o, ok := old.chains[id]
+		switch {
+		case !ok:
+			p.AddChains = append(p.AddChains, n)
+		case o.sig != n.sig:
+			p.FlushChains = append(p.FlushChains, n)
+		}
+	}
+	for id := range old.chains {
+		if _, ok := nw.chains[id]; !ok && (keepDeletedIn == "" || !strings.HasPrefix(id.Name, keepDeletedIn)) {
+			p.DelChains = append(p.DelChains, id)
+		}
+	}
+	sortChains(p.AddChains)
+	sortChains(p.FlushChains)
+	// Deleted in the order of their references: per-device chains jump to
+	// policy chains, which jump to the shared ones.
+	slices.SortFunc(p.DelChains, func(a, b ChainRef) int {
+		return cmp.Or(cmp.Compare(chainRank(a.Name), chainRank(b.Name)), cmp.Compare(a.Family, b.Family))
+	})
+	return p, linger, unlinger
+}
+
+func isInterval(e *Elem) bool {
+	_, ok := e.Key.(NetKey)
+	return ok
+}
+
+// live tells whether an element is worth adding: permanent, or expiring
+// later than a millisecond from now.
+func live(e *Elem, now time.Time) bool {
+	return e.Expires.IsZero() || e.Expires.After(now.Add(time.Millisecond))
+}
+
+// rebuildPlan plans our tables anew with every object's pieces.
+func (pl *Planner) rebuildPlan(all *owners, o buildOpts) *Plan {
+	p := &Plan{Now: o.now}
+	for _, f := range Families {
+		p.Tables = append(p.Tables, TableSets{f, setDefs(f, o.twoStage, o.ruleCounters, o.flowSize)})
+	}
+	// Sized first: a rebuild at 10,000 devices adds 200,000 elements.
+	count := map[SetRef]int{}
+	all.all(func(pc *pieces) {
+		p.AddChains = append(p.AddChains, pc.chains...)
+		for _, x := range pc.elems {
+			count[x.ref]++
+		}
+	})
+	adds := make(map[SetRef][]*Elem, len(count))
+	for r, n := range count {
+		adds[r] = make([]*Elem, 0, n)
+	}
+	all.all(func(pc *pieces) {
+		for _, x := range pc.elems {
+			if live(x.elem, o.now) {
+				adds[x.ref] = append(adds[x.ref], x.elem)
+			}
+		}
+	})
+	p.AddElems = setElems(adds, false)
+	sortChains(p.AddChains)
+	return p
+}
+
+// setElems lists elements by set, in the order of the sets' names.
+func setElems(m map[SetRef][]*Elem, destroy bool) []SetElems {
+	out := make([]SetElems, 0, len(m))
+	for r, l := range m {
+		if len(l) > 0 {
+			out = append(out, SetElems{Set: r, Elems: l, Destroy: destroy})
+		}
+	}
+	slices.SortFunc(out, func(a, b SetElems) int {
+		return cmp.Or(cmp.Compare(a.Set.Family, b.Set.Family), cmp.Compare(a.Set.Name, b.Set.Name))
+	})
+	return out
+}
+
+func sortChains(cs []*Chain) {
+	slices.SortFunc(cs, func(a, b *Chain) int {
+		return cmp.Or(cmp.Compare(a.ID.Name, b.ID.Name), cmp.Compare(a.ID.Family, b.ID.Family))
+	})
+}
+
+// chainRank orders chain deletions: per-device chains reference policy
+// chains, which reference the shared ones.
+func chainRank(name string) string {
+	switch {
+	case strings.HasPrefix(name, "dev_"):
+		return "0" + name
+	case strings.HasPrefix(name, "pol_"):
+		return "1" + name
+	}
+	return "2" + name
+}

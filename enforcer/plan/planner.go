@@ -1,0 +1,695 @@
+package plan
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"net"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/openmud/mud/policy"
+)
+
+// Config is what the layout depends on besides the model: the
+// configuration, and what the kernel can do.
+type Config struct {
+	// Priority of the inet base chains and BridgePriority of the bridge
+	// base chain.
+	Priority, BridgePriority int32
+	// LogGroup is the NFLOG group of the rate-limited default-deny log;
+	// NoLog leaves logging out.
+	LogGroup uint16
+	NoLog    bool
+	// BridgeConntrack: the kernel tracks bridged traffic
+	// (nf_conntrack_bridge). Without it, BridgeNF says what br_netfilter
+	// passes to the inet hooks, and the bridge table remembers the flows
+	// it accepted in flow sets of BridgeFlows elements each (reflexive
+	// mode).
+	BridgeConntrack bool
+	BridgeNF        BridgeNF
+	BridgeFlows     uint32
+	// DirectDispatch makes the device maps verdict maps (no dispatch ids
+	// in meta secmark); every policy is then a chain.
+	DirectDispatch bool
+	// RuleCounters gives the acl elements counters.
+	RuleCounters bool
+	// BridgeLAN lists the LAN's prefixes: the bridge table holds only
+	// those addresses of DNS names inside them. Nil: all of them.
+	BridgeLAN []netip.Prefix
+	// Destroy says the kernel can delete an element if it is there
+	// (NFT_MSG_DESTROYSETELEM, Linux 6.3): elements due to expire are
+	// then deleted that way, instead of being left to expire.
+	Destroy bool
+}
+
+// Planner is the one owner of every object of our tables. It holds the
+// model (policies, devices, peers), the ids it allocated, and the pieces
+// every object contributes as the kernel holds them; from a change it
+// computes a Plan, the one transaction that brings the kernel from what it
+// holds to what the changed model needs, and it adopts the change when
+// told the kernel committed the plan. It never talks to the kernel.
+//
+// A Planner is not safe for concurrent use.
+type Planner struct {
+	cfg Config
+	ids ids
+	m   *model
+	// owner is the device each address is bound to (MAC string).
+	owner map[netip.Addr]string
+	// inst are the pieces the kernel holds, by object (nil: nothing was
+	// committed yet); groups indexes the address → group → acl layer.
+	inst   *owners
+	groups *derivedState
+	// known: the kernel holds inst. Else the next plan rebuilds our
+	// tables.
+	known bool
+	// stale: the configuration changed; the next plan replaces the fixed
+	// chains.
+	stale bool
+	// inherited is what a previous process left in the from_dev map of
+	// table inet mud, by MAC, before this planner's first commit.
+	inherited map[MACKey]Elem
+	// lingering are elements due to expire that a plan left in the kernel
+	// instead of deleting them (kernels without NFT_MSG_DESTROYSETELEM).
+	lingering map[SetRef]map[Key]*Elem
+	gen       uint64 // generation of the latest plan
+}
+
+// New returns a Planner with an empty model. Its first plan rebuilds our
+// tables.
+func New(cfg Config) *Planner {
+	return &Planner{cfg: cfg, ids: newIDs(), m: newModel(), owner: map[netip.Addr]string{}, groups: newDerivedState()}
+}
+
+// SetBridgeNF follows a change of br_netfilter's settings: the next plan
+// replaces the fixed chains.
+func (pl *Planner) SetBridgeNF(nf BridgeNF) {
+	if nf != pl.cfg.BridgeNF {
+		pl.cfg.BridgeNF, pl.stale = nf, true
+	}
+}
+
+// Stale tells whether the next plan has a configuration change to carry.
+func (pl *Planner) Stale() bool { return pl.stale }
+
+// Installed tells whether a plan has been committed.
+func (pl *Planner) Installed() bool { return pl.inst != nil }
+
+// Known tells whether the kernel holds what the planner planned (false
+// before the first commit and after Invalidate: the next plan rebuilds).
+func (pl *Planner) Known() bool { return pl.known }
+
+// Invalidate says the kernel's tables are unknown (a batch whose outcome
+// was lost, a change someone else made): the next plan rebuilds them.
+func (pl *Planner) Invalidate() { pl.known = false }
+
+// Inherit tells the planner, before its first commit, what the kernel's
+// from_dev map of table inet mud holds (a previous process's tables): a
+// device already installed there with the value it gets now keeps its
+// flows.
+func (pl *Planner) Inherit(fromDev map[MACKey]Elem) {
+	if pl.inst == nil {
+		pl.inherited = fromDev
+	}
+}
+
+// buildOpts are the options of the current configuration and ids.
+func (pl *Planner) opts(now time.Time) buildOpts {
+	return optsOf(pl.cfg, pl.ids.peer, pl.ids.group, pl.ids.dispatch, now)
+}
+
+func optsOf(c Config, peerID, groupID, dispatchID func(string) uint32, now time.Time) buildOpts {
+	o := buildOpts{prio: c.Priority, bridgePrio: c.BridgePriority, logGroup: c.LogGroup, log: !c.NoLog,
+		bridgeCT: c.BridgeConntrack, bridgeNF: c.BridgeNF, twoStage: !c.DirectDispatch, ruleCounters: c.RuleCounters,
+		bridgeLAN: c.BridgeLAN, peerID: peerID, groupID: groupID, dispatchID: dispatchID, now: now}
+	if !c.BridgeConntrack {
+		o.flowSize = c.BridgeFlows
+	}
+	return o
+}
+
+// ids are the planner's ids: peers, groups of several peers, dispatch
+// targets. They are allocated on first use and never reused while the
+// planner lives, so a stale element can never grant another peer's
+// addresses or dispatch to another policy.
+type ids struct {
+	peers, groupIDs, disp map[string]uint32
+}
+
+func newIDs() ids {
+	return ids{peers: map[string]uint32{}, groupIDs: map[string]uint32{}, disp: map[string]uint32{}}
+}
+
+// peer is the id of a peer key (from 1).
+func (x ids) peer(key string) uint32 {
+	if id, ok := x.peers[key]; ok {
+		return id
+	}
+	id := uint32(len(x.peers) + 1)
+	x.peers[key] = id
+	return id
+}
+
+// group is the id of a group of several peers (from multiGroupBase).
+func (x ids) group(sig string) uint32 {
+	if id, ok := x.groupIDs[sig]; ok {
+		return id
+	}
+	id := multiGroupBase + uint32(len(x.groupIDs))
+	x.groupIDs[sig] = id
+	return id
+}
+
+// dispatch is the dispatch id of a target (its from-device chain): the
+// fixed ids of quarantine and block, else from firstDispatchID.
+func (x ids) dispatch(outChain string) uint32 {
+	if id, ok := fixedDispatchID(outChain); ok {
+		return id
+	}
+	if id, ok := x.disp[outChain]; ok {
+		return id
+	}
+	id := firstDispatchID + uint32(len(x.disp))
+	x.disp[outChain] = id
+	return id
+}
+
+// peerNames maps group ids to the peers they stand for.
+func (x ids) peerNames() map[uint32][]string {
+	out := make(map[uint32][]string, len(x.peers)+len(x.groupIDs))
+	for k, id := range x.peers {
+		out[id] = []string{k}
+	}
+	for sig, id := range x.groupIDs {
+		out[id] = sigPeers(sig)
+	}
+	return out
+}
+
+// change is a validated Update: new values by key, nil meaning removal. A
+// full change holds the complete new state.
+type change struct {
+	full     bool
+	policies map[string]*policy.Policy
+	devices  map[string]*Device
+	peers    map[string]map[netip.Prefix]time.Time
+}
+
+func newChange(full bool) *change {
+	return &change{full: full, policies: map[string]*policy.Policy{}, devices: map[string]*Device{}, peers: map[string]map[netip.Prefix]time.Time{}}
+}
+
+// Update plans several changes in one transaction.
+func (pl *Planner) Update(u Update, now time.Time) (*Plan, error) {
+	ch, err := pl.prepare(u, false, now)
+	if err != nil {
+		return nil, err
+	}
+	return pl.plan(ch, now)
+}
+
+// Replace plans the whole desired state in one transaction that rebuilds
+// our tables.
+func (pl *Planner) Replace(d Desired, now time.Time) (*Plan, error) {
+	ch, err := pl.prepare(Update{SetPolicies: d.Policies, UpsertDevices: d.Devices, SetPeers: d.Peers}, true, now)
+	if err != nil {
+		return nil, err
+	}
+	return pl.plan(ch, now)
+}
+
+// Sync plans the change from the model to the whole desired state d: the
+// objects d holds that differ from the model's, and the removal of those it
+// lacks. Unchanged objects cost a comparison; a peer whose addresses are
+// the same and whose expiries moved by less than a second is unchanged.
+// Before the first commit, or when the kernel's state is unknown, the plan
+// rebuilds our tables.
+func (pl *Planner) Sync(d Desired, now time.Time) (*Plan, error) {
+	if !pl.known || pl.inst == nil {
+		return pl.Replace(d, now)
+	}
+	u := Update{SetPeers: map[string][]Element{}}
+	seen := make(map[string]bool, max(len(d.Policies), len(d.Devices)))
+	for i := range d.Policies {
+		p := &d.Policies[i]
+		seen[p.ID] = true
+		if op := pl.m.policies[p.ID]; op == nil || !samePolicy(op, p) {
+			u.SetPolicies = append(u.SetPolicies, *p)
+		}
+	}
+	for id := range pl.m.policies {
+		if !seen[id] {
+			u.RemovePolicies = append(u.RemovePolicies, id)
+		}
+	}
+	clear(seen)
+	for i := range d.Devices {
+		dev := &d.Devices[i]
+		mac := dev.MAC.String()
+		seen[mac] = true
+		if od := pl.m.devices[mac]; od == nil || !sameDevice(od, dev) {
+			u.UpsertDevices = append(u.UpsertDevices, *dev)
+		}
+	}
+	for mac, od := range pl.m.devices {
+		if !seen[mac] {
+			u.RemoveDevices = append(u.RemoveDevices, od.MAC)
+		}
+	}
+	for k, els := range d.Peers {
+		if op, ok := pl.m.peers[k]; !ok || !samePeerElements(op, els, now) {
+			u.SetPeers[k] = els
+		}
+	}
+	for k := range pl.m.peers {
+		if _, ok := d.Peers[k]; !ok {
+			u.SetPeers[k] = nil
+		}
+	}
+	return pl.Update(u, now)
+}
+
+// Rebuild plans the model as it is in one transaction that rebuilds our
+// tables (a repair).
+func (pl *Planner) Rebuild(now time.Time) (*Plan, error) {
+	pl.known = false
+	return pl.plan(newChange(false), now)
+}
+
+// Refresh plans what the model needs and the kernel may lack: nothing if
+// the kernel holds the plan and the configuration did not change, a
+// replacement of the fixed chains if it did, a rebuild if the kernel's
+// state is unknown.
+func (pl *Planner) Refresh(now time.Time) (*Plan, error) {
+	return pl.plan(newChange(false), now)
+}
+
+func (pl *Planner) prepare(u Update, full bool, now time.Time) (*change, error) {
+	ch := newChange(full)
+	for i := range u.SetPolicies {
+		p := u.SetPolicies[i]
+		if p.ID == "" {
+			return nil, errors.New("setting policy: empty ID")
+		}
+		ch.policies[p.ID] = &p
+	}
+	for _, id := range u.RemovePolicies {
+		ch.policies[id] = nil
+	}
+	for _, d := range u.UpsertDevices {
+		n, err := normDevice(d)
+		if err != nil {
+			return nil, fmt.Errorf("upserting device: %w", err)
+		}
+		ch.devices[n.MAC.String()] = n
+	}
+	for _, mac := range u.RemoveDevices {
+		ch.devices[mac.String()] = nil
+	}
+	for k, elems := range u.SetPeers {
+		n, err := normalizePeer(elems, now)
+		if err != nil {
+			return nil, fmt.Errorf("setting peer %q: %w", k, err)
+		}
+		if exactPeer(k) {
+			for p := range n {
+				if !p.IsSingleIP() {
+					return nil, fmt.Errorf("setting peer %q: %s is not a single address (DNS, manufacturer and model peers hold addresses)", k, p)
+				}
+			}
+		}
+		if len(n) == 0 {
+			n = nil
+		}
+		ch.peers[k] = n
+	}
+	// The result must be consistent: enforced devices have their policy,
+	// and no address is bound to two devices.
+	policyAfter := func(id string) bool {
+		if p, ok := ch.policies[id]; ok {
+			return p != nil
+		}
+		return !full && pl.m.policies[id] != nil
+	}
+	deviceAfter := func(mac string) *Device {
+		if d, ok := ch.devices[mac]; ok || full {
+			return d
+		}
+		return pl.m.devices[mac]
+	}
+	claimed := map[netip.Addr]string{}
+	for _, mac := range slices.Sorted(maps.Keys(ch.devices)) {
+		d := ch.devices[mac]
+		if d == nil {
+			continue
+		}
+		if d.Mode == Enforce && !policyAfter(d.PolicyID) {
+			return nil, fmt.Errorf("device %s: policy %q is not installed", mac, d.PolicyID)
+		}
+		for _, a := range devAddrs(d) {
+			if other, ok := claimed[a]; ok {
+				return nil, fmt.Errorf("address %s bound to both %s and %s", a, other, mac)
+			}
+			claimed[a] = mac
+			if !full {
+				if other, ok := pl.owner[a]; ok && other != mac {
+					if od := deviceAfter(other); od != nil && hasAddr(od, a) {
+						return nil, fmt.Errorf("address %s of device %s is still bound to device %s", a, mac, other)
+					}
+				}
+			}
+		}
+	}
+	if !full {
+		for id, p := range ch.policies {
+			if p != nil || pl.m.policies[id] == nil {
+				continue
+			}
+			for mac := range pl.m.devices {
+				if d := deviceAfter(mac); d != nil && d.Mode == Enforce && d.PolicyID == id {
+					return nil, fmt.Errorf("removing policy %q: device %s still uses it", id, mac)
+				}
+			}
+		}
+	}
+	return ch, nil
+}
+
+func hasAddr(d *Device, a netip.Addr) bool {
+	return slices.Contains(d.IPv4s, a) || slices.Contains(d.IPv6s, a)
+}
+
+func devAddrs(d *Device) []netip.Addr {
+	return append(append([]netip.Addr{}, d.IPv4s...), d.IPv6s...)
+}
+
+func normDevice(d Device) (*Device, error) {
+	if len(d.MAC) != 6 {
+		return nil, fmt.Errorf("device MAC %q is not an Ethernet address", d.MAC)
+	}
+	if d.Mode == Enforce && d.PolicyID == "" {
+		return nil, fmt.Errorf("device %s: enforce mode needs a policy", d.MAC)
+	}
+	c := d
+	c.MAC = append(net.HardwareAddr{}, d.MAC...)
+	c.IPv4s, c.IPv6s = nil, nil
+	seen := map[netip.Addr]bool{}
+	for _, a := range devAddrs(&d) {
+		a = a.Unmap()
+		if !a.IsValid() || seen[a] {
+			continue
+		}
+		seen[a] = true
+		if a.Is4() {
+			c.IPv4s = append(c.IPv4s, a)
+		} else if !a.IsLinkLocalUnicast() {
+			c.IPv6s = append(c.IPv6s, a)
+		}
+	}
+	return &c, nil
+}
+
+// pending is what a plan changes in the planner once committed.
+type pending struct {
+	gen     uint64
+	ch      *change
+	delta   *owners // the new pieces (all of them on a rebuild)
+	dd      *derivedDelta
+	rebuild bool
+	// linger: elements the plan leaves to expire; unlinger: those it
+	// deletes after all
+	linger, unlinger []elemAt
+}
+
+// plan computes the transaction of a change. Only the objects the change
+// touches are rendered and diffed against what the kernel holds — or, for
+// a full change, before the first commit, after Invalidate, every object
+// is, and the plan rebuilds our tables.
+func (pl *Planner) plan(ch *change, now time.Time) (*Plan, error) {
+	o := pl.opts(now)
+	rebuild := ch.full || !pl.known || pl.inst == nil
+	delta := newOwners()
+	switch {
+	case pl.stale || pl.inst == nil:
+		delta.fixed = fixedPieces(o)
+	case rebuild:
+		delta.fixed = pl.inst.fixed // the configuration's: unchanged
+	}
+	// Dispatch ids in a reproducible order (policy ids, then MACs), not in
+	// map order: a restarted mudd that installs the same state gives every
+	// device the id it had, so its flows are left alone and the tables
+	// are identical.
+	// So are peer ids, in the policies' and overrides' rule order.
+	for _, id := range slices.Sorted(maps.Keys(ch.policies)) {
+		if p := ch.policies[id]; p != nil {
+			o.dispatchID(polChain(id, policy.FromDevice))
+			peerIDs(o, p.FromDevice, p.ToDevice)
+		}
+	}
+	for _, mac := range slices.Sorted(maps.Keys(ch.devices)) {
+		if d := ch.devices[mac]; d != nil && d.Mode == Enforce && !d.Overrides.empty() {
+			o.dispatchID(devChain(d.MAC, policy.FromDevice))
+			peerIDs(o, d.Overrides.FromDevice, d.Overrides.ToDevice)
+		}
+	}
+	if err := piecesOf(ch.policies, delta.policies, func(p *policy.Policy) (*pieces, error) { return policyPieces(p, o) }); err != nil {
+		return nil, err
+	}
+	o.isElement = func(id string) bool {
+		p, ok := ch.policies[id]
+		if !ok && !ch.full {
+			p = pl.m.policies[id]
+		}
+		return p != nil && elementPolicy(p, o)
+	}
+	if !ch.full {
+		// A device with overrides continues into its policy's entry, which
+		// depends on how the policy renders: recompute it when that changes.
+		for id, np := range ch.policies {
+			op := pl.m.policies[id]
+			if (op != nil && elementPolicy(op, o)) == (np != nil && elementPolicy(np, o)) {
+				continue
+			}
+			for mac, d := range pl.m.devices {
+				if _, touched := ch.devices[mac]; !touched && d.PolicyID == id && !d.Overrides.empty() {
+					ch.devices[mac] = d
+				}
+			}
+		}
+	}
+	if err := piecesOf(ch.devices, delta.devices, func(d *Device) (*pieces, error) { return devicePieces(d, o) }); err != nil {
+		return nil, err
+	}
+	// The address → group → acl layer: recomputed whole on a rebuild,
+	// else only what the changed policies and peers touch.
+	var dd *derivedDelta
+	if rebuild {
+		pols, peers := ch.policies, ch.peers
+		if !ch.full {
+			pols, peers = overlay(pl.m.policies, ch.policies), overlay(pl.m.peers, ch.peers)
+		}
+		dd = deriveChange(o, newDerivedState(), delta, true, pols, func(id string) *policy.Policy { return pols[id] },
+			peers, func(string) map[netip.Prefix]time.Time { return nil },
+			func() map[string]map[netip.Prefix]time.Time { return peers })
+		if !ch.full && pl.inst != nil {
+			// Objects the change leaves alone keep their pieces.
+			keep(delta.policies, pl.inst.policies, ch.policies)
+			keep(delta.devices, pl.inst.devices, ch.devices)
+		}
+	} else {
+		policyAfter := func(id string) *policy.Policy {
+			if p, ok := ch.policies[id]; ok {
+				return p
+			}
+			return pl.m.policies[id]
+		}
+		dd = deriveChange(o, pl.groups, delta, false, ch.policies, policyAfter,
+			ch.peers, func(k string) map[netip.Prefix]time.Time { return pl.m.peers[k] },
+			func() map[string]map[netip.Prefix]time.Time { return overlay(pl.m.peers, ch.peers) })
+	}
+	var p *Plan
+	var linger, unlinger []elemAt
+	if rebuild {
+		p = pl.rebuildPlan(delta, o)
+	} else {
+		p, linger, unlinger = pl.diff(delta, now)
+	}
+	p.EndFlows = pl.endFlows(ch, delta)
+	pl.gen++
+	p.pending = &pending{gen: pl.gen, ch: ch, delta: delta, dd: dd, rebuild: rebuild, linger: linger, unlinger: unlinger}
+	return p, nil
+}
+
+// peerIDs allocates the ids of the peers rules name, in order.
+func peerIDs(o buildOpts, lists ...[]policy.Rule) {
+	for _, l := range lists {
+		for _, r := range l {
+			if r.Peer.Kind != policy.AnyPeer && r.Peer.Kind != policy.Prefix {
+				o.peerID(r.Peer.Key())
+			}
+		}
+	}
+}
+
+// overlay is base with a change's values, as a new map (a change holds nil
+// for a removal).
+func overlay[V any](base map[string]V, changed map[string]V) map[string]V {
+	out := make(map[string]V, len(base)+len(changed))
+	maps.Copy(out, base)
+	for k, v := range changed {
+		if isNil(v) {
+			delete(out, k)
+		} else {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// isNil tells a removal in a change.
+func isNil[V any](v V) bool {
+	switch x := any(v).(type) {
+	case *policy.Policy:
+		return x == nil
+	case *Device:
+		return x == nil
+	case map[netip.Prefix]time.Time:
+		return x == nil
+	}
+	panic(fmt.Sprintf("plan: no removal of %T", v))
+}
+
+// piecesOf computes the pieces of the changed (non-nil) objects; removed
+// ones get nil pieces.
+func piecesOf[T any](changed map[string]*T, dst map[string]*pieces, f func(*T) (*pieces, error)) error {
+	for k, v := range changed {
+		if v == nil {
+			dst[k] = nil
+			continue
+		}
+		pc, err := f(v)
+		if err != nil {
+			return err
+		}
+		dst[k] = pc
+	}
+	return nil
+}
+
+// keep fills dst with the installed pieces of objects the change leaves
+// alone, and drops the removed ones.
+func keep[T any](dst, inst map[string]*pieces, changed map[string]T) {
+	for k, p := range inst {
+		if _, ok := changed[k]; !ok {
+			dst[k] = p
+		}
+	}
+	for k, p := range dst {
+		if p == nil {
+			delete(dst, k)
+		}
+	}
+}
+
+// ErrStalePlan is returned by Commit for a plan that is not the latest, or
+// was committed already.
+var ErrStalePlan = errors.New("plan: not the latest plan")
+
+// Commit adopts a plan the kernel accepted: the model, the ids' owners and
+// the installed pieces become what the plan made them. A plan the kernel
+// rejected is simply not committed: the planner stays as it was.
+func (pl *Planner) Commit(p *Plan) error {
+	pd := p.pending
+	if pd == nil || pd.gen != pl.gen {
+		return ErrStalePlan
+	}
+	p.pending = nil
+	pl.gen++
+	ch := pd.ch
+	if ch.full {
+		pl.m = &model{policies: ch.policies, devices: ch.devices, peers: ch.peers}
+		pl.owner = map[netip.Addr]string{}
+		for mac, d := range pl.m.devices {
+			for _, a := range devAddrs(d) {
+				pl.owner[a] = mac
+			}
+		}
+	} else {
+		for mac, nd := range ch.devices {
+			if od := pl.m.devices[mac]; od != nil {
+				for _, a := range devAddrs(od) {
+					if pl.owner[a] == mac {
+						delete(pl.owner, a)
+					}
+				}
+			}
+			if nd != nil {
+				for _, a := range devAddrs(nd) {
+					pl.owner[a] = mac
+				}
+			}
+		}
+		applyMap(pl.m.policies, ch.policies)
+		applyMap(pl.m.devices, ch.devices)
+		applyMap(pl.m.peers, ch.peers)
+	}
+	if pd.rebuild {
+		pd.delta.nets = orEmpty(pd.delta.nets)
+		pl.inst = pd.delta
+		pl.groups = newDerivedState()
+		pl.groups.apply(pd.dd, pl.m.policies)
+		pl.lingering = nil
+	} else {
+		pl.inst.apply(pd.delta)
+		pl.groups.apply(pd.dd, ch.policies)
+		pl.linger(pd.linger, pd.unlinger, p.Now)
+	}
+	pl.known, pl.stale, pl.inherited = true, false, nil
+	return nil
+}
+
+// linger records the elements a committed plan left to expire, and
+// forgets those it deleted and those expired by now.
+func (pl *Planner) linger(add, del []elemAt, now time.Time) {
+	for _, x := range del {
+		delete(pl.lingering[x.ref], x.elem.Key)
+	}
+	for r, m := range pl.lingering {
+		for k, e := range m {
+			if !e.Expires.After(now) {
+				delete(m, k)
+			}
+		}
+		if len(m) == 0 {
+			delete(pl.lingering, r)
+		}
+	}
+	for _, x := range add {
+		if pl.lingering == nil {
+			pl.lingering = map[SetRef]map[Key]*Elem{}
+		}
+		if pl.lingering[x.ref] == nil {
+			pl.lingering[x.ref] = map[Key]*Elem{}
+		}
+		pl.lingering[x.ref][x.elem.Key] = x.elem
+	}
+}
+
+func orEmpty(p *pieces) *pieces {
+	if p == nil {
+		return &pieces{}
+	}
+	return p
+}
+
+func applyMap[T any](dst, src map[string]T) {
+	for k, v := range src {
+		if isNil(v) {
+			delete(dst, k)
+		} else {
+			dst[k] = v
+		}
+	}
+}
