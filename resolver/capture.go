@@ -211,13 +211,15 @@ func (r *Resolver) applyHeld(ctx context.Context, c *Capture, frame []byte, info
 		}
 	}
 	cancel()
+	// Failures are counted before the release, so that whoever sees the
+	// answer arrive also sees them counted.
+	r.stats.applyFailures.Add(uint64(len(failed)))
 	if held {
 		r.release(c, frame, info, captured, len(failed) == 0)
 	}
 	if len(failed) == 0 {
 		return
 	}
-	r.stats.applyFailures.Add(uint64(len(failed)))
 	r.log.Warn("resolver: applying a snooped DNS answer failed; released it anyway, the device's first packet to it may be dropped",
 		slog.String("device", ups[0].Device.String()), slog.Bool("held", held), slog.Any("err", errors.Join(errs...)))
 	for _, u := range failed {
