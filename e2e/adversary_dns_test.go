@@ -19,8 +19,8 @@ import (
 	"github.com/mdlayher/packet"
 	"github.com/miekg/dns"
 	"github.com/openmud/mud/api"
-	"github.com/openmud/mud/internal/gwlab"
-	"github.com/openmud/mud/internal/netlab"
+	"github.com/openmud/mud/internal/lab/gwlab"
+	"github.com/openmud/mud/internal/lab/netlab"
 )
 
 // refusedLog is what mudd logs for an answer that may not grant.

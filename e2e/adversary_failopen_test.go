@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/openmud/mud/api"
-	"github.com/openmud/mud/internal/gwlab"
-	"github.com/openmud/mud/internal/netlab"
+	"github.com/openmud/mud/internal/lab/gwlab"
+	"github.com/openmud/mud/internal/lab/netlab"
 )
 
 // waitEnforcement waits until mudctl lists the device (with an address)

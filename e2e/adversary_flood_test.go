@@ -14,8 +14,8 @@ import (
 	"github.com/mdlayher/packet"
 
 	"github.com/openmud/mud/api"
-	"github.com/openmud/mud/internal/gwlab"
-	"github.com/openmud/mud/internal/netlab"
+	"github.com/openmud/mud/internal/lab/gwlab"
+	"github.com/openmud/mud/internal/lab/netlab"
 )
 
 // Sizes of the flood: made-up MACs announcing distinct URLs, of which the

@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/openmud/mud/internal/gwlab"
-	"github.com/openmud/mud/internal/netlab"
+	"github.com/openmud/mud/internal/lab/gwlab"
+	"github.com/openmud/mud/internal/lab/netlab"
 )
 
 // Flows opened before a device's treatment tightens must not outlive the

@@ -6,8 +6,8 @@ import (
 	"testing"
 
 	"github.com/openmud/mud/api"
-	"github.com/openmud/mud/internal/gwlab"
-	"github.com/openmud/mud/internal/netlab"
+	"github.com/openmud/mud/internal/lab/gwlab"
+	"github.com/openmud/mud/internal/lab/netlab"
 )
 
 // Lateral traffic between devices of one manufacturer (RFC 8520 §4.1,

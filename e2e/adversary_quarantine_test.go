@@ -6,8 +6,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/openmud/mud/internal/gwlab"
-	"github.com/openmud/mud/internal/netlab"
+	"github.com/openmud/mud/internal/lab/gwlab"
+	"github.com/openmud/mud/internal/lab/netlab"
 )
 
 // A quarantined device is caged: it renews its lease and asks the

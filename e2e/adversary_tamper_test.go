@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/openmud/mud/internal/gwlab"
+	"github.com/openmud/mud/internal/lab/gwlab"
 )
 
 // An element someone else adds to mudd's tables to grant a device access

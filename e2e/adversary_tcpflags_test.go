@@ -4,7 +4,7 @@ import (
 	"github.com/openmud/mud/api"
 	"testing"
 
-	"github.com/openmud/mud/internal/gwlab"
+	"github.com/openmud/mud/internal/lab/gwlab"
 )
 
 // RFC 8519 §4.1 tcp flags are enforced, exactly: an ACE for a bare SYN

@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/openmud/mud/internal/gwlab"
-	"github.com/openmud/mud/internal/netlab"
+	"github.com/openmud/mud/internal/lab/gwlab"
+	"github.com/openmud/mud/internal/lab/netlab"
 )
 
 // BenchmarkArrival measures, for b.N device arrivals (run it with

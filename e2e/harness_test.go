@@ -15,8 +15,8 @@ import (
 
 	"github.com/openmud/mud/api"
 	"github.com/openmud/mud/internal/cli/multicall"
-	"github.com/openmud/mud/internal/gwlab"
-	"github.com/openmud/mud/internal/netlab"
+	"github.com/openmud/mud/internal/lab/gwlab"
+	"github.com/openmud/mud/internal/lab/netlab"
 )
 
 // Names and ports of the labs' internet (documentation ranges only).

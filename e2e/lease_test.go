@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/openmud/mud/api"
-	"github.com/openmud/mud/internal/gwlab"
-	"github.com/openmud/mud/internal/netlab"
+	"github.com/openmud/mud/internal/lab/gwlab"
+	"github.com/openmud/mud/internal/lab/netlab"
 )
 
 // TestLeaseReleaseExpiryAndRenewal takes the longest (dnsmasq's shortest

@@ -17,8 +17,8 @@ import (
 	"time"
 
 	"github.com/openmud/mud/api"
-	"github.com/openmud/mud/internal/gwlab"
-	"github.com/openmud/mud/internal/netlab"
+	"github.com/openmud/mud/internal/lab/gwlab"
+	"github.com/openmud/mud/internal/lab/netlab"
 )
 
 // bulb is the RFC 8520 §9 light bulb made IPv4, plus lateral traffic with

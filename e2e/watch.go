@@ -1,5 +1,5 @@
 // Package e2e proves mudd end to end: in network namespace labs built by
-// internal/gwlab, the mudd and mudctl binaries, dnsmasq, udhcpc and dhclient,
+// internal/lab/gwlab, the mudd and mudctl binaries, dnsmasq, udhcpc and dhclient,
 // an HTTPS MUD server signed by a lab CA and internet hosts are real; each
 // test is one behaviour of a MUD gateway and asserts what an admin relies
 // on — connections that pass or are refused, `mudctl devices -o json`, the
@@ -32,7 +32,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/openmud/mud/dhcpsnoop"
-	"github.com/openmud/mud/internal/netlab"
+	"github.com/openmud/mud/internal/lab/netlab"
 	"github.com/openmud/mud/internal/packet/capture"
 )
 

@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/openmud/mud/enforcer/plan"
-	"github.com/openmud/mud/internal/netlab"
+	"github.com/openmud/mud/internal/lab/netlab"
 	"github.com/openmud/mud/policy"
 )
 

@@ -13,7 +13,7 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
-	"github.com/openmud/mud/internal/netlab"
+	"github.com/openmud/mud/internal/lab/netlab"
 	"github.com/openmud/mud/internal/nftbatch"
 	"github.com/openmud/mud/policy"
 	"golang.org/x/sys/unix"

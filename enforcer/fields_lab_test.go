@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/openmud/mud/internal/netlab"
+	"github.com/openmud/mud/internal/lab/netlab"
 	"github.com/openmud/mud/mudfile"
 	"github.com/openmud/mud/policy"
 )

@@ -16,7 +16,7 @@ import (
 	"github.com/mdlayher/netlink"
 	"github.com/openmud/mud/enforcer/nftwire"
 	"github.com/openmud/mud/enforcer/plan"
-	"github.com/openmud/mud/internal/netlab"
+	"github.com/openmud/mud/internal/lab/netlab"
 	"github.com/openmud/mud/policy"
 )
 

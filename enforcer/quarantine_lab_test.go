@@ -6,7 +6,7 @@ import (
 	"net/netip"
 	"testing"
 
-	"github.com/openmud/mud/internal/netlab"
+	"github.com/openmud/mud/internal/lab/netlab"
 )
 
 // Quarantine (and block) is a cage: DNS to the gateway itself, nothing

@@ -20,10 +20,10 @@ import (
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 
-	"github.com/openmud/mud/internal/netlab"
+	"github.com/openmud/mud/internal/lab/netlab"
 )
 
-// The Watcher on a real gateway namespace (internal/netlab): the kernel's
+// The Watcher on a real gateway namespace (internal/lab/netlab): the kernel's
 // notifications and dumps, with veth bridge ports.
 
 const wait = 5 * time.Second

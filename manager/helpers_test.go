@@ -21,7 +21,7 @@ import (
 
 	"github.com/openmud/mud/dhcpsnoop"
 	"github.com/openmud/mud/enforcer"
-	"github.com/openmud/mud/internal/labpki"
+	"github.com/openmud/mud/internal/lab/labpki"
 	"github.com/openmud/mud/mudfetch"
 	"github.com/openmud/mud/policy"
 	"github.com/openmud/mud/store"

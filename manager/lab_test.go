@@ -16,7 +16,7 @@ import (
 
 	"github.com/openmud/mud/dhcpsnoop"
 	"github.com/openmud/mud/enforcer"
-	"github.com/openmud/mud/internal/netlab"
+	"github.com/openmud/mud/internal/lab/netlab"
 	"github.com/openmud/mud/resolver"
 	"github.com/openmud/mud/store"
 )

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/openmud/mud/internal/netlab"
+	"github.com/openmud/mud/internal/lab/netlab"
 	"github.com/openmud/mud/internal/packet/capture"
 )
 

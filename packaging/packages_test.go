@@ -25,7 +25,7 @@ import (
 	"time"
 
 	"github.com/openmud/mud/internal/cli/multicall"
-	"github.com/openmud/mud/internal/netlab"
+	"github.com/openmud/mud/internal/lab/netlab"
 )
 
 // testVersion is what `git describe` would print two commits after v1.2.3.

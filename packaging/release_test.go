@@ -14,7 +14,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/openmud/mud/internal/netlab"
+	"github.com/openmud/mud/internal/lab/netlab"
 )
 
 // requireCheckout skips (or, in CI, fails) when the repository is not a git

@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/openmud/mud/internal/cli/multicall"
-	"github.com/openmud/mud/internal/netlab"
+	"github.com/openmud/mud/internal/lab/netlab"
 )
 
 // The budgets of the OpenWrt package on a router with 16 MB of flash, of

@@ -15,7 +15,7 @@ import (
 
 	"github.com/miekg/dns"
 	"github.com/openmud/mud/enforcer"
-	"github.com/openmud/mud/internal/netlab"
+	"github.com/openmud/mud/internal/lab/netlab"
 	"github.com/openmud/mud/policy"
 )
 

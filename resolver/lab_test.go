@@ -18,7 +18,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
-	"github.com/openmud/mud/internal/netlab"
+	"github.com/openmud/mud/internal/lab/netlab"
 )
 
 func TestLabSnoopThroughDNSMasq(t *testing.T) {

@@ -2,7 +2,7 @@
 // a gateway with dnsmasq and mudd, an HTTPS MUD server, internet hosts and
 // DHCP-speaking devices, all in network namespaces that it removes again
 // when it finishes, fails or is interrupted. It exits non-zero when any
-// demonstrated expectation does not hold. See package internal/demo.
+// demonstrated expectation does not hold. See package internal/lab/demo.
 package main
 
 import (
@@ -13,7 +13,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/openmud/mud/internal/demo"
+	"github.com/openmud/mud/internal/lab/demo"
 )
 
 func main() {

@@ -13,7 +13,7 @@ import (
 	"testing"
 
 	"github.com/openmud/mud/internal/cli"
-	"github.com/openmud/mud/internal/labpki"
+	"github.com/openmud/mud/internal/lab/labpki"
 	"github.com/spf13/cobra"
 )
 

@@ -13,7 +13,7 @@ import (
 
 	"github.com/openmud/mud/api"
 	"github.com/openmud/mud/internal/cli/multicall"
-	"github.com/openmud/mud/internal/netlab"
+	"github.com/openmud/mud/internal/lab/netlab"
 )
 
 // TestDaemonLifecycle runs the mudd binary in a lab's gateway namespace:

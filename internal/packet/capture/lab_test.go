@@ -11,7 +11,7 @@ import (
 
 	"golang.org/x/net/bpf"
 
-	"github.com/openmud/mud/internal/netlab"
+	"github.com/openmud/mud/internal/lab/netlab"
 	"github.com/openmud/mud/internal/packet"
 	"github.com/openmud/mud/internal/packet/capture"
 )

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/openmud/mud/internal/gwlab"
+	"github.com/openmud/mud/internal/lab/gwlab"
 )
 
 // Names and addresses of the lab's internet (all documentation ranges).

@@ -12,8 +12,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/openmud/mud/internal/labpki"
-	"github.com/openmud/mud/internal/netlab"
+	"github.com/openmud/mud/internal/lab/labpki"
+	"github.com/openmud/mud/internal/lab/netlab"
 )
 
 // PKI is the lab's certificates: one CA that the gateway trusts both for

@@ -12,7 +12,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/openmud/mud/internal/netlab"
+	"github.com/openmud/mud/internal/lab/netlab"
 )
 
 // clientScript is the devices' DHCP client script, for udhcpc ($1 is the

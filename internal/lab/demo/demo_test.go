@@ -10,7 +10,7 @@ import (
 	"testing"
 
 	"github.com/openmud/mud/internal/cli/multicall"
-	"github.com/openmud/mud/internal/netlab"
+	"github.com/openmud/mud/internal/lab/netlab"
 )
 
 // TestDemo runs the whole `make demo` demonstration with freshly built

@@ -21,8 +21,8 @@ import (
 	"time"
 
 	"github.com/openmud/mud/api"
-	"github.com/openmud/mud/internal/gwlab"
-	"github.com/openmud/mud/internal/netlab"
+	"github.com/openmud/mud/internal/lab/gwlab"
+	"github.com/openmud/mud/internal/lab/netlab"
 )
 
 // Options configures Run.

@@ -3,7 +3,7 @@
 // HTTPS MUD server whose files are signed by a lab CA on the first server,
 // and devices that join with real DHCP clients (busybox udhcpc, ISC
 // dhclient) announcing their MUD URL. It drives mudd and mudctl as an admin
-// would. `make demo` (internal/demo) and the end-to-end tests (e2e) share
+// would. `make demo` (internal/lab/demo) and the end-to-end tests (e2e) share
 // it; it returns errors rather than failing tests, so that a program can
 // use it too.
 //
@@ -30,7 +30,7 @@ import (
 
 	"github.com/openmud/mud/api"
 	"github.com/openmud/mud/internal/cli/multicall"
-	"github.com/openmud/mud/internal/netlab"
+	"github.com/openmud/mud/internal/lab/netlab"
 )
 
 // Config describes the gateway to build.
