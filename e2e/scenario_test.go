@@ -87,6 +87,12 @@ func TestPermittedHostAndPort(t *testing.T) {
 	if pv.FromDevice.Dropped.Packets == 0 {
 		t.Errorf("policy show counts no dropped packet from the device: %+v", pv.FromDevice)
 	}
+	// --nft shows the device's ruleset as the kernel holds it, with the
+	// ids mudd allocated, not an illustration.
+	nft := e.mudctl("policy", "show", h.MAC.String(), "--nft")
+	if !strings.Contains(nft, "# device "+h.MAC.String()+" (enforce") || !strings.Contains(nft, "as installed") || strings.Contains(nft, "illustrative") {
+		t.Errorf("policy show --nft does not show the installed ruleset:\n%s", nft)
+	}
 }
 
 // Two devices of the same manufacturer (different models, one URL authority)

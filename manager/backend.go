@@ -424,13 +424,37 @@ func (m *Manager) Policy(ctx context.Context, mac string, withNFT bool) (PolicyV
 		}
 	}
 	if withNFT {
-		txt, err := enforcer.Render(*pol, ed, m.cfg.Render)
+		txt, err := m.renderNFT(*pol, ed)
 		if err != nil {
 			return view, fmt.Errorf("rendering the policy of %s: %w", mac, err)
 		}
 		view.NFT = txt
 	}
 	return view, nil
+}
+
+// installedRenderer is what an enforcer that shows its installed ruleset
+// offers (*enforcer.Enforcer).
+type installedRenderer interface {
+	RenderDevice(mac net.HardwareAddr) (string, error)
+}
+
+// renderNFT returns the device's ruleset as installed, ids included, when
+// the enforcer holds it; otherwise (a device not enforced yet, an
+// enforcer that cannot show it) what its policy would install, saying so.
+func (m *Manager) renderNFT(pol policy.Policy, ed enforcer.Device) (string, error) {
+	if r, ok := m.cfg.Enforcer.(installedRenderer); ok {
+		txt, err := r.RenderDevice(ed.MAC)
+		if err == nil {
+			return txt, nil
+		}
+		would, rerr := enforcer.Render(pol, ed, m.cfg.Render)
+		if rerr != nil {
+			return "", rerr
+		}
+		return "# not in the kernel (" + err.Error() + "); what its policy would install:\n" + would, nil
+	}
+	return enforcer.Render(pol, ed, m.cfg.Render)
 }
 
 // Events returns up to limit events with Seq > since, oldest first (limit

@@ -43,6 +43,6 @@ func newCompileCmd() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().BoolVar(&nft, "nft", false, "print the nftables ruleset (nft syntax) for a sample device instead")
+	cmd.Flags().BoolVar(&nft, "nft", false, "print the nftables ruleset (nft syntax) for a sample device instead (its ids are illustrative)")
 	return cmd
 }

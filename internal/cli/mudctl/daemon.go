@@ -168,7 +168,7 @@ func newDaemonPolicyCmd() *cobra.Command {
 			return daemonShow(cmd, onDevice(args[0], get), printPolicy)
 		},
 	}
-	show.Flags().BoolVar(&nft, "nft", false, "also show the device's nftables ruleset (nft syntax)")
+	show.Flags().BoolVar(&nft, "nft", false, "also show the device's nftables ruleset as the kernel holds it (nft syntax, ids as installed)")
 	pol.AddCommand(show)
 	return pol
 }
