@@ -57,6 +57,18 @@ type Config struct {
 	Policy string
 	// LogLevel is mudd's log.level (default "info").
 	LogLevel string
+	// DHCPRanges, when set, are dnsmasq's --dhcp-range values in place of
+	// the default 192.0.2.100–192.0.2.199 (e.g. a DHCPv6 range in
+	// 2001:db8:1::/64 for more devices than an IPv4 documentation range
+	// holds).
+	DHCPRanges []string
+	// DNSMasqArgs are more dnsmasq arguments (e.g. "--dhcp-lease-max=N",
+	// "--server=/NAME/ADDR", "--cache-size=0").
+	DNSMasqArgs []string
+	// QuietDNSMasq leaves out dnsmasq's per-lease and per-query logging,
+	// which thousands of devices would make the bulk of the lab's memory
+	// and of dnsmasq's work.
+	QuietDNSMasq bool
 }
 
 // Gateway is a running gateway lab.
@@ -175,7 +187,6 @@ func (g *Gateway) startDNSMasq(ctx context.Context) error {
 	args := []string{
 		"--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
 		"--interface=" + netlab.LANBridge, "--bind-interfaces",
-		"--dhcp-range=192.0.2.100,192.0.2.199,255.255.255.0," + g.Config.LeaseTime,
 		"--dhcp-hostsfile=" + g.hostsFile,
 		// Without --no-ping dnsmasq checks with ICMP that an address is
 		// unused before it really offers it, which holds every device's
@@ -183,9 +194,20 @@ func (g *Gateway) startDNSMasq(ctx context.Context) error {
 		"--dhcp-authoritative", "--no-ping",
 		"--dhcp-leasefile=" + filepath.Join(dir, "dnsmasq.leases"),
 		"--pid-file=" + filepath.Join(dir, "dnsmasq.pid"),
-		"--log-dhcp", "--log-queries", "--log-facility=-",
+		"--log-facility=-",
 		"--user=root", "--group=root",
 	}
+	if !g.Config.QuietDNSMasq {
+		args = append(args, "--log-dhcp", "--log-queries")
+	}
+	ranges := g.Config.DHCPRanges
+	if len(ranges) == 0 {
+		ranges = []string{"192.0.2.100,192.0.2.199,255.255.255.0," + g.Config.LeaseTime}
+	}
+	for _, r := range ranges {
+		args = append(args, "--dhcp-range="+r)
+	}
+	args = append(args, g.Config.DNSMasqArgs...)
 	names := map[string]netip.Addr{}
 	for _, h := range g.Config.MUDHosts {
 		names[h] = g.MUDAddr
@@ -303,6 +325,19 @@ func (g *Gateway) StartMudd(ctx context.Context) error {
 	}
 	return nil
 }
+
+// MuddPID is the process id of the running mudd (`ip netns exec` execs
+// it, so it is mudd itself), 0 while none runs.
+func (g *Gateway) MuddPID() int {
+	if g.mudd == nil || g.mudd.Process == nil {
+		return 0
+	}
+	return g.mudd.Process.Pid
+}
+
+// StorePath is mudd's store (its bbolt file) in the gateway's state
+// directory.
+func (g *Gateway) StorePath() string { return filepath.Join(g.Config.Dir, "state", "mudd.db") }
 
 // ReloadPolicy rewrites the `policy:` section of mudd's configuration and
 // makes the running mudd reload it (SIGHUP), waiting until it logged the
