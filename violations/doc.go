@@ -38,8 +38,9 @@
 // deliveries wait for the next flush. List and Snapshot return the held
 // records; Counters the per-device-and-direction drop counts of the
 // MetricDevices (default 32) devices with most drops plus all-device
-// totals, at most 2·32+2 series; Stats the parse errors by name, overruns
-// and evictions.
+// totals, at most 2·32+2 series (WriteMetrics writes them in the
+// Prometheus text format); Stats the parse errors by name, overruns and
+// evictions.
 //
 // Every message is hostile input: a malformed message or packet is counted
 // under a named reason (ParseError, Stats.Errors) and skipped, never a

@@ -169,6 +169,11 @@ func isViolation(mac net.HardwareAddr, dir Direction, kind Kind, peer netip.Addr
 func TestDropsBecomeViolations(t *testing.T) {
 	v := newViolationLab(t, Config{})
 	cam := v.cam
+	// The group has one reader per namespace.
+	if r2, err := Open(Config{NetNSFd: v.r.cfg.NetNSFd, Group: labGroup}); err == nil {
+		r2.Close()
+		t.Error("a second Open of the bound group succeeded, want EBUSY")
+	}
 	const within = time.Second
 	for _, c := range []struct {
 		name string

@@ -183,7 +183,8 @@ func (r *Reader) bind() error {
 	}
 }
 
-// Run reads and aggregates until ctx is done or Close is called, and
+// Run reads and aggregates until ctx is done or Close is called (call it
+// once), and
 // delivers held-back updates every FlushInterval. It closes Updates when it
 // returns. An overrun (the kernel dropped messages for want of buffer) is
 // counted and reading goes on.

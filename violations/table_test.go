@@ -3,6 +3,7 @@ package violations
 import (
 	"net"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 )
@@ -318,5 +319,43 @@ func TestErrorsCounted(t *testing.T) {
 	s := tab.Stats()
 	if s.Messages != 3 || s.Errors[ErrShortHeader] != 2 || len(s.Errors) != len(errorNames) {
 		t.Errorf("stats %+v: want 3 messages, 2 short, every error name present", s)
+	}
+}
+
+// The metrics hold the top devices, the totals and every error reason,
+// and no more series than the bound.
+func TestWriteMetrics(t *testing.T) {
+	tab := NewTable(Config{MetricDevices: 2})
+	for dev := 1; dev <= 5; dev++ {
+		for i := 0; i < dev; i++ {
+			tab.Add(drop(dev, i, 80))
+		}
+	}
+	tab.Add(&Drop{Kind: DefaultDeny, Direction: In, Family: nfprotoIPv4, Src: peer(1), Dst: devAddr(9), Protocol: 6, Port: 23})
+	var b strings.Builder
+	if err := tab.WriteMetrics(&b); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	for _, want := range []string{
+		`mud_violation_drops_total{mac="02:00:00:00:00:05",direction="out"} 5`,
+		`mud_violation_drops_total{mac="02:00:00:00:00:04",direction="in"} 0`,
+		`mud_violation_drops_all_total{direction="out"} 15`,
+		`mud_violation_drops_all_total{direction="in"} 1`,
+		`mud_violation_parse_errors_total{reason="foreign-prefix"} 0`,
+		"mud_violation_records 16\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("metrics lack %s:\n%s", want, out)
+		}
+	}
+	series := 0
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		if !strings.HasPrefix(l, "#") {
+			series++
+		}
+	}
+	if want := 2*2 + 2 + len(errorNames) + 4; series != want {
+		t.Errorf("%d series, want %d:\n%s", series, want, out)
 	}
 }
