@@ -48,13 +48,14 @@ type Violation struct {
 	New bool
 }
 
-// Key is what a Violation is aggregated by.
+// devKey names a device: its MAC, or its address when the MAC is not known.
 type devKey struct {
 	mac    [6]byte
 	hasMAC bool
 	addr   netip.Addr // the device address, when the MAC is not known
 }
 
+// recKey is what a Violation is aggregated by.
 type recKey struct {
 	dev      devKey
 	dir      Direction
