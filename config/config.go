@@ -22,7 +22,7 @@ import (
 // DefaultPath is where mudd looks for its configuration.
 const DefaultPath = "/etc/mud/mudd.yaml"
 
-// DefaultHoldMark is dns.hold_mark's default, resolver.DefaultHoldMark: a
+// DefaultHoldMark is dns.hold_mark's default, dnshold.DefaultMark: a
 // high bit that OpenWrt's fw4, mwan3 and the usual QoS scripts leave alone.
 const DefaultHoldMark = 0x10000000
 

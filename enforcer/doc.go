@@ -6,8 +6,9 @@
 // Two tables of our own, nothing else touched: table inet mud (routed
 // traffic, hooks forward and input, priority -5 by default) and table bridge
 // mud (device-to-device traffic across the LAN bridge, hook forward, priority
-// -205). Base chains start with the conntrack fast path (inet), accept DHCP
-// and ICMPv6 neighbour discovery, then dispatch in two stages: data maps
+// -205); mud's third, table bridge mud_dnshold, is package dnshold's. Base
+// chains start with the conntrack fast path (inet), accept DHCP and ICMPv6
+// neighbour discovery, then dispatch in two stages: data maps
 // keyed by the sender's MAC (from_dev) and the receiver's address or MAC
 // (to_dev4, to_dev6; bridge: to_dev) give a dispatch id, carried in meta
 // secmark to the verdict maps out_chain / in_chain, which jump to the chains.

@@ -10,18 +10,20 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/openmud/mud/enforcer/dnshold"
 )
 
 func TestHoldNeedsApply(t *testing.T) {
-	if _, err := New(Config{Server: "127.0.0.1:53", HoldMark: DefaultHoldMark}); err == nil {
+	if _, err := New(Config{Server: "127.0.0.1:53", HoldMark: dnshold.DefaultMark}); err == nil {
 		t.Fatal("New accepted HoldMark without Apply: held answers would never be released")
 	}
-	r, err := New(Config{Server: "127.0.0.1:53", HoldMark: DefaultHoldMark,
+	r, err := New(Config{Server: "127.0.0.1:53", HoldMark: dnshold.DefaultMark,
 		Apply: func(context.Context, Update) error { return nil }})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.cfg.ApplyTimeout != DefaultApplyTimeout || *r.cfg.HoldPriority != DefaultHoldPriority {
+	if r.cfg.ApplyTimeout != DefaultApplyTimeout || *r.cfg.HoldPriority != dnshold.DefaultPriority {
 		t.Errorf("defaults: apply timeout %v, priority %d", r.cfg.ApplyTimeout, *r.cfg.HoldPriority)
 	}
 }

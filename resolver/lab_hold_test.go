@@ -28,6 +28,7 @@ import (
 	"github.com/google/nftables"
 	"github.com/miekg/dns"
 	"github.com/openmud/mud/enforcer"
+	"github.com/openmud/mud/enforcer/dnshold"
 	"github.com/openmud/mud/internal/lab/netlab"
 	"github.com/openmud/mud/policy"
 )
@@ -187,6 +188,9 @@ func (l *holdLab) resolver(t testing.TB, mark uint32, apply func(context.Context
 	return r, stop
 }
 
+// ownerFlag is NFT_TABLE_F_OWNER: the table goes with its netlink socket.
+const ownerFlag = 0x2
+
 // holdTable reports whether table bridge mud_dnshold exists, and checks
 // that it carries the owner flag.
 func (l *holdLab) holdTable(t testing.TB) bool {
@@ -200,10 +204,10 @@ func (l *holdLab) holdTable(t testing.TB) bool {
 		t.Fatal(err)
 	}
 	for _, tb := range tables {
-		if tb.Name == HoldTable {
+		if tb.Name == dnshold.TableName {
 			// google/nftables v0.3.0 decodes the flags in host byte order.
-			if tb.Flags&nftTableFlagOwner == 0 && bits.ReverseBytes32(tb.Flags)&nftTableFlagOwner == 0 {
-				t.Errorf("table bridge %s has flags %#x, want the owner flag", HoldTable, tb.Flags)
+			if tb.Flags&ownerFlag == 0 && bits.ReverseBytes32(tb.Flags)&ownerFlag == 0 {
+				t.Errorf("table bridge %s has flags %#x, want the owner flag", dnshold.TableName, tb.Flags)
 			}
 			return true
 		}
@@ -319,7 +323,7 @@ func (l *holdLab) defaultDeny(t testing.TB) uint64 {
 func TestLabHoldFirstPacket(t *testing.T) {
 	l := newHoldLab(t)
 	cloudGot, otherGot := udpSink(t, l.cloud), udpSink(t, l.other)
-	r, stop := l.resolver(t, DefaultHoldMark, l.apply, nil)
+	r, stop := l.resolver(t, dnshold.DefaultMark, l.apply, nil)
 
 	// Fresh names, each answered and used at once: every first datagram
 	// arrives, none reaches the default deny.
@@ -395,7 +399,7 @@ func TestLabHoldReleasesRefusedAnswers(t *testing.T) {
 		mu.Unlock()
 		return l.apply(ctx, u)
 	}
-	r, _ := l.resolver(t, DefaultHoldMark, apply, nil)
+	r, _ := l.resolver(t, dnshold.DefaultMark, apply, nil)
 	upstream := netip.AddrPortFrom(l.cloud.IPv4, 53).String()
 	for i, network := range []string{"udp", "tcp"} {
 		name := fmt.Sprintf("n%d.api.vendor.test", i+1)
@@ -446,7 +450,7 @@ func TestLabHoldApplyFails(t *testing.T) {
 		}
 		return l.apply(ctx, u)
 	}
-	r, _ := l.resolver(t, DefaultHoldMark, apply, nil)
+	r, _ := l.resolver(t, dnshold.DefaultMark, apply, nil)
 	for _, name := range []string{"n1.api.vendor.test", "n2.api.vendor.test"} {
 		if _, err := l.resolveAndSend(t, name, 3*time.Second); err != nil {
 			t.Fatalf("DNS broken when Apply fails: %v", err)
@@ -522,7 +526,7 @@ func holdHelper(ns, mac string) error {
 	if err != nil {
 		return err
 	}
-	r, err := New(Config{Server: "192.0.2.1:53", NetNSFd: int(h), HoldMark: DefaultHoldMark,
+	r, err := New(Config{Server: "192.0.2.1:53", NetNSFd: int(h), HoldMark: dnshold.DefaultMark,
 		Apply: func(context.Context, Update) error { return nil }})
 	if err != nil {
 		return err
@@ -563,7 +567,7 @@ func BenchmarkLabHoldRelease(b *testing.B) {
 	for _, bc := range []struct {
 		name string
 		mark uint32
-	}{{"hold", DefaultHoldMark}, {"no-hold", 0}} {
+	}{{"hold", dnshold.DefaultMark}, {"no-hold", 0}} {
 		b.Run(bc.name, func(b *testing.B) {
 			l := newHoldLab(b)
 			var (

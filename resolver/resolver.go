@@ -26,9 +26,10 @@
 //     the answers to those devices are held back by an nftables table in
 //     the bridge output hook until Apply has put their addresses into the
 //     enforcer's sets, then re-injected; without it the device's first
-//     packet races the update (see hold.go). The table belongs to the
-//     resolver's netlink socket, so the kernel removes it, and stops
-//     holding, when the process ends however it ends.
+//     packet races the update (see hold.go). The resolver decides what is
+//     held and releases it; the table is package enforcer/dnshold's. It
+//     belongs to the resolver's netlink socket, so the kernel removes it,
+//     and stops holding, when the process ends however it ends.
 //
 // The package knows nothing about policies: only which names matter, and
 // for snooping which names matter for which device. Consumers (the
@@ -51,6 +52,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/openmud/mud/enforcer/dnshold"
 	"github.com/openmud/mud/internal/netns"
 )
 
@@ -183,16 +185,16 @@ type Config struct {
 	// DefaultApplyTimeout): past it the answer is released anyway.
 	ApplyTimeout time.Duration
 	// HoldMark, if non-zero, turns on hold and release (needs Apply, and
-	// CAP_NET_ADMIN): Run creates the owner table HoldTable in the bridge
-	// family, which drops UDP DNS answers sent out of the ports a captured
+	// CAP_NET_ADMIN): Run creates the owner table dnshold.TableName in the
+	// bridge family, which drops UDP DNS answers sent out of the ports a captured
 	// bridge has when Run starts to a device with names unless their packet mark has all of HoldMark's
 	// bits; the capture re-injects each with that mark once Apply has
 	// returned, so the device's first packet to a fresh address finds it
-	// allowed. Choose bits no other firewall rule uses (DefaultHoldMark).
+	// allowed. Choose bits no other firewall rule uses (dnshold.DefaultMark).
 	// The kernel deletes the table when Run returns or the process dies.
 	HoldMark uint32
 	// HoldPriority is the hold chain's priority in the bridge output hook
-	// (default DefaultHoldPriority).
+	// (default dnshold.DefaultPriority).
 	HoldPriority *int32
 
 	// Logger receives events (default: discard).
@@ -241,7 +243,7 @@ func (c *Config) setDefaults() {
 	}
 	def(&c.ApplyTimeout, DefaultApplyTimeout)
 	if c.HoldPriority == nil {
-		p := DefaultHoldPriority
+		p := dnshold.DefaultPriority
 		c.HoldPriority = &p
 	}
 }

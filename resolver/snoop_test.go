@@ -12,6 +12,7 @@ import (
 	"github.com/miekg/dns"
 	"golang.org/x/net/bpf"
 
+	"github.com/openmud/mud/enforcer/dnshold"
 	"github.com/openmud/mud/internal/packet/capture"
 )
 
@@ -172,7 +173,7 @@ func TestSnoopFilter(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, mark := range []uint32{0, DefaultHoldMark} {
+	for _, mark := range []uint32{0, dnshold.DefaultMark} {
 		f, err := captureFilter(mark)
 		if err != nil {
 			t.Fatal(err)

@@ -1,7 +1,7 @@
 // Package nftbatch sends nftables batches built with google/nftables on a
 // raw NETLINK_NETFILTER socket of its own: one sendmsg per batch, one ACK,
 // every failing message reported, and tables that can be owned by the
-// socket. The enforcer and the resolver's DNS hold use it.
+// socket. The enforcer and the DNS hold table (enforcer/dnshold) use it.
 package nftbatch
 
 import (
