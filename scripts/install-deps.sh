@@ -24,6 +24,8 @@ have systemd-analyze || need+=(systemd)  # packaging tests: systemd-analyze veri
 have dpkg-deb  || need+=(dpkg)
 have rpm       || need+=(rpm)      # packaging tests: reading the .rpm
 have setpriv   || need+=(util-linux)
+have dot       || need+=(graphviz)  # policy/graph and the dashboard: policies drawn as SVG
+have chromium  || need+=(chromium)  # the dashboard's browser test (headless)
 
 if [ ${#need[@]} -gt 0 ]; then
 	if [ "$(id -u)" -ne 0 ]; then
