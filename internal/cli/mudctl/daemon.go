@@ -31,6 +31,7 @@ func addDaemonCommands(root *cobra.Command) {
 		newDaemonDevicesCmd(),
 		newDaemonDeviceCmd(),
 		newDaemonPolicyCmd(),
+		newDaemonGraphCmd(),
 		newDaemonEventsCmd(),
 		newDaemonActionCmd("approve", "Enforce a pending device's MUD file", (*api.Client).Approve, true),
 		newDaemonActionCmd("reject", "Refuse a pending device's MUD file (it keeps the fallback)", (*api.Client).Reject, true),

@@ -13,6 +13,7 @@ import (
 	"github.com/openmud/mud/api"
 	"github.com/openmud/mud/api/apitest"
 	"github.com/openmud/mud/internal/cli"
+	"github.com/openmud/mud/policy/graph"
 )
 
 // daemonCtl runs mudctl in-process against the socket, as Main does, and
@@ -58,6 +59,7 @@ func TestDaemonTables(t *testing.T) {
 		{[]string{"device", "show", apitest.MACPending}, "mac 02:00:00:00:00:02", "unenforced because  its MUD file awaits"},
 		{[]string{"device", "show", apitest.MACPending}, "mac 02:00:00:00:00:02", "lan2  failed: GET"},
 		{[]string{"policy", "show", apitest.MACEnforced, "--nft"}, "device 02:00:00:00:00:01 policy p1 https://lighting.example.com/lightbulb2000", "chain pol_p1_out"},
+		{[]string{"graph", apitest.MACEnforced}, "digraph policy {", `device -> peer1 [color=black, fontcolor=black, label="from-device #1 TCP port 443 IPv4"]`},
 		{[]string{"events"}, "SEQ TIME MAC KIND CHANGE MESSAGE", "seen"},
 		{[]string{"controllers", "list"}, "URI KIND PREFIXES SOURCE", ""},
 	}
@@ -299,5 +301,21 @@ func TestJSONEnumsAreNames(t *testing.T) {
 	}
 	if found < 50 {
 		t.Errorf("only %d enum fields in all the outputs: the walk misses them", found)
+	}
+}
+
+// graph --svg has Graphviz draw the policy; without Graphviz it says what
+// to install and fails with 1.
+func TestGraphSVG(t *testing.T) {
+	sock := apitest.Serve(t, apitest.NewFake(), api.ServerOptions{})
+	code, out, errOut := daemonCtl(t, sock, "graph", apitest.MACEnforced, "--svg")
+	if _, err := graph.DotPath(); err != nil {
+		if code != 1 || !strings.Contains(errOut, "install graphviz") {
+			t.Errorf("without Graphviz: exit %d, stderr %q; want 1 naming graphviz", code, errOut)
+		}
+		return
+	}
+	if code != 0 || !strings.Contains(out, "<svg") || !strings.Contains(out, "service.example.com") {
+		t.Errorf("exit %d, stderr %q; output is no SVG of the policy:\n%.300s", code, errOut, out)
 	}
 }
