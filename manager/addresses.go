@@ -3,7 +3,6 @@ package manager
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -26,18 +25,6 @@ import (
 // The LAN's prefixes (package lanwatch) are the default of local-networks
 // (RFC 8520 §4.5) and, with Config.BridgeLAN, the enforcer's bridge table
 // prefixes; they change while mudd runs (SetLAN).
-
-// Neighbors is what the manager tells package neighbor
-// (*neighbor.Learner): an administrator's static addresses (Pin), devices
-// bound without addresses whose first address is pinned
-// (BindOnFirstUse), and the devices it enforces (Keep: never evicted to
-// make room for others).
-type Neighbors interface {
-	Pin(mac net.HardwareAddr, addr netip.Addr) error
-	Unpin(mac net.HardwareAddr, addr netip.Addr)
-	BindOnFirstUse(mac net.HardwareAddr, on bool) error
-	Keep(mac net.HardwareAddr, on bool) error
-}
 
 // LANUpdater is an enforcer that follows the LAN's prefixes
 // (*enforcer.Enforcer): UpdateLAN applies an update together with new

@@ -87,10 +87,8 @@ type Config struct {
 	DNS    <-chan resolver.Update
 	// Neighbors, if set, is read by Run: the addresses devices are seen
 	// using and no longer hold, and the conflicts package neighbor refused
-	// (*neighbor.Learner's Events). NeighborControl, if set, is told the
-	// administrator's static addresses and the devices enforced.
-	Neighbors       <-chan neighbor.Event
-	NeighborControl Neighbors
+	// (*neighbor.Learner's Events).
+	Neighbors <-chan neighbor.Event
 
 	// LAN are the LAN interfaces' prefixes at start (package lanwatch);
 	// SetLAN changes them. They are local-networks unless
