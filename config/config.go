@@ -49,9 +49,10 @@ type Config struct {
 }
 
 // Addresses configures how mudd learns the addresses each device holds
-// besides its DHCP leases (package neighbor): SLAAC and privacy addresses,
-// static addresses, from ARP, neighbour discovery and the kernel's
-// neighbour table. Only addresses inside the LAN interfaces' prefixes are
+// besides its DHCP leases (package neighbor): SLAAC, privacy and static
+// IPv6 addresses, from neighbour discovery and the kernel's neighbour
+// table (ARP is followed too, but a device's IPv4 addresses are its
+// leases' only). Only addresses inside the LAN interfaces' prefixes are
 // learned; one another device holds is refused (an address-conflict
 // event).
 type Addresses struct {

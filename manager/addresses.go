@@ -14,9 +14,10 @@ import (
 )
 
 // The addresses a device holds come from two places: its DHCP leases
-// (store.Device.IPs) and what package neighbor saw it use (ARP, neighbour
-// discovery, duplicate address detection, the kernel's neighbour table):
-// SLAAC and privacy addresses, static addresses. The enforcer's source
+// (store.Device.IPs) and the IPv6 addresses package neighbor saw it use
+// (neighbour discovery, duplicate address detection, the kernel's
+// neighbour table): SLAAC, privacy and static IPv6 addresses. IPv4
+// addresses are the leases' alone. The enforcer's source
 // guard binds both to the device. An address is bound to one device only:
 // a leased address is its lessee's, and a learned address another device
 // holds by lease is refused and reported (an "address-conflict" event),
@@ -113,8 +114,12 @@ func (m *Manager) onNeighbor(ev neighbor.Event) {
 	a := ev.Addr.Unmap()
 	switch ev.Kind {
 	case neighbor.KindLearned, neighbor.KindRefreshed:
-		if ev.LinkLocal {
-			return // never routed; the source guard always lets it pass
+		if ev.LinkLocal || a.Is4() {
+			// Link-local: never routed, the source guard always lets it
+			// pass. IPv4: a device's IPv4 addresses are its DHCP leases';
+			// one it configures itself (a moved lease's old address kept
+			// or spoofed) stays refused.
+			return
 		}
 		// A tentative address (duplicate address detection) is bound at
 		// once, so that the device's first packet from it passes; if
