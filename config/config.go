@@ -37,14 +37,36 @@ type Config struct {
 	StateDir   string   `yaml:"state_dir"`
 	Socket     string   `yaml:"socket"`
 	// SocketGroup may use the control socket besides root (mode 0660).
-	SocketGroup string  `yaml:"socket_group"`
-	Trust       Trust   `yaml:"trust"`
-	Fetch       Fetch   `yaml:"fetch"`
-	DNS         DNS     `yaml:"dns"`
-	Policy      Policy  `yaml:"policy"`
-	Log         Log     `yaml:"log"`
-	Metrics     Metrics `yaml:"metrics"`
-	NFT         NFT     `yaml:"nft"`
+	SocketGroup string    `yaml:"socket_group"`
+	Trust       Trust     `yaml:"trust"`
+	Fetch       Fetch     `yaml:"fetch"`
+	DNS         DNS       `yaml:"dns"`
+	Policy      Policy    `yaml:"policy"`
+	Log         Log       `yaml:"log"`
+	Metrics     Metrics   `yaml:"metrics"`
+	NFT         NFT       `yaml:"nft"`
+	Addresses   Addresses `yaml:"addresses"`
+}
+
+// Addresses configures how mudd learns the addresses each device holds
+// besides its DHCP leases (package neighbor): SLAAC, privacy and static
+// IPv6 addresses, from neighbour discovery and the kernel's neighbour
+// table (ARP is followed too, but a device's IPv4 addresses are its
+// leases' only). Only addresses inside the LAN interfaces' prefixes are
+// learned; one another device holds is refused (an address-conflict
+// event).
+type Addresses struct {
+	// MaxIPv4PerDevice and MaxIPv6PerDevice bound the addresses one device
+	// may hold; when a device uses one more, the least recently seen goes.
+	MaxIPv4PerDevice int `yaml:"max_ipv4_per_device"`
+	MaxIPv6PerDevice int `yaml:"max_ipv6_per_device"`
+	// TTL is how long an address not seen again stays bound to its
+	// device.
+	TTL time.Duration `yaml:"ttl"`
+	// Promiscuous captures on the LAN interfaces in promiscuous mode, to
+	// see the neighbour advertisements devices send each other, not only
+	// those to the gateway and to multicast groups.
+	Promiscuous bool `yaml:"promiscuous"`
 }
 
 // Trust configures MUD file signature verification.
@@ -185,10 +207,11 @@ func Default() Config {
 		Fetch:    Fetch{Timeout: 10 * time.Second, MaxBytes: 1 << 20, RetryInitial: 5 * time.Second, RetryMax: 5 * time.Minute},
 		DNS: DNS{Resolver: "127.0.0.1:53", MinTTL: 30 * time.Second, MaxTTL: time.Hour, Snoop: true,
 			Hold: true, HoldMark: DefaultHoldMark},
-		Policy:  Policy{OnFailure: Baseline, RemovalGrace: 30 * time.Second, ForgetAfter: time.Hour},
-		Log:     Log{Level: "info", Format: "text"},
-		Metrics: Metrics{Listen: "127.0.0.1:9641"},
-		NFT:     NFT{Priority: -5, LogGroup: 100},
+		Policy:    Policy{OnFailure: Baseline, RemovalGrace: 30 * time.Second, ForgetAfter: time.Hour},
+		Log:       Log{Level: "info", Format: "text"},
+		Metrics:   Metrics{Listen: "127.0.0.1:9641"},
+		NFT:       NFT{Priority: -5, LogGroup: 100},
+		Addresses: Addresses{MaxIPv4PerDevice: 4, MaxIPv6PerDevice: 32, TTL: time.Hour},
 	}
 }
 
@@ -372,6 +395,15 @@ func (c *Config) Validate() error {
 	case "text", "json":
 	default:
 		bad("log.format", "%q is neither text nor json", c.Log.Format)
+	}
+	if c.Addresses.MaxIPv4PerDevice < 1 || c.Addresses.MaxIPv4PerDevice > 1024 {
+		bad("addresses.max_ipv4_per_device", "must be in 1..1024, got %d", c.Addresses.MaxIPv4PerDevice)
+	}
+	if c.Addresses.MaxIPv6PerDevice < 1 || c.Addresses.MaxIPv6PerDevice > 1024 {
+		bad("addresses.max_ipv6_per_device", "must be in 1..1024, got %d", c.Addresses.MaxIPv6PerDevice)
+	}
+	if c.Addresses.TTL < time.Minute || c.Addresses.TTL > 7*24*time.Hour {
+		bad("addresses.ttl", "must be in [1m, 168h], got %s", c.Addresses.TTL)
 	}
 	if c.NFT.Priority < -300 || c.NFT.Priority > 300 {
 		bad("nft.priority", "%d is outside -300..300", c.NFT.Priority)

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -286,6 +287,19 @@ func (e *Enforcer) Sync(ctx context.Context, d Desired) error {
 func (e *Enforcer) Update(ctx context.Context, u Update) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	return e.commit(ctx, func(now time.Time) (*plan.Plan, error) { return e.pl.Update(u, now) })
+}
+
+// UpdateLAN applies u together with a change of the LAN's prefixes
+// (Config.BridgeLAN; nil: every address in both tables) in one
+// transaction. When the prefixes changed, the transaction rebuilds our
+// tables, so that the bridge table holds the addresses of DNS names inside
+// the new prefixes and none of the old.
+func (e *Enforcer) UpdateLAN(ctx context.Context, lan []netip.Prefix, u Update) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.cfg.BridgeLAN = slices.Clone(lan)
+	e.pl.SetBridgeLAN(e.cfg.BridgeLAN)
 	return e.commit(ctx, func(now time.Time) (*plan.Plan, error) { return e.pl.Update(u, now) })
 }
 

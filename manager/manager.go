@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 	"github.com/openmud/mud/dhcpsnoop"
 	"github.com/openmud/mud/enforcer"
 	"github.com/openmud/mud/mudfetch"
+	"github.com/openmud/mud/neighbor"
 	"github.com/openmud/mud/resolver"
 	"github.com/openmud/mud/store"
 )
@@ -83,6 +85,18 @@ type Config struct {
 	// resolver's channels). A closed channel is simply no longer read.
 	Leases <-chan dhcpsnoop.Event
 	DNS    <-chan resolver.Update
+	// Neighbors, if set, is read by Run: the addresses devices are seen
+	// using and no longer hold, and the conflicts package neighbor refused
+	// (*neighbor.Learner's Events).
+	Neighbors <-chan neighbor.Event
+
+	// LAN are the LAN interfaces' prefixes at start (package lanwatch);
+	// SetLAN changes them. They are local-networks unless
+	// Settings.LocalNetworks sets it.
+	LAN []netip.Prefix
+	// BridgeLAN: the enforcer's bridge table follows LAN (the Enforcer is a
+	// LANUpdater, enforcer.Config.BridgeLAN).
+	BridgeLAN bool
 
 	// Render tunes the nft text of Policy(withNFT).
 	Render enforcer.RenderOptions
@@ -120,17 +134,13 @@ type Settings struct {
 	ForgetAfter time.Duration
 }
 
-// SettingsFrom extracts the live settings of a configuration; localNets is
-// used when the configuration sets no local_networks (the LAN interfaces'
-// prefixes, RFC 8520 §4.5).
-func SettingsFrom(c config.Config, localNets []netip.Prefix) Settings {
-	s := Settings{OnFailure: c.Policy.OnFailure, LocalNetworks: c.Policy.LocalNetworks,
+// SettingsFrom extracts the live settings of a configuration. When it
+// sets no local_networks, local-networks are the LAN's prefixes
+// (Config.LAN, SetLAN; RFC 8520 §4.5).
+func SettingsFrom(c config.Config) Settings {
+	return Settings{OnFailure: c.Policy.OnFailure, LocalNetworks: c.Policy.LocalNetworks,
 		Controllers: c.Policy.Controllers, MyControllers: c.Policy.MyControllers,
 		RetryInitial: c.Fetch.RetryInitial, RetryMax: c.Fetch.RetryMax, ForgetAfter: c.Policy.ForgetAfter}
-	if len(s.LocalNetworks) == 0 {
-		s.LocalNetworks = localNets
-	}
-	return s
 }
 
 // ErrStopped is returned by requests made after Run returned.
@@ -166,6 +176,8 @@ type Manager struct {
 	pushed        *desired
 	dirty         dirtySet
 	latencyTarget map[string]time.Time // MAC → when its lease was bound
+	lan           []netip.Prefix       // the LAN's prefixes (SetLAN)
+	lanDirty      bool                 // the enforcer's bridge table has not taken lan yet
 
 	// batchMax and batchTime bound how many waiting inputs, and for how
 	// long, are handled before one reconcile (DefaultBatchMax,
@@ -243,6 +255,7 @@ func New(cfg Config) (*Manager, error) {
 		dirty:         newDirtySet(),
 		batchMax:      DefaultBatchMax,
 		batchTime:     DefaultBatchTime,
+		lan:           slices.Clone(cfg.LAN),
 	}
 	return m, nil
 }
@@ -279,7 +292,7 @@ func (m *Manager) Run(ctx context.Context) error {
 
 	tick := time.NewTicker(m.cfg.Tick)
 	defer tick.Stop()
-	in := inputs{leases: m.cfg.Leases, dns: m.cfg.DNS, tick: tick.C}
+	in := inputs{leases: m.cfg.Leases, dns: m.cfg.DNS, neighbors: m.cfg.Neighbors, tick: tick.C}
 	var answers []answer
 	for {
 		if !m.next(ctx, &in, &answers, true) {
@@ -302,9 +315,10 @@ func (m *Manager) Run(ctx context.Context) error {
 
 // inputs are the channels Run reads besides its own.
 type inputs struct {
-	leases <-chan dhcpsnoop.Event
-	dns    <-chan resolver.Update
-	tick   <-chan time.Time
+	leases    <-chan dhcpsnoop.Event
+	dns       <-chan resolver.Update
+	neighbors <-chan neighbor.Event
+	tick      <-chan time.Time
 }
 
 // answer is a request's result, given once the reconcile after it is done.
@@ -334,6 +348,8 @@ func (m *Manager) next(ctx context.Context, in *inputs, answers *[]answer, wait 
 			in.lease(m, ev, ok)
 		case u, ok := <-in.dns:
 			in.update(m, u, ok)
+		case ev, ok := <-in.neighbors:
+			in.neighbor(m, ev, ok)
 		case <-in.tick:
 			m.onTick()
 		default:
@@ -354,6 +370,8 @@ func (m *Manager) next(ctx context.Context, in *inputs, answers *[]answer, wait 
 		in.lease(m, ev, ok)
 	case u, ok := <-in.dns:
 		in.update(m, u, ok)
+	case ev, ok := <-in.neighbors:
+		in.neighbor(m, ev, ok)
 	case <-in.tick:
 		m.onTick()
 	}
@@ -374,6 +392,14 @@ func (in *inputs) update(m *Manager, u resolver.Update, ok bool) {
 		return
 	}
 	m.onDNS(u)
+}
+
+func (in *inputs) neighbor(m *Manager, ev neighbor.Event, ok bool) {
+	if !ok {
+		in.neighbors = nil
+		return
+	}
+	m.onNeighbor(ev)
 }
 
 // onSnooped handles a snooped DNS answer and pushes its addresses at once:

@@ -18,6 +18,7 @@ import (
 	"github.com/openmud/mud/dhcpsnoop"
 	"github.com/openmud/mud/enforcer"
 	"github.com/openmud/mud/mudfetch"
+	"github.com/openmud/mud/neighbor"
 	"github.com/openmud/mud/resolver"
 	"github.com/openmud/mud/store"
 )
@@ -129,6 +130,9 @@ type propRun struct {
 	leases chan dhcpsnoop.Event
 	dns    chan resolver.Update
 	steps  []string
+	// nbOwner is who holds each learned address, as package neighbor
+	// keeps it: one MAC at a time.
+	nbOwner map[netip.Addr]net.HardwareAddr
 }
 
 // runProperty runs one random sequence of steps (seeded) and returns the
@@ -144,7 +148,8 @@ func runProperty(t testing.TB, seed uint64, steps int, skip markKind) error {
 	for _, u := range propURLs[:3] {
 		ff.serve(rng, u)
 	}
-	p := &propRun{t: t, rng: rng, clock: clock, fe: fe, ff: ff, leases: make(chan dhcpsnoop.Event, 8), dns: make(chan resolver.Update, 8)}
+	p := &propRun{t: t, rng: rng, clock: clock, fe: fe, ff: ff, leases: make(chan dhcpsnoop.Event, 8), dns: make(chan resolver.Update, 8),
+		nbOwner: map[netip.Addr]net.HardwareAddr{}}
 	p.h = startManager(t, harnessOpts{dir: tmpfsDir(t), enf: fe, fetcher: ff, now: clock.Now,
 		settings: Settings{LocalNetworks: propLocalNets[0], ForgetAfter: 30 * time.Minute,
 			Controllers: map[string][]netip.Prefix{propCtl: {netip.MustParsePrefix("198.51.100.16/28")}}},
@@ -210,9 +215,51 @@ func (p *propRun) url() string {
 	return propURLs[p.rng.IntN(len(propURLs))]
 }
 
+// neighborStep feeds what package neighbor reports: an address a device
+// was seen using (maybe one leased to another device, maybe one another
+// MAC held, which neighbor expires first), an address no longer held, or
+// the LAN's prefixes moving.
+func (p *propRun) neighborStep() {
+	m, ctx := p.h.m, context.Background()
+	hw := p.mac()
+	switch r := p.rng.IntN(10); {
+	case r < 6:
+		v4, v6 := p.addrs(p.mac())
+		a := v4
+		if len(v6) > 0 && (!a.IsValid() || p.rng.IntN(2) == 0) {
+			a = v6[0]
+		}
+		if !a.IsValid() {
+			return
+		}
+		if old, ok := p.nbOwner[a]; ok && old.String() != hw.String() {
+			p.logf("neighbour expired %s %s", old, a)
+			_ = m.HandleNeighbor(ctx, neighbor.Event{Kind: neighbor.KindExpired, MAC: old, Addr: a})
+		}
+		p.nbOwner[a] = hw
+		p.logf("neighbour learned %s %s", hw, a)
+		_ = m.HandleNeighbor(ctx, neighbor.Event{Kind: neighbor.KindLearned, MAC: hw, Addr: a, Tentative: p.rng.IntN(3) == 0})
+	case r < 8:
+		for a, owner := range p.nbOwner {
+			delete(p.nbOwner, a)
+			p.logf("neighbour expired %s %s", owner, a)
+			_ = m.HandleNeighbor(ctx, neighbor.Event{Kind: neighbor.KindExpired, MAC: owner, Addr: a})
+			break
+		}
+	default:
+		lan := propLocalNets[p.rng.IntN(2)]
+		p.logf("LAN prefixes %v", lan)
+		_ = m.SetLAN(ctx, lan)
+	}
+}
+
 // step makes one random change.
 func (p *propRun) step() {
 	m, ctx := p.h.m, context.Background()
+	if p.rng.IntN(8) == 0 {
+		p.neighborStep()
+		return
+	}
 	hw := p.mac()
 	kinds := []dhcpsnoop.Kind{dhcpsnoop.KindBound, dhcpsnoop.KindRenewed, dhcpsnoop.KindAddressChanged}
 	switch r := p.rng.IntN(100); {
@@ -323,6 +370,9 @@ func (p *propRun) step() {
 		_, _ = m.SetController(ctx, adm, c)
 	case r < 98:
 		s := Settings{OnFailure: config.Baseline, LocalNetworks: propLocalNets[p.rng.IntN(2)], ForgetAfter: 30 * time.Minute}
+		if p.rng.IntN(3) == 0 {
+			s.LocalNetworks = nil // the LAN's prefixes (SetLAN)
+		}
 		if p.rng.IntN(2) == 0 {
 			s.OnFailure = config.Block
 		}
@@ -461,6 +511,8 @@ func propSequences() int {
 }
 
 // After every step of random sequences of events — devices arriving,
+// addresses learned and expiring (package neighbor), the LAN's prefixes
+// moving,
 // renewing with new addresses, changing URL, leaving; quarantines and
 // releases, approvals, rejections, bindings; overrides added and cleared;
 // files refreshed to other policies, servers failing; DNS answers adding,

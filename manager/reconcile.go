@@ -91,7 +91,8 @@ func (m *Manager) entryOf(mac string, d *store.Device) *devEntry {
 		return nil
 	}
 	e := &devEntry{dev: enforcer.Device{MAC: hw, Mode: mode}}
-	for _, a := range d.IPs {
+	ips := m.addrsOf(mac, d)
+	for _, a := range ips {
 		if a.Unmap().Is4() {
 			e.dev.IPv4s = append(e.dev.IPv4s, a.Unmap())
 		} else {
@@ -115,7 +116,7 @@ func (m *Manager) entryOf(mac string, d *store.Device) *devEntry {
 	e.dev.PolicyID = pol.ID
 	e.dev.Overrides = m.overridesOf(mac)
 	e.pol, e.url, e.auth, e.strong = pol, d.MUDURL, authority(d.MUDURL), d.URLSource == store.SourceAdminBind
-	for _, a := range d.IPs {
+	for _, a := range ips {
 		if !a.IsLinkLocalUnicast() { // not an address other hosts reach it by
 			e.hosts = append(e.hosts, hostPrefix(a))
 		}
@@ -221,7 +222,7 @@ func (m *Manager) peerElems(pr policy.Peer, class func(policy.PeerKind, string) 
 	case policy.MyController:
 		els = prefixElems(m.controllerPrefixes(pr.Value, true))
 	case policy.LocalNetworks:
-		els = prefixElems(m.cfg.Settings.LocalNetworks)
+		els = prefixElems(m.localNetworks())
 	}
 	if len(els) == 0 {
 		return nil
@@ -494,7 +495,7 @@ func (m *Manager) reconcile(ctx context.Context) {
 		}
 		return
 	}
-	if !m.dirty.empty() {
+	if !m.dirty.empty() || m.lanDirty {
 		c := m.plan()
 		m.dirty.reset()
 		if !m.send(ctx, c) {
@@ -691,9 +692,16 @@ func (m *Manager) stagePeer(c *change, k string) {
 // it took it, records it as pushed and tells the resolver. It reports
 // whether the enforcer took it; if not, the next reconcile is a full Apply.
 func (m *Manager) send(ctx context.Context, c *change) bool {
-	if !c.empty() {
+	lanUp, _ := m.cfg.Enforcer.(LANUpdater)
+	withLAN := m.lanDirty && lanUp != nil
+	if !c.empty() || withLAN {
 		start := time.Now()
-		err := m.cfg.Enforcer.Update(ctx, c.upd)
+		var err error
+		if withLAN {
+			err = lanUp.UpdateLAN(ctx, m.lan, c.upd)
+		} else {
+			err = m.cfg.Enforcer.Update(ctx, c.upd)
+		}
 		if err != nil {
 			u := &c.upd
 			err = fmt.Errorf("updating the enforcer (%d policies set, %d removed, %d devices set, %d removed, %d peers set): %w",
@@ -705,6 +713,7 @@ func (m *Manager) send(ctx context.Context, c *change) bool {
 			return false
 		}
 	}
+	m.lanDirty = false
 	m.commit(c)
 	return true
 }

@@ -43,6 +43,7 @@ type state struct {
 	dns       map[string]map[netip.Addr]time.Time // name → address → expiry
 	candidate map[string]*candidate               // URL → a refreshed file awaiting approval
 	notified  map[string]bool                     // MAC → an "unenforced" event is open
+	learned   map[string]map[netip.Addr]struct{}  // MAC → addresses package neighbor saw it use
 
 	stateIndex
 }
@@ -449,6 +450,7 @@ func (m *Manager) onLease(ev dhcpsnoop.Event) {
 	case dhcpsnoop.KindAnnounced:
 	case dhcpsnoop.KindBound, dhcpsnoop.KindRenewed, dhcpsnoop.KindAddressChanged, dhcpsnoop.KindAddressesLearned:
 		d.IPs = ev.Addresses()
+		m.leased(mac, d.IPs)
 		d.LeaseExpiry = ev.Expires
 		if _, ok := m.st.removeAt[mac]; ok {
 			delete(m.st.removeAt, mac)
@@ -548,7 +550,7 @@ func (m *Manager) load(ctx context.Context) error {
 		pending: map[string][]string{}, flags: map[string][]string{}, rejected: map[string]string{},
 		fetching: map[string]bool{}, jobs: map[string]*fetchJob{}, fetch: map[string]*urlFetch{},
 		removeAt: map[string]time.Time{}, dns: map[string]map[netip.Addr]time.Time{}, candidate: map[string]*candidate{},
-		notified: map[string]bool{},
+		notified: map[string]bool{}, learned: map[string]map[netip.Addr]struct{}{},
 	}
 	m.st = s
 	for _, d := range snap.Devices {

@@ -91,6 +91,18 @@ func (pl *Planner) SetBridgeNF(nf BridgeNF) {
 	}
 }
 
+// SetBridgeLAN follows a change of the LAN's prefixes (Config.BridgeLAN):
+// which addresses of DNS names the bridge table holds changes with them,
+// so the next plan rebuilds our tables, in the one transaction of whatever
+// else it carries. An unchanged list changes nothing.
+func (pl *Planner) SetBridgeLAN(lan []netip.Prefix) {
+	if slices.Equal(lan, pl.cfg.BridgeLAN) {
+		return
+	}
+	pl.cfg.BridgeLAN = slices.Clone(lan)
+	pl.known = false
+}
+
 // Stale tells whether the next plan has a configuration change to carry.
 func (pl *Planner) Stale() bool { return pl.stale }
 

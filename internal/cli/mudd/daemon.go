@@ -25,8 +25,10 @@ import (
 	"github.com/openmud/mud/config"
 	"github.com/openmud/mud/dhcpsnoop"
 	"github.com/openmud/mud/enforcer"
+	"github.com/openmud/mud/lanwatch"
 	"github.com/openmud/mud/manager"
 	"github.com/openmud/mud/mudfetch"
+	"github.com/openmud/mud/neighbor"
 	"github.com/openmud/mud/resolver"
 	"github.com/openmud/mud/store"
 )
@@ -76,6 +78,9 @@ func daemon(path, version string, stderr io.Writer) error {
 	}
 	start("enforcer repair loop", parts.enf.Run)
 	start("dhcp snooping", parts.snoop.Run)
+	start("neighbour learning", parts.nb.Run)
+	start("LAN watcher", parts.lan.Run)
+	start("LAN prefixes", func(ctx context.Context) error { return followLAN(ctx, parts, log) })
 	start("resolver", parts.res.Run)
 	if cfg.Metrics.Listen != "" {
 		start("metrics listener", func(ctx context.Context) error { return serveMetrics(ctx, cfg.Metrics.Listen, parts.mgr) })
@@ -110,16 +115,20 @@ func startErr(ctx context.Context) error {
 
 // parts are the wired components.
 type parts struct {
-	st        *store.Store
-	enf       *enforcer.Enforcer
-	fetch     *mudfetch.Fetcher
-	res       *resolver.Resolver
-	snoop     *dhcpsnoop.Snooper
-	mgr       *manager.Manager
-	localNets []netip.Prefix
+	st    *store.Store
+	enf   *enforcer.Enforcer
+	fetch *mudfetch.Fetcher
+	res   *resolver.Resolver
+	snoop *dhcpsnoop.Snooper
+	nb    *neighbor.Learner
+	lan   *lanwatch.Watcher
+	mgr   *manager.Manager
 }
 
 func (p *parts) close() {
+	if p.lan != nil {
+		p.lan.Close()
+	}
 	if p.fetch != nil {
 		p.fetch.Close()
 	}
@@ -157,7 +166,14 @@ func build(cfg config.Config, version string, log *slog.Logger) (p *parts, err e
 		return nil, fmt.Errorf("creating the fetcher: %w", err)
 	}
 	prio := int32(cfg.NFT.Priority)
-	p.localNets = interfacePrefixes(cfg.Interfaces, log)
+	// The LAN interfaces' prefixes, followed as they change (followLAN).
+	if p.lan, err = lanwatch.New(lanwatch.Config{Interfaces: cfg.Interfaces, Logger: log.With("component", "lanwatch")}); err != nil {
+		return nil, fmt.Errorf("watching the LAN interfaces: %w", err)
+	}
+	lan := p.lan.Prefixes()
+	if len(lan) == 0 {
+		log.Warn("no prefix on the LAN interfaces yet: local-networks is empty until one is added", "interfaces", cfg.Interfaces)
+	}
 	ec := enforcer.Config{Priority: &prio, LogGroup: cfg.NFT.LogGroup, DirectDispatch: cfg.NFT.DirectDispatch,
 		RuleCounters: cfg.NFT.RuleCounters, Logger: log.With("component", "enforcer"),
 		// Tampering the enforcer undid becomes an event (mudctl events).
@@ -170,7 +186,7 @@ func build(cfg config.Config, version string, log *slog.Logger) (p *parts, err e
 			}
 		}}
 	if !cfg.NFT.BridgeAllAddresses {
-		ec.BridgeLAN = p.localNets // empty (no LAN address yet): every address
+		ec.BridgeLAN = lan // empty (no LAN address yet): every address
 	}
 	if p.enf, err = enforcer.New(ec); err != nil {
 		return nil, fmt.Errorf("creating the enforcer: %w", err)
@@ -190,14 +206,23 @@ func build(cfg config.Config, version string, log *slog.Logger) (p *parts, err e
 	if p.res, err = resolver.New(rc); err != nil {
 		return nil, fmt.Errorf("creating the resolver: %w", err)
 	}
-	if p.snoop, err = dhcpsnoop.New(dhcpsnoop.Config{Interfaces: cfg.Interfaces, Logger: log}); err != nil {
+	// Package neighbor learns the addresses devices use as they appear;
+	// the snooper's polling of the neighbour table is not needed.
+	if p.snoop, err = dhcpsnoop.New(dhcpsnoop.Config{Interfaces: cfg.Interfaces, NeighbourInterval: -1, Logger: log}); err != nil {
 		return nil, fmt.Errorf("creating the DHCP snooper: %w", err)
+	}
+	a := cfg.Addresses
+	if p.nb, err = neighbor.New(neighbor.Config{Interfaces: cfg.Interfaces, Prefixes: lan, Promiscuous: a.Promiscuous,
+		MaxV4PerMAC: a.MaxIPv4PerDevice, MaxV6PerMAC: a.MaxIPv6PerDevice, TTL4: a.TTL, TTL6: a.TTL,
+		Logger: log}); err != nil {
+		return nil, fmt.Errorf("creating the neighbour learner: %w", err)
 	}
 	enf := p.enf
 	p.mgr, err = manager.New(manager.Config{
 		Store: p.st, Enforcer: p.enf, Fetcher: p.fetch, Resolver: p.res, Anchors: anchors,
-		Settings: manager.SettingsFrom(cfg, p.localNets), RemovalGrace: cfg.Policy.RemovalGrace,
-		Leases: p.snoop.Events(), DNS: p.res.Updates(),
+		Settings: manager.SettingsFrom(cfg), RemovalGrace: cfg.Policy.RemovalGrace,
+		Leases: p.snoop.Events(), DNS: p.res.Updates(), Neighbors: p.nb.Events(),
+		LAN: lan, BridgeLAN: !cfg.NFT.BridgeAllAddresses,
 		Render: enforcer.RenderOptions{Priority: &prio, LogGroup: cfg.NFT.LogGroup, BridgeConntrack: enf.BridgeConntrack(), BridgeReplies: enf.BridgeReplies(),
 			DirectDispatch: !enf.SecmarkDispatch(), RuleCounters: cfg.NFT.RuleCounters},
 		// The enforcer cannot list the tables it finds in the kernel yet, so
@@ -264,34 +289,25 @@ func hostsResolver(hosts map[string]string) func(context.Context, string) ([]net
 	}
 }
 
-// interfacePrefixes are the LAN interfaces' prefixes: the default of the
-// local-networks abstraction (RFC 8520 §4.5). Link-local ones are left out.
-func interfacePrefixes(names []string, log *slog.Logger) []netip.Prefix {
-	var out []netip.Prefix
-	for _, n := range names {
-		ifc, err := net.InterfaceByName(n)
-		if err != nil {
-			log.Warn("LAN interface not found for local-networks", "interface", n, "err", err)
-			continue
-		}
-		addrs, err := ifc.Addrs()
-		if err != nil {
-			continue
-		}
-		for _, a := range addrs {
-			ipn, ok := a.(*net.IPNet)
+// followLAN hands each change of the LAN interfaces' prefixes to the
+// neighbour learner (only addresses inside them are learned) and the
+// manager (local-networks, the enforcer's bridge table).
+func followLAN(ctx context.Context, p *parts, log *slog.Logger) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case c, ok := <-p.lan.Changes():
 			if !ok {
-				continue
+				return nil
 			}
-			ip, ok := netip.AddrFromSlice(ipn.IP)
-			if !ok || ip.IsLinkLocalUnicast() {
-				continue
+			log.Info("LAN prefixes changed", "added", c.Added(), "removed", c.Removed())
+			p.nb.SetPrefixes(c.New)
+			if err := p.mgr.SetLAN(ctx, c.New); err != nil && ctx.Err() == nil {
+				log.Error("applying the LAN prefixes", "err", err)
 			}
-			ones, _ := ipn.Mask.Size()
-			out = append(out, netip.PrefixFrom(ip.Unmap(), ones).Masked())
 		}
 	}
-	return out
 }
 
 // reload applies a changed configuration file (SIGHUP): the live settings
@@ -308,7 +324,7 @@ func reload(ctx context.Context, path string, old config.Config, p *parts, level
 	}
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if err := p.mgr.Reload(rctx, manager.SettingsFrom(cfg, p.localNets)); err != nil {
+	if err := p.mgr.Reload(rctx, manager.SettingsFrom(cfg)); err != nil {
 		log.Error("reload: applying policy settings", "err", err)
 		return old
 	}
@@ -318,6 +334,7 @@ func reload(ctx context.Context, path string, old config.Config, p *parts, level
 		"socket": old.Socket == cfg.Socket && old.SocketGroup == cfg.SocketGroup, "trust": reflect.DeepEqual(old.Trust, cfg.Trust),
 		"fetch": reflect.DeepEqual(old.Fetch, cfg.Fetch), "dns": reflect.DeepEqual(old.DNS, cfg.DNS),
 		"metrics": old.Metrics == cfg.Metrics, "nft": old.NFT == cfg.NFT, "log.format": old.Log.Format == cfg.Log.Format,
+		"addresses": old.Addresses == cfg.Addresses,
 	} {
 		if !same {
 			restart = append(restart, key)

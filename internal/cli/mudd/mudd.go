@@ -37,6 +37,10 @@ Signals:
                tables: nft delete table inet mud; nft delete table bridge
                mud.
 
+The prefixes of the LAN interfaces are followed as they change, without
+a reload: local-networks (unless policy.local_networks sets it) and the
+prefixes inside which the addresses devices use are learned follow them.
+
 With systemd (Type=notify), mudd sends READY=1 once the kernel holds the
 stored state and WATCHDOG=1 at half the WatchdogSec interval while its
 manager answers.

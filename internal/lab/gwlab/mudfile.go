@@ -7,7 +7,7 @@ import (
 	"path"
 )
 
-// Rule is one ACE of a lab MUD file (IPv4, TCP unless Protocol says
+// Rule is one ACE of a lab MUD file (IPv4 unless File.IPv6, TCP unless Protocol says
 // otherwise). Remote names the peer: a DNS name (written as dst-dnsname in
 // from-device rules, src-dnsname in to-device rules), or nothing when MUD
 // names an RFC 8520 §4 abstraction instead.
@@ -33,13 +33,15 @@ type Rule struct {
 }
 
 // File describes a lab MUD file: metadata plus the from-device and
-// to-device rules, each direction one IPv4 ACL.
+// to-device rules, each direction one IPv4 (or IPv6) ACL.
 type File struct {
 	URL   string // the MUD URL it is served at
 	Mfg   string // mfg-name
 	Model string // model-name
 	From  []Rule
 	To    []Rule
+	// IPv6 makes both ACLs IPv6 ACLs (ipv6-acl-type, "ipv6" matches).
+	IPv6 bool
 }
 
 // SignatureURL is where the file's detached signature is served: the MUD
@@ -56,6 +58,10 @@ func (f File) SignatureURL() string {
 
 // JSON renders the file as RFC 8520 JSON.
 func (f File) JSON() []byte {
+	fam, v := "ipv4", "v4"
+	if f.IPv6 {
+		fam, v = "ipv6", "v6"
+	}
 	acl := func(name, dir string, rules []Rule) map[string]any {
 		aces := []any{}
 		for i, r := range rules {
@@ -71,7 +77,7 @@ func (f File) JSON() []byte {
 				}
 				ip[key] = r.Remote
 			}
-			matches := map[string]any{"ipv4": ip}
+			matches := map[string]any{fam: ip}
 			if r.MUD != nil {
 				matches["ietf-mud:mud"] = r.MUD
 			}
@@ -109,7 +115,7 @@ func (f File) JSON() []byte {
 				"actions": map[string]any{"forwarding": "accept"},
 			})
 		}
-		return map[string]any{"name": name + "-v4" + dir, "type": "ipv4-acl-type", "aces": map[string]any{"ace": aces}}
+		return map[string]any{"name": name + "-" + v + dir, "type": fam + "-acl-type", "aces": map[string]any{"ace": aces}}
 	}
 	id := "mud-" + f.Model
 	doc := map[string]any{
@@ -123,8 +129,8 @@ func (f File) JSON() []byte {
 			"systeminfo":         "The " + f.Mfg + " " + f.Model,
 			"mfg-name":           f.Mfg,
 			"model-name":         f.Model,
-			"from-device-policy": map[string]any{"access-lists": map[string]any{"access-list": []any{map[string]any{"name": id + "-v4fr"}}}},
-			"to-device-policy":   map[string]any{"access-lists": map[string]any{"access-list": []any{map[string]any{"name": id + "-v4to"}}}},
+			"from-device-policy": map[string]any{"access-lists": map[string]any{"access-list": []any{map[string]any{"name": id + "-" + v + "fr"}}}},
+			"to-device-policy":   map[string]any{"access-lists": map[string]any{"access-list": []any{map[string]any{"name": id + "-" + v + "to"}}}},
 		},
 		"ietf-access-control-list:acls": map[string]any{"acl": []any{acl(id, "fr", f.From), acl(id, "to", f.To)}},
 	}
