@@ -70,6 +70,9 @@ type Backend interface {
 	AddOverride(ctx context.Context, by Caller, mac string, req OverrideRequest) (Overrides, error)
 	// ClearOverrides removes all the device's admin entries.
 	ClearOverrides(ctx context.Context, by Caller, mac string) error
+	// Violations lists what devices tried and were refused, most recently
+	// seen first: one device's, or every device's when mac is "".
+	Violations(ctx context.Context, mac string) ([]Violation, error)
 	// Controllers lists the controller and my-controller mappings.
 	Controllers(ctx context.Context) ([]Controller, error)
 	// SetController replaces a mapping's prefixes (URI, Kind and
@@ -193,6 +196,11 @@ func (b managerBackend) AddOverride(ctx context.Context, by Caller, mac string, 
 
 func (b managerBackend) ClearOverrides(ctx context.Context, by Caller, mac string) error {
 	return b.m.ClearOverrides(ctx, by.String(), mac)
+}
+
+func (b managerBackend) Violations(ctx context.Context, mac string) ([]Violation, error) {
+	vs, err := b.m.Violations(ctx, mac)
+	return mapAll(vs, violationFrom), err
 }
 
 func (b managerBackend) Controllers(ctx context.Context) ([]Controller, error) {

@@ -282,6 +282,17 @@ func (c *Client) ClearOverrides(ctx context.Context, mac string) error {
 	return c.do(ctx, "DELETE", devicePath(mac, "/overrides"), nil, nil)
 }
 
+// Violations lists what devices tried and were refused: one device's, or
+// all when mac is "".
+func (c *Client) Violations(ctx context.Context, mac string) ([]Violation, error) {
+	path := "/v1/violations"
+	if mac != "" {
+		path = devicePath(mac, "/violations")
+	}
+	var vs []Violation
+	return vs, c.do(ctx, "GET", path, nil, &vs)
+}
+
 // Controllers lists the controller mappings.
 func (c *Client) Controllers(ctx context.Context) ([]Controller, error) {
 	var cs []Controller

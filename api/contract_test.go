@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"flag"
+	"github.com/openmud/mud/violations"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -125,6 +127,10 @@ func wireValues() map[string]any {
 			To: store.StateEnforced, Message: "verified"}),
 		"controller": controllerFrom(manager.Controller{URI: url1, My: true,
 			Prefixes: []netip.Prefix{netip.MustParsePrefix("192.0.2.5/32"), netip.MustParsePrefix("2001:db8::5/128")}, Source: "mudctl", UpdatedAt: at}),
+		"violation": violationFrom(violations.Violation{MAC: net.HardwareAddr{2, 0, 0x5e, 0, 0x53, 1},
+			DeviceAddr: netip.MustParseAddr("192.0.2.10"), Direction: violations.Out, Kind: violations.DefaultDeny,
+			Peer: netip.MustParseAddr("198.51.100.23"), PeerName: "telemetry.example.net", Protocol: 6, Port: 8443,
+			Count: 3, FirstSeen: at, LastSeen: later}),
 		"overrides":      overridesFrom(fixedOverrides()),
 		"refresh_result": RefreshResult{Devices: 2, URLs: 1},
 		"import_result": importResultFrom(manager.ImportOutcome{URL: url1, Digest: store.Digest([]byte("{}")), Verdict: store.VerdictInvalid,
@@ -283,6 +289,10 @@ func (b *fixedBackend) ClearOverrides(_ context.Context, by Caller, mac string) 
 	b.record("clear", by, mac)
 	return nil
 }
+func (b *fixedBackend) Violations(_ context.Context, mac string) ([]Violation, error) {
+	b.record("violations", Caller{}, mac)
+	return []Violation{b.vals["violation"].(Violation)}, nil
+}
 func (b *fixedBackend) Controllers(context.Context) ([]Controller, error) {
 	return []Controller{b.vals["controller"].(Controller)}, nil
 }
@@ -341,7 +351,8 @@ func TestWireRoundTrip(t *testing.T) {
 		got, by := b.got[method], b.by
 		b.mu.Unlock()
 		// A change comes with the caller's credentials; a query has none.
-		if !reflect.DeepEqual(got, want) || by.Known != (method != "policy") {
+		query := method == "policy" || method == "violations"
+		if !reflect.DeepEqual(got, want) || by.Known != !query {
 			t.Errorf("%s: the backend got %+v from %+v, want %+v", method, got, by, want)
 		}
 	}
@@ -379,6 +390,11 @@ func TestWireRoundTrip(t *testing.T) {
 	}
 	same("clear overrides", nil, nil, c.ClearOverrides(ctx, mac1))
 	requested("clear", mac1)
+	for _, m := range []string{mac1, ""} {
+		vs, err := c.Violations(ctx, m)
+		same("violations", vs, []Violation{vals["violation"].(Violation)}, err)
+		requested("violations", m)
+	}
 	cs, err := c.Controllers(ctx)
 	same("controllers", cs, []Controller{vals["controller"].(Controller)}, err)
 	ctl, err := c.SetController(ctx, vals["controller_request"].(ControllerRequest))

@@ -11,6 +11,7 @@ import (
 	"github.com/openmud/mud/manager"
 	"github.com/openmud/mud/policy"
 	"github.com/openmud/mud/store"
+	"github.com/openmud/mud/violations"
 )
 
 // This file is the one place where the daemon's types (store records,
@@ -412,6 +413,22 @@ func statusFrom(s manager.StatusView) Status {
 
 func eventFrom(e store.Event) Event {
 	return Event{Seq: e.Seq, Time: e.Time, MAC: e.MAC, Kind: e.Kind, From: stateFrom(e.From), To: stateFrom(e.To), Message: e.Message}
+}
+
+func violationFrom(v violations.Violation) Violation {
+	out := Violation{DeviceAddress: v.DeviceAddr, Direction: FromDevice, Kind: ViolationDefaultDeny,
+		Peer: v.Peer, PeerName: v.PeerName, Protocol: protocolName(v.Protocol), Port: v.Port,
+		Count: v.Count, FirstSeen: v.FirstSeen, LastSeen: v.LastSeen}
+	if v.MAC != nil {
+		out.MAC = v.MAC.String()
+	}
+	if v.Direction == violations.In {
+		out.Direction = ToDevice
+	}
+	if v.Kind == violations.SourceGuard {
+		out.Kind = ViolationSourceGuard
+	}
+	return out
 }
 
 func controllerFrom(c manager.Controller) Controller {

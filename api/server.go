@@ -207,6 +207,8 @@ func (s *Server) routeTable() []route {
 		{"POST", "/v1/devices/{mac}/refresh", s.refresh},
 		{"POST", "/v1/refresh", s.refresh},
 		{"GET", "/v1/events", s.events},
+		{"GET", "/v1/violations", s.violations},
+		{"GET", "/v1/devices/{mac}/violations", s.violations},
 		{"GET", "/v1/controllers", s.controllers},
 		{"POST", "/v1/controllers", s.setController},
 		{"POST", "/v1/import", s.importFile},
@@ -489,6 +491,20 @@ func (s *Server) refresh(w http.ResponseWriter, r *http.Request) {
 	res, err := s.b.Refresh(r.Context(), callerFrom(r.Context()), mac)
 	s.audit(r, "refresh", mac, err)
 	s.reply(w, r, res, err)
+}
+
+// violations answers for one device (/v1/devices/{mac}/violations) or
+// all (/v1/violations).
+func (s *Server) violations(w http.ResponseWriter, r *http.Request) {
+	mac := ""
+	if r.PathValue("mac") != "" {
+		var ok bool
+		if mac, ok = pathMAC(w, r); !ok {
+			return
+		}
+	}
+	vs, err := s.b.Violations(r.Context(), mac)
+	s.reply(w, r, orEmpty(vs), err)
 }
 
 func (s *Server) controllers(w http.ResponseWriter, r *http.Request) {

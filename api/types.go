@@ -453,6 +453,46 @@ type Event struct {
 	Message string      `json:"message,omitempty"`
 }
 
+// Violation is what a device tried and was refused: the logged drops of
+// one device, in one direction and of one kind, to or from one peer,
+// protocol and port (mudctl violations).
+type Violation struct {
+	// MAC is the device's; absent when it is not known (a routed packet to
+	// an address no device holds).
+	MAC string `json:"mac,omitempty"`
+	// DeviceAddress is the device's address in the latest drop (for a
+	// source-guard drop, the address it may not send from).
+	DeviceAddress netip.Addr `json:"device_address,omitzero"`
+	// Direction is from-device (the device sent it) or to-device.
+	Direction Direction     `json:"direction"`
+	Kind      ViolationKind `json:"kind"`
+	// Peer is the other side; PeerName the DNS name of the device's
+	// policy it was an answer for, when there is one.
+	Peer     netip.Addr `json:"peer,omitzero"`
+	PeerName string     `json:"peer_name,omitempty"`
+	// Protocol is tcp, udp, icmp, icmpv6 or another IP protocol number;
+	// Port the destination port, or the ICMP type.
+	Protocol string `json:"protocol"`
+	Port     uint16 `json:"port,omitempty"`
+	// Count is how many drops were logged (the log is rate-limited, so
+	// the policy's default-deny counter may hold more).
+	Count     uint64    `json:"count"`
+	FirstSeen time.Time `json:"first_seen"`
+	LastSeen  time.Time `json:"last_seen"`
+}
+
+// ViolationKind is the rule that refused the packets.
+type ViolationKind string
+
+// Violation kinds.
+const (
+	// ViolationDefaultDeny: no rule of the device's policy allowed them.
+	ViolationDefaultDeny ViolationKind = "default-deny"
+	// ViolationSourceGuard: the device sent from an address not bound to
+	// it.
+	ViolationSourceGuard ViolationKind = "source-guard"
+)
+
 // Controller is one controller mapping: URI (or, for my-controller, MUD
 // URL) → prefixes.
 type Controller struct {

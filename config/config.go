@@ -37,15 +37,50 @@ type Config struct {
 	StateDir   string   `yaml:"state_dir"`
 	Socket     string   `yaml:"socket"`
 	// SocketGroup may use the control socket besides root (mode 0660).
-	SocketGroup string    `yaml:"socket_group"`
-	Trust       Trust     `yaml:"trust"`
-	Fetch       Fetch     `yaml:"fetch"`
-	DNS         DNS       `yaml:"dns"`
-	Policy      Policy    `yaml:"policy"`
-	Log         Log       `yaml:"log"`
-	Metrics     Metrics   `yaml:"metrics"`
-	NFT         NFT       `yaml:"nft"`
-	Addresses   Addresses `yaml:"addresses"`
+	SocketGroup string     `yaml:"socket_group"`
+	Trust       Trust      `yaml:"trust"`
+	Fetch       Fetch      `yaml:"fetch"`
+	DNS         DNS        `yaml:"dns"`
+	Policy      Policy     `yaml:"policy"`
+	Log         Log        `yaml:"log"`
+	Metrics     Metrics    `yaml:"metrics"`
+	NFT         NFT        `yaml:"nft"`
+	Addresses   Addresses  `yaml:"addresses"`
+	Violations  Violations `yaml:"violations"`
+	Dashboard   Dashboard  `yaml:"dashboard"`
+}
+
+// Violations configures what mudd makes of the drops the enforcer logs to
+// nft.log_group (package violations): per-device violation records, events
+// and metrics, and optionally an automatic quarantine.
+type Violations struct {
+	// Enabled reads the log group (it needs nft.log_group).
+	Enabled bool `yaml:"enabled"`
+	// MaxRecords bounds the violation records kept in memory, and
+	// MaxPerDevice those of one device; the least recently seen goes.
+	MaxRecords   int `yaml:"max_records"`
+	MaxPerDevice int `yaml:"max_per_device"`
+	// QuarantineAfter, when not 0, quarantines a device that commits this
+	// many distinct violations (another peer, protocol or port) within
+	// QuarantineWindow. Off by default: a device with a file that misses
+	// one of its own needs would cut itself off.
+	QuarantineAfter  int           `yaml:"quarantine_after"`
+	QuarantineWindow time.Duration `yaml:"quarantine_window"`
+}
+
+// Dashboard configures the web dashboard (package dashboard), off unless
+// Listen is set.
+type Dashboard struct {
+	// Listen is a host:port; only loopback without TLS.
+	Listen string `yaml:"listen"`
+	// PasswordHash is the bcrypt hash of the admin's password (mudd
+	// hash-password prints one).
+	PasswordHash string `yaml:"password_hash"`
+	// TLSCert and TLSKey are PEM files; both or neither.
+	TLSCert string `yaml:"tls_cert"`
+	TLSKey  string `yaml:"tls_key"`
+	// SessionLifetime is how long a login lasts.
+	SessionLifetime time.Duration `yaml:"session_lifetime"`
 }
 
 // Addresses configures how mudd learns the addresses each device holds
@@ -212,6 +247,9 @@ func Default() Config {
 		Metrics:   Metrics{Listen: "127.0.0.1:9641"},
 		NFT:       NFT{Priority: -5, LogGroup: 100},
 		Addresses: Addresses{MaxIPv4PerDevice: 4, MaxIPv6PerDevice: 32, TTL: time.Hour},
+		Violations: Violations{Enabled: true, MaxRecords: 4096, MaxPerDevice: 64,
+			QuarantineWindow: 10 * time.Minute},
+		Dashboard: Dashboard{SessionLifetime: 8 * time.Hour},
 	}
 }
 
@@ -404,6 +442,33 @@ func (c *Config) Validate() error {
 	}
 	if c.Addresses.TTL < time.Minute || c.Addresses.TTL > 7*24*time.Hour {
 		bad("addresses.ttl", "must be in [1m, 168h], got %s", c.Addresses.TTL)
+	}
+	v := c.Violations
+	if v.Enabled && c.NFT.LogGroup == 0 {
+		bad("violations.enabled", "needs nft.log_group (the drops are read from it)")
+	}
+	if v.MaxRecords < 1 || v.MaxRecords > 1<<20 {
+		bad("violations.max_records", "must be in 1..1048576, got %d", v.MaxRecords)
+	}
+	if v.MaxPerDevice < 1 || v.MaxPerDevice > v.MaxRecords {
+		bad("violations.max_per_device", "must be in 1..max_records, got %d", v.MaxPerDevice)
+	}
+	if v.QuarantineAfter < 0 || v.QuarantineAfter > v.MaxPerDevice {
+		bad("violations.quarantine_after", "must be in 0..max_per_device (0: never), got %d", v.QuarantineAfter)
+	}
+	if v.QuarantineWindow < time.Second || v.QuarantineWindow > 24*time.Hour {
+		bad("violations.quarantine_window", "must be in [1s, 24h], got %s", v.QuarantineWindow)
+	}
+	if d := c.Dashboard; d.Listen != "" {
+		if d.PasswordHash == "" {
+			bad("dashboard.password_hash", "is needed with dashboard.listen (mudd hash-password prints one)")
+		}
+		if (d.TLSCert == "") != (d.TLSKey == "") {
+			bad("dashboard.tls_cert", "tls_cert and tls_key go together")
+		}
+		if d.SessionLifetime < time.Minute || d.SessionLifetime > 30*24*time.Hour {
+			bad("dashboard.session_lifetime", "must be in [1m, 720h], got %s", d.SessionLifetime)
+		}
 	}
 	if c.NFT.Priority < -300 || c.NFT.Priority > 300 {
 		bad("nft.priority", "%d is outside -300..300", c.NFT.Priority)

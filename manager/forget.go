@@ -68,6 +68,7 @@ func (m *Manager) forget(now time.Time) {
 		delete(s.rejected, mac)
 		delete(s.removeAt, mac)
 		delete(s.notified, mac)
+		delete(s.violated, mac)
 		delete(m.latencyTarget, mac)
 		delete(m.sched.macRun, mac)
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/openmud/mud/neighbor"
 	"github.com/openmud/mud/resolver"
 	"github.com/openmud/mud/store"
+	"github.com/openmud/mud/violations"
 )
 
 // Enforcer is what the manager needs of package enforcer (*enforcer.Enforcer
@@ -97,6 +98,12 @@ type Config struct {
 	// BridgeLAN: the enforcer's bridge table follows LAN (the Enforcer is a
 	// LANUpdater, enforcer.Config.BridgeLAN).
 	BridgeLAN bool
+
+	// Violations, if set, holds the violation records (Violations) and
+	// delivers new ones, which Run turns into "violation" events and
+	// counts towards AutoQuarantine.
+	Violations     Violations
+	AutoQuarantine AutoQuarantine
 
 	// Render tunes the nft text of Policy(withNFT).
 	Render enforcer.RenderOptions
@@ -293,6 +300,9 @@ func (m *Manager) Run(ctx context.Context) error {
 	tick := time.NewTicker(m.cfg.Tick)
 	defer tick.Stop()
 	in := inputs{leases: m.cfg.Leases, dns: m.cfg.DNS, neighbors: m.cfg.Neighbors, tick: tick.C}
+	if m.cfg.Violations != nil {
+		in.violations = m.cfg.Violations.Updates()
+	}
 	var answers []answer
 	for {
 		if !m.next(ctx, &in, &answers, true) {
@@ -315,10 +325,11 @@ func (m *Manager) Run(ctx context.Context) error {
 
 // inputs are the channels Run reads besides its own.
 type inputs struct {
-	leases    <-chan dhcpsnoop.Event
-	dns       <-chan resolver.Update
-	neighbors <-chan neighbor.Event
-	tick      <-chan time.Time
+	leases     <-chan dhcpsnoop.Event
+	dns        <-chan resolver.Update
+	neighbors  <-chan neighbor.Event
+	violations <-chan violations.Violation
+	tick       <-chan time.Time
 }
 
 // answer is a request's result, given once the reconcile after it is done.
@@ -350,6 +361,8 @@ func (m *Manager) next(ctx context.Context, in *inputs, answers *[]answer, wait 
 			in.update(m, u, ok)
 		case ev, ok := <-in.neighbors:
 			in.neighbor(m, ev, ok)
+		case v, ok := <-in.violations:
+			in.violation(m, v, ok)
 		case <-in.tick:
 			m.onTick()
 		default:
@@ -372,6 +385,8 @@ func (m *Manager) next(ctx context.Context, in *inputs, answers *[]answer, wait 
 		in.update(m, u, ok)
 	case ev, ok := <-in.neighbors:
 		in.neighbor(m, ev, ok)
+	case v, ok := <-in.violations:
+		in.violation(m, v, ok)
 	case <-in.tick:
 		m.onTick()
 	}
@@ -400,6 +415,14 @@ func (in *inputs) neighbor(m *Manager, ev neighbor.Event, ok bool) {
 		return
 	}
 	m.onNeighbor(ev)
+}
+
+func (in *inputs) violation(m *Manager, v violations.Violation, ok bool) {
+	if !ok {
+		in.violations = nil
+		return
+	}
+	m.onViolation(v)
 }
 
 // onSnooped handles a snooped DNS answer and pushes its addresses at once:

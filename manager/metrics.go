@@ -136,6 +136,12 @@ func (m *Manager) writeMetrics(ctx context.Context, w io.Writer) {
 	mt.applySeconds.write(w, "mud_apply_duration_seconds", "Time to bring the kernel to the desired state after a change.")
 	mt.boundToEnforced.write(w, "mud_bound_to_enforced_seconds", "Time from a DHCP lease bound to the device's policy active in the kernel.")
 
+	if m.cfg.Violations != nil {
+		if err := m.cfg.Violations.WriteMetrics(w); err != nil {
+			m.log.Warn("writing the violation metrics", "err", err)
+		}
+	}
+
 	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	cs, err := m.cfg.Enforcer.Counters(cctx)

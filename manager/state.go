@@ -44,6 +44,7 @@ type state struct {
 	candidate map[string]*candidate               // URL → a refreshed file awaiting approval
 	notified  map[string]bool                     // MAC → an "unenforced" event is open
 	learned   map[string]map[netip.Addr]struct{}  // MAC → addresses package neighbor saw it use
+	violated  map[string][]time.Time              // MAC → when its recent new violations came (AutoQuarantine)
 
 	stateIndex
 }
@@ -550,7 +551,7 @@ func (m *Manager) load(ctx context.Context) error {
 		pending: map[string][]string{}, flags: map[string][]string{}, rejected: map[string]string{},
 		fetching: map[string]bool{}, jobs: map[string]*fetchJob{}, fetch: map[string]*urlFetch{},
 		removeAt: map[string]time.Time{}, dns: map[string]map[netip.Addr]time.Time{}, candidate: map[string]*candidate{},
-		notified: map[string]bool{}, learned: map[string]map[netip.Addr]struct{}{},
+		notified: map[string]bool{}, learned: map[string]map[netip.Addr]struct{}{}, violated: map[string][]time.Time{},
 	}
 	m.st = s
 	for _, d := range snap.Devices {

@@ -28,6 +28,7 @@ type Fake struct {
 	devices     map[string]*api.Device
 	controllers map[string]api.Controller
 	events      []api.Event
+	violations  []api.Violation
 	subs        map[chan api.Event]struct{}
 	lastCaller  api.Caller
 	failStatus  error // returned by Status when set
@@ -68,6 +69,9 @@ func NewFake() *Fake {
 			{At: t0.Add(5 * time.Second), Seconds: 0.25, Port: "lan2", OK: true},
 		}},
 	}
+	f.violations = []api.Violation{{MAC: MACEnforced, DeviceAddress: netip.MustParseAddr("192.0.2.10"),
+		Direction: api.FromDevice, Kind: api.ViolationDefaultDeny, Peer: netip.MustParseAddr("198.51.100.23"),
+		PeerName: "telemetry.example.net", Protocol: "tcp", Port: 8443, Count: 3, FirstSeen: t0, LastSeen: t0.Add(time.Minute)}}
 	return f
 }
 
@@ -312,6 +316,23 @@ func (f *Fake) ClearOverrides(ctx context.Context, by api.Caller, mac string) er
 		return nil
 	})
 	return err
+}
+
+// Violations returns the Fake's one violation record (of MACEnforced) when
+// mac is it or "".
+func (f *Fake) Violations(ctx context.Context, mac string) ([]api.Violation, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if mac != "" && f.devices[mac] == nil {
+		return nil, fmt.Errorf("device %s: %w", mac, api.ErrNotFound)
+	}
+	var out []api.Violation
+	for _, v := range f.violations {
+		if mac == "" || v.MAC == mac {
+			out = append(out, v)
+		}
+	}
+	return out, nil
 }
 
 func (f *Fake) Controllers(ctx context.Context) ([]api.Controller, error) {

@@ -33,6 +33,7 @@ func addDaemonCommands(root *cobra.Command) {
 		newDaemonPolicyCmd(),
 		newDaemonGraphCmd(),
 		newDaemonEventsCmd(),
+		newDaemonViolationsCmd(),
 		newDaemonActionCmd("approve", "Enforce a pending device's MUD file", (*api.Client).Approve, true),
 		newDaemonActionCmd("reject", "Refuse a pending device's MUD file (it keeps the fallback)", (*api.Client).Reject, true),
 		newDaemonActionCmd("quarantine", "Cut a device to the quarantine policy, ending its connections", (*api.Client).Quarantine, false),
@@ -149,10 +150,68 @@ func newDaemonDeviceCmd() *cobra.Command {
 		Short: "Show a device: addresses, state, MUD file, overrides",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return daemonShow(cmd, onDevice(args[0], (*api.Client).Device), printDevice)
+			return daemonShow(cmd, onDevice(args[0], deviceWithViolations), printDeviceWithViolations)
 		},
 	})
 	return dev
+}
+
+// recentViolations is how many of a device's violation records device
+// show prints.
+const recentViolations = 5
+
+// deviceShown is a device and its most recent violation records; as JSON
+// it is the device only, as api.Device is.
+type deviceShown struct {
+	api.Device
+	violations []api.Violation
+}
+
+func deviceWithViolations(c *api.Client, ctx context.Context, mac string) (deviceShown, error) {
+	d, err := c.Device(ctx, mac)
+	if err != nil {
+		return deviceShown{}, err
+	}
+	vs, err := c.Violations(ctx, mac)
+	if err != nil {
+		return deviceShown{}, err
+	}
+	return deviceShown{Device: d, violations: vs[:min(len(vs), recentViolations)]}, nil
+}
+
+func printDeviceWithViolations(w io.Writer, d deviceShown) error {
+	if err := printDevice(w, d.Device); err != nil {
+		return err
+	}
+	if len(d.violations) == 0 {
+		return nil
+	}
+	fmt.Fprintln(w, "\nrecent violations (mudctl violations MAC lists them all):")
+	return printViolations(w, d.violations)
+}
+
+func newDaemonViolationsCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "violations [MAC]",
+		Short: "List what devices tried and were refused: peer, protocol, port, how often",
+		Long: `violations lists the violation records mudd keeps from the drops the
+enforcer logs: per device, direction, peer, protocol and port, with the
+number of drops and when they were first and last seen, most recently
+seen first. With a MAC, that device's only. The enforcer's log is
+rate-limited, so a count is a lower bound.`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			mac := ""
+			if len(args) == 1 {
+				var err error
+				if mac, err = macArg(args[0]); err != nil {
+					return err
+				}
+			}
+			get := func(c *api.Client, ctx context.Context) ([]api.Violation, error) { return c.Violations(ctx, mac) }
+			return daemonShow(cmd, get, printViolations)
+		},
+	}
 }
 
 func newDaemonPolicyCmd() *cobra.Command {

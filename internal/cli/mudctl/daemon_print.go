@@ -6,7 +6,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -330,4 +332,37 @@ func printImport(w io.Writer, r api.ImportResult) error {
 	fmt.Fprintf(t, "signature\t%s\n", sig)
 	fmt.Fprintf(t, "devices updated\t%d\n", r.DevicesUpdated)
 	return flushTable(t)
+}
+
+// printViolations lists violation records, most recently seen first.
+func printViolations(w io.Writer, vs []api.Violation) error {
+	t := newTable(w)
+	fmt.Fprintln(t, "MAC\tDEVICE\tDIRECTION\tKIND\tPEER\tPROTOCOL\tPORT\tCOUNT\tFIRST\tLAST")
+	for _, v := range vs {
+		fmt.Fprintf(t, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", dash(v.MAC), addrText(v.DeviceAddress), v.Direction, v.Kind,
+			peerText(v), v.Protocol, portText(v.Port), v.Count, when(v.FirstSeen), when(v.LastSeen))
+	}
+	return flushTable(t)
+}
+
+func addrText(a netip.Addr) string {
+	if !a.IsValid() {
+		return "-"
+	}
+	return a.String()
+}
+
+// peerText is the peer's address, with the DNS name it was an answer for.
+func peerText(v api.Violation) string {
+	if v.PeerName == "" {
+		return addrText(v.Peer)
+	}
+	return addrText(v.Peer) + " (" + v.PeerName + ")"
+}
+
+func portText(p uint16) string {
+	if p == 0 {
+		return "-"
+	}
+	return strconv.Itoa(int(p))
 }

@@ -31,6 +31,7 @@ import (
 	"github.com/openmud/mud/neighbor"
 	"github.com/openmud/mud/resolver"
 	"github.com/openmud/mud/store"
+	"github.com/openmud/mud/violations"
 )
 
 // daemon runs mudd until SIGTERM or SIGINT.
@@ -82,6 +83,9 @@ func daemon(path, version string, stderr io.Writer) error {
 	start("LAN watcher", parts.lan.Run)
 	start("LAN prefixes", func(ctx context.Context) error { return followLAN(ctx, parts, log) })
 	start("resolver", parts.res.Run)
+	if parts.viol != nil {
+		start("violation reader", parts.viol.Run)
+	}
 	if cfg.Metrics.Listen != "" {
 		start("metrics listener", func(ctx context.Context) error { return serveMetrics(ctx, cfg.Metrics.Listen, parts.mgr) })
 	}
@@ -122,10 +126,14 @@ type parts struct {
 	snoop *dhcpsnoop.Snooper
 	nb    *neighbor.Learner
 	lan   *lanwatch.Watcher
+	viol  *violations.Reader // nil when violations are off or the log group is taken
 	mgr   *manager.Manager
 }
 
 func (p *parts) close() {
+	if p.viol != nil {
+		p.viol.Close()
+	}
 	if p.lan != nil {
 		p.lan.Close()
 	}
@@ -217,8 +225,36 @@ func build(cfg config.Config, version string, log *slog.Logger) (p *parts, err e
 		Logger: log}); err != nil {
 		return nil, fmt.Errorf("creating the neighbour learner: %w", err)
 	}
+	if v := cfg.Violations; v.Enabled {
+		// The reader names records through the manager, which exists
+		// before its Run starts; drops read while binding are not named.
+		vc := violations.Config{Group: cfg.NFT.LogGroup, MaxRecords: v.MaxRecords, MaxPerDevice: v.MaxPerDevice,
+			DeviceOf: func(a netip.Addr) net.HardwareAddr {
+				if p.mgr == nil {
+					return nil
+				}
+				return p.mgr.DeviceOf(a)
+			},
+			NameOf: func(mac net.HardwareAddr, a netip.Addr) string {
+				if p.mgr == nil {
+					return ""
+				}
+				return p.mgr.PeerName(mac, a)
+			}}
+		if p.viol, err = violations.Open(vc); err != nil {
+			// Another reader (ulogd) may hold the group: enforcement does
+			// not depend on it.
+			log.Warn("violation records are off: the enforcer's log group cannot be read", "group", cfg.NFT.LogGroup, "err", err)
+			p.viol, err = nil, nil
+		}
+	}
+	var viol manager.Violations
+	if p.viol != nil {
+		viol = p.viol
+	}
 	enf := p.enf
 	p.mgr, err = manager.New(manager.Config{
+		Violations: viol, AutoQuarantine: manager.AutoQuarantine{After: cfg.Violations.QuarantineAfter, Window: cfg.Violations.QuarantineWindow},
 		Store: p.st, Enforcer: p.enf, Fetcher: p.fetch, Resolver: p.res, Anchors: anchors,
 		Settings: manager.SettingsFrom(cfg), RemovalGrace: cfg.Policy.RemovalGrace,
 		Leases: p.snoop.Events(), DNS: p.res.Updates(), Neighbors: p.nb.Events(),
