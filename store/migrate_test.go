@@ -87,7 +87,7 @@ func TestMigrateV2Overrides(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	assertSchema(t, path, "3")
+	assertSchema(t, path, "4")
 	assertSchema(t, path+".schema-v2.bak", "2")
 }
 
@@ -118,5 +118,65 @@ func TestMigrateV2OverrideRefused(t *testing.T) {
 			}
 			assertSchema(t, path, "2")
 		})
+	}
+}
+
+// testdata/schema-v3.db was written by a schema-3 mudd: a device with a
+// DHCP lease and overrides, a device bound by mudctl bind (without
+// addresses, as that version could only bind a URL), and an event. Opened
+// now, the binding binds its device's addresses on first use, and nothing
+// else changed.
+func TestMigrateV3BindingsBindOnFirstUse(t *testing.T) {
+	path := copyFixture(t, "schema-v3.db")
+	s, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	if err := s.Check(); err != nil {
+		t.Fatal(err)
+	}
+	snap, err := s.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
+	camera, sensor := "02:00:5e:00:53:11", "02:00:5e:00:53:12"
+	want := map[string]Binding{sensor: {MAC: sensor, MUDURL: "https://mud.example.com/sensor.json", FirstUse: true, By: "root", CreatedAt: at}}
+	if !reflect.DeepEqual(snap.Bindings, want) {
+		t.Fatalf("migrated bindings:\n got %+v\nwant %+v", snap.Bindings, want)
+	}
+	if d := snap.Devices[camera]; len(snap.Devices) != 2 || len(d.IPs) != 1 || d.IPs[0] != netip.MustParseAddr("192.0.2.11") ||
+		snap.Devices[sensor].URLSource != SourceAdminBind || len(snap.Overrides[camera].Rules) != 1 || snap.LastEventSeq != 1 {
+		t.Errorf("devices, overrides or events changed by the migration: %+v, %+v, last event %d", snap.Devices, snap.Overrides, snap.LastEventSeq)
+	}
+	// A binding with addresses is kept as it is written now.
+	err = s.Update(func(tx *Tx) error {
+		return tx.Bindings().Put(Binding{MAC: camera, MUDURL: "https://mud.example.com/camera.json",
+			IPs: []netip.Addr{netip.MustParseAddr("192.0.2.50"), netip.MustParseAddr("2001:db8::50")}})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	assertSchema(t, path, "4")
+	assertSchema(t, path+".schema-v3.bak", "3")
+}
+
+// A binding's addresses are checked: one address twice is refused.
+func TestBindingAddressesValidated(t *testing.T) {
+	s, err := Open(filepath.Join(t.TempDir(), "mud.db"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	a := netip.MustParseAddr("192.0.2.50")
+	err = s.Update(func(tx *Tx) error {
+		return tx.Bindings().Put(Binding{MAC: "02:00:5e:00:53:11", MUDURL: "https://mud.example.com/x.json", IPs: []netip.Addr{a, a}})
+	})
+	if err == nil || !strings.Contains(err.Error(), "192.0.2.50 twice") {
+		t.Fatalf("Put: %v, want an error naming the repeated address", err)
 	}
 }

@@ -145,10 +145,18 @@ func (d *Device) validate() error {
 }
 
 // Binding is an admin-assigned MUD URL for a device that emits none
-// (mudctl bind).
+// (mudctl bind), and the device's static addresses.
 type Binding struct {
-	MAC       string    `json:"mac"`
-	MUDURL    string    `json:"mud_url"`
+	MAC    string `json:"mac"`
+	MUDURL string `json:"mud_url"`
+	// IPs are the device's static addresses: given by the administrator
+	// (mudctl bind --ip), or, with FirstUse, the first address of each
+	// family the device was seen using.
+	IPs []netip.Addr `json:"ips,omitempty"`
+	// FirstUse: the binding was made without addresses, so the first
+	// address of each family the device uses (ARP, neighbour discovery)
+	// is bound to it and added to IPs.
+	FirstUse  bool      `json:"first_use,omitempty"`
 	By        string    `json:"by,omitempty"`
 	CreatedAt time.Time `json:"created_at,omitzero"`
 }
@@ -156,6 +164,16 @@ type Binding struct {
 func (b *Binding) validate() error {
 	if b.MUDURL == "" {
 		return fmt.Errorf("binding for %s has no MUD URL", b.MAC)
+	}
+	seen := map[netip.Addr]bool{}
+	for _, a := range b.IPs {
+		if !a.IsValid() || a.Zone() != "" || a.Is4In6() {
+			return fmt.Errorf("binding for %s: address %q is not a plain IPv4 or IPv6 address", b.MAC, a)
+		}
+		if seen[a] {
+			return fmt.Errorf("binding for %s: address %s twice", b.MAC, a)
+		}
+		seen[a] = true
 	}
 	return nil
 }

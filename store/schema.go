@@ -13,7 +13,7 @@ import (
 
 // SchemaVersion is the layout this code reads and writes. Bump it only
 // together with a migration from the previous version.
-const SchemaVersion = 3
+const SchemaVersion = 4
 
 // Bucket names (the current layout). They are constants, not []byte
 // variables, so no package state can be changed by accident.
@@ -58,6 +58,7 @@ func migrations() []migration {
 	return []migration{
 		{from: 1, to: 2, fn: migrateV1ToV2},
 		{from: 2, to: 3, fn: migrateV2ToV3},
+		{from: 3, to: 4, fn: migrateV3ToV4},
 	}
 }
 
@@ -397,4 +398,47 @@ func overrideFromV2(r v2OverrideRule) (OverrideRule, error) {
 		o.DstPort = &PortRange{First: r.Rule.DstPort.First, Last: r.Rule.DstPort.Last}
 	}
 	return o, nil
+}
+
+// Schema v3 differed from v4 only in the bindings bucket: a binding had no
+// addresses ("ips", "first_use"), and its device's IPv4 addresses were its
+// DHCP leases' alone.
+
+// migrateV3ToV4 marks every binding as bound on first use: it was made
+// without addresses, and under v4 a binding without addresses binds the
+// first address of each family its device is seen using. A binding that
+// does not decode, or has no MUD URL, fails the migration.
+func migrateV3ToV4(btx *bolt.Tx) error {
+	b := btx.Bucket([]byte(bucketBindings))
+	if b == nil {
+		return nil // created empty by prepare
+	}
+	out := map[string][]byte{}
+	err := b.ForEach(func(k, raw []byte) error {
+		var bd Binding
+		if err := json.Unmarshal(raw, &bd); err != nil {
+			return fmt.Errorf("binding %s: %w", k, err)
+		}
+		if len(bd.IPs) == 0 {
+			bd.FirstUse = true
+		}
+		if err := bd.validate(); err != nil {
+			return err
+		}
+		nraw, err := json.Marshal(&bd)
+		if err != nil {
+			return fmt.Errorf("binding %s: %w", k, err)
+		}
+		out[string(k)] = nraw
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for k, raw := range out {
+		if err := b.Put([]byte(k), raw); err != nil {
+			return fmt.Errorf("binding %s: %w", k, err)
+		}
+	}
+	return nil
 }

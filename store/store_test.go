@@ -514,7 +514,7 @@ func TestOpenRefuses(t *testing.T) {
 		is     error
 		substr string
 	}{
-		{"newer schema", map[string]string{"schema": "4"}, ErrSchemaTooNew, "schema version 4, this build understands up to 3"},
+		{"newer schema", map[string]string{"schema": "5"}, ErrSchemaTooNew, "schema version 5, this build understands up to 4"},
 		{"unreadable schema", map[string]string{"schema": "two"}, nil, `schema version "two"`},
 		{"foreign bbolt file", nil, nil, "not a mud database"},
 	}
