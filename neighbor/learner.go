@@ -380,7 +380,14 @@ func (l *Learner) Release(addr netip.Addr) bool {
 // the prefixes, not held by another MAC). The event (learned or
 // refreshed) says Pinned. off cancels what is still waiting.
 func (l *Learner) BindOnFirstUse(mac net.HardwareAddr, on bool) error {
-	return l.mark(mac, on, func(d *device) { d.firstUse = [2]bool{on, on} })
+	return l.BindOnFirstUseOf(mac, on, on)
+}
+
+// BindOnFirstUseOf is BindOnFirstUse per family: the first IPv4 address
+// mac uses is pinned when v4 is true, the first IPv6 address when v6 is;
+// a family set false stops waiting.
+func (l *Learner) BindOnFirstUseOf(mac net.HardwareAddr, v4, v6 bool) error {
+	return l.mark(mac, v4 || v6, func(d *device) { d.firstUse = [2]bool{v4, v6} })
 }
 
 // Keep marks mac (on) as a device the caller enforces: it is never evicted

@@ -174,6 +174,29 @@ func TestLearnerMarks(t *testing.T) {
 	}
 }
 
+// BindOnFirstUseOf waits for one family only: the first IPv4 address is
+// pinned, an IPv6 address is learned as usual.
+func TestBindOnFirstUseOfOneFamily(t *testing.T) {
+	clk := &clock{now: t0}
+	l, stop := runLearner(t, Config{Now: clk.Now})
+	defer stop()
+	if err := l.BindOnFirstUseOf(macB, true, false); err != nil {
+		t.Fatal(err)
+	}
+	inject(t, l, t0, ns(macB, addr("2001:db8:1::b"), addr("2001:db8:1::1")))
+	if ev := next(t, l); ev.Kind != KindLearned || ev.Pinned {
+		t.Errorf("IPv6 address: %+v, want learned, not pinned", ev)
+	}
+	inject(t, l, t0, garp(macB, addr("192.0.2.41")))
+	if ev := next(t, l); ev.Kind != KindLearned || !ev.Pinned {
+		t.Errorf("IPv4 address: %+v, want learned and pinned", ev)
+	}
+	inject(t, l, t0, garp(macB, addr("192.0.2.42")))
+	if ev := next(t, l); ev.Kind != KindLearned || ev.Pinned {
+		t.Errorf("second IPv4 address: %+v, want learned, not pinned", ev)
+	}
+}
+
 func TestNewValidates(t *testing.T) {
 	for _, ifs := range [][]string{nil, {""}, {"br-lan", "br-lan"}, {strings.Repeat("x", 16)}} {
 		if _, err := New(Config{Interfaces: ifs}); err == nil {
