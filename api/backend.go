@@ -181,7 +181,7 @@ func (b managerBackend) Release(ctx context.Context, by Caller, mac string, req 
 }
 
 func (b managerBackend) Bind(ctx context.Context, by Caller, mac string, req BindRequest) (Device, error) {
-	d, err := b.m.Bind(ctx, by.String(), mac, req.MUDURL, req.Reason)
+	d, err := b.m.Bind(ctx, by.String(), mac, req.MUDURL, req.Reason, req.IPs)
 	return deviceFrom(d), err
 }
 

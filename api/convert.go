@@ -128,6 +128,7 @@ func deviceFrom(v manager.DeviceView) Device {
 		Quarantine: holdFrom(d.Quarantine), LeaseExpiry: d.LeaseExpiry, FirstSeen: d.FirstSeen,
 		LastSeen: d.LastSeen, UpdatedAt: d.UpdatedAt,
 		MUD: mudInfoFrom(v.File), Fetch: fetchFrom(v.Fetch), PendingReasons: v.PendingReasons,
+		StaticIPs: v.StaticIPs, BindOnFirstUse: v.FirstUse,
 	}
 	for _, o := range v.Overrides {
 		out.Overrides = append(out.Overrides, overrideFrom(o))

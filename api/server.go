@@ -294,6 +294,26 @@ func checkText(what, s string) error {
 	return nil
 }
 
+// maxStaticIPs bounds the static addresses of one binding.
+const maxStaticIPs = 16
+
+// checkStaticIPs accepts at most maxStaticIPs addresses, and only with a
+// MUD URL; the manager checks each address against the LAN.
+func checkStaticIPs(req BindRequest) error {
+	switch {
+	case len(req.IPs) > maxStaticIPs:
+		return fmt.Errorf("%w: %d static addresses, at most %d", ErrInvalid, len(req.IPs), maxStaticIPs)
+	case len(req.IPs) > 0 && req.MUDURL == "":
+		return fmt.Errorf("%w: static addresses need a MUD URL to bind", ErrInvalid)
+	}
+	for _, a := range req.IPs {
+		if !a.IsValid() {
+			return fmt.Errorf("%w: a static address is empty", ErrInvalid)
+		}
+	}
+	return nil
+}
+
 // checkMUDURL accepts an absolute https URL (RFC 8520 §3.1).
 func checkMUDURL(s string) error {
 	if len(s) > maxURLLen {
@@ -442,11 +462,14 @@ func (s *Server) bind(w http.ResponseWriter, r *http.Request) {
 	if err == nil {
 		err = checkText("reason", req.Reason)
 	}
+	if err == nil {
+		err = checkStaticIPs(req)
+	}
 	var d Device
 	if err == nil {
 		d, err = s.b.Bind(r.Context(), callerFrom(r.Context()), mac, req)
 	}
-	s.audit(r, "bind", mac, err, "reason", req.Reason, "unbind", req.MUDURL == "")
+	s.audit(r, "bind", mac, err, "reason", req.Reason, "unbind", req.MUDURL == "", "ips", req.IPs)
 	s.log.Debug("control API: bind", "mac", mac, "mud_url", req.MUDURL)
 	s.reply(w, r, d, err)
 }

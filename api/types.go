@@ -189,6 +189,13 @@ type Device struct {
 	// Overrides are the admin's allow/deny entries for the device, in
 	// evaluation order.
 	Overrides []Override `json:"overrides,omitempty"`
+	// StaticIPs are the static addresses of its binding (mudctl bind
+	// --ip, or bound on first use): bound to it like its leases'.
+	StaticIPs []netip.Addr `json:"static_ips,omitempty"`
+	// BindOnFirstUse says its binding was made without addresses: the
+	// first address of each family it uses while it has no DHCP lease is
+	// bound to it (an "address-bound" event) and joins StaticIPs.
+	BindOnFirstUse bool `json:"bind_on_first_use,omitempty"`
 }
 
 // Hold is an administrative action: who, when, why.
@@ -537,10 +544,16 @@ type ActionRequest struct {
 }
 
 // BindRequest assigns a MUD URL to a device that emits none (mudctl
-// bind). An empty MUDURL removes the binding.
+// bind), with its static addresses. An empty MUDURL removes the binding.
 type BindRequest struct {
 	MUDURL string `json:"mud_url"`
-	Reason string `json:"reason,omitempty"`
+	// IPs are the device's static addresses (mudctl bind --ip): each
+	// inside a LAN prefix and held by no other device. Without them, the
+	// first address of each family the device uses (ARP, neighbour
+	// discovery) while it has no DHCP lease is bound to it. Binding again
+	// replaces them.
+	IPs    []netip.Addr `json:"ips,omitempty"`
+	Reason string       `json:"reason,omitempty"`
 }
 
 // OverrideRequest is one admin allow/deny entry as typed on the command

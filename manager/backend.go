@@ -88,6 +88,11 @@ type DeviceView struct {
 	// Overrides are the administrator's entries for the device, in
 	// evaluation order.
 	Overrides []store.OverrideRule
+	// StaticIPs are the static addresses of its binding (mudctl bind
+	// --ip, or bound on first use); FirstUse says that its binding binds
+	// the first address of each family it uses.
+	StaticIPs []netip.Addr
+	FirstUse  bool
 }
 
 // FileView is a cached MUD file: how it was obtained and judged, and its
@@ -264,6 +269,9 @@ func (m *Manager) Status(ctx context.Context) (StatusView, error) {
 
 func (m *Manager) deviceView(d *store.Device) DeviceView {
 	v := DeviceView{Device: *d, PendingReasons: m.st.pending[d.MAC], Overrides: m.st.overrides[d.MAC].Rules}
+	if b, ok := m.st.bindings[d.MAC]; ok {
+		v.StaticIPs, v.FirstUse = slices.Clone(b.IPs), b.FirstUse
+	}
 	if c := m.st.candidate[d.MUDURL]; c != nil && d.MUDURL != "" {
 		v.PendingReasons = append(slices.Clone(v.PendingReasons), "an updated MUD file awaits approval: "+strings.Join(c.reasons, "; "))
 	}
@@ -577,13 +585,27 @@ func (m *Manager) Release(ctx context.Context, by string, mac string, req Action
 }
 
 // Bind assigns an administrator's MUD URL (an absolute https URL) to a
-// device that emits none; an empty mudURL removes the binding.
-func (m *Manager) Bind(ctx context.Context, by string, mac, mudURL, reason string) (DeviceView, error) {
+// device that emits none, with its static addresses ips; an empty mudURL
+// removes the binding. A static address must be inside the LAN's prefixes
+// and held by no other device (ErrInvalid, ErrConflict). Without
+// addresses, the first address of each family the device uses while it
+// has no DHCP lease is bound to it ("address-bound"). Binding again
+// replaces the addresses.
+func (m *Manager) Bind(ctx context.Context, by string, mac, mudURL, reason string, ips []netip.Addr) (DeviceView, error) {
 	var out DeviceView
 	err := m.do(ctx, func() error {
 		n, err := store.NormalizeMAC(mac)
 		if err != nil {
 			return errorf(ErrInvalid, "MAC %q: %v", mac, err)
+		}
+		if mudURL == "" && len(ips) > 0 {
+			return errorf(ErrInvalid, "static addresses need a MUD URL to bind")
+		}
+		if ips, err = m.checkStatic(n, ips); err != nil {
+			if errors.Is(err, ErrConflict) {
+				m.event(n, "address-conflict", "", "", "static address refused: "+err.Error())
+			}
+			return err
 		}
 		var d store.Device
 		if old := m.st.devices[n]; old != nil {
@@ -591,7 +613,15 @@ func (m *Manager) Bind(ctx context.Context, by string, mac, mudURL, reason strin
 		} else {
 			d = store.Device{MAC: n, State: store.StateDiscovered, FirstSeen: m.now()}
 		}
-		b := store.Binding{MAC: n, MUDURL: mudURL, By: by, CreatedAt: m.now()}
+		old := m.st.bindings[n].IPs
+		if err := m.pin(n, ips, old); err != nil {
+			m.event(n, "address-conflict", "", "", "static address refused: "+err.Error())
+			return err
+		}
+		b := store.Binding{MAC: n, MUDURL: mudURL, IPs: ips, FirstUse: len(ips) == 0, By: by, CreatedAt: m.now()}
+		if len(ips) == 0 {
+			b.IPs = nil
+		}
 		err = m.cfg.Store.Update(func(tx *store.Tx) error {
 			if mudURL == "" {
 				if err := tx.Bindings().Delete(n); err != nil && !errors.Is(err, store.ErrNotFound) {
@@ -602,8 +632,11 @@ func (m *Manager) Bind(ctx context.Context, by string, mac, mudURL, reason strin
 			return tx.Bindings().Put(b)
 		})
 		if err != nil {
+			m.unpin(n, ips, old)
 			return fmt.Errorf("binding %s: %w", n, err)
 		}
+		m.unpin(n, old, ips)
+		msg := mudURL
 		if mudURL == "" {
 			delete(m.st.bindings, n)
 			if d.URLSource == store.SourceAdminBind {
@@ -612,14 +645,28 @@ func (m *Manager) Bind(ctx context.Context, by string, mac, mudURL, reason strin
 		} else {
 			m.st.bindings[n] = b
 			d.MUDURL, d.URLSource = mudURL, store.SourceAdminBind
+			m.staticTaken(n, ips)
+			if len(ips) > 0 {
+				msg += " with static addresses " + addrList(ips)
+			}
 		}
-		if err := m.settle(d, "bound-by-admin", joinMsg(mudURL, reason)); err != nil {
+		m.markMAC(markDevice, n)
+		if err := m.settle(d, "bound-by-admin", joinMsg(msg, reason)); err != nil {
 			return err
 		}
+		m.syncFirstUse(n)
 		out = m.deviceView(m.st.devices[n])
 		return nil
 	})
 	return out, err
+}
+
+func addrList(ips []netip.Addr) string {
+	s := make([]string, len(ips))
+	for i, a := range ips {
+		s[i] = a.String()
+	}
+	return strings.Join(s, ", ")
 }
 
 // AddOverride appends an administrator's allow/deny entry to a device's

@@ -90,6 +90,10 @@ type Config struct {
 	// using and no longer hold, and the conflicts package neighbor refused
 	// (*neighbor.Learner's Events).
 	Neighbors <-chan neighbor.Event
+	// NeighborControl, if set, is told the static addresses of bindings
+	// and the devices whose first address is bound on first use
+	// (*neighbor.Learner).
+	NeighborControl Neighbors
 
 	// LAN are the LAN interfaces' prefixes at start (package lanwatch);
 	// SetLAN changes them. They are local-networks unless
@@ -290,6 +294,7 @@ func (m *Manager) Run(ctx context.Context) error {
 	if err := m.load(ctx); err != nil {
 		return err
 	}
+	m.pinAll()
 	if err := m.fullApply(ctx); err != nil {
 		return fmt.Errorf("start-up reconcile: %w", err)
 	}

@@ -481,7 +481,7 @@ func TestStrongWeakNotMixed(t *testing.T) {
 	h.lease(dhcpsnoop.KindBound, mac(1), ip1, u)
 	h.waitState(mac(1), store.StateEnforced)
 	h.lease(dhcpsnoop.KindBound, mac(2), ip2, "")
-	if _, err := h.m.Bind(bg, adm, mac(2).String(), u, ""); err != nil {
+	if _, err := h.m.Bind(bg, adm, mac(2).String(), u, "", nil); err != nil {
 		t.Fatal(err)
 	}
 	d := h.waitState(mac(2), store.StateEnforced)

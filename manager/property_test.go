@@ -238,7 +238,8 @@ func (p *propRun) neighborStep() {
 		}
 		p.nbOwner[a] = hw
 		p.logf("neighbour learned %s %s", hw, a)
-		_ = m.HandleNeighbor(ctx, neighbor.Event{Kind: neighbor.KindLearned, MAC: hw, Addr: a, Tentative: p.rng.IntN(3) == 0})
+		_ = m.HandleNeighbor(ctx, neighbor.Event{Kind: neighbor.KindLearned, MAC: hw, Addr: a, Tentative: p.rng.IntN(3) == 0,
+			Pinned: p.rng.IntN(4) == 0}) // bound on first use when hw waits for it
 	case r < 8:
 		for a, owner := range p.nbOwner {
 			delete(p.nbOwner, a)
@@ -331,8 +332,12 @@ func (p *propRun) step() {
 		if p.rng.IntN(3) > 0 {
 			u = propURLs[p.rng.IntN(len(propURLs))]
 		}
-		p.logf("bind %s %q", hw, u)
-		_, _ = m.Bind(ctx, adm, hw.String(), u, "")
+		var ips []netip.Addr
+		if v4, _ := p.addrs(p.mac()); u != "" && v4.IsValid() && p.rng.IntN(2) == 0 {
+			ips = []netip.Addr{v4} // another device's, at times: refused
+		}
+		p.logf("bind %s %q %v", hw, u, ips)
+		_, _ = m.Bind(ctx, adm, hw.String(), u, "", ips)
 	case r < 85:
 		o := store.OverrideRule{Direction: store.OverrideFromDevice, Verdict: store.OverrideAllow}
 		if p.rng.IntN(2) == 0 {

@@ -477,6 +477,9 @@ func (m *Manager) onLease(ev dhcpsnoop.Event) {
 	}
 	_ = m.settle(d, kind, string(ev.Kind))
 	m.touch(mac, now)
+	if _, bound := m.st.bindings[mac]; bound {
+		m.syncFirstUse(mac)
+	}
 }
 
 // seen is the device record for a lease event's MAC (a new one for a MAC

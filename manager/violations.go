@@ -62,7 +62,7 @@ func (m *Manager) DeviceOf(addr netip.Addr) net.HardwareAddr {
 	_ = m.query(ctx, func() {
 		addr = addr.Unmap()
 		for mac, d := range m.st.devices {
-			if d.State != store.StateRemoved && slices.Contains(d.IPs, addr) {
+			if d.State != store.StateRemoved && (slices.Contains(d.IPs, addr) || slices.Contains(m.st.bindings[mac].IPs, addr)) {
 				out, _ = net.ParseMAC(mac)
 				return
 			}

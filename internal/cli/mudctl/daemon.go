@@ -319,17 +319,36 @@ func newDaemonBindCmd() *cobra.Command {
 	var (
 		req    api.BindRequest
 		unbind bool
+		ips    []string
 	)
 	cmd := &cobra.Command{
-		Use:   "bind MAC MUD_URL",
-		Short: "Assign a MUD URL to a device that emits none (--clear removes it)",
-		Args:  cobra.RangeArgs(1, 2),
+		Use:   "bind MAC MUD_URL [--ip ADDR]...",
+		Short: "Assign a MUD URL and static addresses to a device that emits none (--clear removes it)",
+		Long: `Assign a MUD URL to a device that emits none, and its static addresses.
+
+Each --ip is a static address of the device: it must be inside a LAN
+prefix and held by no other device. It is bound to the device like a DHCP
+lease's address: the device may send from it, and from nothing else that
+is not bound to it. Without --ip, the first address of each family the
+device uses (ARP, neighbour discovery) while it has no DHCP lease is bound
+to it (an address-bound event). Binding again replaces the addresses.`,
+		Args: cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if unbind == (len(args) == 2) {
 				return cli.Usage("give either a MUD URL or --clear")
 			}
+			if unbind && len(ips) > 0 {
+				return cli.Usage("--ip needs a MUD URL, not --clear")
+			}
 			if len(args) == 2 {
 				req.MUDURL = args[1]
+			}
+			for _, s := range ips {
+				a, err := netip.ParseAddr(s)
+				if err != nil {
+					return cli.Usage("--ip %q is not an IP address", s)
+				}
+				req.IPs = append(req.IPs, a)
 			}
 			get := func(c *api.Client, ctx context.Context, mac string) (api.Device, error) {
 				return c.Bind(ctx, mac, req)
@@ -339,6 +358,7 @@ func newDaemonBindCmd() *cobra.Command {
 	}
 	addReasonFlag(cmd, &req.Reason)
 	cmd.Flags().BoolVar(&unbind, "clear", false, "remove the device's binding")
+	cmd.Flags().StringArrayVar(&ips, "ip", nil, "a static address of the device (repeat for more)")
 	return cmd
 }
 

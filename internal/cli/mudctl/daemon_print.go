@@ -49,6 +49,17 @@ func joinAddrs[T fmt.Stringer](xs []T) string {
 	return dash(strings.Join(parts, ","))
 }
 
+// deviceAddrs are a device's leased addresses, then its static ones.
+func deviceAddrs(d api.Device) []netip.Addr {
+	out := slices.Clone(d.IPs)
+	for _, a := range d.StaticIPs {
+		if !slices.Contains(out, a) {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
 func writeJSONLine(w io.Writer, v any) error {
 	if err := json.NewEncoder(w).Encode(v); err != nil {
 		return cli.IOError(fmt.Errorf("write: %w", err))
@@ -100,7 +111,7 @@ func printDevices(w io.Writer, ds []api.Device) error {
 		if d.Enforcement == api.EnforcementUnenforced {
 			enf = "UNENFORCED"
 		}
-		fmt.Fprintf(t, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.MAC, joinAddrs(d.IPs), dash(d.Hostname), d.State, enf,
+		fmt.Fprintf(t, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.MAC, joinAddrs(deviceAddrs(d)), dash(d.Hostname), d.State, enf,
 			dash(d.MUDURL), d.UnenforcedReason)
 	}
 	return flushTable(t)
@@ -115,6 +126,14 @@ func printDevice(w io.Writer, d api.Device) error {
 	}
 	row("mac", d.MAC)
 	row("ips", joinAddrs(d.IPs))
+	switch {
+	case len(d.StaticIPs) > 0 && d.BindOnFirstUse:
+		row("static ips", joinAddrs(d.StaticIPs)+" (bound on first use)")
+	case len(d.StaticIPs) > 0:
+		row("static ips", joinAddrs(d.StaticIPs))
+	case d.BindOnFirstUse:
+		row("static ips", "none yet: the first address it uses is bound to it")
+	}
 	row("hostname", dash(d.Hostname))
 	row("interface", d.Interface)
 	row("port", d.Port)
