@@ -71,6 +71,8 @@ func fixedDeviceView() manager.DeviceView {
 			}},
 		PendingReasons: []string{"the signature does not chain to a trust anchor"},
 		Overrides:      fixedOverrides().Rules,
+		StaticIPs:      []netip.Addr{netip.MustParseAddr("192.0.2.60")},
+		FirstUse:       true,
 	}
 }
 
@@ -113,7 +115,10 @@ func fixedStatus() manager.StatusView {
 		DevicesByState: map[store.State]int{store.StateEnforced: 2, store.StateFailed: 1}, DevicesUnenforced: 1, PoliciesInstalled: 2, DNSAnswersRefused: 3,
 		Enforcer: manager.EnforcerView{Healthy: true, LastApply: later, LastApplyLatency: 1250 * time.Microsecond,
 			LastError: "netlink: device or resource busy", LastErrorAt: at, Tables: []string{"inet mud", "bridge mud"},
-			BridgeConntrack: true, Repairs: 1, BridgeReplies: "ipv4 inet-conntrack, ipv6 reflexive"}}
+			BridgeConntrack: true, Repairs: 1, BridgeReplies: "ipv4 inet-conntrack, ipv6 reflexive"},
+		LateralUnenforced: []manager.LateralGap{{LAN: "br-lan", Port: "lan1", Severity: "warning",
+			Reason: "an XDP program is attached to lan1: it can forward or drop frames before the bridge and mudd's rules see them",
+			Fix:    "check it with ip -d link show dev lan1 or bpftool net show dev lan1, or detach it"}}}
 }
 
 // wireValues are the fixed values, by the name of their golden file.
@@ -136,7 +141,8 @@ func wireValues() map[string]any {
 		"import_result": importResultFrom(manager.ImportOutcome{URL: url1, Digest: store.Digest([]byte("{}")), Verdict: store.VerdictInvalid,
 			Signer: "CN=Example Lighting signer", Reason: "the signature does not verify", DevicesUpdated: 2}),
 		"action_request": ActionRequest{Reason: "checked the file", AllWithURL: true},
-		"bind_request":   BindRequest{MUDURL: url1, Reason: "label on the box"},
+		"bind_request": BindRequest{MUDURL: url1, IPs: []netip.Addr{netip.MustParseAddr("192.0.2.60"), netip.MustParseAddr("2001:db8::60")},
+			Reason: "label on the box"},
 		"override_request": OverrideRequest{Verdict: Allow, Direction: FromDevice, Peer: "198.51.100.7", Protocol: "tcp",
 			Port: "8443-8444", Comment: "the vendor's relay"},
 		"override_request_dns": OverrideRequest{Verdict: Deny, Direction: ToDevice, DNSName: "scanner.example.net"},

@@ -409,6 +409,10 @@ func statusFrom(s manager.StatusView) Status {
 	if out.Enforcer.Tables == nil {
 		out.Enforcer.Tables = []string{}
 	}
+	for _, g := range s.LateralUnenforced {
+		out.LateralUnenforced = append(out.LateralUnenforced, LateralGap{Interface: g.LAN, Port: g.Port,
+			Severity: LateralSeverity(g.Severity), Reason: g.Reason, Fix: g.Fix})
+	}
 	return out
 }
 

@@ -306,7 +306,37 @@ type Status struct {
 	// the kernel (one per MUD URL, shared by devices of a model).
 	PoliciesInstalled int            `json:"policies_installed"`
 	Enforcer          EnforcerStatus `json:"enforcer"`
+	// LateralUnenforced are the places where traffic between LAN devices
+	// may pass without mudd's rules: a bridge port whose traffic bypasses
+	// the bridge, a Wi-Fi access point without client isolation, ports of
+	// a hardware switch, a LAN interface that is not a bridge.
+	LateralUnenforced []LateralGap `json:"lateral_unenforced,omitempty"`
 }
+
+// LateralGap is one place where lateral traffic may pass without mudd's
+// rules, as the inspection of the LAN bridges' ports found it.
+type LateralGap struct {
+	// Interface is the LAN interface (mudd.yaml interfaces); Port its
+	// bridge port, absent when the finding is about the interface itself.
+	Interface string `json:"interface"`
+	Port      string `json:"port,omitempty"`
+	// Severity: "error" (lateral traffic passes without the rules) or
+	// "warning" (it may).
+	Severity LateralSeverity `json:"severity"`
+	// Reason says what happens to lateral traffic there; Fix what to
+	// configure instead.
+	Reason string `json:"reason"`
+	Fix    string `json:"fix,omitempty"`
+}
+
+// LateralSeverity ranks a LateralGap.
+type LateralSeverity string
+
+// Lateral severities.
+const (
+	LateralError   LateralSeverity = "error"   // lateral traffic passes without mudd's rules
+	LateralWarning LateralSeverity = "warning" // it may: a program or a setting that can forward past the bridge, or one that could not be read
+)
 
 // EnforcerStatus says whether the kernel matches the desired state.
 type EnforcerStatus struct {

@@ -54,6 +54,9 @@ type StatusView struct {
 	// because their source is not trusted (Config.DNSAnswersRefused).
 	DNSAnswersRefused uint64
 	Enforcer          EnforcerView
+	// LateralUnenforced are the places where lateral traffic may pass
+	// without mudd's rules (SetLateral).
+	LateralUnenforced []LateralGap
 }
 
 // EnforcerView says whether the kernel matches the desired state.
@@ -262,6 +265,7 @@ func (m *Manager) Status(ctx context.Context) (StatusView, error) {
 			st.DNSAnswersRefused = m.cfg.DNSAnswersRefused()
 		}
 		st.Enforcer = es
+		st.LateralUnenforced = slices.Clone(m.lateral)
 		return nil
 	})
 	return st, err

@@ -189,6 +189,7 @@ type Manager struct {
 	latencyTarget map[string]time.Time // MAC → when its lease was bound
 	lan           []netip.Prefix       // the LAN's prefixes (SetLAN)
 	lanDirty      bool                 // the enforcer's bridge table has not taken lan yet
+	lateral       []LateralGap         // where lateral traffic passes the rules (SetLateral)
 
 	// batchMax and batchTime bound how many waiting inputs, and for how
 	// long, are handled before one reconcile (DefaultBatchMax,

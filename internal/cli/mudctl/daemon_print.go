@@ -97,6 +97,20 @@ func printStatus(w io.Writer, st api.Status) error {
 	fmt.Fprintf(t, "bridge conntrack\t%t\n", st.Enforcer.BridgeConntrack)
 	fmt.Fprintf(t, "bridge replies\t%s\n", dash(st.Enforcer.BridgeReplies))
 	fmt.Fprintf(t, "tables repaired\t%d\n", st.Enforcer.Repairs)
+	if len(st.LateralUnenforced) == 0 {
+		fmt.Fprintf(t, "lateral unenforced\tnone found\n")
+	}
+	for _, g := range st.LateralUnenforced {
+		where := g.Interface
+		if g.Port != "" {
+			where += " port " + g.Port
+		}
+		line := fmt.Sprintf("%s (%s): %s", where, g.Severity, g.Reason)
+		if g.Fix != "" {
+			line += "; fix: " + g.Fix
+		}
+		fmt.Fprintf(t, "lateral unenforced\t%s\n", line)
+	}
 	return flushTable(t)
 }
 

@@ -327,23 +327,39 @@ func hostsResolver(hosts map[string]string) func(context.Context, string) ([]net
 
 // followLAN hands each change of the LAN interfaces' prefixes to the
 // neighbour learner (only addresses inside them are learned) and the
-// manager (local-networks, the enforcer's bridge table).
+// manager (local-networks, the enforcer's bridge table), and the report of
+// the LAN bridges' ports to the manager (where lateral traffic passes
+// mudd's rules: status and events).
 func followLAN(ctx context.Context, p *parts, log *slog.Logger) error {
-	for {
+	if err := p.mgr.SetLateral(ctx, p.lan.Report()); err != nil && ctx.Err() == nil {
+		log.Error("applying the LAN ports report", "err", err)
+	}
+	changes, reports := p.lan.Changes(), p.lan.Reports()
+	for changes != nil || reports != nil {
 		select {
 		case <-ctx.Done():
 			return nil
-		case c, ok := <-p.lan.Changes():
+		case c, ok := <-changes:
 			if !ok {
-				return nil
+				changes = nil
+				continue
 			}
 			log.Info("LAN prefixes changed", "added", c.Added(), "removed", c.Removed())
 			p.nb.SetPrefixes(c.New)
 			if err := p.mgr.SetLAN(ctx, c.New); err != nil && ctx.Err() == nil {
 				log.Error("applying the LAN prefixes", "err", err)
 			}
+		case r, ok := <-reports:
+			if !ok {
+				reports = nil
+				continue
+			}
+			if err := p.mgr.SetLateral(ctx, r); err != nil && ctx.Err() == nil {
+				log.Error("applying the LAN ports report", "err", err)
+			}
 		}
 	}
+	return nil
 }
 
 // reload applies a changed configuration file (SIGHUP): the live settings
