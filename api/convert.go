@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"github.com/openmud/mud/internal/dnsname"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -121,7 +122,7 @@ func holdFrom(h *store.Hold) *Hold {
 func deviceFrom(v manager.DeviceView) Device {
 	d := v.Device
 	out := Device{
-		MAC: d.MAC, IPs: d.IPs, Hostname: d.Hostname, Interface: d.Interface, Port: d.Port,
+		MAC: d.MAC, IPs: slices.Clone(d.IPs), Hostname: d.Hostname, Interface: d.Interface, Port: d.Port,
 		MUDURL: d.MUDURL, URLSource: URLSource(d.URLSource), InvalidMUDURL: d.InvalidMUDURL,
 		State: stateFrom(d.State), Reason: d.Reason, PolicyID: d.PolicyID,
 		Enforcement: Enforcement(d.Enforcement), UnenforcedReason: d.UnenforcedReason,
@@ -132,6 +133,11 @@ func deviceFrom(v manager.DeviceView) Device {
 	}
 	for _, o := range v.Overrides {
 		out.Overrides = append(out.Overrides, overrideFrom(o))
+	}
+	for _, a := range v.StaticIPs {
+		if !slices.Contains(out.IPs, a) {
+			out.IPs = append(out.IPs, a)
+		}
 	}
 	return out
 }

@@ -153,7 +153,8 @@ const (
 // MUD; UnenforcedReason says why ("MUD server unreachable: …").
 type Device struct {
 	MAC string `json:"mac"` // lower case, colon-separated
-	// IPs are its current IPv4 and IPv6 addresses.
+	// IPs are its current IPv4 and IPv6 addresses: its DHCP leases', then
+	// its static ones.
 	IPs       []netip.Addr `json:"ips,omitempty"`
 	Hostname  string       `json:"hostname,omitempty"`
 	Interface string       `json:"interface,omitempty"`

@@ -49,17 +49,6 @@ func joinAddrs[T fmt.Stringer](xs []T) string {
 	return dash(strings.Join(parts, ","))
 }
 
-// deviceAddrs are a device's leased addresses, then its static ones.
-func deviceAddrs(d api.Device) []netip.Addr {
-	out := slices.Clone(d.IPs)
-	for _, a := range d.StaticIPs {
-		if !slices.Contains(out, a) {
-			out = append(out, a)
-		}
-	}
-	return out
-}
-
 func writeJSONLine(w io.Writer, v any) error {
 	if err := json.NewEncoder(w).Encode(v); err != nil {
 		return cli.IOError(fmt.Errorf("write: %w", err))
@@ -125,7 +114,7 @@ func printDevices(w io.Writer, ds []api.Device) error {
 		if d.Enforcement == api.EnforcementUnenforced {
 			enf = "UNENFORCED"
 		}
-		fmt.Fprintf(t, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.MAC, joinAddrs(deviceAddrs(d)), dash(d.Hostname), d.State, enf,
+		fmt.Fprintf(t, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.MAC, joinAddrs(d.IPs), dash(d.Hostname), d.State, enf,
 			dash(d.MUDURL), d.UnenforcedReason)
 	}
 	return flushTable(t)
