@@ -87,7 +87,7 @@ type Dashboard struct {
 // besides its DHCP leases (package neighbor): SLAAC, privacy and static
 // IPv6 addresses, from neighbour discovery and the kernel's neighbour
 // table (ARP is followed too, but a device's IPv4 addresses are its
-// leases' only). Only addresses inside the LAN interfaces' prefixes are
+// leases' and an administrator's static ones only). Only addresses inside the LAN interfaces' prefixes are
 // learned; one another device holds is refused (an address-conflict
 // event).
 type Addresses struct {

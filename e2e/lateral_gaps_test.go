@@ -45,7 +45,7 @@ func TestLateralBypassNamedInStatusAndEvents(t *testing.T) {
 		t.Fatalf("a lateral gap on %s before anything bypasses the bridge: %+v", port, g)
 	}
 
-	detach, err := netlab.AttachXDPRedirect(e.lab.GW.NS, port, to)
+	detach, err := attachXDPRedirect(e.lab.GW.NS, port, to)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -361,9 +361,9 @@ func (m *Manager) onNeighbor(ev neighbor.Event) {
 		}
 		if ev.LinkLocal || a.Is4() {
 			// Link-local: never routed, the source guard always lets it
-			// pass. IPv4: a device's IPv4 addresses are its DHCP leases';
-			// one it configures itself (a moved lease's old address kept
-			// or spoofed) stays refused.
+			// pass. IPv4: a device's IPv4 addresses are its DHCP leases'
+			// and its static ones; one it configures itself (a moved
+			// lease's old address kept or spoofed) stays refused.
 			return
 		}
 		// A tentative address (duplicate address detection) is bound at

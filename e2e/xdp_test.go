@@ -1,4 +1,4 @@
-package netlab
+package e2e
 
 import (
 	"encoding/binary"
@@ -9,15 +9,17 @@ import (
 	vnl "github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
+
+	"github.com/openmud/mud/internal/lab/netlab"
 )
 
-// AttachXDPRedirect attaches, in generic (SKB) mode, an XDP program to dev
+// attachXDPRedirect attaches, in generic (SKB) mode, an XDP program to dev
 // in namespace ns that redirects every frame arriving on dev out of to
 // (bpf_redirect), so that the frames bypass the bridge dev is a port of:
 // the kind of program a fast path or an offload loads. detach removes it.
-func AttachXDPRedirect(ns, dev, to string) (detach func() error, err error) {
+func attachXDPRedirect(ns, dev, to string) (detach func() error, err error) {
 	var fd int
-	err = Do(ns, func() error {
+	err = netlab.Do(ns, func() error {
 		link, err := vnl.LinkByName(dev)
 		if err != nil {
 			return err
@@ -36,7 +38,7 @@ func AttachXDPRedirect(ns, dev, to string) (detach func() error, err error) {
 		return nil, fmt.Errorf("attaching an XDP program to %s in %s: %w", dev, ns, err)
 	}
 	return func() error {
-		return Do(ns, func() error {
+		return netlab.Do(ns, func() error {
 			link, err := vnl.LinkByName(dev)
 			if err != nil {
 				return err
