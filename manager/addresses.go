@@ -403,6 +403,16 @@ func (m *Manager) onNeighbor(ev neighbor.Event) {
 	}
 }
 
+// staticLeaseChanged marks the devices other than mac whose static
+// addresses are among ips (a lease of mac took or gave them back).
+func (m *Manager) staticLeaseChanged(mac string, ips []netip.Addr) {
+	for other, b := range m.st.bindings {
+		if other != mac && slices.ContainsFunc(b.IPs, func(a netip.Addr) bool { return slices.Contains(ips, a) }) {
+			m.markLearned(other)
+		}
+	}
+}
+
 // markLearned marks a device whose learned addresses changed, when it has
 // a record (the addresses of other MACs wait until it has one).
 func (m *Manager) markLearned(mac string) {
@@ -428,7 +438,6 @@ func (m *Manager) leased(mac string, ips []netip.Addr) {
 		for other, b := range m.st.bindings {
 			if other != mac && slices.Contains(b.IPs, a) && m.lessee(a) != mac {
 				m.event(mac, "address-conflict", "", "", fmt.Sprintf("%s was leased %s, a static address of %s, which loses it while the lease lasts", mac, a, other))
-				m.markLearned(other)
 			}
 		}
 		for other, set := range m.st.learned {

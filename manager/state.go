@@ -425,6 +425,7 @@ func (m *Manager) onLease(ev dhcpsnoop.Event) {
 		return
 	}
 	d := m.seen(mac, ev, now)
+	oldIPs := slices.Clone(d.IPs)
 	kind := ""
 	if d.State == store.StateRemoved {
 		d.State, d.Reason, d.IPs = store.StateDiscovered, "", nil
@@ -480,6 +481,9 @@ func (m *Manager) onLease(ev dhcpsnoop.Event) {
 	if _, bound := m.st.bindings[mac]; bound {
 		m.syncFirstUse(mac)
 	}
+	// A static address of another device that this lease took, or gave
+	// back, changes that device's addresses.
+	m.staticLeaseChanged(mac, append(oldIPs, m.st.devices[mac].IPs...))
 }
 
 // seen is the device record for a lease event's MAC (a new one for a MAC
@@ -526,7 +530,7 @@ func (m *Manager) remove(mac string) {
 		return
 	}
 	nd := *d
-	from := nd.State
+	from, leased := nd.State, nd.IPs
 	nd.State, nd.Reason, nd.IPs, nd.PolicyID = store.StateRemoved, "lease ended", nil, ""
 	nd.Enforcement, nd.UnenforcedReason = store.EnforcementNone, ""
 	delete(m.st.pending, mac)
@@ -536,6 +540,7 @@ func (m *Manager) remove(mac string) {
 		evs = append(evs, e)
 	}
 	_ = m.persist(nd, evs, nil)
+	m.staticLeaseChanged(mac, leased)
 }
 
 // load reads the store snapshot into memory, re-verifies cached files

@@ -235,3 +235,26 @@ func TestFirstUseBindsFirstAddress(t *testing.T) {
 	_, fe2 := staticHarness(t, dir, srv, newFakeNeighbors())
 	waitIPv4s(t, fe2, mac(5), first)
 }
+
+// A DHCP lease of another device's static address wins while it lasts
+// (the DHCP server gave it): the static device loses it from its entry,
+// with an address-conflict event, and gets it back when the lease ends.
+func TestLeaseOfStaticAddressWinsWhileItLasts(t *testing.T) {
+	srv, u := camServer(t, "", false)
+	h, fe := staticHarness(t, t.TempDir(), srv, newFakeNeighbors())
+	static := netip.MustParseAddr("192.0.2.60")
+	if _, err := h.m.Bind(bg, adm, mac(3).String(), u, "", []netip.Addr{static}); err != nil {
+		t.Fatal(err)
+	}
+	h.waitState(mac(3), store.StateEnforced)
+	waitIPv4s(t, fe, mac(3), static)
+	h.lease(dhcpsnoop.KindBound, mac(6), static, u)
+	h.waitState(mac(6), store.StateEnforced)
+	waitIPv4s(t, fe, mac(3))
+	waitIPv4s(t, fe, mac(6), static)
+	if !hasEvent(t, h, mac(6), "address-conflict", "a static address of "+mac(3).String()) {
+		t.Error("no address-conflict event for the leased static address")
+	}
+	h.lease(dhcpsnoop.KindReleased, mac(6), static, u)
+	waitIPv4s(t, fe, mac(3), static) // after the removal grace
+}
