@@ -3,6 +3,7 @@ package manager
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"slices"
@@ -421,14 +422,14 @@ func (m *Manager) markLearned(mac string) {
 	}
 }
 
-// lessee is the device whose lease holds a, "" when none does.
+// lessee is the device whose lease holds a, "" when none does (the first
+// by MAC, should two).
 func (m *Manager) lessee(a netip.Addr) string {
-	for mac, d := range m.st.devices {
-		if d.State != store.StateRemoved && slices.Contains(d.IPs, a) {
-			return mac
-		}
+	macs := m.st.leases[a]
+	if len(macs) == 0 {
+		return ""
 	}
-	return ""
+	return slices.Min(slices.Collect(maps.Keys(macs)))
 }
 
 // leased takes the addresses of a device's lease away from the learned

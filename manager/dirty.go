@@ -1,6 +1,7 @@
 package manager
 
 import (
+	"net/netip"
 	"slices"
 
 	"github.com/openmud/mud/policy"
@@ -98,11 +99,12 @@ type stateIndex struct {
 	urlOf      map[string]string              // MAC → the URL it is indexed under
 	counts     map[store.State]int            // devices by state
 	unenforced int                            // devices whose Enforcement is unenforced
+	leases     map[netip.Addr]map[string]int  // leased address → MACs of devices not removed that hold it
 }
 
 func newStateIndex() stateIndex {
 	return stateIndex{byURL: map[string]map[string]struct{}{}, byAuth: map[string]map[string]struct{}{},
-		urlOf: map[string]string{}, counts: map[store.State]int{}}
+		urlOf: map[string]string{}, counts: map[store.State]int{}, leases: map[netip.Addr]map[string]int{}}
 }
 
 func addTo(idx map[string]map[string]struct{}, k, mac string) {
@@ -131,6 +133,22 @@ func (x *stateIndex) count(d *store.Device, n int) {
 	}
 	if d.Enforcement == store.EnforcementUnenforced {
 		x.unenforced += n
+	}
+	if d.State == store.StateRemoved {
+		return
+	}
+	for _, a := range d.IPs {
+		macs := x.leases[a]
+		if macs == nil {
+			macs = map[string]int{}
+			x.leases[a] = macs
+		}
+		if macs[d.MAC] += n; macs[d.MAC] <= 0 {
+			delete(macs, d.MAC)
+			if len(macs) == 0 {
+				delete(x.leases, a)
+			}
+		}
 	}
 }
 
