@@ -55,6 +55,9 @@ type Config struct {
 	// Policy is the `policy:` section of mudd's configuration, YAML
 	// indented by two spaces under it (empty: the defaults).
 	Policy string
+	// DHCP is the `dhcp:` section of mudd's configuration, YAML indented
+	// by two spaces under it (empty: the defaults).
+	DHCP string
 	// LogLevel is mudd's log.level (default "info").
 	LogLevel string
 	// DHCPRanges, when set, are dnsmasq's --dhcp-range values in place of
@@ -192,7 +195,7 @@ func (g *Gateway) startDNSMasq(ctx context.Context) error {
 		// unused before it really offers it, which holds every device's
 		// lease back by seconds; the lab's LAN has no other hosts.
 		"--dhcp-authoritative", "--no-ping",
-		"--dhcp-leasefile=" + filepath.Join(dir, "dnsmasq.leases"),
+		"--dhcp-leasefile=" + g.LeaseFile(),
 		"--pid-file=" + filepath.Join(dir, "dnsmasq.pid"),
 		"--log-facility=-",
 		"--user=root", "--group=root",
@@ -256,13 +259,7 @@ func (g *Gateway) writeConfig() error {
 	for _, h := range g.Config.MUDHosts {
 		fmt.Fprintf(&hosts, "    %s: %s\n", h, g.MUDAddr)
 	}
-	policy := ""
-	if g.Config.Policy != "" {
-		policy = "policy:\n" + g.Config.Policy
-		if !strings.HasSuffix(policy, "\n") {
-			policy += "\n"
-		}
-	}
+	policy := section("policy", g.Config.Policy) + section("dhcp", g.Config.DHCP)
 	cfg := fmt.Sprintf(`# mudd configuration of the lab gateway.
 interfaces: [%s]
 state_dir: %s
@@ -291,6 +288,22 @@ fetch:
 	}
 	return nil
 }
+
+// section is a top-level section of mudd's configuration with body
+// (indented YAML), "" when body is.
+func section(name, body string) string {
+	if body == "" {
+		return ""
+	}
+	s := name + ":\n" + body
+	if !strings.HasSuffix(s, "\n") {
+		s += "\n"
+	}
+	return s
+}
+
+// LeaseFile is the gateway's dnsmasq lease file.
+func (g *Gateway) LeaseFile() string { return filepath.Join(g.Config.Dir, "dnsmasq.leases") }
 
 // StartMudd starts mudd in the gateway namespace (again, after StopMudd or
 // KillMudd) and waits until it answers on its control socket.
