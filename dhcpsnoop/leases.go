@@ -198,6 +198,10 @@ func ReadDNSMasqLeases(path string, max int) ([]Lease, []error, error) {
 	return leases, problems, nil
 }
 
+// ReasonLeaseFile is the Reason of the bound events of leases read from
+// Config.LeaseFile: the MUD URL is unknown until the device's next request.
+const ReasonLeaseFile = "read from the DHCP server's lease file"
+
 // Seed takes leases a server's database holds as if their ACKs had been
 // seen on iface: a MAC with no lease yet is bound (a KindBound event whose
 // Reason says where it came from), one with a lease already, or whose
@@ -247,7 +251,7 @@ func (s *Snooper) readLeaseFile(now time.Time) []Event {
 	for _, p := range problems {
 		s.log.Warn("a line of the DHCP server's lease file was skipped", "file", s.cfg.LeaseFile, "err", p)
 	}
-	evs := s.tracker.Seed(leases, s.cfg.Interfaces[0], "read from the DHCP server's lease file; MUD URL unknown until the device's next DHCP request", now)
+	evs := s.tracker.Seed(leases, s.cfg.Interfaces[0], ReasonLeaseFile, now)
 	s.c.leaseFile.Add(uint64(len(evs)))
 	s.log.Info("read the DHCP server's lease file", "file", s.cfg.LeaseFile, "leases", len(leases), "new", len(evs))
 	return evs

@@ -211,6 +211,7 @@ func (s *Snooper) Run(ctx context.Context) error {
 	if s.cfg.LeaseFile != "" {
 		s.emit(ctx, s.readLeaseFile(s.cfg.Now()))
 	}
+	s.emit(ctx, s.present(s.cfg.Now()))
 
 	sweep := time.NewTicker(s.cfg.SweepInterval)
 	defer sweep.Stop()

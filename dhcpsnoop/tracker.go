@@ -86,12 +86,13 @@ type Stats struct {
 	Ports         uint64 // bridge ports captured on now (Snooper, CapturePorts)
 	LeaseFile     uint64 // leases read from the lease file (Snooper, Config.LeaseFile)
 	LeaseFileBad  uint64 // lines of the lease file that were refused
+	Present       uint64 // devices found present at start without a lease (Snooper)
 }
 
 type counters struct {
 	frames, messages, notDHCP, malformed, rateLimited, deviceCap, evicted,
 	unidentified, flagsDeduped, queueDrops, events, devices, pending, neighErrs,
-	portUnknown, portErrs, ports, leaseFile, leaseFileBad atomic.Uint64
+	portUnknown, portErrs, ports, leaseFile, leaseFileBad, present atomic.Uint64
 }
 
 type hwKey [6]byte
@@ -179,7 +180,7 @@ func (c *counters) snapshot() Stats {
 		QueueDrops: c.queueDrops.Load(), Events: c.events.Load(), Devices: c.devices.Load(),
 		PendingCount: c.pending.Load(), NeighbourErrs: c.neighErrs.Load(),
 		PortUnknown: c.portUnknown.Load(), PortErrs: c.portErrs.Load(),
-		Ports: c.ports.Load(), LeaseFile: c.leaseFile.Load(), LeaseFileBad: c.leaseFileBad.Load(),
+		Ports: c.ports.Load(), LeaseFile: c.leaseFile.Load(), LeaseFileBad: c.leaseFileBad.Load(), Present: c.present.Load(),
 	}
 }
 

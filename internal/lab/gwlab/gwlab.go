@@ -302,6 +302,13 @@ func section(name, body string) string {
 	return s
 }
 
+// SetDHCP rewrites the `dhcp:` section of mudd's configuration (see
+// Config.DHCP); the next StartMudd reads it.
+func (g *Gateway) SetDHCP(section string) error {
+	g.Config.DHCP = section
+	return g.writeConfig()
+}
+
 // LeaseFile is the gateway's dnsmasq lease file.
 func (g *Gateway) LeaseFile() string { return filepath.Join(g.Config.Dir, "dnsmasq.leases") }
 
