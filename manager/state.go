@@ -48,7 +48,7 @@ type state struct {
 	// did not watch (a lease file, the forwarding database): its MUD URL
 	// is unknown until its next DHCP request.
 	urlUnknown map[string]string
-	violated  map[string][]time.Time              // MAC → when its recent new violations came (AutoQuarantine)
+	violated   map[string][]time.Time // MAC → when its recent new violations came (AutoQuarantine)
 
 	stateIndex
 }
