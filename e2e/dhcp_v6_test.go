@@ -20,7 +20,7 @@ import (
 func v6Env(t *testing.T, devices int) (*env, string) {
 	t.Helper()
 	e := newEnv(t, envConfig{devices: devices, gw: gwlab.Config{
-		DHCPRanges: []string{"192.0.2.100,192.0.2.199,255.255.255.0,1h", "2001:db8:1::100,2001:db8:1::1ff,slaac,64,1h"},
+		DHCPRanges:  []string{"192.0.2.100,192.0.2.199,255.255.255.0,1h", "2001:db8:1::100,2001:db8:1::1ff,slaac,64,1h"},
 		DNSMasqArgs: []string{"--enable-ra", "--ra-param=" + netlab.LANBridge + ",3"},
 		Policy:      fmt.Sprintf("  controllers:\n    %s: [\"%s\"]\n", cloud6, netlab.WANPrefix6)}})
 	u := e.publish(gwlab.File{URL: "https://" + mudHost + "/v6-only.json", Mfg: "Example Things", Model: "v6-only", IPv6: true,
