@@ -72,6 +72,12 @@ type Config struct {
 	// which thousands of devices would make the bulk of the lab's memory
 	// and of dnsmasq's work.
 	QuietDNSMasq bool
+	// MetricsListen is mudd's metrics.listen; empty: none. An address in
+	// the gateway namespace only (e.g. 127.0.0.1:9610).
+	MetricsListen string
+	// Extra is more of mudd's configuration, whole top-level YAML sections
+	// (e.g. "violations:\n  quarantine_after: 3\n").
+	Extra string
 }
 
 // Gateway is a running gateway lab.
@@ -267,9 +273,9 @@ socket: %s
 socket_group: ""
 log:
   level: %s
-# No metrics listener: the lab must not open ports beyond its namespaces.
+# The metrics listener, if any, is inside the gateway namespace.
 metrics:
-  listen: ""
+  listen: "%s"
 trust:
   anchors: [%s]
   server_cas: [%s]
@@ -280,9 +286,9 @@ fetch:
 %sdns:
   # dnsmasq listens on the LAN bridge only.
   resolver: "%s"
-%s`, netlab.LANBridge, filepath.Join(g.Config.Dir, "state"), g.Socket, g.Config.LogLevel,
+%s%s`, netlab.LANBridge, filepath.Join(g.Config.Dir, "state"), g.Socket, g.Config.LogLevel, g.Config.MetricsListen,
 		g.PKI.CAPEM, g.PKI.CAPEM, netlab.WANPrefix4, hosts.String(),
-		netip.AddrPortFrom(netlab.GatewayLAN4, 53), policy)
+		netip.AddrPortFrom(netlab.GatewayLAN4, 53), policy, g.Config.Extra)
 	if err := os.WriteFile(g.ConfigPath, []byte(cfg), 0o600); err != nil {
 		return fmt.Errorf("writing mudd's configuration: %w", err)
 	}
