@@ -45,6 +45,7 @@ type Config struct {
 	Log         Log        `yaml:"log"`
 	Metrics     Metrics    `yaml:"metrics"`
 	NFT         NFT        `yaml:"nft"`
+	DHCP        DHCP       `yaml:"dhcp"`
 	Addresses   Addresses  `yaml:"addresses"`
 	Violations  Violations `yaml:"violations"`
 	Dashboard   Dashboard  `yaml:"dashboard"`
@@ -81,6 +82,26 @@ type Dashboard struct {
 	TLSKey  string `yaml:"tls_key"`
 	// SessionLifetime is how long a login lasts.
 	SessionLifetime time.Duration `yaml:"session_lifetime"`
+}
+
+// DHCP configures how mudd follows the devices' DHCP (package dhcpsnoop).
+type DHCP struct {
+	// Capture is where DHCP is captured: "bridge" (the interfaces
+	// themselves: enough when the gateway runs the DHCP server), "ports"
+	// (also every port of each interface that is a bridge, which sees the
+	// unicast between a DHCP server elsewhere on the LAN and its clients)
+	// or "promiscuous" (the interfaces in promiscuous mode: the same, at
+	// the price of a copy of all forwarded traffic to the gateway's stack).
+	Capture string `yaml:"capture"`
+	// MaxDevices bounds the devices with a lease mudd follows; a lease
+	// beyond it is not followed (counted in the metrics) and its device
+	// is treated as one without MUD.
+	MaxDevices int `yaml:"max_devices"`
+	// LeaseFile is the DHCP server's lease database, in dnsmasq's format
+	// (OpenWrt: /tmp/dhcp.leases), read at start: the devices that got a
+	// lease while mudd was down are known at once, their MUD URL from
+	// their next DHCP request. Empty: none.
+	LeaseFile string `yaml:"lease_file"`
 }
 
 // Addresses configures how mudd learns the addresses each device holds
@@ -251,6 +272,7 @@ func Default() Config {
 		Log:       Log{Level: "info", Format: "text"},
 		Metrics:   Metrics{Listen: "127.0.0.1:9641"},
 		NFT:       NFT{Priority: -5, LogGroup: 100},
+		DHCP:      DHCP{Capture: "bridge", MaxDevices: 16384},
 		Addresses: Addresses{MaxIPv4PerDevice: 4, MaxIPv6PerDevice: 32, TTL: time.Hour},
 		Violations: Violations{Enabled: true, MaxRecords: 4096, MaxPerDevice: 64,
 			QuarantineWindow: 10 * time.Minute},
@@ -441,6 +463,17 @@ func (c *Config) Validate() error {
 	case "text", "json":
 	default:
 		bad("log.format", "%q is neither text nor json", c.Log.Format)
+	}
+	switch c.DHCP.Capture {
+	case "bridge", "ports", "promiscuous":
+	default:
+		bad("dhcp.capture", "%q is not one of bridge, ports, promiscuous", c.DHCP.Capture)
+	}
+	if c.DHCP.MaxDevices < 1 || c.DHCP.MaxDevices > 1<<20 {
+		bad("dhcp.max_devices", "must be in 1..1048576, got %d", c.DHCP.MaxDevices)
+	}
+	if c.DHCP.LeaseFile != "" && !strings.HasPrefix(c.DHCP.LeaseFile, "/") {
+		bad("dhcp.lease_file", "%q is not an absolute path", c.DHCP.LeaseFile)
 	}
 	if c.Addresses.MaxIPv4PerDevice < 1 || c.Addresses.MaxIPv4PerDevice > 1024 {
 		bad("addresses.max_ipv4_per_device", "must be in 1..1024, got %d", c.Addresses.MaxIPv4PerDevice)

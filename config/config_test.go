@@ -168,6 +168,9 @@ func TestParseErrors(t *testing.T) {
 		{"zero forget_after", "policy:\n  forget_after: 0s\n", []string{"policy.forget_after"}},
 		{"bad interface", "interfaces: [\"br lan\"]\n", []string{"interfaces[0]"}},
 		{"bad host pin", "fetch:\n  hosts:\n    mud.example.com: nowhere\n", []string{"fetch.hosts.mud.example.com"}},
+		{"bad dhcp capture", "dhcp:\n  capture: everywhere\n", []string{"dhcp.capture", `"everywhere"`, "ports"}},
+		{"zero dhcp max_devices", "dhcp:\n  max_devices: 0\n", []string{"dhcp.max_devices"}},
+		{"relative lease file", "dhcp:\n  lease_file: dhcp.leases\n", []string{"dhcp.lease_file", "absolute"}},
 		{"not yaml", "interfaces: [\n", []string{"yaml"}},
 		{"wrong type", "interfaces: br-lan\n", []string{"cannot unmarshal"}},
 	} {

@@ -21,11 +21,17 @@
 //     an explicit time and returns [Event]s. It owns all per-device memory and
 //     its bounds; tests, fuzzing and benchmarks drive it without sockets.
 //   - [Snooper] captures with AF_PACKET sockets (internal/packet/capture) and a
-//     kernel BPF filter that only lets DHCP through, feeds one Tracker from a single goroutine, sweeps
+//     kernel BPF filter that only lets DHCP through — on the LAN interfaces,
+//     or also on every port of a LAN bridge ([Capture]: a DHCP server
+//     elsewhere on the LAN talks to its clients by unicast between ports) —
+//     feeds one Tracker from a single goroutine, sweeps
 //     expired leases, learns SLAAC addresses from the kernel's neighbour table,
 //     names the bridge port each event's device is on (from the bridge's
 //     forwarding database, so that the manager can be fair between ports),
-//     and delivers events on a channel.
+//     and delivers events on a channel. When it starts it reports the
+//     devices the kernel already knows (forwarding database, neighbour
+//     table; [KindPresent]) and the leases of the DHCP server's lease file
+//     ([ParseDNSMasqLeases]): devices that joined while nothing watched.
 //
 // Nothing read from the network is ever passed to a shell or used as a format
 // string; logging uses slog attributes.

@@ -34,6 +34,12 @@ const (
 	// KindExpired: the lease time passed without a renewal — also the way a
 	// device that just disappears ends.
 	KindExpired Kind = "expired"
+	// KindPresent: a device found on the LAN when the snooper started (in
+	// a bridge's forwarding database or the kernel's neighbour table) with
+	// no lease the snooper knows of: it joined while nothing watched. Its
+	// MUD URL is unknown until its next DHCP request (a renewal, at half
+	// its lease time); Reason says where it was found.
+	KindPresent Kind = "present"
 	// KindAddressesLearned: IPv6 addresses the device configured itself
 	// (SLAAC, privacy addresses), learned from the neighbour table.
 	KindAddressesLearned Kind = "addresses-learned"

@@ -26,10 +26,17 @@ type Config struct {
 	// NetNS, when set, is the name of a network namespace
 	// (/var/run/netns/NAME) to capture in; the daemon's own otherwise.
 	NetNS string
-	// Promiscuous puts the interfaces in promiscuous mode [off]. Only needed
-	// when the DHCP server is another host on the LAN whose unicast replies
-	// do not pass through the gateway.
-	Promiscuous bool
+	// Capture is where frames are captured [CaptureBridge]; see Capture.
+	Capture Capture
+	// PortScanInterval is how often the ports of a bridge are listed to
+	// capture on new ones and stop on those that left (CapturePorts) [2s].
+	PortScanInterval time.Duration
+	// LeaseFile, when set, is a DHCP server's lease database in dnsmasq's
+	// format, read once when Run starts: the leases it holds become bound
+	// events (Event.Reason says where they came from), so that devices
+	// that joined while the snooper was not running are known before their
+	// next renewal. It names no MUD URL: dnsmasq does not store option 161.
+	LeaseFile string
 	// FrameQueue is the number of captured frames waiting to be handled
 	// [1024]; beyond it frames are dropped and counted (Stats.QueueDrops),
 	// so a flood costs bounded memory and never blocks capture.
@@ -97,6 +104,16 @@ func New(cfg Config) (*Snooper, error) {
 	if cfg.SweepInterval <= 0 {
 		cfg.SweepInterval = time.Second
 	}
+	switch cfg.Capture {
+	case "":
+		cfg.Capture = CaptureBridge
+	case CaptureBridge, CapturePorts, CapturePromiscuous:
+	default:
+		return nil, fmt.Errorf("dhcpsnoop: unknown capture mode %q (want %s, %s or %s)", cfg.Capture, CaptureBridge, CapturePorts, CapturePromiscuous)
+	}
+	if cfg.PortScanInterval <= 0 {
+		cfg.PortScanInterval = 2 * time.Second
+	}
 	if cfg.NeighbourInterval == 0 {
 		cfg.NeighbourInterval = 5 * time.Second
 	}
@@ -141,9 +158,13 @@ func (s *Snooper) Run(ctx context.Context) error {
 		return errors.New("dhcpsnoop: Run called more than once")
 	}
 	defer close(s.events)
-	conns := make([]*capture.Conn, len(s.cfg.Interfaces))
-	for i, name := range s.cfg.Interfaces {
-		c, err := s.open(name)
+	srcs, bridges, err := s.sources()
+	if err != nil {
+		return err
+	}
+	conns := make([]*capture.Conn, len(srcs))
+	for i, src := range srcs {
+		c, err := s.open(src)
 		if err != nil {
 			for _, c := range conns[:i] {
 				c.Close()
@@ -180,10 +201,17 @@ func (s *Snooper) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait() // after cancel (deferred below runs first)
 	defer cancel()
-	for i, name := range s.cfg.Interfaces {
-		wg.Go(func() { s.capture(ctx, name, conns[i]) })
+	for i, src := range srcs {
+		wg.Go(func() { s.capture(ctx, src, conns[i]) })
 	}
-	s.log.Info("snooping DHCP", "interfaces", s.cfg.Interfaces, "netns", s.cfg.NetNS)
+	for _, br := range bridges {
+		wg.Go(func() { s.followPorts(ctx, br) })
+	}
+	s.log.Info("snooping DHCP", "interfaces", s.cfg.Interfaces, "netns", s.cfg.NetNS, "capture", string(s.cfg.Capture))
+	if s.cfg.LeaseFile != "" {
+		s.emit(ctx, s.readLeaseFile(s.cfg.Now()))
+	}
+	s.emit(ctx, s.present(s.cfg.Now()))
 
 	sweep := time.NewTicker(s.cfg.SweepInterval)
 	defer sweep.Stop()
@@ -274,13 +302,14 @@ func (s *Snooper) emit(ctx context.Context, evs []Event) {
 	}
 }
 
-// open opens a packet socket on iface, inside the configured namespace,
-// with the DHCP filter attached before bind so nothing else is ever queued.
-func (s *Snooper) open(name string) (*capture.Conn, error) {
-	c, err := capture.Open(name, capture.Config{
+// open opens a packet socket on src's interface, inside the configured
+// namespace, with the DHCP filter attached before bind so nothing else is
+// ever queued.
+func (s *Snooper) open(src source) (*capture.Conn, error) {
+	c, err := capture.Open(src.name, capture.Config{
 		NetNS:       s.cfg.NetNS,
-		Filter:      capture.Filter{Program: s.filter},
-		Promiscuous: s.cfg.Promiscuous,
+		Filter:      capture.Filter{Program: s.filter, Direction: src.dir},
+		Promiscuous: s.cfg.Capture == CapturePromiscuous,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("dhcpsnoop: %w", err)
@@ -290,12 +319,13 @@ func (s *Snooper) open(name string) (*capture.Conn, error) {
 
 // capture reads frames from one interface into the shared queue. It owns
 // conn (and any replacement) and closes it before returning.
-func (s *Snooper) capture(ctx context.Context, iface string, conn *capture.Conn) {
+func (s *Snooper) capture(ctx context.Context, src source, conn *capture.Conn) {
+	iface := src.name
 	buf := make([]byte, captureLen+4) // room for a VLAN tag the kernel held apart
 	backoff := time.Second
 	for {
 		stop := context.AfterFunc(ctx, func() { _ = conn.SetReadDeadline(time.Unix(1, 0)) })
-		err := s.readLoop(ctx, iface, conn, buf)
+		err := s.readLoop(ctx, src.iface, conn, buf)
 		stop()
 		conn.Close()
 		if ctx.Err() != nil {
@@ -311,7 +341,7 @@ func (s *Snooper) capture(ctx context.Context, iface string, conn *capture.Conn)
 			case <-time.After(backoff):
 			}
 			backoff = min(2*backoff, 30*time.Second)
-			if conn, err = s.open(iface); err == nil {
+			if conn, err = s.open(src); err == nil {
 				s.log.Info("capture reopened", "interface", iface)
 				backoff = time.Second
 				break

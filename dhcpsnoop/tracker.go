@@ -83,12 +83,16 @@ type Stats struct {
 	NeighbourErrs uint64 // neighbour table reads that failed (Snooper)
 	PortUnknown   uint64 // events whose MAC the bridge had no forwarding entry for (Snooper)
 	PortErrs      uint64 // bridge port lookups that failed (Snooper)
+	Ports         uint64 // bridge ports captured on now (Snooper, CapturePorts)
+	LeaseFile     uint64 // leases read from the lease file (Snooper, Config.LeaseFile)
+	LeaseFileBad  uint64 // lines of the lease file that were refused
+	Present       uint64 // devices found present at start without a lease (Snooper)
 }
 
 type counters struct {
 	frames, messages, notDHCP, malformed, rateLimited, deviceCap, evicted,
 	unidentified, flagsDeduped, queueDrops, events, devices, pending, neighErrs,
-	portUnknown, portErrs atomic.Uint64
+	portUnknown, portErrs, ports, leaseFile, leaseFileBad, present atomic.Uint64
 }
 
 type hwKey [6]byte
@@ -176,6 +180,7 @@ func (c *counters) snapshot() Stats {
 		QueueDrops: c.queueDrops.Load(), Events: c.events.Load(), Devices: c.devices.Load(),
 		PendingCount: c.pending.Load(), NeighbourErrs: c.neighErrs.Load(),
 		PortUnknown: c.portUnknown.Load(), PortErrs: c.portErrs.Load(),
+		Ports: c.ports.Load(), LeaseFile: c.leaseFile.Load(), LeaseFileBad: c.leaseFileBad.Load(), Present: c.present.Load(),
 	}
 }
 

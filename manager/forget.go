@@ -92,6 +92,7 @@ func (m *Manager) forget(now time.Time) {
 		delete(s.removeAt, mac)
 		delete(s.notified, mac)
 		delete(s.violated, mac)
+		delete(s.urlUnknown, mac)
 		delete(s.pinsByMAC, mac)
 		delete(m.latencyTarget, mac)
 		delete(m.sched.macRun, mac)

@@ -47,7 +47,11 @@ type state struct {
 	candidate  map[string]*candidate              // URL → a refreshed file awaiting approval
 	notified   map[string]bool                    // MAC → an "unenforced" event is open
 	learned    map[string]map[netip.Addr]struct{} // MAC → addresses package neighbor saw it use
-	violated   map[string][]time.Time             // MAC → when its recent new violations came (AutoQuarantine)
+	// urlUnknown: MAC → where a device was found that joined while mudd
+	// did not watch (a lease file, the forwarding database): its MUD URL
+	// is unknown until its next DHCP request.
+	urlUnknown map[string]string
+	violated   map[string][]time.Time // MAC → when its recent new violations came (AutoQuarantine)
 
 	stateIndex
 }
@@ -146,6 +150,9 @@ func (m *Manager) evaluateFile(d *store.Device) evaluation {
 			// It asked for MUD, but with nothing usable: as unusable as
 			// a file that cannot be fetched (on_failure applies).
 			return evaluation{state: store.StateFailed, reason: "the MUD URL it announced is invalid: " + d.InvalidMUDURL}
+		}
+		if src := s.urlUnknown[d.MAC]; src != "" {
+			return evaluation{state: store.StateDiscovered, reason: "MUD URL unknown until its next DHCP request (" + src + ")"}
 		}
 		return evaluation{state: store.StateDiscovered, reason: "no MUD URL"}
 	}
@@ -427,6 +434,32 @@ func (m *Manager) onLease(ev dhcpsnoop.Event) {
 		m.event(mac, "dhcp-"+string(ev.Kind), "", "", msg)
 		return
 	}
+	if ev.Kind == dhcpsnoop.KindPresent {
+		// Found at start without a lease: listed, nothing more. A device
+		// known already keeps its record, unless all it says is that
+		// nothing is known (no URL, no address): now it is unknown.
+		kind := "present"
+		if d := m.st.devices[mac]; d != nil {
+			if d.State != store.StateDiscovered || d.MUDURL != "" || d.InvalidMUDURL != "" || len(d.IPs) > 0 {
+				m.touch(mac, now)
+				return
+			}
+			kind = ""
+		}
+		m.st.urlUnknown[mac] = ev.Reason
+		_ = m.settle(m.seen(mac, ev, now), kind, ev.Reason)
+		m.touch(mac, now)
+		return
+	}
+	if ev.Kind == dhcpsnoop.KindBound && ev.Reason == dhcpsnoop.ReasonLeaseFile {
+		if d := m.st.devices[mac]; d == nil || d.MUDURL == "" {
+			m.st.urlUnknown[mac] = ev.Reason
+		}
+	} else {
+		// Every other lease event follows a request the device sent,
+		// which carries its MUD URL if it has one.
+		delete(m.st.urlUnknown, mac)
+	}
 	d := m.seen(mac, ev, now)
 	oldIPs := slices.Clone(d.IPs)
 	kind := ""
@@ -563,7 +596,7 @@ func (m *Manager) load(ctx context.Context) error {
 		pending: map[string][]string{}, flags: map[string][]string{}, rejected: map[string]string{},
 		fetching: map[string]bool{}, jobs: map[string]*fetchJob{}, fetch: map[string]*urlFetch{},
 		removeAt: map[string]time.Time{}, dns: map[string]map[netip.Addr]time.Time{}, dnsUnsaved: map[string]bool{}, candidate: map[string]*candidate{},
-		notified: map[string]bool{}, learned: map[string]map[netip.Addr]struct{}{}, violated: map[string][]time.Time{},
+		notified: map[string]bool{}, learned: map[string]map[netip.Addr]struct{}{}, urlUnknown: map[string]string{}, violated: map[string][]time.Time{},
 	}
 	m.st = s
 	for _, d := range snap.Devices {

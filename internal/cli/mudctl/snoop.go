@@ -20,7 +20,7 @@ import (
 // print lease and MUD URL events as they happen, without the daemon, so an
 // admin can check what a device announces. Needs CAP_NET_RAW.
 func newSnoopCmd() *cobra.Command {
-	var netns string
+	var netns, capture string
 	cmd := &cobra.Command{
 		Use:   "snoop IFACE...",
 		Short: "Watch DHCP for MUD URLs and leases, printing events as they happen",
@@ -28,7 +28,9 @@ func newSnoopCmd() *cobra.Command {
 per event: a MUD URL announced, a lease bound, renewed, changed, released or expired,
 and flags (invalid URL, v4/v6 URL mismatch, chaddr spoofing). -o json prints JSON lines.
 Needs CAP_NET_RAW. Stops on Ctrl-C (exit 0); a capture that cannot start (no such
-interface, no CAP_NET_RAW) is exit 1.`,
+interface, no CAP_NET_RAW) is exit 1. --capture ports also captures on every port of an
+interface that is a bridge, to see a DHCP server elsewhere on the LAN (its unicast
+answers and the clients' renewals never reach the bridge itself).`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			format, err := outputFormat(cmd)
@@ -38,10 +40,11 @@ interface, no CAP_NET_RAW) is exit 1.`,
 			s, err := dhcpsnoop.New(dhcpsnoop.Config{
 				Interfaces: args,
 				NetNS:      netns,
+				Capture:    dhcpsnoop.Capture(capture),
 				Logger:     slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelWarn})),
 			})
 			if err != nil {
-				return cli.Usage("%v", err) // an impossible interface name, or one given twice
+				return cli.Usage("%v", err) // an impossible interface name, one given twice, an unknown capture mode
 			}
 			ctx, stop := signal.NotifyContext(cmdContext(cmd), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
@@ -72,6 +75,7 @@ interface, no CAP_NET_RAW) is exit 1.`,
 			return nil
 		},
 	}
+	cmd.Flags().StringVar(&capture, "capture", string(dhcpsnoop.CaptureBridge), "capture `mode`: bridge (the interfaces), ports (also a bridge's ports) or promiscuous")
 	cmd.Flags().StringVar(&netns, "netns", "", "capture inside this named network `namespace` (/var/run/netns/NAME)")
 	return cmd
 }

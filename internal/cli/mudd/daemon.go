@@ -216,7 +216,9 @@ func build(cfg config.Config, version string, log *slog.Logger) (p *parts, err e
 	}
 	// Package neighbor learns the addresses devices use as they appear;
 	// the snooper's polling of the neighbour table is not needed.
-	if p.snoop, err = dhcpsnoop.New(dhcpsnoop.Config{Interfaces: cfg.Interfaces, NeighbourInterval: -1, Logger: log}); err != nil {
+	if p.snoop, err = dhcpsnoop.New(dhcpsnoop.Config{Interfaces: cfg.Interfaces, NeighbourInterval: -1, Logger: log,
+		Capture: dhcpsnoop.Capture(cfg.DHCP.Capture), LeaseFile: cfg.DHCP.LeaseFile,
+		Tracker: dhcpsnoop.TrackerConfig{MaxDevices: cfg.DHCP.MaxDevices}}); err != nil {
 		return nil, fmt.Errorf("creating the DHCP snooper: %w", err)
 	}
 	a := cfg.Addresses
@@ -386,7 +388,7 @@ func reload(ctx context.Context, path string, old config.Config, p *parts, level
 		"socket": old.Socket == cfg.Socket && old.SocketGroup == cfg.SocketGroup, "trust": reflect.DeepEqual(old.Trust, cfg.Trust),
 		"fetch": reflect.DeepEqual(old.Fetch, cfg.Fetch), "dns": reflect.DeepEqual(old.DNS, cfg.DNS),
 		"metrics": old.Metrics == cfg.Metrics, "nft": old.NFT == cfg.NFT, "log.format": old.Log.Format == cfg.Log.Format,
-		"addresses": old.Addresses == cfg.Addresses, "violations": old.Violations == cfg.Violations,
+		"addresses": old.Addresses == cfg.Addresses, "dhcp": old.DHCP == cfg.DHCP, "violations": old.Violations == cfg.Violations,
 		"dashboard": old.Dashboard == cfg.Dashboard,
 	} {
 		if !same {

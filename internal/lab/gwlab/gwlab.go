@@ -55,6 +55,9 @@ type Config struct {
 	// Policy is the `policy:` section of mudd's configuration, YAML
 	// indented by two spaces under it (empty: the defaults).
 	Policy string
+	// DHCP is the `dhcp:` section of mudd's configuration, YAML indented
+	// by two spaces under it (empty: the defaults).
+	DHCP string
 	// LogLevel is mudd's log.level (default "info").
 	LogLevel string
 	// DHCPRanges, when set, are dnsmasq's --dhcp-range values in place of
@@ -198,7 +201,7 @@ func (g *Gateway) startDNSMasq(ctx context.Context) error {
 		// unused before it really offers it, which holds every device's
 		// lease back by seconds; the lab's LAN has no other hosts.
 		"--dhcp-authoritative", "--no-ping",
-		"--dhcp-leasefile=" + filepath.Join(dir, "dnsmasq.leases"),
+		"--dhcp-leasefile=" + g.LeaseFile(),
 		"--pid-file=" + filepath.Join(dir, "dnsmasq.pid"),
 		"--log-facility=-",
 		"--user=root", "--group=root",
@@ -262,13 +265,7 @@ func (g *Gateway) writeConfig() error {
 	for _, h := range g.Config.MUDHosts {
 		fmt.Fprintf(&hosts, "    %s: %s\n", h, g.MUDAddr)
 	}
-	policy := ""
-	if g.Config.Policy != "" {
-		policy = "policy:\n" + g.Config.Policy
-		if !strings.HasSuffix(policy, "\n") {
-			policy += "\n"
-		}
-	}
+	policy := section("policy", g.Config.Policy) + section("dhcp", g.Config.DHCP)
 	cfg := fmt.Sprintf(`# mudd configuration of the lab gateway.
 interfaces: [%s]
 state_dir: %s
@@ -297,6 +294,29 @@ fetch:
 	}
 	return nil
 }
+
+// section is a top-level section of mudd's configuration with body
+// (indented YAML), "" when body is.
+func section(name, body string) string {
+	if body == "" {
+		return ""
+	}
+	s := name + ":\n" + body
+	if !strings.HasSuffix(s, "\n") {
+		s += "\n"
+	}
+	return s
+}
+
+// SetDHCP rewrites the `dhcp:` section of mudd's configuration (see
+// Config.DHCP); the next StartMudd reads it.
+func (g *Gateway) SetDHCP(section string) error {
+	g.Config.DHCP = section
+	return g.writeConfig()
+}
+
+// LeaseFile is the gateway's dnsmasq lease file.
+func (g *Gateway) LeaseFile() string { return filepath.Join(g.Config.Dir, "dnsmasq.leases") }
 
 // StartMudd starts mudd in the gateway namespace (again, after StopMudd or
 // KillMudd) and waits until it answers on its control socket.
