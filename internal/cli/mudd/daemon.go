@@ -45,6 +45,10 @@ func daemon(path, version string, stderr io.Writer) error {
 		return err
 	}
 	log := newLogger(stderr, cfg.Log.Format, level)
+	// A dashboard that cannot start is refused before anything else does.
+	if err := checkDashboard(cfg); err != nil {
+		return err
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -90,6 +94,11 @@ func daemon(path, version string, stderr io.Writer) error {
 		start("metrics listener", func(ctx context.Context) error { return serveMetrics(ctx, cfg.Metrics.Listen, parts.mgr) })
 	}
 	start("control API", func(ctx context.Context) error { return serveAPI(ctx, cfg, parts.mgr, log) })
+	if cfg.Dashboard.Listen != "" {
+		start("dashboard", func(ctx context.Context) error {
+			return serveDashboard(ctx, cfg, log.With("component", "dashboard"))
+		})
+	}
 	if _, err := sddaemon.SdNotify(false, sddaemon.SdNotifyReady); err != nil {
 		log.Warn("sd_notify READY failed", "err", err)
 	}
@@ -370,7 +379,7 @@ func reload(ctx context.Context, path string, old config.Config, p *parts, level
 		"socket": old.Socket == cfg.Socket && old.SocketGroup == cfg.SocketGroup, "trust": reflect.DeepEqual(old.Trust, cfg.Trust),
 		"fetch": reflect.DeepEqual(old.Fetch, cfg.Fetch), "dns": reflect.DeepEqual(old.DNS, cfg.DNS),
 		"metrics": old.Metrics == cfg.Metrics, "nft": old.NFT == cfg.NFT, "log.format": old.Log.Format == cfg.Log.Format,
-		"addresses": old.Addresses == cfg.Addresses,
+		"addresses": old.Addresses == cfg.Addresses, "dashboard": old.Dashboard == cfg.Dashboard,
 	} {
 		if !same {
 			restart = append(restart, key)

@@ -26,7 +26,8 @@ Signals:
                controller and my-controller mappings, policy.on_failure,
                policy.local_networks and log.level. Everything else
                (interfaces, state_dir, socket, trust anchors, fetch and
-               dns settings, metrics listener, nft priorities, log.format)
+               dns settings, metrics listener, dashboard, nft priorities,
+               log.format)
                needs a restart; mudd logs which of those changed and keeps
                the old values.
     SIGTERM    (and SIGINT) stops mudd cleanly. Its nftables tables stay
@@ -41,6 +42,14 @@ The prefixes of the LAN interfaces are followed as they change, without
 a reload: local-networks (unless policy.local_networks sets it) and the
 prefixes inside which the addresses devices use are learned follow them.
 
+With dashboard.listen set, mudd serves its web dashboard there (the
+devices, each device's policy, pending approvals, events), loopback only
+unless dashboard.tls_cert and tls_key are set; it logs in with the
+password whose hash dashboard.password_hash holds (mudd hash-password
+prints one). It asks mudd through the control socket, as mudctl does.
+A mudd built with the tag nodashboard (the OpenWrt package) has no
+dashboard and refuses a configured dashboard.listen.
+
 With systemd (Type=notify), mudd sends READY=1 once the kernel holds the
 stored state and WATCHDOG=1 at half the WatchdogSec interval while its
 manager answers.
@@ -53,7 +62,8 @@ Exit status:
     2  a usage error (unknown command or flag, an argument)`
 
 // NewRoot builds mudd's command tree: `mudd [--config FILE]` runs the
-// daemon, `mudd check-config` validates a configuration file. Each call
+// daemon, `mudd check-config` validates a configuration file, `mudd
+// hash-password` hashes the dashboard's password. Each call
 // returns a fresh tree; building it reads nothing.
 func NewRoot(version string) *cobra.Command {
 	var path string
@@ -81,7 +91,11 @@ types and invalid values are reported with the key they concern.
 Exit status: 0 valid, 1 invalid or unreadable, 2 usage error.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if _, err := config.Load(path); err != nil {
+			cfg, err := config.Load(path)
+			if err != nil {
+				return cli.Failure(err)
+			}
+			if err := checkDashboard(cfg); err != nil {
 				return cli.Failure(err)
 			}
 			if _, err := io.WriteString(cmd.OutOrStdout(), path+": ok\n"); err != nil {
@@ -90,6 +104,7 @@ Exit status: 0 valid, 1 invalid or unreadable, 2 usage error.`,
 			return nil
 		},
 	})
+	root.AddCommand(hashPasswordCmd())
 	return cli.Finish(root)
 }
 

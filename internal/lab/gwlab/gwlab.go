@@ -57,6 +57,9 @@ type Config struct {
 	Policy string
 	// LogLevel is mudd's log.level (default "info").
 	LogLevel string
+	// Extra is appended to mudd's configuration: more top-level sections
+	// (e.g. "dashboard:\n  listen: 127.0.0.1:8413\n").
+	Extra string
 	// DHCPRanges, when set, are dnsmasq's --dhcp-range values in place of
 	// the default 192.0.2.100–192.0.2.199 (e.g. a DHCPv6 range in
 	// 2001:db8:1::/64 for more devices than an IPv4 documentation range
@@ -283,9 +286,9 @@ fetch:
 %sdns:
   # dnsmasq listens on the LAN bridge only.
   resolver: "%s"
-%s`, netlab.LANBridge, filepath.Join(g.Config.Dir, "state"), g.Socket, g.Config.LogLevel,
+%s%s`, netlab.LANBridge, filepath.Join(g.Config.Dir, "state"), g.Socket, g.Config.LogLevel,
 		g.PKI.CAPEM, g.PKI.CAPEM, netlab.WANPrefix4, hosts.String(),
-		netip.AddrPortFrom(netlab.GatewayLAN4, 53), policy)
+		netip.AddrPortFrom(netlab.GatewayLAN4, 53), policy, g.Config.Extra)
 	if err := os.WriteFile(g.ConfigPath, []byte(cfg), 0o600); err != nil {
 		return fmt.Errorf("writing mudd's configuration: %w", err)
 	}

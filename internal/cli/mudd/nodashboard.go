@@ -1,0 +1,32 @@
+//go:build nodashboard
+
+package mudd
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+
+	"github.com/openmud/mud/config"
+)
+
+// withDashboard says this mudd links the web dashboard: the build tag
+// nodashboard (the OpenWrt package's build, for its size) leaves it out.
+const withDashboard = false
+
+// errNoDashboard is why a configured dashboard cannot start.
+var errNoDashboard = errors.New("dashboard.listen is set, but this mudd was built without the web dashboard " +
+	"(build tag nodashboard, as the OpenWrt package is): leave dashboard.listen empty, or use a build with it")
+
+func checkDashboard(cfg config.Config) error {
+	if cfg.Dashboard.Listen == "" {
+		return nil
+	}
+	return errNoDashboard
+}
+
+func serveDashboard(context.Context, config.Config, *slog.Logger) error { return errNoDashboard }
+
+func hashPassword([]byte) (string, error) {
+	return "", errors.New("this mudd was built without the web dashboard (build tag nodashboard): it has no use for a password hash")
+}
