@@ -530,6 +530,8 @@ var funcs = template.FuncMap{
 		return t.UTC().Format("2006-01-02 15:04:05Z")
 	},
 	"deviceURL": func(mac string) string { return "/devices/" + mac },
+	// isTrue is the value of an optional boolean (a nil one is false).
+	"isTrue": func(b *bool) bool { return b != nil && *b },
 	// dict passes several values to a template: dict "K1" v1 "K2" v2.
 	"dict": func(kv ...any) (map[string]any, error) {
 		if len(kv)%2 != 0 {

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
 
 	"github.com/openmud/mud/api"
 	"github.com/openmud/mud/internal/cli"
@@ -147,6 +148,14 @@ func printDevice(w io.Writer, d api.Device) error {
 		if m.IsSupported != nil {
 			row("supported", fmt.Sprint(*m.IsSupported))
 		}
+		printTransparency(row, m.Transparency)
+		if m.TLSProfileSupported != nil {
+			tls := "not supported by the device (RFC 9761)"
+			if *m.TLSProfileSupported {
+				tls = "supported by the device (RFC 9761; mudd does not enforce it)"
+			}
+			row("(d)tls profile", tls)
+		}
 		sig := string(m.Signature)
 		if m.Signer != "" {
 			sig += " (" + m.Signer + ")"
@@ -187,6 +196,38 @@ func printDevice(w io.Writer, d api.Device) error {
 		row(fmt.Sprintf("override %d", i+1), overrideText(o))
 	}
 	return flushTable(t)
+}
+
+// printTransparency shows where the device's SBOMs and vulnerability
+// information are (RFC 9472), as the MUD file says.
+func printTransparency(row func(k, v string), t *api.Transparency) {
+	if t == nil {
+		return
+	}
+	for _, b := range t.SBOMs {
+		row("sbom", fmt.Sprintf("version %s: %s", shown(b.VersionInfo), dash(shown(b.URL))))
+	}
+	if p := t.SBOMLocalWellKnown; p != "" {
+		row("sbom", "from the device itself: "+shown(p)+" /.well-known/sbom")
+	}
+	row("sbom contact", shown(t.SBOMContactURI))
+	row("sbom archive", shown(t.SBOMArchiveList))
+	for _, u := range t.VulnURLs {
+		row("vulnerabilities", shown(u))
+	}
+	row("vulnerability contact", shown(t.VulnContactURI))
+}
+
+// shown is s as the terminal may print it: quoted and escaped when it
+// holds a control or other non-graphic character (a MUD file's strings
+// come from the network).
+func shown(s string) string {
+	for _, r := range s {
+		if !unicode.IsGraphic(r) {
+			return strconv.Quote(s)
+		}
+	}
+	return s
 }
 
 func overrideText(o api.Override) string {

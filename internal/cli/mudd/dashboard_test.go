@@ -4,6 +4,7 @@ package mudd
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -67,7 +68,13 @@ func TestDaemonServesDashboard(t *testing.T) {
 	}
 	u := "https://" + gwlab.DefaultMUDHost + "/bulb.json"
 	r := []gwlab.Rule{{Remote: cloud, RemotePort: 443, Initiated: "from-device"}}
-	if _, err := gw.Publish(gwlab.File{URL: u, Mfg: "Example Lighting", Model: "bulb", From: r, To: r}); err != nil {
+	f := gwlab.File{URL: u, Mfg: "Example Lighting", Model: "bulb", From: r, To: r}
+	body := withExtensions(t, f.JSON())
+	sig, err := gw.PKI.Signer.SignDetached(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := gw.PublishRaw(u, body, f.SignatureURL(), sig); err != nil {
 		t.Fatal(err)
 	}
 	dev := lab.Devices[0]
@@ -102,6 +109,24 @@ func TestDaemonServesDashboard(t *testing.T) {
 	if resp.status != http.StatusOK || !strings.Contains(resp.body, u) || !strings.Contains(resp.body, cloud) {
 		t.Errorf("device page: %d, lacks the MUD URL or the peer %s:\n%s", resp.status, cloud, resp.body)
 	}
+	// The file's RFC 9472 transparency and RFC 9761 flag, on the device's
+	// page and in mudctl device show.
+	for _, want := range []string{"version " + sbomVersion + ": " + sbomURL, vulnURL, "earlier SBOMs: " + sbomArchive,
+		"<dt>(D)TLS profile</dt><dd>supported by the device"} {
+		if !strings.Contains(resp.body, want) {
+			t.Errorf("device page lacks %q:\n%s", want, resp.body)
+		}
+	}
+	show, err := gw.Mudctl(t.Context(), "device", "show", mac)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"version " + sbomVersion + ": " + sbomURL, vulnURL, "sbom archive " + sbomArchive,
+		"supported by the device (RFC 9761"} {
+		if !strings.Contains(strings.Join(strings.Fields(show), " "), want) {
+			t.Errorf("mudctl device show lacks %q:\n%s", want, show)
+		}
+	}
 
 	if err := gw.StopMudd(); err != nil {
 		t.Fatal(err)
@@ -109,6 +134,42 @@ func TestDaemonServesDashboard(t *testing.T) {
 	if _, err := netlab.Dial(lab.GW.NS, "tcp", dashboardAddr, time.Second); err == nil {
 		t.Error("the dashboard still accepts connections after mudd stopped")
 	}
+}
+
+// The transparency data (RFC 9472 §5) the lab's MUD file carries.
+const (
+	sbomVersion = "1.0.3"
+	sbomURL     = "https://" + gwlab.DefaultMUDHost + "/sbom/bulb-1.0.3.cdx.json"
+	vulnURL     = "https://" + gwlab.DefaultMUDHost + "/csaf/bulb.json"
+	sbomArchive = "https://" + gwlab.DefaultMUDHost + "/sbom/bulb-archive.json"
+)
+
+// withExtensions adds to a MUD file the RFC 9472 transparency container
+// (an SBOM in the cloud, the list of earlier ones, vulnerability
+// information), and RFC 9761's
+// is-tls-dtls-profile-supported, with both extensions declared.
+func withExtensions(t *testing.T, body []byte) []byte {
+	t.Helper()
+	var doc map[string]map[string]any
+	if err := json.Unmarshal(body, &doc); err != nil {
+		t.Fatal(err)
+	}
+	m := doc["ietf-mud:mud"]
+	if m == nil {
+		t.Fatalf("no ietf-mud:mud in %s", body)
+	}
+	m["extensions"] = []string{"transparency", "ietf-mud-tls"}
+	m["ietf-mud-transparency:transparency"] = map[string]any{
+		"sboms":             []any{map[string]any{"version-info": sbomVersion, "sbom-url": sbomURL}},
+		"sbom-archive-list": sbomArchive,
+		"vuln-url":          []string{vulnURL},
+	}
+	m["ietf-mud-tls:is-tls-dtls-profile-supported"] = true
+	out, err := json.Marshal(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
 
 // httpNS is an HTTP client whose connections are made in a network
