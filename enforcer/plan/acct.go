@@ -106,7 +106,7 @@ func dropRules(f Family, out bool) []Rule {
 // dropped. Passed = Sent − SentDropped (and likewise received), but for
 // the drops acctRules does not count.
 type DeviceCount struct {
-	Sent, SentBytes, SentDropped, SentDroppedBytes             uint64
+	Sent, SentBytes, SentDropped, SentDroppedBytes                 uint64
 	Received, ReceivedBytes, ReceivedDropped, ReceivedDroppedBytes uint64
 }
 

@@ -41,14 +41,14 @@ const (
 	setCaged   = "caged" // inet: ether_addr of the quarantined and blocked devices
 	// Per-device accounting (Config.DeviceCounters): dynamic sets with a
 	// counter per element, filled by the packet path, never by plans.
-	setAcctOut  = "acct_out"  // ether_addr: what each device sent that our tables judged
-	setAcctIn   = "acct_in"   // bridge: ether_addr, what each device was sent
-	setAcctIn4  = "acct_in4"  // inet: ipv4_addr, what each device address was sent
-	setAcctIn6  = "acct_in6"  // inet: ipv6_addr
-	setDropOut  = "dropc_out" // ether_addr: what of it was dropped (default deny, source guard, quarantine, block)
-	setDropIn   = "dropc_in"  // bridge: ether_addr
-	setDropIn4  = "dropc_in4" // inet: ipv4_addr
-	setDropIn6  = "dropc_in6" // inet: ipv6_addr
+	setAcctOut = "acct_out"  // ether_addr: what each device sent that our tables judged
+	setAcctIn  = "acct_in"   // bridge: ether_addr, what each device was sent
+	setAcctIn4 = "acct_in4"  // inet: ipv4_addr, what each device address was sent
+	setAcctIn6 = "acct_in6"  // inet: ipv6_addr
+	setDropOut = "dropc_out" // ether_addr: what of it was dropped (default deny, source guard, quarantine, block)
+	setDropIn  = "dropc_in"  // bridge: ether_addr
+	setDropIn4 = "dropc_in4" // inet: ipv4_addr
+	setDropIn6 = "dropc_in6" // inet: ipv6_addr
 
 	chainForward   = "forward"
 	chainInput     = "input"
