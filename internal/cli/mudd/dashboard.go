@@ -11,10 +11,6 @@ import (
 	"github.com/openmud/mud/dashboard"
 )
 
-// withDashboard says this mudd links the web dashboard (the build tag
-// nodashboard leaves it out).
-const withDashboard = true
-
 // dashboardConfig is the dashboard's configuration from mudd's.
 func dashboardConfig(c config.Dashboard) dashboard.Config {
 	return dashboard.Config{Listen: c.Listen, PasswordHash: c.PasswordHash, SessionLifetime: c.SessionLifetime,

@@ -3,6 +3,7 @@
 package mudd
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -25,6 +26,14 @@ import (
 	"github.com/openmud/mud/internal/lab/gwlab"
 	"github.com/openmud/mud/internal/lab/netlab"
 )
+
+// muddWithInput runs mudd's command line in-process with stdin.
+func muddWithInput(t *testing.T, stdin string, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := Main(testVersion, args, strings.NewReader(stdin), &out, &errb)
+	return code, out.String(), errb.String()
+}
 
 // dashboardAddr is where the lab's mudd serves its dashboard: loopback in
 // the gateway's namespace, which only a client in that namespace reaches.

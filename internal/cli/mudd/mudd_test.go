@@ -27,14 +27,6 @@ func mudd(t *testing.T, args ...string) (int, string, string) {
 
 const testVersion = "v0.0.0-test"
 
-// muddWithInput runs mudd's command line in-process with stdin.
-func muddWithInput(t *testing.T, stdin string, args ...string) (int, string, string) {
-	t.Helper()
-	var out, errb bytes.Buffer
-	code := Main(testVersion, args, strings.NewReader(stdin), &out, &errb)
-	return code, out.String(), errb.String()
-}
-
 func writeFile(t *testing.T, body string) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "mudd.yaml")

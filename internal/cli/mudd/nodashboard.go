@@ -10,9 +10,8 @@ import (
 	"github.com/openmud/mud/config"
 )
 
-// withDashboard says this mudd links the web dashboard: the build tag
-// nodashboard (the OpenWrt package's build, for its size) leaves it out.
-const withDashboard = false
+// This mudd is built without the web dashboard (build tag nodashboard, as
+// the OpenWrt package is, for its size).
 
 // errNoDashboard is why a configured dashboard cannot start.
 var errNoDashboard = errors.New("dashboard.listen is set, but this mudd was built without the web dashboard " +
