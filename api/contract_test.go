@@ -122,10 +122,19 @@ func fixedStatus() manager.StatusView {
 			BridgeConntrack: true, Repairs: 1, BridgeReplies: "ipv4 inet-conntrack, ipv6 reflexive"}}
 }
 
+// fixedDevice is the fixed device with the enforcer's counters, as
+// WithDeviceCounters adds them.
+func fixedDevice() Device {
+	d := deviceFrom(fixedDeviceView())
+	d.Counters = CountersFrom(enforcer.DeviceCount{Sent: 1200, SentBytes: 180000, SentDropped: 3, SentDroppedBytes: 180,
+		Received: 1100, ReceivedBytes: 1500000, ReceivedDropped: 1, ReceivedDroppedBytes: 60})
+	return d
+}
+
 // wireValues are the fixed values, by the name of their golden file.
 func wireValues() map[string]any {
 	return map[string]any{
-		"device":          deviceFrom(fixedDeviceView()),
+		"device":          fixedDevice(),
 		"status":          statusFrom(fixedStatus()),
 		"policy_view":     policyViewFrom(fixedPolicyView()),
 		"compiled_policy": NewCompiledPolicy(fixedPolicy()),

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/openmud/mud/enforcer"
 	"github.com/openmud/mud/manager"
 	"github.com/openmud/mud/mudfile"
 	"github.com/openmud/mud/policy"
@@ -135,6 +136,13 @@ func deviceFrom(v manager.DeviceView) Device {
 		out.Overrides = append(out.Overrides, overrideFrom(o))
 	}
 	return out
+}
+
+// CountersFrom converts what the enforcer counted for a device.
+func CountersFrom(c enforcer.DeviceCount) *DeviceCounters {
+	return &DeviceCounters{SentPackets: c.Sent, SentBytes: c.SentBytes, SentDroppedPackets: c.SentDropped,
+		SentDroppedBytes: c.SentDroppedBytes, ReceivedPackets: c.Received, ReceivedBytes: c.ReceivedBytes,
+		ReceivedDroppedPackets: c.ReceivedDropped, ReceivedDroppedBytes: c.ReceivedDroppedBytes}
 }
 
 func mudInfoFrom(f *manager.FileView) *MUDInfo {

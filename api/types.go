@@ -189,6 +189,26 @@ type Device struct {
 	// Overrides are the admin's allow/deny entries for the device, in
 	// evaluation order.
 	Overrides []Override `json:"overrides,omitempty"`
+	// Counters is what mudd's tables counted for the device since they
+	// were last built, with nft.device_counters; absent without it, or
+	// when the device has neither sent nor been sent anything since.
+	Counters *DeviceCounters `json:"counters,omitempty"`
+}
+
+// DeviceCounters are the packets and bytes a device sent and was sent
+// that mudd's nftables tables judged, and of those, what they dropped:
+// the default deny of its policy (or of the receiver's, for traffic to
+// it), the source guard, quarantine and block. What passed is the
+// difference.
+type DeviceCounters struct {
+	SentPackets            uint64 `json:"sent_packets"`
+	SentBytes              uint64 `json:"sent_bytes"`
+	SentDroppedPackets     uint64 `json:"sent_dropped_packets"`
+	SentDroppedBytes       uint64 `json:"sent_dropped_bytes"`
+	ReceivedPackets        uint64 `json:"received_packets"`
+	ReceivedBytes          uint64 `json:"received_bytes"`
+	ReceivedDroppedPackets uint64 `json:"received_dropped_packets"`
+	ReceivedDroppedBytes   uint64 `json:"received_dropped_bytes"`
 }
 
 // Hold is an administrative action: who, when, why.

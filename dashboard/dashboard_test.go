@@ -490,6 +490,19 @@ func checkInert(t *testing.T, path, body string) {
 	}
 }
 
+// The devices page shows the enforcer's counters (nft.device_counters)
+// of the devices that have them.
+func TestDevicesPageCounters(t *testing.T) {
+	e := newEnv(t, false)
+	c, _ := e.login()
+	page := e.do(c, "GET", "/", nil)
+	for _, want := range []string{"<th>Sent / dropped</th>", `<td class="num">1200 / 3</td><td class="num">1100 / 1</td>`, "<td>—</td><td>—</td>"} {
+		if !strings.Contains(page.body, want) {
+			t.Errorf("devices page lacks %q:\n%s", want, page.body)
+		}
+	}
+}
+
 func TestDevicePagePolicy(t *testing.T) {
 	e := newEnv(t, false)
 	c, _ := e.login()
@@ -498,7 +511,9 @@ func TestDevicePagePolicy(t *testing.T) {
 	for _, want := range []string{"service.example.com", "from-device #1 TCP port 443 IPv4", "Example Lighting", "anything else",
 		// RFC 9472 transparency and RFC 9761's (D)TLS profile flag.
 		"version 1.2: https://lighting.example.com/sbom/bulb2000-1.2.cdx.json", "https://lighting.example.com/csaf/bulb2000.json",
-		"<dt>(D)TLS profile</dt><dd>supported by the device"} {
+		"<dt>(D)TLS profile</dt><dd>supported by the device",
+		// The enforcer's counters (nft.device_counters).
+		"<dt>Sent</dt><dd>1200 packets, 180000 bytes · dropped 3 packets, 180 bytes</dd>"} {
 		if !strings.Contains(page.body, want) {
 			t.Errorf("device page lacks %q", want)
 		}

@@ -93,16 +93,32 @@ func printStatus(w io.Writer, st api.Status) error {
 // printDevices lists the devices. ENFORCEMENT is in capitals when a
 // device's MUD file cannot be used and it is unrestricted for it
 // (UNENFORCED), and the reason ends the line.
+//
+// With mudd's nft.device_counters, SENT/DROPPED and RECEIVED/DROPPED give
+// each device's packets its tables judged and, after the slash, dropped.
 func printDevices(w io.Writer, ds []api.Device) error {
+	counted := slices.ContainsFunc(ds, func(d api.Device) bool { return d.Counters != nil })
 	t := newTable(w)
-	fmt.Fprintln(t, "MAC\tIPS\tHOSTNAME\tSTATE\tENFORCEMENT\tMUD URL\tREASON")
+	if counted {
+		fmt.Fprintln(t, "MAC\tIPS\tHOSTNAME\tSTATE\tENFORCEMENT\tMUD URL\tSENT/DROPPED\tRECEIVED/DROPPED\tREASON")
+	} else {
+		fmt.Fprintln(t, "MAC\tIPS\tHOSTNAME\tSTATE\tENFORCEMENT\tMUD URL\tREASON")
+	}
 	for _, d := range ds {
 		enf := dash(string(d.Enforcement))
 		if d.Enforcement == api.EnforcementUnenforced {
 			enf = "UNENFORCED"
 		}
-		fmt.Fprintf(t, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.MAC, joinAddrs(d.IPs), dash(d.Hostname), d.State, enf,
-			dash(d.MUDURL), d.UnenforcedReason)
+		fmt.Fprintf(t, "%s\t%s\t%s\t%s\t%s\t%s\t", d.MAC, joinAddrs(d.IPs), dash(d.Hostname), d.State, enf, dash(d.MUDURL))
+		if counted {
+			sent, recv := "-", "-"
+			if c := d.Counters; c != nil {
+				sent = fmt.Sprintf("%d/%d", c.SentPackets, c.SentDroppedPackets)
+				recv = fmt.Sprintf("%d/%d", c.ReceivedPackets, c.ReceivedDroppedPackets)
+			}
+			fmt.Fprintf(t, "%s\t%s\t", sent, recv)
+		}
+		fmt.Fprintf(t, "%s\n", d.UnenforcedReason)
 	}
 	return flushTable(t)
 }
@@ -192,6 +208,12 @@ func printDevice(w io.Writer, d api.Device) error {
 	}
 	row("first seen", when(d.FirstSeen))
 	row("last seen", when(d.LastSeen))
+	if c := d.Counters; c != nil {
+		row("sent", fmt.Sprintf("%d packets, %d bytes; dropped %d packets, %d bytes",
+			c.SentPackets, c.SentBytes, c.SentDroppedPackets, c.SentDroppedBytes))
+		row("received", fmt.Sprintf("%d packets, %d bytes; dropped %d packets, %d bytes",
+			c.ReceivedPackets, c.ReceivedBytes, c.ReceivedDroppedPackets, c.ReceivedDroppedBytes))
+	}
 	for i, o := range d.Overrides {
 		row(fmt.Sprintf("override %d", i+1), overrideText(o))
 	}

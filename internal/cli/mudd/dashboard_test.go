@@ -39,13 +39,17 @@ func muddWithInput(t *testing.T, stdin string, args ...string) (int, string, str
 // the gateway's namespace, which only a client in that namespace reaches.
 const dashboardAddr = "127.0.0.1:8413"
 
-// TestDaemonServesDashboard runs the mudd binary with dashboard.listen set
-// and a password hash from `mudd hash-password`: a device joins with a
-// real DHCP client and a signed MUD file, and an HTTP client in the
-// gateway's namespace is refused the devices page before logging in, is
-// refused a wrong password, logs in with the right one and finds the
-// device, its MUD URL and manufacturer on the devices page and its own
-// page; mudd stops the dashboard with itself on SIGTERM.
+// TestDaemonServesDashboard runs the mudd binary with dashboard.listen set,
+// a password hash from `mudd hash-password` and nft.device_counters: a
+// device joins with a real DHCP client and a signed MUD file carrying RFC
+// 9472 transparency and RFC 9761's flag, makes a connection its policy
+// permits and one it refuses, and both are counted on it (mudctl devices).
+// An HTTP client in the gateway's namespace is refused the devices page
+// before logging in, is refused a wrong password, logs in with the right
+// one and finds the device, its MUD URL, manufacturer and counters on the
+// devices page, and its SBOM, vulnerability and (D)TLS profile data on its
+// own page, as mudctl device show does; mudd stops the dashboard with
+// itself on SIGTERM.
 func TestDaemonServesDashboard(t *testing.T) {
 	netlab.RequireRoot(t)
 	netlab.RequireCommand(t, "ip", "nft", "dnsmasq", "udhcpc", "go")
@@ -63,7 +67,7 @@ func TestDaemonServesDashboard(t *testing.T) {
 	const cloud = "cloud.example.com"
 	gw, err := gwlab.Start(t.Context(), lab, gwlab.Config{Mudd: bin, Dir: t.TempDir(),
 		Names: map[string]netip.Addr{cloud: lab.Servers[1].IPv4},
-		Extra: fmt.Sprintf("dashboard:\n  listen: %s\n  password_hash: %q\n", dashboardAddr, strings.TrimSpace(hash))})
+		Extra: fmt.Sprintf("dashboard:\n  listen: %s\n  password_hash: %q\nnft:\n  device_counters: true\n", dashboardAddr, strings.TrimSpace(hash))})
 	if gw != nil {
 		t.Cleanup(func() {
 			gw.Close()
@@ -95,6 +99,37 @@ func TestDaemonServesDashboard(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// Traffic the policy permits and traffic it refuses, counted on the
+	// device (nft.device_counters).
+	srv := lab.Servers[1]
+	for _, port := range []string{"0.0.0.0:443", "0.0.0.0:8080"} {
+		echo, err := netlab.ServeEcho(srv.NS, port)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(echo.Close)
+	}
+	netlab.MustPass(t, "bulb → cloud 443", netlab.TCPEcho(dev.NS, netlab.HostPort(srv.IPv4, 443), 5*time.Second))
+	netlab.MustDrop(t, "bulb → cloud 8080", netlab.TCPEcho(dev.NS, netlab.HostPort(srv.IPv4, 8080), 700*time.Millisecond))
+	devs, err := gw.Mudctl(t.Context(), "devices")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var counted api.Device
+	if err := gwlab.Poll(t.Context(), 5*time.Second, func() error {
+		d, _, err := gw.Device(t.Context(), mac)
+		counted = d
+		if err == nil && (d.Counters == nil || d.Counters.SentPackets < 3 || d.Counters.SentDroppedPackets < 1 || d.Counters.ReceivedPackets < 2) {
+			err = fmt.Errorf("counters %+v", d.Counters)
+		}
+		return err
+	}); err != nil {
+		t.Errorf("the device's counters: %v", err)
+	}
+	if !strings.Contains(devs, "SENT/DROPPED") {
+		t.Errorf("mudctl devices has no counters:\n%s", devs)
+	}
+
 	c := nsClient(t, lab.GW.NS)
 	base := "http://" + dashboardAddr
 	// Not logged in: the devices page sends the browser to the login page.
@@ -109,7 +144,7 @@ func TestDaemonServesDashboard(t *testing.T) {
 	if resp.status != http.StatusOK || resp.url != base+"/" {
 		t.Fatalf("login: %d at %s:\n%s", resp.status, resp.url, resp.body)
 	}
-	for _, want := range []string{`href="/devices/` + mac + `"`, u, "Example Lighting", "enforced", "v0.0.0-lab"} {
+	for _, want := range []string{`href="/devices/` + mac + `"`, u, "Example Lighting", "enforced", "v0.0.0-lab", "<th>Sent / dropped</th>"} {
 		if !strings.Contains(resp.body, want) {
 			t.Errorf("devices page lacks %q:\n%s", want, resp.body)
 		}
@@ -117,6 +152,9 @@ func TestDaemonServesDashboard(t *testing.T) {
 	resp = c.get(t, base+"/devices/"+mac)
 	if resp.status != http.StatusOK || !strings.Contains(resp.body, u) || !strings.Contains(resp.body, cloud) {
 		t.Errorf("device page: %d, lacks the MUD URL or the peer %s:\n%s", resp.status, cloud, resp.body)
+	}
+	if cs := counted.Counters; cs != nil && !strings.Contains(resp.body, "<dt>Sent</dt><dd>") {
+		t.Errorf("device page lacks the counters:\n%s", resp.body)
 	}
 	// The file's RFC 9472 transparency and RFC 9761 flag, on the device's
 	// page and in mudctl device show.
