@@ -58,6 +58,10 @@ const (
 	// is counted once by them, when it is released.
 	DefaultPriority int32 = -300
 
+	// elementsPerMessage bounds the MACs of one netlink message (each
+	// takes about 24 bytes of attributes; a message may not pass 64 KiB).
+	elementsPerMessage = 1024
+
 	// flagOwner is NFT_TABLE_F_OWNER (Linux 5.12): the table belongs to
 	// the netlink socket that created it and goes with it.
 	flagOwner = 0x2
@@ -122,8 +126,18 @@ func Open(cfg Config) (*Table, error) {
 		if err := c.AddSet(portSet, ports); err != nil {
 			return err
 		}
-		if err := c.AddSet(holdSet, held); err != nil {
+		// One netlink message holds at most 64 KiB: the MACs go in
+		// chunks, all in the one transaction.
+		first := held[:min(len(held), elementsPerMessage)]
+		if err := c.AddSet(holdSet, first); err != nil {
 			return err
+		}
+		for rest := held[len(first):]; len(rest) > 0; {
+			n := min(len(rest), elementsPerMessage)
+			if err := c.SetAddElements(holdSet, rest[:n]); err != nil {
+				return err
+			}
+			rest = rest[n:]
 		}
 		ch := c.AddChain(&nftables.Chain{Name: "out", Table: t, Type: nftables.ChainTypeFilter,
 			Hooknum: nftables.ChainHookOutput, Priority: nftables.ChainPriorityRef(nftables.ChainPriority(cfg.Priority))})

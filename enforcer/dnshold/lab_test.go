@@ -332,3 +332,34 @@ func TestOpenRefusesZeroMark(t *testing.T) {
 		t.Fatal("Open accepted a zero mark: no held answer could ever be released")
 	}
 }
+
+// A gateway with many devices starts holding all of them in one
+// transaction: the MACs go into the set in messages that each stay within
+// netlink's 64 KiB, and the device listed last is held.
+func TestOpenHoldsManyDevices(t *testing.T) {
+	l := newHoldLab(t)
+	dev := l.lab.Devices[0]
+	const n = 20000
+	macs := make([][6]byte, 0, n)
+	for i := range n - 1 {
+		macs = append(macs, [6]byte{0x02, 0x00, 0x5e, byte(i >> 16), byte(i >> 8), byte(i)})
+	}
+	macs = append(macs, [6]byte(dev.MAC))
+	tbl, err := Open(Config{NetNSFd: l.nsFd, Ports: []string{dev.Port}, Devices: macs, Mark: DefaultMark, Priority: DefaultPriority})
+	if err != nil {
+		t.Fatalf("opening the hold table with %d devices: %v", n, err)
+	}
+	t.Cleanup(tbl.Close)
+	set, err := l.conn(t).GetSetByName(&nftables.Table{Name: TableName, Family: nftables.TableFamilyBridge}, "hold")
+	if err != nil {
+		t.Fatal(err)
+	}
+	elems, err := l.conn(t).GetSetElements(set)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(elems) != n {
+		t.Errorf("the hold set has %d MACs, want %d", len(elems), n)
+	}
+	l.expect(t, answer{to: dev, sport: 53}, true)
+}

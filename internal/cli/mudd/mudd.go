@@ -25,11 +25,10 @@ Signals:
     SIGHUP     re-reads the configuration file. What changes live: the
                controller and my-controller mappings, policy.on_failure,
                policy.local_networks and log.level. Everything else
-               (interfaces, state_dir, socket, trust anchors, fetch and
-               dns settings, metrics listener, dashboard, nft priorities,
-               log.format)
-               needs a restart; mudd logs which of those changed and keeps
-               the old values.
+               (interfaces, state_dir, socket, trust anchors, the fetch,
+               dns, addresses, violations and nft settings, the metrics
+               listener, the dashboard, log.format) needs a restart; mudd
+               logs which of those changed and keeps the old values.
     SIGTERM    (and SIGINT) stops mudd cleanly. Its nftables tables stay
                in the kernel on purpose: a MUD device must never be left
                open while mudd restarts or is upgraded, and the next start

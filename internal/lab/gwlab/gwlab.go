@@ -57,9 +57,6 @@ type Config struct {
 	Policy string
 	// LogLevel is mudd's log.level (default "info").
 	LogLevel string
-	// Extra is appended to mudd's configuration: more top-level sections
-	// (e.g. "dashboard:\n  listen: 127.0.0.1:8413\n").
-	Extra string
 	// DHCPRanges, when set, are dnsmasq's --dhcp-range values in place of
 	// the default 192.0.2.100–192.0.2.199 (e.g. a DHCPv6 range in
 	// 2001:db8:1::/64 for more devices than an IPv4 documentation range
@@ -72,6 +69,12 @@ type Config struct {
 	// which thousands of devices would make the bulk of the lab's memory
 	// and of dnsmasq's work.
 	QuietDNSMasq bool
+	// MetricsListen is mudd's metrics.listen; empty: none. An address in
+	// the gateway namespace only (e.g. 127.0.0.1:9610).
+	MetricsListen string
+	// Extra is more of mudd's configuration, whole top-level YAML sections
+	// (e.g. "violations:\n  quarantine_after: 3\n").
+	Extra string
 }
 
 // Gateway is a running gateway lab.
@@ -273,9 +276,9 @@ socket: %s
 socket_group: ""
 log:
   level: %s
-# No metrics listener: the lab must not open ports beyond its namespaces.
+# The metrics listener, if any, is inside the gateway namespace.
 metrics:
-  listen: ""
+  listen: "%s"
 trust:
   anchors: [%s]
   server_cas: [%s]
@@ -286,7 +289,7 @@ fetch:
 %sdns:
   # dnsmasq listens on the LAN bridge only.
   resolver: "%s"
-%s%s`, netlab.LANBridge, filepath.Join(g.Config.Dir, "state"), g.Socket, g.Config.LogLevel,
+%s%s`, netlab.LANBridge, filepath.Join(g.Config.Dir, "state"), g.Socket, g.Config.LogLevel, g.Config.MetricsListen,
 		g.PKI.CAPEM, g.PKI.CAPEM, netlab.WANPrefix4, hosts.String(),
 		netip.AddrPortFrom(netlab.GatewayLAN4, 53), policy, g.Config.Extra)
 	if err := os.WriteFile(g.ConfigPath, []byte(cfg), 0o600); err != nil {
