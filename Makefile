@@ -72,21 +72,26 @@ demo:
 # package: .deb and .rpm for this machine's architecture, and OpenWrt .ipk
 # files for common targets (GOARCH:OpenWrt package architecture; override
 # IPK_TARGETS for yours), into dist/. The static binary goes to
-# bin/linux_ARCH/mudd (with mudctl linked to it), built here in mud's own
+# bin/linux_ARCH/mudd, or bin/openwrt_ARCH/mudd for the .ipk (with mudctl
+# linked to it), built here in mud's own
 # module; packaging/mkpkg (a module of its own) only packs it, with the
 # man pages and completions of `make docs`.
 HOSTARCH    := $(shell $(GO) env GOARCH)
 IPK_TARGETS ?= arm64:aarch64_cortex-a53 arm:arm_cortex-a7_neon-vfpv4 mipsle:mipsel_24kc
 MKPKG        = SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) $(GO) -C packaging run ./mkpkg -root $(CURDIR) -version '$(VERSION)' -out $(CURDIR)/dist
-BUILD_FOR    = GOOS=linux GOARCH=$(1) GOARM=7 GOMIPS=softfloat $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/linux_$(1)/ ./cmd/mudd && ln -sfn mudd bin/linux_$(1)/mudctl
+# BUILD_FOR(GOARCH, DIR, TAGS). The OpenWrt binaries are built with the tag
+# nodashboard: the web dashboard would add 4.5 MiB to a router's flash
+# (packaging/README.md, Size).
+BUILD_FOR    = GOOS=linux GOARCH=$(1) GOARM=7 GOMIPS=softfloat $(GO) build -trimpath -tags '$(3)' -ldflags '$(LDFLAGS)' -o $(2)/ ./cmd/mudd && ln -sfn mudd $(2)/mudctl
+IPK_TAGS    := nodashboard
 
 package: docs
-	$(call BUILD_FOR,$(HOSTARCH))
+	$(call BUILD_FOR,$(HOSTARCH),bin/linux_$(HOSTARCH),)
 	$(MKPKG) -config nfpm.yaml -arch $(HOSTARCH) -bindir $(CURDIR)/bin/linux_$(HOSTARCH) -docdir $(CURDIR)/build/doc -formats deb,rpm
 	set -e; for t in $(IPK_TARGETS); do \
 		arch=$${t%%:*}; \
-		$(call BUILD_FOR,$$arch); \
-		$(MKPKG) -config openwrt/nfpm.yaml -arch $$arch -ipk-arch $${t#*:} -bindir $(CURDIR)/bin/linux_$$arch -formats ipk; \
+		$(call BUILD_FOR,$$arch,bin/openwrt_$$arch,$(IPK_TAGS)); \
+		$(MKPKG) -config openwrt/nfpm.yaml -arch $$arch -ipk-arch $${t#*:} -bindir $(CURDIR)/bin/openwrt_$$arch -formats ipk; \
 	done
 
 # dist: the source tarball of the commit HEAD, dist/mud-VERSION.tar.gz

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 
+	"github.com/openmud/mud/enforcer"
 	"github.com/openmud/mud/manager"
 	"github.com/openmud/mud/store"
 )
@@ -103,6 +104,46 @@ func statusOf(err error) int {
 // manager's query or command, its answer converted to wire types
 // (convert.go).
 func NewManagerBackend(m *manager.Manager) Backend { return managerBackend{m} }
+
+// WithDeviceCounters adds to b's devices (Devices, Device) the counters
+// read returns, by MAC: the enforcer's per-device counters. A failed read
+// leaves the counters out and is not an error of the answer.
+func WithDeviceCounters(b Backend, read func(ctx context.Context) (map[string]enforcer.DeviceCount, error)) Backend {
+	return countingBackend{b, read}
+}
+
+type countingBackend struct {
+	Backend
+	read func(ctx context.Context) (map[string]enforcer.DeviceCount, error)
+}
+
+func (b countingBackend) Devices(ctx context.Context) ([]Device, error) {
+	ds, err := b.Backend.Devices(ctx)
+	if err != nil {
+		return ds, err
+	}
+	if cs, err := b.read(ctx); err == nil {
+		for i := range ds {
+			if c, ok := cs[ds[i].MAC]; ok {
+				ds[i].Counters = CountersFrom(c)
+			}
+		}
+	}
+	return ds, nil
+}
+
+func (b countingBackend) Device(ctx context.Context, mac string) (Device, error) {
+	d, err := b.Backend.Device(ctx, mac)
+	if err != nil {
+		return d, err
+	}
+	if cs, err := b.read(ctx); err == nil {
+		if c, ok := cs[d.MAC]; ok {
+			d.Counters = CountersFrom(c)
+		}
+	}
+	return d, nil
+}
 
 type managerBackend struct{ m *manager.Manager }
 

@@ -63,7 +63,13 @@ func fixedDeviceView() manager.DeviceView {
 			VerdictReason: "no trust anchor for CN=Example Lighting signer", Signer: "CN=Example Lighting signer",
 			FetchedAt: at, VerifiedAt: at, CacheValidity: 48 * time.Hour,
 			MUD: &mudfile.MUD{SystemInfo: "The BMS Example Light Bulb", MfgName: "Example Lighting", ModelName: "Bulb 2000",
-				FirmwareRev: "1.2", SoftwareRev: "3.4", Documentation: "https://lighting.example.com/doc", IsSupported: yes, LastUpdate: at}},
+				FirmwareRev: "1.2", SoftwareRev: "3.4", Documentation: "https://lighting.example.com/doc", IsSupported: yes, LastUpdate: at,
+				Transparency: &mudfile.Transparency{
+					SBOMs:              []mudfile.SBOM{{VersionInfo: "3.4", SBOMURL: "https://lighting.example.com/sbom/bulb2000-3.4.cdx.json"}},
+					SBOMLocalWellKnown: "https", SBOMContactURI: "mailto:psirt@lighting.example.com",
+					SBOMArchiveList: "https://lighting.example.com/sbom/bulb2000-archive.json",
+					VulnURLs:        []string{"https://lighting.example.com/csaf/bulb2000.json"}, VulnContactURI: "tel:+1-555-0100"},
+				TLSProfileSupported: &yes}},
 		Fetch: &manager.FetchView{URL: url1, InFlight: true, Queued: true, Waiting: "port lan1 has all its 4 fetch slots busy",
 			Failures: 1, NextAttempt: later, Attempts: []manager.FetchAttempt{
 				{At: at, Took: 1500 * time.Millisecond, Port: "lan1", Error: "MUD server unreachable: connection refused"},
@@ -121,10 +127,19 @@ func fixedStatus() manager.StatusView {
 			Fix:    "check it with ip -d link show dev lan1 or bpftool net show dev lan1, or detach it"}}}
 }
 
+// fixedDevice is the fixed device with the enforcer's counters, as
+// WithDeviceCounters adds them.
+func fixedDevice() Device {
+	d := deviceFrom(fixedDeviceView())
+	d.Counters = CountersFrom(enforcer.DeviceCount{Sent: 1200, SentBytes: 180000, SentDropped: 3, SentDroppedBytes: 180,
+		Received: 1100, ReceivedBytes: 1500000, ReceivedDropped: 1, ReceivedDroppedBytes: 60})
+	return d
+}
+
 // wireValues are the fixed values, by the name of their golden file.
 func wireValues() map[string]any {
 	return map[string]any{
-		"device":          deviceFrom(fixedDeviceView()),
+		"device":          fixedDevice(),
 		"status":          statusFrom(fixedStatus()),
 		"policy_view":     policyViewFrom(fixedPolicyView()),
 		"compiled_policy": NewCompiledPolicy(fixedPolicy()),

@@ -9,7 +9,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/openmud/mud/enforcer"
 	"github.com/openmud/mud/manager"
+	"github.com/openmud/mud/mudfile"
 	"github.com/openmud/mud/policy"
 	"github.com/openmud/mud/store"
 	"github.com/openmud/mud/violations"
@@ -142,6 +144,13 @@ func deviceFrom(v manager.DeviceView) Device {
 	return out
 }
 
+// CountersFrom converts what the enforcer counted for a device.
+func CountersFrom(c enforcer.DeviceCount) *DeviceCounters {
+	return &DeviceCounters{SentPackets: c.Sent, SentBytes: c.SentBytes, SentDroppedPackets: c.SentDropped,
+		SentDroppedBytes: c.SentDroppedBytes, ReceivedPackets: c.Received, ReceivedBytes: c.ReceivedBytes,
+		ReceivedDroppedPackets: c.ReceivedDropped, ReceivedDroppedBytes: c.ReceivedDroppedBytes}
+}
+
 func mudInfoFrom(f *manager.FileView) *MUDInfo {
 	if f == nil {
 		return nil
@@ -153,8 +162,25 @@ func mudInfoFrom(f *manager.FileView) *MUDInfo {
 		info.FirmwareRev, info.SoftwareRev, info.Documentation = m.FirmwareRev, m.SoftwareRev, m.Documentation
 		supported := m.IsSupported
 		info.IsSupported, info.LastUpdate = &supported, m.LastUpdate
+		info.Transparency = transparencyFrom(m.Transparency)
+		if m.TLSProfileSupported != nil {
+			tls := *m.TLSProfileSupported
+			info.TLSProfileSupported = &tls
+		}
 	}
 	return info
+}
+
+func transparencyFrom(t *mudfile.Transparency) *Transparency {
+	if t == nil {
+		return nil
+	}
+	out := &Transparency{SBOMLocalWellKnown: t.SBOMLocalWellKnown, SBOMContactURI: t.SBOMContactURI,
+		SBOMArchiveList: t.SBOMArchiveList, VulnURLs: slices.Clone(t.VulnURLs), VulnContactURI: t.VulnContactURI}
+	for _, s := range t.SBOMs {
+		out.SBOMs = append(out.SBOMs, SBOM{VersionInfo: s.VersionInfo, URL: s.SBOMURL})
+	}
+	return out
 }
 
 func fetchFrom(f *manager.FetchView) *FetchStatus {

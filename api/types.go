@@ -197,6 +197,26 @@ type Device struct {
 	// first address of each family it uses while it has no DHCP lease is
 	// bound to it (an "address-bound" event) and joins StaticIPs.
 	BindOnFirstUse bool `json:"bind_on_first_use,omitempty"`
+	// Counters is what mudd's tables counted for the device since they
+	// were last built, with nft.device_counters; absent without it, or
+	// when the device has neither sent nor been sent anything since.
+	Counters *DeviceCounters `json:"counters,omitempty"`
+}
+
+// DeviceCounters are the packets and bytes a device sent and was sent
+// that mudd's nftables tables judged, and of those, what they dropped:
+// the default deny of its policy (or of the receiver's, for traffic to
+// it), the source guard, quarantine and block. What passed is the
+// difference.
+type DeviceCounters struct {
+	SentPackets            uint64 `json:"sent_packets"`
+	SentBytes              uint64 `json:"sent_bytes"`
+	SentDroppedPackets     uint64 `json:"sent_dropped_packets"`
+	SentDroppedBytes       uint64 `json:"sent_dropped_bytes"`
+	ReceivedPackets        uint64 `json:"received_packets"`
+	ReceivedBytes          uint64 `json:"received_bytes"`
+	ReceivedDroppedPackets uint64 `json:"received_dropped_packets"`
+	ReceivedDroppedBytes   uint64 `json:"received_dropped_bytes"`
 }
 
 // Hold is an administrative action: who, when, why.
@@ -229,6 +249,45 @@ type MUDInfo struct {
 	Signer     string    `json:"signer,omitempty"`
 	FetchedAt  time.Time `json:"fetched_at,omitzero"`
 	VerifiedAt time.Time `json:"verified_at,omitzero"`
+	// Transparency says where the manufacturer publishes the device's
+	// software bills of materials and vulnerability information (RFC 9472,
+	// the extension "transparency"), when the file says; mudd fetches
+	// none of it.
+	Transparency *Transparency `json:"transparency,omitempty"`
+	// TLSProfileSupported is the file's is-tls-dtls-profile-supported (RFC
+	// 9761 §5): whether the device supports the (D)TLS profile; absent
+	// when the file does not say.
+	TLSProfileSupported *bool `json:"tls_profile_supported,omitempty"`
+}
+
+// Transparency is a MUD file's RFC 9472 transparency container: where to
+// find the device's SBOMs (the cloud, the device itself, or a contact)
+// and its vulnerability information. Every URI is the manufacturer's, as
+// written in the file.
+type Transparency struct {
+	// SBOMs are statically located SBOMs, one per software or hardware
+	// version.
+	SBOMs []SBOM `json:"sboms,omitempty"`
+	// SBOMLocalWellKnown is the protocol (http, https, coap, coaps) to
+	// ask the device itself for its SBOM at /.well-known/sbom (RFC 9472
+	// §4.1).
+	SBOMLocalWellKnown string `json:"sbom_local_well_known,omitempty"`
+	// SBOMContactURI is a tel, http(s) or mailto URI to ask for SBOMs.
+	SBOMContactURI string `json:"sbom_contact_uri,omitempty"`
+	// SBOMArchiveList returns a JSON list of the URLs of earlier SBOMs.
+	SBOMArchiveList string `json:"sbom_archive_list,omitempty"`
+	// VulnURLs reference vulnerability information (e.g. CSAF).
+	VulnURLs []string `json:"vuln_urls,omitempty"`
+	// VulnContactURI is a tel, http(s) or mailto URI to ask for
+	// vulnerability information.
+	VulnContactURI string `json:"vuln_contact_uri,omitempty"`
+}
+
+// SBOM is one statically located SBOM of a MUD file.
+type SBOM struct {
+	// VersionInfo is the software or hardware version it describes.
+	VersionInfo string `json:"version_info"`
+	URL         string `json:"url,omitempty"`
 }
 
 // FetchStatus is the state of fetching one MUD URL.

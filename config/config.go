@@ -250,6 +250,13 @@ type NFT struct {
 	// costs ~70 bytes of kernel memory per element. Without it those
 	// policies count their default deny only.
 	RuleCounters bool `yaml:"rule_counters"`
+	// DeviceCounters counts every MUD device's packets and bytes, sent and
+	// received, and what of them was dropped (mudctl devices, device show,
+	// the dashboard), in sets the packet path fills: no rule or element
+	// per device, ~140 bytes of kernel memory per device counted per set
+	// it is counted in. Every packet from or to a MUD device then passes
+	// two lookups before the established fast path.
+	DeviceCounters bool `yaml:"device_counters"`
 	// BridgeAllAddresses installs every address of every DNS name in the
 	// bridge table too. By default the bridge table (device ↔ device
 	// traffic) holds only those inside the LAN interfaces' prefixes: no

@@ -64,7 +64,9 @@ func hostileDevice() api.Device {
 		Reason: xssEvent, PendingReasons: []string{xssMfg}, Enforcement: api.EnforcementUnenforced,
 		UnenforcedReason: xssHost, PolicyID: "evil",
 		MUD: &api.MUDInfo{URL: xssURL, MfgName: xssMfg, ModelName: xssHost, SystemInfo: xssEvent,
-			Documentation: "javascript:alert(1)", Signature: api.SignatureInvalid, SignatureReason: xssMfg, Signer: xssHost}}
+			Documentation: "javascript:alert(1)", Signature: api.SignatureInvalid, SignatureReason: xssMfg, Signer: xssHost,
+			Transparency: &api.Transparency{SBOMs: []api.SBOM{{VersionInfo: xssMfg, URL: xssURL}},
+				SBOMContactURI: "javascript:alert(1)", VulnURLs: []string{xssPeer}, VulnContactURI: xssHost}}}
 }
 
 func (h hostileFake) Devices(ctx context.Context) ([]api.Device, error) {
@@ -451,7 +453,7 @@ func TestHostileStringsEscaped(t *testing.T) {
 		}
 	}
 	dev := e.do(c, "GET", "/devices/"+macHostile, nil)
-	for _, s := range []string{xssURL, xssPeer, xssEvent} {
+	for _, s := range []string{xssURL, xssPeer, xssEvent, "version " + xssMfg + ": " + xssURL} {
 		if !strings.Contains(dev.body, html.EscapeString(s)) {
 			t.Errorf("the device page does not show %q as text", s)
 		}
@@ -488,15 +490,36 @@ func checkInert(t *testing.T, path, body string) {
 	}
 }
 
+// The devices page shows the enforcer's counters (nft.device_counters)
+// of the devices that have them.
+func TestDevicesPageCounters(t *testing.T) {
+	e := newEnv(t, false)
+	c, _ := e.login()
+	page := e.do(c, "GET", "/", nil)
+	for _, want := range []string{"<th>Sent / dropped</th>", `<td class="num">1200 / 3</td><td class="num">1100 / 1</td>`, "<td>—</td><td>—</td>"} {
+		if !strings.Contains(page.body, want) {
+			t.Errorf("devices page lacks %q:\n%s", want, page.body)
+		}
+	}
+}
+
 func TestDevicePagePolicy(t *testing.T) {
 	e := newEnv(t, false)
 	c, _ := e.login()
 	e.srv.hasDot = func() bool { return false }
 	page := e.do(c, "GET", "/devices/"+apitest.MACEnforced, nil)
-	for _, want := range []string{"service.example.com", "from-device #1 TCP port 443 IPv4", "Example Lighting", "anything else"} {
+	for _, want := range []string{"service.example.com", "from-device #1 TCP port 443 IPv4", "Example Lighting", "anything else",
+		// RFC 9472 transparency and RFC 9761's (D)TLS profile flag.
+		"version 1.2: https://lighting.example.com/sbom/bulb2000-1.2.cdx.json", "https://lighting.example.com/csaf/bulb2000.json",
+		"<dt>(D)TLS profile</dt><dd>supported by the device",
+		// The enforcer's counters (nft.device_counters).
+		"<dt>Sent</dt><dd>1200 packets, 180000 bytes · dropped 3 packets, 180 bytes</dd>"} {
 		if !strings.Contains(page.body, want) {
 			t.Errorf("device page lacks %q", want)
 		}
+	}
+	if other := e.do(c, "GET", "/devices/"+apitest.MACPending, nil); strings.Contains(other.body, "SBOM") || strings.Contains(other.body, "TLS profile") {
+		t.Error("the page of a device whose file says nothing of SBOMs or (D)TLS profiles shows them")
 	}
 	if strings.Contains(page.body, "policy.svg") {
 		t.Error("the page shows a picture without Graphviz")

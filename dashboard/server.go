@@ -326,6 +326,8 @@ type devicesData struct {
 	Status  api.Status
 	Devices []api.Device
 	Pending int
+	// Counted: mudd counts devices' packets (nft.device_counters).
+	Counted bool
 }
 
 func (s *server) devicesPage(w http.ResponseWriter, r *http.Request, sess *session) {
@@ -341,7 +343,8 @@ func (s *server) devicesPage(w http.ResponseWriter, r *http.Request, sess *sessi
 		s.apiError(w, r, sess, err)
 		return
 	}
-	s.render(w, r, http.StatusOK, "devices", sess, "Devices", devicesData{Status: st, Devices: ds, Pending: pendingCount(ds)})
+	s.render(w, r, http.StatusOK, "devices", sess, "Devices", devicesData{Status: st, Devices: ds, Pending: pendingCount(ds),
+		Counted: slices.ContainsFunc(ds, func(d api.Device) bool { return d.Counters != nil })})
 }
 
 func pendingCount(ds []api.Device) int {
@@ -530,6 +533,8 @@ var funcs = template.FuncMap{
 		return t.UTC().Format("2006-01-02 15:04:05Z")
 	},
 	"deviceURL": func(mac string) string { return "/devices/" + mac },
+	// isTrue is the value of an optional boolean (a nil one is false).
+	"isTrue": func(b *bool) bool { return b != nil && *b },
 	// dict passes several values to a template: dict "K1" v1 "K2" v2.
 	"dict": func(kv ...any) (map[string]any, error) {
 		if len(kv)%2 != 0 {

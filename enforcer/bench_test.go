@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -138,21 +140,69 @@ var benchCases = []struct {
 		c.BridgeLAN = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("2001:db8:100::/48")}
 	}}},
 	{"devices=10000/policies=10000/rule_counters", 10000, []func(*Config){func(c *Config) { c.RuleCounters = true }}},
+	{"devices=10000/policies=100/device_counters", 100, []func(*Config){func(c *Config) { c.DeviceCounters = 65536 }}},
+	{"devices=10000/policies=100/device_counters/all_counted", 100, []func(*Config){func(c *Config) { c.DeviceCounters = 65536 }}},
+}
+
+// allCounted fills the device counters' sets (Config.DeviceCounters) as if
+// every device had sent, been sent and had dropped something, through
+// both tables and both address families: the most they can hold for
+// these devices.
+func allCounted(b *testing.B, ns string, d Desired) {
+	b.Helper()
+	var macs, v4s, v6s []string
+	for _, dev := range d.Devices {
+		macs = append(macs, dev.MAC.String())
+		for _, a := range dev.IPv4s {
+			v4s = append(v4s, a.String())
+		}
+		for _, a := range dev.IPv6s {
+			v6s = append(v6s, a.String())
+		}
+	}
+	var script strings.Builder
+	add := func(fam, set string, keys []string) {
+		fmt.Fprintf(&script, "add element %s mud %s { %s }\n", fam, set, strings.Join(keys, ", "))
+	}
+	for _, fam := range []string{"inet", "bridge"} {
+		add(fam, "acct_out", macs)
+		add(fam, "dropc_out", macs)
+	}
+	add("bridge", "acct_in", macs)
+	add("bridge", "dropc_in", macs)
+	add("inet", "acct_in4", v4s)
+	add("inet", "dropc_in4", v4s)
+	add("inet", "acct_in6", v6s)
+	add("inet", "dropc_in6", v6s)
+	f := filepath.Join(b.TempDir(), "counted.nft")
+	if err := os.WriteFile(f, []byte(script.String()), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	if out, err := exec.Command("ip", "netns", "exec", ns, "nft", "-f", f).CombinedOutput(); err != nil {
+		b.Fatalf("nft -f: %v\n%s", err, out)
+	}
 }
 
 func BenchmarkFullApply(b *testing.B) {
 	for _, c := range benchCases {
 		b.Run(c.name, func(b *testing.B) {
 			pols := c.policies
-			e, _ := benchEnforcer(b, c.opts...)
+			e, ns := benchEnforcer(b, c.opts...)
 			d := benchDesired(10000, pols)
 			ctx := context.Background()
 			if err := e.Apply(ctx, d); err != nil {
 				b.Fatal(err)
 			}
+			allActive := strings.HasSuffix(c.name, "/all_counted")
 			b.ResetTimer()
 			cpu := cpuTime()
 			for i := 0; i < b.N; i++ {
+				if allActive {
+					// A rebuild also deletes what the sets counted.
+					b.StopTimer()
+					allCounted(b, ns, d)
+					b.StartTimer()
+				}
 				if err := e.Apply(ctx, d); err != nil {
 					b.Fatal(err)
 				}
@@ -262,7 +312,7 @@ func BenchmarkKernelMemory(b *testing.B) {
 	for _, c := range benchCases {
 		b.Run(c.name, func(b *testing.B) {
 			pols := c.policies
-			e, _ := benchEnforcer(b, c.opts...)
+			e, ns := benchEnforcer(b, c.opts...)
 			d := benchDesired(10000, pols)
 			ctx := context.Background()
 			var deltas []float64
@@ -274,6 +324,9 @@ func BenchmarkKernelMemory(b *testing.B) {
 				empty := kernelMemKiB()
 				if err := e.Apply(ctx, d); err != nil {
 					b.Fatal(err)
+				}
+				if strings.HasSuffix(c.name, "/all_counted") {
+					allCounted(b, ns, d)
 				}
 				time.Sleep(2 * time.Second)
 				deltas = append(deltas, float64(kernelMemKiB()-empty)/1024)

@@ -60,6 +60,14 @@ type Config struct {
 	// bytes of kernel memory). Without it, such policies report their
 	// default deny and the ACEs rendered as rules.
 	RuleCounters bool
+	// DeviceCounters, when not 0, counts every MUD device's packets and
+	// bytes, sent and received, and what of them was dropped, in dynamic
+	// sets of that many elements each that the packet path fills (a
+	// device's MAC, or an address it holds); DeviceCounters reads them.
+	// No element or rule per device: a full apply costs what it costs
+	// without them (BENCHMARKS.md). The counts start over when the tables
+	// are rebuilt.
+	DeviceCounters uint32
 	// BridgeLAN lists the prefixes LAN hosts use. When set, the bridge
 	// table holds only those addresses of DNS names that fall inside them:
 	// bridged traffic is between LAN hosts, so other addresses never appear
@@ -160,7 +168,7 @@ func New(cfg Config) (*Enforcer, error) {
 func (e *Enforcer) planConfig() plan.Config {
 	c := plan.Config{Priority: -5, BridgePriority: -205, LogGroup: e.cfg.LogGroup, NoLog: e.cfg.NoLog,
 		BridgeConntrack: e.bridgeCT, BridgeNF: e.nf, BridgeFlows: e.cfg.BridgeFlows, DirectDispatch: !e.twoStage,
-		RuleCounters: e.cfg.RuleCounters, BridgeLAN: e.cfg.BridgeLAN, Destroy: e.destroy}
+		RuleCounters: e.cfg.RuleCounters, DeviceCounters: e.cfg.DeviceCounters, BridgeLAN: e.cfg.BridgeLAN, Destroy: e.destroy}
 	if e.cfg.Priority != nil {
 		c.Priority = *e.cfg.Priority
 	}
@@ -524,6 +532,49 @@ func (e *Enforcer) Counters(ctx context.Context) ([]RuleCounter, error) {
 		}
 	}
 	return e.pl.Counters(rules, elems), nil
+}
+
+// DeviceCount is what the tables counted for one device
+// (Config.DeviceCounters).
+type DeviceCount = plan.DeviceCount
+
+// DeviceCounters reads the per-device counters (Config.DeviceCounters)
+// from the kernel, by MAC (lower case, colon-separated), for the devices
+// installed now; a device that has neither sent nor been sent anything
+// since the tables were built is not in the map. Nil without
+// Config.DeviceCounters.
+func (e *Enforcer) DeviceCounters(ctx context.Context) (map[string]DeviceCount, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	refs := e.pl.DeviceCounted()
+	if len(refs) == 0 {
+		return nil, nil
+	}
+	elems := make(map[plan.SetRef][]plan.ElemCount, len(refs))
+	for _, r := range refs {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		spec, ok := e.pl.Set(r.Family, r.Name)
+		if !ok {
+			continue
+		}
+		els, err := e.rd.GetSetElements(nftwire.SetObject(r.Family, spec))
+		if err != nil {
+			return nil, fmt.Errorf("reading the device counters of set %s: %w", r, err)
+		}
+		for _, el := range els {
+			if el.Counter == nil {
+				continue
+			}
+			k, err := nftwire.DecodeKey(spec.Key, el.Key, el.KeyEnd)
+			if err != nil {
+				return nil, fmt.Errorf("reading the device counters of set %s: %w", r, err)
+			}
+			elems[r] = append(elems[r], plan.ElemCount{Key: k, Packets: el.Counter.Packets, Bytes: el.Counter.Bytes})
+		}
+	}
+	return e.pl.DeviceCounters(elems), nil
 }
 
 // BatchError is returned when the kernel rejected a batch. Nothing of the

@@ -19,6 +19,9 @@ import (
 // and MUD_BENCH_FORWARD=1 (it takes about a minute):
 //
 //	sudo CI=true MUD_BENCH_FORWARD=1 go test -run '^$' -bench Forwarding -benchtime 1x ./enforcer/
+//
+// With MUD_BENCH_DEVICE_COUNTERS=1 the enforcer counts every device's
+// packets (Config.DeviceCounters).
 func BenchmarkForwarding(b *testing.B) {
 	if os.Getenv("MUD_BENCH_FORWARD") == "" {
 		b.Skip("set MUD_BENCH_FORWARD=1 to measure forwarding with iperf3")
@@ -75,7 +78,11 @@ func iperfLab(b *testing.B, lab *netlab.Lab, server *netlab.Host) *Enforcer {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { h.Close() })
-	e, err := New(Config{NetNSFd: int(h)})
+	cfg := Config{NetNSFd: int(h)}
+	if os.Getenv("MUD_BENCH_DEVICE_COUNTERS") != "" {
+		cfg.DeviceCounters = 65536 // every packet is counted on its device
+	}
+	e, err := New(cfg)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -3,6 +3,9 @@ package packaging
 import (
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/openmud/mud/internal/cli/multicall"
@@ -21,13 +24,18 @@ const (
 	binaryBudget = 14_000_000
 )
 
+// ipkTags are the build tags of the OpenWrt binaries (make package, and
+// the feed's GO_PKG_TAGS): no web dashboard, which would add 4.5 MiB.
+var ipkTags = []string{"nodashboard"}
+
 // The .ipk for the most common small router target, mipsel_24kc (MT7621
-// and its kind), built as make package builds it, fits the budgets.
+// and its kind), built as make package builds it (without the dashboard),
+// fits the budgets.
 func TestRouterPackageSize(t *testing.T) {
 	netlab.RequireCommand(t, "go")
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "bin")
-	mudd, _, err := multicall.Build(bin, multicall.Options{Version: testVersion, Strip: true,
+	mudd, _, err := multicall.Build(bin, multicall.Options{Version: testVersion, Strip: true, Tags: ipkTags,
 		Env: []string{"GOOS=linux", "GOARCH=mipsle", "GOMIPS=softfloat"}})
 	if err != nil {
 		t.Fatal(err)
@@ -52,6 +60,32 @@ func TestRouterPackageSize(t *testing.T) {
 		if fi.Size() > c.budget {
 			t.Errorf("%s has %d bytes, over its budget of %d: see packaging/README.md (Size) for what grew and how to find it",
 				c.what, fi.Size(), c.budget)
+		}
+	}
+}
+
+// The OpenWrt feed package and make package build the router's mudd with
+// the same tags as TestRouterPackageSize measures.
+func TestRouterBuildTags(t *testing.T) {
+	tmpl, err := os.ReadFile("openwrt/mudd/Makefile.tmpl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mk, err := os.ReadFile("../Makefile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	feed := regexp.MustCompile(`(?m)^GO_PKG_TAGS:=(.*)$`).FindSubmatch(tmpl)
+	make := regexp.MustCompile(`(?m)^IPK_TAGS\s*:=\s*(.*)$`).FindSubmatch(mk)
+	if feed == nil || make == nil {
+		t.Fatalf("no GO_PKG_TAGS in the feed Makefile (%q) or IPK_TAGS in the Makefile (%q)", feed, make)
+	}
+	for _, tag := range ipkTags {
+		if !slices.Contains(strings.Split(string(feed[1]), ","), tag) {
+			t.Errorf("the feed's GO_PKG_TAGS %q lacks %s", feed[1], tag)
+		}
+		if !slices.Contains(strings.Fields(string(make[1])), tag) {
+			t.Errorf("the Makefile's IPK_TAGS %q lacks %s", make[1], tag)
 		}
 	}
 }

@@ -56,7 +56,13 @@ func NewFake() *Fake {
 		State: api.StateEnforced, PolicyID: "p1", Enforcement: api.EnforcementEnforced, FirstSeen: t0, LastSeen: t0,
 		MUD: &api.MUDInfo{URL: "https://lighting.example.com/lightbulb2000", MfgName: "Example Lighting",
 			ModelName: "Bulb 2000", SystemInfo: "The BMS Example Light Bulb", IsSupported: &yes,
-			Signature: api.SignatureValid},
+			Signature: api.SignatureValid,
+			Transparency: &api.Transparency{
+				SBOMs:    []api.SBOM{{VersionInfo: "1.2", URL: "https://lighting.example.com/sbom/bulb2000-1.2.cdx.json"}},
+				VulnURLs: []string{"https://lighting.example.com/csaf/bulb2000.json"}},
+			TLSProfileSupported: &yes},
+		Counters: &api.DeviceCounters{SentPackets: 1200, SentBytes: 180000, SentDroppedPackets: 3, SentDroppedBytes: 180,
+			ReceivedPackets: 1100, ReceivedBytes: 1500000, ReceivedDroppedPackets: 1, ReceivedDroppedBytes: 60},
 	}
 	f.devices[MACPending] = &api.Device{
 		MAC: MACPending, IPs: []netip.Addr{netip.MustParseAddr("192.0.2.11")}, Hostname: "cam",

@@ -122,7 +122,7 @@ func live(e *Elem, now time.Time) bool {
 func (pl *Planner) rebuildPlan(all *owners, o buildOpts) *Plan {
 	p := &Plan{Now: o.now}
 	for _, f := range Families {
-		p.Tables = append(p.Tables, TableSets{f, setDefs(f, o.twoStage, o.ruleCounters, o.flowSize)})
+		p.Tables = append(p.Tables, TableSets{f, setDefs(f, o.twoStage, o.ruleCounters, o.flowSize, o.acct)})
 	}
 	// Sized first: a rebuild at 10,000 devices adds 200,000 elements.
 	count := map[SetRef]int{}

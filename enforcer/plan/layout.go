@@ -39,6 +39,16 @@ const (
 	setResOut  = "res_out" // mark : verdict (id → goto the chain of an allow-only policy's rule-form ACEs)
 	setResIn   = "res_in"
 	setCaged   = "caged" // inet: ether_addr of the quarantined and blocked devices
+	// Per-device accounting (Config.DeviceCounters): dynamic sets with a
+	// counter per element, filled by the packet path, never by plans.
+	setAcctOut = "acct_out"  // ether_addr: what each device sent that our tables judged
+	setAcctIn  = "acct_in"   // bridge: ether_addr, what each device was sent
+	setAcctIn4 = "acct_in4"  // inet: ipv4_addr, what each device address was sent
+	setAcctIn6 = "acct_in6"  // inet: ipv6_addr
+	setDropOut = "dropc_out" // ether_addr: what of it was dropped (default deny, source guard, quarantine, block)
+	setDropIn  = "dropc_in"  // bridge: ether_addr
+	setDropIn4 = "dropc_in4" // inet: ipv4_addr
+	setDropIn6 = "dropc_in6" // inet: ipv6_addr
 
 	chainForward   = "forward"
 	chainInput     = "input"
@@ -76,7 +86,7 @@ const (
 // direct mode the device maps are verdict maps jumping to the chains.
 // flows is the size of the flow sets of the bridge table's reflexive mode
 // (0: none, the kernel tracks bridged traffic).
-func setDefs(f Family, twoStage, ruleCounters bool, flows uint32) []Set {
+func setDefs(f Family, twoStage, ruleCounters bool, flows, acct uint32) []Set {
 	dev := func(name string, key KeyType, keyText string) Set {
 		if twoStage {
 			return Set{Name: name, Key: key, Value: ValueMark, decl: "type " + keyText + " : mark"}
@@ -120,6 +130,9 @@ func setDefs(f Family, twoStage, ruleCounters bool, flows uint32) []Set {
 	if f == Bridge && flows > 0 {
 		defs = append(defs, flowSetDefs(flows)...)
 	}
+	if acct > 0 {
+		defs = append(defs, acctSetDefs(f, acct)...)
+	}
 	return defs
 }
 
@@ -143,6 +156,7 @@ type buildOpts struct {
 	flowSize         uint32   // bound of the flow sets (reflexive mode; 0 with bridgeCT)
 	twoStage         bool     // dispatch through ids in meta secmark (see fixedChains)
 	ruleCounters     bool     // acl elements carry counters
+	acct             uint32   // bound of the per-device accounting sets (0: none)
 	bridgeLAN        []netip.Prefix
 	peerID           func(key string) uint32
 	groupID          func(sig string) uint32      // a group of several peers
@@ -600,13 +614,18 @@ func fixedChains(f Family, o buildOpts) []*Chain {
 		guardFirst.frags = []frag{fCtReply(), fIIFEther(), fInMap(loadEther(true, reg1), "ether saddr", setFromDev)}
 		fast = append([]Rule{guardFirst}, fast...)
 	}
+	// Device counters count first, before anything can end the base chain.
+	var acctFwd, acctIn []Rule
+	if o.acct > 0 {
+		acctFwd, acctIn = acctRules(f, true), acctRules(f, false)
+	}
 	if f == Inet {
-		fwd := append(append([]Rule{}, fast...), dhcpRules(false)...)
+		fwd := append(append(slices.Clone(acctFwd), fast...), dhcpRules(false)...)
 		fwd = append(fwd, fwdDispatch...)
 		cs = append(cs, &Chain{ID: ChainRef{f, chainForward},
 			Hook:  &Hook{HookForward, o.prio},
 			Rules: fwd})
-		in := append(append([]Rule{}, fast...), dhcpRules(true)...)
+		in := append(append(slices.Clone(acctIn), fast...), dhcpRules(true)...)
 		// A quarantined or blocked device asks the gateway for DNS and
 		// nothing else.
 		in = append(in, Rule{frags: []frag{fIIFEther(), fInMap(loadEther(true, reg1), "ether saddr", setCaged)}, verdict: jump(chainCageIn)})
@@ -620,14 +639,19 @@ func fixedChains(f Family, o buildOpts) []*Chain {
 			Hook:  &Hook{HookInput, o.prio},
 			Rules: in})
 	} else {
+		// Bridged IP that table inet judges (to_inet accepts it here) is
+		// counted there.
 		var fwd []Rule
 		if o.bridgeCT {
-			fwd = append(append(fwd, guardFirst), fast...)
+			fwd = append(append(append(fwd, acctFwd...), guardFirst), fast...)
 		}
 		fwd = append(fwd, Rule{frags: []frag{fNotIP()}, verdict: accept()})
 		if !o.bridgeCT && (o.bridgeNF.toInet(0) || o.bridgeNF.toInet(1)) {
 			fwd = append(fwd, Rule{verdict: jump(chainToInet)})
 			cs = append(cs, toInetChain(o))
+		}
+		if !o.bridgeCT {
+			fwd = append(fwd, acctFwd...)
 		}
 		fwd = append(fwd, dhcpRules(false)...)
 		if !o.bridgeCT {
@@ -688,18 +712,27 @@ func fixedChains(f Family, o buildOpts) []*Chain {
 		Rule{frags: append([]frag{fNfproto(f, 4)}, fUDPPorts(68, 67)...), verdict: ret()},
 		nd)
 	guard = append(guard, logRule("guard", o)...)
+	if o.acct > 0 {
+		guard = append(guard, dropRules(f, true)...)
+	}
 	guard = append(guard, Rule{counter: true, verdict: drop(), comment: "source-guard"})
 	cs = append(cs, &Chain{ID: ChainRef{f, chainGuard}, Rules: guard})
 
 	// The default deny's rate-limited log is shared: each policy chain ends
 	// in one counted goto to it (its counter is the policy's default-deny).
-	if o.log {
+	// With device counters it also counts the drop on the device.
+	if o.log || o.acct > 0 {
 		for _, d := range []policy.Direction{policy.FromDevice, policy.ToDevice} {
 			name, dir := chainDenyOut, "out"
 			if d == policy.ToDevice {
 				name, dir = chainDenyIn, "in"
 			}
-			cs = append(cs, &Chain{ID: ChainRef{f, name}, Rules: append(logRule("deny "+dir, o), Rule{verdict: drop()})})
+			var rules []Rule
+			if o.acct > 0 {
+				rules = dropRules(f, d == policy.FromDevice)
+			}
+			rules = append(append(rules, logRule("deny "+dir, o)...), Rule{verdict: drop()})
+			cs = append(cs, &Chain{ID: ChainRef{f, name}, Rules: rules})
 		}
 	}
 
@@ -813,7 +846,7 @@ func logRule(what string, o buildOpts) []Rule {
 // epilogue is the default deny (RFC 8520 §5): counted per
 // chain, then the shared rate-limited NFLOG and drop.
 func epilogue(d policy.Direction, o buildOpts) []Rule {
-	if !o.log {
+	if !o.log && o.acct == 0 {
 		return []Rule{{counter: true, verdict: drop(), comment: defaultDenyTag}}
 	}
 	tail := chainDenyOut

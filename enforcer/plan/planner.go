@@ -35,6 +35,9 @@ type Config struct {
 	DirectDispatch bool
 	// RuleCounters gives the acl elements counters.
 	RuleCounters bool
+	// DeviceCounters, when not 0, counts each device's packets and bytes
+	// in dynamic sets of this many elements each (see acct.go).
+	DeviceCounters uint32
 	// BridgeLAN lists the LAN's prefixes: the bridge table holds only
 	// those addresses of DNS names inside them. Nil: all of them.
 	BridgeLAN []netip.Prefix
@@ -135,7 +138,7 @@ func (pl *Planner) opts(now time.Time) buildOpts {
 func optsOf(c Config, peerID, groupID, dispatchID func(string) uint32, now time.Time) buildOpts {
 	o := buildOpts{prio: c.Priority, bridgePrio: c.BridgePriority, logGroup: c.LogGroup, log: !c.NoLog,
 		bridgeCT: c.BridgeConntrack, bridgeNF: c.BridgeNF, twoStage: !c.DirectDispatch, ruleCounters: c.RuleCounters,
-		bridgeLAN: c.BridgeLAN, peerID: peerID, groupID: groupID, dispatchID: dispatchID, now: now}
+		acct: c.DeviceCounters, bridgeLAN: c.BridgeLAN, peerID: peerID, groupID: groupID, dispatchID: dispatchID, now: now}
 	if !c.BridgeConntrack {
 		o.flowSize = c.BridgeFlows
 	}

@@ -19,7 +19,7 @@ const (
 // Sets lists the sets of a table as the configuration has them.
 func (pl *Planner) Sets(f Family) []Set {
 	o := pl.opts(time.Time{})
-	return setDefs(f, o.twoStage, o.ruleCounters, o.flowSize)
+	return setDefs(f, o.twoStage, o.ruleCounters, o.flowSize, o.acct)
 }
 
 // Set returns the declaration of one set of a table.

@@ -213,7 +213,7 @@ func writeRendering(b *strings.Builder, p *policy.Policy, keys []string, l *layo
 	}
 	for _, f := range Families {
 		fmt.Fprintf(b, "table %s %s {\n", f, tableName)
-		for _, sd := range setDefs(f, o.twoStage, o.ruleCounters, o.flowSize) {
+		for _, sd := range setDefs(f, o.twoStage, o.ruleCounters, o.flowSize, o.acct) {
 			kind := "set"
 			if sd.Value != ValueNone {
 				kind = "map"

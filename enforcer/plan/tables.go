@@ -314,7 +314,7 @@ func tablesOf(all *owners, o buildOpts) *Tables {
 	ts := NewTables()
 	for _, f := range Families {
 		t := ts.PutTable(f)
-		for _, s := range setDefs(f, o.twoStage, o.ruleCounters, o.flowSize) {
+		for _, s := range setDefs(f, o.twoStage, o.ruleCounters, o.flowSize, o.acct) {
 			t.PutSet(s)
 		}
 	}

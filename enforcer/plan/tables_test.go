@@ -19,7 +19,7 @@ func smallTables(t *testing.T) *Tables {
 	ts := NewTables()
 	p := &Plan{Now: t0}
 	for _, f := range Families {
-		p.Tables = append(p.Tables, TableSets{f, setDefs(f, true, false, 8)})
+		p.Tables = append(p.Tables, TableSets{f, setDefs(f, true, false, 8, 0)})
 	}
 	pol := &Chain{ID: ChainRef{Inet, "pol"}, Rules: []Rule{{verdict: drop()}}}
 	fixed := &Chain{ID: ChainRef{Inet, "fixed"}, Rules: []Rule{{verdict: jump("pol")}}}
@@ -112,7 +112,7 @@ func TestTablesApply(t *testing.T) {
 		t.Errorf("after expiry:\n%s", ts)
 	}
 	// A replaced table holds only what the plan gives it.
-	if err := ts.Apply(&Plan{Now: t0, Tables: []TableSets{{Inet, setDefs(Inet, true, false, 8)}}}); err != nil {
+	if err := ts.Apply(&Plan{Now: t0, Tables: []TableSets{{Inet, setDefs(Inet, true, false, 8, 0)}}}); err != nil {
 		t.Fatal(err)
 	}
 	if n := len(ts.Table(Inet).Chains) + len(ts.Table(Inet).Sets[setNet4].Elems); n != 0 {

@@ -7,7 +7,7 @@
 //	cd packaging
 //	go run ./mkpkg -config nfpm.yaml -root .. -bindir ../bin/linux_amd64 -docdir ../build/doc \
 //	      -arch amd64 -version "$(git describe --tags --always --dirty)" -formats deb,rpm -out ../dist
-//	go run ./mkpkg -config openwrt/nfpm.yaml -root .. -bindir ../bin/linux_mipsle -arch mipsle \
+//	go run ./mkpkg -config openwrt/nfpm.yaml -root .. -bindir ../bin/openwrt_mipsle -arch mipsle \
 //	      -ipk-arch mipsel_24kc -version ... -formats ipk -out ../dist
 //
 // It prints the path of each package it wrote.

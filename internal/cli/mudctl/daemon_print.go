@@ -12,6 +12,7 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
 
 	"github.com/openmud/mud/api"
 	"github.com/openmud/mud/internal/cli"
@@ -106,16 +107,32 @@ func printStatus(w io.Writer, st api.Status) error {
 // printDevices lists the devices. ENFORCEMENT is in capitals when a
 // device's MUD file cannot be used and it is unrestricted for it
 // (UNENFORCED), and the reason ends the line.
+//
+// With mudd's nft.device_counters, SENT/DROPPED and RECEIVED/DROPPED give
+// each device's packets its tables judged and, after the slash, dropped.
 func printDevices(w io.Writer, ds []api.Device) error {
+	counted := slices.ContainsFunc(ds, func(d api.Device) bool { return d.Counters != nil })
 	t := newTable(w)
-	fmt.Fprintln(t, "MAC\tIPS\tHOSTNAME\tSTATE\tENFORCEMENT\tMUD URL\tREASON")
+	if counted {
+		fmt.Fprintln(t, "MAC\tIPS\tHOSTNAME\tSTATE\tENFORCEMENT\tMUD URL\tSENT/DROPPED\tRECEIVED/DROPPED\tREASON")
+	} else {
+		fmt.Fprintln(t, "MAC\tIPS\tHOSTNAME\tSTATE\tENFORCEMENT\tMUD URL\tREASON")
+	}
 	for _, d := range ds {
 		enf := dash(string(d.Enforcement))
 		if d.Enforcement == api.EnforcementUnenforced {
 			enf = "UNENFORCED"
 		}
-		fmt.Fprintf(t, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.MAC, joinAddrs(d.IPs), dash(d.Hostname), d.State, enf,
-			dash(d.MUDURL), d.UnenforcedReason)
+		fmt.Fprintf(t, "%s\t%s\t%s\t%s\t%s\t%s\t", d.MAC, joinAddrs(d.IPs), dash(d.Hostname), d.State, enf, dash(d.MUDURL))
+		if counted {
+			sent, recv := "-", "-"
+			if c := d.Counters; c != nil {
+				sent = fmt.Sprintf("%d/%d", c.SentPackets, c.SentDroppedPackets)
+				recv = fmt.Sprintf("%d/%d", c.ReceivedPackets, c.ReceivedDroppedPackets)
+			}
+			fmt.Fprintf(t, "%s\t%s\t", sent, recv)
+		}
+		fmt.Fprintf(t, "%s\n", d.UnenforcedReason)
 	}
 	return flushTable(t)
 }
@@ -169,6 +186,14 @@ func printDevice(w io.Writer, d api.Device) error {
 		if m.IsSupported != nil {
 			row("supported", fmt.Sprint(*m.IsSupported))
 		}
+		printTransparency(row, m.Transparency)
+		if m.TLSProfileSupported != nil {
+			tls := "not supported by the device (RFC 9761)"
+			if *m.TLSProfileSupported {
+				tls = "supported by the device (RFC 9761; mudd does not enforce it)"
+			}
+			row("(d)tls profile", tls)
+		}
 		sig := string(m.Signature)
 		if m.Signer != "" {
 			sig += " (" + m.Signer + ")"
@@ -205,10 +230,48 @@ func printDevice(w io.Writer, d api.Device) error {
 	}
 	row("first seen", when(d.FirstSeen))
 	row("last seen", when(d.LastSeen))
+	if c := d.Counters; c != nil {
+		row("sent", fmt.Sprintf("%d packets, %d bytes; dropped %d packets, %d bytes",
+			c.SentPackets, c.SentBytes, c.SentDroppedPackets, c.SentDroppedBytes))
+		row("received", fmt.Sprintf("%d packets, %d bytes; dropped %d packets, %d bytes",
+			c.ReceivedPackets, c.ReceivedBytes, c.ReceivedDroppedPackets, c.ReceivedDroppedBytes))
+	}
 	for i, o := range d.Overrides {
 		row(fmt.Sprintf("override %d", i+1), overrideText(o))
 	}
 	return flushTable(t)
+}
+
+// printTransparency shows where the device's SBOMs and vulnerability
+// information are (RFC 9472), as the MUD file says.
+func printTransparency(row func(k, v string), t *api.Transparency) {
+	if t == nil {
+		return
+	}
+	for _, b := range t.SBOMs {
+		row("sbom", fmt.Sprintf("version %s: %s", shown(b.VersionInfo), dash(shown(b.URL))))
+	}
+	if p := t.SBOMLocalWellKnown; p != "" {
+		row("sbom", "from the device itself: "+shown(p)+" /.well-known/sbom")
+	}
+	row("sbom contact", shown(t.SBOMContactURI))
+	row("sbom archive", shown(t.SBOMArchiveList))
+	for _, u := range t.VulnURLs {
+		row("vulnerabilities", shown(u))
+	}
+	row("vulnerability contact", shown(t.VulnContactURI))
+}
+
+// shown is s as the terminal may print it: quoted and escaped when it
+// holds a control or other non-graphic character (a MUD file's strings
+// come from the network).
+func shown(s string) string {
+	for _, r := range s {
+		if !unicode.IsGraphic(r) {
+			return strconv.Quote(s)
+		}
+	}
+	return s
 }
 
 func overrideText(o api.Override) string {

@@ -52,10 +52,15 @@ func TestDaemonTables(t *testing.T) {
 		header string // the first line's fields
 		want   string
 	}{
-		{[]string{"devices"}, "MAC IPS HOSTNAME STATE ENFORCEMENT MUD URL REASON", "UNENFORCED   https://cam.example.net/cam.json            its MUD file awaits an administrator's approval"},
+		{[]string{"devices"}, "MAC IPS HOSTNAME STATE ENFORCEMENT MUD URL SENT/DROPPED RECEIVED/DROPPED REASON", "UNENFORCED   https://cam.example.net/cam.json            -             -                 its MUD file awaits an administrator's approval"},
+		{[]string{"devices"}, "MAC IPS HOSTNAME STATE ENFORCEMENT MUD URL SENT/DROPPED RECEIVED/DROPPED REASON", "https://lighting.example.com/lightbulb2000  1200/3        1100/1"},
+		{[]string{"device", "show", apitest.MACEnforced}, "mac 02:00:00:00:00:01", "sent             1200 packets, 180000 bytes; dropped 3 packets, 180 bytes"},
 		{[]string{"status"}, "version test", "inet mud, bridge mud"},
 		{[]string{"device", "show", "02-00-00-00-00-01"}, "mac 02:00:00:00:00:01", "Bulb 2000"},
 		{[]string{"device", "show", apitest.MACPending}, "mac 02:00:00:00:00:02", "pending because"},
+		{[]string{"device", "show", apitest.MACEnforced}, "mac 02:00:00:00:00:01", "sbom             version 1.2: https://lighting.example.com/sbom/bulb2000-1.2.cdx.json"},
+		{[]string{"device", "show", apitest.MACEnforced}, "mac 02:00:00:00:00:01", "vulnerabilities  https://lighting.example.com/csaf/bulb2000.json"},
+		{[]string{"device", "show", apitest.MACEnforced}, "mac 02:00:00:00:00:01", "(d)tls profile   supported by the device (RFC 9761; mudd does not enforce it)"},
 		{[]string{"device", "show", apitest.MACEnforced}, "mac 02:00:00:00:00:01", "198.51.100.23 (telemetry.example.net)  tcp       8443  3"},
 		{[]string{"violations"}, "MAC DEVICE DIRECTION KIND PEER PROTOCOL PORT COUNT FIRST LAST", "02:00:00:00:00:01  192.0.2.10  from-device  default-deny  198.51.100.23 (telemetry.example.net)  tcp       8443  3"},
 		{[]string{"violations", apitest.MACEnforced}, "MAC DEVICE DIRECTION KIND PEER PROTOCOL PORT COUNT FIRST LAST", "default-deny"},
@@ -320,5 +325,17 @@ func TestGraphSVG(t *testing.T) {
 	}
 	if code != 0 || !strings.Contains(out, "<svg") || !strings.Contains(out, "service.example.com") {
 		t.Errorf("exit %d, stderr %q; output is no SVG of the policy:\n%.300s", code, errOut, out)
+	}
+}
+
+// Without mudd's device counters, the devices table has no counter
+// columns.
+func TestDevicesWithoutCounters(t *testing.T) {
+	var b strings.Builder
+	if err := printDevices(&b, []api.Device{{MAC: "02:00:00:00:00:01", State: api.StateEnforced}}); err != nil {
+		t.Fatal(err)
+	}
+	if first := strings.Join(strings.Fields(strings.SplitN(b.String(), "\n", 2)[0]), " "); first != "MAC IPS HOSTNAME STATE ENFORCEMENT MUD URL REASON" {
+		t.Errorf("header %q", first)
 	}
 }

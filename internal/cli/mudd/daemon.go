@@ -45,6 +45,10 @@ func daemon(path, version string, stderr io.Writer) error {
 		return err
 	}
 	log := newLogger(stderr, cfg.Log.Format, level)
+	// A dashboard that cannot start is refused before anything else does.
+	if err := checkDashboard(cfg); err != nil {
+		return err
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -89,7 +93,12 @@ func daemon(path, version string, stderr io.Writer) error {
 	if cfg.Metrics.Listen != "" {
 		start("metrics listener", func(ctx context.Context) error { return serveMetrics(ctx, cfg.Metrics.Listen, parts.mgr) })
 	}
-	start("control API", func(ctx context.Context) error { return serveAPI(ctx, cfg, parts.mgr, log) })
+	start("control API", func(ctx context.Context) error { return serveAPI(ctx, cfg, parts, log) })
+	if cfg.Dashboard.Listen != "" {
+		start("dashboard", func(ctx context.Context) error {
+			return serveDashboard(ctx, cfg, log.With("component", "dashboard"))
+		})
+	}
 	if _, err := sddaemon.SdNotify(false, sddaemon.SdNotifyReady); err != nil {
 		log.Warn("sd_notify READY failed", "err", err)
 	}
@@ -195,6 +204,9 @@ func build(cfg config.Config, version string, log *slog.Logger) (p *parts, err e
 		}}
 	if !cfg.NFT.BridgeAllAddresses {
 		ec.BridgeLAN = lan // empty (no LAN address yet): every address
+	}
+	if cfg.NFT.DeviceCounters {
+		ec.DeviceCounters = deviceCounterSets
 	}
 	if p.enf, err = enforcer.New(ec); err != nil {
 		return nil, fmt.Errorf("creating the enforcer: %w", err)
@@ -442,13 +454,22 @@ func serveMetrics(ctx context.Context, addr string, m *manager.Manager) error {
 	}
 }
 
-// serveAPI serves the control API on the unix socket until ctx ends.
-func serveAPI(ctx context.Context, cfg config.Config, m *manager.Manager, log *slog.Logger) error {
+// deviceCounterSets bounds each set of nft.device_counters: the devices
+// (and their addresses) counted since the tables were built.
+const deviceCounterSets = 65536
+
+// serveAPI serves the control API on the unix socket until ctx ends; with
+// nft.device_counters its devices carry the enforcer's counters.
+func serveAPI(ctx context.Context, cfg config.Config, p *parts, log *slog.Logger) error {
 	ln, err := api.Listen(cfg.Socket, cfg.SocketGroup)
 	if err != nil {
 		return fmt.Errorf("socket: %w", err)
 	}
-	return api.NewServer(api.NewManagerBackend(m), api.ServerOptions{Logger: log.With("component", "api")}).Serve(ctx, ln)
+	b := api.NewManagerBackend(p.mgr)
+	if cfg.NFT.DeviceCounters {
+		b = api.WithDeviceCounters(b, p.enf.DeviceCounters)
+	}
+	return api.NewServer(b, api.ServerOptions{Logger: log.With("component", "api")}).Serve(ctx, ln)
 }
 
 // watchdog sends WATCHDOG=1 while the manager's loop answers, at half the

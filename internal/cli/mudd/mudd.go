@@ -25,10 +25,10 @@ Signals:
     SIGHUP     re-reads the configuration file. What changes live: the
                controller and my-controller mappings, policy.on_failure,
                policy.local_networks and log.level. Everything else
-               (interfaces, state_dir, socket, trust anchors, fetch and
-               dns settings, metrics listener, nft priorities, log.format)
-               needs a restart; mudd logs which of those changed and keeps
-               the old values.
+               (interfaces, state_dir, socket, trust anchors, the fetch,
+               dns, addresses, violations and nft settings, the metrics
+               listener, the dashboard, log.format) needs a restart; mudd
+               logs which of those changed and keeps the old values.
     SIGTERM    (and SIGINT) stops mudd cleanly. Its nftables tables stay
                in the kernel on purpose: a MUD device must never be left
                open while mudd restarts or is upgraded, and the next start
@@ -40,6 +40,14 @@ Signals:
 The prefixes of the LAN interfaces are followed as they change, without
 a reload: local-networks (unless policy.local_networks sets it) and the
 prefixes inside which the addresses devices use are learned follow them.
+
+With dashboard.listen set, mudd serves its web dashboard there (the
+devices, each device's policy, pending approvals, events), loopback only
+unless dashboard.tls_cert and tls_key are set; it logs in with the
+password whose hash dashboard.password_hash holds (mudd hash-password
+prints one). It asks mudd through the control socket, as mudctl does.
+A mudd built with the tag nodashboard (the OpenWrt package) has no
+dashboard and refuses a configured dashboard.listen.
 
 With systemd (Type=notify), mudd sends READY=1 once the kernel holds the
 stored state and WATCHDOG=1 at half the WatchdogSec interval while its
@@ -53,7 +61,8 @@ Exit status:
     2  a usage error (unknown command or flag, an argument)`
 
 // NewRoot builds mudd's command tree: `mudd [--config FILE]` runs the
-// daemon, `mudd check-config` validates a configuration file. Each call
+// daemon, `mudd check-config` validates a configuration file, `mudd
+// hash-password` hashes the dashboard's password. Each call
 // returns a fresh tree; building it reads nothing.
 func NewRoot(version string) *cobra.Command {
 	var path string
@@ -81,7 +90,11 @@ types and invalid values are reported with the key they concern.
 Exit status: 0 valid, 1 invalid or unreadable, 2 usage error.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if _, err := config.Load(path); err != nil {
+			cfg, err := config.Load(path)
+			if err != nil {
+				return cli.Failure(err)
+			}
+			if err := checkDashboard(cfg); err != nil {
 				return cli.Failure(err)
 			}
 			if _, err := io.WriteString(cmd.OutOrStdout(), path+": ok\n"); err != nil {
@@ -90,6 +103,7 @@ Exit status: 0 valid, 1 invalid or unreadable, 2 usage error.`,
 			return nil
 		},
 	})
+	root.AddCommand(hashPasswordCmd())
 	return cli.Finish(root)
 }
 

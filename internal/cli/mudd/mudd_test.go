@@ -2,10 +2,18 @@ package mudd
 
 import (
 	"bytes"
+	"errors"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/openmud/mud/internal/cli/multicall"
+	"github.com/openmud/mud/internal/lab/netlab"
 )
 
 // mudd runs the command line in-process as Main does and returns exit
@@ -84,5 +92,45 @@ func TestVersionAndHelp(t *testing.T) {
 	}
 	if strings.Contains(out, "completion") {
 		t.Errorf("mudd offers shell completion:\n%s", out)
+	}
+}
+
+// mudd built with the tag nodashboard (the OpenWrt package's build) has no
+// dashboard: a configured dashboard.listen is refused, naming why, by
+// check-config and the daemon before it touches anything, and
+// hash-password says the build has no use for it.
+func TestNoDashboardBuild(t *testing.T) {
+	netlab.RequireCommand(t, "go")
+	bin, _, err := multicall.Build(t.TempDir(), multicall.Options{Tags: []string{"nodashboard"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hash, err := bcrypt.GenerateFromPassword([]byte("correct horse battery"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	on := writeFile(t, fmt.Sprintf("interfaces: [br-lan]\ndashboard:\n  listen: 127.0.0.1:8413\n  password_hash: %q\n", hash))
+	off := writeFile(t, "interfaces: [br-lan]\n")
+	run := func(stdin string, args ...string) (int, string) {
+		cmd := exec.Command(bin, args...)
+		cmd.Stdin = strings.NewReader(stdin)
+		out, err := cmd.CombinedOutput()
+		var ee *exec.ExitError
+		if err != nil && !errors.As(err, &ee) {
+			t.Fatal(err)
+		}
+		return cmd.ProcessState.ExitCode(), string(out)
+	}
+	const why = "built without the web dashboard"
+	for _, args := range [][]string{{"check-config", "--config", on}, {"--config", on}} {
+		if code, out := run("", args...); code != 1 || !strings.Contains(out, why) || !strings.Contains(out, "dashboard.listen") {
+			t.Errorf("%v: exit %d: %s", args, code, out)
+		}
+	}
+	if code, out := run("", "check-config", "--config", off); code != 0 {
+		t.Errorf("check-config without a dashboard: exit %d: %s", code, out)
+	}
+	if code, out := run("correct horse battery\n", "hash-password"); code != 1 || !strings.Contains(out, why) {
+		t.Errorf("hash-password: exit %d: %s", code, out)
 	}
 }

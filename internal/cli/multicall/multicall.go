@@ -27,6 +27,9 @@ type Options struct {
 	// Env is added to go build's environment: another target, as
 	// GOARCH=mipsle GOMIPS=softfloat.
 	Env []string
+	// Tags are build tags: nodashboard leaves the web dashboard out, as
+	// the OpenWrt package's build does.
+	Tags []string
 }
 
 // Build compiles the binary as dir/mudd (static: CGO_ENABLED=0,
@@ -48,7 +51,11 @@ func Build(dir string, o Options) (mudd, mudctl string, err error) {
 	if o.Version != "" {
 		ldflags += " -X main.version=" + o.Version
 	}
-	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", ldflags, "-o", mudd, Package)
+	args := []string{"build", "-trimpath", "-ldflags", ldflags}
+	if len(o.Tags) > 0 {
+		args = append(args, "-tags", strings.Join(o.Tags, ","))
+	}
+	cmd := exec.Command("go", append(args, "-o", mudd, Package)...)
 	cmd.Dir = mod
 	cmd.Env = append(append(os.Environ(), "CGO_ENABLED=0"), o.Env...)
 	if out, err := cmd.CombinedOutput(); err != nil {
