@@ -90,6 +90,18 @@ func newScaleLab(t testing.TB, urls int) *scaleLab {
 	mudd := buildMudd(t)
 	lab := netlab.New(t, netlab.Config{Devices: 1, Servers: 2})
 	s := &scaleLab{t: t, ctx: t.Context(), lab: lab}
+	// The kernel's neighbour table holds gc_thresh3 (1024) entries across
+	// all namespaces (a sysctl of the root namespace only), and each
+	// DHCPv6 client needs one (dnsmasq answers its link-local address). A
+	// full table frees only entries without a timer (not delayed, probed
+	// or reachable) whose state last changed 5 s ago or more: a first probe
+	// after 1 s rather than 5 s and a reachable time of about 1 s rather
+	// than 30 s make an entry freeable about 8 s after it was made.
+	err := lab.Sysctl(lab.GW.NS, "net.ipv6.neigh."+netlab.LANBridge+".delay_first_probe_time=1",
+		"net.ipv6.neigh."+netlab.LANBridge+".base_reachable_time_ms=1000")
+	if err != nil {
+		t.Fatal(err)
+	}
 	cfg := gwlab.Config{
 		Mudd: mudd, Dir: t.TempDir(), LogLevel: "warn", QuietDNSMasq: true,
 		Names: map[string]netip.Addr{cloudHost: lab.Servers[1].IPv4},
@@ -113,6 +125,8 @@ func newScaleLab(t testing.TB, urls int) *scaleLab {
 					log = log[len(log)-20000:]
 				}
 				t.Logf("--- mudd log (tail) ---\n%s", log)
+				dl := gw.DNSLog.String()
+				t.Logf("--- dnsmasq (tail) ---\n%s", dl[max(0, len(dl)-6000):])
 			}
 			gw.Close()
 		})
@@ -122,7 +136,7 @@ func newScaleLab(t testing.TB, urls int) *scaleLab {
 	}
 	dev := lab.Devices[0]
 	for _, fam := range []int{4, 6} {
-		g, err := framegen.Open(framegen.Config{NetNS: dev.NS, Iface: dev.Iface, Family: fam})
+		g, err := framegen.Open(framegen.Config{NetNS: dev.NS, Iface: dev.Iface, Family: fam, Router6: netlab.GatewayLAN6})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -196,14 +210,15 @@ func (s *scaleLab) join(g *framegen.Generator, cs []framegen.Client, rate float6
 }
 
 // install joins n devices over DHCPv6 at a pace the gateway's neighbour
-// table keeps up with: the kernel's table holds gc_thresh3 (1024)
-// entries across namespaces and frees one only 5 s after its last use, and
-// dnsmasq's answers go to each client's link-local address.
+// table keeps up with: dnsmasq's answers go to each client's link-local
+// address, so each client needs an entry, and the kernel's table holds
+// gc_thresh3 (1024) entries across all namespaces, a sysctl of the root
+// namespace only, and frees one only 5 s after its last change.
 func (s *scaleLab) install(n int) ([]arrival, error) {
 	var all []arrival
 	for n > 0 {
 		k := min(n, 500)
-		as, err := s.join(s.gen6, s.clients(k), 180, 60*time.Second)
+		as, err := s.join(s.gen6, s.clients(k), installRate, 60*time.Second)
 		if err != nil {
 			return all, err
 		}
@@ -212,6 +227,10 @@ func (s *scaleLab) install(n int) ([]arrival, error) {
 	}
 	return all, nil
 }
+
+// installRate is the DHCPv6 arrivals per second of install: about 560
+// neighbour entries not yet freeable at any time.
+const installRate = 70
 
 // macFor is the i-th simulated MAC (locally administered, 02:5c prefix).
 func macFor(i int) net.HardwareAddr {

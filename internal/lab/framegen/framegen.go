@@ -62,6 +62,14 @@ type Config struct {
 	// [1s]; Tries the most sends per message [5].
 	Retransmit time.Duration
 	Tries      int
+	// Router6 is the DHCPv6 server's address on the link. Before a
+	// client's SOLICIT, a neighbour solicitation for it from the client's
+	// link-local address (with the client's MAC, RFC 4861 §7.2.3) puts the
+	// client in the server's neighbour cache, as a host's resolving its
+	// router would: dnsmasq learns a DHCPv6 client's MAC from that cache
+	// and, when the client is not in it, probes and sleeps 100 ms per try
+	// in its single thread. Invalid: no solicitation.
+	Router6 netip.Addr
 }
 
 // Generator runs DHCP exchanges for many clients over one socket.
@@ -80,14 +88,14 @@ type Generator struct {
 }
 
 type exchange struct {
-	c       Client
-	res     Result
-	state   int // 0: awaiting OFFER/ADVERTISE, 1: awaiting ACK/REPLY
-	sent    time.Time
-	msg     []byte // the frame last sent, resent on timeout
-	tries   int    // sends of the current message
-	done    chan struct{}
-	finised bool
+	c        Client
+	res      Result
+	state    int // 0: awaiting OFFER/ADVERTISE, 1: awaiting ACK/REPLY
+	sent     time.Time
+	msg      []byte // the frame last sent, resent on timeout
+	tries    int    // sends of the current message
+	done     chan struct{}
+	finished bool
 }
 
 // Open opens the socket and starts reading.
@@ -180,6 +188,9 @@ func (g *Generator) begin(c Client) *exchange {
 		g.finish(ex, err)
 		return ex
 	}
+	if g.cfg.Family == 6 && g.cfg.Router6.IsValid() {
+		_ = g.conn.Send(solicitNeighbour(c.MAC, g.cfg.Router6))
+	}
 	g.send(ex, f)
 	return ex
 }
@@ -198,10 +209,10 @@ func (g *Generator) send(ex *exchange, f []byte) {
 func (g *Generator) finish(ex *exchange, err error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if ex.finised {
+	if ex.finished {
 		return
 	}
-	ex.finised = true
+	ex.finished = true
 	if err != nil {
 		ex.res.Err = err
 	}
@@ -226,24 +237,31 @@ func (g *Generator) retransmit(ctx context.Context) {
 		case <-t.C:
 		}
 		now := time.Now()
-		var resend, fail []*exchange
+		type resend struct {
+			ex  *exchange
+			msg []byte
+		}
+		var again []resend
+		var fail []*exchange
+		var why []error
 		g.mu.Lock()
 		for _, ex := range g.pending {
-			if now.Sub(ex.sent) < g.cfg.Retransmit {
-				continue
+			if ex.msg == nil || now.Sub(ex.sent) < g.cfg.Retransmit {
+				continue // not sent yet, or not due
 			}
 			if ex.tries >= g.cfg.Tries {
 				fail = append(fail, ex)
+				why = append(why, fmt.Errorf("framegen: %s: no answer to %d sends of the %s", ex.c.MAC, ex.tries, [2]string{"DISCOVER/SOLICIT", "REQUEST"}[ex.state]))
 			} else {
-				resend = append(resend, ex)
+				again = append(again, resend{ex, ex.msg})
 			}
 		}
 		g.mu.Unlock()
-		for _, ex := range fail {
-			g.finish(ex, fmt.Errorf("framegen: %s: no answer to %d sends in state %d", ex.c.MAC, ex.tries, ex.state))
+		for i, ex := range fail {
+			g.finish(ex, why[i])
 		}
-		for _, ex := range resend {
-			g.send(ex, ex.msg)
+		for _, r := range again {
+			g.send(r.ex, r.msg)
 		}
 	}
 }

@@ -171,3 +171,20 @@ func linkLocal(mac net.HardwareAddr) netip.Addr {
 	a[13], a[14], a[15] = mac[3], mac[4], mac[5]
 	return netip.AddrFrom16(a)
 }
+
+// solicitNeighbour is a neighbour solicitation for target from mac's
+// link-local address with its source link-layer address option (RFC 4861
+// §4.3), sent to target's solicited-node group (RFC 4291 §2.7.1).
+func solicitNeighbour(mac net.HardwareAddr, target netip.Addr) []byte {
+	t := target.As16()
+	group := netip.AddrFrom16([16]byte{0xff, 0x02, 11: 1, 12: 0xff, 13: t[13], 14: t[14], 15: t[15]})
+	groupMAC := net.HardwareAddr{0x33, 0x33, 0xff, t[13], t[14], t[15]}
+	src := linkLocal(mac)
+	ns := make([]byte, 32)
+	ns[0] = 135
+	copy(ns[8:24], t[:])
+	ns[24], ns[25] = 1, 1 // source link-layer address, 8 octets
+	copy(ns[26:32], mac)
+	binary.BigEndian.PutUint16(ns[2:4], packet.Checksum6(src, group, 58, ns))
+	return frame6(groupMAC, mac, src, group, 58, 255, ns)
+}
