@@ -80,6 +80,9 @@ type scaleLab struct {
 	w          *watcher
 	urls       []string
 	seq        int // MACs handed out
+	// all are the devices that joined, tracked those since mudd started.
+	all     []arrival
+	tracked int
 }
 
 // newScaleLab builds the lab and publishes urls signed MUD files.
@@ -206,6 +209,8 @@ func (s *scaleLab) join(g *framegen.Generator, cs []framegen.Client, rate float6
 		}
 		out[i] = arrival{Result: r, Active: at}
 	}
+	s.all = append(s.all, out...)
+	s.tracked += len(out)
 	return out, nil
 }
 
@@ -218,6 +223,17 @@ func (s *scaleLab) install(n int) ([]arrival, error) {
 	var all []arrival
 	for n > 0 {
 		k := min(n, 500)
+		if s.tracked+k > trackerCap {
+			// mudd's lease tracker holds 4,096 devices with a lease; a
+			// restart starts it empty, the devices staying in the store.
+			if err := s.gw.StopMudd(); err != nil {
+				return all, err
+			}
+			if err := s.gw.StartMudd(s.ctx); err != nil {
+				return all, err
+			}
+			s.tracked = 0
+		}
 		as, err := s.join(s.gen6, s.clients(k), installRate, 60*time.Second)
 		if err != nil {
 			return all, err
@@ -231,6 +247,11 @@ func (s *scaleLab) install(n int) ([]arrival, error) {
 // installRate is the DHCPv6 arrivals per second of install: about 560
 // neighbour entries not yet freeable at any time.
 const installRate = 70
+
+// trackerCap is a little under the devices with a lease mudd's DHCP
+// tracker follows (dhcpsnoop.TrackerConfig.MaxDevices, 4,096, which mudd
+// does not configure), leaving room for the measured arrivals.
+const trackerCap = 2800
 
 // macFor is the i-th simulated MAC (locally administered, 02:5c prefix).
 func macFor(i int) net.HardwareAddr {

@@ -29,6 +29,7 @@ func TestLabScale(t *testing.T) {
 	}
 	s.checkStoreIsKernel(n / 2)
 	before := s.kernelElems()
+	s.tracked = 0
 	if err := s.gw.KillMudd(); err != nil {
 		t.Fatal(err)
 	}

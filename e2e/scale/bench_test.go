@@ -1,0 +1,157 @@
+package scale
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/openmud/mud/internal/lab/framegen"
+)
+
+// BenchmarkScale measures mudd with 0, 1,000 and 10,000 devices already
+// enforced, for devices announcing 100 and 1,000 distinct MUD URLs (run
+// it with -benchtime=1x: each step is one measurement, `make bench-scale`).
+// The installed devices join over DHCPv6 through dnsmasq; then, at each
+// step:
+//
+//   - ack-p50-ms, ack-p99-ms: 200 more devices join one at a time (20 a
+//     second) over DHCPv6; the time from the REPLY reaching the device to
+//     its binding (MAC and address) being committed in the kernel;
+//   - v4-ack-p50-ms, v4-ack-p99-ms: the same for 50 DHCPv4 arrivals (ACK
+//     → binding), the IPv4 range holding only so many;
+//   - burst-s: 1,000 devices start their DHCPv6 exchange at once; the time
+//     from the first SOLICIT until every one's binding is in the kernel
+//     (burst-dhcp-s: until the last REPLY, the DHCP server's share);
+//   - cpu-ms/arrival: mudd's CPU time during the burst per arrival;
+//   - rss-MB: mudd's resident set after the burst; store-MB its store;
+//   - coldstart-s: mudd is stopped, its tables removed (a reboot), and
+//     started: the time from its start until the kernel holds the binding
+//     of every device of the store.
+//
+// "installed" is the number of devices enforced before the step's
+// arrivals.
+func BenchmarkScale(b *testing.B) {
+	for _, urls := range []int{100, 1000} {
+		b.Run(fmt.Sprintf("urls=%d", urls), func(b *testing.B) {
+			s := newScaleLab(b, urls)
+			for _, n := range []int{0, 1000, 10000} {
+				if n > len(s.all) {
+					if _, err := s.install(n - len(s.all)); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.Run(fmt.Sprintf("devices=%d", len(s.all)), func(b *testing.B) { s.step(b) })
+			}
+		})
+	}
+}
+
+// step runs the measurements of one population size.
+func (s *scaleLab) step(b *testing.B) {
+	installed := len(s.all)
+	// Let the neighbour entries of earlier arrivals become freeable (see
+	// newScaleLab) before 1,000 new ones are needed at once.
+	time.Sleep(9 * time.Second)
+	b.ResetTimer()
+	one := func(g *framegen.Generator, n int) []time.Duration {
+		var out []time.Duration
+		for range n {
+			as, err := s.join(g, s.clients(1), 0, 30*time.Second)
+			if err != nil {
+				b.Fatal(err)
+			}
+			out = append(out, as[0].latency())
+			time.Sleep(50 * time.Millisecond)
+		}
+		return out
+	}
+	v6 := one(s.gen6, 200)
+	v4 := one(s.gen4, 50)
+	time.Sleep(9 * time.Second)
+	pid := s.gw.MuddPID()
+	_, cpu0, err := procStats(pid)
+	if err != nil {
+		b.Fatal(err)
+	}
+	burst, err := s.join(s.gen6, s.clients(1000), 0, 60*time.Second)
+	if err != nil {
+		b.Fatal(err)
+	}
+	rss, cpu1, err := procStats(pid)
+	if err != nil {
+		b.Fatal(err)
+	}
+	first, lastReply, lastActive := burst[0].Start, burst[0].Reply, burst[0].Active
+	for _, a := range burst {
+		first = minTime(first, a.Start)
+		lastReply = maxTime(lastReply, a.Reply)
+		lastActive = maxTime(lastActive, a.Active)
+	}
+	cold, err := s.coldStart()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.StopTimer()
+	st, err := os.Stat(s.gw.StorePath())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(installed), "installed")
+	b.ReportMetric(ms(percentile(v6, 50)), "ack-p50-ms")
+	b.ReportMetric(ms(percentile(v6, 99)), "ack-p99-ms")
+	b.ReportMetric(ms(percentile(v4, 50)), "v4-ack-p50-ms")
+	b.ReportMetric(ms(percentile(v4, 99)), "v4-ack-p99-ms")
+	b.ReportMetric(lastActive.Sub(first).Seconds(), "burst-s")
+	b.ReportMetric(lastReply.Sub(first).Seconds(), "burst-dhcp-s")
+	b.ReportMetric(ms(cpu1-cpu0)/float64(len(burst)), "cpu-ms/arrival")
+	b.ReportMetric(float64(rss)/(1<<20), "rss-MB")
+	b.ReportMetric(float64(st.Size())/(1<<20), "store-MB")
+	b.ReportMetric(cold.Seconds(), "coldstart-s")
+}
+
+// coldStart stops mudd, removes its tables as a reboot would, starts it
+// and returns the time until the kernel holds every device's binding.
+func (s *scaleLab) coldStart() (time.Duration, error) {
+	if err := s.gw.StopMudd(); err != nil {
+		return 0, err
+	}
+	for _, fam := range []string{"inet", "bridge"} {
+		if _, err := s.gw.NFT(s.ctx, "delete", "table", fam, "mud"); err != nil {
+			return 0, fmt.Errorf("removing the stopped mudd's table: %w", err)
+		}
+	}
+	s.tracked = 0
+	start := time.Now()
+	if err := s.gw.StartMudd(s.ctx); err != nil {
+		return 0, err
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, 2*time.Minute)
+	defer cancel()
+	last := start
+	for _, a := range s.all {
+		at, err := s.w.wait(ctx, a.MAC, a.Addr, start)
+		if err != nil {
+			return 0, fmt.Errorf("cold start with %d devices: %w", len(s.all), err)
+		}
+		last = maxTime(last, at)
+	}
+	return last.Sub(start), nil
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
