@@ -88,12 +88,15 @@ type Generator struct {
 }
 
 type exchange struct {
-	c        Client
-	res      Result
-	state    int // 0: awaiting OFFER/ADVERTISE, 1: awaiting ACK/REPLY
-	sent     time.Time
-	msg      []byte // the frame last sent, resent on timeout
-	tries    int    // sends of the current message
+	c     Client
+	res   Result
+	state int // 0: awaiting OFFER/ADVERTISE, 1: awaiting ACK/REPLY
+	sent  time.Time
+	msg   []byte // the frame last sent, resent on timeout
+	tries int    // sends of the current message
+	// restarts counts the exchanges started over after an answer without
+	// an address.
+	restarts int
 	done     chan struct{}
 	finished bool
 }
@@ -383,7 +386,26 @@ func (g *Generator) answer6(b []byte, at time.Time) {
 	case dhcpv6.MessageTypeReply:
 		ia := m.Options.OneIANA()
 		if ia == nil || len(ia.Options.Addresses()) == 0 {
-			g.finish(ex, fmt.Errorf("framegen: %s: REPLY without an address", ex.c.MAC))
+			// The address advertised went to another client meanwhile
+			// (NoAddrsAvail or NoBinding in the IA): the client starts
+			// over with a SOLICIT (RFC 8415 §18.2.10.1).
+			g.mu.Lock()
+			restarts := ex.restarts
+			ex.restarts++
+			if restarts < maxRestarts {
+				ex.state, ex.tries = 0, 0
+			}
+			g.mu.Unlock()
+			if restarts >= maxRestarts {
+				g.finish(ex, fmt.Errorf("framegen: %s: REPLY without an address %d times", ex.c.MAC, restarts+1))
+				return
+			}
+			f, err := solicit(ex.c, xid)
+			if err != nil {
+				g.finish(ex, err)
+				return
+			}
+			g.send(ex, f)
 			return
 		}
 		a, ok := netip.AddrFromSlice(ia.Options.Addresses()[0].IPv6Addr)
@@ -431,5 +453,8 @@ func (g *Generator) Err() error {
 	defer g.mu.Unlock()
 	return g.readErr
 }
+
+// maxRestarts bounds the exchanges a client starts over.
+const maxRestarts = 5
 
 var errNoServerID = errors.New("framegen: the server's answer has no server identifier")
