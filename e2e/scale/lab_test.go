@@ -219,8 +219,13 @@ func (s *scaleLab) join(g *framegen.Generator, cs []framegen.Client, rate float6
 // address, so each client needs an entry, and the kernel's table holds
 // gc_thresh3 (1024) entries across all namespaces, a sysctl of the root
 // namespace only, and frees one only 5 s after its last change.
-func (s *scaleLab) install(n int) ([]arrival, error) {
+//
+// With tolerant, an exchange that fails (the lab's DHCP server or the
+// kernel's neighbour table, not mudd) is replaced by another device, at
+// most n times over; without, it fails the install.
+func (s *scaleLab) install(n int, tolerant bool) ([]arrival, error) {
 	var all []arrival
+	failed := 0
 	for n > 0 {
 		k := min(n, 500)
 		if err := s.flushNeighbours(); err != nil {
@@ -236,6 +241,15 @@ func (s *scaleLab) install(n int) ([]arrival, error) {
 				return all, err
 			}
 			s.tracked = 0
+		}
+		if tolerant {
+			as, missing := s.arrive(s.gen6, k, installRate, 60*time.Second)
+			all = append(all, as...)
+			n -= len(as)
+			if failed += len(missing); failed > len(all)+n {
+				return all, fmt.Errorf("%d devices failed to join: %w", failed, errors.Join(missing[:min(5, len(missing))]...))
+			}
+			continue
 		}
 		as, err := s.join(s.gen6, s.clients(k), installRate, 60*time.Second)
 		if err != nil {

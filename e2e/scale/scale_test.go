@@ -24,7 +24,7 @@ import (
 func TestLabScale(t *testing.T) {
 	const n = 2000
 	s := newScaleLab(t, 100)
-	if _, err := s.install(n / 2); err != nil {
+	if _, err := s.install(n/2, false); err != nil {
 		t.Fatal(err)
 	}
 	s.checkStoreIsKernel(n / 2)
@@ -59,7 +59,7 @@ func TestLabScale(t *testing.T) {
 	if !hasDNSAddress(after, s.lab.Servers[1].IPv4) {
 		t.Errorf("no set holds %s, %s's address, after the restart", s.lab.Servers[1].IPv4, cloudHost)
 	}
-	as, err := s.install(n / 2)
+	as, err := s.install(n/2, false)
 	if err != nil {
 		t.Fatal(err)
 	}
