@@ -80,30 +80,35 @@ func (s *scaleLab) step(b *testing.B) {
 	v6 := one(s.gen6, 200)
 	v4 := one(s.gen4, 50)
 	time.Sleep(9 * time.Second)
-	if err := s.flushNeighbours(); err != nil {
-		b.Fatal(err)
-	}
+	var burst []arrival
+	var missing []error
+	var cpu time.Duration
 	pid := s.gw.MuddPID()
-	_, cpu0, err := procStats(pid)
+	doBurst := installed < burstUpTo
+	if doBurst {
+		if err := s.flushNeighbours(); err != nil {
+			b.Fatal(err)
+		}
+		_, cpu0, err := procStats(pid)
+		if err != nil {
+			b.Fatal(err)
+		}
+		burst, missing = s.burst(burstSize, 60*time.Second)
+		if len(burst) == 0 {
+			b.Fatalf("none of the burst's devices active within 60s: %v", errors.Join(missing[:min(5, len(missing))]...))
+		}
+		_, cpu1, err := procStats(pid)
+		if err != nil {
+			b.Fatal(err)
+		}
+		cpu = cpu1 - cpu0
+		if len(missing) > 0 {
+			b.Logf("%d of the burst's %d devices not active within 60s: %v", len(missing), len(burst)+len(missing), errors.Join(missing[:min(5, len(missing))]...))
+		}
+	}
+	rss, _, err := procStats(pid)
 	if err != nil {
 		b.Fatal(err)
-	}
-	burst, missing := s.burst(burstSize, 60*time.Second)
-	if len(burst) == 0 {
-		b.Fatalf("none of the burst's devices active within 60s: %v", errors.Join(missing[:min(5, len(missing))]...))
-	}
-	rss, cpu1, err := procStats(pid)
-	if err != nil {
-		b.Fatal(err)
-	}
-	first, lastReply, lastActive := burst[0].Start, burst[0].Reply, burst[0].Active
-	for _, a := range burst {
-		first = minTime(first, a.Start)
-		lastReply = maxTime(lastReply, a.Reply)
-		lastActive = maxTime(lastActive, a.Active)
-	}
-	if len(missing) > 0 {
-		b.Logf("%d of the burst's %d devices not active within 60s: %v", len(missing), len(burst)+len(missing), errors.Join(missing[:min(5, len(missing))]...))
 	}
 	cold, err := s.coldStart()
 	if err != nil {
@@ -122,11 +127,19 @@ func (s *scaleLab) step(b *testing.B) {
 	b.ReportMetric(ms(percentile(v6, 99)), "ack-p99-ms")
 	b.ReportMetric(ms(percentile(v4, 50)), "v4-ack-p50-ms")
 	b.ReportMetric(ms(percentile(v4, 99)), "v4-ack-p99-ms")
-	b.ReportMetric(lastActive.Sub(first).Seconds(), "burst-s")
-	b.ReportMetric(float64(len(missing)), "burst-missing")
+	if doBurst {
+		first, lastReply, lastActive := burst[0].Start, burst[0].Reply, burst[0].Active
+		for _, a := range burst {
+			first = minTime(first, a.Start)
+			lastReply = maxTime(lastReply, a.Reply)
+			lastActive = maxTime(lastActive, a.Active)
+		}
+		b.ReportMetric(lastActive.Sub(first).Seconds(), "burst-s")
+		b.ReportMetric(lastReply.Sub(first).Seconds(), "burst-dhcp-s")
+		b.ReportMetric(float64(len(missing)), "burst-missing")
+		b.ReportMetric(ms(cpu)/float64(len(burst)), "cpu-ms/arrival")
+	}
 	b.ReportMetric(float64(lost), "single-missing")
-	b.ReportMetric(lastReply.Sub(first).Seconds(), "burst-dhcp-s")
-	b.ReportMetric(ms(cpu1-cpu0)/float64(len(burst)), "cpu-ms/arrival")
 	b.ReportMetric(float64(rss)/(1<<20), "rss-MB")
 	b.ReportMetric(float64(st.Size())/(1<<20), "store-MB")
 	b.ReportMetric(cold.Seconds(), "coldstart-s")
@@ -201,6 +214,13 @@ func (s *scaleLab) coldStart() (time.Duration, error) {
 // which waits 100 ms per try for a client's neighbour entry, falls
 // seconds behind.
 const burstSize = 500
+
+// burstUpTo: the burst runs only with fewer devices installed. Past a
+// burst that filled the neighbour table, dnsmasq answers nothing for
+// minutes (its socket holds retransmissions it spends 100 ms to 500 ms
+// each on), and the next installs fail: with 1,000 installed, 74 of 500
+// were already lost that way on this machine.
+const burstUpTo = 1000
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
