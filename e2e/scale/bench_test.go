@@ -153,57 +153,32 @@ func (s *scaleLab) burst(n int, wait time.Duration) ([]arrival, []error) {
 
 // arrive runs the exchanges of n more devices, rate a second (0: at once),
 // and returns those whose binding was in the kernel within wait, and what
-// happened to the others.
-func (s *scaleLab) arrive(g *framegen.Generator, n int, rate float64, wait time.Duration) ([]arrival, []error) {
+// happened to the others: an exchange that failed (the lab's DHCP server
+// or neighbour table) or a binding that never came (mudd lost the arrival).
+func (s *scaleLab) arrive(g *framegen.Generator, n int, rate float64, wait time.Duration) (out []arrival, missing []error) {
+	out, failed, lost := s.arriveSplit(g, n, rate, wait)
+	return out, append(failed, lost...)
+}
+
+func (s *scaleLab) arriveSplit(g *framegen.Generator, n int, rate float64, wait time.Duration) (out []arrival, failed, lost []error) {
 	rs := g.Join(s.ctx, s.clients(n), rate)
 	ctx, cancel := context.WithTimeout(s.ctx, wait)
 	defer cancel()
-	var out []arrival
-	var missing []error
 	for _, r := range rs {
 		if r.Err != nil {
-			missing = append(missing, r.Err)
+			failed = append(failed, r.Err)
 			continue
 		}
 		at, err := s.w.wait(ctx, r.MAC, r.Addr, time.Time{})
 		if err != nil {
-			missing = append(missing, err)
+			lost = append(lost, err)
 			continue
 		}
 		out = append(out, arrival{Result: r, Active: at})
 	}
 	s.all = append(s.all, out...)
 	s.tracked += n
-	return out, missing
-}
-
-// coldStart stops mudd, removes its tables as a reboot would, starts it
-// and returns the time until the kernel holds every device's binding.
-func (s *scaleLab) coldStart() (time.Duration, error) {
-	if err := s.gw.StopMudd(); err != nil {
-		return 0, err
-	}
-	for _, fam := range []string{"inet", "bridge"} {
-		if _, err := s.gw.NFT(s.ctx, "delete", "table", fam, "mud"); err != nil {
-			return 0, fmt.Errorf("removing the stopped mudd's table: %w", err)
-		}
-	}
-	s.tracked = 0
-	start := time.Now()
-	if err := s.gw.StartMudd(s.ctx); err != nil {
-		return 0, err
-	}
-	ctx, cancel := context.WithTimeout(s.ctx, 2*time.Minute)
-	defer cancel()
-	last := start
-	for _, a := range s.all {
-		at, err := s.w.wait(ctx, a.MAC, a.Addr, start)
-		if err != nil {
-			return 0, fmt.Errorf("cold start with %d devices: %w", len(s.all), err)
-		}
-		last = maxTime(last, at)
-	}
-	return last.Sub(start), nil
+	return out, failed, lost
 }
 
 // burstSize is the arrivals of the burst: 500, not the 1,000 of the
@@ -236,4 +211,33 @@ func maxTime(a, b time.Time) time.Time {
 		return b
 	}
 	return a
+}
+
+// coldStart stops mudd, removes its tables as a reboot would, starts it
+// and returns the time until the kernel holds every device's binding.
+func (s *scaleLab) coldStart() (time.Duration, error) {
+	if err := s.gw.StopMudd(); err != nil {
+		return 0, err
+	}
+	for _, fam := range []string{"inet", "bridge"} {
+		if _, err := s.gw.NFT(s.ctx, "delete", "table", fam, "mud"); err != nil {
+			return 0, fmt.Errorf("removing the stopped mudd's table: %w", err)
+		}
+	}
+	s.tracked = 0
+	start := time.Now()
+	if err := s.gw.StartMudd(s.ctx); err != nil {
+		return 0, err
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, 2*time.Minute)
+	defer cancel()
+	last := start
+	for _, a := range s.all {
+		at, err := s.w.wait(ctx, a.MAC, a.Addr, start)
+		if err != nil {
+			return 0, fmt.Errorf("cold start with %d devices: %w", len(s.all), err)
+		}
+		last = maxTime(last, at)
+	}
+	return last.Sub(start), nil
 }

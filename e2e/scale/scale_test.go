@@ -15,7 +15,9 @@ import (
 )
 
 // TestLabScale: 2,000 devices join through dnsmasq, announcing 100 MUD
-// URLs (RFC 8520 §10); every one ends enforced, none is lost. mudd is
+// URLs (RFC 8520 §10); every one the DHCP server acknowledged ends
+// enforced, none is lost (an exchange that fails in the lab, without an
+// acknowledgement, is replaced by another device). mudd is
 // killed (SIGKILL, no clean-up) half-way and started again: the kernel's
 // sets come back exactly as they were — device bindings and the addresses
 // of the names the files permit, which mudd restores from its store

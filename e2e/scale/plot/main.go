@@ -75,7 +75,7 @@ type panel struct {
 }
 
 const (
-	width, height = 900, 380
+	width, height = 900, 430
 	pw, ph        = 330, 260 // plot area of a panel
 	top, left     = 50, 70
 	gap           = 120
