@@ -186,34 +186,6 @@ type arrival struct {
 
 func (a arrival) latency() time.Duration { return a.Active.Sub(a.Reply) }
 
-// join runs the DHCP exchanges of cs (rate per second, 0: all at once) and
-// waits until every acknowledged device's binding is in the kernel.
-func (s *scaleLab) join(g *framegen.Generator, cs []framegen.Client, rate float64, wait time.Duration) ([]arrival, error) {
-	rs := g.Join(s.ctx, cs, rate)
-	var errs []error
-	for _, r := range rs {
-		if r.Err != nil {
-			errs = append(errs, r.Err)
-		}
-	}
-	if len(errs) > 0 {
-		return nil, fmt.Errorf("%d of %d DHCP exchanges failed: %w", len(errs), len(cs), errors.Join(errs[:min(len(errs), 5)]...))
-	}
-	ctx, cancel := context.WithTimeout(s.ctx, wait)
-	defer cancel()
-	out := make([]arrival, len(rs))
-	for i, r := range rs {
-		at, err := s.w.wait(ctx, r.MAC, r.Addr, time.Time{})
-		if err != nil {
-			return nil, fmt.Errorf("device %d of %d (%s, %s): %w", i+1, len(rs), r.MAC, r.Addr, err)
-		}
-		out[i] = arrival{Result: r, Active: at}
-	}
-	s.all = append(s.all, out...)
-	s.tracked += len(out)
-	return out, nil
-}
-
 // install joins n devices over DHCPv6 at a pace the gateway's neighbour
 // table keeps up with: dnsmasq's answers go to each client's link-local
 // address, so each client needs an entry, and the kernel's table holds
