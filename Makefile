@@ -48,6 +48,8 @@ lint:
 # -race needs cgo.
 unit:
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 30m ./...
+	# Tests too slow under the race detector are built for this run only.
+	$(GO) test -count=1 -timeout 10m -run 'TestRandomisedMACsForgotten' ./manager/
 	CGO_ENABLED=1 $(GO) -C packaging test -race -count=1 -timeout 30m ./...
 
 # Every fuzz target, for FUZZTIME each, seeded from testdata.

@@ -202,6 +202,11 @@ type Policy struct {
 	// DHCP — never enforced, no address now — stays after it was last
 	// seen. A flood of made-up MACs leaves nothing behind for longer.
 	ForgetAfter time.Duration `yaml:"forget_after"`
+	// PruneAfter is how long the record of any device without an address
+	// stays after it was last seen, unless an administrator set something
+	// for it (quarantine, binding, approval, override). Devices that
+	// randomise their MAC leave a record per address; this bounds them.
+	PruneAfter time.Duration `yaml:"prune_after"`
 }
 
 // Log configures logging.
@@ -250,7 +255,7 @@ func Default() Config {
 			Budget: 600, BudgetPerPort: 150, BudgetPerDevice: 10, BudgetWindow: 10 * time.Minute},
 		DNS: DNS{Resolver: "127.0.0.1:53", MinTTL: 30 * time.Second, MaxTTL: time.Hour, Snoop: true,
 			Hold: true, HoldMark: DefaultHoldMark},
-		Policy:    Policy{OnFailure: Baseline, RemovalGrace: 30 * time.Second, ForgetAfter: time.Hour},
+		Policy:    Policy{OnFailure: Baseline, RemovalGrace: 30 * time.Second, ForgetAfter: time.Hour, PruneAfter: 30 * 24 * time.Hour},
 		Log:       Log{Level: "info", Format: "text"},
 		Metrics:   Metrics{Listen: "127.0.0.1:9641"},
 		NFT:       NFT{Priority: -5, LogGroup: 100},
@@ -427,6 +432,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Policy.RemovalGrace <= 0 || c.Policy.RemovalGrace > 24*time.Hour {
 		bad("policy.removal_grace", "must be in (0s, 24h], got %s", c.Policy.RemovalGrace)
+	}
+	if c.Policy.PruneAfter < c.Policy.ForgetAfter {
+		bad("policy.prune_after", "must be at least policy.forget_after (%s), got %s", c.Policy.ForgetAfter, c.Policy.PruneAfter)
 	}
 	if c.Policy.ForgetAfter <= 0 {
 		bad("policy.forget_after", "must be positive, got %s", c.Policy.ForgetAfter)

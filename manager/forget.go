@@ -17,51 +17,74 @@ const maxForgetListed = 10
 // administrator set for them (quarantine, binding, approval, override),
 // and not seen for Settings.ForgetAfter. A DHCP flood from made-up MACs
 // leaves nothing behind for longer than that. One event says how many went,
-// by port.
+// by port. It also prunes the records of any device without an address and
+// without an administrator's setting not seen for Settings.PruneAfter, its
+// MAC's signer pin with it: devices that randomise their MAC would
+// otherwise leave a record per address for ever.
 func (m *Manager) forget(now time.Time) {
 	s := m.st
-	cut := now.Add(-m.cfg.Settings.ForgetAfter)
-	var gone []string
+	forgetCut, pruneCut := now.Add(-m.cfg.Settings.ForgetAfter), now.Add(-m.cfg.Settings.PruneAfter)
+	var gone, pruned []string
 	for mac, d := range s.devices {
-		if m.forgettable(mac, d, cut) {
+		switch {
+		case m.forgettable(mac, d, forgetCut):
 			gone = append(gone, mac)
+		case m.prunable(mac, d, pruneCut):
+			pruned = append(pruned, mac)
 		}
 	}
-	if len(gone) == 0 {
+	if len(gone) == 0 && len(pruned) == 0 {
 		return
 	}
-	slices.Sort(gone)
-	byPort := map[string]int{}
-	for _, mac := range gone {
-		byPort[portName(s.devices[mac].Port)]++
-	}
-	var ports []string
-	for _, p := range sortedKeys(byPort) {
-		ports = append(ports, fmt.Sprintf("%s: %d", p, byPort[p]))
-	}
-	listed := gone[:min(len(gone), maxForgetListed)]
-	more := ""
-	if n := len(gone) - len(listed); n > 0 {
-		more = fmt.Sprintf(" and %d more", n)
-	}
-	msg := fmt.Sprintf("forgot %d devices that never got past DHCP (never enforced, no address, not seen for %s; %s): %s%s",
-		len(gone), m.cfg.Settings.ForgetAfter, strings.Join(ports, ", "), strings.Join(listed, ", "), more)
-	var stored store.Event
-	err := m.cfg.Store.Update(func(tx *store.Tx) error {
+	var msgs []string
+	if len(gone) > 0 {
+		byPort := map[string]int{}
 		for _, mac := range gone {
+			byPort[portName(s.devices[mac].Port)]++
+		}
+		var ports []string
+		for _, p := range sortedKeys(byPort) {
+			ports = append(ports, fmt.Sprintf("%s: %d", p, byPort[p]))
+		}
+		msgs = append(msgs, fmt.Sprintf("forgot %d devices that never got past DHCP (never enforced, no address, not seen for %s; %s): %s",
+			len(gone), m.cfg.Settings.ForgetAfter, strings.Join(ports, ", "), listMACs(gone)))
+	}
+	if len(pruned) > 0 {
+		msgs = append(msgs, fmt.Sprintf("pruned %d device records (no address, nothing an administrator set, not seen for %s): %s",
+			len(pruned), m.cfg.Settings.PruneAfter, listMACs(pruned)))
+	}
+	kinds := []string{"forgotten", "pruned"}
+	if len(gone) == 0 {
+		kinds = kinds[1:]
+	}
+	all := append(slices.Clone(gone), pruned...)
+	stored := make([]store.Event, len(msgs))
+	err := m.cfg.Store.Update(func(tx *store.Tx) error {
+		for _, mac := range all {
 			if err := tx.Devices().Delete(mac); err != nil {
 				return err
 			}
 		}
-		var err error
-		stored, err = tx.AppendEvent(store.Event{Kind: "forgotten", Message: msg})
-		return err
+		for _, mac := range pruned {
+			if _, ok := s.pinsByMAC[mac]; ok {
+				if err := tx.PinsByMAC().Delete(mac); err != nil {
+					return err
+				}
+			}
+		}
+		for i, msg := range msgs {
+			var err error
+			if stored[i], err = tx.AppendEvent(store.Event{Kind: kinds[i], Message: msg}); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	if err != nil {
-		m.log.Error("forgetting devices", "devices", len(gone), "err", err)
+		m.log.Error("forgetting devices", "devices", len(all), "err", err)
 		return
 	}
-	for _, mac := range gone {
+	for _, mac := range all {
 		m.dropDevice(mac)
 		delete(s.pending, mac)
 		delete(s.flags, mac)
@@ -69,11 +92,44 @@ func (m *Manager) forget(now time.Time) {
 		delete(s.removeAt, mac)
 		delete(s.notified, mac)
 		delete(s.violated, mac)
+		delete(s.pinsByMAC, mac)
 		delete(m.latencyTarget, mac)
 		delete(m.sched.macRun, mac)
 	}
-	m.publish(stored)
-	m.log.Info("forgot devices that never got past DHCP", "devices", len(gone), "ports", ports)
+	for _, e := range stored {
+		m.publish(e)
+	}
+	m.log.Info("forgot device records", "never past DHCP", len(gone), "pruned", len(pruned))
+}
+
+// listMACs names the first maxForgetListed MACs of sorted macs.
+func listMACs(macs []string) string {
+	slices.Sort(macs)
+	listed := macs[:min(len(macs), maxForgetListed)]
+	more := ""
+	if n := len(macs) - len(listed); n > 0 {
+		more = fmt.Sprintf(" and %d more", n)
+	}
+	return strings.Join(listed, ", ") + more
+}
+
+// prunable: no address, not in its removal grace, nothing an
+// administrator set, not seen since cut.
+func (m *Manager) prunable(mac string, d *store.Device, cut time.Time) bool {
+	s := m.st
+	last := d.LastSeen
+	if last.IsZero() {
+		last = d.FirstSeen
+	}
+	if d.Quarantine != nil || len(d.IPs) > 0 || !last.Before(cut) {
+		return false
+	}
+	if _, ok := s.removeAt[mac]; ok {
+		return false
+	}
+	_, bound := s.bindings[mac]
+	_, approved := s.approvalsByMAC[mac]
+	return !bound && !approved && len(s.overrides[mac].Rules) == 0
 }
 
 func (m *Manager) forgettable(mac string, d *store.Device, cut time.Time) bool {

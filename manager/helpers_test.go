@@ -385,6 +385,8 @@ type harnessOpts struct {
 	anchors  *x509.CertPool
 	settings Settings
 	now      func() time.Time
+	// noSync opens the store without fsync, for tests of many writes.
+	noSync bool
 	// tweak, if set, changes the configuration before New.
 	tweak func(*Config)
 	// rand, if set, replaces the retry jitter.
@@ -398,7 +400,7 @@ func startManager(t testing.TB, o harnessOpts) *harness {
 	if o.dir == "" {
 		o.dir = t.TempDir()
 	}
-	st, err := store.Open(filepath.Join(o.dir, "mud.db"), store.Options{})
+	st, err := store.Open(filepath.Join(o.dir, "mud.db"), store.Options{NoSync: o.noSync})
 	if err != nil {
 		t.Fatal(err)
 	}

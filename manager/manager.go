@@ -139,6 +139,10 @@ type Settings struct {
 	// enforced, no address now) is kept after it was last seen (default
 	// 1h).
 	ForgetAfter time.Duration
+	// PruneAfter is how long any device without an address and without
+	// anything an administrator set for it is kept after it was last seen
+	// (default 30 days).
+	PruneAfter time.Duration
 }
 
 // SettingsFrom extracts the live settings of a configuration. When it
@@ -147,7 +151,7 @@ type Settings struct {
 func SettingsFrom(c config.Config) Settings {
 	return Settings{OnFailure: c.Policy.OnFailure, LocalNetworks: c.Policy.LocalNetworks,
 		Controllers: c.Policy.Controllers, MyControllers: c.Policy.MyControllers,
-		RetryInitial: c.Fetch.RetryInitial, RetryMax: c.Fetch.RetryMax, ForgetAfter: c.Policy.ForgetAfter}
+		RetryInitial: c.Fetch.RetryInitial, RetryMax: c.Fetch.RetryMax, ForgetAfter: c.Policy.ForgetAfter, PruneAfter: c.Policy.PruneAfter}
 }
 
 // ErrStopped is returned by requests made after Run returned.
@@ -500,6 +504,9 @@ func settingsDefaults(s Settings) Settings {
 	if s.ForgetAfter <= 0 {
 		s.ForgetAfter = time.Hour
 	}
+	if s.PruneAfter <= 0 {
+		s.PruneAfter = 30 * 24 * time.Hour
+	}
 	return s
 }
 
@@ -536,6 +543,7 @@ func (m *Manager) onTick() {
 		}
 	}
 	m.refreshDue(now)
+	m.saveDNS(now)
 	m.forget(now)
 	m.dispatch()
 	m.pruneSubscribers()

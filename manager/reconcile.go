@@ -893,6 +893,7 @@ func (m *Manager) onDNS(u resolver.Update) {
 			set[a] = exp
 		}
 	}
+	m.st.dnsUnsaved[u.Name] = true
 	m.markPeer(markDNS, dnsKey(u.Name))
 }
 
@@ -917,6 +918,13 @@ func (m *Manager) observe() {
 			m.metrics.boundToEnforced.observe(lat.Seconds())
 			m.log.Info("policy active", "mac", mac, "policy", d.PolicyID, "latency_ms", float64(lat.Microseconds())/1000)
 			delete(m.latencyTarget, mac)
+		case store.StateDiscovered:
+			// Without a MUD URL there is no policy to wait for; keeping
+			// the target would make every reconcile visit every such
+			// device.
+			if d.MUDURL == "" {
+				delete(m.latencyTarget, mac)
+			}
 		case store.StatePendingApproval, store.StateFailed, store.StateQuarantined, store.StateRemoved:
 			m.log.Info("fallback active", "mac", mac, "state", d.State, "latency_ms", float64(now.Sub(at).Microseconds())/1000)
 			delete(m.latencyTarget, mac)

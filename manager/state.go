@@ -33,18 +33,21 @@ type state struct {
 	controllers    map[string]store.ControllerMapping
 	myControllers  map[string]store.ControllerMapping
 
-	pending   map[string][]string                 // MAC → why it awaits approval
-	flags     map[string][]string                 // MAC → suspicious DHCP observations (RFC 8520 §10.1, §16)
-	rejected  map[string]string                   // MAC → digest an admin rejected
-	fetching  map[string]bool                     // URLs with a fetch in flight
-	jobs      map[string]*fetchJob                // URLs waiting for a fetch slot (see scheduler)
-	fetch     map[string]*urlFetch                // URL → failures, next retry, latest attempts
-	removeAt  map[string]time.Time                // MAC → end of the removal grace period
-	dns       map[string]map[netip.Addr]time.Time // name → address → expiry
-	candidate map[string]*candidate               // URL → a refreshed file awaiting approval
-	notified  map[string]bool                     // MAC → an "unenforced" event is open
-	learned   map[string]map[netip.Addr]struct{}  // MAC → addresses package neighbor saw it use
-	violated  map[string][]time.Time              // MAC → when its recent new violations came (AutoQuarantine)
+	pending  map[string][]string                 // MAC → why it awaits approval
+	flags    map[string][]string                 // MAC → suspicious DHCP observations (RFC 8520 §10.1, §16)
+	rejected map[string]string                   // MAC → digest an admin rejected
+	fetching map[string]bool                     // URLs with a fetch in flight
+	jobs     map[string]*fetchJob                // URLs waiting for a fetch slot (see scheduler)
+	fetch    map[string]*urlFetch                // URL → failures, next retry, latest attempts
+	removeAt map[string]time.Time                // MAC → end of the removal grace period
+	dns      map[string]map[netip.Addr]time.Time // name → address → expiry
+	// dnsUnsaved are the names of dns changed since saveDNS last wrote
+	// them to the store.
+	dnsUnsaved map[string]bool
+	candidate  map[string]*candidate              // URL → a refreshed file awaiting approval
+	notified   map[string]bool                    // MAC → an "unenforced" event is open
+	learned    map[string]map[netip.Addr]struct{} // MAC → addresses package neighbor saw it use
+	violated   map[string][]time.Time             // MAC → when its recent new violations came (AutoQuarantine)
 
 	stateIndex
 }
@@ -470,6 +473,7 @@ func (m *Manager) onLease(ev dhcpsnoop.Event) {
 	case dhcpsnoop.KindReleased, dhcpsnoop.KindDeclined, dhcpsnoop.KindExpired:
 		d.IPs = ev.Addresses()
 		if ev.Gone || len(d.IPs) == 0 {
+			delete(m.latencyTarget, mac) // nothing to become active any more
 			// RFC 8520 §10.2: the rules go when the lease ends, after a
 			// grace period (a device that reboots comes straight back).
 			m.st.removeAt[mac] = now.Add(m.cfg.RemovalGrace)
@@ -583,7 +587,7 @@ func (m *Manager) load(ctx context.Context) error {
 		controllers: snap.Controllers, myControllers: snap.MyControllers,
 		pending: map[string][]string{}, flags: map[string][]string{}, rejected: map[string]string{},
 		fetching: map[string]bool{}, jobs: map[string]*fetchJob{}, fetch: map[string]*urlFetch{},
-		removeAt: map[string]time.Time{}, dns: map[string]map[netip.Addr]time.Time{}, candidate: map[string]*candidate{},
+		removeAt: map[string]time.Time{}, dns: map[string]map[netip.Addr]time.Time{}, dnsUnsaved: map[string]bool{}, candidate: map[string]*candidate{},
 		notified: map[string]bool{}, learned: map[string]map[netip.Addr]struct{}{}, violated: map[string][]time.Time{},
 	}
 	m.st = s
@@ -593,8 +597,9 @@ func (m *Manager) load(ctx context.Context) error {
 	for k, f := range snap.MUDFiles {
 		s.files[k] = &f
 	}
-	m.markAll()
 	now := m.now()
+	restoreDNS(s.dns, snap.DNSNames, now)
+	m.markAll()
 	for _, u := range sortedKeys(s.files) {
 		f := s.files[u]
 		if len(f.Signature) == 0 {

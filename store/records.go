@@ -316,6 +316,31 @@ func (r *OverrideRule) validate() error {
 	return nil
 }
 
+// DNSName is what mudd learned a DNS name of a policy resolves to, from
+// its own queries and the answers it snooped, each address with the expiry
+// its answer gave it. It is kept so that a restarted mudd installs the
+// addresses devices already hold answers for, rather than wait for them to
+// ask again. Keyed by name.
+type DNSName struct {
+	Name  string    `json:"name"`
+	Addrs []DNSAddr `json:"addrs"`
+}
+
+// DNSAddr is one address of a DNSName and when it expires.
+type DNSAddr struct {
+	Addr    netip.Addr `json:"addr"`
+	Expires time.Time  `json:"expires"`
+}
+
+func (d *DNSName) validate() error {
+	for _, a := range d.Addrs {
+		if !a.Addr.IsValid() {
+			return fmt.Errorf("%w: DNS name %s: an invalid address", ErrInvalid, d.Name)
+		}
+	}
+	return nil
+}
+
 // Overrides are a device's admin entries, in evaluation order, keyed by
 // MAC.
 type Overrides struct {

@@ -30,6 +30,9 @@ const (
 	bucketControllers   = "controllers"
 	bucketMyControllers = "my_controllers"
 	bucketEvents        = "events"
+	// bucketDNS holds DNSName records. It needs no migration: Open
+	// creates it in a file of an older mudd, which ignores it.
+	bucketDNS = "dns"
 
 	// keySchema in the meta bucket holds the version as decimal text, so
 	// `bbolt get FILE meta schema` is readable by a human.
@@ -41,6 +44,7 @@ func currentBuckets() []string {
 		bucketMeta, bucketDevices, bucketBindings, bucketMUDFiles,
 		bucketPinsURL, bucketPinsMAC, bucketApprovalsMAC, bucketApprovalsURL,
 		bucketOverrides, bucketControllers, bucketMyControllers, bucketEvents,
+		bucketDNS,
 	}
 }
 

@@ -17,6 +17,7 @@ type Snapshot struct {
 	Overrides      map[string]Overrides
 	Controllers    map[string]ControllerMapping
 	MyControllers  map[string]ControllerMapping
+	DNSNames       map[string]DNSName
 	// LastEventSeq lets an event follower start after what already
 	// happened.
 	LastEventSeq uint64
@@ -42,6 +43,7 @@ func (tx *Tx) Snapshot() (*Snapshot, error) {
 	step(func() (e error) { s.Overrides, e = tx.Overrides().Map(); return })
 	step(func() (e error) { s.Controllers, e = tx.Controllers().Map(); return })
 	step(func() (e error) { s.MyControllers, e = tx.MyControllers().Map(); return })
+	step(func() (e error) { s.DNSNames, e = tx.DNSNames().Map(); return })
 	step(func() (e error) { s.LastEventSeq, e = tx.LastEventSeq(); return })
 	if err != nil {
 		return nil, fmt.Errorf("store: snapshot: %w", err)

@@ -62,6 +62,10 @@ type Options struct {
 	// Now is the clock used for timestamps the store fills in (event times,
 	// Device.UpdatedAt). Nil means time.Now.
 	Now func() time.Time
+	// NoSync skips the fsync of each commit: a crash may lose the latest
+	// commits (never corrupt the file). Only for tests that write at a
+	// rate no disk syncs at.
+	NoSync bool
 }
 
 func (o Options) withDefaults() Options {
@@ -89,9 +93,10 @@ type Store struct {
 // go back to the previous mudd.
 func Open(path string, opts Options) (*Store, error) {
 	opts = opts.withDefaults()
-	// NoSync stays false and NoFreelistSync is left at bbolt's default: an
-	// Update returning nil means the data is on disk.
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.LockTimeout})
+	// NoSync stays false (unless a test asks) and NoFreelistSync is left
+	// at bbolt's default: an Update returning nil means the data is on
+	// disk.
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.LockTimeout, NoSync: opts.NoSync})
 	if errors.Is(err, bolterrors.ErrTimeout) {
 		return nil, fmt.Errorf("store: open %s: %w (waited %s for the lock; is another mudd running?)", path, ErrLocked, opts.LockTimeout)
 	}

@@ -45,6 +45,11 @@ func (tx *Tx) PinsByURL() Table[Pin] {
 	return Table[Pin]{tx, bucketPinsURL, "URL pin", func(p *Pin) *string { return &p.MUDURL }, nonEmpty}
 }
 
+// DNSNames are the addresses learned for DNS names, keyed by name.
+func (tx *Tx) DNSNames() Table[DNSName] {
+	return Table[DNSName]{tx, bucketDNS, "DNS name", func(d *DNSName) *string { return &d.Name }, nonEmpty}
+}
+
 // PinsByMAC are keyed by MAC.
 func (tx *Tx) PinsByMAC() Table[Pin] {
 	return Table[Pin]{tx, bucketPinsMAC, "MAC pin", func(p *Pin) *string { return &p.MAC }, NormalizeMAC}

@@ -372,7 +372,8 @@ func reload(ctx context.Context, path string, old config.Config, p *parts, level
 		"socket": old.Socket == cfg.Socket && old.SocketGroup == cfg.SocketGroup, "trust": reflect.DeepEqual(old.Trust, cfg.Trust),
 		"fetch": reflect.DeepEqual(old.Fetch, cfg.Fetch), "dns": reflect.DeepEqual(old.DNS, cfg.DNS),
 		"metrics": old.Metrics == cfg.Metrics, "nft": old.NFT == cfg.NFT, "log.format": old.Log.Format == cfg.Log.Format,
-		"addresses": old.Addresses == cfg.Addresses,
+		"addresses": old.Addresses == cfg.Addresses, "violations": old.Violations == cfg.Violations,
+		"dashboard": old.Dashboard == cfg.Dashboard,
 	} {
 		if !same {
 			restart = append(restart, key)
