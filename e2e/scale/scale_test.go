@@ -20,9 +20,10 @@ import (
 // acknowledgement, is replaced by another device). mudd is
 // killed (SIGKILL, no clean-up) half-way and started again: the kernel's
 // sets come back exactly as they were — device bindings and the addresses
-// of the names the files permit, which mudd restores from its store
-// rather than asks again — and the kernel's bindings are the store's
-// devices and addresses, at the end too.
+// of the names the files permit (mudd restores them from its store; the
+// lab's DNS server still answers, so this test alone does not tell a
+// restored address from one asked again) — and the kernel's bindings are
+// the store's devices and addresses, at the end too.
 func TestLabScale(t *testing.T) {
 	const n = 2000
 	s := newScaleLab(t, 100)
