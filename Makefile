@@ -9,7 +9,7 @@ LDFLAGS  := -s -w -X main.version=$(VERSION)
 FUZZTIME ?= 10s
 export CGO_ENABLED ?= 0
 
-.PHONY: all build docs test unit fuzz lint deps bench clean demo package dist openwrt-feed
+.PHONY: all build docs test unit fuzz lint deps bench bench-scale clean demo package dist openwrt-feed
 
 all: build
 
@@ -58,6 +58,15 @@ fuzz:
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+# bench-scale: mudd with 0, about 1,000 and 10,000 devices in a lab (needs
+# root, dnsmasq; about 10 minutes), the results in build/bench-scale.txt
+# and their chart in e2e/scale/scale.svg.
+bench-scale:
+	mkdir -p build
+	$(GO) test -run '^$$' -bench Scale -benchtime 1x -timeout 60m ./e2e/scale/ > build/bench-scale.txt; \
+	  status=$$?; cat build/bench-scale.txt; exit $$status
+	$(GO) run ./e2e/scale/plot -o e2e/scale/scale.svg build/bench-scale.txt
 
 clean:
 	rm -rf bin build dist

@@ -153,6 +153,13 @@ type Fetch struct {
 	// not retry together).
 	RetryInitial time.Duration `yaml:"retry_initial"`
 	RetryMax     time.Duration `yaml:"retry_max"`
+	// Budget, BudgetPerPort and BudgetPerDevice bound the fetches started
+	// in any BudgetWindow: overall, per bridge port and per device; a fetch
+	// beyond them waits for the window to move on.
+	Budget          int           `yaml:"budget"`
+	BudgetPerPort   int           `yaml:"budget_per_port"`
+	BudgetPerDevice int           `yaml:"budget_per_device"`
+	BudgetWindow    time.Duration `yaml:"budget_window"`
 }
 
 // DNS configures resolution of the names in MUD files.
@@ -272,7 +279,8 @@ func Default() Config {
 		StateDir: "/var/lib/mud",
 		Socket:   "/run/mud/mudd.sock",
 		Trust:    Trust{SystemRoots: false},
-		Fetch:    Fetch{Timeout: 10 * time.Second, MaxBytes: 1 << 20, RetryInitial: 5 * time.Second, RetryMax: 5 * time.Minute},
+		Fetch: Fetch{Timeout: 10 * time.Second, MaxBytes: 1 << 20, RetryInitial: 5 * time.Second, RetryMax: 5 * time.Minute,
+			Budget: 600, BudgetPerPort: 150, BudgetPerDevice: 10, BudgetWindow: 10 * time.Minute},
 		DNS: DNS{Resolver: "127.0.0.1:53", MinTTL: 30 * time.Second, MaxTTL: time.Hour, Snoop: true,
 			Hold: true, HoldMark: DefaultHoldMark},
 		Policy:    Policy{OnFailure: Baseline, RemovalGrace: 30 * time.Second, ForgetAfter: time.Hour, PruneAfter: 30 * 24 * time.Hour},
@@ -416,6 +424,10 @@ func (c *Config) Validate() error {
 	}
 	if c.Fetch.RetryInitial <= 0 || c.Fetch.RetryMax < c.Fetch.RetryInitial || c.Fetch.RetryMax > 24*time.Hour {
 		bad("fetch", "need 0s < retry_initial (%s) <= retry_max (%s) <= 24h", c.Fetch.RetryInitial, c.Fetch.RetryMax)
+	}
+	if c.Fetch.Budget < 1 || c.Fetch.BudgetPerPort < 1 || c.Fetch.BudgetPerDevice < 1 || c.Fetch.BudgetWindow <= 0 {
+		bad("fetch", "need budget (%d), budget_per_port (%d), budget_per_device (%d) >= 1 and budget_window (%s) > 0",
+			c.Fetch.Budget, c.Fetch.BudgetPerPort, c.Fetch.BudgetPerDevice, c.Fetch.BudgetWindow)
 	}
 	for host, addr := range c.Fetch.Hosts {
 		if _, err := netip.ParseAddr(addr); err != nil {

@@ -165,6 +165,7 @@ func TestParseErrors(t *testing.T) {
 		{"misspelt trusted sources", "dns:\n  trusted_source: [192.0.2.53/32]\n", []string{`"dns.trusted_source"`, "trusted_sources"}},
 		{"zero removal grace", "policy:\n  removal_grace: 0s\n", []string{"policy.removal_grace"}},
 		{"retry order", "fetch:\n  retry_initial: 10m\n  retry_max: 5m\n", []string{"retry_initial", "retry_max"}},
+		{"zero fetch budget", "fetch:\n  budget_per_port: 0\n", []string{"budget_per_port (0)"}},
 		{"zero forget_after", "policy:\n  forget_after: 0s\n", []string{"policy.forget_after"}},
 		{"bad interface", "interfaces: [\"br lan\"]\n", []string{"interfaces[0]"}},
 		{"bad host pin", "fetch:\n  hosts:\n    mud.example.com: nowhere\n", []string{"fetch.hosts.mud.example.com"}},

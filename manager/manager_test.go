@@ -252,6 +252,29 @@ func TestLeaseLifecycle(t *testing.T) {
 	h.waitState(mac(1), store.StateEnforced)
 }
 
+// A server that leases an address another device's record still holds
+// (that lease ended unseen) moves it: the new lessee has it, the old one
+// loses it with an address-conflict event, and the enforcer takes the
+// desired state (it refuses one address bound to two devices).
+func TestLeaseOfAnotherDevicesAddressMovesIt(t *testing.T) {
+	_, u, h, fe, _ := enforcedCam(t, Settings{})
+	h.lease(dhcpsnoop.KindBound, mac(2), ip1, u)
+	h.waitState(mac(2), store.StateEnforced)
+	if err := h.m.Sync(bg); err != nil {
+		t.Fatalf("the enforcer refused the desired state: %v", err)
+	}
+	if ed, _ := fe.device(mac(2)); !slices.Equal(ed.IPv4s, []netip.Addr{ip1}) {
+		t.Errorf("new lessee's addresses in the enforcer: %v", ed.IPv4s)
+	}
+	if ed, _ := fe.device(mac(1)); slices.Contains(ed.IPv4s, ip1) {
+		t.Errorf("old lessee still bound to %s: %v", ip1, ed.IPv4s)
+	}
+	d, err := h.m.Device(bg, mac(1).String())
+	if err != nil || slices.Contains(d.IPs, ip1) {
+		t.Errorf("old lessee's record: %v, %v", d.IPs, err)
+	}
+}
+
 // RFC 8520 §4.1, §4.4: manufacturer and model sets follow their members.
 func TestManufacturerPeerSet(t *testing.T) {
 	srv := newMUDServer(t)

@@ -489,6 +489,7 @@ func (m *Manager) onLease(ev dhcpsnoop.Event) {
 	case dhcpsnoop.KindBound, dhcpsnoop.KindRenewed, dhcpsnoop.KindAddressChanged, dhcpsnoop.KindAddressesLearned:
 		d.IPs = ev.Addresses()
 		m.leased(mac, d.IPs)
+		m.reassigned(mac, d.IPs)
 		d.LeaseExpiry = ev.Expires
 		if _, ok := m.st.removeAt[mac]; ok {
 			delete(m.st.removeAt, mac)
@@ -521,6 +522,38 @@ func (m *Manager) onLease(ev dhcpsnoop.Event) {
 	// A static address of another device that this lease took, or gave
 	// back, changes that device's addresses.
 	m.staticLeaseChanged(mac, append(oldIPs, m.st.devices[mac].IPs...))
+}
+
+// reassigned takes the addresses a server just leased to mac away from the
+// records of the other devices that held them: the server's latest
+// confirmation is its word on who holds an address (the earlier holder's
+// lease ended unseen, or the server gave one address twice). Otherwise
+// two devices would claim one address and the enforcer would refuse the
+// whole desired state, every device's change with it.
+func (m *Manager) reassigned(mac string, ips []netip.Addr) {
+	if len(ips) == 0 {
+		return
+	}
+	for other, od := range m.st.devices {
+		if other == mac || od.State == store.StateRemoved {
+			continue
+		}
+		var taken []netip.Addr
+		kept := slices.DeleteFunc(slices.Clone(od.IPs), func(a netip.Addr) bool {
+			if slices.Contains(ips, a) {
+				taken = append(taken, a)
+				return true
+			}
+			return false
+		})
+		if len(taken) == 0 {
+			continue
+		}
+		d := *od
+		d.IPs = kept
+		m.event(other, "address-conflict", "", "", fmt.Sprintf("the DHCP server leased %v, held by %s, to %s; %s no longer holds it", taken, other, mac, other))
+		_ = m.settle(d, "", "")
+	}
 }
 
 // seen is the device record for a lease event's MAC (a new one for a MAC

@@ -271,6 +271,8 @@ func build(cfg config.Config, version string, log *slog.Logger) (p *parts, err e
 		Violations: viol, AutoQuarantine: manager.AutoQuarantine{After: cfg.Violations.QuarantineAfter, Window: cfg.Violations.QuarantineWindow},
 		Store: p.st, Enforcer: p.enf, Fetcher: p.fetch, Resolver: p.res, Anchors: anchors,
 		Settings: manager.SettingsFrom(cfg), RemovalGrace: cfg.Policy.RemovalGrace,
+		FetchWindow: cfg.Fetch.BudgetWindow, FetchBudget: cfg.Fetch.Budget,
+		FetchBudgetPerPort: cfg.Fetch.BudgetPerPort, FetchBudgetPerDevice: cfg.Fetch.BudgetPerDevice,
 		Leases: p.snoop.Events(), DNS: p.res.Updates(), Neighbors: p.nb.Events(), NeighborControl: p.nb,
 		LAN: lan, BridgeLAN: !cfg.NFT.BridgeAllAddresses,
 		Render: enforcer.RenderOptions{Priority: &prio, LogGroup: cfg.NFT.LogGroup, BridgeConntrack: enf.BridgeConntrack(), BridgeReplies: enf.BridgeReplies(),

@@ -75,6 +75,9 @@ type Config struct {
 	// MetricsListen is mudd's metrics.listen; empty: none. An address in
 	// the gateway namespace only (e.g. 127.0.0.1:9610).
 	MetricsListen string
+	// Fetch is more of the `fetch:` section of mudd's configuration, YAML
+	// indented by two spaces (e.g. "  budget: 20000\n").
+	Fetch string
 	// Extra is more of mudd's configuration, whole top-level YAML sections
 	// (e.g. "violations:\n  quarantine_after: 3\n").
 	Extra string
@@ -266,6 +269,10 @@ func (g *Gateway) writeConfig() error {
 		fmt.Fprintf(&hosts, "    %s: %s\n", h, g.MUDAddr)
 	}
 	policy := section("policy", g.Config.Policy) + section("dhcp", g.Config.DHCP)
+	fetch := g.Config.Fetch
+	if fetch != "" && !strings.HasSuffix(fetch, "\n") {
+		fetch += "\n"
+	}
 	cfg := fmt.Sprintf(`# mudd configuration of the lab gateway.
 interfaces: [%s]
 state_dir: %s
@@ -283,11 +290,11 @@ fetch:
   # The MUD server is on a documentation range, which mudd refuses by default.
   allow_prefixes: [%s]
   hosts:
-%sdns:
+%s%sdns:
   # dnsmasq listens on the LAN bridge only.
   resolver: "%s"
 %s%s`, netlab.LANBridge, filepath.Join(g.Config.Dir, "state"), g.Socket, g.Config.LogLevel, g.Config.MetricsListen,
-		g.PKI.CAPEM, g.PKI.CAPEM, netlab.WANPrefix4, hosts.String(),
+		g.PKI.CAPEM, g.PKI.CAPEM, netlab.WANPrefix4, hosts.String(), fetch,
 		netip.AddrPortFrom(netlab.GatewayLAN4, 53), policy, g.Config.Extra)
 	if err := os.WriteFile(g.ConfigPath, []byte(cfg), 0o600); err != nil {
 		return fmt.Errorf("writing mudd's configuration: %w", err)
