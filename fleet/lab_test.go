@@ -140,8 +140,8 @@ func TestDecisionReachesOtherGateway(t *testing.T) {
 	}
 }
 
-// TestLeaderLossWritesContinue: with the leader stopped, the remaining two
-// members elect a new one and writes go on.
+// TestLeaderLossWritesContinue: with the leader killed (no leadership
+// transfer), the remaining two members elect a new one and writes go on.
 func TestLeaderLossWritesContinue(t *testing.T) {
 	cl := etcdlab.Start(t, 3)
 	a := startGateway(t, cl, 0, nil)
@@ -157,8 +157,8 @@ func TestLeaderLossWritesContinue(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cl.StopMember(leader)
-	t.Logf("stopped leader %s", cl.Members[leader].Name)
+	cl.KillMember(leader)
+	t.Logf("killed leader %s", cl.Members[leader].Name)
 	start := time.Now()
 	var d fleet.Decision
 	for {
@@ -173,7 +173,7 @@ func TestLeaderLossWritesContinue(t *testing.T) {
 			t.Fatalf("no write accepted within 15s of losing the leader: %v\n%s", err, cl.Logs())
 		}
 	}
-	t.Logf("write accepted %v after the leader stopped (revision %d)", time.Since(start), d.ModRev)
+	t.Logf("write accepted %v after the leader was killed (revision %d)", time.Since(start), d.ModRev)
 	b.waitFor(t, 10*time.Second, "changed after election", changed(fleet.KindBinding, "02:00:00:00:01:02", `{"mud_url":"https://a.example/y"}`))
 	lctx, cancel = context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()

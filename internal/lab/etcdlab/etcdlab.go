@@ -203,6 +203,20 @@ func (c *Cluster) running(i int) bool {
 	return c.Members[i].cmd != nil
 }
 
+// KillMember kills member i with SIGKILL: no leadership transfer, the
+// others notice only when its heartbeats stop.
+func (c *Cluster) KillMember(i int) {
+	c.mu.Lock()
+	cmd := c.Members[i].cmd
+	c.Members[i].cmd = nil
+	c.mu.Unlock()
+	if cmd == nil || cmd.Process == nil {
+		return
+	}
+	_ = cmd.Process.Kill()
+	_ = cmd.Wait()
+}
+
 // RestartMember starts a stopped member again on its data directory.
 func (c *Cluster) RestartMember(i int) error { return c.startMember(c.Members[i]) }
 
