@@ -2,10 +2,13 @@ package mudd
 
 import (
 	"bytes"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/openmud/mud/config"
 )
 
 // mudd runs the command line in-process as Main does and returns exit
@@ -84,5 +87,17 @@ func TestVersionAndHelp(t *testing.T) {
 	}
 	if strings.Contains(out, "completion") {
 		t.Errorf("mudd offers shell completion:\n%s", out)
+	}
+}
+
+// A configuration asking for the etcd backend is refused at start with a
+// message naming the key, rather than run as a lone gateway.
+func TestBuildRefusesEtcdBackend(t *testing.T) {
+	cfg := config.Default()
+	cfg.StateDir = t.TempDir()
+	cfg.Store.Backend = config.BackendEtcd
+	_, err := build(cfg, "test", slog.New(slog.DiscardHandler))
+	if err == nil || !strings.Contains(err.Error(), "store.backend") {
+		t.Fatalf("build with store.backend etcd: %v, want an error naming store.backend", err)
 	}
 }
