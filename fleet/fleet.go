@@ -389,3 +389,16 @@ func (c *Client) emit(ctx context.Context, e Event) {
 	case <-ctx.Done():
 	}
 }
+
+// DeviceSummary is what a gateway publishes about one device under its own
+// keys: enough for another gateway (or an operator) to see where a device
+// is and what it is held to, not the device's full record.
+type DeviceSummary struct {
+	MAC         string    `json:"mac"`
+	IPs         []string  `json:"ips,omitempty"`
+	MUDURL      string    `json:"mud_url,omitempty"`
+	State       string    `json:"state"`
+	Enforcement string    `json:"enforcement,omitempty"`
+	PolicyID    string    `json:"policy_id,omitempty"`
+	UpdatedAt   time.Time `json:"updated_at,omitzero"`
+}
