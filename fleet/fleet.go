@@ -134,7 +134,8 @@ const (
 	// EventConflict: a queued write was refused because another gateway
 	// changed the decision first; Decision is the one that won.
 	EventConflict EventType = "conflict"
-	// EventFlushed: the queue is empty again after a heal.
+	// EventFlushed: every write queued so far has been written, or
+	// refused as a conflict (reported before this event).
 	EventFlushed EventType = "flushed"
 )
 
@@ -286,7 +287,8 @@ func (c *Client) Withdraw(ctx context.Context, kind Kind, key string, baseRev in
 // Submit queues a decision based on the revision this gateway knows for it
 // (Known) and returns once the write is on disk; Run writes it to etcd when
 // etcd is reachable. A write refused because another gateway changed the
-// decision meanwhile is reported as an EventConflict, never forced.
+// decision meanwhile is reported as an EventConflict, never forced. A nil
+// value withdraws the decision.
 func (c *Client) Submit(kind Kind, key string, value []byte) error {
 	if err := checkDecision(kind, key, value); err != nil {
 		return err
@@ -363,23 +365,26 @@ func (c *Client) cas(ctx context.Context, w Write) (Decision, error) {
 	if resp.Succeeded {
 		if w.Op == opDelete {
 			d.Deleted = true
-			_ = c.loc.record([]mirrorUpdate{{key: k, deleted: true}}, 0)
 		} else {
 			d.Value, d.ModRev = w.Value, resp.Header.Revision
-			_ = c.loc.record([]mirrorUpdate{{key: k, modRev: d.ModRev}}, 0)
 		}
+		c.remember(k, d)
 		return d, nil
 	}
 	d.Deleted = true
 	if rr := resp.Responses[0].GetResponseRange(); rr != nil && len(rr.Kvs) == 1 {
 		d.Value, d.ModRev, d.Deleted = rr.Kvs[0].Value, rr.Kvs[0].ModRevision, false
 	}
-	if d.Deleted {
-		_ = c.loc.record([]mirrorUpdate{{key: k, deleted: true}}, 0)
-	} else {
-		_ = c.loc.record([]mirrorUpdate{{key: k, modRev: d.ModRev}}, 0)
-	}
+	c.remember(k, d)
 	return d, &ConflictError{Current: d}
+}
+
+// remember records the revision of a decision this gateway just wrote or
+// was refused on, so that its next write is based on it.
+func (c *Client) remember(k string, d Decision) {
+	if err := c.loc.record([]mirrorUpdate{{key: k, modRev: d.ModRev, deleted: d.Deleted}}, 0); err != nil {
+		c.log.Error("recording a decision's revision", "key", k, "err", err)
+	}
 }
 
 // emit hands an event to the caller, waiting for room.

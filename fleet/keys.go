@@ -113,7 +113,9 @@ func (l layout) parseDecision(etcdKey string) (Kind, string, error) {
 func (l layout) gateway(id string) string { return l.prefix + "/gateways/" + id + "/" }
 
 // device is the key of one device summary of a gateway.
-func (l layout) device(id, mac string) string { return l.gateway(id) + "devices/" + url.PathEscape(mac) }
+func (l layout) device(id, mac string) string {
+	return l.gateway(id) + "devices/" + url.PathEscape(mac)
+}
 
 // alive is a gateway's leased liveness key.
 func (l layout) alive(id string) string { return l.gateway(id) + "alive" }

@@ -274,13 +274,15 @@ func (c *Client) leaseLoop(ctx context.Context) {
 		ttl = 2
 	}
 	for ctx.Err() == nil {
-		if err := c.keepAlive(ctx, ttl); err != nil && ctx.Err() == nil {
+		if err := c.keepAlive(ctx, ttl); ctx.Err() == nil {
 			c.log.Debug("liveness lease lost", "err", err)
 		}
 		sleep(ctx, c.cfg.ProbeInterval)
 	}
 }
 
+// keepAlive grants a lease, puts the liveness key on it and keeps it alive;
+// it returns why it stopped (it never returns nil).
 func (c *Client) keepAlive(ctx context.Context, ttl int64) error {
 	gctx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
 	g, err := c.cli.Grant(gctx, ttl)
