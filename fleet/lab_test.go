@@ -419,3 +419,41 @@ wait:
 	}
 	return n, nil
 }
+
+// TestQueueSurvivesRestartDuringPartition: writes queued while etcd was
+// unreachable are still written after the gateway restarted, once etcd is
+// back.
+func TestQueueSurvivesRestartDuringPartition(t *testing.T) {
+	cl := etcdlab.Start(t, 3)
+	queue := filepath.Join(t.TempDir(), "a.db")
+	b := startGateway(t, cl, 1, nil)
+	b.waitFor(t, 20*time.Second, "resync", isType(fleet.EventResync))
+	if err := cl.Partition(etcdlab.Source(0)); err != nil {
+		t.Fatal(err)
+	}
+	tc, err := cl.ClientTLS("gw0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := fleet.Open(fleet.Config{Endpoints: cl.Endpoints(), TLS: tc, Prefix: "/mud", GatewayID: "gw0",
+		QueuePath: queue, Dial: cl.Dialer(etcdlab.Source(0))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := approval("sha256:restart", "gw0")
+	if err := c.Submit(fleet.KindVerdictURL, "https://mud.example.com/r.json", []byte(v)); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Close(); err != nil { // never ran: nothing could be written
+		t.Fatal(err)
+	}
+	if err := cl.Heal(); err != nil {
+		t.Fatal(err)
+	}
+	a := startGateway(t, cl, 0, func(c *fleet.Config) { c.QueuePath = queue })
+	a.waitFor(t, 20*time.Second, "flushed", isType(fleet.EventFlushed))
+	b.waitFor(t, 10*time.Second, "the queued decision", changed(fleet.KindVerdictURL, "https://mud.example.com/r.json", v))
+	if n := a.Queued(); n != 0 {
+		t.Fatalf("%d writes still queued", n)
+	}
+}

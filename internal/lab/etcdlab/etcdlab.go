@@ -19,9 +19,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -32,7 +34,38 @@ import (
 	"google.golang.org/grpc"
 )
 
-const nftTable = "etcdlab"
+const (
+	nftTable = "etcdlab"
+	nsPrefix = "mudetcd"
+)
+
+// removeStale deletes lab namespaces of test processes that died without
+// cleaning up (their pid is part of the name), killing the etcd members
+// still running in them first.
+func removeStale() {
+	entries, err := os.ReadDir("/var/run/netns")
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		parts := strings.SplitN(e.Name(), "-", 3)
+		if len(parts) < 3 || parts[0] != nsPrefix || parts[1] == strconv.Itoa(os.Getpid()) {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join("/proc", parts[1])); err == nil {
+			continue // still running
+		}
+		if out, err := exec.Command("ip", "netns", "pids", e.Name()).Output(); err == nil {
+			for _, f := range strings.Fields(string(out)) {
+				if pid, err := strconv.Atoi(f); err == nil && pid > 1 {
+					_ = syscall.Kill(pid, syscall.SIGKILL)
+				}
+			}
+		}
+		_ = run("ip", "netns", "delete", e.Name())
+		_ = os.RemoveAll(filepath.Join("/etc/netns", e.Name()))
+	}
+}
 
 // Member is one etcd process.
 type Member struct {
@@ -62,7 +95,8 @@ func Start(t testing.TB, n int) *Cluster {
 	t.Helper()
 	netlab.RequireRoot(t)
 	netlab.RequireCommand(t, "ip", "nft", "etcd", "etcdctl")
-	c := &Cluster{NS: fmt.Sprintf("mudetcd-%d-%d", os.Getpid(), seq.Add(1)), Dir: t.TempDir()}
+	removeStale()
+	c := &Cluster{NS: fmt.Sprintf("%s-%d-%d", nsPrefix, os.Getpid(), seq.Add(1)), Dir: t.TempDir()}
 	t.Cleanup(c.Close)
 	if err := c.build(n); err != nil {
 		t.Fatalf("etcdlab: %v", err)
