@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"net/url"
 	"os"
 	"reflect"
 	"slices"
@@ -49,6 +50,39 @@ type Config struct {
 	Addresses   Addresses  `yaml:"addresses"`
 	Violations  Violations `yaml:"violations"`
 	Dashboard   Dashboard  `yaml:"dashboard"`
+	Store       Store      `yaml:"store"`
+}
+
+// Store backends.
+const (
+	BackendBbolt = "bbolt"
+	BackendEtcd  = "etcd"
+)
+
+// Store says where decisions live. "bbolt" keeps everything in the local
+// file under state_dir. "etcd" keeps that file too (the gateway enforces
+// from it, also while etcd is unreachable) and shares the decisions every
+// gateway applies — trust pins, approvals and rejections, overrides,
+// controller maps, bindings — through an etcd cluster (package fleet).
+type Store struct {
+	Backend string    `yaml:"backend"`
+	Etcd    StoreEtcd `yaml:"etcd"`
+}
+
+// StoreEtcd is the etcd cluster of store.backend etcd.
+type StoreEtcd struct {
+	// Endpoints are the members' client URLs, https://host:port.
+	Endpoints []string `yaml:"endpoints"`
+	// CACert verifies the members; Cert and Key are this gateway's client
+	// certificate (its common name is its etcd user), PEM files.
+	CACert string `yaml:"ca_cert"`
+	Cert   string `yaml:"cert"`
+	Key    string `yaml:"key"`
+	// Prefix is the root of mud's keys.
+	Prefix string `yaml:"prefix"`
+	// GatewayID names this gateway's own keys (device summaries,
+	// liveness); unique per gateway.
+	GatewayID string `yaml:"gateway_id"`
 }
 
 // Violations configures what mudd makes of the drops the enforcer logs to
@@ -292,6 +326,7 @@ func Default() Config {
 		Violations: Violations{Enabled: true, MaxRecords: 4096, MaxPerDevice: 64,
 			QuarantineWindow: 10 * time.Minute},
 		Dashboard: Dashboard{SessionLifetime: 8 * time.Hour},
+		Store:     Store{Backend: BackendBbolt, Etcd: StoreEtcd{Prefix: "/mud"}},
 	}
 }
 
@@ -530,8 +565,45 @@ func (c *Config) Validate() error {
 			bad("dashboard.session_lifetime", "must be in [1m, 720h], got %s", d.SessionLifetime)
 		}
 	}
+	switch c.Store.Backend {
+	case BackendBbolt:
+	case BackendEtcd:
+		validateEtcd(c.Store.Etcd, bad)
+	default:
+		bad("store.backend", "%q is neither %q nor %q", c.Store.Backend, BackendBbolt, BackendEtcd)
+	}
 	if c.NFT.Priority < -300 || c.NFT.Priority > 300 {
 		bad("nft.priority", "%d is outside -300..300", c.NFT.Priority)
 	}
 	return errors.Join(errs...)
+}
+
+// validateEtcd checks store.etcd for backend etcd.
+func validateEtcd(e StoreEtcd, bad func(key, format string, args ...any)) {
+	if len(e.Endpoints) == 0 {
+		bad("store.etcd.endpoints", "needs at least one member with store.backend etcd")
+	}
+	for i, ep := range e.Endpoints {
+		u, err := url.Parse(ep)
+		if err != nil || u.Scheme != "https" || u.Port() == "" || u.Hostname() == "" || (u.Path != "" && u.Path != "/") {
+			bad(fmt.Sprintf("store.etcd.endpoints[%d]", i), "%q is not https://host:port", ep)
+		}
+	}
+	for _, f := range []struct{ key, val string }{{"ca_cert", e.CACert}, {"cert", e.Cert}, {"key", e.Key}} {
+		if f.val == "" {
+			bad("store.etcd."+f.key, "is needed with store.backend etcd (members require client certificates)")
+		}
+	}
+	if e.Prefix == "" || e.Prefix[0] != '/' || strings.HasSuffix(e.Prefix, "/") || strings.Contains(e.Prefix, "//") {
+		bad("store.etcd.prefix", "%q must start with / and not end with /", e.Prefix)
+	}
+	okID := len(e.GatewayID) > 0 && len(e.GatewayID) <= 64 && e.GatewayID != "." && e.GatewayID != ".."
+	for _, r := range e.GatewayID {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
+			okID = false
+		}
+	}
+	if !okID {
+		bad("store.etcd.gateway_id", "%q must be 1-64 characters of a-z, A-Z, 0-9, '-', '_' and '.'", e.GatewayID)
+	}
 }

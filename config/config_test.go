@@ -141,6 +141,17 @@ func TestEmptyFileIsDefaults(t *testing.T) {
 	}
 }
 
+// A complete etcd store section parses.
+func TestStoreEtcd(t *testing.T) {
+	cfg, err := Parse([]byte("store:\n  backend: etcd\n  etcd:\n    endpoints: [\"https://192.0.2.21:2379\", \"https://[2001:db8::21]:2379\"]\n    ca_cert: /etc/mud/etcd-ca.pem\n    cert: /etc/mud/gw1.pem\n    key: /etc/mud/gw1.key\n    gateway_id: gw1\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Store.Backend != BackendEtcd || cfg.Store.Etcd.Prefix != "/mud" || len(cfg.Store.Etcd.Endpoints) != 2 {
+		t.Errorf("got %+v", cfg.Store)
+	}
+}
+
 // Strict decoding: every mistake names the key (by its full path) and line.
 func TestParseErrors(t *testing.T) {
 	for _, tc := range []struct {
@@ -172,6 +183,12 @@ func TestParseErrors(t *testing.T) {
 		{"bad dhcp capture", "dhcp:\n  capture: everywhere\n", []string{"dhcp.capture", `"everywhere"`, "ports"}},
 		{"zero dhcp max_devices", "dhcp:\n  max_devices: 0\n", []string{"dhcp.max_devices"}},
 		{"relative lease file", "dhcp:\n  lease_file: dhcp.leases\n", []string{"dhcp.lease_file", "absolute"}},
+		{"unknown store backend", "store:\n  backend: redis\n", []string{"store.backend", `"redis"`}},
+		{"etcd without endpoints", "store:\n  backend: etcd\n  etcd:\n    ca_cert: /c\n    cert: /a\n    key: /k\n    gateway_id: gw1\n", []string{"store.etcd.endpoints"}},
+		{"etcd endpoint without TLS", "store:\n  backend: etcd\n  etcd:\n    endpoints: [\"http://192.0.2.21:2379\"]\n    ca_cert: /c\n    cert: /a\n    key: /k\n    gateway_id: gw1\n", []string{"store.etcd.endpoints[0]", "https://host:port"}},
+		{"etcd without client certificate", "store:\n  backend: etcd\n  etcd:\n    endpoints: [\"https://192.0.2.21:2379\"]\n    ca_cert: /c\n    gateway_id: gw1\n", []string{"store.etcd.cert", "store.etcd.key"}},
+		{"etcd bad gateway id", "store:\n  backend: etcd\n  etcd:\n    endpoints: [\"https://192.0.2.21:2379\"]\n    ca_cert: /c\n    cert: /a\n    key: /k\n    gateway_id: gw/1\n", []string{"store.etcd.gateway_id", `"gw/1"`}},
+		{"etcd bad prefix", "store:\n  backend: etcd\n  etcd:\n    endpoints: [\"https://192.0.2.21:2379\"]\n    ca_cert: /c\n    cert: /a\n    key: /k\n    gateway_id: gw1\n    prefix: mud/\n", []string{"store.etcd.prefix"}},
 		{"not yaml", "interfaces: [\n", []string{"yaml"}},
 		{"wrong type", "interfaces: br-lan\n", []string{"cannot unmarshal"}},
 	} {

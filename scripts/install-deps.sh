@@ -26,6 +26,8 @@ have rpm       || need+=(rpm)      # packaging tests: reading the .rpm
 have setpriv   || need+=(util-linux)
 have dot       || need+=(graphviz)  # policy/graph and the dashboard: policies drawn as SVG
 have chromium  || need+=(chromium)  # the dashboard's browser test (headless)
+have etcd      || need+=(etcd-server)  # fleet: the etcd lab cluster (internal/lab/etcdlab)
+have etcdctl   || need+=(etcd-client)  # fleet: scripts/fleet-roles.sh and the lab
 
 if [ ${#need[@]} -gt 0 ]; then
 	if [ "$(id -u)" -ne 0 ]; then

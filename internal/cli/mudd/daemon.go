@@ -160,6 +160,11 @@ func (p *parts) close() {
 // build opens the store and creates every component from the
 // configuration.
 func build(cfg config.Config, version string, log *slog.Logger) (p *parts, err error) {
+	if cfg.Store.Backend == config.BackendEtcd {
+		// Package fleet holds the etcd side; the manager has no input for
+		// decisions made on other gateways, nor an output for its own.
+		return nil, errors.New("store.backend etcd: mudd does not share decisions through etcd; set store.backend: bbolt (see README, Fleet)")
+	}
 	p = &parts{}
 	defer func() {
 		if err != nil {

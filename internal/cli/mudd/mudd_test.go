@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/openmud/mud/config"
 	"github.com/openmud/mud/internal/cli/multicall"
 	"github.com/openmud/mud/internal/lab/netlab"
 )
@@ -132,5 +134,17 @@ func TestNoDashboardBuild(t *testing.T) {
 	}
 	if code, out := run("correct horse battery\n", "hash-password"); code != 1 || !strings.Contains(out, why) {
 		t.Errorf("hash-password: exit %d: %s", code, out)
+	}
+}
+
+// A configuration asking for the etcd backend is refused at start with a
+// message naming the key, rather than run as a lone gateway.
+func TestBuildRefusesEtcdBackend(t *testing.T) {
+	cfg := config.Default()
+	cfg.StateDir = t.TempDir()
+	cfg.Store.Backend = config.BackendEtcd
+	_, err := build(cfg, "test", slog.New(slog.DiscardHandler))
+	if err == nil || !strings.Contains(err.Error(), "store.backend") {
+		t.Fatalf("build with store.backend etcd: %v, want an error naming store.backend", err)
 	}
 }

@@ -83,6 +83,28 @@ func (ca *CA) Server(names []string, ips []net.IP) (*Leaf, error) {
 	})
 }
 
+// Client issues a TLS client certificate whose subject common name is cn
+// (etcd takes it as the user name when client-certificate auth is on).
+func (ca *CA) Client(cn string) (*Leaf, error) {
+	return ca.leaf(&x509.Certificate{
+		Subject:     pkix.Name{CommonName: cn},
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	})
+}
+
+// Peer issues a certificate usable as both TLS server and client, as
+// members of a cluster (etcd peers) need.
+func (ca *CA) Peer(names []string, ips []net.IP) (*Leaf, error) {
+	return ca.leaf(&x509.Certificate{
+		Subject:     pkix.Name{CommonName: firstOr(names, "peer")},
+		DNSNames:    names,
+		IPAddresses: ips,
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+	})
+}
+
 // Signer issues a MUD-signer certificate (digitalSignature, RFC 8520 §13.2).
 func (ca *CA) Signer(subject pkix.Name) (*Leaf, error) {
 	return ca.SignerUntil(subject, time.Time{})
@@ -135,6 +157,25 @@ func (l *Leaf) TLSCertificate() tls.Certificate {
 		c.Certificate = append(c.Certificate, ic.Raw)
 	}
 	return c
+}
+
+// WritePEM writes the certificate followed by its chain to certPath and
+// the PKCS #8 key to keyPath (mode 0600), as TLS servers and clients read
+// them from files.
+func (l *Leaf) WritePEM(certPath, keyPath string) error {
+	var certs []byte
+	certs = append(certs, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: l.Cert.Raw})...)
+	for _, ic := range l.Chain {
+		certs = append(certs, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ic.Raw})...)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(l.Key)
+	if err != nil {
+		return fmt.Errorf("encoding key: %w", err)
+	}
+	if err := os.WriteFile(certPath, certs, 0o644); err != nil {
+		return err
+	}
+	return os.WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
 }
 
 // SignDetached returns a detached DER CMS SignedData over exactly body,

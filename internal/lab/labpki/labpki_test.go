@@ -3,6 +3,7 @@ package labpki
 import (
 	"bytes"
 	"crypto/tls"
+	"crypto/x509"
 	"crypto/x509/pkix"
 	"net"
 	"net/http"
@@ -104,5 +105,53 @@ func TestSignerUntil(t *testing.T) {
 	}
 	if long.Cert.NotAfter.Before(time.Now().Add(300 * 24 * time.Hour)) {
 		t.Errorf("Signer expires %s", long.Cert.NotAfter)
+	}
+}
+
+// Client and peer certificates written as PEM load as TLS key pairs and
+// verify against the root for the uses they carry.
+func TestClientAndPeerPEM(t *testing.T) {
+	ca, err := NewCA("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, err := ca.Client("gw1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer, err := ca.Peer([]string{"localhost"}, []net.IP{net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name string
+		leaf *Leaf
+		uses []x509.ExtKeyUsage
+	}{
+		{"client", client, []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}},
+		{"peer", peer, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}},
+	} {
+		certPath, keyPath := filepath.Join(dir, tc.name+".pem"), filepath.Join(dir, tc.name+".key")
+		if err := tc.leaf.WritePEM(certPath, keyPath); err != nil {
+			t.Fatal(err)
+		}
+		pair, err := tls.LoadX509KeyPair(certPath, keyPath)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if len(pair.Certificate) != 2 {
+			t.Errorf("%s: %d certificates in the file, want leaf and intermediate", tc.name, len(pair.Certificate))
+		}
+		for _, use := range tc.uses {
+			inter := x509.NewCertPool()
+			inter.AddCert(ca.Intermediate)
+			if _, err := tc.leaf.Cert.Verify(x509.VerifyOptions{Roots: ca.Pool(), Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{use}}); err != nil {
+				t.Errorf("%s for %v: %v", tc.name, use, err)
+			}
+		}
+	}
+	if client.Cert.Subject.CommonName != "gw1" {
+		t.Errorf("client common name %q, want gw1", client.Cert.Subject.CommonName)
 	}
 }
