@@ -166,9 +166,11 @@ func build(cfg config.Config, version string, log *slog.Logger) (p *parts, err e
 		return nil, errors.New("store.backend etcd: mudd does not share decisions through etcd; set store.backend: bbolt (see README, Fleet)")
 	}
 	p = &parts{}
+	// The error returns set p to nil: close what was built through a copy.
+	built := p
 	defer func() {
 		if err != nil {
-			p.close()
+			built.close()
 		}
 	}()
 	if err := os.MkdirAll(cfg.StateDir, 0o750); err != nil {
