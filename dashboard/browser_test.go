@@ -139,6 +139,9 @@ func TestBrowser(t *testing.T) {
 	if peers := text("table.peers"); !strings.Contains(peers, "service.example.com") {
 		t.Errorf("the device's peers do not name service.example.com:\n%s", peers)
 	}
+	if vs := text("table.violations"); !strings.Contains(vs, "198.51.100.23 (telemetry.example.net)") || !strings.Contains(vs, "8443") {
+		t.Errorf("the device's violation is not shown:\n%s", vs)
+	}
 	if e.srv.hasDot() {
 		do("wait for the policy picture", chromedp.WaitVisible(chromedp.CSS("figure.policy img")))
 		loaded, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`(async () => { const i = document.querySelector("figure.policy img"); await i.decode(); return i.naturalWidth > 100; })()`,

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
+	"net/netip"
 	"net/url"
 	"os"
 	"os/exec"
@@ -79,6 +80,16 @@ func (h hostileFake) Device(ctx context.Context, mac string) (api.Device, error)
 		return hostileDevice(), nil
 	}
 	return h.Fake.Device(ctx, mac)
+}
+
+// Violations: the hostile device's one record names its peer with a
+// hostile string, as a DNS answer could.
+func (h hostileFake) Violations(ctx context.Context, mac string) ([]api.Violation, error) {
+	if mac != macHostile {
+		return h.Fake.Violations(ctx, mac)
+	}
+	return []api.Violation{{MAC: macHostile, Direction: api.FromDevice, Kind: api.ViolationDefaultDeny,
+		Peer: netip.MustParseAddr("203.0.113.66"), PeerName: xssPeer, Protocol: "tcp", Port: 4444, Count: 1}}, nil
 }
 
 func (h hostileFake) Policy(ctx context.Context, mac string, withNFT bool) (api.PolicyView, error) {

@@ -30,6 +30,7 @@ type Client interface {
 	Device(ctx context.Context, mac string) (api.Device, error)
 	Policy(ctx context.Context, mac string, withNFT bool) (api.PolicyView, error)
 	Events(ctx context.Context, q api.EventsQuery) ([]api.Event, error)
+	Violations(ctx context.Context, mac string) ([]api.Violation, error)
 	Approve(ctx context.Context, mac string, req api.ActionRequest) (api.Device, error)
 	Reject(ctx context.Context, mac string, req api.ActionRequest) (api.Device, error)
 }
@@ -57,6 +58,8 @@ const (
 	// how many of a device's its page shows, out of the last scanEvents.
 	recentEvents = 200
 	deviceEvents = 20
+	// deviceViolations is how many violation records a device page shows.
+	deviceViolations = 20
 	scanEvents   = 1000
 )
 
@@ -375,6 +378,8 @@ type deviceData struct {
 	PolicyError string
 	Picture     bool
 	Events      []api.Event
+	// Violations are its most recently seen violation records.
+	Violations []api.Violation
 }
 
 func (s *server) devicePage(w http.ResponseWriter, r *http.Request, sess *session) {
@@ -404,6 +409,12 @@ func (s *server) devicePage(w http.ResponseWriter, r *http.Request, sess *sessio
 			data.Graph, data.Picture = g, s.hasDot()
 		}
 	}
+	vs, err := s.client.Violations(ctx, mac)
+	if err != nil {
+		s.apiError(w, r, sess, err)
+		return
+	}
+	data.Violations = vs[:min(len(vs), deviceViolations)]
 	evs, err := s.client.Events(ctx, api.EventsQuery{Tail: scanEvents})
 	if err != nil {
 		s.apiError(w, r, sess, err)
