@@ -91,7 +91,12 @@ func TestDaemonServesDashboard(t *testing.T) {
 		t.Fatal(err)
 	}
 	dev := lab.Devices[0]
-	if _, err := gw.Join(dev, gwlab.Udhcpc, "bulb", u); err != nil {
+	joined, err := gw.Join(dev, gwlab.Udhcpc, "bulb", u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The client configures its address and route after the ACK mudd acts on.
+	if _, err := joined.WaitAddr(t.Context(), 20*time.Second, netip.Addr{}); err != nil {
 		t.Fatal(err)
 	}
 	mac := dev.MAC.String()
