@@ -60,7 +60,7 @@ const (
 	deviceEvents = 20
 	// deviceViolations is how many violation records a device page shows.
 	deviceViolations = 20
-	scanEvents   = 1000
+	scanEvents       = 1000
 )
 
 // server is the dashboard's http.Handler.
