@@ -50,8 +50,14 @@ done
 
 ctl() { "$ETCDCTL" --endpoints "$endpoints" --cacert "$cacert" --cert "$cert" --key "$key" "$@"; }
 
-# exists LIST NAME: whether `etcdctl LIST list` names NAME.
-exists() { ctl "$1" list | grep -qxF -- "$2"; }
+# exists LIST NAME: whether `etcdctl LIST list` names NAME. The list is read
+# whole first: grep -q in a pipe would stop reading at the first match, and
+# etcdctl's SIGPIPE would fail the pipe under pipefail.
+exists() {
+	local out
+	out=$(ctl "$1" list) || return 2
+	grep -qxF -- "$2" <<<"$out"
+}
 
 if ! exists user root; then
 	ctl user add root --no-password
