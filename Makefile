@@ -9,7 +9,7 @@ LDFLAGS  := -s -w -X main.version=$(VERSION)
 FUZZTIME ?= 10s
 export CGO_ENABLED ?= 0
 
-.PHONY: all build docs test unit fuzz lint deps bench bench-scale clean demo package dist openwrt-feed
+.PHONY: all build docs test unit fuzz lint deps bench bench-scale scale-lab clean demo package dist openwrt-feed
 
 all: build
 
@@ -62,6 +62,11 @@ bench:
 # bench-scale: mudd with 0, about 1,000 and 10,000 devices in a lab (needs
 # root, dnsmasq; about 10 minutes), the results in build/bench-scale.txt
 # and their chart in e2e/scale/scale.svg.
+# scale-lab: the 2,000-device lab test with a SIGKILL and restart, alone
+# (needs root, dnsmasq; about a minute).
+scale-lab:
+	MUD_SCALE_LAB=1 $(GO) test -count=1 -run TestLabScale ./e2e/scale/
+
 bench-scale:
 	mkdir -p build
 	$(GO) test -run '^$$' -bench Scale -benchtime 1x -timeout 60m ./e2e/scale/ > build/bench-scale.txt; \
