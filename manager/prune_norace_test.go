@@ -3,7 +3,7 @@
 package manager
 
 // The race detector makes this test's 200,000 lease events take minutes
-// instead of about 35 s: it is built without it, and `make unit` runs it
+// instead of about 30 s: it is built without it, and `make unit` runs it
 // in a run of its own without -race.
 
 import (

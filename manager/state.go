@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"net/url"
 	"slices"
@@ -534,8 +535,19 @@ func (m *Manager) reassigned(mac string, ips []netip.Addr) {
 	if len(ips) == 0 {
 		return
 	}
-	for other, od := range m.st.devices {
-		if other == mac || od.State == store.StateRemoved {
+	// The leased-address index names the holders without a walk over
+	// every device (a lease event must not cost more with more devices).
+	holders := map[string]struct{}{}
+	for _, a := range ips {
+		for other := range m.st.leases[a] {
+			if other != mac {
+				holders[other] = struct{}{}
+			}
+		}
+	}
+	for _, other := range slices.Sorted(maps.Keys(holders)) {
+		od := m.st.devices[other]
+		if od == nil || od.State == store.StateRemoved {
 			continue
 		}
 		var taken []netip.Addr

@@ -61,11 +61,18 @@ func (m *Manager) DeviceOf(addr netip.Addr) net.HardwareAddr {
 	var out net.HardwareAddr
 	_ = m.query(ctx, func() {
 		addr = addr.Unmap()
-		for mac, d := range m.st.devices {
-			if d.State != store.StateRemoved && (slices.Contains(d.IPs, addr) || slices.Contains(m.st.bindings[mac].IPs, addr)) {
-				out, _ = net.ParseMAC(mac)
-				return
+		mac := m.lessee(addr)
+		if mac == "" {
+			// Static addresses: a binding is an admin's, so they are few.
+			for bmac, b := range m.st.bindings {
+				if d := m.st.devices[bmac]; d != nil && d.State != store.StateRemoved && slices.Contains(b.IPs, addr) {
+					mac = bmac
+					break
+				}
 			}
+		}
+		if mac != "" {
+			out, _ = net.ParseMAC(mac)
 		}
 	})
 	return out
