@@ -249,10 +249,39 @@ func BenchmarkAddDevice(b *testing.B) {
 		flip++
 		return e.SetPeer(ctx, key, peerAddrs(7, 2+flip%2))
 	}
+	// A device joins a manufacturer class of 10,000 members: the class's
+	// peer set is replaced by one with an element more. Class members are
+	// permanent elements (no timeout), as the manager hands them over.
+	mfgKey := ""
+	for _, pr := range p7.Peers() {
+		if pr.Kind == policy.Manufacturer {
+			mfgKey = pr.Key()
+		}
+	}
+	member := func(i int) []Element {
+		els := peerAddrs(1000000+i, 0)
+		for j := range els {
+			els[j].Timeout = 0
+		}
+		return els
+	}
+	var class []Element
+	for i := range 10000 {
+		class = append(class, member(i)...)
+	}
+	if err := e.SetPeer(ctx, mfgKey, class); err != nil {
+		b.Fatal(err)
+	}
+	joins := 10000
+	classJoin := func() error {
+		joins++
+		class = append(class, member(joins)...)
+		return e.SetPeer(ctx, mfgKey, class)
+	}
 	for _, bc := range []struct {
 		name string
 		op   func() error
-	}{{"known-policy", known}, {"new-policy", newPol}, {"dns-update", dns}} {
+	}{{"known-policy", known}, {"new-policy", newPol}, {"dns-update", dns}, {"class-join-10000", classJoin}} {
 		for _, spaced := range []bool{true, false} {
 			name := bc.name
 			if !spaced {

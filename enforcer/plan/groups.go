@@ -301,10 +301,18 @@ func deriveChange(o buildOpts, st *derivedState, out *owners, all bool,
 			netChanged = true
 			continue
 		}
-		for p := range peersBefore(k) {
-			touched[p.Addr()] = true
+		// Only the addresses that came, went or changed expiry: a class
+		// of 10,000 members gaining one touches one address, not 10,001.
+		before := peersBefore(k)
+		for p := range before {
+			if _, ok := after[p]; !ok {
+				touched[p.Addr()] = true
+			}
 		}
 		for p, exp := range after {
+			if old, ok := before[p]; ok && old.Equal(exp) {
+				continue
+			}
 			touched[p.Addr()] = true
 			if fresh[p.Addr()] == nil {
 				fresh[p.Addr()] = addrInfo{}
@@ -324,8 +332,11 @@ func deriveChange(o buildOpts, st *derivedState, out *owners, all bool,
 		if len(old) > 0 {
 			info = addrInfo{}
 			for k, exp := range old {
-				if _, ch := changedPeers[k]; !ch {
+				after, ch := changedPeers[k]
+				if !ch {
 					info[k] = exp
+				} else if e, ok := after[netip.PrefixFrom(a, a.BitLen())]; ok {
+					info[k] = e // a changed peer that still holds a
 				}
 			}
 			for k, exp := range fresh[a] {
