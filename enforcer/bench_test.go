@@ -278,10 +278,16 @@ func BenchmarkAddDevice(b *testing.B) {
 		class = append(class, member(joins)...)
 		return e.SetPeer(ctx, mfgKey, class)
 	}
+	// The same join as a change of the class (ChangePeers), as the
+	// manager sends it: the member's addresses, not the class.
+	classAdd := func() error {
+		joins++
+		return e.Update(ctx, Update{ChangePeers: map[string]PeerChange{mfgKey: {Add: member(joins)}}})
+	}
 	for _, bc := range []struct {
 		name string
 		op   func() error
-	}{{"known-policy", known}, {"new-policy", newPol}, {"dns-update", dns}, {"class-join-10000", classJoin}} {
+	}{{"known-policy", known}, {"new-policy", newPol}, {"dns-update", dns}, {"class-join-10000", classJoin}, {"class-change-10000", classAdd}} {
 		for _, spaced := range []bool{true, false} {
 			name := bc.name
 			if !spaced {

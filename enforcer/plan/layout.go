@@ -488,7 +488,7 @@ func buildOwnersWith(m *model, o buildOpts, fixed *pieces) (*owners, error) {
 	}
 	deriveChange(o, newDerivedState(), out, true, m.policies, func(id string) *policy.Policy { return m.policies[id] },
 		m.peers, func(string) map[netip.Prefix]time.Time { return nil },
-		func() map[string]map[netip.Prefix]time.Time { return m.peers })
+		func() map[string]map[netip.Prefix]time.Time { return m.peers }, nil)
 	return out, nil
 }
 
