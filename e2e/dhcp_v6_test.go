@@ -157,3 +157,67 @@ func (e *env) preferredTemporary(h *netlab.Host) netip.Addr {
 	}
 	return netip.Addr{}
 }
+
+// The addresses a device was seen using (here its SLAAC address) are kept
+// across a restart of mudd: they are bound again at start, before the
+// device is heard from, even when the gateway's neighbour table no longer
+// has them — so its first packet from such an address passes. Without
+// them the source guard drops it until the device next sends neighbour
+// discovery (a SYN from it would wait for its retransmission, 1 s).
+func TestLearnedAddressesSurviveRestart(t *testing.T) {
+	t.Parallel()
+	e, u := v6Env(t, 1)
+	dev := e.lab.Devices[0]
+	e.join(0, gwlab.Udhcpc, "slaac-restart", u)
+	e.waitState(dev, api.StateEnforced)
+	if err := e.lab.Sysctl(dev.NS,
+		"net.ipv6.conf."+dev.Iface+".accept_ra=2", "net.ipv6.conf."+dev.Iface+".autoconf=1",
+		"net.ipv6.conf."+dev.Iface+".accept_dad=1", "net.ipv6.neigh."+dev.Iface+".retrans_time_ms=100",
+		"net.ipv6.conf."+dev.Iface+".use_tempaddr=0"); err != nil {
+		t.Fatal(err)
+	}
+	// The stable SLAAC address (EUI-64 of the device's MAC).
+	var slaac netip.Addr
+	if err := gwlab.Poll(e.ctx, 30*time.Second, func() error {
+		out, err := e.lab.Run(e.ctx, dev.NS, "ip", "-6", "-o", "addr", "show", "dev", dev.Iface, "scope", "global", "mngtmpaddr")
+		if err != nil {
+			return err
+		}
+		for _, f := range strings.Fields(out) {
+			if p, err := netip.ParsePrefix(f); err == nil && p.Bits() == 64 && netlab.LANPrefix6.Contains(p.Addr()) && !strings.Contains(out, "tentative") {
+				slaac = p.Addr()
+				return nil
+			}
+		}
+		return fmt.Errorf("no SLAAC address yet: %s", out)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	cloud := netlab.HostPort(e.cloud.IPv6, v6Port)
+	netlab.MustPass(t, "from the SLAAC address before the restart", tcpEchoFrom(dev.NS, slaac, cloud, passWait))
+	if !strings.Contains(e.nftTables(), dev.MAC.String()+" . "+slaac.String()) {
+		t.Fatalf("the source guard does not bind %s to %s", slaac, dev.MAC)
+	}
+
+	if err := e.gw.StopMudd(); err != nil {
+		t.Fatal(err)
+	}
+	// Nothing left for mudd to learn the address from at start: the
+	// kernel's neighbour table is empty and the device stays quiet.
+	e.ip(e.lab.GW.NS, "-6", "neigh", "flush", "dev", netlab.LANBridge)
+	if err := e.gw.StartMudd(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	e.waitState(dev, api.StateEnforced)
+	if err := gwlab.Poll(e.ctx, 5*time.Second, func() error {
+		if !strings.Contains(e.nftTables(), dev.MAC.String()+" . "+slaac.String()) {
+			return fmt.Errorf("the source guard does not bind %s to %s after the restart", slaac, dev.MAC)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// Shorter than TCP's first retransmission: only a SYN that passes the
+	// first time gets through.
+	netlab.MustPass(t, "from the SLAAC address after the restart", tcpEchoFrom(dev.NS, slaac, cloud, 700*time.Millisecond))
+}

@@ -101,10 +101,8 @@ func (m *Manager) holderOf(a netip.Addr, mac string) (string, string) {
 			return other, "a static address of"
 		}
 	}
-	for other, set := range m.st.learned {
-		if _, ok := set[a]; ok && other != mac {
-			return other, "in use by"
-		}
+	if other := m.st.learnedBy[a]; other != "" && other != mac {
+		return other, "in use by"
 	}
 	return "", ""
 }
@@ -245,14 +243,8 @@ func (m *Manager) unpin(mac string, old, ips []netip.Addr) {
 // of every device (its own included: they are static now).
 func (m *Manager) staticTaken(mac string, ips []netip.Addr) {
 	for _, a := range ips {
-		for other, set := range m.st.learned {
-			if _, ok := set[a]; ok {
-				delete(set, a)
-				if len(set) == 0 {
-					delete(m.st.learned, other)
-				}
-				m.markLearned(other)
-			}
+		if other := m.st.learnedBy[a]; other != "" {
+			m.unlearn(other, a)
 		}
 	}
 }
@@ -371,6 +363,7 @@ func (m *Manager) onNeighbor(ev neighbor.Event) {
 		// once, so that the device's first packet from it passes; if
 		// another device defends it, package neighbor expires it.
 		if _, ok := m.st.learned[mac][a]; ok {
+			m.learn(mac, a, ev.Time)
 			m.touch(mac, m.now())
 			return
 		}
@@ -378,23 +371,10 @@ func (m *Manager) onNeighbor(ev neighbor.Event) {
 			m.event(mac, "address-conflict", "", "", fmt.Sprintf("%s was seen using %s, which is %s %s; refused", mac, a, how, other))
 			return
 		}
-		set := m.st.learned[mac]
-		if set == nil {
-			set = map[netip.Addr]struct{}{}
-			m.st.learned[mac] = set
-		}
-		set[a] = struct{}{}
-		m.markLearned(mac)
+		m.learn(mac, a, ev.Time)
 		m.touch(mac, m.now())
 	case neighbor.KindExpired:
-		if _, ok := m.st.learned[mac][a]; !ok {
-			return
-		}
-		delete(m.st.learned[mac], a)
-		if len(m.st.learned[mac]) == 0 {
-			delete(m.st.learned, mac)
-		}
-		m.markLearned(mac)
+		m.unlearn(mac, a)
 	case neighbor.KindConflict:
 		msg := fmt.Sprintf("%s claimed %s, which %s holds; refused", mac, a, ev.Holder)
 		if ev.Reason != "" {
@@ -441,17 +421,8 @@ func (m *Manager) leased(mac string, ips []netip.Addr) {
 				m.event(mac, "address-conflict", "", "", fmt.Sprintf("%s was leased %s, a static address of %s, which loses it while the lease lasts", mac, a, other))
 			}
 		}
-		for other, set := range m.st.learned {
-			if other == mac {
-				continue
-			}
-			if _, ok := set[a]; ok {
-				delete(set, a)
-				if len(set) == 0 {
-					delete(m.st.learned, other)
-				}
-				m.markLearned(other)
-			}
+		if other := m.st.learnedBy[a]; other != "" && other != mac {
+			m.unlearn(other, a)
 		}
 	}
 }

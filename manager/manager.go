@@ -316,6 +316,9 @@ func (m *Manager) Run(ctx context.Context) error {
 	var answers []answer
 	for {
 		if !m.next(ctx, &in, &answers, true) {
+			// A clean stop keeps what the tick would have saved.
+			m.saveDNS(m.now())
+			m.saveLearned()
 			return nil
 		}
 		// More inputs waiting: handle them first, and reconcile once.
@@ -550,6 +553,7 @@ func (m *Manager) onTick() {
 	}
 	m.refreshDue(now)
 	m.saveDNS(now)
+	m.saveLearned()
 	m.forget(now)
 	m.dispatch()
 	m.pruneSubscribers()

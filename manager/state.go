@@ -45,9 +45,13 @@ type state struct {
 	// dnsUnsaved are the names of dns changed since saveDNS last wrote
 	// them to the store.
 	dnsUnsaved map[string]bool
-	candidate  map[string]*candidate              // URL → a refreshed file awaiting approval
-	notified   map[string]bool                    // MAC → an "unenforced" event is open
-	learned    map[string]map[netip.Addr]struct{} // MAC → addresses package neighbor saw it use
+	candidate  map[string]*candidate               // URL → a refreshed file awaiting approval
+	notified   map[string]bool                     // MAC → an "unenforced" event is open
+	learned    map[string]map[netip.Addr]time.Time // MAC → addresses package neighbor saw it use → when last
+	learnedBy  map[netip.Addr]string               // the learned addresses' holders
+	// learnedUnsaved are the MACs whose learned addresses changed since
+	// saveLearned last wrote them.
+	learnedUnsaved map[string]bool
 	// urlUnknown: MAC → where a device was found that joined while mudd
 	// did not watch (a lease file, the forwarding database): its MUD URL
 	// is unknown until its next DHCP request.
@@ -641,7 +645,8 @@ func (m *Manager) load(ctx context.Context) error {
 		pending: map[string][]string{}, flags: map[string][]string{}, rejected: map[string]string{},
 		fetching: map[string]bool{}, jobs: map[string]*fetchJob{}, fetch: map[string]*urlFetch{},
 		removeAt: map[string]time.Time{}, dns: map[string]map[netip.Addr]time.Time{}, dnsUnsaved: map[string]bool{}, candidate: map[string]*candidate{},
-		notified: map[string]bool{}, learned: map[string]map[netip.Addr]struct{}{}, urlUnknown: map[string]string{}, violated: map[string][]time.Time{},
+		notified: map[string]bool{}, learned: map[string]map[netip.Addr]time.Time{},
+		learnedBy: map[netip.Addr]string{}, learnedUnsaved: map[string]bool{}, urlUnknown: map[string]string{}, violated: map[string][]time.Time{},
 	}
 	m.st = s
 	for _, d := range snap.Devices {
@@ -652,6 +657,11 @@ func (m *Manager) load(ctx context.Context) error {
 	}
 	now := m.now()
 	restoreDNS(s.dns, snap.DNSNames, now)
+	for mac := range snap.Learned {
+		// Reconciled by the first save: package neighbor reports the
+		// addresses it takes back (the daemon hands it these records).
+		s.learnedUnsaved[mac] = true
+	}
 	m.markAll()
 	for _, u := range sortedKeys(s.files) {
 		f := s.files[u]

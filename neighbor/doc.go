@@ -38,6 +38,10 @@
 //   - Pinned addresses (Pin: an administrator's static binding) never age
 //     and never move. BindOnFirstUse pins the first address a device the
 //     caller knows is bound without addresses is seen using.
+//   - Restore replays what the caller remembered from before a restart (an
+//     address and when it was last seen): it follows the rules above and
+//     ages from that time, but spends no rate limit, as it is the
+//     gateway's own record.
 //   - Every frame is hostile: claims are rate-limited per MAC, new MACs and
 //     globally; the table holds at most Config.MaxMACs MACs and MaxAddrs
 //     addresses, evicting the least recently seen MAC the caller does not

@@ -46,6 +46,9 @@ const (
 	SourceDAD Source = "dad"
 	// SourceAdmin: an address the caller pinned (Learner.Pin).
 	SourceAdmin Source = "admin"
+	// SourceRestored: an address the caller remembered from before a
+	// restart (Learner.Restore), dated by when it was last seen then.
+	SourceRestored Source = "restored"
 )
 
 // Event is one change of who holds which address.

@@ -350,6 +350,27 @@ func (l *Learner) Pin(mac net.HardwareAddr, addr netip.Addr) error {
 	return l.t.pin(k, addr.Unmap(), l.cfg.Now())
 }
 
+// Restore is a sighting the caller remembered from before a restart: mac
+// held addr when it was last seen at seen. It goes through the rules of
+// any sighting (LAN prefixes, conflicts, bounds, rate limits) and ages from
+// seen, so an address not seen again expires as it would have; one seen
+// longer ago than its TTL is ignored. A learned event follows, as for any
+// new address.
+func (l *Learner) Restore(mac net.HardwareAddr, addr netip.Addr, seen time.Time) {
+	k, ok := keyOf(mac)
+	if !ok {
+		return
+	}
+	defer l.poke()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := l.cfg.Now()
+	if seen.IsZero() {
+		return
+	}
+	l.t.observe(claim{mac: k, addr: addr.Unmap(), source: SourceRestored, at: seen}, now)
+}
+
 // Unpin undoes Pin: the address becomes an ordinary learned one, aging from
 // when it was last seen (one never seen is forgotten at once).
 func (l *Learner) Unpin(mac net.HardwareAddr, addr netip.Addr) {

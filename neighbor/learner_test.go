@@ -204,3 +204,44 @@ func TestNewValidates(t *testing.T) {
 		}
 	}
 }
+
+// A restored address is learned (its event says so) and ages from when it
+// was last seen before the restart, not from the restart: one seen longer
+// ago than its TTL is not restored, and one outside the LAN never is. A
+// restored address another MAC holds is a conflict, as any sighting.
+func TestLearnerRestore(t *testing.T) {
+	clk := &clock{now: t0}
+	l, stop := runLearner(t, Config{Now: clk.Now, SweepInterval: 10 * time.Millisecond, TTL6: time.Hour})
+	defer stop()
+	recent, old, outside := addr("2001:db8:1::10"), addr("2001:db8:1::11"), addr("2001:db8:99::1")
+	l.Restore(macA, old, t0.Add(-2*time.Hour))
+	l.Restore(macA, outside, t0.Add(-time.Minute))
+	l.Restore(macA, recent, t0.Add(-50*time.Minute))
+	if ev := next(t, l); ev.Kind != KindLearned || ev.Addr != recent || ev.Source != SourceRestored {
+		t.Fatalf("first event %+v, want %s learned from %s", ev, recent, SourceRestored)
+	}
+	if got := l.Addrs(macA); len(got) != 1 || got[0].Addr != recent {
+		t.Errorf("restored %+v, want only %s", got, recent)
+	}
+	l.Restore(macB, recent, t0)
+	if ev := next(t, l); ev.Kind != KindConflict || ev.Addr != recent {
+		t.Errorf("another MAC restoring a held address: %+v, want a conflict", ev)
+	}
+	// A restart with thousands of devices: none is rate-limited.
+	const many = 3000
+	for i := range many {
+		l.Restore(net.HardwareAddr{0x02, 0, 0, 0x10, byte(i >> 8), byte(i)}, netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0, 1, 12: 0x10, 14: byte(i >> 8), 15: byte(i)}), t0)
+	}
+	for i := range many {
+		if ev := next(t, l); ev.Kind != KindLearned {
+			t.Fatalf("restored device %d: %+v", i, ev)
+		}
+	}
+	if st := l.Stats(); st.RateLimited != 0 {
+		t.Errorf("%d restored sightings rate-limited", st.RateLimited)
+	}
+	clk.Advance(10 * time.Minute) // an hour after it was last seen
+	if ev := next(t, l); ev.Kind != KindExpired || ev.Addr != recent {
+		t.Errorf("%+v, want %s expired an hour after it was last seen", ev, recent)
+	}
+}

@@ -248,7 +248,9 @@ func (t *table) observe(c claim, now time.Time) {
 		return
 	}
 	dev := t.devs[c.mac]
-	if !t.admit(dev, now) {
+	// Restored sightings are the gateway's own record, not frames: a
+	// restart with thousands of devices must not spend the rate limits.
+	if c.source != SourceRestored && !t.admit(dev, now) {
 		t.st.RateLimited++
 		return
 	}

@@ -359,6 +359,30 @@ func (d *DNSName) validate() error {
 	return nil
 }
 
+// LearnedAddrs are the addresses a device was seen using (IPv6 SLAAC and
+// privacy addresses, from ARP and neighbour discovery), each with when it
+// was last seen, kept so that a restarted mudd binds them again at once
+// and lets them age from then. Keyed by MAC.
+type LearnedAddrs struct {
+	MAC   string        `json:"mac"`
+	Addrs []LearnedAddr `json:"addrs"`
+}
+
+// LearnedAddr is one address of LearnedAddrs.
+type LearnedAddr struct {
+	Addr netip.Addr `json:"addr"`
+	Seen time.Time  `json:"seen"`
+}
+
+func (l *LearnedAddrs) validate() error {
+	for _, a := range l.Addrs {
+		if !a.Addr.IsValid() {
+			return fmt.Errorf("%w: learned addresses of %s: an invalid address", ErrInvalid, l.MAC)
+		}
+	}
+	return nil
+}
+
 // Overrides are a device's admin entries, in evaluation order, keyed by
 // MAC.
 type Overrides struct {

@@ -18,6 +18,7 @@ type Snapshot struct {
 	Controllers    map[string]ControllerMapping
 	MyControllers  map[string]ControllerMapping
 	DNSNames       map[string]DNSName
+	Learned        map[string]LearnedAddrs
 	// LastEventSeq lets an event follower start after what already
 	// happened.
 	LastEventSeq uint64
@@ -44,6 +45,7 @@ func (tx *Tx) Snapshot() (*Snapshot, error) {
 	step(func() (e error) { s.Controllers, e = tx.Controllers().Map(); return })
 	step(func() (e error) { s.MyControllers, e = tx.MyControllers().Map(); return })
 	step(func() (e error) { s.DNSNames, e = tx.DNSNames().Map(); return })
+	step(func() (e error) { s.Learned, e = tx.Learned().Map(); return })
 	step(func() (e error) { s.LastEventSeq, e = tx.LastEventSeq(); return })
 	if err != nil {
 		return nil, fmt.Errorf("store: snapshot: %w", err)

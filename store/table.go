@@ -50,6 +50,11 @@ func (tx *Tx) DNSNames() Table[DNSName] {
 	return Table[DNSName]{tx, bucketDNS, "DNS name", func(d *DNSName) *string { return &d.Name }, nonEmpty}
 }
 
+// Learned are the addresses devices were seen using, keyed by MAC.
+func (tx *Tx) Learned() Table[LearnedAddrs] {
+	return Table[LearnedAddrs]{tx, bucketLearned, "learned addresses", func(l *LearnedAddrs) *string { return &l.MAC }, NormalizeMAC}
+}
+
 // PinsByMAC are keyed by MAC.
 func (tx *Tx) PinsByMAC() Table[Pin] {
 	return Table[Pin]{tx, bucketPinsMAC, "MAC pin", func(p *Pin) *string { return &p.MAC }, NormalizeMAC}

@@ -246,6 +246,7 @@ func build(cfg config.Config, version string, log *slog.Logger) (p *parts, err e
 		Logger: log}); err != nil {
 		return nil, fmt.Errorf("creating the neighbour learner: %w", err)
 	}
+	restoreLearned(p.st, p.nb, log)
 	if v := cfg.Violations; v.Enabled {
 		// The reader names records through the manager, which exists
 		// before its Run starts; drops read while binding are not named.
@@ -504,5 +505,32 @@ func watchdog(ctx context.Context, m *manager.Manager, log *slog.Logger) error {
 			}
 			_, _ = sddaemon.SdNotify(false, sddaemon.SdNotifyWatchdog)
 		}
+	}
+}
+
+// restoreLearned hands the learner the addresses devices were seen using
+// before the restart, as the manager stored them: they are bound again at
+// once and age from when they were last seen.
+func restoreLearned(st *store.Store, nb *neighbor.Learner, log *slog.Logger) {
+	n := 0
+	err := st.View(func(tx *store.Tx) error {
+		return tx.Learned().ForEach(func(l store.LearnedAddrs) error {
+			hw, err := net.ParseMAC(l.MAC)
+			if err != nil {
+				return nil // the store validated it; nothing to restore
+			}
+			for _, a := range l.Addrs {
+				nb.Restore(hw, a.Addr, a.Seen)
+				n++
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		log.Warn("reading the learned addresses", "err", err)
+		return
+	}
+	if n > 0 {
+		log.Info("restored learned addresses", "addresses", n)
 	}
 }
