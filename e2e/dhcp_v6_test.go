@@ -104,13 +104,8 @@ func TestSLAACPrivacyAddressesRotateEnforced(t *testing.T) {
 	dev := e.lab.Devices[0]
 	e.join(0, gwlab.Udhcpc, "slaac", u)
 	e.waitState(dev, api.StateEnforced)
-	if err := e.lab.Sysctl(dev.NS,
-		"net.ipv6.conf."+dev.Iface+".accept_ra=2", "net.ipv6.conf."+dev.Iface+".autoconf=1",
-		"net.ipv6.conf."+dev.Iface+".accept_dad=1", "net.ipv6.neigh."+dev.Iface+".retrans_time_ms=100",
-		"net.ipv6.conf."+dev.Iface+".use_tempaddr=2", "net.ipv6.conf."+dev.Iface+".max_desync_factor=1",
-		"net.ipv6.conf."+dev.Iface+".temp_prefered_lft=6", "net.ipv6.conf."+dev.Iface+".temp_valid_lft=60"); err != nil {
-		t.Fatal(err)
-	}
+	e.slaac(dev, "net.ipv6.conf."+dev.Iface+".use_tempaddr=2", "net.ipv6.conf."+dev.Iface+".max_desync_factor=1",
+		"net.ipv6.conf."+dev.Iface+".temp_prefered_lft=6", "net.ipv6.conf."+dev.Iface+".temp_valid_lft=60")
 	cloud := e.cloud.IPv6
 	// The preferred temporary address is the one the device sends from.
 	temps := map[netip.Addr]bool{}
@@ -131,6 +126,18 @@ func TestSLAACPrivacyAddressesRotateEnforced(t *testing.T) {
 		if !strings.Contains(e.nftTables(), dev.MAC.String()+" . "+a.String()) {
 			t.Errorf("the source guard does not bind %s to %s", a, dev.MAC)
 		}
+	}
+}
+
+// slaac makes dev configure addresses from the gateway's router
+// advertisements (SLAAC, with duplicate address detection), with the
+// extra sysctls given.
+func (e *env) slaac(dev *netlab.Host, extra ...string) {
+	e.t.Helper()
+	if err := e.lab.Sysctl(dev.NS, append([]string{
+		"net.ipv6.conf." + dev.Iface + ".accept_ra=2", "net.ipv6.conf." + dev.Iface + ".autoconf=1",
+		"net.ipv6.conf." + dev.Iface + ".accept_dad=1", "net.ipv6.neigh." + dev.Iface + ".retrans_time_ms=100"}, extra...)...); err != nil {
+		e.t.Fatal(err)
 	}
 }
 
@@ -170,12 +177,7 @@ func TestLearnedAddressesSurviveRestart(t *testing.T) {
 	dev := e.lab.Devices[0]
 	e.join(0, gwlab.Udhcpc, "slaac-restart", u)
 	e.waitState(dev, api.StateEnforced)
-	if err := e.lab.Sysctl(dev.NS,
-		"net.ipv6.conf."+dev.Iface+".accept_ra=2", "net.ipv6.conf."+dev.Iface+".autoconf=1",
-		"net.ipv6.conf."+dev.Iface+".accept_dad=1", "net.ipv6.neigh."+dev.Iface+".retrans_time_ms=100",
-		"net.ipv6.conf."+dev.Iface+".use_tempaddr=0"); err != nil {
-		t.Fatal(err)
-	}
+	e.slaac(dev, "net.ipv6.conf."+dev.Iface+".use_tempaddr=0")
 	// The stable SLAAC address (EUI-64 of the device's MAC).
 	var slaac netip.Addr
 	if err := gwlab.Poll(e.ctx, 30*time.Second, func() error {
