@@ -33,6 +33,9 @@ const (
 	// bucketDNS holds DNSName records. It needs no migration: Open
 	// creates it in a file of an older mudd, which ignores it.
 	bucketDNS = "dns"
+	// bucketRejections holds Rejection records; like bucketDNS it needs
+	// no migration.
+	bucketRejections = "rejections_mac"
 
 	// keySchema in the meta bucket holds the version as decimal text, so
 	// `bbolt get FILE meta schema` is readable by a human.
@@ -44,7 +47,7 @@ func currentBuckets() []string {
 		bucketMeta, bucketDevices, bucketBindings, bucketMUDFiles,
 		bucketPinsURL, bucketPinsMAC, bucketApprovalsMAC, bucketApprovalsURL,
 		bucketOverrides, bucketControllers, bucketMyControllers, bucketEvents,
-		bucketDNS,
+		bucketDNS, bucketRejections,
 	}
 }
 
