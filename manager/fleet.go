@@ -264,8 +264,12 @@ func (m *Manager) onFleet(ev FleetEvent) {
 		m.log.Info("fleet: every shared decision was read again")
 	case FleetConflict:
 		// A decision made here lost to another gateway's: theirs holds.
-		m.event("", "fleet-conflict", "", "", fmt.Sprintf("%s %s: another gateway decided first; its decision applies here", ev.Kind, ev.Key))
 		delete(m.fleet.sent, fleetKey{ev.Kind, ev.Key})
+		if m.samePinAsShared(ev) {
+			// Two gateways pinned what they both saw: nothing to tell.
+			return
+		}
+		m.event("", "fleet-conflict", "", "", fmt.Sprintf("%s %s: another gateway decided first; its decision applies here", ev.Kind, ev.Key))
 		m.applyFleet(ev)
 	case FleetChanged:
 		if m.ownEcho(ev) {
@@ -291,6 +295,23 @@ func (m *Manager) ownEcho(ev FleetEvent) bool {
 		}
 	}
 	return false
+}
+
+// samePinAsShared reports whether ev is a pin this gateway holds too
+// (first seen at another time).
+func (m *Manager) samePinAsShared(ev FleetEvent) bool {
+	if ev.Deleted || (ev.Kind != FleetPinMAC && ev.Kind != FleetPinURL) {
+		return false
+	}
+	var p store.Pin
+	if json.Unmarshal(ev.Value, &p) != nil {
+		return false
+	}
+	local, ok := m.st.pinsByURL[ev.Key]
+	if ev.Kind == FleetPinMAC {
+		local, ok = m.st.pinsByMAC[ev.Key]
+	}
+	return ok && samePin(local, p)
 }
 
 // errFleetValue: a shared decision that cannot be applied.
