@@ -27,7 +27,7 @@ func (f *etcdFleet) Submit(k FleetKind, key string, v []byte) error {
 	return f.c.Submit(fleet.Kind(k), key, v)
 }
 func (f *etcdFleet) PutDevices(s map[string][]byte) error { return f.c.PutDevices(s) }
-func (f *etcdFleet) Events() <-chan FleetEvent             { return f.ch }
+func (f *etcdFleet) Events() <-chan FleetEvent            { return f.ch }
 func (f *etcdFleet) Status() FleetStatus {
 	return FleetStatus{GatewayID: f.id, Partitioned: f.c.Partitioned(), Queued: f.c.Queued()}
 }
