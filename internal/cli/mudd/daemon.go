@@ -429,7 +429,7 @@ func reload(ctx context.Context, path string, old config.Config, p *parts, level
 		"fetch": reflect.DeepEqual(old.Fetch, cfg.Fetch), "dns": reflect.DeepEqual(old.DNS, cfg.DNS),
 		"metrics": old.Metrics == cfg.Metrics, "nft": old.NFT == cfg.NFT, "log.format": old.Log.Format == cfg.Log.Format,
 		"addresses": old.Addresses == cfg.Addresses, "dhcp": old.DHCP == cfg.DHCP, "violations": old.Violations == cfg.Violations,
-		"dashboard": old.Dashboard == cfg.Dashboard,
+		"dashboard": old.Dashboard == cfg.Dashboard, "store": reflect.DeepEqual(old.Store, cfg.Store),
 	} {
 		if !same {
 			restart = append(restart, key)
