@@ -3,6 +3,7 @@ package manager
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/netip"
 	"path/filepath"
 	"testing"
@@ -34,7 +35,7 @@ func (f *etcdFleet) Status() FleetStatus {
 
 // etcdGateway starts a fleet client of the lab cluster, dialling from
 // client address i, and a manager using it.
-func etcdGateway(t *testing.T, cl *etcdlab.Cluster, srv *mudServer, i int) (*harness, *fakeEnforcer, *etcdFleet) {
+func etcdGateway(t testing.TB, cl *etcdlab.Cluster, srv *mudServer, i int) (*harness, *fakeEnforcer, *etcdFleet) {
 	t.Helper()
 	id := fmt.Sprintf("gw%d", i)
 	tc, err := cl.ClientTLS(id)
@@ -135,4 +136,51 @@ func TestFleetThroughEtcd(t *testing.T) {
 	b.waitState(mac(2), store.StateEnforced)
 	a.waitState(mac(3), store.StateFailed)
 	a.hasEvent("rejected", "rejection from the fleet")
+}
+
+// BenchmarkFleetApprovalSpread measures an administrator's approval on one
+// gateway until the other gateway's manager has enforced the device (its
+// store written, its enforcer updated), through a real three-member etcd
+// cluster: the manager's share of the fleet's propagation time.
+func BenchmarkFleetApprovalSpread(b *testing.B) {
+	cl := etcdlab.Start(b, 3)
+	srv, u := camServer(b, literalACE, false)
+	a, _, _ := etcdGateway(b, cl, srv, 0)
+	g, _, _ := etcdGateway(b, cl, srv, 1)
+	if b.N > 250 {
+		b.Fatalf("one device per iteration, in 198.51.100.0/24: run with -benchtime 250x or less, not %d", b.N)
+	}
+	macs := make([]net.HardwareAddr, b.N)
+	for i := range macs {
+		macs[i] = net.HardwareAddr{2, 0, 0, 0x10, 0, byte(i)}
+		ip := netip.AddrFrom4([4]byte{198, 51, 100, byte(i + 1)})
+		for _, h := range []*harness{a, g} {
+			h.lease(dhcpsnoop.KindBound, macs[i], ip, u)
+		}
+	}
+	for _, h := range []*harness{a, g} {
+		for _, m := range macs {
+			h.waitState(m, store.StatePendingApproval)
+		}
+	}
+	var worst time.Duration
+	b.ResetTimer()
+	for i := range b.N {
+		start := time.Now()
+		if _, err := a.m.Approve(bg, adm, macs[i].String(), Action{}); err != nil {
+			b.Fatal(err)
+		}
+		for {
+			d, err := g.m.Device(bg, macs[i].String())
+			if err != nil {
+				b.Fatal(err)
+			}
+			if d.State == store.StateEnforced {
+				break
+			}
+			time.Sleep(time.Millisecond)
+		}
+		worst = max(worst, time.Since(start))
+	}
+	b.ReportMetric(float64(worst.Microseconds())/1000, "worst-ms")
 }
