@@ -92,83 +92,103 @@ type fleetLab struct {
 	gws []*gateway
 }
 
-// newFleet starts the cluster and n gateways with devices each; every
-// gateway holds devices it cannot use to policy.on_failure "block"
-// (nothing but DHCP and DNS until an administrator approves).
-func newFleet(t *testing.T, n, devices int) *fleetLab {
+// newCluster starts the etcd cluster of a fleet lab.
+func newCluster(t *testing.T) *fleetLab {
 	t.Helper()
 	netlab.RequireRoot(t)
 	netlab.RequireCommand(t, "ip", "nft", "dnsmasq", "udhcpc", "go", "etcd", "etcdctl")
-	mudd := buildMudd(t)
 	f := &fleetLab{t: t, ctx: t.Context(), cl: etcdlab.Start(t, 3)}
-	for i := range n {
-		g := &gateway{id: fmt.Sprintf("gw%d", i)}
-		g.lab = netlab.New(t, netlab.Config{Devices: devices, Servers: 3})
-		eps, src, err := f.cl.Attach(g.lab.GW.NS, "fleet0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		g.src = src
-		cert, key, ca, err := f.cl.ClientFiles(g.id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		quoted := make([]string, len(eps))
-		for j, ep := range eps {
-			quoted[j] = fmt.Sprintf("%q", ep)
-		}
-		g.cloud, g.other = g.lab.Servers[1].IPv4, g.lab.Servers[2].IPv4
-		gw, err := gwlab.Start(context.Background(), g.lab, gwlab.Config{
-			Mudd: mudd, Dir: t.TempDir(), Policy: "  on_failure: block\n",
-			Names: map[string]netip.Addr{cloudHost: g.cloud, otherHost: g.other},
-			Extra: fmt.Sprintf("store:\n  backend: etcd\n  etcd:\n    endpoints: [%s]\n    ca_cert: %s\n    cert: %s\n    key: %s\n    prefix: /mud\n    gateway_id: %s\n",
-				strings.Join(quoted, ", "), ca, cert, key, g.id),
-		})
-		if gw != nil {
-			g.gw = gw
-			t.Cleanup(func() {
-				if t.Failed() {
-					t.Logf("--- mudd log of %s ---\n%s", g.id, gw.MuddLog)
-				}
-				gw.Close()
-			})
-		}
-		if err != nil {
-			t.Fatalf("starting gateway %s: %v", g.id, err)
-		}
-		for _, h := range []*netlab.Host{g.lab.Servers[1], g.lab.Servers[2]} {
-			for _, p := range []int{permitted, otherPort} {
-				s, err := netlab.ServeEcho(h.NS, fmt.Sprintf("0.0.0.0:%d", p))
-				if err != nil {
-					t.Fatal(err)
-				}
-				t.Cleanup(s.Close)
-			}
-		}
-		// The same file on every gateway's MUD server, with a signature
-		// that does not verify (over other bytes): it needs approval
-		// (RFC 8520 §13.2). The approval names the file's digest, which
-		// is the same everywhere.
-		file := gwlab.File{URL: bulbURL, Mfg: "Example", Model: "lightbulb2000",
-			From: []gwlab.Rule{{Remote: cloudHost, RemotePort: permitted, Initiated: "from-device"}},
-			To:   []gwlab.Rule{{Remote: cloudHost, RemotePort: permitted, Initiated: "from-device"}}}
-		body := file.JSON()
-		altered := slices.Clone(body)
-		altered[len(altered)-2] ^= ' ' ^ '\t'
-		sig, err := gw.PKI.Signer.SignDetached(altered)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := gw.PublishRaw(file.URL, body, file.SignatureURL(), sig); err != nil {
-			t.Fatal(err)
-		}
-		f.gws = append(f.gws, g)
-	}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("--- etcd ---\n%s", f.cl.Logs())
 		}
 	})
+	return f
+}
+
+// addGateway starts gateway id in a lab of its own with devices, attached
+// to the cluster (store.backend etcd). It holds devices it cannot use to
+// policy.on_failure "block" (nothing but DHCP and DNS until an
+// administrator approves); mod may change its configuration.
+func (f *fleetLab) addGateway(id string, devices int, mod func(*gwlab.Config)) *gateway {
+	t := f.t
+	t.Helper()
+	g := &gateway{id: id}
+	g.lab = netlab.New(t, netlab.Config{Devices: devices, Servers: 3})
+	eps, src, err := f.cl.Attach(g.lab.GW.NS, "fleet0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.src = src
+	cert, key, ca, err := f.cl.ClientFiles(g.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	quoted := make([]string, len(eps))
+	for j, ep := range eps {
+		quoted[j] = fmt.Sprintf("%q", ep)
+	}
+	g.cloud, g.other = g.lab.Servers[1].IPv4, g.lab.Servers[2].IPv4
+	cfg := gwlab.Config{
+		Mudd: buildMudd(t), Dir: t.TempDir(), Policy: "  on_failure: block\n",
+		Names: map[string]netip.Addr{cloudHost: g.cloud, otherHost: g.other},
+		Extra: fmt.Sprintf("store:\n  backend: etcd\n  etcd:\n    endpoints: [%s]\n    ca_cert: %s\n    cert: %s\n    key: %s\n    prefix: /mud\n    gateway_id: %s\n",
+			strings.Join(quoted, ", "), ca, cert, key, g.id),
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	gw, err := gwlab.Start(context.Background(), g.lab, cfg)
+	if gw != nil {
+		g.gw = gw
+		t.Cleanup(func() {
+			if t.Failed() {
+				t.Logf("--- mudd log of %s ---\n%s", g.id, gw.MuddLog)
+				t.Logf("--- dnsmasq log of %s ---\n%s", g.id, gw.DNSLog)
+			}
+			gw.Close()
+		})
+	}
+	if err != nil {
+		t.Fatalf("starting gateway %s: %v", g.id, err)
+	}
+	for _, h := range []*netlab.Host{g.lab.Servers[1], g.lab.Servers[2]} {
+		for _, p := range []int{permitted, otherPort} {
+			s, err := netlab.ServeEcho(h.NS, fmt.Sprintf("0.0.0.0:%d", p))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(s.Close)
+		}
+	}
+	// The same file on every gateway's MUD server, with a signature that
+	// does not verify (over other bytes): it needs approval (RFC 8520
+	// §13.2). The approval names the file's digest, the same everywhere.
+	file := gwlab.File{URL: bulbURL, Mfg: "Example", Model: "lightbulb2000",
+		From: []gwlab.Rule{{Remote: cloudHost, RemotePort: permitted, Initiated: "from-device"}},
+		To:   []gwlab.Rule{{Remote: cloudHost, RemotePort: permitted, Initiated: "from-device"}}}
+	body := file.JSON()
+	altered := slices.Clone(body)
+	altered[len(altered)-2] ^= ' ' ^ '\t'
+	sig, err := gw.PKI.Signer.SignDetached(altered)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := gw.PublishRaw(file.URL, body, file.SignatureURL(), sig); err != nil {
+		t.Fatal(err)
+	}
+	f.gws = append(f.gws, g)
+	return g
+}
+
+// newFleet starts the cluster and n gateways with devices each, every
+// device joined to its gateway's LAN and pending approval there.
+func newFleet(t *testing.T, n, devices int) *fleetLab {
+	t.Helper()
+	f := newCluster(t)
+	for i := range n {
+		f.addGateway(fmt.Sprintf("gw%d", i), devices, nil)
+	}
 	// Every device joins every gateway's LAN and waits for approval there.
 	for _, g := range f.gws {
 		for i, h := range g.lab.Devices {
