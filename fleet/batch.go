@@ -42,6 +42,36 @@ func (c *Client) PutDevices(summaries map[string][]byte) error {
 	return nil
 }
 
+// SubmitAll queues several decisions as Submit does, in order, in one
+// write of the queue file (a Decision's Kind, Key and Value; a nil Value
+// withdraws it; ModRev and Deleted are not read). Nothing is queued when
+// one of them is not a valid decision.
+func (c *Client) SubmitAll(ds []Decision) error {
+	now := time.Now()
+	ws := make([]Write, 0, len(ds))
+	for _, d := range ds {
+		if err := checkDecision(d.Kind, d.Key, d.Value); err != nil {
+			return err
+		}
+		w := Write{Op: opPut, Kind: d.Kind, Key: d.Key, Value: d.Value, BaseRev: c.Known(d.Kind, d.Key), Queued: now}
+		if d.Value == nil {
+			w.Op = opDelete
+		}
+		ws = append(ws, w)
+	}
+	if len(ws) == 0 {
+		return nil
+	}
+	if err := c.loc.enqueueAll(ws); err != nil {
+		return fmt.Errorf("fleet: queueing %d decisions: %w", len(ws), err)
+	}
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
 // GatewayID is the id this client writes its own keys under.
 func (c *Client) GatewayID() string { return c.cfg.GatewayID }
 

@@ -61,3 +61,34 @@ func TestPutDevicesWritesSummaries(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// SubmitAll queues decisions in one write, each based on the revision
+// this gateway knows; one invalid decision queues none.
+func TestSubmitAllQueuesInOrder(t *testing.T) {
+	cl := etcdlab.Start(t, 3)
+	a := startGateway(t, cl, 0, nil)
+	b := startGateway(t, cl, 1, nil)
+	b.waitFor(t, 20*time.Second, "resync", isType(fleet.EventResync))
+	if err := a.SubmitAll([]fleet.Decision{{Kind: fleet.KindOverrides, Key: "02:00:00:00:01:01", Value: []byte(`{}`)},
+		{Kind: "no-such-kind", Key: "x", Value: []byte(`{}`)}}); err == nil {
+		t.Fatal("a batch with an unknown kind was queued")
+	}
+	if n := a.Queued(); n != 0 {
+		t.Fatalf("%d writes queued from a refused batch", n)
+	}
+	v1, v2 := approval("sha256:01", "gw0"), `{"mac":"02:00:00:00:01:01","rules":[]}`
+	if err := a.SubmitAll([]fleet.Decision{{Kind: fleet.KindVerdictMAC, Key: "02:00:00:00:01:01", Value: []byte(v1)},
+		{Kind: fleet.KindOverrides, Key: "02:00:00:00:01:01", Value: []byte(v2)}}); err != nil {
+		t.Fatal(err)
+	}
+	b.waitFor(t, 10*time.Second, "verdict", changed(fleet.KindVerdictMAC, "02:00:00:00:01:01", v1))
+	b.waitFor(t, 10*time.Second, "overrides", changed(fleet.KindOverrides, "02:00:00:00:01:01", v2))
+	// Withdrawn in a batch too.
+	a.waitFor(t, 10*time.Second, "own verdict", changed(fleet.KindVerdictMAC, "02:00:00:00:01:01", v1))
+	if err := a.SubmitAll([]fleet.Decision{{Kind: fleet.KindVerdictMAC, Key: "02:00:00:00:01:01"}}); err != nil {
+		t.Fatal(err)
+	}
+	b.waitFor(t, 10*time.Second, "withdrawal", func(e fleet.Event) bool {
+		return e.Type == fleet.EventChanged && e.Decision.Kind == fleet.KindVerdictMAC && e.Decision.Deleted
+	})
+}

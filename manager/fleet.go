@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"reflect"
 	"slices"
 	"time"
 
@@ -88,12 +89,23 @@ type FleetStatus struct {
 	Queued int
 }
 
+// FleetDecision is one shared decision to write: its value is the
+// record's JSON, nil to withdraw it.
+type FleetDecision struct {
+	Kind  FleetKind
+	Key   string
+	Value []byte
+}
+
 // Fleet is what the manager needs of the fleet client (package fleet,
 // adapted by internal/fleetlink). Submit and PutDevices return once the
-// write is queued on disk.
+// writes are queued on disk.
 type Fleet interface {
-	// Submit queues a shared decision; a nil value withdraws it.
-	Submit(kind FleetKind, key string, value []byte) error
+	// Submit queues shared decisions, in order, in one write.
+	Submit(ds ...FleetDecision) error
+	// Known is the revision of a decision this gateway has seen in the
+	// fleet; 0 when it has seen none.
+	Known(kind FleetKind, key string) int64
 	// PutDevices queues this gateway's summaries of devices, by MAC; a
 	// nil summary removes the device's.
 	PutDevices(summaries map[string][]byte) error
@@ -163,21 +175,123 @@ func (m *Manager) share(kind FleetKind, key string, rec any) {
 	if m.cfg.Fleet == nil {
 		return
 	}
-	var v []byte
+	if d, ok := m.encodeShared(kind, key, rec); ok {
+		m.submitShared([]FleetDecision{d})
+	}
+}
+
+func (m *Manager) encodeShared(kind FleetKind, key string, rec any) (FleetDecision, bool) {
+	d := FleetDecision{Kind: kind, Key: key}
 	if rec != nil {
 		var err error
-		if v, err = json.Marshal(rec); err != nil {
+		if d.Value, err = json.Marshal(rec); err != nil {
 			m.log.Error("encoding a shared decision", "kind", kind, "key", key, "err", err)
-			return
+			return d, false
 		}
 	}
-	if err := m.cfg.Fleet.Submit(kind, key, v); err != nil {
-		m.log.Error("queueing a shared decision for the fleet", "kind", kind, "key", key, "err", err)
-		m.event("", "fleet-error", "", "", fmt.Sprintf("%s %s was not queued for the fleet: %v", kind, key, err))
+	return d, true
+}
+
+// submitShared queues decisions and remembers them, to recognise them when the
+// fleet reports them back.
+func (m *Manager) submitShared(ds []FleetDecision) {
+	if len(ds) == 0 {
 		return
 	}
-	k := fleetKey{kind, key}
-	m.fleet.sent[k] = append(m.fleet.sent[k], v)
+	if err := m.cfg.Fleet.Submit(ds...); err != nil {
+		m.log.Error("queueing shared decisions for the fleet", "decisions", len(ds), "err", err)
+		m.event("", "fleet-error", "", "", fmt.Sprintf("%d decisions (%s %s first) were not queued for the fleet: %v", len(ds), ds[0].Kind, ds[0].Key, err))
+		return
+	}
+	for _, d := range ds {
+		k := fleetKey{d.Kind, d.Key}
+		m.fleet.sent[k] = append(m.fleet.sent[k], d.Value)
+	}
+}
+
+// localRecord is the record this gateway holds for a shared decision, as
+// share would send it; false when it holds none.
+func (m *Manager) localRecord(kind FleetKind, key string) (any, bool) {
+	var rec any
+	var ok bool
+	switch kind {
+	case FleetPinURL:
+		rec, ok = m.st.pinsByURL[key]
+	case FleetPinMAC:
+		rec, ok = m.st.pinsByMAC[key]
+	case FleetVerdictMAC:
+		if a, had := m.st.approvalsByMAC[key]; had {
+			return fleetVerdict{Verdict: verdictApproved, Approval: &a}, true
+		}
+		if r, had := m.rejection(key); had {
+			return fleetVerdict{Verdict: verdictRejected, Rejection: &r}, true
+		}
+	case FleetVerdictURL:
+		if a, had := m.st.approvalsByURL[key]; had {
+			return fleetVerdict{Verdict: verdictApproved, Approval: &a}, true
+		}
+	case FleetOverrides:
+		rec, ok = m.st.overrides[key]
+	case FleetController:
+		rec, ok = m.st.controllers[key]
+	case FleetMyController:
+		rec, ok = m.st.myControllers[key]
+	case FleetBinding:
+		rec, ok = m.st.bindings[key]
+	}
+	return rec, ok
+}
+
+// sameAsLocal reports whether a shared decision says what this gateway
+// holds already (a pin first seen elsewhere at another time included).
+func (m *Manager) sameAsLocal(ev FleetEvent) bool {
+	rec, ok := m.localRecord(ev.Kind, ev.Key)
+	if ev.Deleted || !ok {
+		return ev.Deleted && !ok
+	}
+	if p, isPin := rec.(store.Pin); isPin {
+		var sp store.Pin
+		return json.Unmarshal(ev.Value, &sp) == nil && samePin(p, sp)
+	}
+	shared := reflect.New(reflect.TypeOf(rec))
+	if json.Unmarshal(ev.Value, shared.Interface()) != nil {
+		return false
+	}
+	return same(rec, shared.Elem().Interface())
+}
+
+// publishUnshared hands the fleet, in one write, every shared record of
+// the store the fleet has not seen from this gateway: what was decided
+// before the gateway joined (store.backend bbolt until now). Where the
+// fleet decided otherwise meanwhile, the write is refused and the fleet's
+// decision applies here (a conflict).
+func (m *Manager) publishUnshared() {
+	var ds []FleetDecision
+	add := func(kind FleetKind, keys []string) {
+		for _, k := range keys {
+			if m.cfg.Fleet.Known(kind, k) != 0 {
+				continue
+			}
+			if rec, ok := m.localRecord(kind, k); ok {
+				if d, ok := m.encodeShared(kind, k, rec); ok {
+					ds = append(ds, d)
+				}
+			}
+		}
+	}
+	add(FleetPinURL, sortedKeys(m.st.pinsByURL))
+	add(FleetPinMAC, sortedKeys(m.st.pinsByMAC))
+	add(FleetVerdictMAC, sortedKeys(m.st.approvalsByMAC))
+	add(FleetVerdictMAC, sortedKeys(m.st.rejected))
+	add(FleetVerdictURL, sortedKeys(m.st.approvalsByURL))
+	add(FleetOverrides, sortedKeys(m.st.overrides))
+	add(FleetController, sortedKeys(m.st.controllers))
+	add(FleetMyController, sortedKeys(m.st.myControllers))
+	add(FleetBinding, sortedKeys(m.st.bindings))
+	if len(ds) > 0 {
+		m.log.Info("handing the fleet the decisions it has not seen from this gateway", "decisions", len(ds))
+	}
+	m.submitShared(ds)
 }
 
 func (m *Manager) shareBinding(mac string) {
@@ -265,8 +379,9 @@ func (m *Manager) onFleet(ev FleetEvent) {
 	case FleetConflict:
 		// A decision made here lost to another gateway's: theirs holds.
 		delete(m.fleet.sent, fleetKey{ev.Kind, ev.Key})
-		if m.samePinAsShared(ev) {
-			// Two gateways pinned what they both saw: nothing to tell.
+		if m.sameAsLocal(ev) {
+			// Both decided the same (two gateways pinned what they both
+			// saw, or this one joined with what the fleet holds).
 			return
 		}
 		m.event("", "fleet-conflict", "", "", fmt.Sprintf("%s %s: another gateway decided first; its decision applies here", ev.Kind, ev.Key))
@@ -295,23 +410,6 @@ func (m *Manager) ownEcho(ev FleetEvent) bool {
 		}
 	}
 	return false
-}
-
-// samePinAsShared reports whether ev is a pin this gateway holds too
-// (first seen at another time).
-func (m *Manager) samePinAsShared(ev FleetEvent) bool {
-	if ev.Deleted || (ev.Kind != FleetPinMAC && ev.Kind != FleetPinURL) {
-		return false
-	}
-	var p store.Pin
-	if json.Unmarshal(ev.Value, &p) != nil {
-		return false
-	}
-	local, ok := m.st.pinsByURL[ev.Key]
-	if ev.Kind == FleetPinMAC {
-		local, ok = m.st.pinsByMAC[ev.Key]
-	}
-	return ok && samePin(local, p)
 }
 
 // errFleetValue: a shared decision that cannot be applied.

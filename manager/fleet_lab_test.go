@@ -24,9 +24,14 @@ type etcdFleet struct {
 	ch chan FleetEvent
 }
 
-func (f *etcdFleet) Submit(k FleetKind, key string, v []byte) error {
-	return f.c.Submit(fleet.Kind(k), key, v)
+func (f *etcdFleet) Submit(ds ...FleetDecision) error {
+	fds := make([]fleet.Decision, len(ds))
+	for i, d := range ds {
+		fds[i] = fleet.Decision{Kind: fleet.Kind(d.Kind), Key: d.Key, Value: d.Value}
+	}
+	return f.c.SubmitAll(fds)
 }
+func (f *etcdFleet) Known(k FleetKind, key string) int64  { return f.c.Known(fleet.Kind(k), key) }
 func (f *etcdFleet) PutDevices(s map[string][]byte) error { return f.c.PutDevices(s) }
 func (f *etcdFleet) Events() <-chan FleetEvent            { return f.ch }
 func (f *etcdFleet) Status() FleetStatus {

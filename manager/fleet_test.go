@@ -23,6 +23,7 @@ type fakeHub struct {
 	mu      sync.Mutex
 	members []*fakeFleet
 	submits []fakeSubmit
+	rev     int64
 }
 
 type fakeSubmit struct {
@@ -40,10 +41,11 @@ type fakeFleet struct {
 	cut       bool // partitioned: submissions wait in queued
 	queued    []fakeSubmit
 	summaries map[string][]byte
+	known     map[fleetKey]int64
 }
 
 func (h *fakeHub) join(id string) *fakeFleet {
-	f := &fakeFleet{hub: h, id: id, ch: make(chan FleetEvent, 1024), summaries: map[string][]byte{}}
+	f := &fakeFleet{hub: h, id: id, ch: make(chan FleetEvent, 1024), summaries: map[string][]byte{}, known: map[fleetKey]int64{}}
 	h.mu.Lock()
 	h.members = append(h.members, f)
 	h.mu.Unlock()
@@ -54,9 +56,13 @@ func (h *fakeHub) deliver(s fakeSubmit) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.submits = append(h.submits, s)
+	h.rev++
 	for _, m := range h.members {
 		m.mu.Lock()
 		cut := m.cut
+		if !cut {
+			m.known[fleetKey{s.kind, s.key}] = h.rev
+		}
 		m.mu.Unlock()
 		if !cut {
 			m.ch <- FleetEvent{Type: FleetChanged, Kind: s.kind, Key: s.key, Value: s.value, Deleted: s.value == nil}
@@ -77,17 +83,30 @@ func (h *fakeHub) count(from string, kind FleetKind) int {
 	return n
 }
 
-func (f *fakeFleet) Submit(kind FleetKind, key string, value []byte) error {
-	s := fakeSubmit{from: f.id, kind: kind, key: key, value: value}
+func (f *fakeFleet) Submit(ds ...FleetDecision) error {
+	var ss []fakeSubmit
+	for _, d := range ds {
+		ss = append(ss, fakeSubmit{from: f.id, kind: d.Kind, key: d.Key, value: d.Value})
+	}
 	f.mu.Lock()
 	if f.cut {
-		f.queued = append(f.queued, s)
+		f.queued = append(f.queued, ss...)
 		f.mu.Unlock()
 		return nil
 	}
 	f.mu.Unlock()
-	go f.hub.deliver(s) // etcd answers later
+	go func() { // etcd answers later, in order
+		for _, s := range ss {
+			f.hub.deliver(s)
+		}
+	}()
 	return nil
+}
+
+func (f *fakeFleet) Known(kind FleetKind, key string) int64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.known[fleetKey{kind, key}]
 }
 
 func (f *fakeFleet) PutDevices(m map[string][]byte) error {
@@ -463,5 +482,38 @@ func TestFleetKindsMatch(t *testing.T) {
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("manager kinds %v, fleet kinds %v", got, want)
+	}
+}
+
+// A gateway joining the fleet hands it what it decided alone before
+// (store.backend bbolt until then); the others apply it.
+func TestFleetJoinPublishesLocalDecisions(t *testing.T) {
+	srv, u := camServer(t, literalACE, false)
+	dirA := t.TempDir()
+	alone := startManager(t, harnessOpts{dir: dirA, enf: newFakeEnforcer(), fetcher: srv.fetcher(t, srv.ca.Pool()), anchors: srv.ca.Pool()})
+	alone.lease(dhcpsnoop.KindBound, mac(1), ip1, u)
+	alone.waitState(mac(1), store.StatePendingApproval)
+	if _, err := alone.m.Approve(bg, adm, mac(1).String(), Action{Reason: "before the fleet"}); err != nil {
+		t.Fatal(err)
+	}
+	rule := store.OverrideRule{Direction: store.OverrideFromDevice, Verdict: store.OverrideDeny, Prefix: netip.MustParsePrefix("203.0.113.0/24")}
+	if _, err := alone.m.AddOverride(bg, adm, mac(1).String(), rule); err != nil {
+		t.Fatal(err)
+	}
+	alone.stop()
+
+	hub := &fakeHub{}
+	b, _, _ := fleetGateway(t, srv, hub, "gw-b", "")
+	b.lease(dhcpsnoop.KindBound, mac(1), ip1, u)
+	b.waitState(mac(1), store.StatePendingApproval)
+	a, _, _ := fleetGateway(t, srv, hub, "gw-a", dirA)
+	a.waitState(mac(1), store.StateEnforced)
+	b.waitState(mac(1), store.StateEnforced)
+	b.hasEvent("approved", "approval from the fleet")
+	b.hasEvent("overrides-set", "from the fleet: 1 entries")
+	for _, k := range []FleetKind{FleetVerdictMAC, FleetOverrides, FleetPinMAC, FleetPinURL} {
+		if n := hub.count("gw-a", k); n != 1 {
+			t.Errorf("gateway a handed the fleet %d %s on joining, want 1", n, k)
+		}
 	}
 }

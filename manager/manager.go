@@ -325,6 +325,7 @@ func (m *Manager) Run(ctx context.Context) error {
 		for mac := range m.st.devices {
 			m.fleet.devices[mac] = true // the fleet gets every summary once
 		}
+		m.publishUnshared()
 	}
 	var answers []answer
 	for {

@@ -127,9 +127,18 @@ func convert(ev fleet.Event) (manager.FleetEvent, bool) {
 	return me, true
 }
 
-// Submit queues a shared decision.
-func (l *Link) Submit(kind manager.FleetKind, key string, value []byte) error {
-	return l.c.Submit(fleet.Kind(kind), key, value)
+// Submit queues shared decisions in one write.
+func (l *Link) Submit(ds ...manager.FleetDecision) error {
+	fds := make([]fleet.Decision, len(ds))
+	for i, d := range ds {
+		fds[i] = fleet.Decision{Kind: fleet.Kind(d.Kind), Key: d.Key, Value: d.Value}
+	}
+	return l.c.SubmitAll(fds)
+}
+
+// Known is the revision of a decision this gateway has seen.
+func (l *Link) Known(kind manager.FleetKind, key string) int64 {
+	return l.c.Known(fleet.Kind(kind), key)
 }
 
 // PutDevices queues device summaries.
