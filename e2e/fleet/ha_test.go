@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -47,10 +48,31 @@ type segment struct {
 	devs []*netlab.Host
 }
 
+// removeStaleSegments deletes the namespaces of segments whose test
+// process died without cleaning up (its pid is part of the name).
+func removeStaleSegments() {
+	entries, err := os.ReadDir("/var/run/netns")
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		parts := strings.SplitN(e.Name(), "-", 3)
+		if len(parts) < 3 || parts[0] != "mudha" || parts[1] == strconv.Itoa(os.Getpid()) {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join("/proc", parts[1])); err == nil {
+			continue // still running
+		}
+		_ = ipCmd("netns", "delete", e.Name())
+		_ = os.RemoveAll(filepath.Join("/etc/netns", e.Name()))
+	}
+}
+
 // newSegment creates the switch and n device namespaces (device i with
 // the MAC netlab gives device i), removed at the end of the test.
 func newSegment(t *testing.T, n int) *segment {
 	t.Helper()
+	removeStaleSegments()
 	base := fmt.Sprintf("mudha-%d-%d", os.Getpid(), haSeq.Add(1))
 	s := &segment{sw: base + "-sw"}
 	var nses []string
