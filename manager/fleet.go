@@ -175,6 +175,9 @@ func (m *Manager) share(kind FleetKind, key string, rec any) {
 	if m.cfg.Fleet == nil {
 		return
 	}
+	if rec == nil && m.cfg.Fleet.Known(kind, key) == 0 && len(m.fleet.sent[fleetKey{kind, key}]) == 0 {
+		return // the fleet holds nothing to withdraw
+	}
 	if d, ok := m.encodeShared(kind, key, rec); ok {
 		m.submitShared([]FleetDecision{d})
 	}
@@ -267,11 +270,13 @@ func (m *Manager) sameAsLocal(ev FleetEvent) bool {
 // decision applies here (a conflict).
 func (m *Manager) publishUnshared() {
 	var ds []FleetDecision
+	seen := map[fleetKey]bool{}
 	add := func(kind FleetKind, keys []string) {
 		for _, k := range keys {
-			if m.cfg.Fleet.Known(kind, k) != 0 {
+			if seen[fleetKey{kind, k}] || m.cfg.Fleet.Known(kind, k) != 0 {
 				continue
 			}
+			seen[fleetKey{kind, k}] = true
 			if rec, ok := m.localRecord(kind, k); ok {
 				if d, ok := m.encodeShared(kind, k, rec); ok {
 					ds = append(ds, d)
@@ -395,7 +400,10 @@ func (m *Manager) onFleet(ev FleetEvent) {
 }
 
 // ownEcho reports whether ev is a decision this gateway submitted coming
-// back, and forgets it and what was submitted before it.
+// back, and forgets it and what was submitted before it. Another
+// gateway's write forgets them all: what this gateway wrote before it has
+// come back already, and what it wrote after will be refused as a
+// conflict.
 func (m *Manager) ownEcho(ev FleetEvent) bool {
 	k := fleetKey{ev.Kind, ev.Key}
 	vs := m.fleet.sent[k]
@@ -409,6 +417,7 @@ func (m *Manager) ownEcho(ev FleetEvent) bool {
 			return true
 		}
 	}
+	delete(m.fleet.sent, k)
 	return false
 }
 
