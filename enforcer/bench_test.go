@@ -249,10 +249,45 @@ func BenchmarkAddDevice(b *testing.B) {
 		flip++
 		return e.SetPeer(ctx, key, peerAddrs(7, 2+flip%2))
 	}
+	// A device joins a manufacturer class of 10,000 members: the class's
+	// peer set is replaced by one with an element more. Class members are
+	// permanent elements (no timeout), as the manager hands them over.
+	mfgKey := ""
+	for _, pr := range p7.Peers() {
+		if pr.Kind == policy.Manufacturer {
+			mfgKey = pr.Key()
+		}
+	}
+	member := func(i int) []Element {
+		els := peerAddrs(1000000+i, 0)
+		for j := range els {
+			els[j].Timeout = 0
+		}
+		return els
+	}
+	var class []Element
+	for i := range 10000 {
+		class = append(class, member(i)...)
+	}
+	if err := e.SetPeer(ctx, mfgKey, class); err != nil {
+		b.Fatal(err)
+	}
+	joins := 10000
+	classJoin := func() error {
+		joins++
+		class = append(class, member(joins)...)
+		return e.SetPeer(ctx, mfgKey, class)
+	}
+	// The same join as a change of the class (ChangePeers), as the
+	// manager sends it: the member's addresses, not the class.
+	classAdd := func() error {
+		joins++
+		return e.Update(ctx, Update{ChangePeers: map[string]PeerChange{mfgKey: {Add: member(joins)}}})
+	}
 	for _, bc := range []struct {
 		name string
 		op   func() error
-	}{{"known-policy", known}, {"new-policy", newPol}, {"dns-update", dns}} {
+	}{{"known-policy", known}, {"new-policy", newPol}, {"dns-update", dns}, {"class-join-10000", classJoin}, {"class-change-10000", classAdd}} {
 		for _, spaced := range []bool{true, false} {
 			name := bc.name
 			if !spaced {

@@ -289,6 +289,43 @@ func TestDNSPeerChangeTouchesElementsOnly(t *testing.T) {
 	}
 }
 
+// A peer changed by address (ChangePeers, as the manager changes a class
+// when a member comes or goes) permits what it adds and stops what it
+// removes, and the addresses it does not name stay as they were.
+func TestPeerChangedByAddress(t *testing.T) {
+	env := newLabEnv(t)
+	ctx := context.Background()
+	s1, s2, d1 := env.srv1, env.srv2, env.dev1
+	netlab.MustDrop(t, "srv2 before", netlab.TCPEcho(d1.NS, ap(s2.IPv4, 8080), shut))
+	addrs := func(s *netlab.Host) []netip.Prefix {
+		var out []netip.Prefix
+		for _, e := range hostElems(s) {
+			out = append(out, e.Prefix)
+		}
+		return out
+	}
+	// srv2 comes, srv1 goes.
+	if err := env.e.Update(ctx, Update{ChangePeers: map[string]PeerChange{"dns:cloud.example": {Add: hostElems(s2), Remove: addrs(s1)}}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range []netip.Addr{s2.IPv4, s2.IPv6} {
+		netlab.MustPass(t, "added "+a.String(), netlab.TCPEcho(d1.NS, ap(a, 8080), pass))
+	}
+	for _, a := range []netip.Addr{s1.IPv4, s1.IPv6} {
+		netlab.MustDrop(t, "removed "+a.String(), netlab.TCPEcho(d1.NS, ap(a, 8080), shut))
+	}
+	// srv1 comes back: srv2, not named, stays.
+	if err := env.e.Update(ctx, Update{ChangePeers: map[string]PeerChange{"dns:cloud.example": {Add: hostElems(s1)}}}); err != nil {
+		t.Fatal(err)
+	}
+	netlab.MustPass(t, "added back", netlab.TCPEcho(d1.NS, ap(s1.IPv4, 8080), pass))
+	netlab.MustPass(t, "not named, kept", netlab.TCPEcho(d1.NS, ap(s2.IPv6, 8080), pass))
+	// Only DNS, manufacturer and model peers change by address.
+	if err := env.e.Update(ctx, Update{ChangePeers: map[string]PeerChange{"local-networks": {Add: hostElems(s1)}}}); err == nil {
+		t.Error("a local-networks peer was changed by address")
+	}
+}
+
 // Two names on one address (a CDN): the address maps to a group of both,
 // and each policy keeps exactly what its own names allow as the group
 // appears, changes and vanishes with DNS updates (incremental changes,

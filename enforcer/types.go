@@ -15,6 +15,8 @@ type (
 	// Element is one address range of a peer, with an optional lifetime
 	// (the DNS TTL).
 	Element = plan.Element
+	// PeerChange adds and removes some addresses of a peer.
+	PeerChange = plan.PeerChange
 	// Desired is the complete state the enforcer should install.
 	Desired = plan.Desired
 	// Update is a set of changes applied in one transaction.

@@ -14,6 +14,7 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -266,6 +267,28 @@ func (f *fakeEnforcer) Update(_ context.Context, u enforcer.Update) error {
 			}
 		}
 	}
+	changed := map[string][]enforcer.Element{}
+	for k, pc := range u.ChangePeers {
+		if _, both := u.SetPeers[k]; both {
+			return fmt.Errorf("peer %s both set and changed", k)
+		}
+		if !strings.HasPrefix(k, "dns:") && !strings.HasPrefix(k, "model:") && !strings.HasPrefix(k, "manufacturer:") {
+			return fmt.Errorf("peer %s: only DNS, manufacturer and model peers change by address", k)
+		}
+		// The fake keeps one start time per peer: it changes permanent
+		// elements only (the manager changes class peers, whose members
+		// are permanent).
+		els := slices.DeleteFunc(slices.Clone(f.peers[k]), func(e enforcer.Element) bool { return slices.Contains(pc.Remove, e.Prefix) })
+		for _, a := range pc.Add {
+			if a.Timeout != 0 || slices.ContainsFunc(els, func(e enforcer.Element) bool { return e.Timeout != 0 }) {
+				return fmt.Errorf("peer %s: the fake changes permanent elements only", k)
+			}
+			if !slices.ContainsFunc(els, func(e enforcer.Element) bool { return e.Prefix == a.Prefix }) {
+				els = append(els, a)
+			}
+		}
+		changed[k] = els
+	}
 	for _, p := range u.SetPolicies {
 		f.policies[p.ID] = p
 	}
@@ -277,6 +300,9 @@ func (f *fakeEnforcer) Update(_ context.Context, u enforcer.Update) error {
 	}
 	for mac := range goneDev {
 		delete(f.devices, mac)
+	}
+	for k, els := range changed {
+		f.setPeer(k, els)
 	}
 	for k, v := range u.SetPeers {
 		f.setPeer(k, v)

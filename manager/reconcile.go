@@ -31,6 +31,7 @@ type desired struct {
 	peerRefs map[string]int            // key → installed policies and enforced devices' overrides naming it
 	peerOf   map[string]policy.Peer    // key → the peer, while named
 	names    map[string][]string       // policy ID → its DNS names (resolver watches)
+	classes  map[string]*classSet      // class peer key → its members' addresses
 }
 
 // devEntry is what the enforcer and the resolver hold for one device.
@@ -71,7 +72,7 @@ type peerElem struct {
 func emptyDesired() *desired {
 	return &desired{devices: map[string]*devEntry{}, policies: map[string]*policy.Policy{}, polRefs: map[string]int{},
 		peers: map[string][]peerElem{}, peerRefs: map[string]int{}, peerOf: map[string]policy.Peer{},
-		names: map[string][]string{}}
+		names: map[string][]string{}, classes: map[string]*classSet{}}
 }
 
 func hostPrefix(a netip.Addr) netip.Prefix {
@@ -183,6 +184,7 @@ func (m *Manager) computeDesired() *desired {
 		}
 		ds.add(mac, e)
 		if e.member() {
+			ds.addClassMember(e)
 			for _, h := range e.hosts {
 				addMember(models, e.url, e.strong, h)
 				addMember(mfrs, e.auth, e.strong, h)
@@ -515,12 +517,17 @@ type change struct {
 	peerRefs map[string]int            // key → new count
 	peerOf   map[string]policy.Peer    // key → the peer, when named anew
 	peers    map[string][]peerElem     // key → new elements; nil: none
-	upd      enforcer.Update
+	// classDeltas: what the change does to the classes' counts;
+	// classEdits: the class peers it changes by address (classes.go)
+	classDeltas map[string]classDelta
+	classEdits  map[string]classEdit
+	upd         enforcer.Update
 }
 
 func newChange(pu *desired) *change {
 	return &change{pushed: pu, devs: map[string]*devEntry{}, polRefs: map[string]int{}, pols: map[string]*policy.Policy{},
-		peerRefs: map[string]int{}, peerOf: map[string]policy.Peer{}, peers: map[string][]peerElem{}}
+		peerRefs: map[string]int{}, peerOf: map[string]policy.Peer{}, peers: map[string][]peerElem{},
+		classDeltas: map[string]classDelta{}, classEdits: map[string]classEdit{}}
 }
 
 // dev is a device's entry after the change.
@@ -574,7 +581,7 @@ func (c *change) use(e *devEntry, n int) {
 
 func (c *change) empty() bool {
 	u := &c.upd
-	return len(u.SetPolicies)+len(u.RemovePolicies)+len(u.UpsertDevices)+len(u.RemoveDevices)+len(u.SetPeers) == 0
+	return len(u.SetPolicies)+len(u.RemovePolicies)+len(u.UpsertDevices)+len(u.RemoveDevices)+len(u.SetPeers)+len(u.ChangePeers) == 0
 }
 
 // plan stages what the dirty set changes: the marked devices' entries,
@@ -615,6 +622,8 @@ func (m *Manager) plan() *change {
 		c.use(old, -1)
 		c.use(ne, 1)
 		if !sameClass(old, ne) {
+			c.classMove(old, -1)
+			c.classMove(ne, 1)
 			for _, k := range append(classKeys(old), classKeys(ne)...) {
 				d.peers[k] = struct{}{}
 			}
@@ -656,6 +665,9 @@ func (m *Manager) plan() *change {
 // stagePeer recomputes a peer's elements (none when nothing names it) and
 // stages them when they changed. A class is recomputed from its members.
 func (m *Manager) stagePeer(c *change, k string) {
+	if m.stageClassEdit(c, k) {
+		return
+	}
 	var els []peerElem
 	if n := c.peerRefsOf(k); n > 0 {
 		els = m.peerElems(c.peerOfKey(k), func(kind policy.PeerKind, v string) []peerElem {
@@ -704,8 +716,8 @@ func (m *Manager) send(ctx context.Context, c *change) bool {
 		}
 		if err != nil {
 			u := &c.upd
-			err = fmt.Errorf("updating the enforcer (%d policies set, %d removed, %d devices set, %d removed, %d peers set): %w",
-				len(u.SetPolicies), len(u.RemovePolicies), len(u.UpsertDevices), len(u.RemoveDevices), len(u.SetPeers), err)
+			err = fmt.Errorf("updating the enforcer (%d policies set, %d removed, %d devices set, %d removed, %d peers set, %d changed): %w",
+				len(u.SetPolicies), len(u.RemovePolicies), len(u.UpsertDevices), len(u.RemoveDevices), len(u.SetPeers), len(u.ChangePeers), err)
 		}
 		m.noteApply(time.Since(start), err)
 		if err != nil {
@@ -772,6 +784,7 @@ func (m *Manager) commit(c *change) {
 			pu.peers[k] = els
 		}
 	}
+	c.commitClasses(pu)
 }
 
 // pushPeer hands the enforcer a dirty peer's new elements at once, alone,

@@ -276,7 +276,7 @@ func (v *groupView) policiesNaming(p string) []string {
 func deriveChange(o buildOpts, st *derivedState, out *owners, all bool,
 	changedPolicies map[string]*policy.Policy, policyAfter func(string) *policy.Policy,
 	changedPeers map[string]map[netip.Prefix]time.Time, peersBefore func(string) map[netip.Prefix]time.Time,
-	allPeersAfter func() map[string]map[netip.Prefix]time.Time) *derivedDelta {
+	allPeersAfter func() map[string]map[netip.Prefix]time.Time, touchedOf map[string]map[netip.Prefix]struct{}) *derivedDelta {
 
 	dd := newDerivedDelta(out)
 	v := &groupView{o: o, st: st, dd: dd, policy: policyAfter, changedP: changedPolicies, forms: map[string]*policyForms{},
@@ -292,6 +292,19 @@ func deriveChange(o buildOpts, st *derivedState, out *owners, all bool,
 		}
 	}
 
+	// holds is whether a changed peer holds p after the change: a peer
+	// changed by address holds what it held, but for what it touched.
+	holds := func(k string, p netip.Prefix) (time.Time, bool) {
+		if t, ok := touchedOf[k]; ok {
+			if _, in := t[p]; !in {
+				e, ok := peersBefore(k)[p]
+				return e, ok
+			}
+		}
+		e, ok := changedPeers[k][p]
+		return e, ok
+	}
+
 	// 1. single addresses of changed peers
 	touched := map[netip.Addr]bool{}
 	fresh := map[netip.Addr]addrInfo{} // the changed peers' new addresses
@@ -301,10 +314,30 @@ func deriveChange(o buildOpts, st *derivedState, out *owners, all bool,
 			netChanged = true
 			continue
 		}
-		for p := range peersBefore(k) {
-			touched[p.Addr()] = true
+		// Only the addresses that came, went or changed expiry: a class
+		// of 10,000 members gaining one touches one address, not 10,001.
+		if t, ok := touchedOf[k]; ok {
+			for p := range t {
+				touched[p.Addr()] = true
+				if exp, ok := after[p]; ok {
+					if fresh[p.Addr()] == nil {
+						fresh[p.Addr()] = addrInfo{}
+					}
+					fresh[p.Addr()][k] = exp
+				}
+			}
+			continue
+		}
+		before := peersBefore(k)
+		for p := range before {
+			if _, ok := after[p]; !ok {
+				touched[p.Addr()] = true
+			}
 		}
 		for p, exp := range after {
+			if old, ok := before[p]; ok && old.Equal(exp) {
+				continue
+			}
 			touched[p.Addr()] = true
 			if fresh[p.Addr()] == nil {
 				fresh[p.Addr()] = addrInfo{}
@@ -326,6 +359,8 @@ func deriveChange(o buildOpts, st *derivedState, out *owners, all bool,
 			for k, exp := range old {
 				if _, ch := changedPeers[k]; !ch {
 					info[k] = exp
+				} else if e, ok := holds(k, netip.PrefixFrom(a, a.BitLen())); ok {
+					info[k] = e // a changed peer that still holds a
 				}
 			}
 			for k, exp := range fresh[a] {

@@ -488,7 +488,7 @@ func buildOwnersWith(m *model, o buildOpts, fixed *pieces) (*owners, error) {
 	}
 	deriveChange(o, newDerivedState(), out, true, m.policies, func(id string) *policy.Policy { return m.policies[id] },
 		m.peers, func(string) map[netip.Prefix]time.Time { return nil },
-		func() map[string]map[netip.Prefix]time.Time { return m.peers })
+		func() map[string]map[netip.Prefix]time.Time { return m.peers }, nil)
 	return out, nil
 }
 
@@ -531,22 +531,37 @@ func normalizePeer(elems []Element, now time.Time) (map[netip.Prefix]time.Time, 
 		}
 		return list[i].p.Bits() < list[j].p.Bits()
 	})
-	out := map[netip.Prefix]time.Time{}
-	var kept []netip.Prefix
+	// A prefix is contained in a kept one when its own address masked to
+	// one of the kept lengths is kept: a lookup per distinct length (few),
+	// not a walk over every kept prefix (a class of 10,000 members).
+	out := make(map[netip.Prefix]time.Time, len(list))
+	var lens [2][]int // distinct kept lengths, ascending, for IPv4 and IPv6
 	for _, e := range list {
+		fam := 0
+		if e.p.Addr().Is6() {
+			fam = 1
+		}
 		merged := false
-		for _, k := range kept {
-			if k.Addr().BitLen() == e.p.Addr().BitLen() && k.Contains(e.p.Addr()) {
-				if old := out[k]; !old.IsZero() && (e.exp.IsZero() || e.exp.After(old)) {
-					out[k] = e.exp
-				}
-				merged = true
+		for _, l := range lens[fam] {
+			if l > e.p.Bits() {
 				break
 			}
+			k, _ := e.p.Addr().Prefix(l)
+			old, ok := out[k]
+			if !ok {
+				continue
+			}
+			if !old.IsZero() && (e.exp.IsZero() || e.exp.After(old)) {
+				out[k] = e.exp
+			}
+			merged = true
+			break
 		}
 		if !merged {
-			kept = append(kept, e.p)
 			out[e.p] = e.exp
+			if n := len(lens[fam]); n == 0 || lens[fam][n-1] != e.p.Bits() {
+				lens[fam] = append(lens[fam], e.p.Bits())
+			}
 		}
 	}
 	return out, nil

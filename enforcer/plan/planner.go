@@ -210,10 +210,43 @@ type change struct {
 	policies map[string]*policy.Policy
 	devices  map[string]*Device
 	peers    map[string]map[netip.Prefix]time.Time
+	// touched: for the peers of a ChangePeers, the addresses it changed;
+	// their peers entry holds only those of them the peer keeps (the
+	// others are as the model has them), not the peer's whole set
+	touched map[string]map[netip.Prefix]struct{}
+}
+
+// materialize turns the partial sets of ChangePeers into whole ones (a
+// rebuild renders every peer whole).
+func (ch *change) materialize(m *model) {
+	for k, t := range ch.touched {
+		n := maps.Clone(m.peers[k])
+		if n == nil {
+			n = map[netip.Prefix]time.Time{}
+		}
+		applyTouched(n, ch.peers[k], t)
+		if len(n) == 0 {
+			n = nil
+		}
+		ch.peers[k] = n
+	}
+	clear(ch.touched)
+}
+
+// applyTouched makes the touched addresses of dst what partial says.
+func applyTouched(dst, partial map[netip.Prefix]time.Time, touched map[netip.Prefix]struct{}) {
+	for p := range touched {
+		if exp, ok := partial[p]; ok {
+			dst[p] = exp
+		} else {
+			delete(dst, p)
+		}
+	}
 }
 
 func newChange(full bool) *change {
-	return &change{full: full, policies: map[string]*policy.Policy{}, devices: map[string]*Device{}, peers: map[string]map[netip.Prefix]time.Time{}}
+	return &change{full: full, policies: map[string]*policy.Policy{}, devices: map[string]*Device{}, peers: map[string]map[netip.Prefix]time.Time{},
+		touched: map[string]map[netip.Prefix]struct{}{}}
 }
 
 // Update plans several changes in one transaction.
@@ -340,6 +373,11 @@ func (pl *Planner) prepare(u Update, full bool, now time.Time) (*change, error) 
 		}
 		ch.peers[k] = n
 	}
+	for k, pc := range u.ChangePeers {
+		if err := pl.changePeer(ch, k, pc, full, now); err != nil {
+			return nil, err
+		}
+	}
 	// The result must be consistent: enforced devices have their policy,
 	// and no address is bound to two devices.
 	policyAfter := func(id string) bool {
@@ -390,6 +428,62 @@ func (pl *Planner) prepare(u Update, full bool, now time.Time) (*change, error) 
 		}
 	}
 	return ch, nil
+}
+
+// changePeer stages a ChangePeers entry: the model's addresses of the
+// peer with the change applied, and which addresses it touched.
+func (pl *Planner) changePeer(ch *change, k string, pc PeerChange, full bool, now time.Time) error {
+	if full {
+		return fmt.Errorf("changing peer %q: a full state sets peers whole", k)
+	}
+	if !exactPeer(k) {
+		return fmt.Errorf("changing peer %q: only DNS, manufacturer and model peers change by address", k)
+	}
+	if _, ok := ch.peers[k]; ok {
+		return fmt.Errorf("changing peer %q: it is also set whole", k)
+	}
+	single := func(p netip.Prefix) (netip.Prefix, error) {
+		if !p.IsValid() || !p.IsSingleIP() {
+			return p, fmt.Errorf("changing peer %q: %v is not a single address", k, p)
+		}
+		a := p.Addr().Unmap()
+		return netip.PrefixFrom(a, a.BitLen()), nil
+	}
+	// Only what changes is staged: a copy of a class of 10,000 would
+	// cost more than the rest of the plan.
+	base := pl.m.peers[k]
+	n := map[netip.Prefix]time.Time{} // the touched addresses the peer keeps
+	touched := map[netip.Prefix]struct{}{}
+	for _, r := range pc.Remove {
+		p, err := single(r)
+		if err != nil {
+			return err
+		}
+		if _, ok := base[p]; ok {
+			touched[p] = struct{}{}
+		}
+		delete(n, p)
+	}
+	for _, e := range pc.Add {
+		p, err := single(e.Prefix)
+		if err != nil {
+			return err
+		}
+		var exp time.Time
+		if e.Timeout > 0 {
+			exp = now.Add(e.Timeout)
+		}
+		if old, ok := base[p]; ok && old.Equal(exp) {
+			if _, t := touched[p]; !t {
+				continue
+			}
+		}
+		n[p] = exp
+		touched[p] = struct{}{}
+	}
+	ch.peers[k] = n
+	ch.touched[k] = touched
+	return nil
 }
 
 func hasAddr(d *Device, a netip.Addr) bool {
@@ -445,6 +539,9 @@ type pending struct {
 func (pl *Planner) plan(ch *change, now time.Time) (*Plan, error) {
 	o := pl.opts(now)
 	rebuild := ch.full || !pl.known || pl.inst == nil
+	if rebuild {
+		ch.materialize(pl.m)
+	}
 	delta := newOwners()
 	switch {
 	case pl.stale || pl.inst == nil:
@@ -507,7 +604,7 @@ func (pl *Planner) plan(ch *change, now time.Time) (*Plan, error) {
 		}
 		dd = deriveChange(o, newDerivedState(), delta, true, pols, func(id string) *policy.Policy { return pols[id] },
 			peers, func(string) map[netip.Prefix]time.Time { return nil },
-			func() map[string]map[netip.Prefix]time.Time { return peers })
+			func() map[string]map[netip.Prefix]time.Time { return peers }, nil)
 		if !ch.full && pl.inst != nil {
 			// Objects the change leaves alone keep their pieces.
 			keep(delta.policies, pl.inst.policies, ch.policies)
@@ -522,7 +619,7 @@ func (pl *Planner) plan(ch *change, now time.Time) (*Plan, error) {
 		}
 		dd = deriveChange(o, pl.groups, delta, false, ch.policies, policyAfter,
 			ch.peers, func(k string) map[netip.Prefix]time.Time { return pl.m.peers[k] },
-			func() map[string]map[netip.Prefix]time.Time { return overlay(pl.m.peers, ch.peers) })
+			func() map[string]map[netip.Prefix]time.Time { return overlay(pl.m.peers, ch.peers) }, ch.touched)
 	}
 	var p *Plan
 	var linger, unlinger []elemAt
@@ -648,7 +745,26 @@ func (pl *Planner) Commit(p *Plan) error {
 		}
 		applyMap(pl.m.policies, ch.policies)
 		applyMap(pl.m.devices, ch.devices)
-		applyMap(pl.m.peers, ch.peers)
+		for k, t := range ch.touched {
+			n := pl.m.peers[k]
+			if n == nil {
+				n = map[netip.Prefix]time.Time{}
+				pl.m.peers[k] = n
+			}
+			applyTouched(n, ch.peers[k], t)
+			if len(n) == 0 {
+				delete(pl.m.peers, k)
+			}
+		}
+		for k, v := range ch.peers {
+			switch _, partial := ch.touched[k]; {
+			case partial:
+			case v == nil:
+				delete(pl.m.peers, k)
+			default:
+				pl.m.peers[k] = v
+			}
+		}
 	}
 	if pd.rebuild {
 		pd.delta.nets = orEmpty(pd.delta.nets)

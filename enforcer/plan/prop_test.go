@@ -190,16 +190,25 @@ func (pr *propRun) peer() (string, []Element) {
 	}
 	var els []Element
 	if pr.pick(3) > 0 {
-		k := propDNS[pr.pick(len(propDNS))].Key()
-		for range pr.pick(4) {
-			a := netip.MustParseAddr(propSingles[pr.pick(len(propSingles))])
-			els = append(els, Element{Prefix: netip.PrefixFrom(a, a.BitLen()), Timeout: ttl()})
-		}
-		return k, els
+		return pr.peerOf(propDNS[pr.pick(len(propDNS))].Key())
 	}
 	k := propClasses[pr.pick(len(propClasses))].Key()
 	for range pr.pick(3) {
 		els = append(els, Element{Prefix: netip.MustParsePrefix(propNets[pr.pick(len(propNets))]), Timeout: ttl()})
+	}
+	return k, els
+}
+
+// peerOf is a random list of single addresses for the DNS peer k.
+func (pr *propRun) peerOf(k string) (string, []Element) {
+	var els []Element
+	for range pr.pick(4) {
+		a := netip.MustParseAddr(propSingles[pr.pick(len(propSingles))])
+		ttl := time.Duration(0)
+		if pr.pick(3) > 0 {
+			ttl = time.Duration(1+pr.pick(90)) * time.Second
+		}
+		els = append(els, Element{Prefix: netip.PrefixFrom(a, a.BitLen()), Timeout: ttl})
 	}
 	return k, els
 }
@@ -228,8 +237,28 @@ func (pr *propRun) update() Update {
 				d.PolicyID, d.Mode = nd.PolicyID, nd.Mode
 			}
 			u.UpsertDevices = append(u.UpsertDevices, d)
+		case n < 14:
+			// some addresses of a DNS peer, without restating the others
+			k := propDNS[pr.pick(len(propDNS))].Key()
+			if _, set := u.SetPeers[k]; set {
+				continue
+			}
+			if u.ChangePeers == nil {
+				u.ChangePeers = map[string]PeerChange{}
+			}
+			pc := u.ChangePeers[k]
+			for range pr.pick(3) {
+				a := netip.MustParseAddr(propSingles[pr.pick(len(propSingles))])
+				pc.Remove = append(pc.Remove, netip.PrefixFrom(a, a.BitLen()))
+			}
+			_, els := pr.peerOf(k)
+			pc.Add = append(pc.Add, els...)
+			u.ChangePeers[k] = pc
 		default:
 			k, els := pr.peer()
+			if _, changed := u.ChangePeers[k]; changed {
+				continue
+			}
 			u.SetPeers[k] = els
 		}
 	}
@@ -262,6 +291,27 @@ func (pr *propRun) after(u Update, base *model) (*model, bool) {
 		n, err := normalizePeer(els, pr.now)
 		if err != nil {
 			panic(err)
+		}
+		if len(n) == 0 {
+			delete(m.peers, k)
+		} else {
+			m.peers[k] = n
+		}
+	}
+	for k, pc := range u.ChangePeers {
+		n := maps.Clone(m.peers[k])
+		if n == nil {
+			n = map[netip.Prefix]time.Time{}
+		}
+		for _, p := range pc.Remove {
+			delete(n, p)
+		}
+		for _, e := range pc.Add {
+			var exp time.Time
+			if e.Timeout > 0 {
+				exp = pr.now.Add(e.Timeout)
+			}
+			n[e.Prefix] = exp
 		}
 		if len(n) == 0 {
 			delete(m.peers, k)
@@ -468,6 +518,14 @@ func describeUpdate(u Update) string {
 			els = append(els, fmt.Sprintf("%s/%v", e.Prefix, e.Timeout))
 		}
 		parts = append(parts, fmt.Sprintf("peer %s %v", k, els))
+	}
+	for _, k := range slices.Sorted(maps.Keys(u.ChangePeers)) {
+		pc := u.ChangePeers[k]
+		var els []string
+		for _, e := range pc.Add {
+			els = append(els, fmt.Sprintf("%s/%v", e.Prefix, e.Timeout))
+		}
+		parts = append(parts, fmt.Sprintf("peer %s +%v -%v", k, els, pc.Remove))
 	}
 	return strings.Join(parts, "; ")
 }

@@ -83,6 +83,20 @@ type Update struct {
 	// SetPeers replaces the addresses of peers (by policy.Peer.Key()); an
 	// empty list removes them.
 	SetPeers map[string][]Element
+	// ChangePeers adds and removes single addresses of peers that hold
+	// addresses (DNS names, manufacturer and model classes) without
+	// restating the others: what a class of thousands gaining a member
+	// costs is then that member, not the class. A key may not be in both
+	// SetPeers and ChangePeers.
+	ChangePeers map[string]PeerChange
+}
+
+// PeerChange is a change to some of a peer's addresses. Add sets an
+// element (its timeout replaces the one the address had); Remove drops
+// an address the peer holds (one it does not hold is ignored).
+type PeerChange struct {
+	Add    []Element
+	Remove []netip.Prefix
 }
 
 // model is the planner's input state: what the kernel holds. It is
