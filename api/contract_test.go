@@ -124,7 +124,8 @@ func fixedStatus() manager.StatusView {
 			BridgeConntrack: true, Repairs: 1, BridgeReplies: "ipv4 inet-conntrack, ipv6 reflexive"},
 		LateralUnenforced: []manager.LateralGap{{LAN: "br-lan", Port: "lan1", Severity: "warning",
 			Reason: "an XDP program is attached to lan1: it can forward or drop frames before the bridge and mudd's rules see them",
-			Fix:    "check it with ip -d link show dev lan1 or bpftool net show dev lan1, or detach it"}}}
+			Fix:    "check it with ip -d link show dev lan1 or bpftool net show dev lan1, or detach it"}},
+		Fleet: &manager.FleetStatus{GatewayID: "gw1", Queued: 4}}
 }
 
 // fixedDevice is the fixed device with the enforcer's counters, as

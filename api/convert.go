@@ -445,6 +445,9 @@ func statusFrom(s manager.StatusView) Status {
 		out.LateralUnenforced = append(out.LateralUnenforced, LateralGap{Interface: g.LAN, Port: g.Port,
 			Severity: LateralSeverity(g.Severity), Reason: g.Reason, Fix: g.Fix})
 	}
+	if f := s.Fleet; f != nil {
+		out.Fleet = &FleetStatus{GatewayID: f.GatewayID, Connected: !f.Partitioned, QueuedWrites: f.Queued}
+	}
 	return out
 }
 

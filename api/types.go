@@ -371,6 +371,22 @@ type Status struct {
 	// the bridge, a Wi-Fi access point without client isolation, ports of
 	// a hardware switch, a LAN interface that is not a bridge.
 	LateralUnenforced []LateralGap `json:"lateral_unenforced,omitempty"`
+	// Fleet is the connection to the site's other gateways (store.backend
+	// etcd); absent for a lone gateway.
+	Fleet *FleetStatus `json:"fleet,omitempty"`
+}
+
+// FleetStatus is how this gateway shares decisions with the others of its
+// site through etcd.
+type FleetStatus struct {
+	// GatewayID is this gateway's id (store.etcd.gateway_id).
+	GatewayID string `json:"gateway_id"`
+	// Connected: etcd answers. Not connected (partitioned), the gateway
+	// enforces from its local store and queues its decisions.
+	Connected bool `json:"connected"`
+	// QueuedWrites counts the decisions and device summaries etcd has not
+	// taken yet.
+	QueuedWrites int `json:"queued_writes"`
 }
 
 // LateralGap is one place where lateral traffic may pass without mudd's

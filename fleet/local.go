@@ -79,18 +79,21 @@ func u64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
 
 // enqueue appends w; it is on disk when enqueue returns.
 func (l *local) enqueue(w Write) error {
-	return l.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketQueue)
-		seq, err := b.NextSequence()
-		if err != nil {
-			return err
-		}
-		buf, err := json.Marshal(w)
-		if err != nil {
-			return err
-		}
-		return b.Put(u64(seq), buf)
-	})
+	return l.db.Update(func(tx *bolt.Tx) error { return putQueued(tx, w) })
+}
+
+// putQueued appends w to the queue within tx.
+func putQueued(tx *bolt.Tx, w Write) error {
+	b := tx.Bucket(bucketQueue)
+	seq, err := b.NextSequence()
+	if err != nil {
+		return err
+	}
+	buf, err := json.Marshal(w)
+	if err != nil {
+		return err
+	}
+	return b.Put(u64(seq), buf)
 }
 
 // pending returns the queued writes in order.

@@ -288,6 +288,7 @@ func (m *Manager) boundOnFirstUse(mac string, a netip.Addr) bool {
 		return true
 	}
 	m.st.bindings[mac] = nb
+	m.shareBinding(mac)
 	m.syncFirstUse(mac)
 	m.staticTaken(mac, []netip.Addr{a})
 	if m.st.devices[mac] != nil {

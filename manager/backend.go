@@ -57,6 +57,9 @@ type StatusView struct {
 	// LateralUnenforced are the places where lateral traffic may pass
 	// without mudd's rules (SetLateral).
 	LateralUnenforced []LateralGap
+	// Fleet is the connection to the other gateways of the site; nil
+	// without one (store.backend bbolt).
+	Fleet *FleetStatus
 }
 
 // EnforcerView says whether the kernel matches the desired state.
@@ -266,6 +269,10 @@ func (m *Manager) Status(ctx context.Context) (StatusView, error) {
 		}
 		st.Enforcer = es
 		st.LateralUnenforced = slices.Clone(m.lateral)
+		if m.cfg.Fleet != nil {
+			fs := m.cfg.Fleet.Status()
+			st.Fleet = &fs
+		}
 		return nil
 	})
 	return st, err
@@ -524,8 +531,17 @@ func (m *Manager) Approve(ctx context.Context, by string, mac string, req Action
 		} else {
 			m.st.approvalsByMAC[d.MAC] = a
 		}
-		delete(m.st.rejected, d.MAC)
+		_, wasRejected := m.st.rejected[d.MAC]
+		m.dropRejection(d.MAC)
 		delete(m.st.flags, d.MAC)
+		if req.AllWithURL {
+			m.share(FleetVerdictURL, d.MUDURL, fleetVerdict{Verdict: verdictApproved, Approval: &a})
+			if wasRejected {
+				m.share(FleetVerdictMAC, d.MAC, nil)
+			}
+		} else {
+			m.share(FleetVerdictMAC, d.MAC, fleetVerdict{Verdict: verdictApproved, Approval: &a})
+		}
 		msg := "approved by " + by
 		if req.AllWithURL {
 			for _, o := range m.macsOf(d.MUDURL) {
@@ -550,17 +566,11 @@ func (m *Manager) Reject(ctx context.Context, by string, mac string, req Action)
 		if md == nil {
 			return errorf(ErrConflict, "device %s has no MUD file to reject", d.MAC)
 		}
-		err := m.cfg.Store.Update(func(tx *store.Tx) error {
-			if err := tx.ApprovalsByMAC().Delete(d.MAC); err != nil && !errors.Is(err, store.ErrNotFound) {
-				return err
-			}
-			return nil
-		})
-		if err != nil {
-			return fmt.Errorf("removing approvals of %s: %w", d.MAC, err)
+		r := store.Rejection{MAC: d.MAC, MUDURL: d.MUDURL, Digest: md.digest, By: by, At: m.now(), Reason: req.Reason}
+		if err := m.storeVerdictMAC(d.MAC, nil, &r); err != nil {
+			return err
 		}
-		delete(m.st.approvalsByMAC, d.MAC)
-		m.st.rejected[d.MAC] = md.digest
+		m.share(FleetVerdictMAC, d.MAC, fleetVerdict{Verdict: verdictRejected, Rejection: &r})
 		return m.settle(*d, "rejected", joinMsg("rejected by "+by, req.Reason))
 	})
 }
@@ -602,67 +612,82 @@ func (m *Manager) Bind(ctx context.Context, by string, mac, mudURL, reason strin
 		if err != nil {
 			return errorf(ErrInvalid, "MAC %q: %v", mac, err)
 		}
-		if mudURL == "" && len(ips) > 0 {
-			return errorf(ErrInvalid, "static addresses need a MUD URL to bind")
-		}
-		if ips, err = m.checkStatic(n, ips); err != nil {
-			if errors.Is(err, ErrConflict) {
-				m.event(n, "address-conflict", "", "", "static address refused: "+err.Error())
-			}
-			return err
-		}
-		var d store.Device
-		if old := m.st.devices[n]; old != nil {
-			d = *old
-		} else {
-			d = store.Device{MAC: n, State: store.StateDiscovered, FirstSeen: m.now()}
-		}
-		old := m.st.bindings[n].IPs
-		if err := m.pin(n, ips, old); err != nil {
-			m.event(n, "address-conflict", "", "", "static address refused: "+err.Error())
-			return err
-		}
 		b := store.Binding{MAC: n, MUDURL: mudURL, IPs: ips, FirstUse: len(ips) == 0, By: by, CreatedAt: m.now()}
-		if len(ips) == 0 {
-			b.IPs = nil
-		}
-		err = m.cfg.Store.Update(func(tx *store.Tx) error {
-			if mudURL == "" {
-				if err := tx.Bindings().Delete(n); err != nil && !errors.Is(err, store.ErrNotFound) {
-					return err
-				}
-				return nil
-			}
-			return tx.Bindings().Put(b)
-		})
-		if err != nil {
-			m.unpin(n, ips, old)
-			return fmt.Errorf("binding %s: %w", n, err)
-		}
-		m.unpin(n, old, ips)
-		msg := mudURL
-		if mudURL == "" {
-			delete(m.st.bindings, n)
-			if d.URLSource == store.SourceAdminBind {
-				d.MUDURL, d.URLSource = "", ""
-			}
-		} else {
-			m.st.bindings[n] = b
-			d.MUDURL, d.URLSource = mudURL, store.SourceAdminBind
-			m.staticTaken(n, ips)
-			if len(ips) > 0 {
-				msg += " with static addresses " + addrList(ips)
-			}
-		}
-		m.markMAC(markDevice, n)
-		if err := m.settle(d, "bound-by-admin", joinMsg(msg, reason)); err != nil {
+		if err := m.setBinding(b, reason, ""); err != nil {
 			return err
 		}
-		m.syncFirstUse(n)
+		m.shareBinding(n)
 		out = m.deviceView(m.st.devices[n])
 		return nil
 	})
 	return out, err
+}
+
+// setBinding applies a binding (an empty MUDURL removes the device's):
+// its static addresses are checked and pinned, the store takes it, and
+// the device is settled with a "bound-by-admin" event naming the URL, the
+// reason and, when another gateway bound it, origin.
+func (m *Manager) setBinding(b store.Binding, reason, origin string) error {
+	n, mudURL := b.MAC, b.MUDURL
+	if mudURL == "" && len(b.IPs) > 0 {
+		return errorf(ErrInvalid, "static addresses need a MUD URL to bind")
+	}
+	ips, err := m.checkStatic(n, b.IPs)
+	if err != nil {
+		if errors.Is(err, ErrConflict) {
+			m.event(n, "address-conflict", "", "", "static address refused: "+err.Error())
+		}
+		return err
+	}
+	var d store.Device
+	if old := m.st.devices[n]; old != nil {
+		d = *old
+	} else {
+		d = store.Device{MAC: n, State: store.StateDiscovered, FirstSeen: m.now()}
+	}
+	old := m.st.bindings[n].IPs
+	if err := m.pin(n, ips, old); err != nil {
+		m.event(n, "address-conflict", "", "", "static address refused: "+err.Error())
+		return err
+	}
+	b.IPs = ips
+	if len(ips) == 0 {
+		b.IPs = nil
+	}
+	err = m.cfg.Store.Update(func(tx *store.Tx) error {
+		if mudURL == "" {
+			if err := tx.Bindings().Delete(n); err != nil && !errors.Is(err, store.ErrNotFound) {
+				return err
+			}
+			return nil
+		}
+		return tx.Bindings().Put(b)
+	})
+	if err != nil {
+		m.unpin(n, ips, old)
+		return fmt.Errorf("binding %s: %w", n, err)
+	}
+	m.unpin(n, old, ips)
+	msg := mudURL
+	if mudURL == "" {
+		delete(m.st.bindings, n)
+		if d.URLSource == store.SourceAdminBind {
+			d.MUDURL, d.URLSource = "", ""
+		}
+	} else {
+		m.st.bindings[n] = b
+		d.MUDURL, d.URLSource = mudURL, store.SourceAdminBind
+		m.staticTaken(n, ips)
+		if len(ips) > 0 {
+			msg += " with static addresses " + addrList(ips)
+		}
+	}
+	m.markMAC(markDevice, n)
+	if err := m.settle(d, "bound-by-admin", joinMsg(origin, joinMsg(msg, reason))); err != nil {
+		return err
+	}
+	m.syncFirstUse(n)
+	return nil
 }
 
 func addrList(ips []netip.Addr) string {
@@ -690,6 +715,7 @@ func (m *Manager) AddOverride(ctx context.Context, by string, mac string, rule s
 			return fmt.Errorf("adding an override for %s: %w", d.MAC, err)
 		}
 		m.st.overrides[d.MAC] = o
+		m.shareOverrides(d.MAC)
 		m.markMAC(markOverrides, d.MAC)
 		dir, r := OverridePolicyRule(rule)
 		m.event(d.MAC, "override-added", "", "", policy.Describe(dir, r))
@@ -719,6 +745,7 @@ func (m *Manager) ClearOverrides(ctx context.Context, by string, mac string) err
 			return fmt.Errorf("clearing the overrides of %s: %w", d.MAC, err)
 		}
 		delete(m.st.overrides, d.MAC)
+		m.shareOverrides(d.MAC)
 		m.markMAC(markOverrides, d.MAC)
 		m.event(d.MAC, "overrides-cleared", "", "", "by "+by)
 		return nil
@@ -779,10 +806,16 @@ func (m *Manager) SetController(ctx context.Context, by string, c Controller) (C
 		if c.My {
 			tbl, kind = m.st.myControllers, "my-controller"
 		}
+		fk := FleetController
+		if c.My {
+			fk = FleetMyController
+		}
 		if len(c.Prefixes) == 0 {
 			delete(tbl, c.URI)
+			m.share(fk, c.URI, nil)
 		} else {
 			tbl[c.URI] = cm
+			m.share(fk, c.URI, cm)
 		}
 		m.markAll()
 		c.Source, c.UpdatedAt = cm.Source, cm.UpdatedAt

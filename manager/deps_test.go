@@ -28,5 +28,10 @@ func TestManagerDoesNotImportAPI(t *testing.T) {
 		if d == "github.com/openmud/mud/api" || strings.HasPrefix(d, "github.com/openmud/mud/api/") {
 			t.Errorf("the manager depends on %s", d)
 		}
+		// The etcd client stays out of a mudd built without it (nofleet):
+		// the manager takes the fleet through its Fleet interface.
+		if d == "github.com/openmud/mud/fleet" || strings.HasPrefix(d, "go.etcd.io/etcd/") || d == "google.golang.org/grpc" {
+			t.Errorf("the manager depends on %s", d)
+		}
 	}
 }

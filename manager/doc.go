@@ -148,6 +148,18 @@
 // member was bound by an administrator, only those are in the class (RFC
 // 8520 §16).
 //
+// # Several gateways: the fleet
+//
+// With Config.Fleet (store.backend etcd), the administrator's decisions
+// — pins, approvals and rejections, overrides, controller and
+// my-controller mappings, bindings — go to the site's other gateways once
+// the store has committed them, and theirs arrive as inputs of Run, to be
+// stored and applied exactly like a local decision, with events naming
+// the fleet as their origin; nothing received is sent back. Device
+// summaries go when a device's state, addresses or enforcement change.
+// While etcd is unreachable nothing changes: enforcement keeps to the
+// local store ("fleet-partition", "fleet-heal" events). See fleet.go.
+//
 // # Restart
 //
 // Run loads the store snapshot, re-verifies cached signatures against the

@@ -272,6 +272,7 @@ func (m *Manager) adoptCandidate(u string, by, reason string) error {
 		return fmt.Errorf("recording the approval of the update of %s: %w", u, err)
 	}
 	m.st.approvalsByURL[u] = a
+	m.share(FleetVerdictURL, u, fleetVerdict{Verdict: verdictApproved, Approval: &a})
 	m.putFile(c.file, true)
 	m.reevaluateURL(u, "update-approved", "approved by "+by)
 	return nil

@@ -1,6 +1,7 @@
 package manager
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -65,6 +66,13 @@ func (m *Manager) forget(now time.Time) {
 				return err
 			}
 		}
+		for _, mac := range all {
+			if _, ok := s.rejected[mac]; ok {
+				if err := tx.Rejections().Delete(mac); err != nil && !errors.Is(err, store.ErrNotFound) {
+					return err
+				}
+			}
+		}
 		for _, mac := range pruned {
 			if _, ok := s.pinsByMAC[mac]; ok {
 				if err := tx.PinsByMAC().Delete(mac); err != nil {
@@ -96,6 +104,9 @@ func (m *Manager) forget(now time.Time) {
 		delete(s.pinsByMAC, mac)
 		delete(m.latencyTarget, mac)
 		delete(m.sched.macRun, mac)
+		if m.cfg.Fleet != nil {
+			m.fleet.devices[mac] = true // its summary goes
+		}
 	}
 	for _, e := range stored {
 		m.publish(e)

@@ -109,6 +109,11 @@ type Config struct {
 	Violations     Violations
 	AutoQuarantine AutoQuarantine
 
+	// Fleet, if set, shares the administrator's decisions with the other
+	// gateways of the site and delivers theirs (store.backend etcd; see
+	// fleet.go).
+	Fleet Fleet
+
 	// Render tunes the nft text of Policy(withNFT).
 	Render enforcer.RenderOptions
 	// EnforcerInfo, if set, reports the enforcer's health for Status.
@@ -194,6 +199,7 @@ type Manager struct {
 	lan           []netip.Prefix       // the LAN's prefixes (SetLAN)
 	lanDirty      bool                 // the enforcer's bridge table has not taken lan yet
 	lateral       []LateralGap         // where lateral traffic passes the rules (SetLateral)
+	fleet         fleetState           // decisions sent to the fleet, summaries due (Config.Fleet)
 
 	// batchMax and batchTime bound how many waiting inputs, and for how
 	// long, are handled before one reconcile (DefaultBatchMax,
@@ -272,6 +278,7 @@ func New(cfg Config) (*Manager, error) {
 		batchMax:      DefaultBatchMax,
 		batchTime:     DefaultBatchTime,
 		lan:           slices.Clone(cfg.LAN),
+		fleet:         newFleetState(),
 	}
 	return m, nil
 }
@@ -313,6 +320,13 @@ func (m *Manager) Run(ctx context.Context) error {
 	if m.cfg.Violations != nil {
 		in.violations = m.cfg.Violations.Updates()
 	}
+	if m.cfg.Fleet != nil {
+		in.fleet = m.cfg.Fleet.Events()
+		for mac := range m.st.devices {
+			m.fleet.devices[mac] = true // the fleet gets every summary once
+		}
+		m.publishUnshared()
+	}
 	var answers []answer
 	for {
 		if !m.next(ctx, &in, &answers, true) {
@@ -342,6 +356,7 @@ type inputs struct {
 	dns        <-chan resolver.Update
 	neighbors  <-chan neighbor.Event
 	violations <-chan violations.Violation
+	fleet      <-chan FleetEvent
 	tick       <-chan time.Time
 }
 
@@ -376,6 +391,8 @@ func (m *Manager) next(ctx context.Context, in *inputs, answers *[]answer, wait 
 			in.neighbor(m, ev, ok)
 		case v, ok := <-in.violations:
 			in.violation(m, v, ok)
+		case ev, ok := <-in.fleet:
+			in.fleetEvent(m, ev, ok)
 		case <-in.tick:
 			m.onTick()
 		default:
@@ -400,6 +417,8 @@ func (m *Manager) next(ctx context.Context, in *inputs, answers *[]answer, wait 
 		in.neighbor(m, ev, ok)
 	case v, ok := <-in.violations:
 		in.violation(m, v, ok)
+	case ev, ok := <-in.fleet:
+		in.fleetEvent(m, ev, ok)
 	case <-in.tick:
 		m.onTick()
 	}
@@ -428,6 +447,14 @@ func (in *inputs) neighbor(m *Manager, ev neighbor.Event, ok bool) {
 		return
 	}
 	m.onNeighbor(ev)
+}
+
+func (in *inputs) fleetEvent(m *Manager, ev FleetEvent, ok bool) {
+	if !ok {
+		in.fleet = nil
+		return
+	}
+	m.onFleet(ev)
 }
 
 func (in *inputs) violation(m *Manager, v violations.Violation, ok bool) {
@@ -557,6 +584,7 @@ func (m *Manager) onTick() {
 	m.forget(now)
 	m.dispatch()
 	m.pruneSubscribers()
+	m.flushSummaries()
 }
 
 // errorf wraps a sentinel (ErrNotFound, ...) with what was being done.

@@ -37,7 +37,7 @@ func unitHarness(t *testing.T, srv *mudServer, s Settings) (*harness, *fakeEnfor
 
 // camServer starts a MUD server publishing the camera file (with extra
 // ACEs) at /cam.json, signed (badly when badSig).
-func camServer(t *testing.T, extra string, badSig bool) (*mudServer, string) {
+func camServer(t testing.TB, extra string, badSig bool) (*mudServer, string) {
 	t.Helper()
 	srv := newMUDServer(t)
 	u := srv.url("mud.example", "/cam.json")

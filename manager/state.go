@@ -355,7 +355,10 @@ func (m *Manager) persist(d store.Device, evs []*store.Event, extra func(*store.
 		return fmt.Errorf("persisting device %s: %w", d.MAC, err)
 	}
 	nd := d
+	old := m.st.devices[d.MAC]
 	m.putDevice(&nd)
+	m.deviceChanged(old, &nd)
+	m.sharePins(d.MAC, d.MUDURL, snapM, snapU, hadM, hadU)
 	for _, e := range stored {
 		m.publish(e)
 		m.log.Info("device", "mac", d.MAC, "kind", e.Kind, "from", e.From, "to", e.To, "message", e.Message)
@@ -470,7 +473,7 @@ func (m *Manager) onLease(ev dhcpsnoop.Event) {
 	kind := ""
 	if d.State == store.StateRemoved {
 		d.State, d.Reason, d.IPs = store.StateDiscovered, "", nil
-		delete(m.st.rejected, mac)
+		m.dropRejection(mac)
 		kind = "discovered"
 	}
 	if ev.Hostname != "" {
@@ -651,6 +654,9 @@ func (m *Manager) load(ctx context.Context) error {
 	m.st = s
 	for _, d := range snap.Devices {
 		m.putDevice(&d)
+	}
+	for mac, r := range snap.Rejections {
+		s.rejected[mac] = r.Digest
 	}
 	for k, f := range snap.MUDFiles {
 		s.files[k] = &f

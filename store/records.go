@@ -246,6 +246,20 @@ type Approval struct {
 	Reason string    `json:"reason,omitempty"`
 }
 
+// Rejection is an admin's refusal of one device's MUD file (mudctl
+// reject): the device is held to the fallback treatment while it
+// announces the file with this digest. Keyed by MAC.
+type Rejection struct {
+	MAC    string `json:"mac"`
+	MUDURL string `json:"mud_url,omitempty"`
+	// Digest is the rejected file's Digest; a different file is not
+	// covered.
+	Digest string    `json:"digest"`
+	By     string    `json:"by,omitempty"`
+	At     time.Time `json:"at"`
+	Reason string    `json:"reason,omitempty"`
+}
+
 // OverrideDirection is the traffic an override applies to.
 type OverrideDirection string
 

@@ -33,9 +33,10 @@ const (
 	// bucketDNS holds DNSName records. It needs no migration: Open
 	// creates it in a file of an older mudd, which ignores it.
 	bucketDNS = "dns"
-	// bucketLearned holds LearnedAddrs records; like bucketDNS, it needs
-	// no migration.
-	bucketLearned = "learned"
+	// bucketLearned holds LearnedAddrs records, bucketRejections
+	// Rejection records; like bucketDNS, they need no migration.
+	bucketLearned    = "learned"
+	bucketRejections = "rejections_mac"
 
 	// keySchema in the meta bucket holds the version as decimal text, so
 	// `bbolt get FILE meta schema` is readable by a human.
@@ -47,7 +48,7 @@ func currentBuckets() []string {
 		bucketMeta, bucketDevices, bucketBindings, bucketMUDFiles,
 		bucketPinsURL, bucketPinsMAC, bucketApprovalsMAC, bucketApprovalsURL,
 		bucketOverrides, bucketControllers, bucketMyControllers, bucketEvents,
-		bucketDNS, bucketLearned,
+		bucketDNS, bucketLearned, bucketRejections,
 	}
 }
 

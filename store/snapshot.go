@@ -14,6 +14,7 @@ type Snapshot struct {
 	PinsByMAC      map[string]Pin
 	ApprovalsByMAC map[string]Approval
 	ApprovalsByURL map[string]Approval
+	Rejections     map[string]Rejection
 	Overrides      map[string]Overrides
 	Controllers    map[string]ControllerMapping
 	MyControllers  map[string]ControllerMapping
@@ -41,6 +42,7 @@ func (tx *Tx) Snapshot() (*Snapshot, error) {
 	step(func() (e error) { s.PinsByMAC, e = tx.PinsByMAC().Map(); return })
 	step(func() (e error) { s.ApprovalsByMAC, e = tx.ApprovalsByMAC().Map(); return })
 	step(func() (e error) { s.ApprovalsByURL, e = tx.ApprovalsByURL().Map(); return })
+	step(func() (e error) { s.Rejections, e = tx.Rejections().Map(); return })
 	step(func() (e error) { s.Overrides, e = tx.Overrides().Map(); return })
 	step(func() (e error) { s.Controllers, e = tx.Controllers().Map(); return })
 	step(func() (e error) { s.MyControllers, e = tx.MyControllers().Map(); return })

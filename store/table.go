@@ -70,6 +70,11 @@ func (tx *Tx) ApprovalsByURL() Table[Approval] {
 	return Table[Approval]{tx, bucketApprovalsURL, "URL approval", func(a *Approval) *string { return &a.MUDURL }, nonEmpty}
 }
 
+// Rejections are per-device rejections, keyed by MAC.
+func (tx *Tx) Rejections() Table[Rejection] {
+	return Table[Rejection]{tx, bucketRejections, "rejection", func(r *Rejection) *string { return &r.MAC }, NormalizeMAC}
+}
+
 // Overrides are keyed by MAC.
 func (tx *Tx) Overrides() Table[Overrides] {
 	return Table[Overrides]{tx, bucketOverrides, "overrides", func(o *Overrides) *string { return &o.MAC }, NormalizeMAC}

@@ -74,6 +74,9 @@ func daemon(path, version string, stderr io.Writer) error {
 			}
 		}()
 	}
+	if parts.fleet != nil {
+		start("fleet", parts.fleet.Run)
+	}
 	start("manager", parts.mgr.Run)
 	select {
 	case <-parts.mgr.Ready():
@@ -136,10 +139,22 @@ type parts struct {
 	nb    *neighbor.Learner
 	lan   *lanwatch.Watcher
 	viol  *violations.Reader // nil when violations are off or the log group is taken
+	fleet fleetLink          // nil unless store.backend is etcd
 	mgr   *manager.Manager
 }
 
+// fleetLink is the connection to the site's other gateways
+// (*fleetlink.Link): the manager's Fleet, driven by Run.
+type fleetLink interface {
+	manager.Fleet
+	Run(ctx context.Context) error
+	Close() error
+}
+
 func (p *parts) close() {
+	if p.fleet != nil {
+		_ = p.fleet.Close() // after Run: what etcd has not taken stays queued on disk
+	}
 	if p.viol != nil {
 		p.viol.Close()
 	}
@@ -160,11 +175,6 @@ func (p *parts) close() {
 // build opens the store and creates every component from the
 // configuration.
 func build(cfg config.Config, version string, log *slog.Logger) (p *parts, err error) {
-	if cfg.Store.Backend == config.BackendEtcd {
-		// Package fleet holds the etcd side; the manager has no input for
-		// decisions made on other gateways, nor an output for its own.
-		return nil, errors.New("store.backend etcd: mudd does not share decisions through etcd; set store.backend: bbolt (see README, Fleet)")
-	}
 	p = &parts{}
 	// The error returns set p to nil: close what was built through a copy.
 	built := p
@@ -178,6 +188,15 @@ func build(cfg config.Config, version string, log *slog.Logger) (p *parts, err e
 	}
 	if p.st, err = store.Open(filepath.Join(cfg.StateDir, "mudd.db"), store.Options{}); err != nil {
 		return nil, fmt.Errorf("opening the store: %w", err)
+	}
+	var shared manager.Fleet
+	if cfg.Store.Backend == config.BackendEtcd {
+		// The local store stays the one enforcement runs from; the fleet
+		// shares the decisions (README, Fleet).
+		if p.fleet, err = openFleet(cfg, log.With("component", "fleet")); err != nil {
+			return nil, fmt.Errorf("store.backend etcd: %w", err)
+		}
+		shared = p.fleet
 	}
 	anchors, serverCAs, err := trust(cfg.Trust)
 	if err != nil {
@@ -277,7 +296,7 @@ func build(cfg config.Config, version string, log *slog.Logger) (p *parts, err e
 	enf := p.enf
 	p.mgr, err = manager.New(manager.Config{
 		Violations: viol, AutoQuarantine: manager.AutoQuarantine{After: cfg.Violations.QuarantineAfter, Window: cfg.Violations.QuarantineWindow},
-		Store: p.st, Enforcer: p.enf, Fetcher: p.fetch, Resolver: p.res, Anchors: anchors,
+		Store: p.st, Enforcer: p.enf, Fetcher: p.fetch, Resolver: p.res, Anchors: anchors, Fleet: shared,
 		Settings: manager.SettingsFrom(cfg), RemovalGrace: cfg.Policy.RemovalGrace,
 		FetchWindow: cfg.Fetch.BudgetWindow, FetchBudget: cfg.Fetch.Budget,
 		FetchBudgetPerPort: cfg.Fetch.BudgetPerPort, FetchBudgetPerDevice: cfg.Fetch.BudgetPerDevice,
@@ -411,7 +430,7 @@ func reload(ctx context.Context, path string, old config.Config, p *parts, level
 		"fetch": reflect.DeepEqual(old.Fetch, cfg.Fetch), "dns": reflect.DeepEqual(old.DNS, cfg.DNS),
 		"metrics": old.Metrics == cfg.Metrics, "nft": old.NFT == cfg.NFT, "log.format": old.Log.Format == cfg.Log.Format,
 		"addresses": old.Addresses == cfg.Addresses, "dhcp": old.DHCP == cfg.DHCP, "violations": old.Violations == cfg.Violations,
-		"dashboard": old.Dashboard == cfg.Dashboard,
+		"dashboard": old.Dashboard == cfg.Dashboard, "store": reflect.DeepEqual(old.Store, cfg.Store),
 	} {
 		if !same {
 			restart = append(restart, key)

@@ -137,14 +137,16 @@ func TestNoDashboardBuild(t *testing.T) {
 	}
 }
 
-// A configuration asking for the etcd backend is refused at start with a
-// message naming the key, rather than run as a lone gateway.
-func TestBuildRefusesEtcdBackend(t *testing.T) {
+// With store.backend etcd, credentials that cannot be read stop mudd at
+// start with a message naming the key, rather than run as a lone gateway.
+func TestBuildEtcdBackendNeedsCredentials(t *testing.T) {
 	cfg := config.Default()
 	cfg.StateDir = t.TempDir()
 	cfg.Store.Backend = config.BackendEtcd
+	cfg.Store.Etcd = config.StoreEtcd{Endpoints: []string{"https://192.0.2.21:2379"}, Prefix: "/mud", GatewayID: "gw1",
+		CACert: filepath.Join(cfg.StateDir, "missing-ca.pem"), Cert: "/nonexistent/gw1.pem", Key: "/nonexistent/gw1.key"}
 	_, err := build(cfg, "test", slog.New(slog.DiscardHandler))
-	if err == nil || !strings.Contains(err.Error(), "store.backend") {
-		t.Fatalf("build with store.backend etcd: %v, want an error naming store.backend", err)
+	if err == nil || !strings.Contains(err.Error(), "store.etcd.ca_cert") {
+		t.Fatalf("build with an unreadable store.etcd.ca_cert: %v, want an error naming it", err)
 	}
 }

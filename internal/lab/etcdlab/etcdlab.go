@@ -6,8 +6,13 @@
 // caller's choosing (127.0.0.10, 127.0.0.11, ...), so that Partition can cut
 // one client off with an nftables rule while the others keep talking.
 //
+// Programs in other namespaces (a gateway lab's mudd) reach the members
+// through Attach: a veth pair into the cluster's namespace, over which the
+// members also listen on ServiceAddr (198.51.100.1), each on its own port.
+//
 // It is for tests only. Nothing is configured in the root namespace; Close
-// (registered with t.Cleanup) stops the members and removes the namespace.
+// (registered with t.Cleanup) stops the members and removes the namespace
+// (and with it the attachments' veth pairs).
 package etcdlab
 
 import (
@@ -38,6 +43,13 @@ const (
 	nftTable = "etcdlab"
 	nsPrefix = "mudetcd"
 )
+
+// ServiceAddr is the address, on the cluster namespace's loopback, on
+// which the members also listen for clients in attached namespaces.
+var ServiceAddr = netip.MustParseAddr("198.51.100.1")
+
+// attachNet holds the attachments' point-to-point links: a /30 each.
+var attachNet = netip.MustParsePrefix("198.51.100.64/26")
 
 // removeStale deletes lab namespaces of test processes that died without
 // cleaning up (their pid is part of the name), killing the etcd members
@@ -85,7 +97,8 @@ type Cluster struct {
 	Dir     string
 	Members []*Member
 
-	mu sync.Mutex
+	mu       sync.Mutex
+	attached int
 }
 
 var seq atomic.Int64
@@ -131,11 +144,16 @@ func (c *Cluster) build(n int) error {
 	if err := run("ip", "-n", c.NS, "link", "set", "lo", "up"); err != nil {
 		return err
 	}
-	// An nftables table for Partition: one chain on input (everything here
-	// is loopback, so each packet passes input once).
+	if err := run("ip", "-n", c.NS, "addr", "add", ServiceAddr.String()+"/32", "dev", "lo"); err != nil {
+		return err
+	}
+	// An nftables table for Partition: a chain on input, which every
+	// packet on loopback passes once, and one on output for what the
+	// members send over an attachment's veth.
 	for _, args := range [][]string{
 		{"add", "table", "inet", nftTable},
 		{"add", "chain", "inet", nftTable, "cut", "{ type filter hook input priority 0 ; policy accept ; }"},
+		{"add", "chain", "inet", nftTable, "cutout", "{ type filter hook output priority 0 ; policy accept ; }"},
 	} {
 		if err := run("ip", append([]string{"netns", "exec", c.NS, "nft"}, args...)...); err != nil {
 			return err
@@ -149,7 +167,7 @@ func (c *Cluster) build(n int) error {
 	if err := ca.WriteRootPEM(filepath.Join(c.Dir, "ca.pem")); err != nil {
 		return err
 	}
-	peer, err := ca.Peer([]string{"localhost"}, []net.IP{net.IPv4(127, 0, 0, 1)})
+	peer, err := ca.Peer([]string{"localhost"}, []net.IP{net.IPv4(127, 0, 0, 1), ServiceAddr.AsSlice()})
 	if err != nil {
 		return err
 	}
@@ -171,7 +189,7 @@ func (c *Cluster) build(n int) error {
 	for _, m := range c.Members {
 		m.args = []string{
 			"--name", m.Name, "--data-dir", m.dataDir,
-			"--listen-client-urls", m.ClientURL, "--advertise-client-urls", m.ClientURL,
+			"--listen-client-urls", m.ClientURL + "," + m.serviceURL(), "--advertise-client-urls", m.ClientURL,
 			"--listen-peer-urls", m.PeerURL, "--initial-advertise-peer-urls", m.PeerURL,
 			"--initial-cluster", strings.Join(initial, ","), "--initial-cluster-state", "new",
 			"--initial-cluster-token", c.NS,
@@ -254,6 +272,58 @@ func (c *Cluster) KillMember(i int) {
 // RestartMember starts a stopped member again on its data directory.
 func (c *Cluster) RestartMember(i int) error { return c.startMember(c.Members[i]) }
 
+// serviceURL is the member's client URL on ServiceAddr (same port).
+func (m *Member) serviceURL() string {
+	_, port, _ := strings.Cut(strings.TrimPrefix(m.ClientURL, "https://"), ":")
+	return "https://" + netip.AddrPortFrom(ServiceAddr, mustPort(port)).String()
+}
+
+func mustPort(s string) uint16 {
+	p, err := strconv.ParseUint(s, 10, 16)
+	if err != nil {
+		panic(fmt.Sprintf("etcdlab: port %q: %v", s, err))
+	}
+	return uint16(p)
+}
+
+// Attach connects network namespace ns to the cluster: a veth pair (ifname
+// in ns, a /30 of 198.51.100.64/26) and a route to ServiceAddr. It returns
+// the members' client URLs as seen from ns, and the address ns's
+// connections come from (for Partition). Up to 16 namespaces can be
+// attached; the pair goes with either namespace.
+func (c *Cluster) Attach(ns, ifname string) (endpoints []string, src netip.Addr, err error) {
+	c.mu.Lock()
+	i := c.attached
+	c.attached++
+	c.mu.Unlock()
+	if i >= 16 {
+		return nil, netip.Addr{}, fmt.Errorf("etcdlab: attaching %s: all 16 links are taken", ns)
+	}
+	base := attachNet.Addr().As4()
+	base[3] += byte(4 * i)
+	here, there := base, base
+	here[3]++
+	there[3] += 2
+	hereA, thereA := netip.AddrFrom4(here), netip.AddrFrom4(there)
+	peer := fmt.Sprintf("att%d", i)
+	for _, args := range [][]string{
+		{"-n", c.NS, "link", "add", peer, "type", "veth", "peer", "name", ifname, "netns", ns},
+		{"-n", c.NS, "addr", "add", hereA.String() + "/30", "dev", peer},
+		{"-n", c.NS, "link", "set", peer, "up"},
+		{"-n", ns, "addr", "add", thereA.String() + "/30", "dev", ifname},
+		{"-n", ns, "link", "set", ifname, "up"},
+		{"-n", ns, "route", "add", ServiceAddr.String() + "/32", "via", hereA.String(), "dev", ifname},
+	} {
+		if err := run("ip", args...); err != nil {
+			return nil, netip.Addr{}, fmt.Errorf("etcdlab: attaching %s: %w", ns, err)
+		}
+	}
+	for _, m := range c.Members {
+		endpoints = append(endpoints, m.serviceURL())
+	}
+	return endpoints, thereA, nil
+}
+
 // Endpoints are the members' client URLs.
 func (c *Cluster) Endpoints() []string {
 	var eps []string
@@ -318,8 +388,8 @@ func (c *Cluster) Dialer(src netip.Addr) func(ctx context.Context, addr string) 
 
 // Partition drops every packet to and from src until Heal.
 func (c *Cluster) Partition(src netip.Addr) error {
-	for _, dir := range []string{"saddr", "daddr"} {
-		if err := run("ip", "netns", "exec", c.NS, "nft", "add", "rule", "inet", nftTable, "cut", "ip", dir, src.String(), "drop"); err != nil {
+	for _, rule := range [][2]string{{"cut", "saddr"}, {"cut", "daddr"}, {"cutout", "daddr"}} {
+		if err := run("ip", "netns", "exec", c.NS, "nft", "add", "rule", "inet", nftTable, rule[0], "ip", rule[1], src.String(), "drop"); err != nil {
 			return err
 		}
 	}
@@ -328,7 +398,12 @@ func (c *Cluster) Partition(src netip.Addr) error {
 
 // Heal removes every partition.
 func (c *Cluster) Heal() error {
-	return run("ip", "netns", "exec", c.NS, "nft", "flush", "chain", "inet", nftTable, "cut")
+	for _, chain := range []string{"cut", "cutout"} {
+		if err := run("ip", "netns", "exec", c.NS, "nft", "flush", "chain", "inet", nftTable, chain); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // AdminClient is an etcd client as user (normally "root"), from 127.0.0.2.
