@@ -128,19 +128,28 @@ func fixedStatus() manager.StatusView {
 }
 
 // fixedDevice is the fixed device with the enforcer's counters, as
-// WithDeviceCounters adds them.
+// WithDeviceCounters adds them, and its gateway, as WithGatewayID does.
 func fixedDevice() Device {
 	d := deviceFrom(fixedDeviceView())
 	d.Counters = CountersFrom(enforcer.DeviceCount{Sent: 1200, SentBytes: 180000, SentDropped: 3, SentDroppedBytes: 180,
 		Received: 1100, ReceivedBytes: 1500000, ReceivedDropped: 1, ReceivedDroppedBytes: 60})
+	d.Gateway = "gw1"
 	return d
+}
+
+// fixedStatusWire is the fixed status with its gateway, as WithGatewayID
+// adds it.
+func fixedStatusWire() Status {
+	st := statusFrom(fixedStatus())
+	st.GatewayID = "gw1"
+	return st
 }
 
 // wireValues are the fixed values, by the name of their golden file.
 func wireValues() map[string]any {
 	return map[string]any{
 		"device":          fixedDevice(),
-		"status":          statusFrom(fixedStatus()),
+		"status":          fixedStatusWire(),
 		"policy_view":     policyViewFrom(fixedPolicyView()),
 		"compiled_policy": NewCompiledPolicy(fixedPolicy()),
 		"event": eventFrom(store.Event{Seq: 7, Time: at, MAC: mac1, Kind: "state", From: store.StateFetching,

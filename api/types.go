@@ -201,6 +201,10 @@ type Device struct {
 	// were last built, with nft.device_counters; absent without it, or
 	// when the device has neither sent nor been sent anything since.
 	Counters *DeviceCounters `json:"counters,omitempty"`
+	// Gateway is the fleet gateway that reports the device
+	// (store.etcd.gateway_id, WithGatewayID); absent when mudd is in no
+	// fleet (store.backend bbolt).
+	Gateway string `json:"gateway,omitempty"`
 }
 
 // DeviceCounters are the packets and bytes a device sent and was sent
@@ -371,6 +375,10 @@ type Status struct {
 	// the bridge, a Wi-Fi access point without client isolation, ports of
 	// a hardware switch, a LAN interface that is not a bridge.
 	LateralUnenforced []LateralGap `json:"lateral_unenforced,omitempty"`
+	// GatewayID names this gateway in its fleet (store.etcd.gateway_id,
+	// WithGatewayID); absent when mudd is in no fleet (store.backend
+	// bbolt).
+	GatewayID string `json:"gateway_id,omitempty"`
 }
 
 // LateralGap is one place where lateral traffic may pass without mudd's
