@@ -96,11 +96,12 @@ demo:
 HOSTARCH    := $(shell $(GO) env GOARCH)
 IPK_TARGETS ?= arm64:aarch64_cortex-a53 arm:arm_cortex-a7_neon-vfpv4 mipsle:mipsel_24kc
 MKPKG        = SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) $(GO) -C packaging run ./mkpkg -root $(CURDIR) -version '$(VERSION)' -out $(CURDIR)/dist
-# BUILD_FOR(GOARCH, DIR, TAGS). The OpenWrt binaries are built with the tag
-# nodashboard: the web dashboard would add 4.5 MiB to a router's flash
-# (packaging/README.md, Size).
+# BUILD_FOR(GOARCH, DIR, TAGS). The OpenWrt binaries are built with the tags
+# nodashboard and nofleet: the web dashboard would add 4.5 MiB to a router's
+# flash, the etcd client of store.backend etcd 10 MiB (packaging/README.md,
+# Size).
 BUILD_FOR    = GOOS=linux GOARCH=$(1) GOARM=7 GOMIPS=softfloat $(GO) build -trimpath -tags '$(3)' -ldflags '$(LDFLAGS)' -o $(2)/ ./cmd/mudd && ln -sfn mudd $(2)/mudctl
-IPK_TAGS    := nodashboard
+IPK_TAGS    := nodashboard nofleet
 
 package: docs
 	$(call BUILD_FOR,$(HOSTARCH),bin/linux_$(HOSTARCH),)

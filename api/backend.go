@@ -146,8 +146,8 @@ func (b countingBackend) Device(ctx context.Context, mac string) (Device, error)
 }
 
 // WithGatewayID names the fleet gateway b serves (store.etcd.gateway_id)
-// in its answers: Status.GatewayID and every Device's Gateway. An empty id
-// (a mudd in no fleet) returns b as it is.
+// in every Device its answers carry. An empty id (a mudd in no fleet)
+// returns b as it is.
 func WithGatewayID(b Backend, id string) Backend {
 	if id == "" {
 		return b
@@ -166,14 +166,6 @@ func (b gatewayBackend) onGateway(d Device, err error) (Device, error) {
 		d.Gateway = b.id
 	}
 	return d, err
-}
-
-func (b gatewayBackend) Status(ctx context.Context) (Status, error) {
-	st, err := b.Backend.Status(ctx)
-	if err == nil {
-		st.GatewayID = b.id
-	}
-	return st, err
 }
 
 func (b gatewayBackend) Devices(ctx context.Context) ([]Device, error) {

@@ -137,19 +137,11 @@ func fixedDevice() Device {
 	return d
 }
 
-// fixedStatusWire is the fixed status with its gateway, as WithGatewayID
-// adds it.
-func fixedStatusWire() Status {
-	st := statusFrom(fixedStatus())
-	st.GatewayID = "gw1"
-	return st
-}
-
 // wireValues are the fixed values, by the name of their golden file.
 func wireValues() map[string]any {
 	return map[string]any{
 		"device":          fixedDevice(),
-		"status":          fixedStatusWire(),
+		"status":          statusFrom(fixedStatus()),
 		"policy_view":     policyViewFrom(fixedPolicyView()),
 		"compiled_policy": NewCompiledPolicy(fixedPolicy()),
 		"event": eventFrom(store.Event{Seq: 7, Time: at, MAC: mac1, Kind: "state", From: store.StateFetching,

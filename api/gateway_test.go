@@ -5,25 +5,20 @@ import (
 	"testing"
 )
 
-// WithGatewayID names the gateway in the status and in every device an
-// answer carries; without an id the backend is left as it is (a mudd in
-// no fleet: the fields stay absent).
+// WithGatewayID names the gateway in every device an answer carries;
+// without an id the backend is left as it is (a mudd in no fleet: the
+// field stays absent).
 func TestWithGatewayID(t *testing.T) {
 	ctx := context.Background()
 	vals := wireValues()
 	dev := vals["device"].(Device)
 	dev.Gateway = ""
-	st := vals["status"].(Status)
-	st.GatewayID = ""
-	vals["device"], vals["status"] = dev, st
+	vals["device"] = dev
 	fixed := &fixedBackend{got: map[string]any{}, vals: vals}
 	if b := WithGatewayID(fixed, ""); b != Backend(fixed) {
 		t.Errorf("WithGatewayID with no id wraps the backend: %T", b)
 	}
 	b := WithGatewayID(fixed, "gw7")
-	if got, err := b.Status(ctx); err != nil || got.GatewayID != "gw7" {
-		t.Errorf("status: %q %v", got.GatewayID, err)
-	}
 	ds, err := b.Devices(ctx)
 	if err != nil || len(ds) != 1 || ds[0].Gateway != "gw7" {
 		t.Errorf("devices: %+v %v", ds, err)

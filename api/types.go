@@ -375,10 +375,6 @@ type Status struct {
 	// the bridge, a Wi-Fi access point without client isolation, ports of
 	// a hardware switch, a LAN interface that is not a bridge.
 	LateralUnenforced []LateralGap `json:"lateral_unenforced,omitempty"`
-	// GatewayID names this gateway in its fleet (store.etcd.gateway_id,
-	// WithGatewayID); absent when mudd is in no fleet (store.backend
-	// bbolt).
-	GatewayID string `json:"gateway_id,omitempty"`
 }
 
 // LateralGap is one place where lateral traffic may pass without mudd's

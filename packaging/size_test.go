@@ -25,8 +25,9 @@ const (
 )
 
 // ipkTags are the build tags of the OpenWrt binaries (make package, and
-// the feed's GO_PKG_TAGS): no web dashboard, which would add 4.5 MiB.
-var ipkTags = []string{"nodashboard"}
+// the feed's GO_PKG_TAGS): no web dashboard, which would add 4.5 MiB, and
+// no etcd client (store.backend etcd), which would add 10 MiB.
+var ipkTags = []string{"nodashboard", "nofleet"}
 
 // The .ipk for the most common small router target, mipsel_24kc (MT7621
 // and its kind), built as make package builds it (without the dashboard),

@@ -138,7 +138,7 @@ not answer.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if fleetFlag(cmd) {
-				return fleetShow(cmd, printFleetStatus, fleetStatusJSON)
+				return runFleetStatus(cmd)
 			}
 			return daemonShow(cmd, (*api.Client).Status, printStatus)
 		},
@@ -160,7 +160,7 @@ etcd does not answer.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if fleetFlag(cmd) {
-				return fleetShow(cmd, printFleetDevices, fleetDevicesJSON)
+				return runFleetDevices(cmd)
 			}
 			return daemonShow(cmd, (*api.Client).Devices, printDevices)
 		},

@@ -1,3 +1,5 @@
+//go:build !nofleet
+
 package mudctl
 
 // mudctl --fleet: status and devices of every gateway, read from the
@@ -30,21 +32,14 @@ const fleetRequestTimeout = 5 * time.Second
 // fleetTimeout bounds reading the whole fleet.
 const fleetTimeout = 60 * time.Second
 
-func fleetFlag(cmd *cobra.Command) bool {
-	f := cmd.Flag("fleet")
-	return f != nil && f.Value.String() == "true"
+// runFleetStatus is mudctl --fleet status.
+func runFleetStatus(cmd *cobra.Command) error {
+	return fleetShow(cmd, printFleetStatus, fleetStatusJSON)
 }
 
-// checkFleetFlag refuses --fleet on commands other than status and
-// devices.
-func checkFleetFlag(cmd *cobra.Command) error {
-	if !fleetFlag(cmd) {
-		return nil
-	}
-	if cmd.Parent() != cmd.Root() || (cmd.Name() != "status" && cmd.Name() != "devices") {
-		return cli.Usage("--fleet applies to status and devices only, not to %q", cmd.CommandPath())
-	}
-	return nil
+// runFleetDevices is mudctl --fleet devices.
+func runFleetDevices(cmd *cobra.Command) error {
+	return fleetShow(cmd, printFleetDevices, fleetDevicesJSON)
 }
 
 // fleetShow reads the fleet and prints it as a table (table) or as JSON

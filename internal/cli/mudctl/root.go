@@ -173,3 +173,20 @@ func (a *aliasValue) Set(v string) error {
 func (a *aliasValue) String() string { return "" }
 
 func (a *aliasValue) Type() string { return a.cmd.Flags().Lookup(a.name).Value.Type() }
+
+func fleetFlag(cmd *cobra.Command) bool {
+	f := cmd.Flag("fleet")
+	return f != nil && f.Value.String() == "true"
+}
+
+// checkFleetFlag refuses --fleet on commands other than status and
+// devices.
+func checkFleetFlag(cmd *cobra.Command) error {
+	if !fleetFlag(cmd) {
+		return nil
+	}
+	if cmd.Parent() != cmd.Root() || (cmd.Name() != "status" && cmd.Name() != "devices") {
+		return cli.Usage("--fleet applies to status and devices only, not to %q", cmd.CommandPath())
+	}
+	return nil
+}
