@@ -117,24 +117,6 @@ func putSummary(t *testing.T, put func(mac string, v []byte) error, s fleet.Devi
 	}
 }
 
-// rows are the lines of a table with runs of spaces made one.
-func rows(out string) []string {
-	var rs []string
-	for _, l := range strings.Split(strings.TrimRight(out, "\n"), "\n") {
-		rs = append(rs, strings.Join(strings.Fields(l), " "))
-	}
-	return rs
-}
-
-func hasRow(rs []string, prefix string) bool {
-	for _, r := range rs {
-		if strings.HasPrefix(r, prefix) {
-			return true
-		}
-	}
-	return false
-}
-
 // TestFleetDevicesAndStatus: mudctl --fleet, run on gateway gw1 with its
 // mudd.yaml, lists the devices of gw1 (running: its liveness lease is
 // current) and of gw2 (stopped: summaries, no lease) with their gateway,
