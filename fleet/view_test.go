@@ -3,13 +3,16 @@ package fleet
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/openmud/mud/internal/lab/etcdlab"
+	"github.com/openmud/mud/internal/lab/netlab"
 )
 
 var viewAt = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
@@ -176,6 +179,51 @@ func TestViewListsGatewaysAliveAndDown(t *testing.T) {
 	}
 	if snap.Truncated || snap.Revision == 0 {
 		t.Errorf("truncated %v at revision %d", snap.Truncated, snap.Revision)
+	}
+}
+
+// TestViewUnderFleetRoles: with etcd's authentication enabled by
+// scripts/fleet-roles.sh, a gateway's credentials read every gateway's keys
+// and count the shared decisions: the view's paged range reads and counts
+// stay inside what the gateway roles may read.
+func TestViewUnderFleetRoles(t *testing.T) {
+	cl := etcdlab.Start(t, 3)
+	netlab.RequireCommand(t, "bash")
+	cert, key, ca, err := cl.ClientFiles("root")
+	if err != nil {
+		t.Fatal(err)
+	}
+	script, err := filepath.Abs("../scripts/fleet-roles.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "ip", "netns", "exec", cl.NS, "bash", script, "--endpoints", strings.Join(cl.Endpoints(), ","),
+		"--cacert", ca, "--cert", cert, "--key", key, "--prefix", "/mud", "gw1", "gw2").CombinedOutput()
+	if err != nil {
+		t.Fatalf("fleet-roles.sh: %v\n%s", err, out)
+	}
+	gw1, err := cl.AdminClient("gw1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gw1.Close()
+	for i := range 3 {
+		mac := fmt.Sprintf("02:00:00:00:01:%02x", i+1)
+		if _, err := gw1.Put(ctx, "/mud/gateways/gw1/devices/"+mac, string(summaryJSON(t, DeviceSummary{MAC: mac, State: "enforced"}))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := gw1.Put(ctx, "/mud/shared/overrides/02:00:00:00:01:01", `{}`); err != nil {
+		t.Fatal(err)
+	}
+	snap, err := openLabView(t, cl, "gw2").Read(ctx)
+	if err != nil {
+		t.Fatalf("gw2 reading the fleet under its role: %v", err)
+	}
+	if len(snap.Gateways) != 1 || snap.Gateways[0].ID != "gw1" || len(snap.Gateways[0].Devices) != 3 || snap.Shared[KindOverrides] != 1 || len(snap.Errors) != 0 {
+		t.Errorf("gw2's view: %+v", snap)
 	}
 }
 
