@@ -145,6 +145,63 @@ func (b countingBackend) Device(ctx context.Context, mac string) (Device, error)
 	return d, nil
 }
 
+// WithGatewayID names the fleet gateway b serves (store.etcd.gateway_id)
+// in every Device its answers carry. An empty id (a mudd in no fleet)
+// returns b as it is.
+func WithGatewayID(b Backend, id string) Backend {
+	if id == "" {
+		return b
+	}
+	return gatewayBackend{b, id}
+}
+
+type gatewayBackend struct {
+	Backend
+	id string
+}
+
+// onGateway sets the gateway of the device an answer carries.
+func (b gatewayBackend) onGateway(d Device, err error) (Device, error) {
+	if err == nil {
+		d.Gateway = b.id
+	}
+	return d, err
+}
+
+func (b gatewayBackend) Devices(ctx context.Context) ([]Device, error) {
+	ds, err := b.Backend.Devices(ctx)
+	if err == nil {
+		for i := range ds {
+			ds[i].Gateway = b.id
+		}
+	}
+	return ds, err
+}
+
+func (b gatewayBackend) Device(ctx context.Context, mac string) (Device, error) {
+	return b.onGateway(b.Backend.Device(ctx, mac))
+}
+
+func (b gatewayBackend) Approve(ctx context.Context, by Caller, mac string, req ActionRequest) (Device, error) {
+	return b.onGateway(b.Backend.Approve(ctx, by, mac, req))
+}
+
+func (b gatewayBackend) Reject(ctx context.Context, by Caller, mac string, req ActionRequest) (Device, error) {
+	return b.onGateway(b.Backend.Reject(ctx, by, mac, req))
+}
+
+func (b gatewayBackend) Quarantine(ctx context.Context, by Caller, mac string, req ActionRequest) (Device, error) {
+	return b.onGateway(b.Backend.Quarantine(ctx, by, mac, req))
+}
+
+func (b gatewayBackend) Release(ctx context.Context, by Caller, mac string, req ActionRequest) (Device, error) {
+	return b.onGateway(b.Backend.Release(ctx, by, mac, req))
+}
+
+func (b gatewayBackend) Bind(ctx context.Context, by Caller, mac string, req BindRequest) (Device, error) {
+	return b.onGateway(b.Backend.Bind(ctx, by, mac, req))
+}
+
 type managerBackend struct{ m *manager.Manager }
 
 // The methods convert the manager's answer whether or not it comes with an

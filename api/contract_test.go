@@ -129,11 +129,12 @@ func fixedStatus() manager.StatusView {
 }
 
 // fixedDevice is the fixed device with the enforcer's counters, as
-// WithDeviceCounters adds them.
+// WithDeviceCounters adds them, and its gateway, as WithGatewayID does.
 func fixedDevice() Device {
 	d := deviceFrom(fixedDeviceView())
 	d.Counters = CountersFrom(enforcer.DeviceCount{Sent: 1200, SentBytes: 180000, SentDropped: 3, SentDroppedBytes: 180,
 		Received: 1100, ReceivedBytes: 1500000, ReceivedDropped: 1, ReceivedDroppedBytes: 60})
+	d.Gateway = "gw1"
 	return d
 }
 

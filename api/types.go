@@ -201,6 +201,10 @@ type Device struct {
 	// were last built, with nft.device_counters; absent without it, or
 	// when the device has neither sent nor been sent anything since.
 	Counters *DeviceCounters `json:"counters,omitempty"`
+	// Gateway is the fleet gateway that reports the device
+	// (store.etcd.gateway_id, WithGatewayID); absent when mudd is in no
+	// fleet (store.backend bbolt).
+	Gateway string `json:"gateway,omitempty"`
 }
 
 // DeviceCounters are the packets and bytes a device sent and was sent

@@ -48,14 +48,14 @@ func artifacts(t *testing.T) string {
 }
 
 // TestBrowser drives headless Chromium through the dashboard as an
-// administrator would: log in, see the devices, open one and its policy
+// administrator would: log in, see the devices (with their gateway), open one and its policy
 // picture, approve the pending device, read the events. No page may log
 // an error to the console, throw, or open a dialog (the hostile device's
 // strings must stay text), and each page is saved as a screenshot.
 func TestBrowser(t *testing.T) {
 	chromium := findChromium(t)
 	needDotInCI(t)
-	e := newEnv(t, false)
+	e := newEnvOn(t, false, "gw1") // a gateway of a fleet: the Gateway column is shown
 	e.fake.Publish(macHostile, "state", xssEvent)
 	dir := artifacts(t)
 
@@ -126,6 +126,9 @@ func TestBrowser(t *testing.T) {
 	do("log in", chromedp.SendKeys(chromedp.CSS("#password"), testPassword),
 		chromedp.Click(chromedp.CSS("form.login button")),
 		chromedp.WaitVisible(chromedp.CSS("table.devices")))
+	if head, gw := text("table.devices thead"), text("table.devices td.gateway"); !strings.HasPrefix(strings.TrimSpace(head), "Gateway") || gw != "gw1" {
+		t.Errorf("the devices page's first column is %q, its first device's gateway %q; want Gateway and gw1", head, gw)
+	}
 	devices := text("table.devices")
 	for _, want := range []string{apitest.MACEnforced, apitest.MACPending, macHostile, "Example Lighting", "pending-approval", xssHost} {
 		if !strings.Contains(devices, want) {

@@ -117,8 +117,15 @@ type env struct {
 
 func newEnv(t *testing.T, tls bool) *env {
 	t.Helper()
+	return newEnvOn(t, tls, "")
+}
+
+// newEnvOn is newEnv with mudd naming its fleet gateway (api.WithGatewayID;
+// "" for a mudd in no fleet).
+func newEnvOn(t *testing.T, tls bool, gateway string) *env {
+	t.Helper()
 	fake := apitest.NewFake()
-	sock := apitest.Serve(t, hostileFake{fake}, api.ServerOptions{})
+	sock := apitest.Serve(t, api.WithGatewayID(hostileFake{fake}, gateway), api.ServerOptions{})
 	client := api.NewClient(sock)
 	t.Cleanup(client.Close)
 	s, err := newServer(Config{PasswordHash: passwordHash(t)}, client)
@@ -510,6 +517,33 @@ func TestDevicesPageCounters(t *testing.T) {
 	for _, want := range []string{"<th>Sent / dropped</th>", `<td class="num">1200 / 3</td><td class="num">1100 / 1</td>`, "<td>—</td><td>—</td>"} {
 		if !strings.Contains(page.body, want) {
 			t.Errorf("devices page lacks %q:\n%s", want, page.body)
+		}
+	}
+}
+
+// The devices page has a Gateway column, and a device's page its
+// gateway, when mudd is a gateway of a fleet; a mudd in no fleet shows
+// neither.
+func TestDevicesPageGatewayColumn(t *testing.T) {
+	fleet := newEnvOn(t, false, "gw1")
+	c, _ := fleet.login()
+	page := fleet.do(c, "GET", "/", nil)
+	if !strings.Contains(page.body, "<thead><tr><th>Gateway</th><th>MAC</th>") ||
+		strings.Count(page.body, `<td class="gateway">gw1</td>`) != 3 {
+		t.Errorf("devices page of gateway gw1:\n%s", page.body)
+	}
+	dev := fleet.do(c, "GET", "/devices/"+apitest.MACEnforced, nil)
+	if !strings.Contains(dev.body, "<dt>Gateway</dt><dd>gw1</dd>") {
+		t.Errorf("device page of gateway gw1:\n%s", dev.body)
+	}
+
+	alone := newEnv(t, false)
+	c, _ = alone.login()
+	page = alone.do(c, "GET", "/", nil)
+	dev = alone.do(c, "GET", "/devices/"+apitest.MACEnforced, nil)
+	for _, body := range []string{page.body, dev.body} {
+		if strings.Contains(body, "Gateway") || strings.Contains(body, "gateway") {
+			t.Errorf("a mudd in no fleet shows a gateway:\n%s", body)
 		}
 	}
 }

@@ -1,5 +1,6 @@
 // Package dashboard is mudd's web UI for the gateway's administrator: the
-// devices (state, enforcement, MUD URL, manufacturer, signature), one
+// devices (state, enforcement, MUD URL, manufacturer, signature, and the
+// gateway when mudd is one of a fleet), one
 // device with its policy drawn as the peers it may talk to (an SVG from
 // package policy/graph when Graphviz's dot is installed, a list of peers
 // and rules always) and its recent events, the devices awaiting approval

@@ -331,6 +331,9 @@ type devicesData struct {
 	Pending int
 	// Counted: mudd counts devices' packets (nft.device_counters).
 	Counted bool
+	// Gateways: mudd is a gateway of a fleet and names it with its
+	// devices (store.backend etcd); the Gateway column is shown.
+	Gateways bool
 }
 
 func (s *server) devicesPage(w http.ResponseWriter, r *http.Request, sess *session) {
@@ -347,7 +350,8 @@ func (s *server) devicesPage(w http.ResponseWriter, r *http.Request, sess *sessi
 		return
 	}
 	s.render(w, r, http.StatusOK, "devices", sess, "Devices", devicesData{Status: st, Devices: ds, Pending: pendingCount(ds),
-		Counted: slices.ContainsFunc(ds, func(d api.Device) bool { return d.Counters != nil })})
+		Counted:  slices.ContainsFunc(ds, func(d api.Device) bool { return d.Counters != nil }),
+		Gateways: slices.ContainsFunc(ds, func(d api.Device) bool { return d.Gateway != "" })})
 }
 
 func pendingCount(ds []api.Device) int {

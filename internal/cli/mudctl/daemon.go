@@ -124,9 +124,22 @@ func macArg(s string) (string, error) {
 func newDaemonStatusCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "status",
-		Short: "Show mudd's health: devices by state, policies, enforcer",
-		Args:  cobra.NoArgs,
+		Short: "Show mudd's health: devices by state, policies, enforcer (--fleet: every gateway's)",
+		Long: `status shows mudd's health: its devices by state, the policies installed,
+the enforcer.
+
+With --fleet it reads the fleet's etcd cluster instead: every gateway that
+has keys there, alive (its liveness lease is current) or down (its device
+summaries stay, its lease has gone), its devices by state and by
+enforcement, and the shared decisions by kind. Exit status 1 when a key
+could not be understood (its gateway's ERRORS column counts it; mudctl
+--fleet devices shows it); 2 when store.backend is not etcd or etcd does
+not answer.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if fleetFlag(cmd) {
+				return runFleetStatus(cmd)
+			}
 			return daemonShow(cmd, (*api.Client).Status, printStatus)
 		},
 	}
@@ -135,9 +148,20 @@ func newDaemonStatusCmd() *cobra.Command {
 func newDaemonDevicesCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "devices",
-		Short: "List the devices mudd knows",
-		Args:  cobra.NoArgs,
+		Short: "List the devices mudd knows (--fleet: every gateway's)",
+		Long: `devices lists the devices mudd knows.
+
+With --fleet it lists the devices of every gateway of the fleet, as each
+gateway last published them in etcd, with a GATEWAY column ("(down)" when
+the gateway's liveness lease has gone: the row is what it published last).
+A key that could not be understood is an ERROR row naming its gateway and
+key, and the exit status is then 1; 2 when store.backend is not etcd or
+etcd does not answer.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if fleetFlag(cmd) {
+				return runFleetDevices(cmd)
+			}
 			return daemonShow(cmd, (*api.Client).Devices, printDevices)
 		},
 	}

@@ -110,9 +110,14 @@ func printStatus(w io.Writer, st api.Status) error {
 //
 // With mudd's nft.device_counters, SENT/DROPPED and RECEIVED/DROPPED give
 // each device's packets its tables judged and, after the slash, dropped.
+// A gateway of a fleet names itself in a first column, GATEWAY.
 func printDevices(w io.Writer, ds []api.Device) error {
 	counted := slices.ContainsFunc(ds, func(d api.Device) bool { return d.Counters != nil })
+	gateway := slices.ContainsFunc(ds, func(d api.Device) bool { return d.Gateway != "" })
 	t := newTable(w)
+	if gateway {
+		fmt.Fprint(t, "GATEWAY\t")
+	}
 	if counted {
 		fmt.Fprintln(t, "MAC\tIPS\tHOSTNAME\tSTATE\tENFORCEMENT\tMUD URL\tSENT/DROPPED\tRECEIVED/DROPPED\tREASON")
 	} else {
@@ -122,6 +127,9 @@ func printDevices(w io.Writer, ds []api.Device) error {
 		enf := dash(string(d.Enforcement))
 		if d.Enforcement == api.EnforcementUnenforced {
 			enf = "UNENFORCED"
+		}
+		if gateway {
+			fmt.Fprintf(t, "%s\t", dash(d.Gateway))
 		}
 		fmt.Fprintf(t, "%s\t%s\t%s\t%s\t%s\t%s\t", d.MAC, joinAddrs(d.IPs), dash(d.Hostname), d.State, enf, dash(d.MUDURL))
 		if counted {

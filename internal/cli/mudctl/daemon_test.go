@@ -89,6 +89,26 @@ func TestDaemonTables(t *testing.T) {
 	}
 }
 
+// A gateway of a fleet names itself in the devices' first column; the
+// devices of a mudd in no fleet have no such column (TestDaemonTables).
+func TestDaemonDevicesGatewayColumn(t *testing.T) {
+	sock := apitest.Serve(t, api.WithGatewayID(apitest.NewFake(), "gw1"), api.ServerOptions{})
+	code, out, errOut := daemonCtl(t, sock, "devices")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	rs := rows(out)
+	if len(rs) != 3 || !strings.HasPrefix(rs[0], "GATEWAY MAC IPS") || !strings.HasPrefix(rs[1], "gw1 "+apitest.MACEnforced) ||
+		!strings.HasPrefix(rs[2], "gw1 "+apitest.MACPending) {
+		t.Errorf("devices of gateway gw1:\n%s", out)
+	}
+	code, out, _ = daemonCtl(t, sock, "devices", "-o", "json")
+	var ds []api.Device
+	if code != 0 || json.Unmarshal([]byte(out), &ds) != nil || len(ds) != 2 || ds[0].Gateway != "gw1" {
+		t.Errorf("devices -o json of gateway gw1: %s", out)
+	}
+}
+
 func TestDaemonExitCodes(t *testing.T) {
 	sock := apitest.Serve(t, apitest.NewFake(), api.ServerOptions{})
 	dir := t.TempDir()

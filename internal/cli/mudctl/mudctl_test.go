@@ -25,6 +25,24 @@ func mudctl(t *testing.T, args ...string) (int, string, string) {
 	return code, out.String(), errb.String()
 }
 
+// rows are the lines of a table with runs of spaces made one.
+func rows(out string) []string {
+	var rs []string
+	for _, l := range strings.Split(strings.TrimRight(out, "\n"), "\n") {
+		rs = append(rs, strings.Join(strings.Fields(l), " "))
+	}
+	return rs
+}
+
+func hasRow(rs []string, prefix string) bool {
+	for _, r := range rs {
+		if strings.HasPrefix(r, prefix) {
+			return true
+		}
+	}
+	return false
+}
+
 func writeTemp(t *testing.T, name, content string) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), name)

@@ -56,7 +56,16 @@ func socketFlag(cmd *cobra.Command) string {
 	if f := cmd.Flag("socket"); f != nil {
 		flag = f.Value.String()
 	}
-	return resolveSocket(flag, os.Getenv("MUDCTL_SOCKET"), config.DefaultPath)
+	return resolveSocket(flag, os.Getenv("MUDCTL_SOCKET"), configPath(cmd))
+}
+
+// configPath is mudd's configuration file: --config, else
+// config.DefaultPath.
+func configPath(cmd *cobra.Command) string {
+	if f := cmd.Flag("config"); f != nil && f.Value.String() != "" {
+		return f.Value.String()
+	}
+	return config.DefaultPath
 }
 
 // NewRoot builds mudctl's command tree. Each call returns a fresh tree, so
@@ -75,17 +84,26 @@ else the socket named in ` + config.DefaultPath + `, else ` + DefaultSocket + `.
 Using it takes membership of mudd's socket group (or root). No other
 command reads mudd's configuration.
 
+With --fleet, status and devices read the fleet's etcd cluster instead of
+mudd: every gateway sharing decisions through it (alive or down), their
+devices, and the shared decisions, with the cluster and credentials of
+store.etcd in mudd's configuration (--config, else ` + config.DefaultPath + `).
+
 ` + cli.ExitCodesHelp,
 		Version:       version,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
-			_, err := outputFormat(cmd)
-			return err
+			if _, err := outputFormat(cmd); err != nil {
+				return err
+			}
+			return checkFleetFlag(cmd)
 		},
 	}
 	root.PersistentFlags().StringP("output", "o", "table", "output `format`: table or json")
 	root.PersistentFlags().String("socket", "", socketHelp)
+	root.PersistentFlags().String("config", "", "`path` of mudd's configuration, where the daemon commands find the socket and --fleet the etcd cluster (default "+config.DefaultPath+")")
+	root.PersistentFlags().Bool("fleet", false, "status and devices: read every gateway of the fleet from etcd (store.etcd of mudd's configuration) instead of this gateway's mudd")
 	root.InitDefaultVersionFlag() // cli.Run prints the version, without a template
 	root.AddGroup(
 		&cobra.Group{ID: groupOffline, Title: "Commands that need no daemon:"},
@@ -155,3 +173,20 @@ func (a *aliasValue) Set(v string) error {
 func (a *aliasValue) String() string { return "" }
 
 func (a *aliasValue) Type() string { return a.cmd.Flags().Lookup(a.name).Value.Type() }
+
+func fleetFlag(cmd *cobra.Command) bool {
+	f := cmd.Flag("fleet")
+	return f != nil && f.Value.String() == "true"
+}
+
+// checkFleetFlag refuses --fleet on commands other than status and
+// devices.
+func checkFleetFlag(cmd *cobra.Command) error {
+	if !fleetFlag(cmd) {
+		return nil
+	}
+	if cmd.Parent() != cmd.Root() || (cmd.Name() != "status" && cmd.Name() != "devices") {
+		return cli.Usage("--fleet applies to status and devices only, not to %q", cmd.CommandPath())
+	}
+	return nil
+}
