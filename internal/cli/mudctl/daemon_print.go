@@ -101,6 +101,13 @@ func printStatus(w io.Writer, st api.Status) error {
 		}
 		fmt.Fprintf(t, "lateral unenforced\t%s\n", line)
 	}
+	if f := st.Fleet; f != nil {
+		conn := "connected"
+		if !f.Connected {
+			conn = "PARTITIONED (enforcing from the local store)"
+		}
+		fmt.Fprintf(t, "fleet\t%s\t%s, %d writes queued\n", f.GatewayID, conn, f.QueuedWrites)
+	}
 	return flushTable(t)
 }
 

@@ -359,3 +359,30 @@ func TestDevicesWithoutCounters(t *testing.T) {
 		t.Errorf("header %q", first)
 	}
 }
+
+// A gateway of a fleet says in its status whether etcd answers and how many
+// of its writes wait; a partitioned one says it enforces from its store.
+func TestStatusNamesTheFleet(t *testing.T) {
+	for _, c := range []struct {
+		fleet *api.FleetStatus
+		want  string
+	}{
+		{&api.FleetStatus{GatewayID: "gw1", Connected: true}, "fleet  gw1  connected, 0 writes queued"},
+		{&api.FleetStatus{GatewayID: "gw2", QueuedWrites: 3}, "fleet  gw2  PARTITIONED (enforcing from the local store), 3 writes queued"},
+		{nil, ""},
+	} {
+		var b strings.Builder
+		if err := printStatus(&b, api.Status{Version: "test", Fleet: c.fleet}); err != nil {
+			t.Fatal(err)
+		}
+		got := ""
+		for _, l := range strings.Split(b.String(), "\n") {
+			if strings.HasPrefix(l, "fleet") {
+				got = strings.Join(strings.Fields(l), "  ")
+			}
+		}
+		if want := strings.Join(strings.Fields(c.want), "  "); got != want {
+			t.Errorf("fleet line %q, want %q:\n%s", got, want, b.String())
+		}
+	}
+}

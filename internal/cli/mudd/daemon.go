@@ -498,6 +498,9 @@ func serveAPI(ctx context.Context, cfg config.Config, p *parts, log *slog.Logger
 	if cfg.NFT.DeviceCounters {
 		b = api.WithDeviceCounters(b, p.enf.DeviceCounters)
 	}
+	if cfg.Store.Backend == config.BackendEtcd {
+		b = api.WithGatewayID(b, cfg.Store.Etcd.GatewayID)
+	}
 	return api.NewServer(b, api.ServerOptions{Logger: log.With("component", "api")}).Serve(ctx, ln)
 }
 
