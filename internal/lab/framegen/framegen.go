@@ -49,7 +49,12 @@ type Result struct {
 	// kernel received the ACK/REPLY (the socket's receive timestamp).
 	Start, Reply time.Time
 	Tries        int // DISCOVERs/SOLICITs and REQUESTs sent
-	Err          error
+	// Released: the exchange was given up after a REQUEST and the client
+	// released what it asked for (Err says why it gave up); Late are the
+	// addresses the server's late answers leased meanwhile.
+	Released bool
+	Late     []netip.Addr
+	Err      error
 }
 
 // Config tunes a Generator.
@@ -86,6 +91,10 @@ type Generator struct {
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+
+	// hook, if not nil, is called as an exchange enters a phase, before
+	// and after its first message there is sent (tests).
+	hook func(p phase, sent bool)
 }
 
 // phase is where a client's exchange is.
@@ -273,7 +282,13 @@ func (g *Generator) advance(ex *exchange, from, to phase, f []byte, then func())
 		then()
 	}
 	g.mu.Unlock()
+	if g.hook != nil {
+		g.hook(to, false)
+	}
 	g.transmit(ex, f)
+	if g.hook != nil {
+		g.hook(to, true)
+	}
 	return true
 }
 
@@ -457,6 +472,7 @@ func (g *Generator) releaseAgain(ex *exchange, unconfirmed error) {
 // confirm the release, if it did not.
 func (g *Generator) finishReleased(ex *exchange, unconfirmed error) {
 	g.mu.Lock()
+	ex.res.Released, ex.res.Late = true, slices.Clone(ex.late)
 	err := ex.abandoned
 	if len(ex.late) > 0 {
 		err = fmt.Errorf("%w; a late answer leased %v", err, ex.late)
