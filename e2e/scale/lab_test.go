@@ -193,9 +193,11 @@ func (a arrival) latency() time.Duration { return a.Active.Sub(a.Reply) }
 // namespace only, and frees one only 5 s after its last change.
 //
 // An exchange that fails (the lab's DHCP server or the kernel's neighbour
-// table, not mudd) is replaced by another device, at most n times over. A
-// device whose exchange succeeded but whose binding never came is an
-// error; with tolerant, it only counts as a failure too.
+// table, not mudd) is replaced by another device, at most n times over;
+// the generator released whatever the server may have leased it, so mudd
+// ends with no binding for it. A device whose exchange succeeded but
+// whose binding never came is an error; with tolerant, it only counts as
+// a failure too.
 func (s *scaleLab) install(n int, tolerant bool) ([]arrival, error) {
 	var all []arrival
 	nFailed := 0

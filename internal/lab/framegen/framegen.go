@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -48,7 +49,12 @@ type Result struct {
 	// kernel received the ACK/REPLY (the socket's receive timestamp).
 	Start, Reply time.Time
 	Tries        int // DISCOVERs/SOLICITs and REQUESTs sent
-	Err          error
+	// Released: the exchange was given up after a REQUEST and the client
+	// released what it asked for (Err says why it gave up); Late are the
+	// addresses the server's late answers leased meanwhile.
+	Released bool
+	Late     []netip.Addr
+	Err      error
 }
 
 // Config tunes a Generator.
@@ -85,20 +91,71 @@ type Generator struct {
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+
+	// hook, if not nil, is called as an exchange enters a phase, before
+	// and after its first message there is sent (tests).
+	hook func(p phase, sent bool)
 }
+
+// phase is where a client's exchange is.
+//
+// A client gives up on an exchange whose messages go unanswered, but a
+// busy server may still answer them, late, and lease: a client that gives
+// up after a REQUEST therefore releases what it asked for (RFC 8415
+// §18.2.7, RFC 2131 §4.4.6), so that the server frees the lease and a
+// gateway snooping DHCP unbinds the device. A late answer that leased can
+// reach the gateway after that RELEASE, which then finds nothing to
+// release. The server answers its clients' messages in the order they
+// arrive (dnsmasq: one socket, one thread), so its answer to a message the
+// client sent after its REQUESTs comes after every late answer to them:
+// the REPLY to the RELEASE (DHCPv6), or the OFFER to a DISCOVER (DHCPv4,
+// where a RELEASE has no answer). Once that answer is in, the client
+// releases again, and that second RELEASE follows any late lease on the
+// link.
+type phase int
+
+const (
+	// phaseSolicit: DISCOVER or SOLICIT sent, awaiting OFFER or ADVERTISE.
+	phaseSolicit phase = iota
+	// phaseRequest: REQUEST sent, awaiting ACK or REPLY.
+	phaseRequest
+	// phaseRelease: given up; RELEASE sent, awaiting the answer that
+	// follows any late one (the REPLY to the RELEASE; DHCPv4: the OFFER
+	// to a DISCOVER sent after the DHCPRELEASE).
+	phaseRelease
+	// phaseReleaseAgain: DHCPv6, the second RELEASE sent, awaiting its
+	// REPLY.
+	phaseReleaseAgain
+)
+
+// names of the messages awaiting an answer in each phase, for errors.
+var phaseMessage = [...]string{"DISCOVER/SOLICIT", "REQUEST", "RELEASE", "RELEASE"}
 
 type exchange struct {
 	c     Client
 	res   Result
-	state int // 0: awaiting OFFER/ADVERTISE, 1: awaiting ACK/REPLY
+	xid   uint32 // of the DISCOVER/SOLICIT and REQUEST
+	phase phase
 	sent  time.Time
 	msg   []byte // the frame last sent, resent on timeout
 	tries int    // sends of the current message
 	// restarts counts the exchanges started over after an answer without
 	// an address.
 	restarts int
-	done     chan struct{}
-	finished bool
+	// What a release names: the addresses asked for in REQUESTs, the
+	// server's identifier (DHCPv4 option 54, DHCPv6 option 2) and the
+	// IAID of the DHCPv6 IA_NA.
+	asked   []netip.Addr
+	server4 net.IP
+	server6 dhcpv6.Option
+	iaid    [4]byte
+	// relXID is the transaction of the release's awaited answer: the
+	// RELEASE (DHCPv6) or the DISCOVER after the DHCPRELEASE (DHCPv4).
+	relXID    uint32
+	abandoned error        // why the exchange was given up
+	late      []netip.Addr // addresses a late answer leased
+	done      chan struct{}
+	finished  bool
 }
 
 // Open opens the socket and starts reading.
@@ -136,7 +193,8 @@ func (g *Generator) Close() {
 
 // Join runs the exchange of every client, starting at most rate new
 // clients per second (0: all at once), and returns their results in the
-// order of clients once all are done or ctx ends.
+// order of clients once all are done or ctx ends. An exchange given up
+// after a REQUEST returns once its release is done (see phase).
 func (g *Generator) Join(ctx context.Context, clients []Client, rate float64) []Result {
 	exs := make([]*exchange, len(clients))
 	start := time.Now()
@@ -166,27 +224,27 @@ func (g *Generator) Join(ctx context.Context, clients []Client, rate float64) []
 	return out
 }
 
+// newXID registers a new transaction id for ex: 24 bits (DHCPv6's), never
+// 0, and not reused before the counter wraps. Called with g.mu held.
+func (g *Generator) newXID(ex *exchange) uint32 {
+	for {
+		g.xid++
+		if xid := g.xid & 0xffffff; xid != 0 && g.pending[xid] == nil {
+			g.pending[xid] = ex
+			return xid
+		}
+	}
+}
+
 func (g *Generator) begin(c Client) *exchange {
 	ex := &exchange{c: c, done: make(chan struct{}), res: Result{MAC: c.MAC, Start: time.Now()}}
 	g.mu.Lock()
-	g.xid++
-	xid := g.xid&0xffffff | 1 // DHCPv6 ids are 24 bits; never 0
-	for g.pending[xid] != nil {
-		g.xid++
-		xid = g.xid&0xffffff | 1
-	}
-	g.pending[xid] = ex
+	ex.xid = g.newXID(ex)
 	if g.cfg.Family == 6 {
 		g.ll[linkLocal(c.MAC)] = c.MAC
 	}
-	var f []byte
-	var err error
-	if g.cfg.Family == 4 {
-		f, err = discover(c, xid)
-	} else {
-		f, err = solicit(c, xid)
-	}
 	g.mu.Unlock()
+	f, err := g.first(c, ex.xid)
 	if err != nil {
 		g.finish(ex, err)
 		return ex
@@ -194,16 +252,47 @@ func (g *Generator) begin(c Client) *exchange {
 	if g.cfg.Family == 6 && g.cfg.Router6.IsValid() {
 		_ = g.conn.Send(solicitNeighbour(c.MAC, g.cfg.Router6))
 	}
-	g.send(ex, f)
+	g.advance(ex, phaseSolicit, phaseSolicit, f, nil)
 	return ex
 }
 
-func (g *Generator) send(ex *exchange, f []byte) {
+// first is a client's DISCOVER or SOLICIT.
+func (g *Generator) first(c Client, xid uint32) ([]byte, error) {
+	if g.cfg.Family == 4 {
+		return discover(c, xid)
+	}
+	return solicit(c, xid)
+}
+
+// advance moves ex from phase from to phase to and sends f, the first
+// message of the new phase, calling then (if not nil) with g.mu held. It
+// does nothing and returns false when ex is no longer in phase from: the
+// reader and the retransmitter both move exchanges on.
+func (g *Generator) advance(ex *exchange, from, to phase, f []byte, then func()) bool {
 	g.mu.Lock()
-	ex.msg, ex.sent = f, time.Now()
-	ex.tries++
-	ex.res.Tries++
+	if ex.finished || ex.phase != from {
+		g.mu.Unlock()
+		return false
+	}
+	ex.phase, ex.msg, ex.sent, ex.tries = to, f, time.Now(), 1
+	if to <= phaseRequest {
+		ex.res.Tries++
+	}
+	if then != nil {
+		then()
+	}
 	g.mu.Unlock()
+	if g.hook != nil {
+		g.hook(to, false)
+	}
+	g.transmit(ex, f)
+	if g.hook != nil {
+		g.hook(to, true)
+	}
+	return true
+}
+
+func (g *Generator) transmit(ex *exchange, f []byte) {
 	if err := g.conn.Send(f); err != nil {
 		g.finish(ex, fmt.Errorf("framegen: sending for %s: %w", ex.c.MAC, err))
 	}
@@ -227,12 +316,26 @@ func (g *Generator) finish(ex *exchange, err error) {
 	close(ex.done)
 }
 
-// retransmit resends messages unanswered for Retransmit and gives up after
-// Tries.
+// wait is how long ex's current message goes unanswered before it is sent
+// again: Retransmit, doubling with each RELEASE sent (RFC 8415 §18.2.7: a
+// server that missed the REQUESTs' deadline is slow).
+func (g *Generator) wait(ex *exchange) time.Duration {
+	if ex.phase <= phaseRequest {
+		return g.cfg.Retransmit
+	}
+	return g.cfg.Retransmit << min(ex.tries-1, 8)
+}
+
+// retransmit resends messages unanswered for their wait and moves on the
+// exchanges whose message went unanswered Tries times.
 func (g *Generator) retransmit(ctx context.Context) {
 	defer g.wg.Done()
 	t := time.NewTicker(g.cfg.Retransmit / 4)
 	defer t.Stop()
+	type resend struct {
+		ex  *exchange
+		msg []byte
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -240,31 +343,184 @@ func (g *Generator) retransmit(ctx context.Context) {
 		case <-t.C:
 		}
 		now := time.Now()
-		type resend struct {
-			ex  *exchange
-			msg []byte
-		}
 		var again []resend
-		var fail []*exchange
-		var why []error
+		var expired []*exchange
+		seen := map[*exchange]bool{}
 		g.mu.Lock()
 		for _, ex := range g.pending {
-			if ex.msg == nil || now.Sub(ex.sent) < g.cfg.Retransmit {
-				continue // not sent yet, or not due
+			// An exchange releasing is pending under two transactions.
+			if seen[ex] || ex.msg == nil || now.Sub(ex.sent) < g.wait(ex) {
+				continue
 			}
+			seen[ex] = true
 			if ex.tries >= g.cfg.Tries {
-				fail = append(fail, ex)
-				why = append(why, fmt.Errorf("framegen: %s: no answer to %d sends of the %s", ex.c.MAC, ex.tries, [2]string{"DISCOVER/SOLICIT", "REQUEST"}[ex.state]))
-			} else {
-				again = append(again, resend{ex, ex.msg})
+				expired = append(expired, ex)
+				continue
 			}
+			ex.tries++
+			ex.sent = now
+			if ex.phase <= phaseRequest {
+				ex.res.Tries++
+			}
+			again = append(again, resend{ex, ex.msg})
 		}
 		g.mu.Unlock()
-		for i, ex := range fail {
-			g.finish(ex, why[i])
-		}
 		for _, r := range again {
-			g.send(r.ex, r.msg)
+			g.transmit(r.ex, r.msg)
+		}
+		for _, ex := range expired {
+			g.expire(ex)
+		}
+	}
+}
+
+// expire moves on an exchange whose message went unanswered Tries times:
+// it gives up a DISCOVER/SOLICIT or REQUEST, and ends a release the server
+// never confirmed, releasing once more.
+func (g *Generator) expire(ex *exchange) {
+	g.mu.Lock()
+	p, tries := ex.phase, ex.tries
+	g.mu.Unlock()
+	why := fmt.Errorf("no answer to %d sends of the %s", tries, phaseMessage[p])
+	switch p {
+	case phaseSolicit, phaseRequest:
+		g.abandon(ex, p, fmt.Errorf("framegen: %s: %w", ex.c.MAC, why))
+	case phaseRelease:
+		g.releaseAgain(ex, why)
+	case phaseReleaseAgain:
+		g.finishReleased(ex, why)
+	}
+}
+
+// abandon gives up ex in phase p. A client that never sent a REQUEST has
+// nothing leased and is done; one that did releases what it asked for and
+// awaits the answer that follows any late lease (phaseRelease).
+func (g *Generator) abandon(ex *exchange, p phase, why error) {
+	g.mu.Lock()
+	if ex.finished || ex.phase != p {
+		g.mu.Unlock()
+		return
+	}
+	ex.abandoned = why
+	asked := len(ex.asked) > 0
+	var xid uint32
+	if asked {
+		xid = g.newXID(ex)
+		ex.relXID = xid
+	}
+	g.mu.Unlock()
+	if !asked {
+		g.finish(ex, why)
+		return
+	}
+	f, err := g.releaseFrames(ex, xid)
+	if err != nil {
+		g.finish(ex, errors.Join(why, err))
+		return
+	}
+	if g.cfg.Family == 4 {
+		// DHCPRELEASE has no answer: the awaited one is the OFFER to a
+		// DISCOVER sent after it.
+		for _, r := range f {
+			g.transmit(ex, r)
+		}
+		d, err := discover(ex.c, xid)
+		if err != nil {
+			g.finish(ex, errors.Join(why, err))
+			return
+		}
+		g.advance(ex, p, phaseRelease, d, nil)
+		return
+	}
+	g.advance(ex, p, phaseRelease, f[0], nil)
+}
+
+// released is the answer that follows any late answer to ex's REQUESTs:
+// the client releases again, for the snooping gateway that may have seen
+// a late lease after its first RELEASE.
+func (g *Generator) released(ex *exchange) { g.releaseAgain(ex, nil) }
+
+// releaseAgain sends ex's second release: DHCPv6 awaits its REPLY
+// (phaseReleaseAgain) unless unconfirmed says why the first went
+// unanswered; DHCPv4 is done.
+func (g *Generator) releaseAgain(ex *exchange, unconfirmed error) {
+	g.mu.Lock()
+	if ex.finished || ex.phase != phaseRelease {
+		g.mu.Unlock()
+		return
+	}
+	xid := g.newXID(ex)
+	ex.relXID = xid
+	g.mu.Unlock()
+	f, err := g.releaseFrames(ex, xid)
+	if err != nil {
+		g.finishReleased(ex, err)
+		return
+	}
+	if g.cfg.Family == 6 && unconfirmed == nil {
+		g.advance(ex, phaseRelease, phaseReleaseAgain, f[0], nil)
+		return
+	}
+	for _, r := range f {
+		g.transmit(ex, r)
+	}
+	g.finishReleased(ex, unconfirmed)
+}
+
+// finishReleased ends a released exchange with the error it was given up
+// for, what a late answer leased, and unconfirmed, why the server did not
+// confirm the release, if it did not.
+func (g *Generator) finishReleased(ex *exchange, unconfirmed error) {
+	g.mu.Lock()
+	ex.res.Released, ex.res.Late = true, slices.Clone(ex.late)
+	err := ex.abandoned
+	if len(ex.late) > 0 {
+		err = fmt.Errorf("%w; a late answer leased %v", err, ex.late)
+	}
+	if unconfirmed != nil {
+		err = fmt.Errorf("%w; released without the server's confirmation (%w)", err, unconfirmed)
+	} else {
+		err = fmt.Errorf("%w; released", err)
+	}
+	g.mu.Unlock()
+	g.finish(ex, err)
+}
+
+// releaseFrames are ex's RELEASEs, with transaction id xid, of every
+// address it asked for or a late answer leased.
+func (g *Generator) releaseFrames(ex *exchange, xid uint32) ([][]byte, error) {
+	g.mu.Lock()
+	addrs := slices.Clone(ex.asked)
+	for _, a := range ex.late {
+		if !slices.Contains(addrs, a) {
+			addrs = append(addrs, a)
+		}
+	}
+	server4, server6, iaid := ex.server4, ex.server6, ex.iaid
+	g.mu.Unlock()
+	if g.cfg.Family == 6 {
+		f, err := release6(ex.c, xid, server6, iaid, addrs)
+		return [][]byte{f}, err
+	}
+	var out [][]byte
+	for _, a := range addrs {
+		f, err := release4(ex.c, xid, server4, a)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, f)
+	}
+	return out, nil
+}
+
+// lateAnswer records the address an ACK or REPLY leased after ex was
+// given up; the release names it.
+func (g *Generator) lateAnswer(ex *exchange, addrs []netip.Addr) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, a := range addrs {
+		if !slices.Contains(ex.late, a) {
+			ex.late = append(ex.late, a)
 		}
 	}
 }
@@ -301,10 +557,24 @@ func (g *Generator) read(ctx context.Context) {
 	}
 }
 
-func (g *Generator) lookup(xid uint32) *exchange {
+// lookup is the exchange of transaction xid, its phase, and whether xid
+// is the transaction its release awaits an answer to.
+func (g *Generator) lookup(xid uint32) (ex *exchange, p phase, release bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return g.pending[xid]
+	ex = g.pending[xid]
+	if ex == nil {
+		return nil, 0, false
+	}
+	return ex, ex.phase, ex.phase >= phaseRelease && xid == ex.relXID
+}
+
+// succeed ends ex with the address a server acknowledged at time at.
+func (g *Generator) succeed(ex *exchange, a netip.Addr, at time.Time) {
+	g.mu.Lock()
+	ex.res.Addr, ex.res.Reply = a, at
+	g.mu.Unlock()
+	g.finish(ex, nil)
 }
 
 func (g *Generator) answer4(b []byte, at time.Time) {
@@ -312,17 +582,17 @@ func (g *Generator) answer4(b []byte, at time.Time) {
 	if err != nil {
 		return
 	}
-	xid := binary.BigEndian.Uint32(m.TransactionID[:])
-	ex := g.lookup(xid)
+	ex, p, release := g.lookup(binary.BigEndian.Uint32(m.TransactionID[:]))
 	if ex == nil {
 		return
 	}
 	switch m.MessageType() {
 	case dhcpv4.MessageTypeOffer:
-		g.mu.Lock()
-		st := ex.state
-		g.mu.Unlock()
-		if st != 0 {
+		if release {
+			g.released(ex)
+			return
+		}
+		if p != phaseSolicit {
 			return
 		}
 		f, err := request4(ex.c, m)
@@ -330,21 +600,27 @@ func (g *Generator) answer4(b []byte, at time.Time) {
 			g.finish(ex, err)
 			return
 		}
-		g.mu.Lock()
-		ex.state, ex.tries = 1, 0
-		g.mu.Unlock()
-		g.send(ex, f)
+		a, _ := netip.AddrFromSlice(m.YourIPAddr.To4())
+		g.advance(ex, phaseSolicit, phaseRequest, f, func() {
+			ex.server4 = m.ServerIdentifier()
+			if a.IsValid() && !slices.Contains(ex.asked, a) {
+				ex.asked = append(ex.asked, a)
+			}
+		})
 	case dhcpv4.MessageTypeAck:
 		a, ok := netip.AddrFromSlice(m.YourIPAddr.To4())
-		if !ok {
+		if !ok || a.IsUnspecified() {
 			return
 		}
-		g.mu.Lock()
-		ex.res.Addr, ex.res.Reply = a, at
-		g.mu.Unlock()
-		g.finish(ex, nil)
+		if p >= phaseRelease {
+			g.lateAnswer(ex, []netip.Addr{a})
+			return
+		}
+		g.succeed(ex, a, at)
 	case dhcpv4.MessageTypeNak:
-		g.finish(ex, fmt.Errorf("framegen: %s: the server sent a NAK: %s", ex.c.MAC, m.Message()))
+		if p == phaseRequest {
+			g.finish(ex, fmt.Errorf("framegen: %s: the server sent a NAK: %s", ex.c.MAC, m.Message()))
+		}
 	}
 }
 
@@ -357,17 +633,13 @@ func (g *Generator) answer6(b []byte, at time.Time) {
 	if !ok {
 		return
 	}
-	xid := uint32(m.TransactionID[0])<<16 | uint32(m.TransactionID[1])<<8 | uint32(m.TransactionID[2])
-	ex := g.lookup(xid)
+	ex, p, release := g.lookup(uint32(m.TransactionID[0])<<16 | uint32(m.TransactionID[1])<<8 | uint32(m.TransactionID[2]))
 	if ex == nil {
 		return
 	}
 	switch m.MessageType {
 	case dhcpv6.MessageTypeAdvertise:
-		g.mu.Lock()
-		st := ex.state
-		g.mu.Unlock()
-		if st != 0 {
+		if p != phaseSolicit {
 			return
 		}
 		if sc := m.Options.Status(); sc != nil && sc.StatusCode != iana.StatusSuccess {
@@ -379,44 +651,68 @@ func (g *Generator) answer6(b []byte, at time.Time) {
 			g.finish(ex, err)
 			return
 		}
-		g.mu.Lock()
-		ex.state, ex.tries = 1, 0
-		g.mu.Unlock()
-		g.send(ex, f)
+		ia := m.Options.OneIANA() // request6 checked it
+		g.advance(ex, phaseSolicit, phaseRequest, f, func() {
+			ex.server6, ex.iaid = m.GetOneOption(dhcpv6.OptionServerID), ia.IaId
+			for _, a := range addrs6(ia) {
+				if !slices.Contains(ex.asked, a) {
+					ex.asked = append(ex.asked, a)
+				}
+			}
+		})
 	case dhcpv6.MessageTypeReply:
-		ia := m.Options.OneIANA()
-		if ia == nil || len(ia.Options.Addresses()) == 0 {
-			// The address advertised went to another client meanwhile
-			// (NoAddrsAvail or NoBinding in the IA): the client starts
-			// over with a SOLICIT (RFC 8415 §18.2.10.1).
-			g.mu.Lock()
-			restarts := ex.restarts
-			ex.restarts++
-			if restarts < maxRestarts {
-				ex.state, ex.tries = 0, 0
-			}
-			g.mu.Unlock()
-			if restarts >= maxRestarts {
-				g.finish(ex, fmt.Errorf("framegen: %s: REPLY without an address %d times", ex.c.MAC, restarts+1))
-				return
-			}
-			f, err := solicit(ex.c, xid)
-			if err != nil {
-				g.finish(ex, err)
-				return
-			}
-			g.send(ex, f)
+		switch {
+		case release && p == phaseRelease:
+			g.released(ex)
+			return
+		case release:
+			g.finishReleased(ex, nil)
 			return
 		}
-		a, ok := netip.AddrFromSlice(ia.Options.Addresses()[0].IPv6Addr)
-		if !ok {
+		var leased []netip.Addr
+		if ia := m.Options.OneIANA(); ia != nil {
+			leased = addrs6(ia)
+		}
+		if p >= phaseRelease {
+			g.lateAnswer(ex, leased)
 			return
 		}
+		if len(leased) > 0 {
+			g.succeed(ex, leased[0], at)
+			return
+		}
+		if p != phaseRequest {
+			return
+		}
+		// The address advertised went to another client meanwhile
+		// (NoAddrsAvail or NoBinding in the IA): the client starts over
+		// with a SOLICIT (RFC 8415 §18.2.10.1).
 		g.mu.Lock()
-		ex.res.Addr, ex.res.Reply = a, at
+		restarts := ex.restarts
+		ex.restarts++
 		g.mu.Unlock()
-		g.finish(ex, nil)
+		if restarts >= maxRestarts {
+			g.abandon(ex, phaseRequest, fmt.Errorf("framegen: %s: REPLY without an address %d times", ex.c.MAC, restarts+1))
+			return
+		}
+		f, err := solicit(ex.c, ex.xid)
+		if err != nil {
+			g.finish(ex, err)
+			return
+		}
+		g.advance(ex, phaseRequest, phaseSolicit, f, nil)
 	}
+}
+
+// addrs6 are the addresses of an IA_NA.
+func addrs6(ia *dhcpv6.OptIANA) []netip.Addr {
+	var out []netip.Addr
+	for _, o := range ia.Options.Addresses() {
+		if a, ok := netip.AddrFromSlice(o.IPv6Addr); ok {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 // neighbour answers a neighbour solicitation (RFC 4861 §4.3) for a

@@ -52,7 +52,7 @@ func discover(c Client, xid uint32) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("framegen: DISCOVER for %s: %w", c.MAC, err)
 	}
-	return frame4(c.MAC, m.ToBytes()), nil
+	return frame4(c.MAC, netip.IPv4Unspecified(), m.ToBytes()), nil
 }
 
 func request4(c Client, offer *dhcpv4.DHCPv4) ([]byte, error) {
@@ -63,11 +63,35 @@ func request4(c Client, offer *dhcpv4.DHCPv4) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("framegen: REQUEST for %s: %w", c.MAC, err)
 	}
-	return frame4(c.MAC, m.ToBytes()), nil
+	return frame4(c.MAC, netip.IPv4Unspecified(), m.ToBytes()), nil
 }
 
-// frame4 is a client's broadcast from 0.0.0.0:68 to 255.255.255.255:67.
-func frame4(src net.HardwareAddr, payload []byte) []byte {
+// release4 is a DHCPRELEASE of addr (RFC 2131 §4.4.6), naming the server
+// that offered it (option 54) and the client as its REQUESTs did (chaddr,
+// option 61). It is broadcast from addr: the lab's clients never resolve
+// the server's address, and the server reads it all the same.
+func release4(c Client, xid uint32, server net.IP, addr netip.Addr) ([]byte, error) {
+	if server == nil {
+		return nil, errNoServerID
+	}
+	var id dhcpv4.TransactionID
+	binary.BigEndian.PutUint32(id[:], xid)
+	m, err := dhcpv4.New(
+		dhcpv4.WithMessageType(dhcpv4.MessageTypeRelease),
+		dhcpv4.WithTransactionID(id),
+		dhcpv4.WithHwAddr(c.MAC),
+		dhcpv4.WithClientIP(addr.AsSlice()),
+		dhcpv4.WithOption(dhcpv4.OptClientIdentifier(append([]byte{1}, c.MAC...))),
+		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(server)),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("framegen: DHCPRELEASE for %s: %w", c.MAC, err)
+	}
+	return frame4(c.MAC, addr, m.ToBytes()), nil
+}
+
+// frame4 is a client's broadcast from from:68 to 255.255.255.255:67.
+func frame4(src net.HardwareAddr, from netip.Addr, payload []byte) []byte {
 	f := make([]byte, 14+20+8+len(payload))
 	copy(f[0:6], broadcastMAC)
 	copy(f[6:12], src)
@@ -77,6 +101,8 @@ func frame4(src net.HardwareAddr, payload []byte) []byte {
 	binary.BigEndian.PutUint16(ip[2:4], uint16(20+8+len(payload)))
 	ip[8] = 64
 	ip[9] = packet.ProtoUDP
+	a := from.As4()
+	copy(ip[12:16], a[:])
 	copy(ip[16:20], []byte{255, 255, 255, 255})
 	binary.BigEndian.PutUint16(ip[10:12], ipv4Checksum(ip))
 	u := f[34:]
@@ -109,8 +135,13 @@ func options6(c Client) []dhcpv6.Modifier {
 	return mods
 }
 
+// duid is a client's DUID-LL (RFC 8415 §11.4).
+func duid(c Client) dhcpv6.DUID {
+	return &dhcpv6.DUIDLL{HWType: iana.HWTypeEthernet, LinkLayerAddr: c.MAC}
+}
+
 func solicit(c Client, xid uint32) ([]byte, error) {
-	duid := &dhcpv6.DUIDLL{HWType: iana.HWTypeEthernet, LinkLayerAddr: c.MAC}
+	duid := duid(c)
 	m, err := dhcpv6.NewSolicit(c.MAC, append(options6(c), dhcpv6.WithClientID(duid))...)
 	if err != nil {
 		return nil, fmt.Errorf("framegen: SOLICIT for %s: %w", c.MAC, err)
@@ -128,6 +159,27 @@ func request6(c Client, adv *dhcpv6.Message) ([]byte, error) {
 		return nil, fmt.Errorf("framegen: REQUEST for %s: %w", c.MAC, err)
 	}
 	m.TransactionID = adv.TransactionID
+	return udp6(c.MAC, m.ToBytes()), nil
+}
+
+// release6 is a RELEASE of addrs in the IA_NA iaid (RFC 8415 §18.2.7),
+// naming the server that advertised them (serverID, option 2).
+func release6(c Client, xid uint32, serverID dhcpv6.Option, iaid [4]byte, addrs []netip.Addr) ([]byte, error) {
+	if serverID == nil {
+		return nil, fmt.Errorf("framegen: RELEASE for %s: no server identifier", c.MAC)
+	}
+	ia := &dhcpv6.OptIANA{IaId: iaid}
+	for _, a := range addrs {
+		ia.Options.Add(&dhcpv6.OptIAAddress{IPv6Addr: a.AsSlice()})
+	}
+	m := &dhcpv6.Message{
+		MessageType:   dhcpv6.MessageTypeRelease,
+		TransactionID: dhcpv6.TransactionID{byte(xid >> 16), byte(xid >> 8), byte(xid)},
+	}
+	m.AddOption(dhcpv6.OptClientID(duid(c)))
+	m.AddOption(serverID)
+	m.AddOption(dhcpv6.OptElapsedTime(0))
+	m.AddOption(ia)
 	return udp6(c.MAC, m.ToBytes()), nil
 }
 

@@ -6,6 +6,9 @@ import (
 	"net/netip"
 	"testing"
 
+	"github.com/insomniacslk/dhcp/dhcpv6"
+	"github.com/insomniacslk/dhcp/iana"
+
 	"github.com/openmud/mud/dhcpsnoop"
 	"github.com/openmud/mud/internal/packet"
 )
@@ -75,4 +78,75 @@ func TestChecksum4(t *testing.T) {
 	if s := ipv4Checksum(f[14:34]); s != 0 {
 		t.Errorf("header checksum over the header is %#x, want 0", s)
 	}
+}
+
+// A RELEASE is what dhcpsnoop reads as the client's release of the
+// addresses it names (RFC 8415 §18.2.7; RFC 2131 §4.4.6: ciaddr), so
+// that a snooping gateway ends the lease; and what the server needs to
+// find the lease: the client's DUID-LL and IAID, the server's identifier
+// (DHCPv6), or option 61 and option 54 (DHCPv4).
+func TestReleaseParses(t *testing.T) {
+	t.Run("DHCPv6", func(t *testing.T) {
+		a, b := netip.MustParseAddr("2001:db8:1::1a2b"), netip.MustParseAddr("2001:db8:1::3c4d")
+		server := &dhcpv6.DUIDLL{HWType: iana.HWTypeEthernet, LinkLayerAddr: net.HardwareAddr{0x02, 0, 0, 0, 0, 1}}
+		f, err := release6(testClient, 0x123457, dhcpv6.OptServerID(server), [4]byte{0, 0, 0, 7}, []netip.Addr{a, b})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := dhcpsnoop.ParseFrame(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.Family != 6 || m.Type != "RELEASE" || !m.FromClient || m.XID != 0x123457 || !bytes.Equal(m.ClientMAC, testClient.MAC) {
+			t.Errorf("family %d type %s from client %v xid %#x client %s", m.Family, m.Type, m.FromClient, m.XID, m.ClientMAC)
+		}
+		if len(m.Addrs) != 2 || m.Addrs[0].Addr != a || m.Addrs[1].Addr != b {
+			t.Errorf("addresses %v, want %s and %s", m.Addrs, a, b)
+		}
+		var fr packet.Frame
+		if err := packet.Decode(f, &fr); err != nil {
+			t.Fatal(err)
+		}
+		d, err := dhcpv6.FromBytes(fr.UDP.Payload)
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg := d.(*dhcpv6.Message)
+		ia := msg.Options.OneIANA()
+		if ia == nil || ia.IaId != [4]byte{0, 0, 0, 7} {
+			t.Errorf("IA_NA %v, want IAID 7", ia)
+		}
+		if got := msg.Options.ServerID(); got == nil || !got.Equal(server) {
+			t.Errorf("server identifier %v", got)
+		}
+		if cid := msg.Options.ClientID(); cid == nil || !cid.Equal(duid(testClient)) {
+			t.Errorf("client identifier %v, want the DUID-LL of the SOLICIT", cid)
+		}
+		if _, err := release6(testClient, 1, nil, [4]byte{}, []netip.Addr{a}); err == nil {
+			t.Error("a RELEASE without a server identifier was built")
+		}
+	})
+	t.Run("DHCPv4", func(t *testing.T) {
+		a := netip.MustParseAddr("192.0.2.150")
+		f, err := release4(testClient, 0x123457, net.IPv4(192, 0, 2, 1), a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := dhcpsnoop.ParseFrame(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.Family != 4 || m.Type != "RELEASE" || !m.FromClient || m.ClientIP != a || !bytes.Equal(m.ClientMAC, testClient.MAC) || m.SrcIP != a {
+			t.Errorf("family %d type %s from client %v ciaddr %s client %s source %s", m.Family, m.Type, m.FromClient, m.ClientIP, m.ClientMAC, m.SrcIP)
+		}
+		if !bytes.Equal(m.ClientID, append([]byte{1}, testClient.MAC...)) {
+			t.Errorf("client identifier %x, want the REQUEST's", m.ClientID)
+		}
+		if s := ipv4Checksum(f[14:34]); s != 0 {
+			t.Errorf("header checksum over the header is %#x, want 0", s)
+		}
+		if _, err := release4(testClient, 1, nil, a); err == nil {
+			t.Error("a DHCPRELEASE without a server identifier was built")
+		}
+	})
 }
