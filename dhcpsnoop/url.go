@@ -80,11 +80,13 @@ func ParseMUDURL(raw []byte) (string, error) {
 	if len(s) == 0 {
 		return fail(ErrURLEmpty, "")
 	}
-	// A URI is ASCII without spaces or controls (RFC 3986 §2); checking the
-	// bytes first also keeps anything odd out of url.Parse's error text.
+	// A URI holds only the characters RFC 3986 §2 names; checking the bytes
+	// first also keeps anything odd out of url.Parse's error text. url.Parse
+	// itself takes '"', '{', '|' and the like and the normal form would
+	// percent-encode them, so a URL at the length limit would grow past it.
 	for _, c := range s {
-		if c <= 0x20 || c >= 0x7f {
-			return fail(ErrURLSyntax, fmt.Sprintf("byte 0x%02x is not allowed in a URL", c))
+		if !isURIChar(c) {
+			return fail(ErrURLSyntax, fmt.Sprintf("byte 0x%02x is not allowed in a URL (RFC 3986 §2)", c))
 		}
 	}
 	// Every "%" starts a percent-encoding of two hex digits (RFC 3986
@@ -124,7 +126,13 @@ func ParseMUDURL(raw []byte) (string, error) {
 	if bytes.IndexByte(s, '#') >= 0 {
 		return fail(ErrURLSyntax, "a fragment (\"#...\") is not allowed: RFC 8520 §10 gives it no meaning")
 	}
-	return normalURL(u), nil
+	out := normalURL(u)
+	if len(out) > MaxMUDStringLen {
+		// Not reachable from the characters allowed above (the normal form
+		// only decodes), kept so the key can never outgrow the option.
+		return fail(ErrURLTooLong, fmt.Sprintf("%d octets in normal form", len(out)))
+	}
+	return out, nil
 }
 
 // normalURL writes an absolute https URL (no user information, no
@@ -187,6 +195,11 @@ func unhex(c byte) int {
 		return int(c-'A') + 10
 	}
 	return -1
+}
+
+// isURIChar is RFC 3986 §2: unreserved, gen-delims, sub-delims and "%".
+func isURIChar(c byte) bool {
+	return isUnreserved(c) || strings.IndexByte(":/?#[]@!$&'()*+,;=%", c) >= 0
 }
 
 // isUnreserved is RFC 3986 §2.3: ALPHA / DIGIT / "-" / "." / "_" / "~".

@@ -30,6 +30,12 @@ func TestParseMUDURL(t *testing.T) {
 		{"escaped unreserved", "https://a.example/%7Ex%2dy%2E", "https://a.example/~x-y.", nil},
 		{"escape case", "https://a.example/a%2fb?q=%3d%3D", "https://a.example/a%2Fb?q=%3D%3D", nil},
 		{"query kept", "https://a.example/x?b=2&a=1", "https://a.example/x?b=2&a=1", nil},
+		{"sub-delims kept as sent", "https://a.example/!$&'()*+,;=:@x", "https://a.example/!$&'()*+,;=:@x", nil},
+		// RFC 3986 §2: a character no URI holds is refused, not escaped
+		// (escaping would let a URL near 255 octets grow past the limit).
+		{"double quote", "https://a.example/x\"", "", ErrURLSyntax},
+		{"brace", "https://a.example/{x}", "", ErrURLSyntax},
+		{"backslash", "https://a.example/a\\b", "", ErrURLSyntax},
 		{"ipv6 literal case", "https://[2001:DB8::1]:443/x", "https://[2001:db8::1]/x", nil},
 		// RFC 8520 §10: a fragment names nothing a MUD manager fetches.
 		{"fragment", "https://a.example/x.json#1", "", ErrURLSyntax},
