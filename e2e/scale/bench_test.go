@@ -28,6 +28,12 @@ import (
 //     from the first SOLICIT until every one's binding is in the kernel
 //     (burst-dhcp-s: until the last REPLY, the DHCP server's share);
 //   - cpu-ms/arrival: mudd's CPU time during the burst per arrival;
+//   - dns-idle-p50-ms, dns-idle-p99-ms: before the arrivals, an enforced
+//     device (dnsProbe) asks the gateway's DNS server 50 times; the time
+//     from query to answer, which mudd holds until the device's sets have
+//     the answer's address; dns-burst-*: the same, a query every 10 ms
+//     during the burst; hold-timeouts: the answers mudd released during
+//     the burst without having applied them (hold timeout, 100 ms);
 //   - rss-MB: mudd's resident set after the burst; store-MB its store;
 //   - coldstart-s: mudd is stopped, its tables removed (a reboot), and
 //     started: the time from its start until the kernel holds the binding
@@ -42,7 +48,12 @@ func BenchmarkScale(b *testing.B) {
 	for _, urls := range []int{100, 1000} {
 		b.Run(fmt.Sprintf("urls=%d", urls), func(b *testing.B) {
 			s := newScaleLab(b, urls)
-			for _, n := range []int{0, 1000, 10000} {
+			probe, err := s.newDNSProbe()
+			if err != nil {
+				b.Fatal(err)
+			}
+			steps := []int{0, 1000, 10000}
+			for i, n := range steps {
 				switch {
 				case n <= len(s.all):
 				case n <= dhcpInstalled:
@@ -54,7 +65,10 @@ func BenchmarkScale(b *testing.B) {
 						b.Fatal(err)
 					}
 				}
-				b.Run(fmt.Sprintf("devices=%d", len(s.all)), func(b *testing.B) { s.step(b) })
+				// After the last step no device installs, so its burst may
+				// leave dnsmasq behind (see burstUpTo).
+				burst := len(s.all) < burstUpTo || i == len(steps)-1
+				b.Run(fmt.Sprintf("devices=%d", len(s.all)), func(b *testing.B) { s.step(b, probe, burst) })
 			}
 		})
 	}
@@ -64,7 +78,7 @@ func BenchmarkScale(b *testing.B) {
 const dhcpInstalled = 1000
 
 // step runs the measurements of one population size.
-func (s *scaleLab) step(b *testing.B) {
+func (s *scaleLab) step(b *testing.B, probe *dnsProbe, doBurst bool) {
 	installed := len(s.all)
 	// Let the neighbour entries of earlier arrivals become freeable (see
 	// newScaleLab) before 1,000 new ones are needed at once.
@@ -88,14 +102,18 @@ func (s *scaleLab) step(b *testing.B) {
 	if err := s.flushNeighbours(); err != nil {
 		b.Fatal(err)
 	}
+	dnsIdle, dnsIdleLost := probe.sample(50, 20*time.Millisecond)
+	logLost(b, "DNS, idle", dnsIdleLost)
 	v6 := one(s.gen6, 200)
 	v4 := one(s.gen4, 50)
 	time.Sleep(9 * time.Second)
 	var burst []arrival
 	var missing []error
 	var cpu time.Duration
+	var dnsBurst []time.Duration
+	var dnsBurstLost []error
+	var holdTimeouts int
 	pid := s.gw.MuddPID()
-	doBurst := installed < burstUpTo
 	if doBurst {
 		if err := s.flushNeighbours(); err != nil {
 			b.Fatal(err)
@@ -104,7 +122,17 @@ func (s *scaleLab) step(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
+		timeouts0 := s.holdTimeouts()
+		stop, probed := make(chan struct{}), make(chan struct{})
+		go func() {
+			defer close(probed)
+			dnsBurst, dnsBurstLost = probe.run(stop, 10*time.Millisecond)
+		}()
 		burst, missing = s.burst(burstSize, 60*time.Second)
+		close(stop)
+		<-probed
+		logLost(b, "DNS, during the burst", dnsBurstLost)
+		holdTimeouts = s.holdTimeouts() - timeouts0
 		if len(burst) == 0 {
 			b.Fatalf("none of the burst's devices active within 60s: %v", errors.Join(missing[:min(5, len(missing))]...))
 		}
@@ -149,8 +177,15 @@ func (s *scaleLab) step(b *testing.B) {
 		b.ReportMetric(lastReply.Sub(first).Seconds(), "burst-dhcp-s")
 		b.ReportMetric(float64(len(missing)), "burst-missing")
 		b.ReportMetric(ms(cpu)/float64(len(burst)), "cpu-ms/arrival")
+		b.ReportMetric(ms(percentile(dnsBurst, 50)), "dns-burst-p50-ms")
+		b.ReportMetric(ms(percentile(dnsBurst, 99)), "dns-burst-p99-ms")
+		b.ReportMetric(ms(percentile(dnsBurst, 100)), "dns-burst-max-ms")
+		b.ReportMetric(float64(len(dnsBurstLost)), "dns-burst-lost")
+		b.ReportMetric(float64(holdTimeouts), "hold-timeouts")
 	}
 	b.ReportMetric(float64(lost), "single-missing")
+	b.ReportMetric(ms(percentile(dnsIdle, 50)), "dns-idle-p50-ms")
+	b.ReportMetric(ms(percentile(dnsIdle, 99)), "dns-idle-p99-ms")
 	b.ReportMetric(float64(rss)/(1<<20), "rss-MB")
 	b.ReportMetric(float64(st.Size())/(1<<20), "store-MB")
 	b.ReportMetric(cold.Seconds(), "coldstart-s")
@@ -188,7 +223,6 @@ func (s *scaleLab) arriveSplit(g *framegen.Generator, n int, rate float64, wait 
 		out = append(out, arrival{Result: r, Active: at})
 	}
 	s.all = append(s.all, out...)
-	s.tracked += n
 	return out, failed, lost
 }
 
@@ -201,11 +235,12 @@ func (s *scaleLab) arriveSplit(g *framegen.Generator, n int, rate float64, wait 
 // seconds behind.
 const burstSize = 500
 
-// burstUpTo: the burst runs only with fewer devices installed. Past a
-// burst that filled the neighbour table, dnsmasq answers nothing for
-// minutes (its socket holds retransmissions it spends 100 ms to 500 ms
-// each on), and the next installs fail: with 1,000 installed, 74 of 500
-// were already lost that way on this machine.
+// burstUpTo: the burst runs only with fewer devices installed, or in the
+// last step, after which no device installs. Past a burst that filled the
+// neighbour table, dnsmasq answers nothing for minutes (its socket holds
+// retransmissions it spends 100 ms to 500 ms each on), and the next
+// installs fail: with 1,000 installed, 74 of 500 were lost that way on
+// this machine.
 const burstUpTo = 1000
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
@@ -235,7 +270,6 @@ func (s *scaleLab) coldStart() (time.Duration, error) {
 			return 0, fmt.Errorf("removing the stopped mudd's table: %w", err)
 		}
 	}
-	s.tracked = 0
 	start := time.Now()
 	if err := s.gw.StartMudd(s.ctx); err != nil {
 		return 0, err

@@ -34,7 +34,6 @@ func TestLabScale(t *testing.T) {
 	}
 	s.checkStoreIsKernel(n / 2)
 	before := s.kernelElems()
-	s.tracked = 0
 	if err := s.gw.KillMudd(); err != nil {
 		t.Fatal(err)
 	}

@@ -29,16 +29,28 @@ func (s *scaleLab) seed(n int) error {
 	if err != nil {
 		return fmt.Errorf("opening mudd's store: %w", err)
 	}
-	var templates []store.Device
+	// A template is an enforced device with its pin: mudd pins the signer
+	// and authority of every accepted file per MAC (RFC 8520 §16), and a
+	// device without its pin would cost a write at start.
+	type template struct {
+		dev store.Device
+		pin store.Pin
+	}
+	var templates []template
 	err = st.View(func(tx *store.Tx) error {
 		for _, a := range s.all {
 			d, err := tx.Devices().Get(a.MAC.String())
 			if err != nil {
 				return fmt.Errorf("device %s: %w", a.MAC, err)
 			}
-			if d.State == store.StateEnforced {
-				templates = append(templates, d)
+			if d.State != store.StateEnforced {
+				continue
 			}
+			p, err := tx.PinsByMAC().Get(d.MAC)
+			if err != nil {
+				return fmt.Errorf("the pin of device %s: %w", a.MAC, err)
+			}
+			templates = append(templates, template{d, p})
 		}
 		return nil
 	})
@@ -54,12 +66,17 @@ func (s *scaleLab) seed(n int) error {
 	err = st.Update(func(tx *store.Tx) error {
 		for i := 0; len(s.all)+len(added) < n; i++ {
 			s.seq++
-			d := templates[i%len(templates)]
+			t := templates[i%len(templates)]
+			d, p := t.dev, t.pin
 			mac := macFor(s.seq)
 			addr := seededAddr(s.seq)
 			d.MAC, d.IPs, d.Hostname = mac.String(), []netip.Addr{addr}, fmt.Sprintf("seed%d", s.seq)
 			d.FirstSeen, d.LastSeen, d.LeaseExpiry = now, now, now.Add(time.Hour)
+			p.MAC = d.MAC
 			if err := tx.Devices().Put(d); err != nil {
+				return err
+			}
+			if err := tx.PinsByMAC().Put(p); err != nil {
 				return err
 			}
 			var a arrival
@@ -75,7 +92,6 @@ func (s *scaleLab) seed(n int) error {
 		return fmt.Errorf("seeding %d devices: %w", n-len(s.all), err)
 	}
 	s.all = append(s.all, added...)
-	s.tracked = 0
 	return s.gw.StartMudd(s.ctx)
 }
 
