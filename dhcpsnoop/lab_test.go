@@ -92,6 +92,13 @@ func startSnooperWith(t *testing.T, lab *netlab.Lab, tweak func(*Config)) *harne
 		<-collected
 		t.Logf("snooper stats: %+v", s.Stats())
 	})
+	// A client started before the sockets are open would go unseen.
+	select {
+	case <-s.Capturing():
+	case err := <-runErr:
+		runErr <- err // for the cleanup
+		t.Fatalf("snooper did not start: %v", err)
+	}
 	return h
 }
 

@@ -71,6 +71,9 @@ type Snooper struct {
 	tracker *Tracker    // owned by the Run goroutine
 	ports   *portFinder // owned by the Run goroutine; nil when unavailable
 	running atomic.Bool
+	// capturing is closed once Run has opened every capture socket: a
+	// frame sent after that is seen.
+	capturing chan struct{}
 }
 
 // frame is one captured frame; seq is its capture order across interfaces.
@@ -137,6 +140,8 @@ func New(cfg Config) (*Snooper, error) {
 		confirm: make(chan frame, max(16, cfg.FrameQueue/4)),
 		c:       c,
 		tracker: newTracker(cfg.Tracker, c),
+
+		capturing: make(chan struct{}),
 	}, nil
 }
 
@@ -144,6 +149,11 @@ func New(cfg Config) (*Snooper, error) {
 // consumer must keep reading: Run waits for it (back-pressure lands on the
 // capture queue, which drops and counts, rather than on lost events).
 func (s *Snooper) Events() <-chan Event { return s.events }
+
+// Capturing is closed once Run has opened its capture sockets on the
+// configured interfaces; frames sent before that may not be seen. It is
+// never closed when Run fails to open them.
+func (s *Snooper) Capturing() <-chan struct{} { return s.capturing }
 
 // Stats returns the counters. Safe to call from any goroutine.
 func (s *Snooper) Stats() Stats { return s.c.snapshot() }
@@ -173,6 +183,7 @@ func (s *Snooper) Run(ctx context.Context) error {
 		}
 		conns[i] = c
 	}
+	close(s.capturing)
 	var nl *netlink.Handle
 	if s.cfg.NeighbourInterval > 0 {
 		err := netns.Do(s.cfg.NetNS, func() (err error) {

@@ -102,6 +102,13 @@ func daemon(path, version string, stderr io.Writer) error {
 			return serveDashboard(ctx, cfg, log.With("component", "dashboard"))
 		})
 	}
+	// Ready means a device's DHCP exchange from now on is seen.
+	select {
+	case <-parts.snoop.Capturing():
+	case <-ctx.Done():
+		wg.Wait()
+		return startErr(ctx)
+	}
 	if _, err := sddaemon.SdNotify(false, sddaemon.SdNotifyReady); err != nil {
 		log.Warn("sd_notify READY failed", "err", err)
 	}

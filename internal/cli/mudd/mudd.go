@@ -50,8 +50,8 @@ A mudd built with the tag nodashboard (the OpenWrt package) has no
 dashboard and refuses a configured dashboard.listen.
 
 With systemd (Type=notify), mudd sends READY=1 once the kernel holds the
-stored state and WATCHDOG=1 at half the WatchdogSec interval while its
-manager answers.
+stored state and DHCP capture has started, and WATCHDOG=1 at half the
+WatchdogSec interval while its manager answers.
 
 Exit status:
 
