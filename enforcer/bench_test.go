@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/openmud/mud/enforcer/nftwire"
 	"github.com/openmud/mud/enforcer/plan"
 	"github.com/openmud/mud/internal/lab/netlab"
 	"github.com/openmud/mud/policy"
@@ -369,6 +370,57 @@ func BenchmarkKernelMemory(b *testing.B) {
 			sort.Float64s(deltas)
 			b.ReportMetric(deltas[1], "kernel-MiB")
 			b.Logf("kernel MiB per round: %v", deltas)
+		})
+	}
+}
+
+// BenchmarkRebuildUserSpace is the user-space share of a full apply of
+// 10,000 devices over 10,000 policies: planning the rebuild of an
+// installed state and encoding it into netlink messages, as
+// BenchmarkFullApply does, without sending it (no root, no kernel). The
+// planner is set up as New sets it up on a kernel with nf_conntrack_bridge
+// absent and secmark present (the lab's).
+func BenchmarkRebuildUserSpace(b *testing.B) {
+	for _, c := range []struct {
+		name string
+		lan  []netip.Prefix
+	}{
+		{"devices=10000/policies=10000", nil},
+		{"devices=10000/policies=10000/bridge_lan", []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("2001:db8:100::/48")}},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			pl := plan.New(plan.Config{Priority: -5, BridgePriority: -205, BridgeFlows: 65536, BridgeLAN: c.lan, Destroy: true})
+			enc, err := nftwire.NewEncoder()
+			if err != nil {
+				b.Fatal(err)
+			}
+			d := benchDesired(10000, 10000)
+			rebuild := func() int {
+				now := time.Now()
+				p, err := pl.Replace(d, now)
+				if err != nil {
+					b.Fatal(err)
+				}
+				msgs, err := enc.Encode(p, now, nil)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := pl.Commit(p); err != nil {
+					b.Fatal(err)
+				}
+				return len(msgs)
+			}
+			rebuild()
+			b.ReportAllocs()
+			b.ResetTimer()
+			cpu := cpuTime()
+			msgs := 0
+			for i := 0; i < b.N; i++ {
+				msgs = rebuild()
+			}
+			b.StopTimer()
+			reportCPU(b, cpu)
+			b.ReportMetric(float64(msgs), "messages")
 		})
 	}
 }

@@ -296,7 +296,7 @@ func TestRenderBridgeReplies(t *testing.T) {
 			"set flows4 {", "size 65536",
 			// reflexive: the flow fast path after the source guard, the
 			// recording after the policies, for MUD senders and receivers
-			"meta secmark set ether saddr map @from_dev jump src_guard\n\t\tmeta secmark != 0 jump flows_fast\n\t\tmeta secmark 0 ether daddr @to_dev jump flows_fast\n\t\tmeta secmark vmap @out_chain",
+			"meta secmark set ether saddr map @from_dev jump src_guard\n\t\tmeta secmark != 0 jump flows_fast\n\t\tmeta secmark 0 ether daddr @from_dev jump flows_fast\n\t\tmeta secmark != 0 jump policy_out",
 			"meta secmark != 0 jump flows_rec\n\t\tmeta secmark set 0\n",
 			"meta protocol ip meta l4proto tcp tcp flags & (fin | rst) == 0x0 ether daddr . ether saddr . ip daddr . ip saddr . meta l4proto . th dport . th sport @flows4 update @flows4 { ether daddr . ether saddr . ip daddr . ip saddr . meta l4proto . th dport . th sport timeout 2h } meta secmark set 0 accept",
 			"meta protocol ip6 meta l4proto ipv6-icmp icmpv6 type 129 ether daddr . ether saddr . ip6 daddr . ip6 saddr . meta l4proto . icmpv6 id . 128 @flows6",
@@ -308,7 +308,7 @@ func TestRenderBridgeReplies(t *testing.T) {
 		}, []string{"ether type ip6 accept"}},
 		{RenderOptions{BridgeConntrack: true}, []string{"ct state established,related accept\n\t\tmeta l4proto ipv6-icmp"}, []string{"flows4", "flows_fast", "to_inet"}},
 		{RenderOptions{DirectDispatch: true}, []string{
-			"ether saddr @from_dev jump src_guard\n\t\tether saddr @from_dev jump flows_fast\n\t\tether saddr != @from_dev ether daddr @to_dev jump flows_fast\n\t\tether saddr vmap @from_dev\n\t\tether daddr vmap @to_dev\n\t\tether saddr @from_dev jump flows_rec\n",
+			"ether saddr @from_dev jump src_guard\n\t\tether saddr @from_dev jump flows_fast\n\t\tether saddr != @from_dev ether daddr @from_dev jump flows_fast\n\t\tether saddr vmap @from_dev\n\t\tether daddr vmap @to_dev\n\t\tether saddr @from_dev jump flows_rec\n",
 		}, nil},
 	} {
 		out, err := Render(p, Device{}, tc.ro)

@@ -81,7 +81,7 @@ func TestDispatchKeepsAdminMarks(t *testing.T) {
 	}
 	// The ruleset lists, readably, with the nft of the distribution.
 	out := nftList(t, ns, "list", "ruleset")
-	for _, want := range []string{"meta secmark set ether saddr map @from_dev jump src_guard", "meta secmark vmap @out_chain", "meta secmark set 0"} {
+	for _, want := range []string{"meta secmark set ether saddr map @from_dev jump src_guard", "meta secmark != 0 jump policy_out", "meta secmark vmap @out_chain", "meta secmark set 0"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("nft list ruleset lacks %q", want)
 		}

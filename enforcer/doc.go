@@ -10,9 +10,12 @@
 // chains start with the conntrack fast path (inet), accept DHCP and ICMPv6
 // neighbour discovery, then dispatch in two stages: data maps
 // keyed by the sender's MAC (from_dev) and the receiver's address or MAC
-// (to_dev4, to_dev6; bridge: to_dev) give a dispatch id, carried in meta
-// secmark to the verdict maps out_chain / in_chain, which jump to the chains.
-// A device costs only data elements, whose insertion the kernel does not
+// (to_dev4, to_dev6; bridge: from_dev again) give a dispatch id, carried in
+// meta secmark to the chains policy_out / policy_in: their verdict maps
+// out_chain / in_chain goto the chains of the ids that have chains
+// (quarantine, block, policies with a drop, devices with overrides), any
+// other id goes to allow_out / allow_in. A device, and an allow-only
+// policy, cost only data elements, whose insertion the kernel does not
 // validate (a jump element makes it re-validate the whole table). Direct
 // dispatch (device maps that are verdict maps) remains for kernels without
 // secmark and for systems whose LSM labels forwarded packets
@@ -28,8 +31,8 @@
 // the generic chains acl_out / acl_in with the packet's secmark; its ACEs
 // that are not such triples (ICMP types, header fields, local ports, port
 // ranges, literal prefixes) stay rules in pol_<id>_out / pol_<id>_in, which end in the acl
-// chain; its default deny is counted per policy by its element of
-// denyc_out / denyc_in. A policy with a drop is an ordered chain of rules
+// chain; its default deny is counted per policy in the dynamic sets
+// denyc_out / denyc_in, which the packet path fills. A policy with a drop is an ordered chain of rules
 // (pol_<id>_*), as are all policies with direct dispatch. Accept is a
 // `return` to the dispatch, so lateral traffic must pass the sender's
 // from-device and the receiver's to-device policy; drop is final; the

@@ -59,17 +59,18 @@ func TestRenderLightBulb(t *testing.T) {
 		// too; then the deny, counted per policy, to the shared
 		// rate-limited log and drop
 		"#   inet acl_out: 0x00000010 . <controller:urn:ietf:params:mud:ntp> . 0x00 . udp . 123  /* default/ntp */",
-		"meta secmark @denyc_out goto deny_out\n\t\tcounter goto deny_out comment \"default-deny\"",
+		"update @denyc_out { meta secmark } goto deny_out\n\t\tcounter goto deny_out comment \"default-deny\"",
 		"chain allow_out {\n\t\tmeta secmark vmap @res_out\n\t\tgoto acl_out\n",
 		"chain deny_out {\n\t\tlimit rate 10/second burst 5 packets log prefix \"mud deny out: \" group 7\n\t\tdrop\n",
 		// two-stage dispatch: device → id (data), id → policy chain (verdict)
 		"meta secmark 0 jump dispatch_fwd\n\t\tmeta secmark != 0 jump secmark_fwd\n",
-		"meta iiftype ether meta secmark set ether saddr map @from_dev jump src_guard\n\t\tmeta secmark vmap @out_chain\n",
-		"meta nfproto ipv4 meta secmark set ip daddr map @to_dev4 meta secmark vmap @in_chain",
+		"meta iiftype ether meta secmark set ether saddr map @from_dev jump src_guard\n\t\tmeta secmark != 0 jump policy_out\n",
+		"meta nfproto ipv4 meta secmark set ip daddr map @to_dev4 jump policy_in",
+		"chain policy_out {\n\t\tmeta secmark vmap @out_chain\n\t\tgoto allow_out\n",
 		"meta secmark set 0\n\t}",
 		"map from_dev {\n\t\ttype ether_addr : mark\n\t\telements = { 02:00:5e:00:53:01 : 0x00000010 }",
-		"0x00000010 : jump allow_out",
-		"0x00000010 : jump allow_in",
+		// an allow-only policy has no dispatch element
+		"# allow-only: dispatch id 0x00000010 is in neither out_chain nor in_chain, so policy_out / policy_in go on to allow_out / allow_in",
 		"192.0.2.10 : 0x00000010",
 		"02:00:5e:00:53:01 . 2001:db8:1::10",
 	} {
@@ -137,7 +138,7 @@ func TestRenderOrderAndDrop(t *testing.T) {
 		"meta nfproto ipv6 meta l4proto tcp tcp dport 443 0x00000001 . (ip6 daddr map @addr6) @peergrp /* dns:test.example.com */ counter return",
 		"tcp sport 443 ip6 saddr map @addr6 0x00000001 /* dns:test.example.com */ ct state established,related counter return",
 		"tcp sport 443 ip6 saddr map @addr6 0x00000001 /* dns:test.example.com */ tcp flags & (syn | ack) != syn counter return",
-		"0x00000010 : jump pol_lightbulb2000_out",
+		"0x00000010 : goto pol_lightbulb2000_out",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("rendering lacks %q", want)

@@ -85,7 +85,7 @@ func TestAPIOverSocket(t *testing.T) {
 		first.Rule.Family != api.FamilyIPv4 || first.Rule.Protocol != "tcp" {
 		t.Errorf("policy view's first rule: %+v", first)
 	}
-	if len(pv.FromDevice.Rules) < 2 || !strings.Contains(pv.NFT, "jump allow_out") || pv.FromDevice.Dropped.Packets != 3 ||
+	if len(pv.FromDevice.Rules) < 2 || !strings.Contains(pv.NFT, "go on to allow_out") || pv.FromDevice.Dropped.Packets != 3 ||
 		pv.CountersAt.IsZero() || pv.State != api.StateEnforced {
 		t.Errorf("policy view: %+v", pv)
 	}

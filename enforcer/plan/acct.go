@@ -64,7 +64,8 @@ func acctRules(f Family, toDevice bool) []Rule {
 		return rules
 	}
 	if f == Bridge {
-		return append(rules, Rule{frags: []frag{fInMap(loadEther(false, reg1), "ether daddr", setToDev), fCount(loadEther(false, reg1), "ether daddr", setAcctIn)}})
+		// from_dev holds every device's MAC (to_dev, in direct mode, the same).
+		return append(rules, Rule{frags: []frag{fInMap(loadEther(false, reg1), "ether daddr", setFromDev), fCount(loadEther(false, reg1), "ether daddr", setAcctIn)}})
 	}
 	for _, v := range []int{4, 6} {
 		dev, acct := setToDev4, setAcctIn4

@@ -291,9 +291,11 @@ func aclChains(f Family, o buildOpts) []*Chain {
 				}
 			}
 		}
-		// The default deny, counted per policy by its element in denyc_*.
+		// The default deny, counted per policy by its element in denyc_*,
+		// which the first denied packet adds; if the set is full, the
+		// next rule denies.
 		tail := epilogue(d, o)[0]
-		rules = append(rules, Rule{frags: []frag{fSecmarkIn(deny)}, verdict: tail.verdict})
+		rules = append(rules, Rule{frags: []frag{fCountSecmark(deny)}, verdict: tail.verdict})
 		rules = append(rules, tail)
 		cs = append(cs, &Chain{ID: ChainRef{f, name}, Rules: rules})
 		// The entry: a policy with ACEs in rule form goes to its chain
@@ -309,11 +311,24 @@ func aclChains(f Family, o buildOpts) []*Chain {
 	return cs
 }
 
-// fSecmarkIn matches if the secmark (dispatch id) is in a set.
-func fSecmarkIn(set string) frag {
-	return frag{"meta secmark @" + set, []expr.Any{
+// denySize bounds denyc_out / denyc_in: the policies whose default deny
+// is counted (a policy beyond it is denied, not counted).
+const denySize = 65536
+
+// denySetDef is a per-policy default-deny counter set. It is dynamic: the
+// packet path adds a policy's element when the policy first denies, so no
+// transaction carries an element per policy.
+func denySetDef(name string) Set {
+	return Set{Name: name, Key: KeyMark, Counter: true, Dynamic: true, Size: denySize,
+		decl: fmt.Sprintf("type mark; size %d; flags dynamic; counter", denySize)}
+}
+
+// fCountSecmark counts the packet on the element of set keyed by its
+// secmark (the dispatch id), adding the element if it is new.
+func fCountSecmark(set string) frag {
+	return frag{fmt.Sprintf("update @%s { meta secmark }", set), []expr.Any{
 		&expr.Meta{Key: expr.MetaKeySECMARK, Register: reg1},
-		&expr.Lookup{SourceRegister: reg1, SetName: set},
+		&expr.Dynset{SrcRegKey: reg1, SetName: set, Operation: dynsetUpdate},
 	}}
 }
 

@@ -146,7 +146,7 @@ func TestSyncPlansTheDifference(t *testing.T) {
 	}
 	d = Desired{Policies: d.Policies[:1], Devices: d.Devices[:1], Peers: cloud}
 	p = commit(t, pl, k, func() (*Plan, error) { return pl.Sync(d, t0) })
-	if s := p.String(); !strings.Contains(s, "delete element inet mud from_dev { 02:00:00:00:00:02 }") || !strings.Contains(s, "delete element inet mud denyc_out { 0x00000011 }") {
+	if s := p.String(); !strings.Contains(s, "delete element inet mud from_dev { 02:00:00:00:00:02 }") || !strings.Contains(s, "delete element inet mud acl_out { 0x00000011 ") {
 		t.Errorf("Sync without policy q and its device planned:\n%s", s)
 	}
 	if _, ok := pl.Policy("q"); ok {

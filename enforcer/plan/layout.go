@@ -19,12 +19,12 @@ import (
 const (
 	tableName = "mud"
 
-	setFromDev = "from_dev"  // ether_addr : mark (dispatch id; direct mode: verdict)
-	setToDev   = "to_dev"    // bridge: ether_addr : mark
+	setFromDev = "from_dev"  // ether_addr : mark (dispatch id; direct mode: verdict); bridge: also the receiver's
+	setToDev   = "to_dev"    // bridge, direct mode: ether_addr : verdict (the to-device chain)
 	setToDev4  = "to_dev4"   // inet: ipv4_addr : mark
 	setToDev6  = "to_dev6"   // inet: ipv6_addr : mark
-	setOutVmap = "out_chain" // mark : verdict (dispatch id → from-device chain)
-	setInVmap  = "in_chain"  // mark : verdict (dispatch id → to-device chain)
+	setOutVmap = "out_chain" // mark : verdict (dispatch id → goto from-device chain; none for allow-only policies)
+	setInVmap  = "in_chain"  // mark : verdict (dispatch id → goto to-device chain)
 	setGuard4  = "guard4"    // ether_addr . ipv4_addr
 	setGuard6  = "guard6"    // ether_addr . ipv6_addr
 	setAddr4   = "addr4"     // ipv4_addr : mark (peer address → group id), timeout
@@ -34,7 +34,7 @@ const (
 	setPeerGrp = "peergrp"   // mark . mark (peer id . id of a group of several peers)
 	setACLOut  = "acl_out"   // dispatch id . group . family . protocol . remote port
 	setACLIn   = "acl_in"    // the same, to-device
-	setDenyOut = "denyc_out" // mark, counter: per-policy default-deny counters
+	setDenyOut = "denyc_out" // mark, dynamic, counter: per-policy default-deny counters, filled by the packet path
 	setDenyIn  = "denyc_in"
 	setResOut  = "res_out" // mark : verdict (id → goto the chain of an allow-only policy's rule-form ACEs)
 	setResIn   = "res_in"
@@ -67,6 +67,8 @@ const (
 	chainACLIn     = "acl_in"
 	chainAllowOut  = "allow_out" // entry of every allow-only policy
 	chainAllowIn   = "allow_in"
+	chainPolOut    = "policy_out" // the dispatch's second stage: out_chain, else allow_out
+	chainPolIn     = "policy_in"
 	chainCageIn    = "cage_in" // what a quarantined or blocked device may ask of the gateway
 	defaultDenyTag = "default-deny"
 	carrierBusyTag = "carrier-busy"
@@ -97,7 +99,9 @@ func setDefs(f Family, twoStage, ruleCounters bool, flows, acct uint32) []Set {
 	if f == Inet {
 		defs = append(defs, dev(setToDev4, KeyIPv4, "ipv4_addr"), dev(setToDev6, KeyIPv6, "ipv6_addr"),
 			Set{Name: setCaged, Key: KeyMAC, decl: "type ether_addr"})
-	} else {
+	} else if !twoStage {
+		// With two-stage dispatch from_dev gives the receiver's id too: a
+		// device's id does not depend on the direction.
 		defs = append(defs, dev(setToDev, KeyMAC, "ether_addr"))
 	}
 	if twoStage {
@@ -122,8 +126,7 @@ func setDefs(f Family, twoStage, ruleCounters bool, flows, acct uint32) []Set {
 		defs = append(defs,
 			Set{Name: setACLOut, Key: KeyACL, Counter: ruleCounters, decl: acl},
 			Set{Name: setACLIn, Key: KeyACL, Counter: ruleCounters, decl: acl},
-			Set{Name: setDenyOut, Key: KeyMark, Counter: true, decl: "type mark; counter"},
-			Set{Name: setDenyIn, Key: KeyMark, Counter: true, decl: "type mark; counter"},
+			denySetDef(setDenyOut), denySetDef(setDenyIn),
 			Set{Name: setResOut, Key: KeyMark, Value: ValueVerdict, decl: "type mark : verdict"},
 			Set{Name: setResIn, Key: KeyMark, Value: ValueVerdict, decl: "type mark : verdict"})
 	}
@@ -283,18 +286,19 @@ func policyPieces(p *policy.Policy, o buildOpts) (*pieces, error) {
 				}
 			}
 		}
-		// Allow-only: elements (bound per group, see groups.go), a chain
-		// only for the ACEs that are not triples, the per-policy deny
-		// counter.
+		// Allow-only: elements (bound per group, see groups.go) and a
+		// chain only for the ACEs that are not triples. No dispatch
+		// element: an id out_chain / in_chain do not hold goes to
+		// allow_out / allow_in (each jump element would make the kernel
+		// re-validate its chains at every commit), and the packet path
+		// counts the default deny in denyc_*.
 		k := MarkKey(o.dispatchID(polChain(p.ID, policy.FromDevice)))
 		for di, d := range []policy.Direction{policy.FromDevice, policy.ToDevice} {
-			vm, res, deny, allow, acl := setOutVmap, setResOut, setDenyOut, chainAllowOut, chainACLOut
+			res, acl := setResOut, chainACLOut
 			if di == 1 {
-				vm, res, deny, allow, acl = setInVmap, setResIn, setDenyIn, chainAllowIn, chainACLIn
+				res, acl = setResIn, chainACLIn
 			}
 			for _, f := range Families {
-				pc.elem(f, vm, &Elem{Key: k, Verdict: jump(allow)})
-				pc.elem(f, deny, &Elem{Key: k})
 				if len(pf.residual[di]) == 0 {
 					continue
 				}
@@ -326,12 +330,14 @@ func policyPieces(p *policy.Policy, o buildOpts) (*pieces, error) {
 	return pc, nil
 }
 
-// dispatchElems maps a dispatch id to its chains (two-stage dispatch).
+// dispatchElems maps a dispatch id to its chains (two-stage dispatch). The
+// elements are gotos: policy_out / policy_in, which hold the lookup, were
+// jumped to, so the chain's return goes back to the dispatch.
 func dispatchElems(pc *pieces, id uint32, out, in string) {
 	k := MarkKey(id)
 	for _, f := range Families {
-		pc.elem(f, setOutVmap, &Elem{Key: k, Verdict: jump(out)})
-		pc.elem(f, setInVmap, &Elem{Key: k, Verdict: jump(in)})
+		pc.elem(f, setOutVmap, &Elem{Key: k, Verdict: gotoChain(out)})
+		pc.elem(f, setInVmap, &Elem{Key: k, Verdict: gotoChain(in)})
 	}
 }
 
@@ -415,7 +421,7 @@ func devicePieces(d *Device, o buildOpts) (*pieces, error) {
 			}
 		}
 		pc.elem(f, setFromDev, from)
-		if f == Bridge {
+		if f == Bridge && !o.twoStage {
 			pc.elem(f, setToDev, inE(mac))
 		}
 		for i := range v4 {
@@ -679,7 +685,7 @@ func fixedChains(f Family, o buildOpts) []*Chain {
 			// dispatch_fwd, where the sender's id is at hand).
 			from := fInMap(loadEther(true, reg1), "ether saddr", setFromDev)
 			notFrom := fNotInMap(loadEther(true, reg1), "ether saddr", setFromDev)
-			to := fInMap(loadEther(false, reg1), "ether daddr", setToDev)
+			to := fInMap(loadEther(false, reg1), "ether daddr", setFromDev)
 			fwd = append(fwd,
 				Rule{frags: []frag{from}, verdict: jump(chainGuard)},
 				Rule{frags: []frag{from}, verdict: jump(chainFlowFast)},
@@ -797,8 +803,17 @@ func dispatchChains(f Family, flows bool) []*Chain {
 		return nil
 	}
 	fromDev := Rule{frags: append(srcMAC(), fSecmarkFromMap(loadEther(true, reg1), "ether saddr", setFromDev)), verdict: jump(chainGuard)}
-	outVmap := Rule{frags: []frag{fSecmarkVmap(setOutVmap)}}
+	// The sender's id is set (secmark not 0) only if it is a MUD device.
+	outVmap := Rule{frags: []frag{fSecmarkIs(false)}, verdict: jump(chainPolOut)}
 	reset := Rule{frags: []frag{fSetSecmark0()}}
+	// The second stage: an id with chains of its own (quarantine, block,
+	// policies with a drop, devices with overrides) goes to them, any
+	// other is an allow-only policy's. The verdict maps hold gotos, so
+	// their chains return to the dispatch, not here.
+	second := []*Chain{
+		{ID: ChainRef{f, chainPolOut}, Rules: []Rule{{frags: []frag{fSecmarkVmap(setOutVmap)}}, {verdict: gotoChain(chainAllowOut)}}},
+		{ID: ChainRef{f, chainPolIn}, Rules: []Rule{{frags: []frag{fSecmarkVmap(setInVmap)}}, {verdict: gotoChain(chainAllowIn)}}},
+	}
 	busy := func(name string, members ...[]frag) *Chain {
 		var rules []Rule
 		for _, m := range members {
@@ -808,33 +823,32 @@ func dispatchChains(f Family, flows bool) []*Chain {
 	}
 	fromMember := append(srcMAC(), fInMap(loadEther(true, reg1), "ether saddr", setFromDev))
 	if f == Inet {
-		to4 := Rule{frags: []frag{fNfproto(f, 4), fSecmarkFromMap(loadAddr(4, false, reg1), "ip daddr", setToDev4), fSecmarkVmap(setInVmap)}}
-		to6 := Rule{frags: []frag{fNfproto(f, 6), fSecmarkFromMap(loadAddr(6, false, reg1), "ip6 daddr", setToDev6), fSecmarkVmap(setInVmap)}}
-		return []*Chain{
-			{ID: ChainRef{f, chainDispFwd}, Rules: []Rule{fromDev, outVmap, to4, to6, reset}},
-			{ID: ChainRef{f, chainDispIn}, Rules: []Rule{fromDev, outVmap, reset}},
+		to4 := Rule{frags: []frag{fNfproto(f, 4), fSecmarkFromMap(loadAddr(4, false, reg1), "ip daddr", setToDev4)}, verdict: jump(chainPolIn)}
+		to6 := Rule{frags: []frag{fNfproto(f, 6), fSecmarkFromMap(loadAddr(6, false, reg1), "ip6 daddr", setToDev6)}, verdict: jump(chainPolIn)}
+		return append(second,
+			&Chain{ID: ChainRef{f, chainDispFwd}, Rules: []Rule{fromDev, outVmap, to4, to6, reset}},
+			&Chain{ID: ChainRef{f, chainDispIn}, Rules: []Rule{fromDev, outVmap, reset}},
 			busy(chainBusyFwd, fromMember,
 				[]frag{fNfproto(f, 4), fInMap(loadAddr(4, false, reg1), "ip daddr", setToDev4)},
 				[]frag{fNfproto(f, 6), fInMap(loadAddr(6, false, reg1), "ip6 daddr", setToDev6)}),
-			busy(chainBusyIn, fromMember),
-		}
+			busy(chainBusyIn, fromMember))
 	}
-	to := Rule{frags: []frag{fSecmarkFromMap(loadEther(false, reg1), "ether daddr", setToDev), fSecmarkVmap(setInVmap)}}
+	// from_dev gives the receiver's id as well.
+	to := Rule{frags: []frag{fSecmarkFromMap(loadEther(false, reg1), "ether daddr", setFromDev)}, verdict: jump(chainPolIn)}
 	disp := []Rule{fromDev, outVmap, to, reset}
 	if flows {
 		disp = []Rule{fromDev,
 			{frags: []frag{fSecmarkIs(false)}, verdict: jump(chainFlowFast)},
-			{frags: []frag{fSecmarkIs(true), fInMap(loadEther(false, reg1), "ether daddr", setToDev)}, verdict: jump(chainFlowFast)},
+			{frags: []frag{fSecmarkIs(true), fInMap(loadEther(false, reg1), "ether daddr", setFromDev)}, verdict: jump(chainFlowFast)},
 			outVmap, to,
 			// the secmark is the sender's or the receiver's id: one of
 			// them is a MUD device
 			{frags: []frag{fSecmarkIs(false)}, verdict: jump(chainFlowRecord)},
 			reset}
 	}
-	return []*Chain{
-		{ID: ChainRef{f, chainDispFwd}, Rules: disp},
-		busy(chainBusyFwd, fromMember, []frag{fInMap(loadEther(false, reg1), "ether daddr", setToDev)}),
-	}
+	return append(second,
+		&Chain{ID: ChainRef{f, chainDispFwd}, Rules: disp},
+		busy(chainBusyFwd, fromMember, []frag{fInMap(loadEther(false, reg1), "ether daddr", setFromDev)}))
 }
 
 // prologue: in direct mode, a policy's from-device chain starts with the

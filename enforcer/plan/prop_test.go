@@ -625,7 +625,7 @@ func TestIncrementalPlansEqualRebuild(t *testing.T) {
 // (keepDeletedIn), the property fails.
 func TestPropertyCatchesMissingDeletions(t *testing.T) {
 	for _, set := range []string{setGuard4, setGuard6, setFromDev, setToDev4, setToDev6, setAddr4, setAddr6, setNet4,
-		setPeerGrp, setACLOut, setACLIn, setOutVmap, setDenyIn, setResOut, setCaged, "pol_", "dev_"} {
+		setPeerGrp, setACLOut, setACLIn, setOutVmap, setResOut, setCaged, "pol_", "dev_"} {
 		t.Run(set, func(t *testing.T) {
 			keepDeletedIn = set
 			t.Cleanup(func() { keepDeletedIn = "" })

@@ -199,6 +199,8 @@ func writeRendering(b *strings.Builder, p *policy.Policy, keys []string, l *layo
 	}
 	if p != nil {
 		if pf := aclForms(p, o); pf != nil {
+			fmt.Fprintf(b, "# allow-only: dispatch id 0x%08x is in neither out_chain nor in_chain, so policy_out / policy_in go on to allow_out / allow_in\n",
+				x.disp[polChain(p.ID, policy.FromDevice)])
 			b.WriteString("# allow-only: these ACEs are elements of acl_out / acl_in (dispatch id . group . family . protocol . remote port),\n" +
 				"# one per group holding the peer's addresses (a peer's own group id is its peer id); port 0: any\n")
 			for _, f := range Families {

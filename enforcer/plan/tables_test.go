@@ -66,7 +66,7 @@ func TestTablesRefuseWhatTheKernelRefuses(t *testing.T) {
 		{"flush a missing chain", Plan{FlushChains: []*Chain{{ID: ChainRef{Bridge, "pol"}}}}, "no such file"},
 		{"a rule jumping to a missing chain", Plan{AddChains: []*Chain{{ID: ChainRef{Inet, "new"}, Rules: []Rule{{verdict: gotoChain("nosuch")}}}}},
 			"no such file"},
-		{"a rule looking up a missing set", Plan{AddChains: []*Chain{{ID: ChainRef{Bridge, "new"}, Rules: []Rule{{frags: []frag{fSecmarkIn("nosuch")}}}}}},
+		{"a rule looking up a missing set", Plan{AddChains: []*Chain{{ID: ChainRef{Bridge, "new"}, Rules: []Rule{{frags: []frag{fSecmarkVmap("nosuch")}}}}}},
 			"set nosuch"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
