@@ -247,7 +247,7 @@ func (e *env) inKernel(mac net.HardwareAddr) bool {
 
 // normalizeRuleset removes what legitimately differs between two listings
 // of the same ruleset: element timeouts counting down, the order of
-// elements in hash sets, and the order in which a table's sets, maps and
+// elements in hash sets, the elements packets add to dynamic sets, and the order in which a table's sets, maps and
 // chains were declared (nft lists them in creation order; chains are
 // referred to by name, so the order means nothing).
 func normalizeRuleset(s string) string {
@@ -270,6 +270,11 @@ func normalizeRuleset(s string) string {
 			elems := strings.Split(body, ",")
 			for j := range elems {
 				elems[j] = strings.Join(strings.Fields(elems[j]), " ")
+			}
+			// A dynamic set's elements are added by the packet path
+			// (default-deny counters, flow state): traffic's, not mudd's.
+			if slices.ContainsFunc(block, func(l string) bool { return strings.Contains(l, "flags dynamic") }) {
+				continue
 			}
 			slices.Sort(elems)
 			block = append(block, head+"{ "+strings.Join(elems, ", ")+" }")

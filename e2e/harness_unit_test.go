@@ -23,6 +23,12 @@ func TestNormalizeRuleset(t *testing.T) {
 	if normalizeRuleset(a) == normalizeRuleset(a[:len(a)-len("\tchain b {\n\t\tjump a\n\t}\n}\n")]+"}\n") {
 		t.Error("a missing chain is normalised away")
 	}
+	// Packets fill a dynamic set (a default-deny counter); mudd does not.
+	dyn := "table inet mud {\n\tset d {\n\t\ttype mark\n\t\tflags dynamic\n\t\tcounter\n\t}\n}\n"
+	hit := "table inet mud {\n\tset d {\n\t\ttype mark\n\t\tflags dynamic\n\t\tcounter\n\t\telements = { 0x10000000 counter packets 3 bytes 180 }\n\t}\n}\n"
+	if nd, nh := normalizeRuleset(dyn), normalizeRuleset(hit); nd != nh {
+		t.Errorf("a dynamic set's packet-added elements count as a difference:\n%s", diffLines(nd, nh))
+	}
 }
 
 func TestPercentile(t *testing.T) {
