@@ -1,20 +1,14 @@
 package e2e
 
 import (
-	"bufio"
-	"context"
 	"encoding/json"
 	"fmt"
-	"net"
-	"net/http"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/openmud/mud/api"
 	"github.com/openmud/mud/internal/lab/gwlab"
-	"github.com/openmud/mud/internal/lab/netlab"
 )
 
 // metricsAddr is mudd's metrics listener inside the gateway namespace.
@@ -74,7 +68,7 @@ func TestViolationNamesDevicePeerAndPort(t *testing.T) {
 
 	series := `mud_violation_drops_total{mac="` + mac + `",direction="out"}`
 	err = gwlab.Poll(e.ctx, violationWait, func() error {
-		n, err := metricValue(e.lab.GW.NS, series)
+		n, err := e.gw.Metric(series)
 		if err != nil {
 			return err
 		}
@@ -85,6 +79,14 @@ func TestViolationNamesDevicePeerAndPort(t *testing.T) {
 	})
 	if err != nil {
 		t.Errorf("/metrics: %v", err)
+	}
+	// The DHCP snooper's counters are there too: the device's DHCP exchange
+	// was captured, none of it dropped.
+	if n, err := e.gw.Metric("mud_dhcp_frames_total"); err != nil || n < 2 {
+		t.Errorf("mud_dhcp_frames_total = %d, %v; want the device's DHCP exchange counted", n, err)
+	}
+	if n, err := e.gw.Metric("mud_dhcp_queue_drops_total"); err != nil || n != 0 {
+		t.Errorf("mud_dhcp_queue_drops_total = %d, %v; want 0", n, err)
 	}
 
 	if out := e.mudctl("device", "show", mac); !strings.Contains(out, "recent violations") || !strings.Contains(out, other.String()) {
@@ -179,29 +181,4 @@ func findViolation(e *env, mac, peer string, port int) (api.Violation, error) {
 		}
 	}
 	return api.Violation{}, fmt.Errorf("no record of %s port %d among %+v", peer, port, vs)
-}
-
-// metricValue reads one series from mudd's /metrics, from inside the
-// gateway namespace.
-func metricValue(ns, series string) (uint64, error) {
-	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
-		DialContext: func(_ context.Context, network, addr string) (net.Conn, error) {
-			return netlab.Dial(ns, network, addr, 2*time.Second)
-		},
-	}}
-	resp, err := c.Get("http://" + metricsAddr + "/metrics")
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), series+" "); ok {
-			return strconv.ParseUint(v, 10, 64)
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return 0, err
-	}
-	return 0, fmt.Errorf("no series %s", series)
 }

@@ -122,6 +122,10 @@ type Config struct {
 	// have granted addresses but came from a source that is not trusted
 	// (resolver.Stats.RefusedAnswers), for Status and the metrics.
 	DNSAnswersRefused func() uint64
+	// DHCPStats, if set, reports the DHCP snooper's counters for the
+	// metrics: frames it dropped or could not attribute leave a device
+	// unbound until its next DHCP exchange.
+	DHCPStats func() dhcpsnoop.Stats
 	// BridgeReplies, if set, says how replies of bridged flows pass
 	// (enforcer.Enforcer.BridgeReplies) for Status.
 	BridgeReplies func() string

@@ -131,6 +131,16 @@ func (m *Manager) writeMetrics(ctx context.Context, w io.Writer) {
 		_, _, repairs := m.cfg.EnforcerInfo()
 		counter("mud_enforcer_repairs_total", "Changes someone else made to mud's nftables tables, undone (nftables-tampered events).", uint64(repairs))
 	}
+	if m.cfg.DHCPStats != nil {
+		ds := m.cfg.DHCPStats()
+		counter("mud_dhcp_frames_total", "DHCP frames captured.", ds.Frames)
+		counter("mud_dhcp_queue_drops_total", "DHCP frames dropped because mudd's capture queue was full: their devices stay as they were until their next DHCP exchange.", ds.QueueDrops)
+		counter("mud_dhcp_malformed_total", "DHCP frames that did not parse.", ds.Malformed)
+		counter("mud_dhcp_rate_limited_total", "DHCP messages dropped by the per-MAC rate limit.", ds.RateLimited)
+		counter("mud_dhcp_pending_evicted_total", "Clients forgotten between request and answer because too many were waiting (dhcpsnoop MaxPending).", ds.Evicted)
+		counter("mud_dhcp_unidentified_total", "DHCP messages whose client could not be found.", ds.Unidentified)
+		counter("mud_dhcp_device_cap_total", "Leases not followed because dhcp.max_devices was reached.", ds.DeviceCap)
+	}
 	counter("mud_fetch_floods_total", "Times a bridge port asked for more MUD file fetches than it may start (fetch-flood events).", mt.floods.Load())
 	mt.fetchSeconds.write(w, "mud_fetch_duration_seconds", "Time to fetch and verify a MUD file.")
 	mt.applySeconds.write(w, "mud_apply_duration_seconds", "Time to bring the kernel to the desired state after a change.")

@@ -34,12 +34,18 @@ import (
 //     the answer's address; dns-burst-*: the same, a query every 10 ms
 //     during the burst; hold-timeouts: the answers mudd released during
 //     the burst without having applied them (hold timeout, 100 ms);
-//   - rss-MB: mudd's resident set after the burst; store-MB its store;
+//   - rss-MB: mudd's resident set after the burst, rss-file-MB the part
+//     of it that maps files (the store, read through mmap); store-MB the
+//     store's size;
 //   - coldstart-s: mudd is stopped, its tables removed (a reboot), and
 //     started: the time from its start until the kernel holds the binding
 //     of every device of the store.
 //
-// burst-missing counts the burst's devices not active within 60 s,
+// dhcp-dropped counts the DHCP messages mudd's snooper dropped or could
+// not attribute during the step (from its /metrics);
+// burst-failed counts the burst's DHCP exchanges that failed in the lab
+// (no answer from dnsmasq in time), burst-unbound the burst's devices the
+// DHCP server acknowledged that were not active within 60 s;
 // single-missing the single arrivals that failed (their DHCP exchange or
 // their binding; logged with the reason).
 // "installed" is the number of devices enforced before the step's
@@ -80,6 +86,7 @@ const dhcpInstalled = 1000
 // step runs the measurements of one population size.
 func (s *scaleLab) step(b *testing.B, probe *dnsProbe, doBurst bool) {
 	installed := len(s.all)
+	dropped := s.dhcpLost() // counted again before the cold start restarts mudd
 	// Let the neighbour entries of earlier arrivals become freeable (see
 	// newScaleLab) before 1,000 new ones are needed at once.
 	time.Sleep(9 * time.Second)
@@ -108,7 +115,7 @@ func (s *scaleLab) step(b *testing.B, probe *dnsProbe, doBurst bool) {
 	v4 := one(s.gen4, 50)
 	time.Sleep(9 * time.Second)
 	var burst []arrival
-	var missing []error
+	var missing, unbound []error
 	var cpu time.Duration
 	var dnsBurst []time.Duration
 	var dnsBurstLost []error
@@ -128,7 +135,7 @@ func (s *scaleLab) step(b *testing.B, probe *dnsProbe, doBurst bool) {
 			defer close(probed)
 			dnsBurst, dnsBurstLost = probe.run(stop, 10*time.Millisecond)
 		}()
-		burst, missing = s.burst(burstSize, 60*time.Second)
+		burst, missing, unbound = s.burst(burstSize, 60*time.Second)
 		close(stop)
 		<-probed
 		logLost(b, "DNS, during the burst", dnsBurstLost)
@@ -142,13 +149,21 @@ func (s *scaleLab) step(b *testing.B, probe *dnsProbe, doBurst bool) {
 		}
 		cpu = cpu1 - cpu0
 		if len(missing) > 0 {
-			b.Logf("%d of the burst's %d devices not active within 60s: %v", len(missing), len(burst)+len(missing), errors.Join(missing[:min(5, len(missing))]...))
+			b.Logf("%d of the burst's %d DHCP exchanges failed in the lab: %v", len(missing), burstSize, errors.Join(missing[:min(5, len(missing))]...))
+		}
+		if len(unbound) > 0 {
+			b.Logf("%d of the burst's %d devices acknowledged by the DHCP server not active within 60s: %v", len(unbound), burstSize, errors.Join(unbound[:min(5, len(unbound))]...))
 		}
 	}
 	rss, _, err := procStats(pid)
 	if err != nil {
 		b.Fatal(err)
 	}
+	rssMapped, err := rssFile(pid)
+	if err != nil {
+		b.Fatal(err)
+	}
+	dropped = s.dhcpLost() - dropped
 	cold, err := s.coldStart()
 	if err != nil {
 		b.Fatal(err)
@@ -175,7 +190,8 @@ func (s *scaleLab) step(b *testing.B, probe *dnsProbe, doBurst bool) {
 		}
 		b.ReportMetric(lastActive.Sub(first).Seconds(), "burst-s")
 		b.ReportMetric(lastReply.Sub(first).Seconds(), "burst-dhcp-s")
-		b.ReportMetric(float64(len(missing)), "burst-missing")
+		b.ReportMetric(float64(len(missing)), "burst-failed")
+		b.ReportMetric(float64(len(unbound)), "burst-unbound")
 		b.ReportMetric(ms(cpu)/float64(len(burst)), "cpu-ms/arrival")
 		b.ReportMetric(ms(percentile(dnsBurst, 50)), "dns-burst-p50-ms")
 		b.ReportMetric(ms(percentile(dnsBurst, 99)), "dns-burst-p99-ms")
@@ -184,17 +200,20 @@ func (s *scaleLab) step(b *testing.B, probe *dnsProbe, doBurst bool) {
 		b.ReportMetric(float64(holdTimeouts), "hold-timeouts")
 	}
 	b.ReportMetric(float64(lost), "single-missing")
+	b.ReportMetric(float64(dropped), "dhcp-dropped")
 	b.ReportMetric(ms(percentile(dnsIdle, 50)), "dns-idle-p50-ms")
 	b.ReportMetric(ms(percentile(dnsIdle, 99)), "dns-idle-p99-ms")
 	b.ReportMetric(float64(rss)/(1<<20), "rss-MB")
+	b.ReportMetric(float64(rssMapped)/(1<<20), "rss-file-MB")
 	b.ReportMetric(float64(st.Size())/(1<<20), "store-MB")
 	b.ReportMetric(cold.Seconds(), "coldstart-s")
 }
 
 // burst starts n DHCPv6 exchanges at once and returns the devices whose
-// binding was in the kernel within wait, and what happened to the others.
-func (s *scaleLab) burst(n int, wait time.Duration) ([]arrival, []error) {
-	return s.arrive(s.gen6, n, 0, wait)
+// binding was in the kernel within wait, the exchanges that failed in the
+// lab, and the acknowledged devices whose binding never came.
+func (s *scaleLab) burst(n int, wait time.Duration) ([]arrival, []error, []error) {
+	return s.arriveSplit(s.gen6, n, 0, wait)
 }
 
 // arrive runs the exchanges of n more devices, rate a second (0: at once),
@@ -285,4 +304,20 @@ func (s *scaleLab) coldStart() (time.Duration, error) {
 		last = maxTime(last, at)
 	}
 	return last.Sub(start), nil
+}
+
+// dhcpLost is what mudd's DHCP snooper dropped or could not attribute so
+// far (its counters in /metrics): frames its capture queue had no room
+// for, clients forgotten between request and answer, answers whose client
+// it could not find. 0 when the metrics cannot be read (logged).
+func (s *scaleLab) dhcpLost() uint64 {
+	var n uint64
+	for _, series := range []string{"mud_dhcp_queue_drops_total", "mud_dhcp_pending_evicted_total", "mud_dhcp_unidentified_total"} {
+		v, err := s.gw.Metric(series)
+		if err != nil {
+			s.t.Logf("reading %s: %v", series, err)
+		}
+		n += v
+	}
+	return n
 }

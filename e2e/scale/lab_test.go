@@ -106,7 +106,8 @@ func newScaleLab(t testing.TB, urls int) *scaleLab {
 	}
 	cfg := gwlab.Config{
 		Mudd: mudd, Dir: t.TempDir(), LogLevel: "warn", QuietDNSMasq: true,
-		Names: map[string]netip.Addr{cloudHost: lab.Servers[1].IPv4},
+		MetricsListen: "127.0.0.1:9610",
+		Names:         map[string]netip.Addr{cloudHost: lab.Servers[1].IPv4},
 		// The IPv4 range holds the DHCPv4 arrivals of every step (50 each;
 		// an IPv4 /24 cannot hold the installed population, see install).
 		DHCPRanges: []string{
@@ -245,6 +246,23 @@ func macFor(i int) net.HardwareAddr {
 }
 
 // rss and cpu read mudd's resident set (bytes) and CPU time used so far.
+// rssFile is the part of pid's resident set that maps files (RssFile):
+// for mudd, mostly its store, which bbolt reads through mmap; the kernel
+// reclaims those pages under memory pressure.
+func rssFile(pid int) (int64, error) {
+	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, l := range strings.Split(string(st), "\n") {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == "RssFile:" {
+			kb, err := strconv.ParseInt(f[1], 10, 64)
+			return kb << 10, err
+		}
+	}
+	return 0, fmt.Errorf("no RssFile in /proc/%d/status", pid)
+}
+
 func procStats(pid int) (rss int64, cpu time.Duration, err error) {
 	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {

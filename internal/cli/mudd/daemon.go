@@ -209,9 +209,7 @@ func build(cfg config.Config, version string, log *slog.Logger) (p *parts, err e
 	if err != nil {
 		return nil, err
 	}
-	p.fetch, err = mudfetch.New(mudfetch.Config{ServerCAs: serverCAs, Anchors: anchors, Timeout: cfg.Fetch.Timeout,
-		MaxBytes: cfg.Fetch.MaxBytes, AllowPrivate: cfg.Fetch.AllowPrivate, AllowPrefixes: cfg.Fetch.AllowPrefixes,
-		Resolve: hostsResolver(cfg.Fetch.Hosts)})
+	p.fetch, err = mudfetch.New(fetcherConfig(cfg.Fetch, anchors, serverCAs))
 	if err != nil {
 		return nil, fmt.Errorf("creating the fetcher: %w", err)
 	}
@@ -315,6 +313,7 @@ func build(cfg config.Config, version string, log *slog.Logger) (p *parts, err e
 		// Tables stays empty rather than claim what was not checked.
 		EnforcerInfo:      func() ([]string, bool, int) { return nil, enf.BridgeConntrack(), enf.Repairs() },
 		DNSAnswersRefused: func() uint64 { return p.res.Stats().RefusedAnswers },
+		DHCPStats:         p.snoop.Stats,
 		BridgeReplies:     func() string { return enf.BridgeReplies().String() },
 		Version:           version, Logger: log.With("component", "manager"),
 	})
@@ -465,6 +464,20 @@ func newLogger(w io.Writer, format string, level *slog.LevelVar) *slog.Logger {
 		return slog.New(slog.NewJSONHandler(w, o))
 	}
 	return slog.New(slog.NewTextHandler(w, o))
+}
+
+// fetcherConfig configures the fetcher from fetch.*. Its overall limit is
+// fetch.budget over fetch.budget_window: the manager schedules fetches
+// within that budget (they wait, the device stays in "fetching"), and a
+// lower limit of the fetcher's own would fail the fetches the manager
+// admitted beyond it, leaving their devices to the retry back-off.
+func fetcherConfig(f config.Fetch, anchors *x509.CertPool, serverCAs []*x509.Certificate) mudfetch.Config {
+	return mudfetch.Config{ServerCAs: serverCAs, Anchors: anchors, Timeout: f.Timeout,
+		MaxBytes: f.MaxBytes, AllowPrivate: f.AllowPrivate, AllowPrefixes: f.AllowPrefixes,
+		Resolve:    hostsResolver(f.Hosts),
+		MaxFetches: f.Budget, RateWindow: f.BudgetWindow,
+		// A device is a key: as many as fetches may start in a window.
+		MaxTrackedKeys: max(mudfetch.DefaultMaxTrackedKeys, f.Budget)}
 }
 
 // serveMetrics serves /metrics until ctx ends.

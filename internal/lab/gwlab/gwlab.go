@@ -14,15 +14,19 @@
 package gwlab
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -548,4 +552,34 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	slices.Sort(ks)
 	return ks
+}
+
+// Metric reads one series (name and labels, as printed) from mudd's
+// /metrics, from inside the gateway namespace; Config.MetricsListen must
+// be set.
+func (g *Gateway) Metric(series string) (uint64, error) {
+	if g.Config.MetricsListen == "" {
+		return 0, errors.New("gwlab: no metrics listener configured")
+	}
+	ns := g.Lab.GW.NS
+	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		DialContext: func(_ context.Context, network, addr string) (net.Conn, error) {
+			return netlab.Dial(ns, network, addr, 2*time.Second)
+		},
+	}}
+	resp, err := c.Get("http://" + g.Config.MetricsListen + "/metrics")
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), series+" "); ok {
+			return strconv.ParseUint(v, 10, 64)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return 0, err
+	}
+	return 0, fmt.Errorf("no series %s", series)
 }
