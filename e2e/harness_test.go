@@ -247,9 +247,10 @@ func (e *env) inKernel(mac net.HardwareAddr) bool {
 
 // normalizeRuleset removes what legitimately differs between two listings
 // of the same ruleset: element timeouts counting down, the order of
-// elements in hash sets, the elements packets add to dynamic sets, and the order in which a table's sets, maps and
-// chains were declared (nft lists them in creation order; chains are
-// referred to by name, so the order means nothing).
+// elements in hash sets, the elements packets add to dynamic sets, and the
+// order in which a table's sets, maps and chains were declared (nft lists
+// them in creation order; chains are referred to by name, so the order
+// means nothing).
 func normalizeRuleset(s string) string {
 	s = timeoutRE.ReplaceAllString(s, "")
 	var out, block []string

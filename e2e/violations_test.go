@@ -88,6 +88,10 @@ func TestViolationNamesDevicePeerAndPort(t *testing.T) {
 	if n, err := e.gw.Metric("mud_dhcp_queue_drops_total"); err != nil || n != 0 {
 		t.Errorf("mud_dhcp_queue_drops_total = %d, %v; want 0", n, err)
 	}
+	// And the resolver's: no held DNS answer was lost.
+	if n, err := e.gw.Metric("mud_dns_release_errors_total"); err != nil || n != 0 {
+		t.Errorf("mud_dns_release_errors_total = %d, %v; want 0", n, err)
+	}
 
 	if out := e.mudctl("device", "show", mac); !strings.Contains(out, "recent violations") || !strings.Contains(out, other.String()) {
 		t.Errorf("mudctl device show does not list the violation:\n%s", out)

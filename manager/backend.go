@@ -51,7 +51,7 @@ type StatusView struct {
 	// handed to the enforcer.
 	PoliciesInstalled int
 	// DNSAnswersRefused counts snooped DNS answers that granted nothing
-	// because their source is not trusted (Config.DNSAnswersRefused).
+	// because their source is not trusted (Config.DNSStats).
 	DNSAnswersRefused uint64
 	Enforcer          EnforcerView
 	// LateralUnenforced are the places where lateral traffic may pass
@@ -264,8 +264,8 @@ func (m *Manager) Status(ctx context.Context) (StatusView, error) {
 		if m.cfg.BridgeReplies != nil {
 			es.BridgeReplies = m.cfg.BridgeReplies()
 		}
-		if m.cfg.DNSAnswersRefused != nil {
-			st.DNSAnswersRefused = m.cfg.DNSAnswersRefused()
+		if m.cfg.DNSStats != nil {
+			st.DNSAnswersRefused = m.cfg.DNSStats().RefusedAnswers
 		}
 		st.Enforcer = es
 		st.LateralUnenforced = slices.Clone(m.lateral)

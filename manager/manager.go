@@ -118,10 +118,10 @@ type Config struct {
 	Render enforcer.RenderOptions
 	// EnforcerInfo, if set, reports the enforcer's health for Status.
 	EnforcerInfo func() (tables []string, bridgeConntrack bool, repairs int)
-	// DNSAnswersRefused, if set, counts the snooped DNS answers that would
-	// have granted addresses but came from a source that is not trusted
-	// (resolver.Stats.RefusedAnswers), for Status and the metrics.
-	DNSAnswersRefused func() uint64
+	// DNSStats, if set, reports the resolver's counters for Status and
+	// the metrics: snooped answers refused for their untrusted source,
+	// held answers, and those released without being applied.
+	DNSStats func() resolver.Stats
 	// DHCPStats, if set, reports the DHCP snooper's counters for the
 	// metrics: frames it dropped or could not attribute leave a device
 	// unbound until its next DHCP exchange.

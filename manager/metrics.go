@@ -124,8 +124,12 @@ func (m *Manager) writeMetrics(ctx context.Context, w io.Writer) {
 	counter("mud_verification_failures_total", "MUD files whose signature did not verify.", mt.verifyFailures.Load())
 	counter("mud_enforcer_applies_total", "Changes sent to the enforcer.", mt.applies.Load())
 	counter("mud_enforcer_apply_errors_total", "Changes the enforcer refused or failed.", mt.applyErrors.Load())
-	if m.cfg.DNSAnswersRefused != nil {
-		counter("mud_dns_answers_refused_total", "Snooped DNS answers that granted nothing because their source is not in dns.trusted_sources.", m.cfg.DNSAnswersRefused())
+	if m.cfg.DNSStats != nil {
+		rs := m.cfg.DNSStats()
+		counter("mud_dns_answers_refused_total", "Snooped DNS answers that granted nothing because their source is not in dns.trusted_sources.", rs.RefusedAnswers)
+		counter("mud_dns_answers_held_total", "DNS answers to devices held until their addresses were in the device's sets (dns.hold).", rs.Held)
+		counter("mud_dns_apply_failures_total", "Snooped DNS answers whose addresses could not be applied in time (the hold timeout, or a failed update); a held one is released anyway.", rs.ApplyFailures)
+		counter("mud_dns_release_errors_total", "Held DNS answers that could not be re-injected (lost to the device).", rs.ReleaseErrors)
 	}
 	if m.cfg.EnforcerInfo != nil {
 		_, _, repairs := m.cfg.EnforcerInfo()

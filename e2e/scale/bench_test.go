@@ -86,7 +86,10 @@ const dhcpInstalled = 1000
 // step runs the measurements of one population size.
 func (s *scaleLab) step(b *testing.B, probe *dnsProbe, doBurst bool) {
 	installed := len(s.all)
-	dropped := s.dhcpLost() // counted again before the cold start restarts mudd
+	dropped0, err := s.dhcpLost() // counted again before the cold start restarts mudd
+	if err != nil {
+		b.Fatal(err)
+	}
 	// Let the neighbour entries of earlier arrivals become freeable (see
 	// newScaleLab) before 1,000 new ones are needed at once.
 	time.Sleep(9 * time.Second)
@@ -129,7 +132,10 @@ func (s *scaleLab) step(b *testing.B, probe *dnsProbe, doBurst bool) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		timeouts0 := s.holdTimeouts()
+		timeouts0, err := s.holdTimeouts()
+		if err != nil {
+			b.Fatal(err)
+		}
 		stop, probed := make(chan struct{}), make(chan struct{})
 		go func() {
 			defer close(probed)
@@ -139,7 +145,11 @@ func (s *scaleLab) step(b *testing.B, probe *dnsProbe, doBurst bool) {
 		close(stop)
 		<-probed
 		logLost(b, "DNS, during the burst", dnsBurstLost)
-		holdTimeouts = s.holdTimeouts() - timeouts0
+		timeouts1, err := s.holdTimeouts()
+		if err != nil {
+			b.Fatal(err)
+		}
+		holdTimeouts = timeouts1 - timeouts0
 		if len(burst) == 0 {
 			b.Fatalf("none of the burst's devices active within 60s: %v", errors.Join(missing[:min(5, len(missing))]...))
 		}
@@ -163,7 +173,11 @@ func (s *scaleLab) step(b *testing.B, probe *dnsProbe, doBurst bool) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	dropped = s.dhcpLost() - dropped
+	dropped, err := s.dhcpLost()
+	if err != nil {
+		b.Fatal(err)
+	}
+	dropped -= dropped0
 	cold, err := s.coldStart()
 	if err != nil {
 		b.Fatal(err)
@@ -309,15 +323,15 @@ func (s *scaleLab) coldStart() (time.Duration, error) {
 // dhcpLost is what mudd's DHCP snooper dropped or could not attribute so
 // far (its counters in /metrics): frames its capture queue had no room
 // for, clients forgotten between request and answer, answers whose client
-// it could not find. 0 when the metrics cannot be read (logged).
-func (s *scaleLab) dhcpLost() uint64 {
+// it could not find.
+func (s *scaleLab) dhcpLost() (uint64, error) {
 	var n uint64
 	for _, series := range []string{"mud_dhcp_queue_drops_total", "mud_dhcp_pending_evicted_total", "mud_dhcp_unidentified_total"} {
 		v, err := s.gw.Metric(series)
 		if err != nil {
-			s.t.Logf("reading %s: %v", series, err)
+			return 0, err
 		}
 		n += v
 	}
-	return n
+	return n, nil
 }

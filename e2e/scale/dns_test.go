@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"strings"
 	"time"
 
 	"github.com/miekg/dns"
@@ -155,10 +154,12 @@ func (p *dnsProbe) sample(n int, every time.Duration) (rtts []time.Duration, los
 	return rtts, lost
 }
 
-// holdTimeouts counts the held answers mudd released without having
-// applied them (the hold timeout, or a failed update), from its log.
-func (s *scaleLab) holdTimeouts() int {
-	return strings.Count(s.gw.MuddLog.String(), "applying a snooped DNS answer failed")
+// holdTimeouts counts the snooped answers mudd could not apply in time
+// and released anyway (the hold timeout, or a failed update), from its
+// /metrics.
+func (s *scaleLab) holdTimeouts() (int, error) {
+	n, err := s.gw.Metric("mud_dns_apply_failures_total")
+	return int(n), err
 }
 
 func logLost(tb interface{ Logf(string, ...any) }, what string, lost []error) {

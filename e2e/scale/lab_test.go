@@ -245,7 +245,6 @@ func macFor(i int) net.HardwareAddr {
 	return m
 }
 
-// rss and cpu read mudd's resident set (bytes) and CPU time used so far.
 // rssFile is the part of pid's resident set that maps files (RssFile):
 // for mudd, mostly its store, which bbolt reads through mmap; the kernel
 // reclaims those pages under memory pressure.
@@ -263,6 +262,7 @@ func rssFile(pid int) (int64, error) {
 	return 0, fmt.Errorf("no RssFile in /proc/%d/status", pid)
 }
 
+// procStats reads mudd's resident set (bytes) and CPU time used so far.
 func procStats(pid int) (rss int64, cpu time.Duration, err error) {
 	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {

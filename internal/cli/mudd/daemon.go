@@ -311,11 +311,11 @@ func build(cfg config.Config, version string, log *slog.Logger) (p *parts, err e
 			DirectDispatch: !enf.SecmarkDispatch(), RuleCounters: cfg.NFT.RuleCounters},
 		// The enforcer cannot list the tables it finds in the kernel yet, so
 		// Tables stays empty rather than claim what was not checked.
-		EnforcerInfo:      func() ([]string, bool, int) { return nil, enf.BridgeConntrack(), enf.Repairs() },
-		DNSAnswersRefused: func() uint64 { return p.res.Stats().RefusedAnswers },
-		DHCPStats:         p.snoop.Stats,
-		BridgeReplies:     func() string { return enf.BridgeReplies().String() },
-		Version:           version, Logger: log.With("component", "manager"),
+		EnforcerInfo:  func() ([]string, bool, int) { return nil, enf.BridgeConntrack(), enf.Repairs() },
+		DNSStats:      p.res.Stats,
+		DHCPStats:     p.snoop.Stats,
+		BridgeReplies: func() string { return enf.BridgeReplies().String() },
+		Version:       version, Logger: log.With("component", "manager"),
 	})
 	if err != nil {
 		return nil, err
