@@ -38,8 +38,12 @@ type Config struct {
 	// next renewal. It names no MUD URL: dnsmasq does not store option 161.
 	LeaseFile string
 	// FrameQueue is the number of captured frames waiting to be handled
-	// [1024]; beyond it frames are dropped and counted (Stats.QueueDrops),
-	// so a flood costs bounded memory and never blocks capture.
+	// [1024], and again as many server confirmations (ACK, Reply), which
+	// wait apart; beyond it frames are dropped and counted
+	// (Stats.QueueDrops), so a flood costs bounded memory and never blocks
+	// capture. A confirmation dropped is a lease mudd does not see until
+	// the device renews: the confirmations of a burst of FrameQueue
+	// arrivals all fit.
 	FrameQueue int
 	// EventBuffer is the capacity of the Events channel [256].
 	EventBuffer int
@@ -137,7 +141,7 @@ func New(cfg Config) (*Snooper, error) {
 		filter:  filter,
 		events:  make(chan Event, cfg.EventBuffer),
 		frames:  make(chan frame, cfg.FrameQueue),
-		confirm: make(chan frame, max(16, cfg.FrameQueue/4)),
+		confirm: make(chan frame, cfg.FrameQueue),
 		c:       c,
 		tracker: newTracker(cfg.Tracker, c),
 

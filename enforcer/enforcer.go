@@ -117,6 +117,7 @@ type Enforcer struct {
 	closed  bool
 
 	ender    *ender          // ends flows after the commits that tightened treatment
+	ctBuf    []byte          // the conntrack dump's buffer, the ender's alone
 	mon      *nftmon.Monitor // while Run watches notifications
 	ownPorts []uint32        // netlink ports of our batch sockets (newest first)
 

@@ -279,7 +279,7 @@ func (m *Manager) boundOnFirstUse(mac string, a netip.Addr) bool {
 	}
 	nb := b
 	nb.IPs = append(slices.Clone(b.IPs), a)
-	if err := m.cfg.Store.Update(func(tx *store.Tx) error { return tx.Bindings().Put(nb) }); err != nil {
+	if err := m.update(func(tx *store.Tx) error { return tx.Bindings().Put(nb) }); err != nil {
 		m.log.Error("binding an address on first use", "mac", mac, "addr", a, "err", err)
 		if m.cfg.NeighborControl != nil && hw != nil {
 			m.cfg.NeighborControl.Unpin(hw, a)

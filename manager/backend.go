@@ -213,7 +213,12 @@ type subscriber struct {
 	ch  chan store.Event
 }
 
+// publish hands a stored event to the subscribers once it is committed.
 func (m *Manager) publish(e store.Event) {
+	m.afterCommit(func() { m.publishNow(e) })
+}
+
+func (m *Manager) publishNow(e store.Event) {
 	keep := m.subscribers[:0]
 	for _, s := range m.subscribers {
 		if s.ctx.Err() != nil {
@@ -516,7 +521,7 @@ func (m *Manager) Approve(ctx context.Context, by string, mac string, req Action
 			return errorf(ErrConflict, "device %s has no usable MUD file to approve", d.MAC)
 		}
 		a := store.Approval{MAC: d.MAC, MUDURL: d.MUDURL, Digest: md.digest, By: by, At: m.now(), Reason: req.Reason}
-		err := m.cfg.Store.Update(func(tx *store.Tx) error {
+		err := m.update(func(tx *store.Tx) error {
 			if req.AllWithURL {
 				a.MAC = ""
 				return tx.ApprovalsByURL().Put(a)
@@ -654,7 +659,7 @@ func (m *Manager) setBinding(b store.Binding, reason, origin string) error {
 	if len(ips) == 0 {
 		b.IPs = nil
 	}
-	err = m.cfg.Store.Update(func(tx *store.Tx) error {
+	err = m.update(func(tx *store.Tx) error {
 		if mudURL == "" {
 			if err := tx.Bindings().Delete(n); err != nil && !errors.Is(err, store.ErrNotFound) {
 				return err
@@ -711,7 +716,7 @@ func (m *Manager) AddOverride(ctx context.Context, by string, mac string, rule s
 		o.MAC = d.MAC
 		rule.By, rule.CreatedAt = by, m.now()
 		o.Rules = append(slices.Clone(o.Rules), rule)
-		if err := m.cfg.Store.Update(func(tx *store.Tx) error { return tx.Overrides().Put(o) }); err != nil {
+		if err := m.update(func(tx *store.Tx) error { return tx.Overrides().Put(o) }); err != nil {
 			return fmt.Errorf("adding an override for %s: %w", d.MAC, err)
 		}
 		m.st.overrides[d.MAC] = o
@@ -735,7 +740,7 @@ func (m *Manager) ClearOverrides(ctx context.Context, by string, mac string) err
 		if err != nil {
 			return err
 		}
-		err = m.cfg.Store.Update(func(tx *store.Tx) error {
+		err = m.update(func(tx *store.Tx) error {
 			if err := tx.Overrides().Delete(d.MAC); err != nil && !errors.Is(err, store.ErrNotFound) {
 				return err
 			}
@@ -786,7 +791,7 @@ func (m *Manager) Controllers(ctx context.Context) ([]Controller, error) {
 func (m *Manager) SetController(ctx context.Context, by string, c Controller) (Controller, error) {
 	err := m.do(ctx, func() error {
 		cm := store.ControllerMapping{Name: c.URI, Prefixes: c.Prefixes, Source: "mudctl", UpdatedAt: m.now()}
-		err := m.cfg.Store.Update(func(tx *store.Tx) error {
+		err := m.update(func(tx *store.Tx) error {
 			t := tx.Controllers()
 			if c.My {
 				t = tx.MyControllers()

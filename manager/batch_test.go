@@ -55,8 +55,11 @@ func TestSnoopedDNSGoesFirst(t *testing.T) {
 
 // Arrivals that wait while the manager is busy are handled together and
 // reconciled once: 1,000 of them are a few enforcer transactions (256
-// inputs each at most), not 1,000. An administrator's command taken in
-// such a batch is answered once the reconcile that applied it is done.
+// inputs each at most), not 1,000, and as few store commits (one fsync a
+// batch). The store commits a batch before the enforcer gets it: no
+// device reaches the kernel before its record is saved. An
+// administrator's command taken in such a batch is answered once the
+// reconcile that applied it is done.
 func TestBurstCoalesced(t *testing.T) {
 	srv, u := camServer(t, "", false)
 	dir := tmpfsDir(t)
@@ -75,10 +78,26 @@ func TestBurstCoalesced(t *testing.T) {
 			LeaseTime: time.Hour, Expires: time.Now().Add(time.Hour)}
 	}
 	fe := newFakeEnforcer()
+	var st *store.Store
+	var unsaved []string
+	fe.onUpdate = func(u enforcer.Update) {
+		for _, d := range u.UpsertDevices {
+			err := st.View(func(tx *store.Tx) error {
+				_, err := tx.Devices().Get(d.MAC.String())
+				return err
+			})
+			if err != nil {
+				fe.mu.Lock()
+				unsaved = append(unsaved, d.MAC.String())
+				fe.mu.Unlock()
+			}
+		}
+	}
 	h := startManager(t, harnessOpts{dir: dir, enf: fe, fetcher: srv.fetcher(t, srv.ca.Pool()), anchors: srv.ca.Pool(),
 		tweak: func(c *Config) { c.Leases, c.Tick = leases, time.Hour },
 		// Batches bounded by count alone, whatever the machine's speed.
-		setup: func(m *Manager) { m.batchTime = time.Hour }})
+		setup: func(m *Manager) { m.batchTime = time.Hour; st = m.cfg.Store }})
+	commits0 := st.Commits()
 	if _, err := h.m.Quarantine(context.Background(), adm, mac(1).String(), Action{Reason: "burst"}); err != nil {
 		t.Fatal(err)
 	}
@@ -93,8 +112,17 @@ func TestBurstCoalesced(t *testing.T) {
 		if held == n+1 {
 			// n arrivals and one command in at most ceil((n+1)/256)
 			// batches.
-			if max := (n + 1 + DefaultBatchMax - 1) / DefaultBatchMax; updates > max {
+			max := (n + 1 + DefaultBatchMax - 1) / DefaultBatchMax
+			if updates > max {
 				t.Errorf("%d arrivals and a command took %d enforcer transactions, want at most %d", n, updates, max)
+			}
+			if c := st.Commits() - commits0; c > uint64(2*max) {
+				t.Errorf("%d arrivals and a command took %d store commits, want at most %d", n, c, 2*max)
+			}
+			fe.mu.Lock()
+			defer fe.mu.Unlock()
+			if len(unsaved) > 0 {
+				t.Errorf("%d devices reached the enforcer before the store had them, %s first", len(unsaved), unsaved[0])
 			}
 			return
 		}

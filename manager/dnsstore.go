@@ -24,7 +24,7 @@ func (m *Manager) saveDNS(now time.Time) {
 		return
 	}
 	names := sortedKeys(m.st.dnsUnsaved)
-	err := m.cfg.Store.Update(func(tx *store.Tx) error {
+	err := m.update(func(tx *store.Tx) error {
 		for _, name := range names {
 			rec := store.DNSName{Name: name}
 			for a, exp := range m.st.dns[name] {

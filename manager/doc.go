@@ -31,9 +31,12 @@
 //
 // Inputs that wait while the loop is busy are handled together and
 // reconciled once (up to DefaultBatchMax of them, for DefaultBatchTime at
-// most), so a burst of DHCP arrivals becomes a few transactions; an
-// administrator's command is answered once the reconcile that applied it
-// is done. Snooped DNS answers (HandleDNS: the DNS hold releases an
+// most), so a burst of DHCP arrivals becomes a few transactions: the
+// batch's store changes share one store transaction (store.Group, one
+// fsync), committed before the batch's reconcile, and the events and
+// fleet decisions they make go out after that commit. The kernel never
+// holds what the store does not. An administrator's command is answered
+// once the reconcile that applied it is done. Snooped DNS answers (HandleDNS: the DNS hold releases an
 // answer once its addresses are allowed) go before every other input,
 // and their addresses to the enforcer at once — alone, if a batch is
 // under way.

@@ -268,7 +268,7 @@ func (m *Manager) updateNeedsApproval(f *store.MUDFile) []string {
 func (m *Manager) adoptCandidate(u string, by, reason string) error {
 	c := m.st.candidate[u]
 	a := store.Approval{MUDURL: u, Digest: c.file.Digest(), By: by, At: m.now(), Reason: reason}
-	if err := m.cfg.Store.Update(func(tx *store.Tx) error { return tx.ApprovalsByURL().Put(a) }); err != nil {
+	if err := m.update(func(tx *store.Tx) error { return tx.ApprovalsByURL().Put(a) }); err != nil {
 		return fmt.Errorf("recording the approval of the update of %s: %w", u, err)
 	}
 	m.st.approvalsByURL[u] = a
@@ -288,7 +288,7 @@ func errString(err error) string {
 // putFile caches a file (store first), and drops its compiled model when
 // the body changed.
 func (m *Manager) putFile(f *store.MUDFile, changed bool) {
-	if err := m.cfg.Store.Update(func(tx *store.Tx) error { return tx.MUDFiles().Put(*f) }); err != nil {
+	if err := m.update(func(tx *store.Tx) error { return tx.MUDFiles().Put(*f) }); err != nil {
 		m.log.Error("caching MUD file", "url", f.URL, "err", err)
 		return
 	}

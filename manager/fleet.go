@@ -170,17 +170,22 @@ func newFleetState() fleetState {
 	return fleetState{sent: map[fleetKey][][]byte{}, devices: map[string]bool{}}
 }
 
-// share hands a committed record to the fleet (nil rec withdraws it).
+// share hands a record to the fleet (nil rec withdraws it) once the store
+// has committed it. The record is encoded now, as it is.
 func (m *Manager) share(kind FleetKind, key string, rec any) {
 	if m.cfg.Fleet == nil {
 		return
 	}
-	if rec == nil && m.cfg.Fleet.Known(kind, key) == 0 && len(m.fleet.sent[fleetKey{kind, key}]) == 0 {
-		return // the fleet holds nothing to withdraw
+	d, ok := m.encodeShared(kind, key, rec)
+	if !ok {
+		return
 	}
-	if d, ok := m.encodeShared(kind, key, rec); ok {
+	m.afterCommit(func() {
+		if rec == nil && m.cfg.Fleet.Known(kind, key) == 0 && len(m.fleet.sent[fleetKey{kind, key}]) == 0 {
+			return // the fleet holds nothing to withdraw
+		}
 		m.submitShared([]FleetDecision{d})
-	}
+	})
 }
 
 func (m *Manager) encodeShared(kind FleetKind, key string, rec any) (FleetDecision, bool) {
@@ -514,7 +519,7 @@ func (m *Manager) fleetPin(ev FleetEvent) error {
 	} else if !had {
 		return nil
 	}
-	err := m.cfg.Store.Update(func(tx *store.Tx) error {
+	err := m.update(func(tx *store.Tx) error {
 		t := tx.PinsByURL()
 		if byMAC {
 			t = tx.PinsByMAC()
@@ -601,7 +606,7 @@ func (m *Manager) fleetVerdictMAC(ev FleetEvent) error {
 func (m *Manager) rejection(mac string) (store.Rejection, bool) {
 	var r store.Rejection
 	var ok bool
-	_ = m.cfg.Store.View(func(tx *store.Tx) error {
+	_ = m.view(func(tx *store.Tx) error {
 		var err error
 		r, err = tx.Rejections().Get(mac)
 		ok = err == nil
@@ -613,7 +618,7 @@ func (m *Manager) rejection(mac string) (store.Rejection, bool) {
 // storeVerdictMAC makes a (or r, or neither) the one verdict about mac in
 // the store and in memory.
 func (m *Manager) storeVerdictMAC(mac string, a *store.Approval, r *store.Rejection) error {
-	err := m.cfg.Store.Update(func(tx *store.Tx) error {
+	err := m.update(func(tx *store.Tx) error {
 		if a != nil {
 			if err := tx.ApprovalsByMAC().Put(*a); err != nil {
 				return err
@@ -652,7 +657,7 @@ func (m *Manager) fleetVerdictURL(ev FleetEvent) error {
 		if !had {
 			return nil
 		}
-		if err := m.cfg.Store.Update(func(tx *store.Tx) error {
+		if err := m.update(func(tx *store.Tx) error {
 			if err := tx.ApprovalsByURL().Delete(u); err != nil && !errors.Is(err, store.ErrNotFound) {
 				return err
 			}
@@ -675,7 +680,7 @@ func (m *Manager) fleetVerdictURL(ev FleetEvent) error {
 	if had && same(old, a) {
 		return nil
 	}
-	if err := m.cfg.Store.Update(func(tx *store.Tx) error { return tx.ApprovalsByURL().Put(a) }); err != nil {
+	if err := m.update(func(tx *store.Tx) error { return tx.ApprovalsByURL().Put(a) }); err != nil {
 		return fmt.Errorf("recording the approval of %s: %w", u, err)
 	}
 	m.st.approvalsByURL[u] = a
@@ -713,7 +718,7 @@ func (m *Manager) fleetOverrides(ev FleetEvent) error {
 			return nil
 		}
 	}
-	err = m.cfg.Store.Update(func(tx *store.Tx) error {
+	err = m.update(func(tx *store.Tx) error {
 		if ev.Deleted {
 			if err := tx.Overrides().Delete(mac); err != nil && !errors.Is(err, store.ErrNotFound) {
 				return err
@@ -761,7 +766,7 @@ func (m *Manager) fleetController(ev FleetEvent) error {
 			return nil
 		}
 	}
-	err := m.cfg.Store.Update(func(tx *store.Tx) error {
+	err := m.update(func(tx *store.Tx) error {
 		t := tx.Controllers()
 		if my {
 			t = tx.MyControllers()
@@ -822,7 +827,7 @@ func (m *Manager) dropRejection(mac string) {
 		return
 	}
 	delete(m.st.rejected, mac)
-	err := m.cfg.Store.Update(func(tx *store.Tx) error {
+	err := m.update(func(tx *store.Tx) error {
 		if err := tx.Rejections().Delete(mac); err != nil && !errors.Is(err, store.ErrNotFound) {
 			return err
 		}

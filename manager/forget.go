@@ -60,7 +60,7 @@ func (m *Manager) forget(now time.Time) {
 	}
 	all := append(slices.Clone(gone), pruned...)
 	stored := make([]store.Event, len(msgs))
-	err := m.cfg.Store.Update(func(tx *store.Tx) error {
+	err := m.update(func(tx *store.Tx) error {
 		for _, mac := range all {
 			if err := tx.Devices().Delete(mac); err != nil {
 				return err

@@ -201,6 +201,8 @@ type fakeEnforcer struct {
 	failUpdates int
 	// now is the clock of peerAt (default time.Now).
 	now func() time.Time
+	// onUpdate, when set, sees each Update before it is taken.
+	onUpdate func(enforcer.Update)
 }
 
 func newFakeEnforcer() *fakeEnforcer {
@@ -226,6 +228,9 @@ func (f *fakeEnforcer) Apply(_ context.Context, d enforcer.Desired) error {
 }
 
 func (f *fakeEnforcer) Update(_ context.Context, u enforcer.Update) error {
+	if f.onUpdate != nil {
+		f.onUpdate(u)
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.updates++

@@ -69,7 +69,7 @@ func (m *Manager) saveLearned() {
 		return
 	}
 	macs := sortedKeys(m.st.learnedUnsaved)
-	err := m.cfg.Store.Update(func(tx *store.Tx) error {
+	err := m.update(func(tx *store.Tx) error {
 		for _, mac := range macs {
 			set := m.st.learned[mac]
 			if len(set) == 0 {

@@ -210,6 +210,13 @@ type Manager struct {
 	// DefaultBatchTime).
 	batchMax  int
 	batchTime time.Duration
+	// grouping: inside Run, the store changes of one batch share one
+	// transaction (group), committed before the batch's reconcile;
+	// committed are what waits for that commit (events to publish,
+	// decisions to share).
+	grouping  bool
+	group     *store.Group
+	committed []func()
 	// skipMarks switches marking of some kinds of change off (tests only:
 	// the reconcile then misses them).
 	skipMarks markKind
@@ -332,11 +339,14 @@ func (m *Manager) Run(ctx context.Context) error {
 		m.publishUnshared()
 	}
 	var answers []answer
+	m.grouping = true
+	defer func() { m.grouping = false }()
 	for {
 		if !m.next(ctx, &in, &answers, true) {
 			// A clean stop keeps what the tick would have saved.
 			m.saveDNS(m.now())
 			m.saveLearned()
+			m.commitStore()
 			return nil
 		}
 		// More inputs waiting: handle them first, and reconcile once.
@@ -346,12 +356,80 @@ func (m *Manager) Run(ctx context.Context) error {
 				break
 			}
 		}
+		cerr := m.commitStore()
 		m.reconcile(ctx)
 		for _, a := range answers {
+			if a.err == nil && cerr != nil {
+				a.err = cerr
+			}
 			a.done <- a.err
 		}
 		answers = answers[:0]
+		m.commitStore() // what the reconcile wrote (its events)
 	}
+}
+
+// update runs fn as one all-or-nothing change of the store. Inside Run
+// the changes of one batch share a transaction, committed (one fsync) by
+// commitStore before the batch's reconcile drives the kernel: a burst of
+// arrivals costs a store commit per batch, not one per arrival, and the
+// kernel never holds what the store does not.
+func (m *Manager) update(fn func(*store.Tx) error) error {
+	if !m.grouping {
+		return m.cfg.Store.Update(fn)
+	}
+	if m.group == nil {
+		g, err := m.cfg.Store.Begin()
+		if err != nil {
+			return err
+		}
+		m.group = g
+	}
+	return m.group.Update(fn)
+}
+
+// view reads the store as update leaves it: with the batch's changes not
+// yet committed.
+func (m *Manager) view(fn func(*store.Tx) error) error {
+	if m.group != nil {
+		return m.group.View(fn)
+	}
+	return m.cfg.Store.View(fn)
+}
+
+// afterCommit runs f once the store changes made so far are committed
+// (at once outside a batch): what others see of a change — its events,
+// the decisions handed to the fleet — follows the store.
+func (m *Manager) afterCommit(f func()) {
+	if m.group == nil {
+		f()
+		return
+	}
+	m.committed = append(m.committed, f)
+}
+
+// commitStore makes the batch's store changes durable, then runs what waited
+// for them. If the store cannot commit them, they are lost from disk but
+// not from memory: mudd goes on enforcing them, logs the error and counts
+// it (mud_store_commit_failures_total), and the requests of the batch get
+// the error.
+func (m *Manager) commitStore() error {
+	var err error
+	// What ran after a commit may have changed the store again.
+	for m.group != nil {
+		g, fs := m.group, m.committed
+		m.group, m.committed = nil, nil
+		if cerr := g.Commit(); cerr != nil {
+			m.metrics.commitFailures.Add(1)
+			m.log.Error("committing store changes", "changes", g.Len(), "err", cerr)
+			err = fmt.Errorf("saving to the store: %w", cerr)
+			continue
+		}
+		for _, f := range fs {
+			f()
+		}
+	}
+	return err
 }
 
 // inputs are the channels Run reads besides its own.

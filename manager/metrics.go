@@ -6,6 +6,7 @@ import (
 	"io"
 	"math"
 	"net/http"
+	rtmetrics "runtime/metrics"
 	"slices"
 	"strings"
 	"sync"
@@ -20,7 +21,7 @@ import (
 // goroutine (and fetch goroutines) and read by the HTTP handler, hence
 // atomics and one small mutex for the gauge snapshot.
 type metrics struct {
-	fetches, fetchFailures, verifyFailures, applies, applyErrors, floods atomic.Uint64
+	fetches, fetchFailures, verifyFailures, applies, applyErrors, floods, commitFailures atomic.Uint64
 
 	fetchSeconds, applySeconds, boundToEnforced *histogram
 
@@ -145,6 +146,8 @@ func (m *Manager) writeMetrics(ctx context.Context, w io.Writer) {
 		counter("mud_dhcp_unidentified_total", "DHCP messages whose client could not be found.", ds.Unidentified)
 		counter("mud_dhcp_device_cap_total", "Leases not followed because dhcp.max_devices was reached.", ds.DeviceCap)
 	}
+	writeRuntimeMetrics(w)
+	counter("mud_store_commit_failures_total", "Batches of changes the store could not save (logged; mudd goes on enforcing them).", mt.commitFailures.Load())
 	counter("mud_fetch_floods_total", "Times a bridge port asked for more MUD file fetches than it may start (fetch-flood events).", mt.floods.Load())
 	mt.fetchSeconds.write(w, "mud_fetch_duration_seconds", "Time to fetch and verify a MUD file.")
 	mt.applySeconds.write(w, "mud_apply_duration_seconds", "Time to bring the kernel to the desired state after a change.")
@@ -192,5 +195,28 @@ func (m *Manager) writeMetrics(ctx context.Context, w io.Writer) {
 	fmt.Fprintf(w, "# HELP mud_dropped_bytes_total Bytes dropped by a policy's default deny.\n# TYPE mud_dropped_bytes_total counter\n")
 	for _, k := range keys {
 		fmt.Fprintf(w, "mud_dropped_bytes_total{policy=%q,direction=%q} %d\n", k.pol, k.dir.String(), drops[k][1])
+	}
+}
+
+// runtimeGauges are the Go runtime's memory figures in /metrics, under the
+// names Prometheus' Go collector gives them: what the heap holds live, what
+// the runtime has mapped in all, and the soft limit (GOMEMLIMIT).
+var runtimeGauges = []struct{ name, sample, help string }{
+	{"go_gc_heap_live_bytes", "/gc/heap/live:bytes", "Heap memory occupied by live objects, as of the last garbage collection."},
+	{"go_memory_classes_total_bytes", "/memory/classes/total:bytes", "All memory mapped by the Go runtime into mudd's address space."},
+	{"go_gc_gomemlimit_bytes", "/gc/gomemlimit:bytes", "The Go runtime's soft memory limit (GOMEMLIMIT)."},
+}
+
+func writeRuntimeMetrics(w io.Writer) {
+	samples := make([]rtmetrics.Sample, len(runtimeGauges))
+	for i, g := range runtimeGauges {
+		samples[i].Name = g.sample
+	}
+	rtmetrics.Read(samples)
+	for i, g := range runtimeGauges {
+		if samples[i].Value.Kind() != rtmetrics.KindUint64 {
+			continue
+		}
+		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s gauge\n%s %d\n", g.name, g.help, g.name, g.name, samples[i].Value.Uint64())
 	}
 }

@@ -488,6 +488,7 @@ func (m *Manager) noteApply(took time.Duration, err error) {
 // changed and hands the enforcer all of it in one transaction. A failure
 // makes the next reconcile a full Apply.
 func (m *Manager) reconcile(ctx context.Context) {
+	m.commitStore() // the kernel follows the store
 	if m.pushed == nil {
 		return
 	}

@@ -328,7 +328,7 @@ func (m *Manager) persist(d store.Device, evs []*store.Event, extra func(*store.
 	snapM, snapU := m.st.pinsByMAC[d.MAC], m.st.pinsByURL[d.MUDURL]
 	_, hadM := m.st.pinsByMAC[d.MAC]
 	_, hadU := m.st.pinsByURL[d.MUDURL]
-	err := m.cfg.Store.Update(func(tx *store.Tx) error {
+	err := m.update(func(tx *store.Tx) error {
 		stored = stored[:0]
 		if extra != nil {
 			if err := extra(tx); err != nil {
@@ -377,7 +377,7 @@ func restorePin(mp map[string]store.Pin, k string, v store.Pin, had bool) {
 // event appends a gateway-wide or device event that is not a device change.
 func (m *Manager) event(mac, kind string, from, to store.State, msg string) {
 	var stored store.Event
-	err := m.cfg.Store.Update(func(tx *store.Tx) error {
+	err := m.update(func(tx *store.Tx) error {
 		var err error
 		stored, err = tx.AppendEvent(store.Event{MAC: mac, Kind: kind, From: from, To: to, Message: msg})
 		return err
@@ -684,7 +684,7 @@ func (m *Manager) load(ctx context.Context) error {
 		}
 		nf := *f
 		nf.Verdict, nf.VerdictReason = verdict, reason
-		if err := m.cfg.Store.Update(func(tx *store.Tx) error { return tx.MUDFiles().Put(nf) }); err != nil {
+		if err := m.update(func(tx *store.Tx) error { return tx.MUDFiles().Put(nf) }); err != nil {
 			return fmt.Errorf("updating the verdict of %s: %w", u, err)
 		}
 		s.files[u] = &nf

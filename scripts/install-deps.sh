@@ -29,6 +29,7 @@ have chromium  || need+=(chromium)  # the dashboard's browser test (headless)
 have etcd      || need+=(etcd-server)  # fleet: the etcd lab cluster (internal/lab/etcdlab)
 have etcdctl   || need+=(etcd-client)  # fleet: scripts/fleet-roles.sh and the lab
 have keepalived || need+=(keepalived)  # fleet: the HA pair lab (VRRP moves the virtual gateway address, e2e/fleet)
+have kea-dhcp6 || need+=(kea-dhcp6-server)  # e2e/scale: the DHCPv6 server answering a thousand clients a second
 
 if [ ${#need[@]} -gt 0 ]; then
 	if [ "$(id -u)" -ne 0 ]; then

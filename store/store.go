@@ -5,8 +5,9 @@
 // signatures and verdicts, signer pins, approvals, overrides, controller
 // mappings — and a bounded, append-only event log, together with the file's
 // schema version and the migrations between versions. It guarantees that
-// every Update is atomic and fsync'd before it returns, and that a crash at
-// any point leaves the file at the last committed Update.
+// every Update is atomic and fsync'd before it returns (a Group's changes
+// when its Commit returns), and that a crash at any point leaves the file
+// at the last committed Update.
 //
 // It holds no business rules: which state follows which, when a pin counts
 // as changed, or whether an approval still applies is the manager's
@@ -23,6 +24,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -83,8 +85,9 @@ func (o Options) withDefaults() Options {
 
 // Store is an open database.
 type Store struct {
-	db   *bolt.DB
-	opts Options
+	db      *bolt.DB
+	opts    Options
+	commits atomic.Uint64
 }
 
 // Open opens (creating if needed) the database at path, migrates it to the
@@ -143,7 +146,122 @@ func (s *Store) View(fn func(*Tx) error) error {
 // panics, nothing it wrote is kept; if Update returns nil, everything is
 // committed and fsync'd. Updates are serialised.
 func (s *Store) Update(fn func(*Tx) error) error {
-	return s.db.Update(func(btx *bolt.Tx) error { return fn(&Tx{btx: btx, opts: &s.opts}) })
+	err := s.db.Update(func(btx *bolt.Tx) error { return fn(&Tx{btx: btx, opts: &s.opts}) })
+	if err == nil {
+		s.commits.Add(1)
+	}
+	return err
+}
+
+// Commits is the number of write transactions committed (Updates and
+// Groups), each one fsync.
+func (s *Store) Commits() uint64 { return s.commits.Load() }
+
+// Group is one write transaction kept open across several changes and
+// committed once: a burst of changes costs one fsync instead of one each.
+// Each change goes through Group.Update and keeps Update's meaning for
+// that change: if it fails, nothing it wrote is kept (the transaction is
+// rolled back and the changes before it are run again in a new one, so a
+// change must give the same writes when run twice). Nothing is durable
+// until Commit returns nil. A Group belongs to one goroutine; while it is
+// open, Updates from others wait, and Views see the store without it.
+type Group struct {
+	s       *Store
+	btx     *bolt.Tx
+	changes []func(*Tx) error
+	err     error // the group is unusable: a replay failed
+}
+
+// Begin opens a Group.
+func (s *Store) Begin() (*Group, error) {
+	btx, err := s.db.Begin(true)
+	if err != nil {
+		return nil, fmt.Errorf("store: begin: %w", err)
+	}
+	return &Group{s: s, btx: btx}, nil
+}
+
+// Update runs fn within the group.
+func (g *Group) Update(fn func(*Tx) error) error {
+	if g.err != nil {
+		return g.err
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			_ = g.replay() // fn's writes go, as Update's would
+			panic(r)
+		}
+	}()
+	err := fn(&Tx{btx: g.btx, opts: &g.s.opts})
+	if err == nil {
+		g.changes = append(g.changes, fn)
+		return nil
+	}
+	if rerr := g.replay(); rerr != nil {
+		return errors.Join(err, rerr)
+	}
+	return err
+}
+
+// View runs fn on the group's transaction: it sees the group's changes.
+func (g *Group) View(fn func(*Tx) error) error {
+	if g.err != nil {
+		return g.err
+	}
+	return fn(&Tx{btx: g.btx, opts: &g.s.opts})
+}
+
+// Len is the number of changes in the group.
+func (g *Group) Len() int { return len(g.changes) }
+
+// replay rolls the transaction back and runs the group's changes again in
+// a new one.
+func (g *Group) replay() error {
+	_ = g.btx.Rollback()
+	btx, err := g.s.db.Begin(true)
+	if err != nil {
+		g.err = fmt.Errorf("store: group of %d changes lost: begin: %w", len(g.changes), err)
+		return g.err
+	}
+	g.btx = btx
+	for _, fn := range g.changes {
+		if err := fn(&Tx{btx: btx, opts: &g.s.opts}); err != nil {
+			_ = btx.Rollback()
+			g.err = fmt.Errorf("store: group of %d changes lost: a change failed when run again: %w", len(g.changes), err)
+			return g.err
+		}
+	}
+	return nil
+}
+
+// Commit writes the group's changes and fsyncs them; it tries once more
+// in a new transaction if the first commit fails. The group is closed
+// afterwards, whatever the result.
+func (g *Group) Commit() error {
+	if g.err != nil {
+		return g.err
+	}
+	err := g.btx.Commit()
+	if err == nil {
+		g.s.commits.Add(1)
+		return nil
+	}
+	if rerr := g.replay(); rerr != nil {
+		return fmt.Errorf("store: commit of %d changes: %w", len(g.changes), errors.Join(err, rerr))
+	}
+	if err2 := g.btx.Commit(); err2 != nil {
+		return fmt.Errorf("store: commit of %d changes: %w", len(g.changes), errors.Join(err, err2))
+	}
+	g.s.commits.Add(1)
+	return nil
+}
+
+// Rollback drops the group's changes; nothing of them is kept.
+func (g *Group) Rollback() {
+	if g.err == nil {
+		_ = g.btx.Rollback()
+	}
+	g.err = errors.New("store: group rolled back")
 }
 
 // Backup writes a consistent copy of the whole database to w (a valid

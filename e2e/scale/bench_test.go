@@ -14,19 +14,19 @@ import (
 // BenchmarkScale measures mudd with 0, 1,000 and 10,000 devices already
 // enforced, for devices announcing 100 and 1,000 distinct MUD URLs (run
 // it with -benchtime=1x: each step is one measurement, `make bench-scale`).
-// The first dhcpInstalled installed devices join over DHCPv6 through
-// dnsmasq, the others are written to mudd's store while it is stopped
-// (seed: the lab's kernel cannot hold the neighbour entries of more DHCPv6
-// clients); then, at each step:
+// The installed devices join over DHCPv6 (installRate a second); then, at
+// each step:
 //
 //   - ack-p50-ms, ack-p99-ms: 200 more devices join one at a time (20 a
 //     second) over DHCPv6; the time from the REPLY reaching the device to
 //     its binding (MAC and address) being committed in the kernel;
 //   - v4-ack-p50-ms, v4-ack-p99-ms: the same for 50 DHCPv4 arrivals (ACK
 //     → binding), the IPv4 range holding only so many;
-//   - burst-s: 500 devices (burstSize) start their DHCPv6 exchange at once; the time
-//     from the first SOLICIT until every one's binding is in the kernel
-//     (burst-dhcp-s: until the last REPLY, the DHCP server's share);
+//   - burst-s: 1,000 devices (burstSize) start their DHCPv6 exchange
+//     within one second; the time from the first SOLICIT until every
+//     one's binding is in the kernel (burst-dhcp-s: until the last REPLY,
+//     the DHCP server's share); burst-lag-p50-ms, -p99-ms, -max-ms: REPLY
+//     → binding of the burst's devices;
 //   - cpu-ms/arrival: mudd's CPU time during the burst per arrival;
 //   - dns-idle-p50-ms, dns-idle-p99-ms: before the arrivals, an enforced
 //     device (dnsProbe) asks the gateway's DNS server 50 times; the time
@@ -35,7 +35,8 @@ import (
 //     during the burst; hold-timeouts: the answers mudd released during
 //     the burst without having applied them (hold timeout, 100 ms);
 //   - rss-MB: mudd's resident set after the burst, rss-file-MB the part
-//     of it that maps files (the store, read through mmap); store-MB the
+//     of it that maps files (the store, read through mmap), heap-live-MB
+//     its Go heap's live objects (go_gc_heap_live_bytes); store-MB the
 //     store's size;
 //   - coldstart-s: mudd is stopped, its tables removed (a reboot), and
 //     started: the time from its start until the kernel holds the binding
@@ -44,8 +45,8 @@ import (
 // dhcp-dropped counts the DHCP messages mudd's snooper dropped or could
 // not attribute during the step (from its /metrics);
 // burst-failed counts the burst's DHCP exchanges that failed in the lab
-// (no answer from dnsmasq in time), burst-unbound the burst's devices the
-// DHCP server acknowledged that were not active within 60 s;
+// (no answer from the DHCP server in time), burst-unbound the burst's
+// devices the DHCP server acknowledged that were not active within 60 s;
 // single-missing the single arrivals that failed (their DHCP exchange or
 // their binding; logged with the reason).
 // "installed" is the number of devices enforced before the step's
@@ -58,41 +59,26 @@ func BenchmarkScale(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			steps := []int{0, 1000, 10000}
-			for i, n := range steps {
-				switch {
-				case n <= len(s.all):
-				case n <= dhcpInstalled:
+			for _, n := range []int{0, 1000, 10000} {
+				if n > len(s.all) {
 					if _, err := s.install(n-len(s.all), true); err != nil {
 						b.Fatal(err)
 					}
-				default:
-					if err := s.seed(n); err != nil {
-						b.Fatal(err)
-					}
 				}
-				// After the last step no device installs, so its burst may
-				// leave dnsmasq behind (see burstUpTo).
-				burst := len(s.all) < burstUpTo || i == len(steps)-1
-				b.Run(fmt.Sprintf("devices=%d", len(s.all)), func(b *testing.B) { s.step(b, probe, burst) })
+				b.Run(fmt.Sprintf("devices=%d", len(s.all)), func(b *testing.B) { s.step(b, probe) })
 			}
 		})
 	}
 }
 
-// dhcpInstalled is how many of the installed devices join over DHCP.
-const dhcpInstalled = 1000
-
 // step runs the measurements of one population size.
-func (s *scaleLab) step(b *testing.B, probe *dnsProbe, doBurst bool) {
+func (s *scaleLab) step(b *testing.B, probe *dnsProbe) {
 	installed := len(s.all)
 	dropped0, err := s.dhcpLost() // counted again before the cold start restarts mudd
 	if err != nil {
 		b.Fatal(err)
 	}
-	// Let the neighbour entries of earlier arrivals become freeable (see
-	// newScaleLab) before 1,000 new ones are needed at once.
-	time.Sleep(9 * time.Second)
+	time.Sleep(time.Second) // what the installs left to do is done
 	b.ResetTimer()
 	lost := 0
 	one := func(g *framegen.Generator, n int) []time.Duration {
@@ -109,14 +95,10 @@ func (s *scaleLab) step(b *testing.B, probe *dnsProbe, doBurst bool) {
 		}
 		return out
 	}
-	if err := s.flushNeighbours(); err != nil {
-		b.Fatal(err)
-	}
 	dnsIdle, dnsIdleLost := probe.sample(50, 20*time.Millisecond)
 	logLost(b, "DNS, idle", dnsIdleLost)
 	v6 := one(s.gen6, 200)
 	v4 := one(s.gen4, 50)
-	time.Sleep(9 * time.Second)
 	var burst []arrival
 	var missing, unbound []error
 	var cpu time.Duration
@@ -124,10 +106,7 @@ func (s *scaleLab) step(b *testing.B, probe *dnsProbe, doBurst bool) {
 	var dnsBurstLost []error
 	var holdTimeouts int
 	pid := s.gw.MuddPID()
-	if doBurst {
-		if err := s.flushNeighbours(); err != nil {
-			b.Fatal(err)
-		}
+	{
 		_, cpu0, err := procStats(pid)
 		if err != nil {
 			b.Fatal(err)
@@ -173,6 +152,10 @@ func (s *scaleLab) step(b *testing.B, probe *dnsProbe, doBurst bool) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	heapLive, err := s.gw.Metric("go_gc_heap_live_bytes")
+	if err != nil {
+		b.Fatal(err)
+	}
 	dropped, err := s.dhcpLost()
 	if err != nil {
 		b.Fatal(err)
@@ -183,9 +166,6 @@ func (s *scaleLab) step(b *testing.B, probe *dnsProbe, doBurst bool) {
 		b.Fatal(err)
 	}
 	b.StopTimer()
-	// The burst's neighbour entries become freeable, and dnsmasq has
-	// answered every retransmission, before more devices join.
-	time.Sleep(15 * time.Second)
 	st, err := os.Stat(s.gw.StorePath())
 	if err != nil {
 		b.Fatal(err)
@@ -195,15 +175,20 @@ func (s *scaleLab) step(b *testing.B, probe *dnsProbe, doBurst bool) {
 	b.ReportMetric(ms(percentile(v6, 99)), "ack-p99-ms")
 	b.ReportMetric(ms(percentile(v4, 50)), "v4-ack-p50-ms")
 	b.ReportMetric(ms(percentile(v4, 99)), "v4-ack-p99-ms")
-	if doBurst {
+	{
+		var lag []time.Duration
 		first, lastReply, lastActive := burst[0].Start, burst[0].Reply, burst[0].Active
 		for _, a := range burst {
+			lag = append(lag, a.latency())
 			first = minTime(first, a.Start)
 			lastReply = maxTime(lastReply, a.Reply)
 			lastActive = maxTime(lastActive, a.Active)
 		}
 		b.ReportMetric(lastActive.Sub(first).Seconds(), "burst-s")
 		b.ReportMetric(lastReply.Sub(first).Seconds(), "burst-dhcp-s")
+		b.ReportMetric(ms(percentile(lag, 50)), "burst-lag-p50-ms")
+		b.ReportMetric(ms(percentile(lag, 99)), "burst-lag-p99-ms")
+		b.ReportMetric(ms(percentile(lag, 100)), "burst-lag-max-ms")
 		b.ReportMetric(float64(len(missing)), "burst-failed")
 		b.ReportMetric(float64(len(unbound)), "burst-unbound")
 		b.ReportMetric(ms(cpu)/float64(len(burst)), "cpu-ms/arrival")
@@ -219,28 +204,36 @@ func (s *scaleLab) step(b *testing.B, probe *dnsProbe, doBurst bool) {
 	b.ReportMetric(ms(percentile(dnsIdle, 99)), "dns-idle-p99-ms")
 	b.ReportMetric(float64(rss)/(1<<20), "rss-MB")
 	b.ReportMetric(float64(rssMapped)/(1<<20), "rss-file-MB")
+	b.ReportMetric(float64(heapLive)/(1<<20), "heap-live-MB")
 	b.ReportMetric(float64(st.Size())/(1<<20), "store-MB")
 	b.ReportMetric(cold.Seconds(), "coldstart-s")
 }
 
-// burst starts n DHCPv6 exchanges at once and returns the devices whose
-// binding was in the kernel within wait, the exchanges that failed in the
-// lab, and the acknowledged devices whose binding never came.
+// burst starts n DHCPv6 exchanges within one second and returns the
+// devices whose binding was in the kernel within wait, the exchanges that
+// failed in the lab, and the acknowledged devices whose binding never
+// came.
 func (s *scaleLab) burst(n int, wait time.Duration) ([]arrival, []error, []error) {
-	return s.arriveSplit(s.gen6, n, 0, wait)
+	return s.arriveSplit(s.gen6, n, float64(n), wait)
 }
 
 // arrive runs the exchanges of n more devices, rate a second (0: at once),
 // and returns those whose binding was in the kernel within wait, and what
-// happened to the others: an exchange that failed (the lab's DHCP server
-// or neighbour table) or a binding that never came (mudd lost the arrival).
+// happened to the others: an exchange that failed (the lab's DHCP server)
+// or a binding that never came (mudd lost the arrival).
 func (s *scaleLab) arrive(g *framegen.Generator, n int, rate float64, wait time.Duration) (out []arrival, missing []error) {
 	out, failed, lost := s.arriveSplit(g, n, rate, wait)
 	return out, append(failed, lost...)
 }
 
 func (s *scaleLab) arriveSplit(g *framegen.Generator, n int, rate float64, wait time.Duration) (out []arrival, failed, lost []error) {
-	rs := g.Join(s.ctx, s.clients(n), rate)
+	cs := s.clients(n)
+	if g == s.gen6 {
+		if err := s.neighbours(cs); err != nil {
+			s.t.Fatal(err)
+		}
+	}
+	rs := g.Join(s.ctx, cs, rate)
 	ctx, cancel := context.WithTimeout(s.ctx, wait)
 	defer cancel()
 	for _, r := range rs {
@@ -259,22 +252,8 @@ func (s *scaleLab) arriveSplit(g *framegen.Generator, n int, rate float64, wait 
 	return out, failed, lost
 }
 
-// burstSize is the arrivals of the burst: 500, not the 1,000 of the
-// target, because each needs a neighbour entry at once and the kernel's
-// table holds 1,024 across all namespaces (gc_thresh3, a sysctl of the
-// root namespace, which the lab leaves alone); other labs on the machine
-// hold some. With 1,000, most exchanges find the table full, and dnsmasq,
-// which waits 100 ms per try for a client's neighbour entry, falls
-// seconds behind.
-const burstSize = 500
-
-// burstUpTo: the burst runs only with fewer devices installed, or in the
-// last step, after which no device installs. Past a burst that filled the
-// neighbour table, dnsmasq answers nothing for minutes (its socket holds
-// retransmissions it spends 100 ms to 500 ms each on), and the next
-// installs fail: with 1,000 installed, 74 of 500 were lost that way on
-// this machine.
-const burstUpTo = 1000
+// burstSize is the arrivals of the burst.
+const burstSize = 1000
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 

@@ -38,10 +38,10 @@ func (s *scaleLab) newDNSProbe() (*dnsProbe, error) {
 	if _, err := s.lab.Run(s.ctx, dev.NS, "ip", "link", "set", "dev", dev.Iface, "address", mac.String()); err != nil {
 		return nil, err
 	}
-	if err := s.flushNeighbours(); err != nil {
+	c := framegen.Client{MAC: mac, Hostname: "dnsprobe", MUDURL: s.urls[0]}
+	if err := s.neighbours([]framegen.Client{c}); err != nil {
 		return nil, err
 	}
-	c := framegen.Client{MAC: mac, Hostname: "dnsprobe", MUDURL: s.urls[0]}
 	r := s.gen6.Join(s.ctx, []framegen.Client{c}, 0)[0]
 	if r.Err != nil {
 		return nil, fmt.Errorf("the DNS probe's DHCPv6 exchange: %w", r.Err)

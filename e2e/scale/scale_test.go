@@ -14,8 +14,8 @@ import (
 	"github.com/openmud/mud/internal/lab/gwlab"
 )
 
-// TestLabScale: 2,000 devices join through dnsmasq, announcing 100 MUD
-// URLs (RFC 8520 §10); every one the DHCP server acknowledged ends
+// TestLabScale: 2,000 devices join through Kea, announcing 100 MUD URLs
+// (RFC 8520 §10); every one the DHCP server acknowledged ends
 // enforced with its address, none is lost. An exchange that fails in the
 // lab, without an acknowledgement in time (a busy machine), is replaced by
 // another device; the generator releases what the server may have leased

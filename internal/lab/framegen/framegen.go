@@ -241,7 +241,7 @@ func (g *Generator) begin(c Client) *exchange {
 	g.mu.Lock()
 	ex.xid = g.newXID(ex)
 	if g.cfg.Family == 6 {
-		g.ll[linkLocal(c.MAC)] = c.MAC
+		g.ll[LinkLocal(c.MAC)] = c.MAC
 	}
 	g.mu.Unlock()
 	f, err := g.first(c, ex.xid)
@@ -317,13 +317,11 @@ func (g *Generator) finish(ex *exchange, err error) {
 }
 
 // wait is how long ex's current message goes unanswered before it is sent
-// again: Retransmit, doubling with each RELEASE sent (RFC 8415 §18.2.7: a
-// server that missed the REQUESTs' deadline is slow).
+// again: Retransmit, doubling with each send, as real clients back off
+// (RFC 8415 §15; RFC 2131 §4.1): a burst of clients that all resent every
+// second would bury a busy server under its own backlog.
 func (g *Generator) wait(ex *exchange) time.Duration {
-	if ex.phase <= phaseRequest {
-		return g.cfg.Retransmit
-	}
-	return g.cfg.Retransmit << min(ex.tries-1, 8)
+	return g.cfg.Retransmit << min(max(ex.tries-1, 0), 8)
 }
 
 // retransmit resends messages unanswered for their wait and moves on the

@@ -191,7 +191,7 @@ func udp6(src net.HardwareAddr, payload []byte) []byte {
 	binary.BigEndian.PutUint16(u[2:4], 547)
 	binary.BigEndian.PutUint16(u[4:6], uint16(len(u)))
 	copy(u[8:], payload)
-	ll := linkLocal(src)
+	ll := LinkLocal(src)
 	binary.BigEndian.PutUint16(u[6:8], packet.Checksum6(ll, allDHCP6, packet.ProtoUDP, u))
 	return frame6(allDHCP6MAC, src, ll, allDHCP6, packet.ProtoUDP, 1, u)
 }
@@ -213,9 +213,10 @@ func frame6(dstMAC, srcMAC net.HardwareAddr, src, dst netip.Addr, proto, hops ui
 	return f
 }
 
-// linkLocal is the modified EUI-64 link-local address of mac (RFC 4291
-// appendix A).
-func linkLocal(mac net.HardwareAddr) netip.Addr {
+// LinkLocal is the modified EUI-64 link-local address of mac (RFC 4291
+// appendix A): the address a simulated DHCPv6 client sends from, and the
+// one the server answers.
+func LinkLocal(mac net.HardwareAddr) netip.Addr {
 	var a [16]byte
 	a[0], a[1] = 0xfe, 0x80
 	a[8], a[9], a[10] = mac[0]^2, mac[1], mac[2]
@@ -231,7 +232,7 @@ func solicitNeighbour(mac net.HardwareAddr, target netip.Addr) []byte {
 	t := target.As16()
 	group := netip.AddrFrom16([16]byte{0xff, 0x02, 11: 1, 12: 0xff, 13: t[13], 14: t[14], 15: t[15]})
 	groupMAC := net.HardwareAddr{0x33, 0x33, 0xff, t[13], t[14], t[15]}
-	src := linkLocal(mac)
+	src := LinkLocal(mac)
 	ns := make([]byte, 32)
 	ns[0] = 135
 	copy(ns[8:24], t[:])

@@ -63,7 +63,7 @@ func TestChecksums6(t *testing.T) {
 		if s := packet.Checksum6(fr.IP.Src, fr.IP.Dst, fr.IP.Protocol, fr.IP.Payload); s != 0 {
 			t.Errorf("protocol %d: checksum over the message is %#x, want 0", fr.IP.Protocol, s)
 		}
-		if fr.IP.Src != linkLocal(testClient.MAC) {
+		if fr.IP.Src != LinkLocal(testClient.MAC) {
 			t.Errorf("source %s, want the client's link-local address", fr.IP.Src)
 		}
 	}
