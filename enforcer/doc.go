@@ -32,7 +32,9 @@
 // that are not such triples (ICMP types, header fields, local ports, port
 // ranges, literal prefixes) stay rules in pol_<id>_out / pol_<id>_in, which end in the acl
 // chain; its default deny is counted per policy in the dynamic sets
-// denyc_out / denyc_in, which the packet path fills. A policy with a drop is an ordered chain of rules
+// denyc_out / denyc_in, which the packet path fills; its App. A defaults
+// are elements of an id shared by all policies with the same defaults,
+// which the map app_a gives the acl chains. A policy with a drop is an ordered chain of rules
 // (pol_<id>_*), as are all policies with direct dispatch. Accept is a
 // `return` to the dispatch, so lateral traffic must pass the sender's
 // from-device and the receiver's to-device policy; drop is final; the

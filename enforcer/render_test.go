@@ -55,10 +55,15 @@ func TestRenderLightBulb(t *testing.T) {
 		"#   bridge acl_in: 0x00000010 . <dns:test.example.com> . 0x8a . tcp . 443  /* mud-76100-v6to/cl0-todev */",
 		"meta nfproto ipv6 meta secmark . (ip6 daddr map @addr6) . 0x0a . meta l4proto . th dport @acl_out return",
 		"meta protocol ip6 meta l4proto tcp tcp flags & (syn | ack) != syn meta secmark . (ip6 saddr map @addr6) . 0x8a . meta l4proto . th sport @acl_in return",
-		// RFC 8520 App. A: the default DNS and NTP ACEs are elements
-		// too; then the deny, counted per policy, to the shared
+		// RFC 8520 App. A: the default DNS and NTP ACEs are elements of
+		// the id every policy with these defaults shares, which app_a
+		// gives the policy's id and the acl chains look up after the
+		// policy's own; then the deny, counted per policy, to the shared
 		// rate-limited log and drop
-		"#   inet acl_out: 0x00000010 . <controller:urn:ietf:params:mud:ntp> . 0x00 . udp . 123  /* default/ntp */",
+		"#   inet acl_out: 0x00000011 . <controller:urn:ietf:params:mud:ntp> . 0x00 . udp . 123  /* App. A default, shared: app_a maps 0x00000010 to it */",
+		"map app_a {\n\t\ttype mark : mark\n\t\telements = { 0x00000010 : 0x00000011 }",
+		"meta nfproto ipv4 (meta secmark map @app_a) . (0 . ip daddr map @net4) . 0x00 . meta l4proto . th dport @acl_out return\n" +
+			"\t\tmeta nfproto ipv6 (meta secmark map @app_a) . (ip6 daddr map @addr6) . 0x0a . meta l4proto . th dport @acl_out return",
 		"update @denyc_out { meta secmark } goto deny_out\n\t\tcounter goto deny_out comment \"default-deny\"",
 		"chain allow_out {\n\t\tmeta secmark vmap @res_out\n\t\tgoto acl_out\n",
 		"chain deny_out {\n\t\tlimit rate 10/second burst 5 packets log prefix \"mud deny out: \" group 7\n\t\tdrop\n",
@@ -80,7 +85,8 @@ func TestRenderLightBulb(t *testing.T) {
 	}
 	// The IPv6-only ACE must not produce IPv4 or any-family elements, nor
 	// the replies-only ACE one in inet.
-	for _, bad := range []string{"<dns:test.example.com> . 0x02", "<dns:test.example.com> . 0x00", "inet acl_in: 0x00000010 . <dns:test.example.com>"} {
+	for _, bad := range []string{"<dns:test.example.com> . 0x02", "<dns:test.example.com> . 0x00", "inet acl_in: 0x00000010 . <dns:test.example.com>",
+		"0x00000010 . <controller:"} {
 		if strings.Contains(out, bad) {
 			t.Errorf("rendering has %q", bad)
 		}
@@ -111,7 +117,7 @@ func TestRenderElementsWithAddresses(t *testing.T) {
 		"0x00000010 . 0x80000000 . 0x0a . tcp . 443",  // and the shared one …
 		"0x00000010 . 0x80000000 . 0x00 . tcp . 8443", // … which also serves the other name
 		"0 . 192.0.2.0/24 : 0x00000002 /* controller:urn:ietf:params:mud:dns */",
-		"0x00000010 . 0x00000002 . 0x00 . udp . 53",
+		"0x00000011 . 0x00000002 . 0x00 . udp . 53", // the shared App. A defaults' id
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("rendering lacks %q:\n%s", want, out)

@@ -90,6 +90,7 @@ func elemMsgs(table string, set plan.SetRef, elems []*plan.Elem, op ElemOp, now 
 	}
 	add := op == ElemAdd
 	var msgs []netlink.Message
+	var tmp [8]byte // an attribute's payload, without allocating one per element
 	for i := 0; i < len(elems); {
 		// Messages are cut at ~60 KB: allocate once what this one needs.
 		b := append(make(attrBuf, 0, min(64<<10, 96+80*(len(elems)-i))), family, 0, 0, 0)
@@ -112,12 +113,14 @@ func elemMsgs(table string, set plan.SetRef, elems []*plan.Elem, op ElemOp, now 
 			}
 			if add && !e.Expires.IsZero() {
 				ms := max(e.Expires.Sub(now).Milliseconds(), 1)
-				b = b.attr(unix.NFTA_SET_ELEM_TIMEOUT, binary.BigEndian.AppendUint64(nil, uint64(ms)))
+				binary.BigEndian.PutUint64(tmp[:], uint64(ms))
+				b = b.attr(unix.NFTA_SET_ELEM_TIMEOUT, tmp[:8])
 			}
 			if add && e.Mark != 0 {
 				var d int
 				b, d = b.open(unix.NFTA_SET_ELEM_DATA)
-				b = b.attr(unix.NFTA_DATA_VALUE, native.AppendUint32(nil, e.Mark)).close(d)
+				native.PutUint32(tmp[:], e.Mark)
+				b = b.attr(unix.NFTA_DATA_VALUE, tmp[:4]).close(d)
 			}
 			if add && e.Verdict.Kind != plan.VerdictNone {
 				var d int

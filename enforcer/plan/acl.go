@@ -1,8 +1,12 @@
 package plan
 
 import (
+	"cmp"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 
@@ -42,6 +46,89 @@ type policyForms struct {
 	forms    [2][2][]aclForm
 	residual [2][]policy.Rule
 	pid      uint32 // dispatch id (set when first bound; 0: not yet)
+	// shared are its App. A defaults (below), elements of the shared id
+	// of sharedKey, not of pid; sharedKey is "" when it has none.
+	shared    [2][2][]aclForm
+	sharedKey string
+}
+
+// App. A defaults shared. Nearly every policy ends in the same RFC 8520
+// App. A accepts (DNS and NTP to the controllers), which as elements of
+// its own would be up to 8 per policy and table (per IP version and
+// direction), a fifth of all elements at 10,000 policies. A policy's Default ACEs that are port triples are
+// instead elements of one shared id, the id of the key naming them
+// (sharedKey: equal defaults share it); the map app_a gives each policy's
+// dispatch id that shared id, and the acl chains look the packet up under
+// it after the policy's own elements. Not with per-ACE counters: an
+// element's counter would then count for every policy using it.
+const sharedPrefix = "\x00app-a\x00"
+
+// dispatchName is the name an owner of binds (a policy, or a shared key)
+// has its dispatch id under: a policy's from-device chain, or app_a_<digest>,
+// which no chain is named.
+func dispatchName(owner string) string {
+	if isShared(owner) {
+		return "app_a_" + owner[len(sharedPrefix):]
+	}
+	return polChain(owner, policy.FromDevice)
+}
+
+// isShared tells whether an owner id of binds is a shared key, not a
+// policy.
+func isShared(id string) bool { return strings.HasPrefix(id, sharedPrefix) }
+
+// shareable tells whether an ACE's form goes to the shared defaults.
+func shareable(r policy.Rule, fm aclForm, o buildOpts) bool {
+	return r.Default && !o.ruleCounters && fm.port != 0 && fm.fam&aclRestricted == 0
+}
+
+// sharedOf is the owner of a shared key's elements, as bindPieces sees it.
+func (pf *policyForms) sharedOf() *policyForms {
+	return &policyForms{forms: pf.shared}
+}
+
+// keyShared sorts the shared forms (without ACE names: policies name
+// their defaults as they like) and names them: a digest of their text,
+// collision-resistant (two sets of defaults under one key would grant one
+// policy the other's), short to hash in the planner's maps. known caches
+// keys by text (nil: none): most policies have the same defaults.
+func (pf *policyForms) keyShared(known map[string]string) {
+	var b []byte
+	for f := range pf.shared {
+		for d := range pf.shared[f] {
+			l := pf.shared[f][d]
+			if len(l) == 0 {
+				continue
+			}
+			for i := range l {
+				l[i].name = ""
+			}
+			slices.SortFunc(l, func(a, c aclForm) int {
+				return cmp.Or(strings.Compare(a.peer, c.peer), cmp.Compare(a.fam, c.fam), cmp.Compare(a.proto, c.proto), cmp.Compare(a.port, c.port))
+			})
+			l = slices.Compact(l)
+			pf.shared[f][d] = l
+			b = append(b, byte('0'+f), byte('0'+d))
+			for _, fm := range l {
+				b = append(b, ';')
+				b = append(b, fm.peer...)
+				b = append(b, ',', fm.fam, fm.proto, byte(fm.port>>8), byte(fm.port))
+			}
+			b = append(b, '|')
+		}
+	}
+	if len(b) == 0 {
+		return
+	}
+	if k, ok := known[string(b)]; ok {
+		pf.sharedKey = k
+		return
+	}
+	sum := sha256.Sum256(b)
+	pf.sharedKey = sharedPrefix + hex.EncodeToString(sum[:16])
+	if known != nil {
+		known[string(b)] = pf.sharedKey
+	}
 }
 
 // peers lists the peers the policy's elements name.
@@ -49,20 +136,16 @@ func (pf *policyForms) peers() []string {
 	if pf == nil {
 		return nil
 	}
-	seen := map[string]bool{}
 	var out []string
 	for f := range pf.forms {
 		for d := range pf.forms[f] {
 			for _, fm := range pf.forms[f][d] {
-				if !seen[fm.peer] {
-					seen[fm.peer] = true
-					out = append(out, fm.peer)
-				}
+				out = append(out, fm.peer)
 			}
 		}
 	}
 	sort.Strings(out)
-	return out
+	return slices.Compact(out)
 }
 
 // elementPolicy tells whether a policy renders as elements: two-stage
@@ -121,10 +204,15 @@ func aclForms(p *policy.Policy, o buildOpts) *policyForms {
 					pf.forms[f][di] = append(pf.forms[f][di], rf)
 					continue
 				}
+				if shareable(r, fm, o) {
+					pf.shared[f][di] = append(pf.shared[f][di], fm)
+					continue
+				}
 				pf.forms[f][di] = append(pf.forms[f][di], fm)
 			}
 		}
 	}
+	pf.keyShared(o.sharedKeys)
 	return pf
 }
 
@@ -262,6 +350,51 @@ func fACL(v int, remoteIsSrc, net bool, fam byte, shape int, set string) frag {
 	return frag{fmt.Sprintf("meta secmark . %s . 0x%02x . %s . %s @%s", agText, fam, proto, port, set), ex}
 }
 
+// fACLShared looks (shared id . group . family . protocol . port) up in an
+// acl set, the shared id being the one app_a maps the packet's secmark to.
+// As in fGroupIntoConcat, the map's result passes through the secmark
+// within the rule (nft cannot list a concatenation holding a lookup's
+// result); a policy without shared defaults ends the rule at the lookup,
+// before the secmark is touched.
+func fACLShared(v int, remoteIsSrc, net bool, fam byte, set string) frag {
+	const orig, shared = reg32 + 13, reg32 + 12
+	ex := []expr.Any{
+		&expr.Meta{Key: expr.MetaKeySECMARK, Register: orig},
+		&expr.Lookup{SourceRegister: orig, DestRegister: shared, IsDestRegSet: true, SetName: setAppA},
+		&expr.Meta{Key: expr.MetaKeySECMARK, SourceRegister: true, Register: shared},
+		&expr.Meta{Key: expr.MetaKeySECMARK, Register: reg32},
+		&expr.Meta{Key: expr.MetaKeySECMARK, SourceRegister: true, Register: orig},
+	}
+	ag, agText := fGroupIntoConcat(v, remoteIsSrc, net, true, reg32+1)
+	ex = append(ex, ag...)
+	port, off := "th dport", uint32(2)
+	if remoteIsSrc {
+		port, off = "th sport", 0
+	}
+	ex = append(ex, &expr.Immediate{Register: reg32 + 2, Data: []byte{fam, 0, 0, 0}},
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg32 + 3},
+		&expr.Payload{DestRegister: reg32 + 4, Base: expr.PayloadBaseTransportHeader, Offset: off, Len: 2},
+		&expr.Lookup{SourceRegister: reg32, SetName: set})
+	return frag{fmt.Sprintf("(meta secmark map @%s) . %s . 0x%02x . meta l4proto . %s @%s", setAppA, agText, fam, port, set), ex}
+}
+
+// eachLookup calls fn for each IP version, kind of address map (single
+// addresses, class segments) and element family (the version's, any) the
+// acl chains look up.
+func eachLookup(fn func(v int, net bool, fam byte)) {
+	for _, v := range []int{4, 6} {
+		nfp := byte(unix.NFPROTO_IPV4)
+		if v == 6 {
+			nfp = unix.NFPROTO_IPV6
+		}
+		for _, net := range []bool{false, true} {
+			for _, fam := range []byte{nfp, 0} {
+				fn(v, net, fam)
+			}
+		}
+	}
+}
+
 // aclChains are the generic chains of the element-rendered policies.
 func aclChains(f Family, o buildOpts) []*Chain {
 	var cs []*Chain
@@ -272,24 +405,22 @@ func aclChains(f Family, o buildOpts) []*Chain {
 		}
 		remoteIsSrc := d == policy.ToDevice
 		var rules []Rule
-		for _, v := range []int{4, 6} {
-			nfp := byte(unix.NFPROTO_IPV4)
-			if v == 6 {
-				nfp = unix.NFPROTO_IPV6
+		eachLookup(func(v int, net bool, fam byte) {
+			for _, shape := range []int{shapePort, shapeProto, shapeAny} {
+				rules = append(rules, Rule{frags: []frag{fNfproto(f, v), fACL(v, remoteIsSrc, net, fam, shape, set)}, verdict: ret()})
 			}
-			for _, net := range []bool{false, true} {
-				for _, fam := range []byte{nfp, 0} {
-					for _, shape := range []int{shapePort, shapeProto, shapeAny} {
-						rules = append(rules, Rule{frags: []frag{fNfproto(f, v), fACL(v, remoteIsSrc, net, fam, shape, set)}, verdict: ret()})
-					}
-					if f == Bridge && !o.bridgeCT {
-						for _, shape := range []int{shapePort, shapeProto} {
-							rules = append(rules, Rule{frags: []frag{fNfproto(f, v), fL4proto(policy.ProtoTCP), fNotBareSYN(),
-								fACL(v, remoteIsSrc, net, fam|aclRestricted, shape, set)}, verdict: ret()})
-						}
-					}
+			if f == Bridge && !o.bridgeCT {
+				for _, shape := range []int{shapePort, shapeProto} {
+					rules = append(rules, Rule{frags: []frag{fNfproto(f, v), fL4proto(policy.ProtoTCP), fNotBareSYN(),
+						fACL(v, remoteIsSrc, net, fam|aclRestricted, shape, set)}, verdict: ret()})
 				}
 			}
+		})
+		// The policy's shared App. A defaults (remote port triples).
+		if !o.ruleCounters {
+			eachLookup(func(v int, net bool, fam byte) {
+				rules = append(rules, Rule{frags: []frag{fNfproto(f, v), fACLShared(v, remoteIsSrc, net, fam, set)}, verdict: ret()})
+			})
 		}
 		// The default deny, counted per policy by its element in denyc_*,
 		// which the first denied packet adds; if the set is full, the

@@ -124,25 +124,32 @@ func (pl *Planner) rebuildPlan(all *owners, o buildOpts) *Plan {
 	for _, f := range Families {
 		p.Tables = append(p.Tables, TableSets{f, setDefs(f, o.twoStage, o.ruleCounters, o.flowSize, o.acct)})
 	}
-	// Sized first: a rebuild at 10,000 devices adds 200,000 elements.
-	count := map[SetRef]int{}
+	// One pass over a rebuild's ~350,000 elements at 10,000 policies;
+	// consecutive elements of an object are mostly of one set, so the
+	// last set's list is kept at hand instead of hashing its name again.
+	adds := map[SetRef][]*Elem{}
+	var lastRef SetRef
+	var last []*Elem
+	lastOK := false
+	cut := o.now.Add(time.Millisecond)
 	all.all(func(pc *pieces) {
 		p.AddChains = append(p.AddChains, pc.chains...)
 		for _, x := range pc.elems {
-			count[x.ref]++
-		}
-	})
-	adds := make(map[SetRef][]*Elem, len(count))
-	for r, n := range count {
-		adds[r] = make([]*Elem, 0, n)
-	}
-	all.all(func(pc *pieces) {
-		for _, x := range pc.elems {
-			if live(x.elem, o.now) {
-				adds[x.ref] = append(adds[x.ref], x.elem)
+			if !x.elem.Expires.IsZero() && !x.elem.Expires.After(cut) {
+				continue // not live: expired
 			}
+			if !lastOK || x.ref != lastRef {
+				if lastOK {
+					adds[lastRef] = last
+				}
+				lastRef, last, lastOK = x.ref, adds[x.ref], true
+			}
+			last = append(last, x.elem)
 		}
 	})
+	if lastOK {
+		adds[lastRef] = last
+	}
 	p.AddElems = setElems(adds, false)
 	sortChains(p.AddChains)
 	return p

@@ -2,6 +2,7 @@ package plan
 
 import (
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -47,6 +48,19 @@ func sigOf(peers map[string]time.Time) string {
 
 func sigPeers(sig string) []string { return strings.Split(sig, "\n") }
 
+// sigHas tells whether a group holds peer p (without splitting its sig).
+func sigHas(sig, p string) bool {
+	if len(sig) == len(p) {
+		return sig == p
+	}
+	for q := range strings.SplitSeq(sig, "\n") {
+		if q == p {
+			return true
+		}
+	}
+	return false
+}
+
 // latest is the expiry of an element several peers hold: the latest one
 // (zero if any is permanent). A peer whose answer expired earlier keeps the
 // address until its next update, as a resolver's cache would.
@@ -73,10 +87,18 @@ type derivedState struct {
 	// policyPeers the reverse.
 	peerPolicies map[string]map[string]bool
 	policyPeers  map[string][]string
+	// Shared App. A defaults (acl.go): the key each policy uses, how many
+	// use each key, and a key's forms. A key is bound like a policy (its
+	// binds, policyPeers and peerPolicies are under the key) while a
+	// policy uses it.
+	policyShared map[string]string
+	sharedUsers  map[string]int
+	sharedForms  map[string]*policyForms
 }
 
 func newDerivedState() *derivedState {
-	d := &derivedState{addrPeers: map[netip.Addr]addrInfo{}, peerPolicies: map[string]map[string]bool{}, policyPeers: map[string][]string{}}
+	d := &derivedState{addrPeers: map[netip.Addr]addrInfo{}, peerPolicies: map[string]map[string]bool{}, policyPeers: map[string][]string{},
+		policyShared: map[string]string{}, sharedUsers: map[string]int{}, sharedForms: map[string]*policyForms{}}
 	for f := range d.refs {
 		d.refs[f], d.netRefs[f], d.peerSigs[f] = map[string]int{}, map[string]int{}, map[string]map[string]bool{}
 	}
@@ -91,12 +113,36 @@ type derivedDelta struct {
 	netRefs     *[2]map[string]int // non-nil: the segments were recomputed
 	appear      [2]map[string]bool
 	vanish      [2]map[string]bool
-	policyPeers map[string][]string // changed policies: peers their elements name (nil: none)
+	policyPeers map[string][]string // changed policies and shared keys: peers their elements name (nil: none)
 	out         *owners
+	// changed policies: their shared key ("": none); the users each
+	// shared key gains (or loses); the keys appearing (forms) and
+	// vanishing (nil)
+	policyShared map[string]string
+	sharedUsers  map[string]int
+	sharedForms  map[string]*policyForms
+}
+
+// derivedStateOf is the state a rebuild's delta leaves: it derived every
+// address anew (none removed), so its addresses are the state's.
+func derivedStateOf(dd *derivedDelta) *derivedState {
+	st := newDerivedState()
+	st.addrPeers, st.refs = dd.addrPeers, dd.refDelta // every count positive
+	for f := range st.peerSigs {
+		st.peerSigs[f] = make(map[string]map[string]bool, len(dd.appear[f]))
+	}
+	st.peerPolicies = make(map[string]map[string]bool, len(dd.appear[Inet]))
+	st.policyPeers = make(map[string][]string, len(dd.policyPeers))
+	st.policyShared = make(map[string]string, len(dd.policyShared))
+	rest := *dd
+	rest.refDelta = [2]map[string]int{}
+	st.applyGroups(&rest)
+	return st
 }
 
 func newDerivedDelta(out *owners) *derivedDelta {
-	d := &derivedDelta{addrPeers: map[netip.Addr]addrInfo{}, policyPeers: map[string][]string{}, out: out}
+	d := &derivedDelta{addrPeers: map[netip.Addr]addrInfo{}, policyPeers: map[string][]string{}, out: out,
+		policyShared: map[string]string{}, sharedUsers: map[string]int{}, sharedForms: map[string]*policyForms{}}
 	for f := range d.refDelta {
 		d.refDelta[f], d.appear[f], d.vanish[f] = map[string]int{}, map[string]bool{}, map[string]bool{}
 	}
@@ -118,7 +164,7 @@ func (st *derivedState) bindsOfPolicy(id string, fn func(bindKey)) {
 // bindsOfGroup calls fn for every bind a group may have (before the
 // change): the policies naming its peers.
 func (st *derivedState) bindsOfGroup(f Family, s string, fn func(bindKey)) {
-	for _, p := range sigPeers(s) {
+	for p := range strings.SplitSeq(s, "\n") {
 		for id := range st.peerPolicies[p] {
 			fn(bindKey{f, id, s})
 		}
@@ -131,7 +177,7 @@ type groupView struct {
 	st       *derivedState
 	dd       *derivedDelta
 	policy   func(id string) *policy.Policy // after the change; nil: none
-	changedP map[string]*policy.Policy
+	changedP map[string]bool                // changed policies and shared keys
 	forms    map[string]*policyForms
 	naming   map[string][]string    // peer → changed policies naming it (after)
 	appearBy [2]map[string][]string // peer → appearing groups containing it
@@ -142,8 +188,10 @@ func (v *groupView) formsOf(id string) *policyForms {
 		return f
 	}
 	var pf *policyForms
-	if p := v.policy(id); p != nil {
-		pf = aclForms(p, v.o)
+	if isShared(id) {
+		pf = v.st.sharedForms[id]
+	} else if p := v.policy(id); p != nil {
+		pf = v.o.formsOf(p)
 	}
 	v.forms[id] = pf
 	return pf
@@ -161,18 +209,25 @@ func (v *groupView) addrPieces(a netip.Addr, info addrInfo, sig string) *pieces 
 	if len(info) == 0 {
 		return nil
 	}
-	el := &Elem{Key: AddrKey(a), Mark: groupID(sig, v.o), Expires: latest(info)}
+	// The pieces, the element and the list in one allocation (a rebuild
+	// derives ~60,000 addresses).
+	x := &struct {
+		pc  pieces
+		el  Elem
+		arr [len(Families)]elemAt
+	}{}
+	x.el = Elem{Key: AddrKey(a), Mark: groupID(sig, v.o), Expires: latest(info)}
+	x.pc.elems = x.arr[:0]
 	set := setAddr4
 	if a.Is6() {
 		set = setAddr6
 	}
-	pc := &pieces{}
 	for _, f := range Families {
 		if v.o.inTable(f, a, info) {
-			pc.elem(f, set, el)
+			x.pc.elem(f, set, &x.el)
 		}
 	}
-	return pc
+	return &x.pc
 }
 
 func (v *groupView) groupPieces(f Family, sig string) *pieces {
@@ -193,62 +248,76 @@ func (v *groupView) bindPieces(k bindKey) *pieces {
 	if pf == nil {
 		return nil
 	}
-	peers := sigPeers(k.sig)
-	in := func(p string) bool {
-		for _, q := range peers {
-			if q == p {
-				return true
-			}
-		}
-		return false
-	}
 	if pf.pid == 0 {
-		pf.pid = v.o.dispatchID(polChain(k.policy, policy.FromDevice))
+		pf.pid = v.o.dispatchID(dispatchName(k.policy))
 	}
 	gid := groupID(k.sig, v.o)
+	n := 0
+	for _, list := range pf.forms[k.fam] {
+		for _, fm := range list {
+			if sigHas(k.sig, fm.peer) {
+				n++
+			}
+		}
+	}
+	if n == 0 {
+		return nil
+	}
+	// One allocation for the elements and one for the list: a rebuild
+	// at 10,000 policies makes ~100,000 binds.
+	els := make([]Elem, 0, n)
+	pc := &pieces{elems: make([]elemAt, 0, n)}
 	type setKey struct {
 		set string
 		key ACLKey
 	}
 	var seen map[setKey]bool
-	pc := &pieces{}
+	dup := func(set string, key ACLKey) bool {
+		// the same element from two ACEs (e.g. one name, two rules
+		// differing only in what the element leaves out); a bind has a
+		// few elements, looked through, unless it has many
+		if n <= 16 {
+			for _, x := range pc.elems {
+				if x.ref.Name == set && x.elem.Key.(ACLKey) == key {
+					return true
+				}
+			}
+			return false
+		}
+		if seen == nil {
+			seen = map[setKey]bool{}
+		}
+		if seen[setKey{set, key}] {
+			return true
+		}
+		seen[setKey{set, key}] = true
+		return false
+	}
 	for di, list := range pf.forms[k.fam] {
 		set := setACLOut
 		if di == 1 {
 			set = setACLIn
 		}
 		for _, fm := range list {
-			if !in(fm.peer) {
+			if !sigHas(k.sig, fm.peer) {
 				continue
 			}
 			key := aclKey(pf.pid, gid, fm)
-			if len(pc.elems) > 0 {
-				// the same element from two ACEs (e.g. one name, two rules
-				// differing only in what the element leaves out)
-				if seen == nil {
-					seen = map[setKey]bool{}
-					for _, x := range pc.elems {
-						seen[setKey{x.ref.Name, x.elem.Key.(ACLKey)}] = true
-					}
-				}
-				if seen[setKey{set, key}] {
-					continue
-				}
+			if dup(set, key) {
+				continue
 			}
-			if seen != nil {
-				seen[setKey{set, key}] = true
-			}
-			pc.elem(k.fam, set, &Elem{Key: key})
+			els = append(els, Elem{Key: key})
+			pc.elem(k.fam, set, &els[len(els)-1])
 		}
-	}
-	if len(pc.elems) == 0 {
-		return nil
 	}
 	return pc
 }
 
 // liveSigs are the groups containing peer p in table f after the change.
 func (v *groupView) liveSigs(f Family, p string) []string {
+	if len(v.st.peerSigs[f][p]) == 0 {
+		return v.appearBy[f][p] // callers only read it
+	}
 	var out []string
 	for s := range v.st.peerSigs[f][p] {
 		if !v.dd.vanish[f][s] {
@@ -279,17 +348,75 @@ func deriveChange(o buildOpts, st *derivedState, out *owners, all bool,
 	allPeersAfter func() map[string]map[netip.Prefix]time.Time, touchedOf map[string]map[netip.Prefix]struct{}) *derivedDelta {
 
 	dd := newDerivedDelta(out)
-	v := &groupView{o: o, st: st, dd: dd, policy: policyAfter, changedP: changedPolicies, forms: map[string]*policyForms{},
-		naming: map[string][]string{}}
-	for id, p := range changedPolicies {
-		if p == nil {
-			dd.policyPeers[id] = nil
-			continue
+	n := 0 // addresses to derive, when all are
+	if all {
+		// Sized up front: a rebuild at 10,000 policies derives ~60,000
+		// addresses and ~100,000 binds, and growing maps costs more.
+		for _, after := range changedPeers {
+			n += len(after)
 		}
-		dd.policyPeers[id] = v.formsOf(id).peers()
+		dd.addrPeers = make(map[netip.Addr]addrInfo, n)
+		if len(out.addrs) == 0 {
+			out.addrs = make(map[netip.Addr]*pieces, n)
+		}
+		dd.policyPeers = make(map[string][]string, len(changedPolicies))
+		dd.policyShared = make(map[string]string, len(changedPolicies))
+		for f := range dd.refDelta {
+			// groups: about one per peer
+			dd.refDelta[f], dd.appear[f] = make(map[string]int, len(changedPeers)), make(map[string]bool, len(changedPeers))
+		}
+	}
+	changed := make(map[string]bool, len(changedPolicies))
+	v := &groupView{o: o, st: st, dd: dd, policy: policyAfter, changedP: changed, forms: make(map[string]*policyForms, len(changedPolicies)),
+		naming: make(map[string][]string, min(len(changedPeers), 1<<16))}
+	for id, p := range changedPolicies {
+		changed[id] = true
+		var pf *policyForms
+		if p != nil {
+			pf = v.formsOf(id)
+		}
+		dd.policyShared[id] = ""
+		if pf != nil {
+			dd.policyShared[id] = pf.sharedKey
+		}
+		if old, now := st.policyShared[id], dd.policyShared[id]; old != now {
+			if old != "" {
+				dd.sharedUsers[old]--
+			}
+			if now != "" {
+				dd.sharedUsers[now]++
+				if _, ok := dd.sharedForms[now]; !ok && st.sharedUsers[now] == 0 {
+					dd.sharedForms[now] = pf.sharedOf()
+				}
+			}
+		}
+	}
+	// Shared keys gaining their first user, or losing their last, change
+	// as policies do.
+	for k, d := range dd.sharedUsers {
+		n := st.sharedUsers[k]
+		switch {
+		case n == 0 && d > 0:
+			v.forms[k] = dd.sharedForms[k]
+			changed[k] = true
+		case n > 0 && n+d <= 0:
+			dd.sharedForms[k], v.forms[k] = nil, nil
+			changed[k] = true
+		default:
+			delete(dd.sharedForms, k)
+		}
+	}
+	nbinds := 0
+	for id := range changed {
+		pf := v.formsOf(id)
+		dd.policyPeers[id] = pf.peers()
+		nbinds += len(dd.policyPeers[id])
 		for _, q := range dd.policyPeers[id] {
 			v.naming[q] = append(v.naming[q], id)
 		}
+	}
+	if all && len(out.binds) == 0 {
+		out.binds = make(map[bindKey]*pieces, nbinds*len(Families))
 	}
 
 	// holds is whether a changed peer holds p after the change: a peer
@@ -306,54 +433,90 @@ func deriveChange(o buildOpts, st *derivedState, out *owners, all bool,
 	}
 
 	// 1. single addresses of changed peers
-	touched := map[netip.Addr]bool{}
-	fresh := map[netip.Addr]addrInfo{} // the changed peers' new addresses
 	netChanged := all
-	for k, after := range changedPeers {
-		if !exactPeer(k) {
-			netChanged = true
-			continue
+	var order []netip.Addr
+	var infos []addrInfo              // all: the addresses' peers, by order
+	var fresh map[netip.Addr]addrInfo // else: the changed peers' new addresses
+	if all {
+		// Every address is new: sorted once, without maps of what
+		// changed.
+		type held struct {
+			a   netip.Addr
+			k   string
+			exp time.Time
 		}
-		// Only the addresses that came, went or changed expiry: a class
-		// of 10,000 members gaining one touches one address, not 10,001.
-		if t, ok := touchedOf[k]; ok {
-			for p := range t {
-				touched[p.Addr()] = true
-				if exp, ok := after[p]; ok {
-					if fresh[p.Addr()] == nil {
-						fresh[p.Addr()] = addrInfo{}
-					}
-					fresh[p.Addr()][k] = exp
+		hs := make([]held, 0, n)
+		for k, after := range changedPeers {
+			if exactPeer(k) {
+				for p, exp := range after {
+					hs = append(hs, held{p.Addr(), k, exp})
 				}
 			}
-			continue
 		}
-		before := peersBefore(k)
-		for p := range before {
-			if _, ok := after[p]; !ok {
-				touched[p.Addr()] = true
+		slices.SortFunc(hs, func(x, y held) int { return x.a.Compare(y.a) })
+		for i := 0; i < len(hs); {
+			info := addrInfo{}
+			j := i
+			for ; j < len(hs) && hs[j].a == hs[i].a; j++ {
+				info[hs[j].k] = hs[j].exp
 			}
+			order, infos = append(order, hs[i].a), append(infos, info)
+			i = j
 		}
-		for p, exp := range after {
-			if old, ok := before[p]; ok && old.Equal(exp) {
+	} else {
+		touched := map[netip.Addr]bool{}
+		fresh = map[netip.Addr]addrInfo{}
+		for k, after := range changedPeers {
+			if !exactPeer(k) {
+				netChanged = true
 				continue
 			}
-			touched[p.Addr()] = true
-			if fresh[p.Addr()] == nil {
-				fresh[p.Addr()] = addrInfo{}
+			// Only the addresses that came, went or changed expiry: a class
+			// of 10,000 members gaining one touches one address, not 10,001.
+			if t, ok := touchedOf[k]; ok {
+				for p := range t {
+					touched[p.Addr()] = true
+					if exp, ok := after[p]; ok {
+						if fresh[p.Addr()] == nil {
+							fresh[p.Addr()] = addrInfo{}
+						}
+						fresh[p.Addr()][k] = exp
+					}
+				}
+				continue
 			}
-			fresh[p.Addr()][k] = exp
+			before := peersBefore(k)
+			for p := range before {
+				if _, ok := after[p]; !ok {
+					touched[p.Addr()] = true
+				}
+			}
+			for p, exp := range after {
+				if old, ok := before[p]; ok && old.Equal(exp) {
+					continue
+				}
+				touched[p.Addr()] = true
+				if fresh[p.Addr()] == nil {
+					fresh[p.Addr()] = addrInfo{}
+				}
+				fresh[p.Addr()][k] = exp
+			}
 		}
+		order = make([]netip.Addr, 0, len(touched))
+		for a := range touched {
+			order = append(order, a)
+		}
+		// Sorted: group ids are allocated in a reproducible order.
+		sort.Slice(order, func(i, j int) bool { return order[i].Less(order[j]) })
 	}
-	order := make([]netip.Addr, 0, len(touched))
-	for a := range touched {
-		order = append(order, a)
-	}
-	// Sorted: group ids are allocated in a reproducible order.
-	sort.Slice(order, func(i, j int) bool { return order[i].Less(order[j]) })
-	for _, a := range order {
+	for i, a := range order {
 		old := st.addrPeers[a]
-		info := fresh[a]
+		var info addrInfo
+		if all {
+			info = infos[i]
+		} else {
+			info = fresh[a]
+		}
 		if len(old) > 0 {
 			info = addrInfo{}
 			for k, exp := range old {
@@ -427,7 +590,9 @@ func deriveChange(o buildOpts, st *derivedState, out *owners, all bool,
 			switch {
 			case old == 0 && old+d > 0:
 				dd.appear[f][s] = true
-				out.groups[tsig{f, s}] = v.groupPieces(f, s)
+				if pc := v.groupPieces(f, s); pc != nil || !all {
+					out.groups[tsig{f, s}] = pc // all: a rebuild has no pieces to delete
+				}
 			case old > 0 && old+d <= 0:
 				dd.vanish[f][s] = true
 				out.groups[tsig{f, s}] = nil
@@ -437,9 +602,9 @@ func deriveChange(o buildOpts, st *derivedState, out *owners, all bool,
 	}
 
 	for _, f := range Families {
-		v.appearBy[f] = map[string][]string{}
+		v.appearBy[f] = make(map[string][]string, len(dd.appear[f]))
 		for s := range dd.appear[f] {
-			for _, p := range sigPeers(s) {
+			for p := range strings.SplitSeq(s, "\n") {
 				v.appearBy[f][p] = append(v.appearBy[f][p], s)
 			}
 		}
@@ -447,7 +612,7 @@ func deriveChange(o buildOpts, st *derivedState, out *owners, all bool,
 
 	// 4. changed policies: their old elements go, new ones are bound to
 	// every live group of the peers they name
-	for id := range changedPolicies {
+	for id := range changed {
 		st.bindsOfPolicy(id, func(k bindKey) { out.binds[k] = nil })
 		for _, p := range dd.policyPeers[id] {
 			for _, f := range Families {
@@ -458,10 +623,14 @@ func deriveChange(o buildOpts, st *derivedState, out *owners, all bool,
 			}
 		}
 	}
-	// 5. new groups: bound to every policy naming one of their peers
+	// 5. new groups: bound to every policy naming one of their peers (all:
+	// step 4 bound every policy to every group already)
 	for _, f := range Families {
+		if all {
+			break
+		}
 		for s := range dd.appear[f] {
-			for _, p := range sigPeers(s) {
+			for p := range strings.SplitSeq(s, "\n") {
 				for _, id := range v.policiesNaming(p) {
 					k := bindKey{f, id, s}
 					if _, done := out.binds[k]; !done {
@@ -475,7 +644,7 @@ func deriveChange(o buildOpts, st *derivedState, out *owners, all bool,
 }
 
 // apply records a committed delta.
-func (st *derivedState) apply(dd *derivedDelta, changedPolicies map[string]*policy.Policy) {
+func (st *derivedState) apply(dd *derivedDelta) {
 	for a, info := range dd.addrPeers {
 		if info == nil {
 			delete(st.addrPeers, a)
@@ -483,6 +652,11 @@ func (st *derivedState) apply(dd *derivedDelta, changedPolicies map[string]*poli
 			st.addrPeers[a] = info
 		}
 	}
+	st.applyGroups(dd)
+}
+
+// applyGroups records a committed delta but for its addresses.
+func (st *derivedState) applyGroups(dd *derivedDelta) {
 	for f := range dd.refDelta {
 		for s, d := range dd.refDelta[f] {
 			if n := st.refs[f][s] + d; n > 0 {
@@ -495,7 +669,7 @@ func (st *derivedState) apply(dd *derivedDelta, changedPolicies map[string]*poli
 			st.netRefs[f] = dd.netRefs[f]
 		}
 		for s := range dd.vanish[f] {
-			for _, p := range sigPeers(s) {
+			for p := range strings.SplitSeq(s, "\n") {
 				delete(st.peerSigs[f][p], s)
 				if len(st.peerSigs[f][p]) == 0 {
 					delete(st.peerSigs[f], p)
@@ -503,7 +677,7 @@ func (st *derivedState) apply(dd *derivedDelta, changedPolicies map[string]*poli
 			}
 		}
 		for s := range dd.appear[f] {
-			for _, p := range sigPeers(s) {
+			for p := range strings.SplitSeq(s, "\n") {
 				m := st.peerSigs[f][p]
 				if m == nil {
 					m = map[string]bool{}
@@ -513,7 +687,28 @@ func (st *derivedState) apply(dd *derivedDelta, changedPolicies map[string]*poli
 			}
 		}
 	}
-	for id := range changedPolicies {
+	for id, k := range dd.policyShared {
+		if k == "" {
+			delete(st.policyShared, id)
+		} else {
+			st.policyShared[id] = k
+		}
+	}
+	for k, d := range dd.sharedUsers {
+		if n := st.sharedUsers[k] + d; n > 0 {
+			st.sharedUsers[k] = n
+		} else {
+			delete(st.sharedUsers, k)
+		}
+	}
+	for k, pf := range dd.sharedForms {
+		if pf == nil {
+			delete(st.sharedForms, k)
+		} else {
+			st.sharedForms[k] = pf
+		}
+	}
+	for id := range dd.policyPeers {
 		for _, p := range st.policyPeers[id] {
 			delete(st.peerPolicies[p], id)
 			if len(st.peerPolicies[p]) == 0 {

@@ -38,6 +38,7 @@ const (
 	setDenyIn  = "denyc_in"
 	setResOut  = "res_out" // mark : verdict (id → goto the chain of an allow-only policy's rule-form ACEs)
 	setResIn   = "res_in"
+	setAppA    = "app_a" // mark : mark (dispatch id → the shared id of its App. A defaults)
 	setCaged   = "caged" // inet: ether_addr of the quarantined and blocked devices
 	// Per-device accounting (Config.DeviceCounters): dynamic sets with a
 	// counter per element, filled by the packet path, never by plans.
@@ -128,7 +129,8 @@ func setDefs(f Family, twoStage, ruleCounters bool, flows, acct uint32) []Set {
 			Set{Name: setACLIn, Key: KeyACL, Counter: ruleCounters, decl: acl},
 			denySetDef(setDenyOut), denySetDef(setDenyIn),
 			Set{Name: setResOut, Key: KeyMark, Value: ValueVerdict, decl: "type mark : verdict"},
-			Set{Name: setResIn, Key: KeyMark, Value: ValueVerdict, decl: "type mark : verdict"})
+			Set{Name: setResIn, Key: KeyMark, Value: ValueVerdict, decl: "type mark : verdict"},
+			Set{Name: setAppA, Key: KeyMark, Value: ValueMark, decl: "type mark : mark"})
 	}
 	if f == Bridge && flows > 0 {
 		defs = append(defs, flowSetDefs(flows)...)
@@ -166,13 +168,31 @@ type buildOpts struct {
 	isElement        func(policyID string) bool   // the policy renders as elements (after the change)
 	dispatchID       func(outChain string) uint32 // two-stage: id of a dispatch target
 	now              time.Time
+	forms            map[*policy.Policy]*policyForms // aclForms computed in this plan (nil: not kept)
+	sharedKeys       map[string]string               // shared defaults' keys by text, in this plan (nil: not kept)
+}
+
+// formsOf is aclForms of p, computed once per plan when o keeps them.
+func (o buildOpts) formsOf(p *policy.Policy) *policyForms {
+	if o.forms == nil {
+		return aclForms(p, o)
+	}
+	pf, ok := o.forms[p]
+	if !ok {
+		pf = aclForms(p, o)
+		o.forms[p] = pf
+	}
+	return pf
 }
 
 func chainTag(id string) string {
+	if len(id) > 0 && len(id) <= 40 && strings.IndexFunc(id, func(r rune) bool { return !tagRune(r) }) < 0 {
+		return id // the usual case, without building a copy
+	}
 	var b strings.Builder
 	clean := true
 	for _, r := range id {
-		if r < 128 && (r == '_' || r == '-' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') {
+		if tagRune(r) {
 			b.WriteRune(r)
 		} else {
 			clean = false
@@ -190,6 +210,11 @@ func chainTag(id string) string {
 		s = s[:24]
 	}
 	return fmt.Sprintf("%s_%08x", s, h.Sum32())
+}
+
+// tagRune tells whether a rune may stand in a chain name.
+func tagRune(r rune) bool {
+	return r < 128 && (r == '_' || r == '-' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z')
 }
 
 func polChain(id string, d policy.Direction) string {
@@ -276,16 +301,7 @@ func fixedPieces(o buildOpts) *pieces {
 
 func policyPieces(p *policy.Policy, o buildOpts) (*pieces, error) {
 	pc := &pieces{}
-	if pf := aclForms(p, o); pf != nil {
-		// Peer ids in rule order, as the rule form allocates them: the same
-		// policies give the same ids after a restart.
-		for _, d := range []policy.Direction{policy.FromDevice, policy.ToDevice} {
-			for _, r := range p.Rules(d) {
-				if r.Peer.Kind != policy.AnyPeer && r.Peer.Kind != policy.Prefix {
-					o.peerID(r.Peer.Key())
-				}
-			}
-		}
+	if pf := o.formsOf(p); pf != nil {
 		// Allow-only: elements (bound per group, see groups.go) and a
 		// chain only for the ACEs that are not triples. No dispatch
 		// element: an id out_chain / in_chain do not hold goes to
@@ -293,6 +309,12 @@ func policyPieces(p *policy.Policy, o buildOpts) (*pieces, error) {
 		// re-validate its chains at every commit), and the packet path
 		// counts the default deny in denyc_*.
 		k := MarkKey(o.dispatchID(polChain(p.ID, policy.FromDevice)))
+		if pf.sharedKey != "" {
+			shared := o.dispatchID(dispatchName(pf.sharedKey))
+			for _, f := range Families {
+				pc.elem(f, setAppA, &Elem{Key: k, Mark: shared})
+			}
+		}
 		for di, d := range []policy.Direction{policy.FromDevice, policy.ToDevice} {
 			res, acl := setResOut, chainACLOut
 			if di == 1 {
@@ -475,6 +497,9 @@ func buildOwnersWith(m *model, o buildOpts, fixed *pieces) (*owners, error) {
 	o.isElement = func(id string) bool { p := m.policies[id]; return p != nil && elementPolicy(p, o) }
 	out.fixed = fixed
 	for _, id := range slices.Sorted(maps.Keys(m.policies)) {
+		// Peer ids in rule order, as plans allocate them: the same
+		// policies give the same ids after a restart.
+		peerIDs(o, m.policies[id].FromDevice, m.policies[id].ToDevice)
 		pc, err := policyPieces(m.policies[id], o)
 		if err != nil {
 			return nil, err

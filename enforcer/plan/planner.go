@@ -336,6 +336,10 @@ func (pl *Planner) Refresh(now time.Time) (*Plan, error) {
 
 func (pl *Planner) prepare(u Update, full bool, now time.Time) (*change, error) {
 	ch := newChange(full)
+	// Sized: a full change holds the whole state.
+	ch.policies = make(map[string]*policy.Policy, len(u.SetPolicies)+len(u.RemovePolicies))
+	ch.devices = make(map[string]*Device, len(u.UpsertDevices)+len(u.RemoveDevices))
+	ch.peers = make(map[string]map[netip.Prefix]time.Time, len(u.SetPeers)+len(u.ChangePeers))
 	for i := range u.SetPolicies {
 		p := u.SetPolicies[i]
 		if p.ID == "" {
@@ -527,6 +531,9 @@ type pending struct {
 	delta   *owners // the new pieces (all of them on a rebuild)
 	dd      *derivedDelta
 	rebuild bool
+	// groups: a rebuild's derived state, computed while the plan is
+	// encoded and sent (Commit takes it)
+	groups <-chan *derivedState
 	// linger: elements the plan leaves to expire; unlinger: those it
 	// deletes after all
 	linger, unlinger []elemAt
@@ -538,11 +545,16 @@ type pending struct {
 // is, and the plan rebuilds our tables.
 func (pl *Planner) plan(ch *change, now time.Time) (*Plan, error) {
 	o := pl.opts(now)
+	o.forms, o.sharedKeys = map[*policy.Policy]*policyForms{}, map[string]string{}
 	rebuild := ch.full || !pl.known || pl.inst == nil
 	if rebuild {
 		ch.materialize(pl.m)
 	}
 	delta := newOwners()
+	if ch.full {
+		delta.policies = make(map[string]*pieces, len(ch.policies))
+		delta.devices = make(map[string]*pieces, len(ch.devices))
+	}
 	switch {
 	case pl.stale || pl.inst == nil:
 		delta.fixed = fixedPieces(o)
@@ -557,6 +569,9 @@ func (pl *Planner) plan(ch *change, now time.Time) (*Plan, error) {
 	for _, id := range slices.Sorted(maps.Keys(ch.policies)) {
 		if p := ch.policies[id]; p != nil {
 			o.dispatchID(polChain(id, policy.FromDevice))
+			if pf := o.formsOf(p); pf != nil && pf.sharedKey != "" {
+				o.dispatchID(dispatchName(pf.sharedKey))
+			}
 			peerIDs(o, p.FromDevice, p.ToDevice)
 		}
 	}
@@ -631,6 +646,14 @@ func (pl *Planner) plan(ch *change, now time.Time) (*Plan, error) {
 	p.EndFlows = pl.endFlows(ch, delta)
 	pl.gen++
 	p.pending = &pending{gen: pl.gen, ch: ch, delta: delta, dd: dd, rebuild: rebuild, linger: linger, unlinger: unlinger}
+	if rebuild {
+		// Nothing reads or changes dd from here on but this goroutine: the
+		// state it leaves is ready, on the other core, by the time the
+		// kernel has loaded the batch.
+		groups := make(chan *derivedState, 1)
+		go func() { groups <- derivedStateOf(dd) }()
+		p.pending.groups = groups
+	}
 	return p, nil
 }
 
@@ -769,12 +792,11 @@ func (pl *Planner) Commit(p *Plan) error {
 	if pd.rebuild {
 		pd.delta.nets = orEmpty(pd.delta.nets)
 		pl.inst = pd.delta
-		pl.groups = newDerivedState()
-		pl.groups.apply(pd.dd, pl.m.policies)
+		pl.groups = <-pd.groups
 		pl.lingering = nil
 	} else {
 		pl.inst.apply(pd.delta)
-		pl.groups.apply(pd.dd, ch.policies)
+		pl.groups.apply(pd.dd)
 		pl.linger(pd.linger, pd.unlinger, p.Now)
 	}
 	pl.known, pl.stale, pl.inherited = true, false, nil

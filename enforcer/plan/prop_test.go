@@ -130,6 +130,9 @@ func (pr *propRun) rule(d policy.Direction, i int) policy.Rule {
 	if pr.pick(12) == 0 {
 		r.Verdict = policy.Drop
 	}
+	// An App. A default of its own: shared with the policies that have
+	// the same defaults, when it has an element form.
+	r.Default = pr.pick(6) == 0
 	return r
 }
 
@@ -140,6 +143,12 @@ func (pr *propRun) policy(id string) policy.Policy {
 	}
 	for i := range pr.pick(4) {
 		p.ToDevice = append(p.ToDevice, pr.rule(policy.ToDevice, i))
+	}
+	if pr.pick(2) == 0 {
+		// the App. A DNS defaults most policies have in common
+		dns := policy.Peer{Kind: policy.Controller, Value: "urn:ietf:params:mud:dns"}
+		p.FromDevice = append(p.FromDevice, policy.Rule{Name: "default/dns", Peer: dns, Protocol: policy.ProtoUDP, DstPort: u16(53), Verdict: policy.Accept, Default: true})
+		p.ToDevice = append(p.ToDevice, policy.Rule{Name: "default/dns", Peer: dns, Protocol: policy.ProtoUDP, SrcPort: u16(53), Verdict: policy.Accept, Default: true})
 	}
 	return p
 }
@@ -625,7 +634,7 @@ func TestIncrementalPlansEqualRebuild(t *testing.T) {
 // (keepDeletedIn), the property fails.
 func TestPropertyCatchesMissingDeletions(t *testing.T) {
 	for _, set := range []string{setGuard4, setGuard6, setFromDev, setToDev4, setToDev6, setAddr4, setAddr6, setNet4,
-		setPeerGrp, setACLOut, setACLIn, setOutVmap, setResOut, setCaged, "pol_", "dev_"} {
+		setPeerGrp, setACLOut, setACLIn, setOutVmap, setResOut, setAppA, setCaged, "pol_", "dev_"} {
 		t.Run(set, func(t *testing.T) {
 			keepDeletedIn = set
 			t.Cleanup(func() { keepDeletedIn = "" })

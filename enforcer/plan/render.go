@@ -138,7 +138,7 @@ func (pl *Planner) RenderDevice(mac net.HardwareAddr) (string, error) {
 	}
 	if d.Mode == Enforce {
 		for k, pc := range pl.inst.binds {
-			if k.policy == d.PolicyID {
+			if k.policy == d.PolicyID || k.policy == pl.groups.policyShared[d.PolicyID] {
 				l.add(pc)
 			}
 		}
@@ -208,6 +208,11 @@ func writeRendering(b *strings.Builder, p *policy.Policy, keys []string, l *layo
 					for _, fm := range pf.forms[f][di] {
 						fmt.Fprintf(b, "#   %s %s: 0x%08x . <%s> . 0x%02x . %s . %d  /* %s */\n", f, set,
 							x.disp[polChain(p.ID, policy.FromDevice)], fm.peer, fm.fam, protoName(fm.proto), fm.port, fm.name)
+					}
+					for _, fm := range pf.shared[f][di] {
+						fmt.Fprintf(b, "#   %s %s: 0x%08x . <%s> . 0x%02x . %s . %d  /* App. A default, shared: app_a maps 0x%08x to it */\n", f, set,
+							x.disp[dispatchName(pf.sharedKey)], fm.peer, fm.fam, protoName(fm.proto), fm.port,
+							x.disp[polChain(p.ID, policy.FromDevice)])
 					}
 				}
 			}
