@@ -78,17 +78,24 @@ func (l *lab) nft(t *testing.T, args ...string) string {
 }
 
 // allowOnly counts the allow-only policies installed: the distinct
-// dispatch ids (the first field) of acl_out's elements.
+// dispatch ids (the first field) of acl_out's elements, less the shared
+// ids of the App. A defaults (the values of app_a).
 func (l *lab) allowOnly(t *testing.T) int {
 	t.Helper()
 	ids := map[string]bool{}
 	for _, m := range aclDispatch.FindAllStringSubmatch(l.nft(t, "list", "set", "inet", "mud", "acl_out"), -1) {
 		ids[m[1]] = true
 	}
+	for _, m := range appAShared.FindAllStringSubmatch(l.nft(t, "list", "map", "inet", "mud", "app_a"), -1) {
+		delete(ids, m[1])
+	}
 	return len(ids)
 }
 
-var aclDispatch = regexp.MustCompile(`[{,]\s*(0x[0-9a-f]{8}) \.`)
+var (
+	aclDispatch = regexp.MustCompile(`[{,]\s*(0x[0-9a-f]{8}) \.`)
+	appAShared  = regexp.MustCompile(`:\s*(0x[0-9a-f]{8})`)
+)
 
 func (l *lab) cloud(t *testing.T, h *harness) {
 	t.Helper()
