@@ -60,7 +60,7 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
 # bench-scale: mudd with 0, about 1,000 and 10,000 devices in a lab (needs
-# root, dnsmasq, Kea; about 10 minutes), the results in build/bench-scale.txt
+# root, dnsmasq, Kea; about 5 minutes), the results in build/bench-scale.txt
 # and their chart in e2e/scale/scale.svg.
 # scale-lab: the 2,000-device lab test with a SIGKILL and restart, alone
 # (needs root, dnsmasq, Kea; about a minute; unit runs it too).
