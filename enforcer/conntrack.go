@@ -31,7 +31,8 @@ func (e *Enforcer) deleteConntrack(addrs []netip.Addr) error {
 	}
 	return netns.DoFd(e.nsFd, func() error {
 		if e.ctBuf == nil {
-			e.ctBuf = make([]byte, 1<<20)
+			// The kernel fills one dump message up to 32 KiB.
+			e.ctBuf = make([]byte, 64<<10)
 		}
 		victims, err := dumpConntrack(e.ctBuf, func(msg []byte) bool { return conntrackOf(msg, want) })
 		var errs []error

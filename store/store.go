@@ -256,14 +256,6 @@ func (g *Group) Commit() error {
 	return nil
 }
 
-// Rollback drops the group's changes; nothing of them is kept.
-func (g *Group) Rollback() {
-	if g.err == nil {
-		_ = g.btx.Rollback()
-	}
-	g.err = errors.New("store: group rolled back")
-}
-
 // Backup writes a consistent copy of the whole database to w (a valid
 // bbolt file), without blocking Updates.
 func (s *Store) Backup(w io.Writer) (int64, error) {

@@ -99,51 +99,8 @@ func (s *scaleLab) step(b *testing.B, probe *dnsProbe) {
 	logLost(b, "DNS, idle", dnsIdleLost)
 	v6 := one(s.gen6, 200)
 	v4 := one(s.gen4, 50)
-	var burst []arrival
-	var missing, unbound []error
-	var cpu time.Duration
-	var dnsBurst []time.Duration
-	var dnsBurstLost []error
-	var holdTimeouts int
 	pid := s.gw.MuddPID()
-	{
-		_, cpu0, err := procStats(pid)
-		if err != nil {
-			b.Fatal(err)
-		}
-		timeouts0, err := s.holdTimeouts()
-		if err != nil {
-			b.Fatal(err)
-		}
-		stop, probed := make(chan struct{}), make(chan struct{})
-		go func() {
-			defer close(probed)
-			dnsBurst, dnsBurstLost = probe.run(stop, 10*time.Millisecond)
-		}()
-		burst, missing, unbound = s.burst(burstSize, 60*time.Second)
-		close(stop)
-		<-probed
-		logLost(b, "DNS, during the burst", dnsBurstLost)
-		timeouts1, err := s.holdTimeouts()
-		if err != nil {
-			b.Fatal(err)
-		}
-		holdTimeouts = timeouts1 - timeouts0
-		if len(burst) == 0 {
-			b.Fatalf("none of the burst's devices active within 60s: %v", errors.Join(missing[:min(5, len(missing))]...))
-		}
-		_, cpu1, err := procStats(pid)
-		if err != nil {
-			b.Fatal(err)
-		}
-		cpu = cpu1 - cpu0
-		if len(missing) > 0 {
-			b.Logf("%d of the burst's %d DHCP exchanges failed in the lab: %v", len(missing), burstSize, errors.Join(missing[:min(5, len(missing))]...))
-		}
-		if len(unbound) > 0 {
-			b.Logf("%d of the burst's %d devices acknowledged by the DHCP server not active within 60s: %v", len(unbound), burstSize, errors.Join(unbound[:min(5, len(unbound))]...))
-		}
-	}
+	br := s.runBurst(b, probe, pid)
 	rss, _, err := procStats(pid)
 	if err != nil {
 		b.Fatal(err)
@@ -175,29 +132,27 @@ func (s *scaleLab) step(b *testing.B, probe *dnsProbe) {
 	b.ReportMetric(ms(percentile(v6, 99)), "ack-p99-ms")
 	b.ReportMetric(ms(percentile(v4, 50)), "v4-ack-p50-ms")
 	b.ReportMetric(ms(percentile(v4, 99)), "v4-ack-p99-ms")
-	{
-		var lag []time.Duration
-		first, lastReply, lastActive := burst[0].Start, burst[0].Reply, burst[0].Active
-		for _, a := range burst {
-			lag = append(lag, a.latency())
-			first = minTime(first, a.Start)
-			lastReply = maxTime(lastReply, a.Reply)
-			lastActive = maxTime(lastActive, a.Active)
-		}
-		b.ReportMetric(lastActive.Sub(first).Seconds(), "burst-s")
-		b.ReportMetric(lastReply.Sub(first).Seconds(), "burst-dhcp-s")
-		b.ReportMetric(ms(percentile(lag, 50)), "burst-lag-p50-ms")
-		b.ReportMetric(ms(percentile(lag, 99)), "burst-lag-p99-ms")
-		b.ReportMetric(ms(percentile(lag, 100)), "burst-lag-max-ms")
-		b.ReportMetric(float64(len(missing)), "burst-failed")
-		b.ReportMetric(float64(len(unbound)), "burst-unbound")
-		b.ReportMetric(ms(cpu)/float64(len(burst)), "cpu-ms/arrival")
-		b.ReportMetric(ms(percentile(dnsBurst, 50)), "dns-burst-p50-ms")
-		b.ReportMetric(ms(percentile(dnsBurst, 99)), "dns-burst-p99-ms")
-		b.ReportMetric(ms(percentile(dnsBurst, 100)), "dns-burst-max-ms")
-		b.ReportMetric(float64(len(dnsBurstLost)), "dns-burst-lost")
-		b.ReportMetric(float64(holdTimeouts), "hold-timeouts")
+	var lag []time.Duration
+	first, lastReply, lastActive := br.arrivals[0].Start, br.arrivals[0].Reply, br.arrivals[0].Active
+	for _, a := range br.arrivals {
+		lag = append(lag, a.latency())
+		first = minTime(first, a.Start)
+		lastReply = maxTime(lastReply, a.Reply)
+		lastActive = maxTime(lastActive, a.Active)
 	}
+	b.ReportMetric(lastActive.Sub(first).Seconds(), "burst-s")
+	b.ReportMetric(lastReply.Sub(first).Seconds(), "burst-dhcp-s")
+	b.ReportMetric(ms(percentile(lag, 50)), "burst-lag-p50-ms")
+	b.ReportMetric(ms(percentile(lag, 99)), "burst-lag-p99-ms")
+	b.ReportMetric(ms(percentile(lag, 100)), "burst-lag-max-ms")
+	b.ReportMetric(float64(len(br.failed)), "burst-failed")
+	b.ReportMetric(float64(len(br.unbound)), "burst-unbound")
+	b.ReportMetric(ms(br.cpu)/float64(len(br.arrivals)), "cpu-ms/arrival")
+	b.ReportMetric(ms(percentile(br.dns, 50)), "dns-burst-p50-ms")
+	b.ReportMetric(ms(percentile(br.dns, 99)), "dns-burst-p99-ms")
+	b.ReportMetric(ms(percentile(br.dns, 100)), "dns-burst-max-ms")
+	b.ReportMetric(float64(len(br.dnsLost)), "dns-burst-lost")
+	b.ReportMetric(float64(br.holdTimeouts), "hold-timeouts")
 	b.ReportMetric(float64(lost), "single-missing")
 	b.ReportMetric(float64(dropped), "dhcp-dropped")
 	b.ReportMetric(ms(percentile(dnsIdle, 50)), "dns-idle-p50-ms")
@@ -207,6 +162,59 @@ func (s *scaleLab) step(b *testing.B, probe *dnsProbe) {
 	b.ReportMetric(float64(heapLive)/(1<<20), "heap-live-MB")
 	b.ReportMetric(float64(st.Size())/(1<<20), "store-MB")
 	b.ReportMetric(cold.Seconds(), "coldstart-s")
+}
+
+// burstRun is what one burst measured.
+type burstRun struct {
+	arrivals        []arrival // active within the wait
+	failed, unbound []error   // exchanges that failed in the lab; acknowledged, never bound
+	cpu             time.Duration
+	dns             []time.Duration // the DNS probe's answers during the burst
+	dnsLost         []error
+	holdTimeouts    int
+}
+
+// runBurst runs the burst of burstSize arrivals with the DNS probe asking
+// every 10 ms, and reads mudd's CPU and hold timeouts around it.
+func (s *scaleLab) runBurst(b *testing.B, probe *dnsProbe, pid int) burstRun {
+	var r burstRun
+	_, cpu0, err := procStats(pid)
+	if err != nil {
+		b.Fatal(err)
+	}
+	timeouts0, err := s.holdTimeouts()
+	if err != nil {
+		b.Fatal(err)
+	}
+	stop, probed := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(probed)
+		r.dns, r.dnsLost = probe.run(stop, 10*time.Millisecond)
+	}()
+	r.arrivals, r.failed, r.unbound = s.burst(burstSize, 60*time.Second)
+	close(stop)
+	<-probed
+	logLost(b, "DNS, during the burst", r.dnsLost)
+	timeouts1, err := s.holdTimeouts()
+	if err != nil {
+		b.Fatal(err)
+	}
+	r.holdTimeouts = timeouts1 - timeouts0
+	if len(r.arrivals) == 0 {
+		b.Fatalf("none of the burst's devices active within 60s: %v", errors.Join(r.failed[:min(5, len(r.failed))]...))
+	}
+	_, cpu1, err := procStats(pid)
+	if err != nil {
+		b.Fatal(err)
+	}
+	r.cpu = cpu1 - cpu0
+	if len(r.failed) > 0 {
+		b.Logf("%d of the burst's %d DHCP exchanges failed in the lab: %v", len(r.failed), burstSize, errors.Join(r.failed[:min(5, len(r.failed))]...))
+	}
+	if len(r.unbound) > 0 {
+		b.Logf("%d of the burst's %d devices acknowledged by the DHCP server not active within 60s: %v", len(r.unbound), burstSize, errors.Join(r.unbound[:min(5, len(r.unbound))]...))
+	}
+	return r
 }
 
 // burst starts n DHCPv6 exchanges within one second and returns the
