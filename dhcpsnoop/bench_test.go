@@ -2,6 +2,8 @@ package dhcpsnoop
 
 import (
 	"fmt"
+	"net"
+	"runtime"
 	"testing"
 	"time"
 
@@ -80,4 +82,44 @@ func BenchmarkLeaseFile(b *testing.B) {
 		}
 	}
 	b.ReportMetric(b.Elapsed().Seconds()*1000/float64(b.N), "ms/file")
+}
+
+// BenchmarkDeviceMemory is the tracker's long-lived heap per device: 10,000
+// devices each bound by one DHCPv6 exchange (SOLICIT with a MUD URL,
+// REQUEST, REPLY with one address), as in mudd at scale, then a sweep
+// (which forgets the transactions and rate-limit buckets). B/device is the
+// live heap after GC divided by the devices.
+func BenchmarkDeviceMemory(b *testing.B) {
+	const n = 10000
+	var perDevice float64
+	for b.Loop() {
+		before := liveHeap()
+		tr := NewTracker(TrackerConfig{MaxDevices: n})
+		for i := range n {
+			mac := net.HardwareAddr{0x02, 0, 0, byte(i >> 16), byte(i >> 8), byte(i)}
+			url := fmt.Sprintf("https://vendor%d.example.com/device.json", i%100)
+			addr := fmt.Sprintf("2001:db8:1::%x", i+0x100)
+			sol := v6Client(mac, v6Msg(b, dhcpv6.MessageTypeSolicit, mac, 1, mud6(url)))
+			req := v6Client(mac, v6Msg(b, dhcpv6.MessageTypeRequest, mac, 2, mud6(url)))
+			rep := v6Server(mac, v6Msg(b, dhcpv6.MessageTypeReply, mac, 2, iana6(time.Hour, addr)))
+			if evs := handle(b, tr, t0, sol, req, rep); len(evs) != 2 || evs[1].Kind != KindBound {
+				b.Fatalf("device %d: events %v", i, kinds(evs))
+			}
+		}
+		tr.Expire(t0.Add(10 * time.Minute))
+		if st := tr.Stats(); st.Devices != n || st.PendingCount != 0 {
+			b.Fatalf("%d devices, %d pending", st.Devices, st.PendingCount)
+		}
+		perDevice = float64(liveHeap()-before) / n
+		runtime.KeepAlive(tr)
+	}
+	b.ReportMetric(perDevice, "B/device")
+}
+
+// liveHeap is the heap in use after a full collection.
+func liveHeap() int64 {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return int64(ms.HeapAlloc)
 }

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sync/atomic"
 	"time"
+	"unique"
 )
 
 // TrackerConfig bounds the tracker's memory and sets its timings. Zero
@@ -109,27 +110,62 @@ func keyOf(mac net.HardwareAddr) (hwKey, bool) {
 func (k hwKey) mac() net.HardwareAddr { return net.HardwareAddr(append([]byte(nil), k[:]...)) }
 
 // device is what we know about one MAC. Pending devices have no lease yet.
+// Thousands are kept for as long as their leases last, so it is kept
+// small: the usual device has one or two DHCPv6 addresses and a URL other
+// devices of its model share.
 type device struct {
 	key      hwKey
+	relayed  bool
 	iface    string
 	hostname string
 	clientID []byte // DHCPv4 option 61
 	duid     []byte
-	url4     string // last valid URL announced over DHCPv4
-	url6     string
-	relayed  bool
+	url4     mudURL // last valid URL announced over DHCPv4
+	url6     mudURL
 	seen     time.Time
 
 	v4        netip.Addr
 	v4Lease   time.Duration
 	v4Expires time.Time // zero: infinite
-	v6        map[netip.Addr]time.Time
+	v6        []lease6  // at most maxAddrsPerMessage, in no order
 	v6Lease   time.Duration
 	learned   map[netip.Addr]time.Time
 	flagged   map[string]time.Time
 }
 
+// lease6 is one DHCPv6 address of a device.
+type lease6 struct {
+	addr    netip.Addr
+	expires time.Time // zero: infinite
+}
+
 func (d *device) hasLease() bool { return d.v4.IsValid() || len(d.v6) > 0 }
+
+// leased reports whether a is one of the device's DHCPv6 addresses.
+func (d *device) leased(a netip.Addr) bool { return indexAddr(d.v6, a) >= 0 }
+
+func indexAddr(ls []lease6, a netip.Addr) int {
+	return slices.IndexFunc(ls, func(l lease6) bool { return l.addr == a })
+}
+
+// mudURL is an announced MUD URL, interned: the devices of one model
+// share one copy, and so do the events that name it. The zero value is no
+// URL.
+type mudURL struct{ h unique.Handle[string] }
+
+func internURL(s string) mudURL {
+	if s == "" {
+		return mudURL{}
+	}
+	return mudURL{unique.Make(s)}
+}
+
+func (u mudURL) String() string {
+	if u == (mudURL{}) {
+		return ""
+	}
+	return u.h.Value()
+}
 
 type xidEntry struct {
 	key     hwKey
@@ -326,10 +362,13 @@ func (t *Tracker) request(m *Message, key hwKey, iface string, now time.Time) []
 		}
 		var removed []netip.Addr
 		for _, a := range m.Addrs {
-			if _, ok := dev.v6[a.Addr]; ok {
-				delete(dev.v6, a.Addr)
+			if i := indexAddr(dev.v6, a.Addr); i >= 0 {
+				dev.v6 = slices.Delete(dev.v6, i, i+1)
 				removed = append(removed, a.Addr)
 			}
+		}
+		if len(dev.v6) == 0 {
+			dev.v6 = nil
 		}
 		if len(removed) > 0 {
 			evs = append(evs, t.ended(dev, kind, 6, removed, now, reason))
@@ -353,23 +392,24 @@ func (t *Tracker) announce(evs []Event, dev *device, m *Message, now time.Time) 
 		}
 		// The device's current announcement is invalid: it has no usable
 		// URL in this family until it sends a valid one.
-		*cur = ""
+		*cur = mudURL{}
 		return t.flag(evs, dev, m.Family, KindInvalidURL, now, err.Error(), raw)
 	}
-	if url == *cur {
+	u := internURL(url)
+	if u == *cur {
 		return evs
 	}
-	if *cur != "" {
-		evs = t.flag(evs, dev, m.Family, KindURLChanged, now, "was "+*cur, "")
+	if *cur != (mudURL{}) {
+		evs = t.flag(evs, dev, m.Family, KindURLChanged, now, "was "+cur.String(), "")
 	}
-	*cur = url
+	*cur = u
 	ev := t.event(KindAnnounced, dev, m.Family, now)
-	ev.MUDURL = url
+	ev.MUDURL = u.String()
 	evs = append(evs, ev)
-	if dev.url4 != "" && dev.url6 != "" && dev.url4 != dev.url6 {
+	if dev.url4 != (mudURL{}) && dev.url6 != (mudURL{}) && dev.url4 != dev.url6 {
 		// RFC 8520 §10.1: "the same URL MUST be used".
 		evs = t.flag(evs, dev, m.Family, KindURLMismatch, now,
-			"DHCPv4 URL "+dev.url4+" differs from DHCPv6 URL "+dev.url6, "")
+			"DHCPv4 URL "+dev.url4.String()+" differs from DHCPv6 URL "+dev.url6.String(), "")
 	}
 	return evs
 }
@@ -408,36 +448,50 @@ func (t *Tracker) reply(m *Message, key hwKey, iface string, now time.Time) []Ev
 				return nil // answers that confirm no lease
 			}
 		}
-		fresh := map[netip.Addr]time.Time{}
-		var lease time.Duration
+		usable := func(a LeaseAddr) bool { return a.Valid > 0 && a.Addr.Is6() && !a.Addr.Is4In6() }
+		n := 0
 		for _, a := range m.Addrs {
-			if a.Valid > 0 && a.Addr.Is6() && !a.Addr.Is4In6() {
-				fresh[a.Addr] = expiry(now, a.Valid)
-				lease = max(lease, a.Valid)
+			if usable(a) {
+				n++
 			}
 		}
-		if len(fresh) == 0 {
+		if n == 0 {
 			return nil
+		}
+		// Sized to fit: it is kept for as long as the lease lasts.
+		fresh := make([]lease6, 0, n)
+		var lease time.Duration
+		for _, a := range m.Addrs {
+			if !usable(a) {
+				continue
+			}
+			l := lease6{addr: a.Addr, expires: expiry(now, a.Valid)}
+			if i := indexAddr(fresh, a.Addr); i >= 0 {
+				fresh[i] = l // repeated: the last one counts
+			} else {
+				fresh = append(fresh, l)
+			}
+			lease = max(lease, a.Valid)
 		}
 		dev := t.promote(key, iface, now)
 		if dev == nil {
 			return nil
 		}
 		var added, removed []netip.Addr
-		for a := range fresh {
-			if _, ok := dev.v6[a]; !ok {
-				added = append(added, a)
+		for _, l := range fresh {
+			if !dev.leased(l.addr) {
+				added = append(added, l.addr)
 			}
 		}
-		for a := range dev.v6 {
-			if _, ok := fresh[a]; !ok {
-				removed = append(removed, a)
+		for _, l := range dev.v6 {
+			if indexAddr(fresh, l.addr) < 0 {
+				removed = append(removed, l.addr)
 			}
 		}
 		wasBound := len(dev.v6) > 0
 		dev.v6, dev.v6Lease = fresh, lease
-		for a := range fresh {
-			delete(dev.learned, a) // now leased, no longer only learned
+		for _, l := range fresh {
+			delete(dev.learned, l.addr) // now leased, no longer only learned
 		}
 		if m.Relayed {
 			dev.relayed = true
@@ -590,11 +644,15 @@ func (t *Tracker) Expire(now time.Time) []Event {
 			evs = append(evs, ev)
 		}
 		var gone []netip.Addr
-		for a, exp := range dev.v6 {
-			if t.past(exp, now) {
-				delete(dev.v6, a)
-				gone = append(gone, a)
+		dev.v6 = slices.DeleteFunc(dev.v6, func(l lease6) bool {
+			if t.past(l.expires, now) {
+				gone = append(gone, l.addr)
+				return true
 			}
+			return false
+		})
+		if len(dev.v6) == 0 {
+			dev.v6 = nil
 		}
 		if len(gone) > 0 {
 			ev := t.ended(dev, KindExpired, 6, gone, now, "lease of "+dev.v6Lease.String()+" not renewed")
@@ -642,7 +700,7 @@ func (t *Tracker) Learn(mac net.HardwareAddr, addrs []netip.Addr, now time.Time)
 		if !a.Is6() || !a.IsGlobalUnicast() || a.IsLinkLocalUnicast() {
 			continue
 		}
-		if _, ok := dev.v6[a]; ok {
+		if dev.leased(a) {
 			continue
 		}
 		if _, ok := dev.learned[a]; !ok {
@@ -693,8 +751,8 @@ func (t *Tracker) event(kind Kind, dev *device, family int, now time.Time) Event
 		Kind: kind, Time: now, Interface: dev.iface, Family: family, MAC: dev.key.mac(),
 		IPv4: dev.v4, Hostname: dev.hostname, Relayed: dev.relayed,
 	}
-	for a := range dev.v6 {
-		ev.IPv6 = append(ev.IPv6, a)
+	for _, l := range dev.v6 {
+		ev.IPv6 = append(ev.IPv6, l.addr)
 	}
 	for a := range dev.learned {
 		ev.IPv6 = append(ev.IPv6, a)
@@ -703,21 +761,21 @@ func (t *Tracker) event(kind Kind, dev *device, family int, now time.Time) Event
 	switch family {
 	case 4:
 		ev.LeaseTime, ev.Expires, ev.ClientID = dev.v4Lease, dev.v4Expires, dev.clientID
-		ev.MUDURL = cmpOr(dev.url4, dev.url6)
+		ev.MUDURL = cmpOr(dev.url4, dev.url6).String()
 	case 6:
 		ev.LeaseTime, ev.ClientID = dev.v6Lease, dev.duid
-		for _, exp := range dev.v6 {
-			if ev.Expires.IsZero() || exp.After(ev.Expires) {
-				ev.Expires = exp
+		for _, l := range dev.v6 {
+			if ev.Expires.IsZero() || l.expires.After(ev.Expires) {
+				ev.Expires = l.expires
 			}
 		}
-		ev.MUDURL = cmpOr(dev.url6, dev.url4)
+		ev.MUDURL = cmpOr(dev.url6, dev.url4).String()
 	}
 	return ev
 }
 
-func cmpOr(a, b string) string {
-	if a != "" {
+func cmpOr(a, b mudURL) mudURL {
+	if a != (mudURL{}) {
 		return a
 	}
 	return b

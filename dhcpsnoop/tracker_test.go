@@ -172,6 +172,37 @@ func TestTrackerV6Lifecycle(t *testing.T) {
 	wantKinds(t, handle(t, tr, t0.Add(2*time.Minute), v6Server(macDev1, echo)))
 }
 
+// A device with several DHCPv6 addresses: an address repeated in a Reply
+// takes its last lifetime, a release ends only the addresses it names, and
+// each address expires on its own.
+func TestTrackerV6SeveralAddresses(t *testing.T) {
+	tr := NewTracker(TrackerConfig{})
+	a100, a101, a102 := netip.MustParseAddr("2001:db8:1::100"), netip.MustParseAddr("2001:db8:1::101"), netip.MustParseAddr("2001:db8:1::102")
+	rep := v6Msg(t, dhcpv6.MessageTypeReply, macDev1, 1,
+		iana6(time.Hour, "2001:db8:1::100", "2001:db8:1::101"), iana6(2*time.Hour, "2001:db8:1::102", "2001:db8:1::100"))
+	evs := handle(t, tr, t0, v6Server(macDev1, rep))
+	wantKinds(t, evs, KindBound)
+	if !slices.Equal(evs[0].IPv6, []netip.Addr{a100, a101, a102}) || !slices.Equal(evs[0].Added, evs[0].IPv6) ||
+		evs[0].LeaseTime != 2*time.Hour || !evs[0].Expires.Equal(t0.Add(2*time.Hour)) {
+		t.Errorf("bound = %s", evs[0])
+	}
+	rel := v6Msg(t, dhcpv6.MessageTypeRelease, macDev1, 2, iana6(time.Hour, "2001:db8:1::101", "2001:db8:1::101"))
+	evs = handle(t, tr, t0, v6Client(macDev1, rel))
+	wantKinds(t, evs, KindReleased)
+	if evs[0].Gone || !slices.Equal(evs[0].Removed, []netip.Addr{a101}) || !slices.Equal(evs[0].IPv6, []netip.Addr{a100, a102}) {
+		t.Errorf("released = %s", evs[0])
+	}
+	wantKinds(t, tr.Expire(t0.Add(time.Hour+time.Second)))
+	evs = tr.Expire(t0.Add(2*time.Hour + time.Second))
+	wantKinds(t, evs, KindExpired)
+	if !evs[0].Gone || !slices.Equal(evs[0].Removed, []netip.Addr{a100, a102}) || len(evs[0].IPv6) != 0 {
+		t.Errorf("expired = %s", evs[0])
+	}
+	if tr.Bound(macDev1) {
+		t.Error("still bound with no address left")
+	}
+}
+
 // RFC 8520 §10: option 112 inside Relay-Forward; the client is named by the
 // relay's Client Link-Layer Address option, not by the frame (from the relay).
 func TestTrackerV6Relayed(t *testing.T) {

@@ -3,11 +3,13 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/openmud/mud/api"
+	"github.com/openmud/mud/internal/cli/mudd"
 	"github.com/openmud/mud/internal/lab/gwlab"
 )
 
@@ -87,6 +89,13 @@ func TestViolationNamesDevicePeerAndPort(t *testing.T) {
 	}
 	if n, err := e.gw.Metric("mud_dhcp_queue_drops_total"); err != nil || n != 0 {
 		t.Errorf("mud_dhcp_queue_drops_total = %d, %v; want 0", n, err)
+	}
+	// mudd collects its heap at its own GOGC unless the environment (which
+	// the lab's mudd inherits) sets one.
+	if _, set := os.LookupEnv("GOGC"); !set {
+		if n, err := e.gw.Metric("go_gc_gogc_percent"); err != nil || n != mudd.DefaultGCPercent {
+			t.Errorf("go_gc_gogc_percent = %d, %v; want mudd's default, %d", n, err, mudd.DefaultGCPercent)
+		}
 	}
 	// And the resolver's: no held DNS answer was lost.
 	if n, err := e.gw.Metric("mud_dns_release_errors_total"); err != nil || n != 0 {

@@ -3,7 +3,6 @@ package manager
 import (
 	"context"
 	"fmt"
-	"maps"
 	"net"
 	"net/netip"
 	"slices"
@@ -406,11 +405,11 @@ func (m *Manager) markLearned(mac string) {
 // lessee is the device whose lease holds a, "" when none does (the first
 // by MAC, should two).
 func (m *Manager) lessee(a netip.Addr) string {
-	macs := m.st.leases[a]
-	if len(macs) == 0 {
+	hs := m.st.leases[a]
+	if len(hs) == 0 {
 		return ""
 	}
-	return slices.Min(slices.Collect(maps.Keys(macs)))
+	return hs[0].mac
 }
 
 // leased takes the addresses of a device's lease away from the learned

@@ -219,6 +219,9 @@ func (m *Manager) publish(e store.Event) {
 }
 
 func (m *Manager) publishNow(e store.Event) {
+	if m.onPublish != nil {
+		m.onPublish(e)
+	}
 	keep := m.subscribers[:0]
 	for _, s := range m.subscribers {
 		if s.ctx.Err() != nil {

@@ -2,6 +2,7 @@ package manager
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/netip"
 	"slices"
@@ -56,10 +57,11 @@ func TestSnoopedDNSGoesFirst(t *testing.T) {
 // Arrivals that wait while the manager is busy are handled together and
 // reconciled once: 1,000 of them are a few enforcer transactions (256
 // inputs each at most), not 1,000, and as few store commits (one fsync a
-// batch). The store commits a batch before the enforcer gets it: no
-// device reaches the kernel before its record is saved. An
-// administrator's command taken in such a batch is answered once the
-// reconcile that applied it is done.
+// batch). The store commits a batch while the enforcer takes it, and
+// nothing of the batch is told before the commit: every event published
+// is in the store with its device's record. An administrator's command
+// taken in such a batch is answered once the reconcile that applied it
+// is done.
 func TestBurstCoalesced(t *testing.T) {
 	srv, u := camServer(t, "", false)
 	dir := tmpfsDir(t)
@@ -79,24 +81,28 @@ func TestBurstCoalesced(t *testing.T) {
 	}
 	fe := newFakeEnforcer()
 	var st *store.Store
-	var unsaved []string
-	fe.onUpdate = func(u enforcer.Update) {
-		for _, d := range u.UpsertDevices {
-			err := st.View(func(tx *store.Tx) error {
-				_, err := tx.Devices().Get(d.MAC.String())
-				return err
-			})
-			if err != nil {
-				fe.mu.Lock()
-				unsaved = append(unsaved, d.MAC.String())
-				fe.mu.Unlock()
+	var published, unsaved []string // events: all, and those the store did not have
+	onPublish := func(e store.Event) {
+		// On the manager's goroutine, as the event leaves.
+		err := st.View(func(tx *store.Tx) error {
+			evs, err := tx.Events(e.Seq-1, 1)
+			if err == nil && (len(evs) != 1 || evs[0].Seq != e.Seq) {
+				err = fmt.Errorf("event %d not in the store", e.Seq)
 			}
+			if err == nil && e.MAC != "" {
+				_, err = tx.Devices().Get(e.MAC)
+			}
+			return err
+		})
+		published = append(published, e.MAC)
+		if err != nil {
+			unsaved = append(unsaved, e.MAC+": "+err.Error())
 		}
 	}
 	h := startManager(t, harnessOpts{dir: dir, enf: fe, fetcher: srv.fetcher(t, srv.ca.Pool()), anchors: srv.ca.Pool(),
 		tweak: func(c *Config) { c.Leases, c.Tick = leases, time.Hour },
 		// Batches bounded by count alone, whatever the machine's speed.
-		setup: func(m *Manager) { m.batchTime = time.Hour; st = m.cfg.Store }})
+		setup: func(m *Manager) { m.batchTime = time.Hour; st = m.cfg.Store; m.onPublish = onPublish }})
 	commits0 := st.Commits()
 	if _, err := h.m.Quarantine(context.Background(), adm, mac(1).String(), Action{Reason: "burst"}); err != nil {
 		t.Fatal(err)
@@ -119,10 +125,12 @@ func TestBurstCoalesced(t *testing.T) {
 			if c := st.Commits() - commits0; c > uint64(2*max) {
 				t.Errorf("%d arrivals and a command took %d store commits, want at most %d", n, c, 2*max)
 			}
-			fe.mu.Lock()
-			defer fe.mu.Unlock()
+			h.stop() // published and unsaved are the manager goroutine's until then
+			if len(published) < n {
+				t.Errorf("%d events published for %d arrivals, want one at least for each", len(published), n)
+			}
 			if len(unsaved) > 0 {
-				t.Errorf("%d devices reached the enforcer before the store had them, %s first", len(unsaved), unsaved[0])
+				t.Errorf("%d events were published before the store had them (or their device), first %s", len(unsaved), unsaved[0])
 			}
 			return
 		}

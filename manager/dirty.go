@@ -3,6 +3,7 @@ package manager
 import (
 	"net/netip"
 	"slices"
+	"strings"
 
 	"github.com/openmud/mud/policy"
 	"github.com/openmud/mud/store"
@@ -99,12 +100,20 @@ type stateIndex struct {
 	urlOf      map[string]string              // MAC → the URL it is indexed under
 	counts     map[store.State]int            // devices by state
 	unenforced int                            // devices whose Enforcement is unenforced
-	leases     map[netip.Addr]map[string]int  // leased address → MACs of devices not removed that hold it
+	leases     map[netip.Addr][]leaseHold     // leased address → devices not removed that hold it, by MAC
+}
+
+// leaseHold is one device holding a leased address (n times: a device's
+// record may list an address twice). An address has one holder but for
+// a conflict: a slice, not a map, per address.
+type leaseHold struct {
+	mac string
+	n   int
 }
 
 func newStateIndex() stateIndex {
 	return stateIndex{byURL: map[string]map[string]struct{}{}, byAuth: map[string]map[string]struct{}{},
-		urlOf: map[string]string{}, counts: map[store.State]int{}, leases: map[netip.Addr]map[string]int{}}
+		urlOf: map[string]string{}, counts: map[store.State]int{}, leases: map[netip.Addr][]leaseHold{}}
 }
 
 func addTo(idx map[string]map[string]struct{}, k, mac string) {
@@ -138,16 +147,21 @@ func (x *stateIndex) count(d *store.Device, n int) {
 		return
 	}
 	for _, a := range d.IPs {
-		macs := x.leases[a]
-		if macs == nil {
-			macs = map[string]int{}
-			x.leases[a] = macs
-		}
-		if macs[d.MAC] += n; macs[d.MAC] <= 0 {
-			delete(macs, d.MAC)
-			if len(macs) == 0 {
-				delete(x.leases, a)
+		hs := x.leases[a]
+		i, found := slices.BinarySearchFunc(hs, d.MAC, func(h leaseHold, mac string) int { return strings.Compare(h.mac, mac) })
+		if !found {
+			if n <= 0 {
+				continue
 			}
+			hs = slices.Insert(hs, i, leaseHold{mac: d.MAC})
+		}
+		if hs[i].n += n; hs[i].n <= 0 {
+			hs = slices.Delete(hs, i, i+1)
+		}
+		if len(hs) == 0 {
+			delete(x.leases, a)
+		} else {
+			x.leases[a] = hs
 		}
 	}
 }

@@ -200,11 +200,12 @@ func (m *Manager) writeMetrics(ctx context.Context, w io.Writer) {
 
 // runtimeGauges are the Go runtime's memory figures in /metrics, under the
 // names Prometheus' Go collector gives them: what the heap holds live, what
-// the runtime has mapped in all, and the soft limit (GOMEMLIMIT).
+// the runtime has mapped in all, the soft limit (GOMEMLIMIT) and GOGC.
 var runtimeGauges = []struct{ name, sample, help string }{
 	{"go_gc_heap_live_bytes", "/gc/heap/live:bytes", "Heap memory occupied by live objects, as of the last garbage collection."},
 	{"go_memory_classes_total_bytes", "/memory/classes/total:bytes", "All memory mapped by the Go runtime into mudd's address space."},
 	{"go_gc_gomemlimit_bytes", "/gc/gomemlimit:bytes", "The Go runtime's soft memory limit (GOMEMLIMIT)."},
+	{"go_gc_gogc_percent", "/gc/gogc:percent", "Heap growth over the live heap before the next collection, in percent (GOGC)."},
 }
 
 func writeRuntimeMetrics(w io.Writer) {

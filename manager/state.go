@@ -546,9 +546,9 @@ func (m *Manager) reassigned(mac string, ips []netip.Addr) {
 	// every device (a lease event must not cost more with more devices).
 	holders := map[string]struct{}{}
 	for _, a := range ips {
-		for other := range m.st.leases[a] {
-			if other != mac {
-				holders[other] = struct{}{}
+		for _, h := range m.st.leases[a] {
+			if h.mac != mac {
+				holders[h.mac] = struct{}{}
 			}
 		}
 	}
@@ -632,6 +632,26 @@ func (m *Manager) remove(mac string) {
 	m.staticLeaseChanged(mac, leased)
 }
 
+// interner gives one copy of each string that many records decoded from
+// the store repeat (a URL, an interface, a state): each record has its
+// own copy of every string, some 300 bytes a device, 3 MB with 10,000.
+type interner map[string]string
+
+func (in interner) of(s string) string {
+	if c, ok := in[s]; ok {
+		return c
+	}
+	in[s] = s
+	return s
+}
+
+// device interns the strings a device's record shares with others.
+func (in interner) device(d *store.Device) {
+	d.Interface, d.Port, d.MUDURL, d.Reason, d.PolicyID = in.of(d.Interface), in.of(d.Port), in.of(d.MUDURL), in.of(d.Reason), in.of(d.PolicyID)
+	d.URLSource, d.State, d.Enforcement = store.URLSource(in.of(string(d.URLSource))), store.State(in.of(string(d.State))), store.Enforcement(in.of(string(d.Enforcement)))
+	d.UnenforcedReason = in.of(d.UnenforcedReason)
+}
+
 // load reads the store snapshot into memory, re-verifies cached files
 // against the current trust anchors and re-evaluates every device.
 func (m *Manager) load(ctx context.Context) error {
@@ -652,8 +672,14 @@ func (m *Manager) load(ctx context.Context) error {
 		learnedBy: map[netip.Addr]string{}, learnedUnsaved: map[string]bool{}, urlUnknown: map[string]string{}, violated: map[string][]time.Time{},
 	}
 	m.st = s
+	in := interner{}
 	for _, d := range snap.Devices {
+		in.device(&d)
 		m.putDevice(&d)
+	}
+	for mac, p := range s.pinsByMAC {
+		p.MUDURL, p.Signer, p.Authority = in.of(p.MUDURL), in.of(p.Signer), in.of(p.Authority)
+		s.pinsByMAC[mac] = p
 	}
 	for mac, r := range snap.Rejections {
 		s.rejected[mac] = r.Digest

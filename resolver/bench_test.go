@@ -1,7 +1,10 @@
 package resolver
 
 import (
+	"fmt"
+	"net"
 	"net/netip"
+	"runtime"
 	"testing"
 	"time"
 
@@ -42,4 +45,50 @@ func BenchmarkHandleFrame(b *testing.B) {
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "frames/s")
 		})
 	}
+}
+
+// BenchmarkDeviceMemory is the long-lived heap per device of snooping:
+// 10,000 devices registered with SetDeviceNames as mudd does, their name
+// lists drawn from 100 policies of 3 names each. hold adds what the hold
+// set's bookkeeping keeps when every device is in the kernel's set.
+// B/device is the live heap after GC divided by the devices.
+func BenchmarkDeviceMemory(b *testing.B) {
+	const n, policies = 10000, 100
+	lists := make([][]string, policies)
+	for p := range lists {
+		lists[p] = []string{fmt.Sprintf("api.vendor%d.example", p), fmt.Sprintf("time.vendor%d.example", p), "cdn.example.net"}
+	}
+	for _, hold := range []bool{false, true} {
+		b.Run(map[bool]string{false: "names", true: "names+hold"}[hold], func(b *testing.B) {
+			var perDevice float64
+			for b.Loop() {
+				before := liveHeap()
+				r, err := New(Config{Server: "127.0.0.1:53"})
+				if err != nil {
+					b.Fatal(err)
+				}
+				for i := range n {
+					mac := net.HardwareAddr{0x02, 0, 0, byte(i >> 16), byte(i >> 8), byte(i)}
+					if err := r.SetDeviceNames(mac, lists[i%policies]); err != nil {
+						b.Fatal(err)
+					}
+					if hold {
+						// What add records once the kernel took the MAC.
+						r.hold.markHeld([6]byte(mac))
+					}
+				}
+				perDevice = float64(liveHeap()-before) / n
+				runtime.KeepAlive(r)
+			}
+			b.ReportMetric(perDevice, "B/device")
+		})
+	}
+}
+
+// liveHeap is the heap in use after a full collection.
+func liveHeap() int64 {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return int64(ms.HeapAlloc)
 }

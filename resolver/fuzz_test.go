@@ -99,7 +99,7 @@ func FuzzHandleFrame(f *testing.F) {
 	// An answer from a source that is not trusted.
 	f.Add(buildFrame(frameSpec{dst: devMAC, src: netip.MustParseAddr("203.0.113.13"), dstIP: dev4, sport: 53, dport: 40000}, cdnResponse()))
 	r := snooper(f, Config{})
-	r.hold.setMAC([6]byte(devMAC), holdMAC{inKernel: true})
+	r.hold.markHeld([6]byte(devMAC))
 	// Devices of the lab's captured frames too.
 	for i := byte(1); i <= 4; i++ {
 		_ = r.SetDeviceNames([]byte{2, 0, 0, 0, 1, i}, []string{"api.vendor.test", "edge7.cdn.test", "time.vendor.test"})

@@ -50,42 +50,62 @@ type holdState struct {
 	table *dnshold.Table // nil while not holding
 
 	macMu sync.RWMutex
-	macs  map[[6]byte]holdMAC
-}
-
-// holdMAC is a MAC that is, or was until recently, in the kernel set.
-type holdMAC struct {
-	inKernel bool
-	until    time.Time // after removal: held until then
+	// kernel is the MACs in the kernel set, which while holding is every
+	// device with names: it keeps nothing but the MAC.
+	kernel map[[6]byte]struct{}
+	// lingering are MACs removed from the kernel set recently, held until
+	// the time given; swept at most every holdLinger, so that a burst of
+	// removals costs no more than its entries.
+	lingering map[[6]byte]time.Time
+	sweepAt   time.Time
 }
 
 // held reports whether the kernel may have dropped a frame to mac.
 func (h *holdState) held(mac [6]byte, now time.Time) bool {
 	h.macMu.RLock()
-	m, ok := h.macs[mac]
-	h.macMu.RUnlock()
-	return ok && (m.inKernel || now.Before(m.until))
+	defer h.macMu.RUnlock()
+	if _, ok := h.kernel[mac]; ok {
+		return true
+	}
+	until, ok := h.lingering[mac]
+	return ok && now.Before(until)
 }
 
 func (h *holdState) inKernel(mac [6]byte) bool {
 	h.macMu.RLock()
 	defer h.macMu.RUnlock()
-	return h.macs[mac].inKernel
+	_, ok := h.kernel[mac]
+	return ok
 }
 
-func (h *holdState) setMAC(mac [6]byte, m holdMAC) {
+// markHeld records that mac is in the kernel set.
+func (h *holdState) markHeld(mac [6]byte) {
 	h.macMu.Lock()
 	defer h.macMu.Unlock()
-	if h.macs == nil {
-		h.macs = make(map[[6]byte]holdMAC)
+	if h.kernel == nil {
+		h.kernel = make(map[[6]byte]struct{})
 	}
-	now := time.Now()
-	for k, o := range h.macs {
-		if !o.inKernel && !now.Before(o.until) {
-			delete(h.macs, k)
+	h.kernel[mac] = struct{}{}
+	delete(h.lingering, mac)
+}
+
+// markReleased records that mac left the kernel set and is held until then.
+func (h *holdState) markReleased(mac [6]byte, until time.Time) {
+	h.macMu.Lock()
+	defer h.macMu.Unlock()
+	delete(h.kernel, mac)
+	if h.lingering == nil {
+		h.lingering = make(map[[6]byte]time.Time)
+	}
+	if now := time.Now(); !now.Before(h.sweepAt) {
+		for k, u := range h.lingering {
+			if !now.Before(u) {
+				delete(h.lingering, k)
+			}
 		}
+		h.sweepAt = now.Add(holdLinger)
 	}
-	h.macs[mac] = m
+	h.lingering[mac] = until
 }
 
 // add puts mac into the kernel set (h.mu held). Not holding: nothing to do.
@@ -96,7 +116,7 @@ func (h *holdState) add(mac [6]byte) error {
 	if err := h.table.Add(mac); err != nil {
 		return err
 	}
-	h.setMAC(mac, holdMAC{inKernel: true})
+	h.markHeld(mac)
 	return nil
 }
 
@@ -109,7 +129,7 @@ func (h *holdState) remove(mac [6]byte) error {
 	if err := h.table.Remove(mac); err != nil {
 		return err
 	}
-	h.setMAC(mac, holdMAC{until: time.Now().Add(holdLinger)})
+	h.markReleased(mac, time.Now().Add(holdLinger))
 	return nil
 }
 
@@ -132,7 +152,7 @@ func (r *Resolver) startHold(ports []string) error {
 	}
 	h.table = t
 	for _, m := range macs {
-		h.setMAC(m, holdMAC{inKernel: true})
+		h.markHeld(m)
 	}
 	return nil
 }
@@ -148,7 +168,7 @@ func (r *Resolver) stopHold() {
 	h.table.Close()
 	h.table = nil
 	h.macMu.Lock()
-	clear(h.macs)
+	h.kernel, h.lingering = nil, nil
 	h.macMu.Unlock()
 }
 

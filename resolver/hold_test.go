@@ -34,7 +34,7 @@ func TestHoldNeedsApply(t *testing.T) {
 func TestHeldFrame(t *testing.T) {
 	r := snooper(t, Config{})
 	now := time.Now()
-	r.hold.setMAC([6]byte(devMAC), holdMAC{inKernel: true})
+	r.hold.markHeld([6]byte(devMAC))
 	msg := cdnResponse()
 	v4 := frameSpec{dst: devMAC, src: gw4, dstIP: dev4, sport: 53, dport: 40000}
 	v6 := frameSpec{dst: devMAC, src: gw6, dstIP: dev6, sport: 53, dport: 40000}
@@ -64,12 +64,38 @@ func TestHeldFrame(t *testing.T) {
 		}
 	}
 	// Removed from the kernel set: still held for a moment, then not.
-	r.hold.setMAC([6]byte(devMAC), holdMAC{until: now.Add(holdLinger)})
+	r.hold.markReleased([6]byte(devMAC), now.Add(holdLinger))
 	if !r.heldFrame(buildFrame(v4, msg), false, now) {
 		t.Error("a frame captured just after its device left the hold set is not released")
 	}
 	if r.heldFrame(buildFrame(v4, msg), false, now.Add(holdLinger)) {
 		t.Error("a device removed from the hold set long ago is still held")
+	}
+}
+
+// The hold bookkeeping: a MAC is held while in the kernel set and for
+// holdLinger after it leaves; the lingering ones are swept.
+func TestHoldBookkeeping(t *testing.T) {
+	var h holdState
+	a, b := [6]byte(devMAC), [6]byte(otherMAC)
+	now := time.Now()
+	h.markHeld(a)
+	if !h.inKernel(a) || !h.held(a, now.Add(time.Hour)) || h.held(b, now) {
+		t.Fatal("a MAC in the kernel set not held, or another one held")
+	}
+	h.markReleased(a, now.Add(holdLinger))
+	if h.inKernel(a) || !h.held(a, now) || h.held(a, now.Add(holdLinger)) {
+		t.Error("a MAC just released: not held for holdLinger only")
+	}
+	h.markHeld(a)
+	if !h.held(a, now.Add(time.Hour)) || len(h.lingering) != 0 {
+		t.Error("a MAC back in the kernel set is not held, or still lingers")
+	}
+	h.markReleased(a, now.Add(-time.Second))
+	h.sweepAt = time.Time{} // due
+	h.markReleased(b, now.Add(holdLinger))
+	if _, ok := h.lingering[a]; ok || len(h.lingering) != 1 || len(h.kernel) != 0 {
+		t.Errorf("after a sweep: lingering %v, kernel %v", h.lingering, h.kernel)
 	}
 }
 

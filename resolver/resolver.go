@@ -327,7 +327,7 @@ func New(cfg Config) (*Resolver, error) {
 		applying: make(chan struct{}, maxHeld),
 	}
 	r.trust.init(&r.cfg)
-	r.snoop.devices = make(map[[6]byte]*deviceNames)
+	r.snoop.init()
 	return r, nil
 }
 

@@ -7,23 +7,65 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/openmud/mud/internal/packet"
 )
 
-// snoopState holds the per-device name lists.
+// snoopState holds the per-device name sets. The devices of one policy
+// have the same names, so a set is shared by every device that has it:
+// a device costs its map entry, not a copy of its names.
 type snoopState struct {
 	mu      sync.RWMutex
-	devices map[[6]byte]*deviceNames
+	devices map[[6]byte]*nameSet
+	sets    map[string]*nameSet // by nameSet.key
 }
 
-// deviceNames is the set of names (lower case, trailing dot) one device's
-// policy mentions.
-type deviceNames struct {
-	mac   net.HardwareAddr
-	names map[string]string // fqdn -> normalised name
+// nameSet is a set of names one or more devices' policies mention. Only
+// refs changes once it is made, so its names are read without the lock.
+type nameSet struct {
+	key   string            // the sorted names joined by nameSep
+	names map[string]string // fqdn (lower case, trailing dot) -> normalised name
+	refs  int               // devices that have it; under snoopState.mu
+}
+
+// nameSep joins the names of a set's key: it occurs in no normalised name.
+const nameSep = ","
+
+func (s *snoopState) init() {
+	s.devices = make(map[[6]byte]*nameSet)
+	s.sets = make(map[string]*nameSet)
+}
+
+// set gives mac the names norms (sorted, without repeats), sharing the set
+// of other devices with the same ones (s.mu held).
+func (s *snoopState) set(mac [6]byte, norms []string) {
+	key := strings.Join(norms, nameSep)
+	ns := s.sets[key]
+	if ns == nil {
+		ns = &nameSet{key: key, names: make(map[string]string, len(norms))}
+		for _, n := range norms {
+			ns.names[fqdn(n)] = n
+		}
+		s.sets[key] = ns
+	}
+	ns.refs++ // before forgetting the old set, which may be this one
+	s.forget(mac)
+	s.devices[mac] = ns
+}
+
+// forget removes mac's names; a set no device has is freed (s.mu held).
+func (s *snoopState) forget(mac [6]byte) {
+	ns := s.devices[mac]
+	if ns == nil {
+		return
+	}
+	delete(s.devices, mac)
+	if ns.refs--; ns.refs == 0 {
+		delete(s.sets, ns.key)
+	}
 }
 
 // SetDeviceNames replaces the list of names whose snooped answers matter for
@@ -39,7 +81,7 @@ func (r *Resolver) SetDeviceNames(mac net.HardwareAddr, names []string) error {
 		return fmt.Errorf("setting snooped names: MAC %s is not a 48-bit Ethernet address", mac)
 	}
 	key := [6]byte(mac)
-	d := &deviceNames{mac: append(net.HardwareAddr(nil), mac...), names: make(map[string]string, len(names))}
+	norms := make([]string, 0, len(names))
 	var errs []error
 	for _, n := range names {
 		norm, err := Normalize(n)
@@ -47,21 +89,23 @@ func (r *Resolver) SetDeviceNames(mac net.HardwareAddr, names []string) error {
 			errs = append(errs, err)
 			continue
 		}
-		d.names[fqdn(norm)] = norm
+		norms = append(norms, norm)
 	}
+	slices.Sort(norms)
+	norms = slices.Compact(norms)
 	// The kernel's hold set only ever holds devices the snooper knows:
 	// added after the names, removed before them.
 	r.hold.mu.Lock()
-	if len(d.names) == 0 {
+	if len(norms) == 0 {
 		if err := r.hold.remove(key); err != nil {
 			errs = append(errs, err)
 		}
 		r.snoop.mu.Lock()
-		delete(r.snoop.devices, key)
+		r.snoop.forget(key)
 		r.snoop.mu.Unlock()
 	} else {
 		r.snoop.mu.Lock()
-		r.snoop.devices[key] = d
+		r.snoop.set(key, norms)
 		r.snoop.mu.Unlock()
 		if err := r.hold.add(key); err != nil {
 			errs = append(errs, err)
@@ -93,10 +137,11 @@ func (r *Resolver) HandleFrame(frame []byte, now time.Time) []Update {
 	if len(frame) < 14 {
 		return nil
 	}
+	mac := [6]byte(frame[0:6])
 	r.snoop.mu.RLock()
-	dev := r.snoop.devices[[6]byte(frame[0:6])]
+	ns := r.snoop.devices[mac]
 	r.snoop.mu.RUnlock()
-	if dev == nil {
+	if ns == nil {
 		return nil
 	}
 	src, payload, tcp, ok := dnsPayload(frame)
@@ -105,7 +150,7 @@ func (r *Resolver) HandleFrame(frame []byte, now time.Time) []Update {
 	}
 	var out []Update
 	if !tcp {
-		out = r.handleMessage(dev, payload, now, nil)
+		out = r.handleMessage(ns, mac, payload, now, nil)
 	} else {
 		// DNS over TCP: 2-byte length prefix, possibly several messages.
 		for len(payload) >= 2 {
@@ -113,12 +158,12 @@ func (r *Resolver) HandleFrame(frame []byte, now time.Time) []Update {
 			if n == 0 || len(payload) < 2+n {
 				break
 			}
-			out = r.handleMessage(dev, payload[2:2+n], now, out)
+			out = r.handleMessage(ns, mac, payload[2:2+n], now, out)
 			payload = payload[2+n:]
 		}
 	}
 	if len(out) > 0 && !r.trust.trusted(src) {
-		r.refuse(src, dev, out, now)
+		r.refuse(src, out, now)
 		return nil
 	}
 	r.stats.snoops.Add(uint64(len(out)))
@@ -134,8 +179,9 @@ func inPrefixes(a netip.Addr, ps []netip.Prefix) bool {
 	return false
 }
 
-// handleMessage parses one DNS message sent to dev and appends its updates.
-func (r *Resolver) handleMessage(dev *deviceNames, msg []byte, now time.Time, out []Update) []Update {
+// handleMessage parses one DNS message sent to the device mac, whose names
+// are ns, and appends its updates.
+func (r *Resolver) handleMessage(ns *nameSet, mac [6]byte, msg []byte, now time.Time, out []Update) []Update {
 	// Cheap checks before a full parse: QR set, opcode QUERY, rcode
 	// NOERROR, one question, at least one answer.
 	if len(msg) < 12 || msg[2]&0x80 == 0 || msg[2]&0x78 != 0 || msg[3]&0x0f != RcodeSuccess ||
@@ -151,10 +197,14 @@ func (r *Resolver) handleMessage(dev *deviceNames, msg []byte, now time.Time, ou
 	if err != nil || len(c.addrs) == 0 {
 		return out
 	}
+	var device net.HardwareAddr // made for the first update: most answers yield none
 	for i, n := range c.names {
-		name, watched := dev.names[n]
+		name, watched := ns.names[n]
 		if !watched {
 			continue
+		}
+		if device == nil {
+			device = append(net.HardwareAddr(nil), mac[:]...)
 		}
 		ttl := time.Duration(c.ttlFrom(i)) * time.Second
 		out = append(out, Update{
@@ -163,7 +213,7 @@ func (r *Resolver) handleMessage(dev *deviceNames, msg []byte, now time.Time, ou
 			TTL:      ttl,
 			Expires:  now.Add(r.clamp(ttl)),
 			Source:   Snooped,
-			Device:   dev.mac,
+			Device:   device,
 			Captured: now,
 		})
 	}
@@ -194,13 +244,13 @@ func (r *Resolver) DeviceNames(mac net.HardwareAddr) []string {
 		return nil
 	}
 	r.snoop.mu.RLock()
-	d := r.snoop.devices[[6]byte(mac)]
+	ns := r.snoop.devices[[6]byte(mac)]
 	r.snoop.mu.RUnlock()
-	if d == nil {
+	if ns == nil {
 		return nil
 	}
-	out := make([]string, 0, len(d.names))
-	for _, n := range d.names {
+	out := make([]string, 0, len(ns.names))
+	for _, n := range ns.names {
 		out = append(out, n)
 	}
 	slices.Sort(out)

@@ -4,6 +4,7 @@ package resolver
 // answers of the resolver the device uses).
 
 import (
+	"net"
 	"net/netip"
 	"slices"
 	"testing"
@@ -158,6 +159,75 @@ func TestHandleFrameClampsAndSources(t *testing.T) {
 	}
 	if got := r.DeviceNames(devMAC); !slices.Equal(got, []string{"ok.test"}) {
 		t.Errorf("DeviceNames = %v, want the valid names kept", got)
+	}
+}
+
+// Devices with the same names (whatever their case, order, trailing dots
+// or repeats) share one set, which goes when its last device does; each
+// device still gets updates of its own.
+func TestDeviceNamesShared(t *testing.T) {
+	r := snooper(t, Config{})
+	third := net.HardwareAddr{0x02, 0, 0, 0, 0x01, 0x03}
+	if err := r.SetDeviceNames(third, []string{"time.vendor.test", "edge7.cdn.test.", "api.vendor.test", "EDGE7.cdn.test"}); err != nil {
+		t.Fatal(err)
+	}
+	sets := func() int {
+		r.snoop.mu.RLock()
+		defer r.snoop.mu.RUnlock()
+		return len(r.snoop.sets)
+	}
+	set := func(mac net.HardwareAddr) *nameSet {
+		r.snoop.mu.RLock()
+		defer r.snoop.mu.RUnlock()
+		return r.snoop.devices[[6]byte(mac)]
+	}
+	if set(third) != set(devMAC) || set(third).refs != 2 || sets() != 2 {
+		t.Fatalf("equal name lists not shared: %p %p, %d sets", set(third), set(devMAC), sets())
+	}
+	now := time.Unix(1_700_000_000, 0)
+	third4 := frameSpec{dst: third, src: gw4, dstIP: dev4, sport: 53, dport: 40000}
+	for _, mac := range []net.HardwareAddr{devMAC, third} {
+		f := udp4(cdnResponse())
+		if slices.Equal(mac, third) {
+			f = buildFrame(third4, cdnResponse())
+		}
+		ups := r.HandleFrame(f, now)
+		if len(ups) != 2 || !slices.Equal(ups[0].Device, mac) || !slices.Equal(ups[1].Device, mac) {
+			t.Errorf("updates for %s: %+v", mac, ups)
+		}
+	}
+	// The same names again: nothing changes.
+	if err := r.SetDeviceNames(third, []string{"api.vendor.test", "edge7.cdn.test", "time.vendor.test"}); err != nil {
+		t.Fatal(err)
+	}
+	if set(third) != set(devMAC) || set(third).refs != 2 || sets() != 2 {
+		t.Errorf("set again: %d refs, %d sets", set(third).refs, sets())
+	}
+	// Other names: the shared set stays with the device that has it.
+	if err := r.SetDeviceNames(third, []string{"other.vendor.test"}); err != nil {
+		t.Fatal(err)
+	}
+	if set(third) != set(otherMAC) || set(devMAC).refs != 1 || set(otherMAC).refs != 2 || sets() != 2 {
+		t.Errorf("after a change: %d and %d refs, %d sets", set(devMAC).refs, set(otherMAC).refs, sets())
+	}
+	if err := r.SetDeviceNames(devMAC, nil); err != nil {
+		t.Fatal(err)
+	}
+	if set(devMAC) != nil || sets() != 1 || r.DeviceNames(devMAC) != nil {
+		t.Errorf("after forgetting the last device of a set: %d sets", sets())
+	}
+	// Only invalid names: forgotten, with the error.
+	if err := r.SetDeviceNames(third, []string{"1.2.3.4"}); err == nil {
+		t.Error("invalid name accepted")
+	}
+	if set(third) != nil || set(otherMAC).refs != 1 || sets() != 1 {
+		t.Errorf("after an invalid list: %d sets", sets())
+	}
+	if err := r.SetDeviceNames(otherMAC, []string{}); err != nil {
+		t.Fatal(err)
+	}
+	if sets() != 0 {
+		t.Errorf("%d sets left with no device", sets())
 	}
 }
 

@@ -99,8 +99,8 @@ func (r *Resolver) TrustedSources() []netip.Prefix {
 }
 
 // refuse counts and logs an answer from an untrusted source that would
-// have produced ups.
-func (r *Resolver) refuse(src netip.Addr, dev *deviceNames, ups []Update, now time.Time) {
+// have produced ups (at least one).
+func (r *Resolver) refuse(src netip.Addr, ups []Update, now time.Time) {
 	total := r.stats.refused.Add(1)
 	ok, skipped := r.trust.logs.allow(now)
 	if !ok {
@@ -110,7 +110,7 @@ func (r *Resolver) refuse(src netip.Addr, dev *deviceNames, ups []Update, now ti
 	for i, u := range ups {
 		names[i] = u.Name
 	}
-	attrs := []any{slog.String("source", src.String()), slog.String("device", dev.mac.String()),
+	attrs := []any{slog.String("source", src.String()), slog.String("device", ups[0].Device.String()),
 		slog.Any("names", names), slog.Any("addrs", ups[0].Addrs), slog.Uint64("refused_total", total)}
 	if skipped > 0 {
 		attrs = append(attrs, slog.Int("not_logged", skipped))

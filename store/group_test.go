@@ -74,3 +74,45 @@ func TestGroup(t *testing.T) {
 		t.Errorf("events after Commit: %v, %v; want one, seq 1", evs, err)
 	}
 }
+
+// TestGroupStart commits a group in the background: the caller reads the
+// store meanwhile, a later Update waits for the commit, and what wait
+// returned nil for is on disk.
+func TestGroupStart(t *testing.T) {
+	s, path := openTemp(t, Options{})
+	g, err := s.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d1 := sampleDevice()
+	if err := g.Update(func(tx *Tx) error { return tx.Devices().Put(d1) }); err != nil {
+		t.Fatal(err)
+	}
+	before := s.Commits()
+	wait := g.Start()
+	if err := s.View(func(tx *Tx) error { _, err := tx.Devices().List(); return err }); err != nil {
+		t.Errorf("reading while the group commits: %v", err)
+	}
+	d2 := sampleDevice()
+	d2.MAC = "02:00:00:00:00:02"
+	mustUpdate(t, s, func(tx *Tx) error { return tx.Devices().Put(d2) })
+	if err := wait(); err != nil {
+		t.Fatal(err)
+	}
+	if n := s.Commits() - before; n != 2 {
+		t.Errorf("the group and an Update counted %d commits, want 2", n)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s2, err := Open(path, Options{Now: fixedClock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	for _, mac := range []string{d1.MAC, d2.MAC} {
+		if err := s2.View(func(tx *Tx) error { _, err := tx.Devices().Get(mac); return err }); err != nil {
+			t.Errorf("device %s after the group's background commit and reopen: %v", mac, err)
+		}
+	}
+}

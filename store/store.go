@@ -241,7 +241,26 @@ func (g *Group) Commit() error {
 	if g.err != nil {
 		return g.err
 	}
-	err := g.btx.Commit()
+	return g.finish(g.btx.Commit())
+}
+
+// Start is Commit in two halves: the write and fsync begin at once in a
+// goroutine of their own, so that the caller can go on meanwhile, and wait
+// returns Commit's result. wait must be called, from the group's
+// goroutine: the retry of a failed commit runs the changes again there,
+// as they may read that goroutine's state.
+func (g *Group) Start() (wait func() error) {
+	if g.err != nil {
+		err := g.err
+		return func() error { return err }
+	}
+	done := make(chan error, 1)
+	go func() { done <- g.btx.Commit() }()
+	return func() error { return g.finish(<-done) }
+}
+
+// finish counts a commit that succeeded or tries a failed one once more.
+func (g *Group) finish(err error) error {
 	if err == nil {
 		g.s.commits.Add(1)
 		return nil

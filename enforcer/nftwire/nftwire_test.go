@@ -304,3 +304,30 @@ func TestProbes(t *testing.T) {
 		t.Errorf("the destroy names table %q", top[unix.NFTA_SET_ELEM_LIST_TABLE])
 	}
 }
+
+// Many elements are encoded in two halves at once: the messages are those
+// of the sets encoded one after the other, in order.
+func TestAddElemsInHalves(t *testing.T) {
+	now := time.Now()
+	var sets []plan.SetElems
+	for s, n := range []int{3, 15000, 1, 9000, 12000, 2} {
+		var els []*plan.Elem
+		for i := range n {
+			els = append(els, &plan.Elem{Key: plan.ACLKey{Dispatch: uint32(s), Group: uint32(i), Proto: 6, Port: 443}})
+		}
+		sets = append(sets, plan.SetElems{Set: plan.SetRef{Family: plan.Family(s % 2), Name: "acl_out"}, Elems: els})
+	}
+	var want []netlink.Message
+	for _, se := range sets {
+		want = append(want, ElemMsgs(se.Set, se.Elems, ElemAdd, now)...)
+	}
+	got := addElems(nil, sets, now)
+	if len(got) != len(want) {
+		t.Fatalf("%d messages, want %d", len(got), len(want))
+	}
+	for i := range want {
+		if got[i].Header != want[i].Header || !bytes.Equal(got[i].Data, want[i].Data) {
+			t.Fatalf("message %d differs", i)
+		}
+	}
+}

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
-	"sort"
 	"strings"
 
 	"github.com/google/nftables/expr"
@@ -93,7 +92,8 @@ func (pf *policyForms) sharedOf() *policyForms {
 // policy the other's), short to hash in the planner's maps. known caches
 // keys by text (nil: none): most policies have the same defaults.
 func (pf *policyForms) keyShared(known map[string]string) {
-	var b []byte
+	var buf [1024]byte // the text of the usual defaults fits
+	b := buf[:0]
 	for f := range pf.shared {
 		for d := range pf.shared[f] {
 			l := pf.shared[f][d]
@@ -144,7 +144,7 @@ func (pf *policyForms) peers() []string {
 			}
 		}
 	}
-	sort.Strings(out)
+	slices.Sort(out)
 	return slices.Compact(out)
 }
 
@@ -184,10 +184,21 @@ func aclForms(p *policy.Policy, o buildOpts) *policyForms {
 		return nil
 	}
 	pf := &policyForms{}
+	var keys peerKeyCache
+	// The forms are collected first, then copied into one array the
+	// lists share: 10,000 policies are rendered in a rebuild.
+	type placed struct {
+		shared bool
+		f      Family
+		di     int
+		fm     aclForm
+	}
+	var buf [32]placed
+	all := buf[:0]
 	for _, d := range []policy.Direction{policy.FromDevice, policy.ToDevice} {
 		di := dirIndex(d)
 		for _, r := range p.Rules(d) {
-			fm, ok := aceForm(r, d)
+			fm, ok := aceForm(r, d, &keys)
 			if !ok {
 				pf.residual[di] = append(pf.residual[di], r)
 				continue
@@ -201,23 +212,55 @@ func aclForms(p *policy.Policy, o buildOpts) *policyForms {
 					}
 					rf := fm
 					rf.fam |= aclRestricted
-					pf.forms[f][di] = append(pf.forms[f][di], rf)
+					all = append(all, placed{false, f, di, rf})
 					continue
 				}
-				if shareable(r, fm, o) {
-					pf.shared[f][di] = append(pf.shared[f][di], fm)
-					continue
-				}
-				pf.forms[f][di] = append(pf.forms[f][di], fm)
+				all = append(all, placed{shareable(r, fm, o), f, di, fm})
 			}
+		}
+	}
+	var n [2][2][2]int // shared, table, direction
+	for _, x := range all {
+		n[b2i(x.shared)][x.f][x.di]++
+	}
+	forms := make([]aclForm, len(all))
+	off := 0
+	for sh := range n {
+		for f := range n[sh] {
+			for di, c := range n[sh][f] {
+				if c == 0 {
+					continue
+				}
+				l := forms[off : off : off+c] // full: an append elsewhere copies
+				if sh == 1 {
+					pf.shared[f][di] = l
+				} else {
+					pf.forms[f][di] = l
+				}
+				off += c
+			}
+		}
+	}
+	for _, x := range all {
+		if x.shared {
+			pf.shared[x.f][x.di] = append(pf.shared[x.f][x.di], x.fm)
+		} else {
+			pf.forms[x.f][x.di] = append(pf.forms[x.f][x.di], x.fm)
 		}
 	}
 	pf.keyShared(o.sharedKeys)
 	return pf
 }
 
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
 // aceForm is the element form of an ACE, if it has one.
-func aceForm(r policy.Rule, d policy.Direction) (aclForm, bool) {
+func aceForm(r policy.Rule, d policy.Direction, keys *peerKeyCache) (aclForm, bool) {
 	if r.Verdict != policy.Accept || r.ICMP != nil || len(r.Fields) > 0 || r.Peer.Kind == policy.AnyPeer || r.Peer.Kind == policy.Prefix {
 		return aclForm{}, false
 	}
@@ -228,7 +271,8 @@ func aceForm(r policy.Rule, d policy.Direction) (aclForm, bool) {
 	if local != nil {
 		return aclForm{}, false
 	}
-	fm := aclForm{peer: r.Peer.Key(), proto: r.Protocol, name: r.Name}
+	k, _ := keys.key(r.Peer)
+	fm := aclForm{peer: k, proto: r.Protocol, name: r.Name}
 	if remote != nil {
 		if remote.First != remote.Last || remote.Negate || remote.First == 0 ||
 			(r.Protocol != policy.ProtoTCP && r.Protocol != policy.ProtoUDP && r.Protocol != 132) {
@@ -497,6 +541,15 @@ func (o buildOpts) inTable(f Family, a netip.Addr, info addrInfo) bool {
 		if !dnsPeer(k) {
 			return true // devices of a manufacturer or model are on the LAN
 		}
+	}
+	return o.inTableIf(f, a, true)
+}
+
+// inTableIf is inTable for an address only DNS names hold (dnsOnly) or
+// not.
+func (o buildOpts) inTableIf(f Family, a netip.Addr, dnsOnly bool) bool {
+	if f != Bridge || len(o.bridgeLAN) == 0 || !dnsOnly {
+		return true
 	}
 	for _, p := range o.bridgeLAN {
 		if p.Contains(a) {

@@ -118,37 +118,45 @@ func live(e *Elem, now time.Time) bool {
 	return e.Expires.IsZero() || e.Expires.After(now.Add(time.Millisecond))
 }
 
-// rebuildPlan plans our tables anew with every object's pieces.
-func (pl *Planner) rebuildPlan(all *owners, o buildOpts) *Plan {
+// rebuildPlan plans our tables anew with every object's pieces (those of
+// addresses and binds still in dd's lists).
+func (pl *Planner) rebuildPlan(all *owners, dd *derivedDelta, o buildOpts) *Plan {
 	p := &Plan{Now: o.now}
 	for _, f := range Families {
 		p.Tables = append(p.Tables, TableSets{f, setDefs(f, o.twoStage, o.ruleCounters, o.flowSize, o.acct)})
 	}
-	// One pass over a rebuild's ~350,000 elements at 10,000 policies;
-	// consecutive elements of an object are mostly of one set, so the
-	// last set's list is kept at hand instead of hashing its name again.
-	adds := map[SetRef][]*Elem{}
-	var lastRef SetRef
-	var last []*Elem
-	lastOK := false
+	// One pass over a rebuild's ~350,000 elements at 10,000 policies,
+	// into a list per set. Consecutive elements are mostly of one set,
+	// and the sets are few (~30): a set's list is looked up in a short
+	// slice when the set changes, not hashed by name.
+	type setList struct {
+		ref   SetRef
+		elems []*Elem
+	}
+	var lists []setList
+	at := -1
 	cut := o.now.Add(time.Millisecond)
-	all.all(func(pc *pieces) {
+	add := func(pc *pieces) {
 		p.AddChains = append(p.AddChains, pc.chains...)
 		for _, x := range pc.elems {
 			if !x.elem.Expires.IsZero() && !x.elem.Expires.After(cut) {
 				continue // not live: expired
 			}
-			if !lastOK || x.ref != lastRef {
-				if lastOK {
-					adds[lastRef] = last
+			if at < 0 || lists[at].ref != x.ref {
+				at = slices.IndexFunc(lists, func(l setList) bool { return l.ref == x.ref })
+				if at < 0 {
+					lists = append(lists, setList{ref: x.ref})
+					at = len(lists) - 1
 				}
-				lastRef, last, lastOK = x.ref, adds[x.ref], true
 			}
-			last = append(last, x.elem)
+			lists[at].elems = append(lists[at].elems, x.elem)
 		}
-	})
-	if lastOK {
-		adds[lastRef] = last
+	}
+	all.all(add)
+	dd.each(add)
+	adds := make(map[SetRef][]*Elem, len(lists))
+	for _, l := range lists {
+		adds[l.ref] = l.elems
 	}
 	p.AddElems = setElems(adds, false)
 	sortChains(p.AddChains)

@@ -121,11 +121,86 @@ type derivedDelta struct {
 	policyShared map[string]string
 	sharedUsers  map[string]int
 	sharedForms  map[string]*policyForms
+	// A rebuild's addresses (held: by address, their peers) and binds as
+	// lists: its plan needs only the pieces, and the maps the state keeps
+	// them in (out.addrs, out.binds, addrPeers) are built by fill, while
+	// the kernel loads the batch.
+	held  []held
+	addrs []ownedAddr
+	binds []ownedBind
+}
+
+// held is one peer holding an address, until when (zero: permanent).
+type held struct {
+	a   netip.Addr
+	k   string
+	exp time.Time
+}
+
+type ownedAddr struct {
+	a  netip.Addr
+	pc *pieces
+}
+
+type ownedBind struct {
+	k  bindKey
+	pc *pieces
+}
+
+// each calls fn for the pieces of a rebuild's lists.
+func (dd *derivedDelta) each(fn func(*pieces)) {
+	for _, x := range dd.addrs {
+		if x.pc != nil {
+			fn(x.pc)
+		}
+	}
+	for _, x := range dd.binds {
+		if x.pc != nil {
+			fn(x.pc)
+		}
+	}
+}
+
+// fill moves a rebuild's lists into the maps of its owners and of the
+// addresses' peers.
+func (dd *derivedDelta) fill() {
+	if dd.held == nil && dd.addrs == nil && dd.binds == nil {
+		return
+	}
+	out := dd.out
+	if len(out.addrs) == 0 {
+		out.addrs = make(map[netip.Addr]*pieces, len(dd.addrs))
+	}
+	for _, x := range dd.addrs {
+		out.addrs[x.a] = x.pc
+	}
+	if len(out.binds) == 0 {
+		out.binds = make(map[bindKey]*pieces, len(dd.binds))
+	}
+	for _, x := range dd.binds {
+		out.binds[x.k] = x.pc
+	}
+	dd.addrPeers = make(map[netip.Addr]addrInfo, len(dd.addrs))
+	hs := dd.held
+	for i := 0; i < len(hs); {
+		j := i + 1
+		for j < len(hs) && hs[j].a == hs[i].a {
+			j++
+		}
+		info := make(addrInfo, j-i)
+		for _, h := range hs[i:j] {
+			info[h.k] = h.exp
+		}
+		dd.addrPeers[hs[i].a] = info
+		i = j
+	}
+	dd.held, dd.addrs, dd.binds = nil, nil, nil
 }
 
 // derivedStateOf is the state a rebuild's delta leaves: it derived every
 // address anew (none removed), so its addresses are the state's.
 func derivedStateOf(dd *derivedDelta) *derivedState {
+	dd.fill()
 	st := newDerivedState()
 	st.addrPeers, st.refs = dd.addrPeers, dd.refDelta // every count positive
 	for f := range st.peerSigs {
@@ -180,7 +255,7 @@ type groupView struct {
 	changedP map[string]bool                // changed policies and shared keys
 	forms    map[string]*policyForms
 	naming   map[string][]string    // peer → changed policies naming it (after)
-	appearBy [2]map[string][]string // peer → appearing groups containing it
+	appearBy [2]map[string][]string // peer → appearing groups of several peers containing it
 }
 
 func (v *groupView) formsOf(id string) *policyForms {
@@ -209,6 +284,16 @@ func (v *groupView) addrPieces(a netip.Addr, info addrInfo, sig string) *pieces 
 	if len(info) == 0 {
 		return nil
 	}
+	var in [len(Families)]bool
+	for _, f := range Families {
+		in[f] = v.o.inTable(f, a, info)
+	}
+	return v.addrPiecesIn(a, sig, latest(info), in)
+}
+
+// addrPiecesIn are the pieces of an address of group sig, expiring at exp,
+// in the tables in says.
+func (v *groupView) addrPiecesIn(a netip.Addr, sig string, exp time.Time, in [len(Families)]bool) *pieces {
 	// The pieces, the element and the list in one allocation (a rebuild
 	// derives ~60,000 addresses).
 	x := &struct {
@@ -216,14 +301,14 @@ func (v *groupView) addrPieces(a netip.Addr, info addrInfo, sig string) *pieces 
 		el  Elem
 		arr [len(Families)]elemAt
 	}{}
-	x.el = Elem{Key: AddrKey(a), Mark: groupID(sig, v.o), Expires: latest(info)}
+	x.el = Elem{Key: AddrKey(a), Mark: groupID(sig, v.o), Expires: exp}
 	x.pc.elems = x.arr[:0]
 	set := setAddr4
 	if a.Is6() {
 		set = setAddr6
 	}
 	for _, f := range Families {
-		if v.o.inTable(f, a, info) {
+		if in[f] {
 			x.pc.elem(f, set, &x.el)
 		}
 	}
@@ -263,10 +348,8 @@ func (v *groupView) bindPieces(k bindKey) *pieces {
 	if n == 0 {
 		return nil
 	}
-	// One allocation for the elements and one for the list: a rebuild
-	// at 10,000 policies makes ~100,000 binds.
-	els := make([]Elem, 0, n)
-	pc := &pieces{elems: make([]elemAt, 0, n)}
+	// A rebuild at 10,000 policies makes ~100,000 binds.
+	pc, els := newElemPieces(n)
 	type setKey struct {
 		set string
 		key ACLKey
@@ -313,18 +396,52 @@ func (v *groupView) bindPieces(k bindKey) *pieces {
 	return pc
 }
 
-// liveSigs are the groups containing peer p in table f after the change.
-func (v *groupView) liveSigs(f Family, p string) []string {
-	if len(v.st.peerSigs[f][p]) == 0 {
-		return v.appearBy[f][p] // callers only read it
+// newElemPieces are pieces with room for n elements, and the storage of
+// those elements: one allocation for the few elements most binds have.
+func newElemPieces(n int) (*pieces, []Elem) {
+	switch n {
+	case 1:
+		x := &struct {
+			pc  pieces
+			arr [1]elemAt
+			els [1]Elem
+		}{}
+		x.pc.elems = x.arr[:0]
+		return &x.pc, x.els[:0]
+	case 2:
+		x := &struct {
+			pc  pieces
+			arr [2]elemAt
+			els [2]Elem
+		}{}
+		x.pc.elems = x.arr[:0]
+		return &x.pc, x.els[:0]
+	case 3:
+		x := &struct {
+			pc  pieces
+			arr [3]elemAt
+			els [3]Elem
+		}{}
+		x.pc.elems = x.arr[:0]
+		return &x.pc, x.els[:0]
 	}
-	var out []string
+	return &pieces{elems: make([]elemAt, 0, n)}, make([]Elem, 0, n)
+}
+
+// liveSigs calls fn with the groups containing peer p in table f after
+// the change.
+func (v *groupView) liveSigs(f Family, p string, fn func(sig string)) {
 	for s := range v.st.peerSigs[f][p] {
 		if !v.dd.vanish[f][s] {
-			out = append(out, s)
+			fn(s)
 		}
 	}
-	return append(out, v.appearBy[f][p]...)
+	if v.dd.appear[f][p] {
+		fn(p) // its own group (a group appearing was not live before)
+	}
+	for _, s := range v.appearBy[f][p] {
+		fn(s)
+	}
 }
 
 // policiesNaming are the allow-only policies whose elements name p after
@@ -354,10 +471,6 @@ func deriveChange(o buildOpts, st *derivedState, out *owners, all bool,
 		// addresses and ~100,000 binds, and growing maps costs more.
 		for _, after := range changedPeers {
 			n += len(after)
-		}
-		dd.addrPeers = make(map[netip.Addr]addrInfo, n)
-		if len(out.addrs) == 0 {
-			out.addrs = make(map[netip.Addr]*pieces, n)
 		}
 		dd.policyPeers = make(map[string][]string, len(changedPolicies))
 		dd.policyShared = make(map[string]string, len(changedPolicies))
@@ -415,8 +528,8 @@ func deriveChange(o buildOpts, st *derivedState, out *owners, all bool,
 			v.naming[q] = append(v.naming[q], id)
 		}
 	}
-	if all && len(out.binds) == 0 {
-		out.binds = make(map[bindKey]*pieces, nbinds*len(Families))
+	if all {
+		dd.binds = make([]ownedBind, 0, nbinds*len(Families))
 	}
 
 	// holds is whether a changed peer holds p after the change: a peer
@@ -434,17 +547,11 @@ func deriveChange(o buildOpts, st *derivedState, out *owners, all bool,
 
 	// 1. single addresses of changed peers
 	netChanged := all
-	var order []netip.Addr
-	var infos []addrInfo              // all: the addresses' peers, by order
+	var order []netip.Addr            // else: the addresses touched
 	var fresh map[netip.Addr]addrInfo // else: the changed peers' new addresses
 	if all {
 		// Every address is new: sorted once, without maps of what
-		// changed.
-		type held struct {
-			a   netip.Addr
-			k   string
-			exp time.Time
-		}
+		// changed; the addresses' maps of peers are left to fill.
 		hs := make([]held, 0, n)
 		for k, after := range changedPeers {
 			if exactPeer(k) {
@@ -454,13 +561,30 @@ func deriveChange(o buildOpts, st *derivedState, out *owners, all bool,
 			}
 		}
 		slices.SortFunc(hs, func(x, y held) int { return x.a.Compare(y.a) })
+		dd.held = hs
+		dd.addrs = make([]ownedAddr, 0, len(hs))
 		for i := 0; i < len(hs); {
-			info := addrInfo{}
-			j := i
-			for ; j < len(hs) && hs[j].a == hs[i].a; j++ {
-				info[hs[j].k] = hs[j].exp
+			j := i + 1
+			for j < len(hs) && hs[j].a == hs[i].a {
+				j++
 			}
-			order, infos = append(order, hs[i].a), append(infos, info)
+			a, run := hs[i].a, hs[i:j]
+			sig, exp, dnsOnly := run[0].k, run[0].exp, dnsPeer(run[0].k)
+			if len(run) > 1 {
+				info := make(addrInfo, len(run))
+				for _, h := range run {
+					info[h.k] = h.exp
+					dnsOnly = dnsOnly && dnsPeer(h.k)
+				}
+				sig, exp = sigOf(info), latest(info)
+			}
+			var in [len(Families)]bool
+			for _, f := range Families {
+				if in[f] = o.inTableIf(f, a, dnsOnly); in[f] {
+					dd.refDelta[f][sig]++
+				}
+			}
+			dd.addrs = append(dd.addrs, ownedAddr{a, v.addrPiecesIn(a, sig, exp, in)})
 			i = j
 		}
 	} else {
@@ -509,14 +633,9 @@ func deriveChange(o buildOpts, st *derivedState, out *owners, all bool,
 		// Sorted: group ids are allocated in a reproducible order.
 		sort.Slice(order, func(i, j int) bool { return order[i].Less(order[j]) })
 	}
-	for i, a := range order {
+	for _, a := range order {
 		old := st.addrPeers[a]
-		var info addrInfo
-		if all {
-			info = infos[i]
-		} else {
-			info = fresh[a]
-		}
+		info := fresh[a]
 		if len(old) > 0 {
 			info = addrInfo{}
 			for k, exp := range old {
@@ -602,8 +721,11 @@ func deriveChange(o buildOpts, st *derivedState, out *owners, all bool,
 	}
 
 	for _, f := range Families {
-		v.appearBy[f] = make(map[string][]string, len(dd.appear[f]))
+		v.appearBy[f] = map[string][]string{}
 		for s := range dd.appear[f] {
+			if !strings.Contains(s, "\n") {
+				continue // a peer's own group (liveSigs)
+			}
 			for p := range strings.SplitSeq(s, "\n") {
 				v.appearBy[f][p] = append(v.appearBy[f][p], s)
 			}
@@ -612,14 +734,30 @@ func deriveChange(o buildOpts, st *derivedState, out *owners, all bool,
 
 	// 4. changed policies: their old elements go, new ones are bound to
 	// every live group of the peers they name
+	var multi map[bindKey]bool // all: binds to groups of several peers listed
 	for id := range changed {
 		st.bindsOfPolicy(id, func(k bindKey) { out.binds[k] = nil })
 		for _, p := range dd.policyPeers[id] {
 			for _, f := range Families {
-				for _, s := range v.liveSigs(f, p) {
+				v.liveSigs(f, p, func(s string) {
 					k := bindKey{f, id, s}
-					out.binds[k] = v.bindPieces(k)
-				}
+					if !all {
+						out.binds[k] = v.bindPieces(k)
+						return
+					}
+					if len(s) != len(p) {
+						// a group of several peers the policy names: reached
+						// from each of them
+						if multi == nil {
+							multi = map[bindKey]bool{}
+						}
+						if multi[k] {
+							return
+						}
+						multi[k] = true
+					}
+					dd.binds = append(dd.binds, ownedBind{k, v.bindPieces(k)})
+				})
 			}
 		}
 	}

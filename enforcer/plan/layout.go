@@ -1,6 +1,7 @@
 package plan
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -8,7 +9,6 @@ import (
 	"net"
 	"net/netip"
 	"slices"
-	"sort"
 	"strings"
 	"time"
 
@@ -519,7 +519,7 @@ func buildOwnersWith(m *model, o buildOpts, fixed *pieces) (*owners, error) {
 	}
 	deriveChange(o, newDerivedState(), out, true, m.policies, func(id string) *policy.Policy { return m.policies[id] },
 		m.peers, func(string) map[netip.Prefix]time.Time { return nil },
-		func() map[string]map[netip.Prefix]time.Time { return m.peers }, nil)
+		func() map[string]map[netip.Prefix]time.Time { return m.peers }, nil).fill()
 	return out, nil
 }
 
@@ -541,7 +541,8 @@ func normalizePeer(elems []Element, now time.Time) (map[netip.Prefix]time.Time, 
 		p   netip.Prefix
 		exp time.Time
 	}
-	var list []pe
+	var buf [4]pe // most peers hold an address or two
+	list := buf[:0]
 	for _, e := range elems {
 		if !e.Prefix.IsValid() {
 			return nil, fmt.Errorf("invalid prefix %v", e.Prefix)
@@ -556,11 +557,8 @@ func normalizePeer(elems []Element, now time.Time) (map[netip.Prefix]time.Time, 
 		}
 		list = append(list, pe{p, exp})
 	}
-	sort.Slice(list, func(i, j int) bool {
-		if list[i].p.Addr().BitLen() != list[j].p.Addr().BitLen() {
-			return list[i].p.Addr().BitLen() < list[j].p.Addr().BitLen()
-		}
-		return list[i].p.Bits() < list[j].p.Bits()
+	slices.SortFunc(list, func(x, y pe) int {
+		return cmp.Or(cmp.Compare(x.p.Addr().BitLen(), y.p.Addr().BitLen()), cmp.Compare(x.p.Bits(), y.p.Bits()))
 	})
 	// A prefix is contained in a kept one when its own address masked to
 	// one of the kept lengths is kept: a lookup per distinct length (few),

@@ -340,42 +340,40 @@ func (pl *Planner) prepare(u Update, full bool, now time.Time) (*change, error) 
 	ch.policies = make(map[string]*policy.Policy, len(u.SetPolicies)+len(u.RemovePolicies))
 	ch.devices = make(map[string]*Device, len(u.UpsertDevices)+len(u.RemoveDevices))
 	ch.peers = make(map[string]map[netip.Prefix]time.Time, len(u.SetPeers)+len(u.ChangePeers))
-	for i := range u.SetPolicies {
-		p := u.SetPolicies[i]
-		if p.ID == "" {
-			return nil, errors.New("setting policy: empty ID")
-		}
-		ch.policies[p.ID] = &p
-	}
-	for _, id := range u.RemovePolicies {
-		ch.policies[id] = nil
-	}
-	for _, d := range u.UpsertDevices {
-		n, err := normDevice(d)
-		if err != nil {
-			return nil, fmt.Errorf("upserting device: %w", err)
-		}
-		ch.devices[n.MAC.String()] = n
-	}
-	for _, mac := range u.RemoveDevices {
-		ch.devices[mac.String()] = nil
-	}
-	for k, elems := range u.SetPeers {
-		n, err := normalizePeer(elems, now)
-		if err != nil {
-			return nil, fmt.Errorf("setting peer %q: %w", k, err)
-		}
-		if exactPeer(k) {
-			for p := range n {
-				if !p.IsSingleIP() {
-					return nil, fmt.Errorf("setting peer %q: %s is not a single address (DNS, manufacturer and model peers hold addresses)", k, p)
+	setPeers := func() error {
+		for k, elems := range u.SetPeers {
+			n, err := normalizePeer(elems, now)
+			if err != nil {
+				return fmt.Errorf("setting peer %q: %w", k, err)
+			}
+			if exactPeer(k) {
+				for p := range n {
+					if !p.IsSingleIP() {
+						return fmt.Errorf("setting peer %q: %s is not a single address (DNS, manufacturer and model peers hold addresses)", k, p)
+					}
 				}
 			}
+			if len(n) == 0 {
+				n = nil
+			}
+			ch.peers[k] = n
 		}
-		if len(n) == 0 {
-			n = nil
-		}
-		ch.peers[k] = n
+		return nil
+	}
+	// Many peers (a whole state) are normalized on the other core
+	// meanwhile: ch.peers is the goroutine's until peersErr is received.
+	peersErr := make(chan error, 1)
+	if len(u.SetPeers) >= 1000 {
+		go func() { peersErr <- setPeers() }()
+	} else {
+		peersErr <- setPeers()
+	}
+	if err := prepareObjects(ch, u); err != nil {
+		<-peersErr
+		return nil, err
+	}
+	if err := <-peersErr; err != nil {
+		return nil, err
 	}
 	for k, pc := range u.ChangePeers {
 		if err := pl.changePeer(ch, k, pc, full, now); err != nil {
@@ -432,6 +430,31 @@ func (pl *Planner) prepare(u Update, full bool, now time.Time) (*change, error) 
 		}
 	}
 	return ch, nil
+}
+
+// prepareObjects stages an update's policies and devices.
+func prepareObjects(ch *change, u Update) error {
+	for i := range u.SetPolicies {
+		p := u.SetPolicies[i]
+		if p.ID == "" {
+			return errors.New("setting policy: empty ID")
+		}
+		ch.policies[p.ID] = &p
+	}
+	for _, id := range u.RemovePolicies {
+		ch.policies[id] = nil
+	}
+	for _, d := range u.UpsertDevices {
+		n, err := normDevice(d)
+		if err != nil {
+			return fmt.Errorf("upserting device: %w", err)
+		}
+		ch.devices[n.MAC.String()] = n
+	}
+	for _, mac := range u.RemoveDevices {
+		ch.devices[mac.String()] = nil
+	}
+	return nil
 }
 
 // changePeer stages a ChangePeers entry: the model's addresses of the
@@ -575,11 +598,17 @@ func (pl *Planner) plan(ch *change, now time.Time) (*Plan, error) {
 			peerIDs(o, p.FromDevice, p.ToDevice)
 		}
 	}
-	for _, mac := range slices.Sorted(maps.Keys(ch.devices)) {
-		if d := ch.devices[mac]; d != nil && d.Mode == Enforce && !d.Overrides.empty() {
-			o.dispatchID(devChain(d.MAC, policy.FromDevice))
-			peerIDs(o, d.Overrides.FromDevice, d.Overrides.ToDevice)
+	var withOverrides []string
+	for mac, d := range ch.devices {
+		if d != nil && d.Mode == Enforce && !d.Overrides.empty() {
+			withOverrides = append(withOverrides, mac)
 		}
+	}
+	slices.Sort(withOverrides)
+	for _, mac := range withOverrides {
+		d := ch.devices[mac]
+		o.dispatchID(devChain(d.MAC, policy.FromDevice))
+		peerIDs(o, d.Overrides.FromDevice, d.Overrides.ToDevice)
 	}
 	if err := piecesOf(ch.policies, delta.policies, func(p *policy.Policy) (*pieces, error) { return policyPieces(p, o) }); err != nil {
 		return nil, err
@@ -606,8 +635,59 @@ func (pl *Planner) plan(ch *change, now time.Time) (*Plan, error) {
 			}
 		}
 	}
-	if err := piecesOf(ch.devices, delta.devices, func(d *Device) (*pieces, error) { return devicePieces(d, o) }); err != nil {
-		return nil, err
+	// A rebuild renders the devices without overrides (nearly all) on the
+	// other core while it derives the layer below. Their only id is their
+	// dispatch target's, looked up here: the ids are not shared with the
+	// goroutine, whose options know only those.
+	type macDevice struct {
+		mac string
+		d   *Device
+	}
+	var plain []macDevice
+	targets := map[string]uint32{}
+	for mac, d := range ch.devices {
+		if d == nil {
+			delta.devices[mac] = nil
+			continue
+		}
+		if rebuild && d.Overrides.empty() {
+			if out, _ := deviceChains(d); o.twoStage {
+				targets[out] = o.dispatchID(out)
+			}
+			plain = append(plain, macDevice{mac, d})
+			continue
+		}
+		pc, err := devicePieces(d, o)
+		if err != nil {
+			return nil, err
+		}
+		delta.devices[mac] = pc
+	}
+	devs := make(chan error, 1)
+	if len(plain) > 0 {
+		od := o
+		od.dispatchID = func(c string) uint32 {
+			id, ok := targets[c]
+			if !ok {
+				panic("plan: device's dispatch target " + c + " not looked up")
+			}
+			return id
+		}
+		od.peerID, od.groupID, od.isElement = nil, nil, nil
+		go func() {
+			// delta.devices is the goroutine's until devs is received
+			for _, x := range plain {
+				pc, err := devicePieces(x.d, od)
+				if err != nil {
+					devs <- err
+					return
+				}
+				delta.devices[x.mac] = pc
+			}
+			devs <- nil
+		}()
+	} else {
+		devs <- nil
 	}
 	// The address → group → acl layer: recomputed whole on a rebuild,
 	// else only what the changed policies and peers touch.
@@ -620,6 +700,9 @@ func (pl *Planner) plan(ch *change, now time.Time) (*Plan, error) {
 		dd = deriveChange(o, newDerivedState(), delta, true, pols, func(id string) *policy.Policy { return pols[id] },
 			peers, func(string) map[netip.Prefix]time.Time { return nil },
 			func() map[string]map[netip.Prefix]time.Time { return peers }, nil)
+		if err := <-devs; err != nil {
+			return nil, err
+		}
 		if !ch.full && pl.inst != nil {
 			// Objects the change leaves alone keep their pieces.
 			keep(delta.policies, pl.inst.policies, ch.policies)
@@ -635,21 +718,27 @@ func (pl *Planner) plan(ch *change, now time.Time) (*Plan, error) {
 		dd = deriveChange(o, pl.groups, delta, false, ch.policies, policyAfter,
 			ch.peers, func(k string) map[netip.Prefix]time.Time { return pl.m.peers[k] },
 			func() map[string]map[netip.Prefix]time.Time { return overlay(pl.m.peers, ch.peers) }, ch.touched)
+		<-devs // none: not a rebuild
 	}
 	var p *Plan
 	var linger, unlinger []elemAt
 	if rebuild {
-		p = pl.rebuildPlan(delta, o)
+		// endFlows only reads what rebuildPlan reads: on the other core.
+		flows := make(chan Flows, 1)
+		go func() { flows <- pl.endFlows(ch, delta) }()
+		p = pl.rebuildPlan(delta, dd, o)
+		p.EndFlows = <-flows
 	} else {
 		p, linger, unlinger = pl.diff(delta, now)
+		p.EndFlows = pl.endFlows(ch, delta)
 	}
-	p.EndFlows = pl.endFlows(ch, delta)
 	pl.gen++
 	p.pending = &pending{gen: pl.gen, ch: ch, delta: delta, dd: dd, rebuild: rebuild, linger: linger, unlinger: unlinger}
 	if rebuild {
-		// Nothing reads or changes dd from here on but this goroutine: the
-		// state it leaves is ready, on the other core, by the time the
-		// kernel has loaded the batch.
+		// Nothing reads or changes dd, nor delta's addresses and binds,
+		// from here on but this goroutine until Commit has received its
+		// result: the maps it fills and the state it leaves are ready, on
+		// the other core, by the time the kernel has loaded the batch.
 		groups := make(chan *derivedState, 1)
 		go func() { groups <- derivedStateOf(dd) }()
 		p.pending.groups = groups
@@ -659,13 +748,40 @@ func (pl *Planner) plan(ch *change, now time.Time) (*Plan, error) {
 
 // peerIDs allocates the ids of the peers rules name, in order.
 func peerIDs(o buildOpts, lists ...[]policy.Rule) {
+	var seen peerKeyCache
 	for _, l := range lists {
 		for _, r := range l {
 			if r.Peer.Kind != policy.AnyPeer && r.Peer.Kind != policy.Prefix {
-				o.peerID(r.Peer.Key())
+				if k, fresh := seen.key(r.Peer); fresh {
+					o.peerID(k)
+				}
 			}
 		}
 	}
+}
+
+// peerKeyCache remembers the keys of the first peers one policy's rules name:
+// its rules name a few peers, most several times, and a key is built
+// anew on every call of policy.Peer.Key.
+type peerKeyCache struct {
+	n     int
+	peers [8]policy.Peer
+	keys  [8]string
+}
+
+// key is p's key; fresh: p was not seen before (or is past the first 8).
+func (c *peerKeyCache) key(p policy.Peer) (k string, fresh bool) {
+	for i := range c.n {
+		if c.peers[i] == p {
+			return c.keys[i], false
+		}
+	}
+	k = p.Key()
+	if c.n < len(c.peers) {
+		c.peers[c.n], c.keys[c.n] = p, k
+		c.n++
+	}
+	return k, true
 }
 
 // overlay is base with a change's values, as a new map (a change holds nil
@@ -790,9 +906,9 @@ func (pl *Planner) Commit(p *Plan) error {
 		}
 	}
 	if pd.rebuild {
+		pl.groups = <-pd.groups // delta is complete once it is
 		pd.delta.nets = orEmpty(pd.delta.nets)
 		pl.inst = pd.delta
-		pl.groups = <-pd.groups
 		pl.lingering = nil
 	} else {
 		pl.inst.apply(pd.delta)
