@@ -33,13 +33,15 @@
 // reconciled once (up to DefaultBatchMax of them, for DefaultBatchTime at
 // most), so a burst of DHCP arrivals becomes a few transactions: the
 // batch's store changes share one store transaction (store.Group, one
-// fsync), committed while the batch's reconcile drives the kernel (the
-// fsync is not on an arrival's way to enforcement), and the events, fleet
-// decisions and answers they make go out after both. The kernel may hold
-// a change up to one fsync before the disk; if mudd dies in between, its
-// start makes the kernel equal the store, as if it had died just before
-// the change. An administrator's command is answered once the reconcile
-// that applied it is done and the change is on disk. Snooped DNS answers (HandleDNS: the DNS hold releases an
+// fsync), and no fsync is on an arrival's way to enforcement: a batch
+// with an administrator's request is committed while its reconcile drives
+// the kernel, and answered after both; the changes of other batches stay
+// uncommitted while further inputs come (up to DefaultBatchTime; once
+// nothing has come for a millisecond, they are committed). The events and
+// fleet decisions a change makes go out after its commit. The kernel may
+// hold a change a few milliseconds before the disk; if mudd dies in
+// between, its start makes the kernel equal the store, as if it had died
+// just before the change. Snooped DNS answers (HandleDNS: the DNS hold releases an
 // answer once its addresses are allowed) go before every other input,
 // and their addresses to the enforcer at once — alone, if a batch is
 // under way.

@@ -210,12 +210,13 @@ type Manager struct {
 	// DefaultBatchTime).
 	batchMax  int
 	batchTime time.Duration
-	// grouping: inside Run, the store changes of one batch share one
-	// transaction (group), committed while the batch's reconcile drives
-	// the kernel; committed are what waits for that commit (events to
-	// publish, decisions to share, answers).
+	// grouping: inside Run, the store changes of one or more batches
+	// share one transaction (group), committed as Run says; committed
+	// are what waits for that commit (events to publish, decisions to
+	// share).
 	grouping  bool
 	group     *store.Group
+	groupAt   time.Time // when group began
 	committed []func()
 	// skipMarks switches marking of some kinds of change off (tests only:
 	// the reconcile then misses them).
@@ -230,8 +231,12 @@ const (
 	// DefaultBatchMax is how many inputs one reconcile covers at most.
 	DefaultBatchMax = 256
 	// DefaultBatchTime is how long the loop goes on handling waiting
-	// inputs before it reconciles.
+	// inputs before it reconciles; also how long, at most, the store
+	// changes of batches nobody waits for stay uncommitted.
 	DefaultBatchTime = 5 * time.Millisecond
+	// commitLinger is how long the store changes of a batch nobody waits
+	// for wait for another input to share their commit.
+	commitLinger = time.Millisecond
 )
 
 type request struct {
@@ -344,7 +349,21 @@ func (m *Manager) Run(ctx context.Context) error {
 	m.grouping = true
 	defer func() { m.grouping = false }()
 	for {
-		if !m.next(ctx, &in, &answers, true) {
+		var linger *time.Timer
+		var lingerC <-chan time.Time
+		if m.group != nil {
+			linger = time.NewTimer(commitLinger)
+			lingerC = linger.C
+		}
+		more := m.next(ctx, &in, &answers, true, lingerC)
+		if linger != nil {
+			linger.Stop()
+		}
+		if !more {
+			if ctx.Err() == nil { // nothing came meanwhile
+				m.commitStore()
+				continue
+			}
 			// A clean stop keeps what the tick would have saved.
 			m.saveDNS(m.now())
 			m.saveLearned()
@@ -354,9 +373,18 @@ func (m *Manager) Run(ctx context.Context) error {
 		// More inputs waiting: handle them first, and reconcile once.
 		start := time.Now()
 		for n := 1; n < m.batchMax && time.Since(start) < m.batchTime; n++ {
-			if !m.next(ctx, &in, &answers, false) {
+			if !m.next(ctx, &in, &answers, false, nil) {
 				break
 			}
+		}
+		if len(answers) == 0 && m.group != nil && time.Since(m.groupAt) < m.batchTime {
+			// Nobody waits for these changes: the kernel takes them now,
+			// the disk with the next batch's, or once the loop has had
+			// nothing to do for commitLinger. A device's DHCPv4 ACK
+			// comes a millisecond after its DISCOVER: it does not wait
+			// for the DISCOVER's fsync.
+			m.reconcile(ctx)
+			continue
 		}
 		saved := m.startCommit()
 		m.reconcile(ctx)
@@ -373,9 +401,9 @@ func (m *Manager) Run(ctx context.Context) error {
 }
 
 // update runs fn as one all-or-nothing change of the store. Inside Run
-// the changes of one batch share a transaction, committed (one fsync)
-// while the batch's reconcile drives the kernel (startCommit): a burst of
-// arrivals costs a store commit per batch, not one per arrival.
+// the changes of one or more batches share a transaction, committed (one
+// fsync) after their reconciles or beside the last (startCommit): a burst
+// of arrivals costs a store commit per few batches, not one per arrival.
 func (m *Manager) update(fn func(*store.Tx) error) error {
 	if !m.grouping {
 		return m.cfg.Store.Update(fn)
@@ -385,7 +413,7 @@ func (m *Manager) update(fn func(*store.Tx) error) error {
 		if err != nil {
 			return err
 		}
-		m.group = g
+		m.group, m.groupAt = g, time.Now()
 	}
 	return m.group.Update(fn)
 }
@@ -426,15 +454,15 @@ func (m *Manager) commitStore() error {
 	return err
 }
 
-// startCommit starts committing the batch's store changes in the
-// background and returns the function that waits for that commit and then
-// runs what waited for it. Run drives the kernel meanwhile:
-// the fsync (0.4 ms on an idle disk, several under load) is no longer
-// added to every arrival's way to enforcement. Nothing anyone is told of —
-// an event, an answer, a decision for the fleet — leaves before the
-// commit; the kernel may hold a change a few hundred microseconds before
-// the disk does, and if mudd dies in between, its start makes the kernel
-// equal the store again, as after a death just before the change.
+// startCommit starts committing the open store changes in the background
+// and returns the function that waits for that commit and then runs what
+// waited for it. Run drives the kernel meanwhile: the fsync (0.4 ms on an
+// idle disk, several under load) is not added to the way to enforcement.
+// Nothing anyone is told of — an event, an answer, a decision for the
+// fleet — leaves before the commit; the kernel may hold a change a few
+// milliseconds before the disk does, and if mudd dies in between, its
+// start makes the kernel equal the store again, as after a death just
+// before the change.
 func (m *Manager) startCommit() (wait func() error) {
 	g, fs := m.group, m.committed
 	if g == nil {
@@ -476,10 +504,11 @@ type answer struct {
 }
 
 // next handles one input: one that is waiting, or, when wait is set, the
-// next to come. It reports false when none was waiting or ctx ended. A
+// next to come before until. It reports false when none was waiting,
+// until came or ctx ended. A
 // snooped DNS answer goes first, and its addresses to the enforcer at
 // once: the device's answer is held until they are there.
-func (m *Manager) next(ctx context.Context, in *inputs, answers *[]answer, wait bool) bool {
+func (m *Manager) next(ctx context.Context, in *inputs, answers *[]answer, wait bool, until <-chan time.Time) bool {
 	select {
 	case r := <-m.snooped:
 		m.onSnooped(ctx, r)
@@ -511,6 +540,8 @@ func (m *Manager) next(ctx context.Context, in *inputs, answers *[]answer, wait 
 	}
 	select {
 	case <-ctx.Done():
+		return false
+	case <-until:
 		return false
 	case r := <-m.snooped:
 		m.onSnooped(ctx, r)

@@ -486,9 +486,9 @@ func (m *Manager) noteApply(took time.Duration, err error) {
 // reconcile drives the enforcer and the resolver from what was pushed last
 // to the desired state: it recomputes what the dirty set says may have
 // changed and hands the enforcer all of it in one transaction. A failure
-// makes the next reconcile a full Apply.
+// makes the next reconcile a full Apply. It commits nothing: Run does,
+// beside it or after it.
 func (m *Manager) reconcile(ctx context.Context) {
-	m.commitStore() // the kernel follows the store
 	if m.pushed == nil {
 		return
 	}
