@@ -370,22 +370,22 @@ func (e *Enforcer) commit(ctx context.Context, mk func(now time.Time) (*plan.Pla
 		// nothing); any other is new to the kernel's rules.
 		e.pl.Inherit(e.kernelDevices())
 	}
-	start := time.Now()
-	p, err := mk(start)
-	if err != nil {
-		return err
+	p, err := e.send(mk)
+	if p == nil {
+		return err // planning or encoding failed: nothing was sent
 	}
-	tEnc := time.Now()
-	msgs, err := e.enc.Encode(p, tEnc, e.fault)
-	if err != nil {
-		return err
+	var be *BatchError
+	if err != nil && errors.As(err, &be) && be.Has(unix.ENFILE) && !p.Rebuild() {
+		// A set is full: its size is the capacity the last rebuild chose
+		// for what it held then. The kernel refused the whole batch; the
+		// same change as a rebuild sizes the sets for what they hold now.
+		e.log.Info("nftables set full: rebuilding the tables with larger sets", "err", err.Error())
+		e.pl.Invalidate()
+		if p, err = e.send(mk); p == nil {
+			return err
+		}
 	}
-	tSend := time.Now()
-	err = e.raw.Send(msgs)
-	e.log.Debug("nftables batch", "messages", len(msgs), "rebuild", p.Rebuild(),
-		"plan", tEnc.Sub(start), "encode", tSend.Sub(tEnc), "kernel", time.Since(tSend), "err", err)
 	if err != nil {
-		var be *BatchError
 		if !errors.As(err, &be) {
 			// The outcome is unknown (e.g. a lost reply): rebuild next time
 			// and start over on a fresh socket.
@@ -403,6 +403,26 @@ func (e *Enforcer) commit(ctx context.Context, mk func(now time.Time) (*plan.Pla
 	}
 	e.ender.add(p.EndFlows.Addrs, p.EndFlows.MACs)
 	return nil
+}
+
+// send plans, encodes and sends one batch. p is nil if planning or
+// encoding failed.
+func (e *Enforcer) send(mk func(now time.Time) (*plan.Plan, error)) (*plan.Plan, error) {
+	start := time.Now()
+	p, err := mk(start)
+	if err != nil {
+		return nil, err
+	}
+	tEnc := time.Now()
+	msgs, err := e.enc.Encode(p, tEnc, e.fault)
+	if err != nil {
+		return nil, err
+	}
+	tSend := time.Now()
+	err = e.raw.Send(msgs)
+	e.log.Debug("nftables batch", "messages", len(msgs), "rebuild", p.Rebuild(),
+		"plan", tEnc.Sub(start), "encode", tSend.Sub(tEnc), "kernel", time.Since(tSend), "err", err)
+	return p, err
 }
 
 // kernelDevices reads the device bindings our inet table holds: MAC →

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -581,6 +582,56 @@ func TestFailedBatchLeavesStateIntact(t *testing.T) {
 		t.Errorf("remove did not restore the ruleset:\nbefore:\n%s\nafter:\n%s", before, after)
 	}
 	netlab.MustPass(t, "dev3 untouched again", netlab.TCPEcho(env.dev3.NS, ap(env.srv2.IPv4, 8080), pass))
+}
+
+// mapSize is the size the kernel reports for one of our maps.
+func mapSize(t *testing.T, ns, family, set string) int {
+	t.Helper()
+	m := regexp.MustCompile(`\bsize (\d+)`).FindStringSubmatch(nftList(t, ns, "-t", "list", "map", family, "mud", set))
+	if m == nil {
+		t.Fatalf("set %s %s has no size", family, set)
+	}
+	n, _ := strconv.Atoi(m[1])
+	return n
+}
+
+// A set is as large as its last rebuild made it. A change that would
+// overfill it is refused by the kernel as a whole; the enforcer makes the
+// same change as a rebuild with larger sets: the change is applied,
+// enforcement never lapses, and the flows of devices whose treatment did
+// not change go on.
+func TestFullSetGrowsByRebuild(t *testing.T) {
+	env := newLabEnv(t)
+	ctx := context.Background()
+	ns := env.lab.GW.NS
+	before := mapSize(t, ns, "inet", "from_dev")
+	if before <= 2 {
+		t.Fatalf("from_dev size %d: not sized for growth", before)
+	}
+	flows := openFlows(t, env.dev1, []string{"tcp"}, 8080, env.srv1.IPv4, env.srv1.IPv6)
+	var u Update
+	for i := range before {
+		mac := net.HardwareAddr{0x02, 0x5e, 0x10, 0x00, byte(i >> 8), byte(i)}
+		u.UpsertDevices = append(u.UpsertDevices, Device{MAC: mac, PolicyID: "cam1"})
+	}
+	if err := env.e.Update(ctx, u); err != nil {
+		t.Fatalf("adding %d devices to a set of size %d: %v", len(u.UpsertDevices), before, err)
+	}
+	if got := len(kernelMACs(t, ns, "inet", "from_dev")); got != before+2 {
+		t.Errorf("from_dev holds %d devices, want %d", got, before+2)
+	}
+	if after := mapSize(t, ns, "inet", "from_dev"); after < before+2 {
+		t.Errorf("from_dev size %d after the rebuild, want at least %d", after, before+2)
+	}
+	flowsWork(t, "after the rebuild", flows)
+	netlab.MustDrop(t, "dev1 still enforced", netlab.TCPEcho(env.dev1.NS, ap(env.srv2.IPv4, 8080), shut))
+	netlab.MustPass(t, "dev1 policy", netlab.TCPEcho(env.dev1.NS, ap(env.srv1.IPv4, 8080), pass))
+}
+
+// kernelMACs lists the MAC addresses a map of ours holds.
+func kernelMACs(t *testing.T, ns, family, set string) []string {
+	t.Helper()
+	return regexp.MustCompile(`(?i)\b[0-9a-f]{2}(?::[0-9a-f]{2}){5}\b`).FindAllString(nftList(t, ns, "list", "map", family, "mud", set), -1)
 }
 
 func TestModesOverridesAndRenewal(t *testing.T) {

@@ -159,6 +159,14 @@ func (pl *Planner) rebuildPlan(all *owners, dd *derivedDelta, o buildOpts) *Plan
 		adds[l.ref] = l.elems
 	}
 	p.AddElems = setElems(adds, false)
+	for i := range p.Tables {
+		t := &p.Tables[i]
+		for j := range t.Sets {
+			if s := &t.Sets[j]; !s.Dynamic && !s.Interval {
+				s.Size = capacityFor(len(adds[SetRef{t.Family, s.Name}]))
+			}
+		}
+	}
 	sortChains(p.AddChains)
 	return p
 }

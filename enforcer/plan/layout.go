@@ -141,6 +141,28 @@ func setDefs(f Family, twoStage, ruleCounters bool, flows, acct uint32) []Set {
 	return defs
 }
 
+// minSetBuckets is the smallest hash table a rebuild asks the kernel for
+// (8 KiB of buckets per set).
+const minSetBuckets = 1024
+
+// capacityFor is the size a rebuild gives a set that starts with n
+// elements (sets the packet path fills have their own). The kernel takes
+// a set's size as its hash table's initial size as well as its bound:
+// without one, a table starts with a few buckets and doubles in a worker
+// while the batch inserts, and every insert meanwhile takes the slow path
+// (at 10,000 policies, half the kernel's time in a rebuild). The size is
+// where the kernel's table would have grown to anyway (75% of a power of
+// two buckets, more than n), so the memory is that of a grown table. A
+// change that would overfill a set is refused by the kernel (ENFILE) and
+// made as a rebuild, which sizes the sets anew.
+func capacityFor(n int) uint32 {
+	b := minSetBuckets
+	for b*3/4 <= n {
+		b *= 2
+	}
+	return uint32(b * 3 / 4)
+}
+
 // layout is everything our two tables hold for one model.
 type layout struct {
 	chains map[ChainRef]*Chain
