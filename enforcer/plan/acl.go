@@ -537,8 +537,8 @@ func (o buildOpts) inTable(f Family, a netip.Addr, info addrInfo) bool {
 	if f != Bridge || len(o.bridgeLAN) == 0 {
 		return true
 	}
-	for k := range info {
-		if !dnsPeer(k) {
+	for _, pe := range info {
+		if !dnsPeer(pe.k) {
 			return true // devices of a manufacturer or model are on the LAN
 		}
 	}

@@ -151,13 +151,15 @@ const minSetBuckets = 1024
 // without one, a table starts with a few buckets and doubles in a worker
 // while the batch inserts, and every insert meanwhile takes the slow path
 // (at 10,000 policies, half the kernel's time in a rebuild). The size is
-// where the kernel's table would have grown to anyway (75% of a power of
-// two buckets, more than n), so the memory is that of a grown table. A
-// change that would overfill a set is refused by the kernel (ENFILE) and
-// made as a rebuild, which sizes the sets anew.
+// 75% of a power of two buckets, where a growing table would double: the
+// memory is that of the table grown to n, or of the next one when n is
+// within an eighth of its bound, so that a set always takes n/8 more
+// elements before it must grow. A change that would overfill a set is
+// refused by the kernel (ENFILE) and made as a rebuild, which sizes the
+// sets anew.
 func capacityFor(n int) uint32 {
 	b := minSetBuckets
-	for b*3/4 <= n {
+	for b*3/4 <= n+n/8 {
 		b *= 2
 	}
 	return uint32(b * 3 / 4)

@@ -152,7 +152,7 @@ func (pl *Planner) RenderDevice(mac net.HardwareAddr) (string, error) {
 		return false
 	}
 	for a, pc := range pl.inst.addrs {
-		if info := pl.groups.addrPeers[a]; info != nil && namesAny(sigOf(info)) {
+		if info := pl.groups.addrPeers[a]; info != nil && namesAny(info.sig()) {
 			l.add(pc)
 		}
 	}
