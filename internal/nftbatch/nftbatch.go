@@ -134,8 +134,29 @@ func (e *BatchError) Has(errno syscall.Errno) bool {
 	return false
 }
 
+// Error names each distinct refusal once, with how often it occurred: a
+// batch of thousands of elements may be refused as often for one reason.
 func (e *BatchError) Error() string {
-	return "kernel rejected nftables batch: " + strings.Join(e.Errors, "; ")
+	counts := make(map[string]int, len(e.Errors))
+	var distinct []string
+	for _, s := range e.Errors {
+		if counts[s] == 0 {
+			distinct = append(distinct, s)
+		}
+		counts[s]++
+	}
+	var b strings.Builder
+	b.WriteString("kernel rejected nftables batch: ")
+	for i, s := range distinct {
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		b.WriteString(s)
+		if n := counts[s]; n > 1 {
+			fmt.Fprintf(&b, " (%d times)", n)
+		}
+	}
+	return b.String()
 }
 
 var msgNames = map[uint16]string{

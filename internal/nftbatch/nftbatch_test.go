@@ -73,3 +73,19 @@ func TestSendAppliesOrNames(t *testing.T) {
 		t.Fatalf("tables after the refused batch: %q, want only table inet t", got)
 	}
 }
+
+// A refusal repeated for many messages of a batch is named once, with its
+// count.
+func TestBatchErrorNamesEachRefusalOnce(t *testing.T) {
+	e := &BatchError{Errors: []string{
+		"NEWSETELEM addr4: too many open files in system",
+		"NEWSETELEM addr6: too many open files in system",
+		"NEWSETELEM addr4: too many open files in system",
+		"NEWSETELEM addr4: too many open files in system",
+	}}
+	want := "kernel rejected nftables batch: NEWSETELEM addr4: too many open files in system (3 times); " +
+		"NEWSETELEM addr6: too many open files in system"
+	if got := e.Error(); got != want {
+		t.Errorf("Error() = %q, want %q", got, want)
+	}
+}
