@@ -6,15 +6,15 @@ import (
 )
 
 // A set's size is 75% of a power of two buckets (where a growing kernel
-// hash table doubles), leaves room for a quarter more elements than it
+// hash table doubles), leaves room for an eighth more elements than it
 // starts with, and is the smallest such size.
 func TestCapacityFor(t *testing.T) {
 	for _, c := range []struct {
 		n    int
 		want uint32
 	}{
-		{0, 768}, {1, 768}, {614, 768}, {615, 1536}, {9830, 12288}, {9831, 24576}, {10000, 24576},
-		{30050, 49152}, {50002, 98304}, {78643, 98304}, {78644, 196608},
+		{0, 768}, {1, 768}, {682, 768}, {683, 1536}, {10000, 12288},
+		{30050, 49152}, {50002, 98304}, {87381, 98304}, {87382, 196608},
 	} {
 		if got := capacityFor(c.n); got != c.want {
 			t.Errorf("capacityFor(%d) = %d, want %d", c.n, got, c.want)
@@ -25,10 +25,10 @@ func TestCapacityFor(t *testing.T) {
 		if buckets := c * 4 / 3; buckets*3/4 != c || bits.OnesCount(uint(buckets)) != 1 {
 			t.Fatalf("capacityFor(%d) = %d: not 75%% of a power of two", n, c)
 		}
-		if c <= n+n/4 {
-			t.Fatalf("capacityFor(%d) = %d: no room for a quarter more", n, c)
+		if c <= n+n/8 {
+			t.Fatalf("capacityFor(%d) = %d: no room for an eighth more", n, c)
 		}
-		if half := c / 2; c > 768 && half > n+n/4 {
+		if half := c / 2; c > 768 && half > n+n/8 {
 			t.Fatalf("capacityFor(%d) = %d: %d would do", n, c, half)
 		}
 	}

@@ -153,14 +153,14 @@ const minSetBuckets = 1024
 // (at 10,000 policies, half the kernel's time in a rebuild). The size is
 // 75% of a power of two buckets, where a growing table would double: the
 // memory is that of the table grown to n, or of the next one when n is
-// within a quarter of its bound, so that a set always takes n/4 more
+// within an eighth of its bound, so that a set always takes n/8 more
 // elements before it must grow. A change that would overfill a set is
 // refused by the kernel (ENFILE) and made as a rebuild, which sizes the
 // sets anew: a stall as long as a full apply, about once each time a set
 // doubles.
 func capacityFor(n int) uint32 {
 	b := minSetBuckets
-	for b*3/4 <= n+n/4 {
+	for b*3/4 <= n+n/8 {
 		b *= 2
 	}
 	return uint32(b * 3 / 4)
