@@ -13,7 +13,7 @@ func TestCapacityFor(t *testing.T) {
 		n    int
 		want uint32
 	}{
-		{0, 768}, {1, 768}, {682, 768}, {683, 1536}, {10000, 12288},
+		{0, 3072}, {1, 3072}, {2730, 3072}, {2731, 6144}, {10000, 12288},
 		{30050, 49152}, {50002, 98304}, {87381, 98304}, {87382, 196608},
 	} {
 		if got := capacityFor(c.n); got != c.want {
@@ -28,7 +28,7 @@ func TestCapacityFor(t *testing.T) {
 		if c <= n+n/8 {
 			t.Fatalf("capacityFor(%d) = %d: no room for an eighth more", n, c)
 		}
-		if half := c / 2; c > 768 && half > n+n/8 {
+		if half := c / 2; c > 3072 && half > n+n/8 {
 			t.Fatalf("capacityFor(%d) = %d: %d would do", n, c, half)
 		}
 	}
@@ -65,13 +65,13 @@ func TestRebuildSizesSets(t *testing.T) {
 				if want := capacityFor(n[ref]); s.Size != want {
 					t.Errorf("set %v with %d elements sized %d, want %d", ref, n[ref], s.Size, want)
 				}
-				if n[ref] > 768 {
+				if n[ref] > 3072 {
 					sized++
 				}
 			}
 		}
 	}
 	if sized == 0 {
-		t.Error("no set holds more than 768 elements: the state is too small to show sizing")
+		t.Error("no set holds more than 3,072 elements: the state is too small to show sizing")
 	}
 }

@@ -141,9 +141,10 @@ func setDefs(f Family, twoStage, ruleCounters bool, flows, acct uint32) []Set {
 	return defs
 }
 
-// minSetBuckets is the smallest hash table a rebuild asks the kernel for
-// (8 KiB of buckets per set).
-const minSetBuckets = 1024
+// minSetBuckets is the smallest hash table a rebuild asks the kernel for:
+// 32 KiB of buckets per set (about 1 MiB for all of them), so that a
+// network of up to 3,000 devices never stalls to grow a set.
+const minSetBuckets = 4096
 
 // capacityFor is the size a rebuild gives a set that starts with n
 // elements (sets the packet path fills have their own). The kernel takes
