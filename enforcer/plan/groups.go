@@ -43,10 +43,15 @@ func infoOf(hs []held) addrInfo {
 	for i, h := range hs {
 		info[i] = peerExp{h.k, h.exp}
 	}
+	info.sort()
+	return info
+}
+
+// sort orders a list built in any order by key.
+func (info addrInfo) sort() {
 	if len(info) > 1 {
 		slices.SortFunc(info, func(x, y peerExp) int { return strings.Compare(x.k, y.k) })
 	}
-	return info
 }
 
 // with is info with peer k holding the address until exp, as a new list.
@@ -61,7 +66,8 @@ func (info addrInfo) with(k string, exp time.Time) addrInfo {
 	return append(out, info[i:]...)
 }
 
-// sig names the group of the peers holding the address.
+// sig names the group of the peers holding the address: their keys, in
+// order.
 func (info addrInfo) sig() string {
 	if len(info) == 1 {
 		return info[0].k
@@ -73,7 +79,9 @@ func (info addrInfo) sig() string {
 	return strings.Join(keys, "\n")
 }
 
-// latest is the address's expiry (see latest).
+// latest is the expiry of an element several peers hold: the latest one
+// (zero if any is permanent). A peer whose answer expired earlier keeps the
+// address until its next update, as a resolver's cache would.
 func (info addrInfo) latest() time.Time {
 	var out time.Time
 	for _, pe := range info {
@@ -85,21 +93,6 @@ func (info addrInfo) latest() time.Time {
 		}
 	}
 	return out
-}
-
-// sigOf names a group: its sorted peer keys.
-func sigOf(peers map[string]time.Time) string {
-	if len(peers) == 1 {
-		for k := range peers {
-			return k
-		}
-	}
-	keys := make([]string, 0, len(peers))
-	for k := range peers {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return strings.Join(keys, "\n")
 }
 
 func sigPeers(sig string) []string { return strings.Split(sig, "\n") }
@@ -115,22 +108,6 @@ func sigHas(sig, p string) bool {
 		}
 	}
 	return false
-}
-
-// latest is the expiry of an element several peers hold: the latest one
-// (zero if any is permanent). A peer whose answer expired earlier keeps the
-// address until its next update, as a resolver's cache would.
-func latest(exps map[string]time.Time) time.Time {
-	var out time.Time
-	for _, e := range exps {
-		if e.IsZero() {
-			return time.Time{}
-		}
-		if e.After(out) {
-			out = e
-		}
-	}
-	return out
 }
 
 // derivedState is what the kernel holds of the address → group → acl layer.
@@ -982,7 +959,7 @@ func netSegments(peers map[string]map[netip.Prefix]time.Time) []segment {
 			} else {
 				end = lastAddr(six)
 			}
-			exps := map[string]time.Time{}
+			exps := make(addrInfo, 0, len(active))
 			for p, m := range active {
 				var pe time.Time
 				first := true
@@ -995,9 +972,10 @@ func netSegments(peers map[string]map[netip.Prefix]time.Time) []segment {
 						pe, first = e, false
 					}
 				}
-				exps[p] = pe
+				exps = append(exps, peerExp{p, pe})
 			}
-			out = append(out, segment{first: at, last: end, sig: sigOf(exps), expires: latest(exps)})
+			exps.sort()
+			out = append(out, segment{first: at, last: end, sig: exps.sig(), expires: exps.latest()})
 		}
 	}
 	return out
